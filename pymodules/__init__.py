@@ -1,0 +1,27 @@
+"""pymodules: BigDL's module API (Torch7's nn) for NumPy, on typed Cython kernels over BLAS.
+
+    import pymodules as pm
+    model = pm.Sequential().add(pm.Linear(4, 3))
+    y = model.forward(x)
+"""
+
+from pymodules.nn import *  # noqa: F403
+from pymodules.nn import __all__ as _nn_all
+from pymodules.random import setSeed
+
+__version__ = "0.1.0"
+
+
+def engine_type() -> str:
+    """The execution engine and the BLAS it runs on."""
+    import scipy
+
+    try:
+        blas = scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        name = f"{blas['name']} {blas['version']}"
+    except (KeyError, TypeError, ValueError):
+        name = "unknown BLAS"
+    return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
+
+
+__all__ = [*_nn_all, "engine_type", "setSeed"]

@@ -1,0 +1,98 @@
+"""Initialisation methods (BigDL's InitializationMethod), applied in place.
+
+Each is called as ``method(array, fanIn, fanOut)``; the layer says what fan-in and fan-out
+mean for its weight (Linear: inputSize and outputSize). Biases get the weight's fans, as in
+Torch7, so that the default ``RandomUniform()`` gives both +-1/sqrt(fanIn).
+"""
+
+import math
+
+import numpy as np
+
+from pymodules.random import generator
+
+
+class InitializationMethod:
+    def __call__(self, array: np.ndarray, fanIn: int, fanOut: int) -> None:
+        array[...] = self.sample(array.shape, fanIn, fanOut)
+
+    def sample(self, shape, fanIn, fanOut):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class RandomUniform(InitializationMethod):
+    """Uniform in [lower, upper]; with no bounds, in +-1/sqrt(fanIn)."""
+
+    def __init__(self, lower=None, upper=None):
+        if (lower is None) != (upper is None):
+            raise ValueError(f"RandomUniform takes both bounds or neither, got {lower}, {upper}")
+        if lower is not None and lower > upper:
+            raise ValueError(f"RandomUniform: lower {lower} exceeds upper {upper}")
+        self.lower, self.upper = lower, upper
+
+    def sample(self, shape, fanIn, fanOut):
+        if self.lower is None:
+            stdv = 1.0 / math.sqrt(max(fanIn, 1))
+            return generator().uniform(-stdv, stdv, shape)
+        return generator().uniform(self.lower, self.upper, shape)
+
+
+class RandomNormal(InitializationMethod):
+    """Normal with the given mean and standard deviation."""
+
+    def __init__(self, mean=0.0, stdv=1.0):
+        if stdv < 0:
+            raise ValueError(f"RandomNormal: stdv must be >= 0, got {stdv}")
+        self.mean, self.stdv = mean, stdv
+
+    def sample(self, shape, fanIn, fanOut):
+        return generator().normal(self.mean, self.stdv, shape)
+
+
+class Xavier(InitializationMethod):
+    """Glorot: uniform in +-sqrt(6 / (fanIn + fanOut))."""
+
+    def sample(self, shape, fanIn, fanOut):
+        stdv = math.sqrt(6.0 / max(fanIn + fanOut, 1))
+        return generator().uniform(-stdv, stdv, shape)
+
+
+class MsraFiller(InitializationMethod):
+    """He: normal with std sqrt(2 / n), n the fan-in (or fan-out when not varianceNormAlongFanIn)."""
+
+    def __init__(self, varianceNormAlongFanIn=True):
+        self.varianceNormAlongFanIn = bool(varianceNormAlongFanIn)
+
+    def sample(self, shape, fanIn, fanOut):
+        n = fanIn if self.varianceNormAlongFanIn else fanOut
+        return generator().normal(0.0, math.sqrt(2.0 / max(n, 1)), shape)
+
+
+class ConstInitMethod(InitializationMethod):
+    """Every element set to ``value``."""
+
+    def __init__(self, value):
+        self.value = float(value)
+
+    def sample(self, shape, fanIn, fanOut):
+        return self.value
+
+
+class Zeros(ConstInitMethod):
+    def __init__(self):
+        super().__init__(0.0)
+
+    def __repr__(self):
+        return "Zeros()"
+
+
+class Ones(ConstInitMethod):
+    def __init__(self):
+        super().__init__(1.0)
+
+    def __repr__(self):
+        return "Ones()"

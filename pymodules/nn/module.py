@@ -1,0 +1,405 @@
+"""The Module contract: state, the forward/backward protocol and the books around it.
+
+A module is state (``output``, ``gradInput``, its parameters) plus three steps:
+``updateOutput``, ``updateGradInput`` and ``accGradParameters``. Layers declare their
+parameters once, in ``_params`` (pairs of attribute names: value, gradient) and ``_extra``
+(non-trainable state such as running statistics); everything else here works from those.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import os
+from time import perf_counter_ns as _now
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Names are ClassName@postfix: a per-process counter offset by a random salt, so that the
+# postfix stays short, never repeats within a process and rarely meets a name loaded from
+# a file written by another process.
+_salt = int.from_bytes(os.urandom(4), "little")
+_counter = itertools.count()
+
+
+def _postfix() -> str:
+    return f"{(_salt + next(_counter)) & 0xFFFFFFFF:x}"
+
+
+def float_dtype(dtype) -> np.dtype:
+    """``dtype`` as np.float32 or np.float64; TypeError for anything else."""
+    d = np.dtype(dtype)
+    if d not in _FLOATS:
+        raise TypeError(f"dtype must be float32 or float64, got {d}")
+    return d
+
+
+class Module:
+    """Base of every layer and container (BigDL's AbstractModule)."""
+
+    #: (value, gradient) attribute pairs of the trainable parameters, in order.
+    _params: tuple[tuple[str, str], ...] = ()
+    #: attribute names of non-trainable state (running statistics).
+    _extra: tuple[str, ...] = ()
+    #: attribute names of scratch buffers that clearState drops.
+    _scratch: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        # Record the outermost constructor call, so that a module can be rebuilt from its
+        # definition (persistence) without per-class code.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            if "_ctor" not in self.__dict__:
+                self._ctor = (args, kw)
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = float_dtype(dtype)
+        self.output = np.empty(0, self.dtype)
+        self.gradInput = np.empty(0, self.dtype)
+        self.train = True
+        self.scaleW = 1.0
+        self.scaleB = 1.0
+        self._frozen = None  # the (scaleW, scaleB) to restore on unFreeze
+        self._name = f"{type(self).__name__}@{_postfix()}"
+        self.forwardTime = 0
+        self.backwardTime = 0
+        self._flat = None
+
+    # -- the protocol ------------------------------------------------------------------
+    def forward(self, input):
+        """Run updateOutput, add its time to the forward time, return ``output``."""
+        start = _now()
+        output = self.updateOutput(input)
+        self.forwardTime += _now() - start
+        return output
+
+    def backward(self, input, gradOutput):
+        """updateGradInput then accGradParameters; return ``gradInput``."""
+        start = _now()
+        gradInput = self.updateGradInput(input, gradOutput)
+        self.accGradParameters(input, gradOutput)
+        self.backwardTime += _now() - start
+        return gradInput
+
+    def updateOutput(self, input):
+        raise NotImplementedError(f"{type(self).__name__} does not define updateOutput")
+
+    def updateGradInput(self, input, gradOutput):
+        raise NotImplementedError(f"{type(self).__name__} does not define updateGradInput")
+
+    def accGradParameters(self, input, gradOutput):
+        """Accumulate parameter gradients; modules without parameters do nothing."""
+
+    # -- errors ------------------------------------------------------------------------
+    def _error(self, err: Exception) -> Exception:
+        """``err`` retold with this module's description in front."""
+        return type(err)(f"{self}: {err}")
+
+    def _resize(self, attr: str, shape) -> np.ndarray:
+        """The buffer ``attr`` with ``shape``, reused when it already has it."""
+        buf = getattr(self, attr)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = np.empty(shape, self.dtype)
+            setattr(self, attr, buf)
+        return buf
+
+    def _recover(self, err: Exception, method, *arrays):
+        """Handle a kernel's refusal of the arguments of ``method`` (input, gradOutput).
+
+        Kernels take C-contiguous arrays only: a strided view from the user is copied and
+        ``method`` runs again, off the fast path instead of a check on every call. Any other
+        refusal is raised again with this module's description in front.
+        """
+        for what, a in zip(("input", "gradOutput"), arrays):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(
+                    f"{self}: {what} must be a numpy.ndarray, got {type(a).__name__}") from None
+        if any(not a.flags.c_contiguous for a in arrays):
+            return method(*[np.ascontiguousarray(a) for a in arrays])
+        raise self._error(err) from None
+
+    # -- parameters --------------------------------------------------------------------
+    def _slots(self):
+        """(module, value attribute, gradient attribute) of every parameter, in order."""
+        for value, grad in self._params:
+            if getattr(self, value, None) is not None:
+                yield self, value, grad
+
+    def children(self) -> list[Module]:
+        """Direct sub-modules; empty for a layer."""
+        return []
+
+    def modules_preorder(self):
+        """This module, then every descendant, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules_preorder()
+
+    def parameters(self):
+        """(weights, gradWeights): aligned lists of the live arrays."""
+        slots = list(self._slots())
+        return ([getattr(m, v) for m, v, _ in slots], [getattr(m, g) for m, _, g in slots])
+
+    def zeroGradParameters(self):
+        """Zero every gradient in place."""
+        for grad in self.parameters()[1]:
+            grad.fill(0)
+
+    def getParameters(self):
+        """(flatWeights, flatGrads): every parameter in one vector, the layers as views.
+
+        A second call, with the views still in place, returns the same memory uncopied.
+        """
+        slots = list(self._slots())
+        if self._flat is not None and self._views_intact(slots):
+            return self._flat
+        dtypes = {getattr(m, v).dtype for m, v, _ in slots}
+        if len(dtypes) > 1:
+            raise TypeError(f"{self}: parameters mix dtypes {sorted(map(str, dtypes))}")
+        dtype = dtypes.pop() if dtypes else self.dtype
+        total = sum(getattr(m, v).size for m, v, _ in slots)
+        flat_w, flat_g = np.empty(total, dtype), np.empty(total, dtype)
+        offset = 0
+        for m, v, g in slots:
+            w = getattr(m, v)
+            end = offset + w.size
+            flat_w[offset:end] = w.ravel()
+            flat_g[offset:end] = getattr(m, g).ravel()
+            setattr(m, v, flat_w[offset:end].reshape(w.shape))
+            setattr(m, g, flat_g[offset:end].reshape(w.shape))
+            offset = end
+        self._flat = (flat_w, flat_g)
+        return self._flat
+
+    def _views_intact(self, slots) -> bool:
+        flat_w, flat_g = self._flat
+        offset = 0
+        for m, v, g in slots:
+            w, gw = getattr(m, v), getattr(m, g)
+            if not (_is_view_at(w, flat_w, offset) and _is_view_at(gw, flat_g, offset)):
+                return False
+            offset += w.size
+        return offset == flat_w.size
+
+    def getParametersTable(self) -> dict:
+        """{name: {"weight", "bias", "gradWeight", "gradBias", ...}} with the live arrays."""
+        table = {}
+        slots = [(v, g) for _, v, g in self._slots()]
+        if len(slots) <= 2:
+            for v, g in slots:
+                table[v] = getattr(self, v)
+                table[g] = getattr(self, g)
+        else:
+            for i, (v, g) in enumerate(slots):
+                table[f"weight{i}"] = getattr(self, v)
+                table[f"gradient{i}"] = getattr(self, g)
+        for e in self._extra:
+            table[e] = getattr(self, e)
+        return {self.getName(): table} if table else {}
+
+    def getWeightsBias(self) -> list[np.ndarray]:
+        """The live weight arrays, in parameters() order."""
+        return self.parameters()[0]
+
+    def setWeightsBias(self, arrays) -> Module:
+        """Copy ``arrays`` into the weights; count and shapes must agree."""
+        _copy_into(self, "setWeightsBias", self.parameters()[0], arrays)
+        return self
+
+    # -- scales and freezing ------------------------------------------------------------
+    def setScaleW(self, scale) -> Module:
+        self.scaleW = float(scale)
+        return self
+
+    def setScaleB(self, scale) -> Module:
+        self.scaleB = float(scale)
+        return self
+
+    def getScaleW(self) -> float:
+        return self.scaleW
+
+    def getScaleB(self) -> float:
+        return self.scaleB
+
+    def freeze(self, *names) -> Module:
+        """Stop the parameter updates of the named descendants (all when none are named).
+
+        gradInput still flows through a frozen module.
+        """
+        for m in self._targets(names):
+            for leaf in m.modules_preorder():
+                if leaf._frozen is None:
+                    leaf._frozen = (leaf.scaleW, leaf.scaleB)
+                    leaf.scaleW = leaf.scaleB = 0.0
+        return self
+
+    def unFreeze(self, *names) -> Module:
+        """Undo freeze for the named descendants (all when none are named)."""
+        for m in self._targets(names):
+            for leaf in m.modules_preorder():
+                if leaf._frozen is not None:
+                    leaf.scaleW, leaf.scaleB = leaf._frozen
+                    leaf._frozen = None
+        return self
+
+    def _targets(self, names):
+        if not names:
+            return [self]
+        found = []
+        for name in names:
+            m = self.apply(name)
+            if m is None:
+                raise ValueError(f"{self}: no module named {name!r}")
+            found.append(m)
+        return found
+
+    # -- names -------------------------------------------------------------------------
+    def setName(self, name: str) -> Module:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{self}: a name must be a non-empty str, got {name!r}")
+        self._name = name
+        return self
+
+    def getName(self) -> str:
+        return self._name
+
+    def hasName(self) -> bool:
+        return self._name is not None
+
+    def apply(self, name: str) -> Module | None:
+        """The module called ``name`` in this tree (self included), None if absent."""
+        found = [m for m in self.modules_preorder() if m._name == name]
+        if len(found) > 1:
+            raise ValueError(f"{self.getName()}: {len(found)} modules are named {name!r}")
+        return found[0] if found else None
+
+    # -- mode --------------------------------------------------------------------------
+    def training(self) -> Module:
+        for m in self.modules_preorder():
+            m.train = True
+        return self
+
+    def evaluate(self, dataset=None, vMethods=None, batchSize=None):
+        """Switch to eval mode; given a dataset, also run the validation methods over it."""
+        for m in self.modules_preorder():
+            m.train = False
+        if dataset is None:
+            return self
+        from pymodules.validation import evaluate_dataset
+
+        return evaluate_dataset(self, dataset, vMethods, batchSize)
+
+    def isTraining(self) -> bool:
+        return self.train
+
+    # -- state -------------------------------------------------------------------------
+    def clearState(self) -> Module:
+        """Drop cached output, gradInput and scratch buffers; parameters stay."""
+        for m in self.modules_preorder():
+            m.output = np.empty(0, m.dtype)
+            m.gradInput = np.empty(0, m.dtype)
+            for attr in m._scratch:
+                setattr(m, attr, None)
+        return self
+
+    def getExtraParameter(self) -> list[np.ndarray]:
+        """The non-trainable state (running statistics), as live arrays."""
+        return [getattr(m, e) for m in self.modules_preorder() for e in m._extra]
+
+    def setExtraParameter(self, arrays) -> Module:
+        _copy_into(self, "setExtraParameter", self.getExtraParameter(), arrays)
+        return self
+
+    def copyStatus(self, src: Module) -> Module:
+        """Copy ``src``'s running status (not weights) into this module of the same shape."""
+        return self.setExtraParameter(src.getExtraParameter())
+
+    def getEngineType(self) -> str:
+        from pymodules import engine_type
+
+        return engine_type()
+
+    def getTimes(self):
+        """[(module, forwardNs, backwardNs)]: descendants first, then self, exclusive time."""
+        rows = []
+        for child in self.children():
+            rows.extend(child.getTimes())
+        fwd = self.forwardTime - sum(c.forwardTime for c in self.children())
+        bwd = self.backwardTime - sum(c.backwardTime for c in self.children())
+        rows.append((self, max(fwd, 0), max(bwd, 0)))
+        return rows
+
+    def resetTimes(self) -> Module:
+        for m in self.modules_preorder():
+            m.forwardTime = m.backwardTime = 0
+        return self
+
+    def reset(self) -> Module:
+        """Re-initialise the parameters of this tree with each layer's init methods."""
+        for child in self.children():
+            child.reset()
+        return self
+
+    def cloneModule(self) -> Module:
+        """A deep, independent copy with the same names."""
+        return copy.deepcopy(self)
+
+    def float(self) -> Module:
+        return self._convert(np.float32)
+
+    def double(self) -> Module:
+        return self._convert(np.float64)
+
+    def _convert(self, dtype) -> Module:
+        """Convert every float array of this tree to ``dtype``, in place."""
+        dtype = np.dtype(dtype)
+        for m in self.modules_preorder():
+            m.dtype = dtype
+            m._flat = None
+            for attr, value in vars(m).items():
+                if isinstance(value, np.ndarray) and value.dtype in _FLOATS:
+                    setattr(m, attr, value.astype(dtype))
+        return self
+
+    # -- printing ----------------------------------------------------------------------
+    def extraRepr(self) -> str:
+        """What goes between the parentheses of str(self); empty for none."""
+        return ""
+
+    def __str__(self) -> str:
+        extra = self.extraRepr()
+        return f"{self.getName()}({extra})" if extra else self.getName()
+
+    __repr__ = __str__
+
+
+def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:
+    if a.base is not base and getattr(a.base, "base", None) is not base:
+        return False
+    start = a.__array_interface__["data"][0]
+    return start == base.__array_interface__["data"][0] + offset * base.itemsize
+
+
+def _copy_into(module: Module, what: str, targets, arrays) -> None:
+    """Copy ``arrays`` into ``targets`` after checking that count and shapes agree."""
+    arrays = list(arrays)
+    if len(arrays) != len(targets):
+        raise ValueError(f"{module}: {what} got {len(arrays)} arrays, expected {len(targets)}")
+    for i, (dst, src) in enumerate(zip(targets, arrays)):
+        src = np.asarray(src)
+        if src.shape != dst.shape:
+            raise ValueError(
+                f"{module}: {what} array {i} has shape {src.shape}, expected {dst.shape}")
+    for dst, src in zip(targets, arrays):
+        dst[...] = src

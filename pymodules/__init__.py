@@ -7,6 +7,7 @@
 
 from pymodules.nn import *  # noqa: F403
 from pymodules.nn import __all__ as _nn_all
+from pymodules.persistence import FileFormatError, load
 from pymodules.random import setSeed
 
 __version__ = "0.1.0"
@@ -24,4 +25,4 @@ def engine_type() -> str:
     return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
 
 
-__all__ = [*_nn_all, "engine_type", "setSeed"]
+__all__ = [*_nn_all, "FileFormatError", "engine_type", "load", "setSeed"]

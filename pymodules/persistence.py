@@ -34,6 +34,7 @@ import inspect
 import io
 import json
 import os
+import re
 import secrets
 import struct
 import zipfile
@@ -54,6 +55,7 @@ _MAX_NPY_HEADER = 1 << 16
 _MAX_DEPTH = 256  # nesting of encoded values
 _CHUNK = 16 << 20  # bytes per read or write call on array data
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_ENTRY_NAME = re.compile(r"definition\.json|checksum\.json|arrays/(0|[1-9][0-9]{0,8})\.npy")
 
 # dtypes an array entry may have: no objects, no structured or void types.
 _DTYPES = {np.dtype(t).str: np.dtype(t) for t in (
@@ -569,8 +571,9 @@ class _Archive:
         self.f, self.size, self.where = f, size, where
         try:
             infos = zipfile.ZipFile(f).infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-                struct.error, UnicodeDecodeError) as err:
+        except Exception as err:  # zipfile raises many kinds on a crafted directory
+            if isinstance(err, FileNotFoundError):
+                raise
             raise self.error(f"not a pymodules file (not a readable zip archive: {err})") \
                 from None
         self.infos = {}
@@ -578,6 +581,9 @@ class _Archive:
         for info in infos:
             if info.filename in self.infos:
                 raise self.error(f"entry {info.filename} appears twice")
+            if not _ENTRY_NAME.fullmatch(info.filename):
+                raise self.error(f"unexpected entry {info.filename[:80]!r} (pymodules writes "
+                                 "only definition.json, checksum.json and arrays/<n>.npy)")
             if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
                 raise self.error(f"entry {info.filename} is compressed or encrypted")
             if info.compress_size != info.file_size or info.header_offset < 0 or \
@@ -732,7 +738,7 @@ class _Entry:
             read = np.lib.format.read_array_header_1_0 if major == 1 else \
                 np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(bio, max_header_size=_MAX_NPY_HEADER)
-        except (ValueError, TypeError, SyntaxError, UnicodeDecodeError) as err:
+        except Exception as err:  # numpy's parser raises many kinds (tokenize, ast, ...)
             raise self.archive.error(f"{name}: garbled .npy header ({err})"[:300]) from None
         if dtype.str not in _DTYPES:
             raise self.archive.error(f"{name}: dtype {dtype} is not allowed in a pymodules "

@@ -176,6 +176,13 @@ cdef int _operands(list xs, str what, cnp.ndarray like, str like_what) except -1
     return 0
 
 
+cdef int _same(cnp.ndarray x, str what, cnp.ndarray like, str like_what) except -1:
+    if shape(x) != shape(like):
+        raise ValueError(f"{what} has shape {shape(x)}, expected {shape(like)} "
+                         f"(the shape of {like_what})")
+    return 0
+
+
 cdef void **_pointers(list xs) except NULL:
     cdef void **p = <void **> malloc((len(xs) + 1) * sizeof(void *))
     if p == NULL:
@@ -191,8 +198,7 @@ def cadd_update_output(inputs, output):
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef list xs = _parts(inputs, "input", t, False)
     _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
-    if shape(y) != shape(<cnp.ndarray> xs[0]):
-        raise ValueError(f"output has shape {shape(y)}, expected {shape(<cnp.ndarray> xs[0])}")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
     for i, x in enumerate(xs):
         disjoint(y, "output", x, f"input {i}")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
@@ -242,7 +248,8 @@ def csub_update_output(input0, input1, output):
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray a = array(input0, "input 0", t, False)
     cdef cnp.ndarray b = array(input1, "input 1", t, False)
-    _operands([b, y], "input 1 and output", a, "input 0")
+    _same(b, "input 1", a, "input 0")
+    _same(y, "output", a, "input 0")
     disjoint(y, "output", a, "input 0")
     disjoint(y, "output", b, "input 1")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y)
@@ -295,7 +302,8 @@ def cmul_update_output(inputs, output):
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef list xs = _parts(inputs, "input", t, False)
-    _operands(xs + [y], "input", <cnp.ndarray> xs[0], "input 0")
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
     for i, x in enumerate(xs):
         disjoint(y, "output", x, f"input {i}")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
@@ -337,7 +345,8 @@ def cmul_update_grad_input(inputs, grad_output, grad_inputs):
     cdef list gs = _parts(grad_inputs, "gradInput", t, True)
     if len(gs) != len(xs):
         raise ValueError(f"gradInput has {len(gs)} arrays, expected {len(xs)}")
-    _operands(xs + gs, "input and gradInput", go, "gradOutput")
+    _operands(xs, "input", go, "gradOutput")
+    _operands(gs, "gradInput", go, "gradOutput")
     for i, g in enumerate(gs):
         disjoint(g, f"gradInput {i}", go, "gradOutput")
         for j, x in enumerate(xs):
@@ -370,7 +379,8 @@ def cmax_update_output(inputs, output, indices):
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
     cdef list xs = _parts(inputs, "input", t, False)
-    _operands(xs + [y], "input", <cnp.ndarray> xs[0], "input 0")
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
     if shape(idx) != shape(y):
         raise ValueError(f"indices has shape {shape(idx)}, expected {shape(y)}")
     for i, x in enumerate(xs):

@@ -93,21 +93,34 @@ def register(cls: type) -> type:
 
 
 def _registry() -> dict[str, type]:
-    """{class name: class} of every Module and value class that files may name.
+    """{class name: class} of every class that files may name: the Module and value
+    classes defined in the pymodules package (exported ones first, where two share a
+    name), and those given to ``register``.
 
-    Read from pymodules' exports on each call, so classes added to the library later are
-    covered without a list to maintain here.
+    Computed on each save or load, so classes added to the library later are covered
+    without a list to maintain here.
     """
     import pymodules
 
+    bases = (Module, *_value_bases())
     found = {}
     for name in pymodules.__all__:
         obj = getattr(pymodules, name, None)
-        if isinstance(obj, type) and obj.__module__.startswith("pymodules.") and (
-                issubclass(obj, Module) or issubclass(obj, _value_bases())):
-            found[obj.__name__] = obj
+        if isinstance(obj, type) and issubclass(obj, bases) and _ours(obj):
+            found.setdefault(obj.__name__, obj)
+    for base in bases:
+        stack = [base]
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            if _ours(cls):
+                found.setdefault(cls.__name__, cls)
     found.update(_registered)
     return found
+
+
+def _ours(cls: type) -> bool:
+    return cls.__module__ == "pymodules" or cls.__module__.startswith("pymodules.")
 
 
 def _value_bases() -> tuple[type, ...]:
@@ -278,6 +291,7 @@ class _Writer:
     """Turns values into JSON with references to array entries, then writes the zip."""
 
     def __init__(self, modules=True):
+        self.registry = _registry()
         self.arrays: list[np.ndarray] = []
         self.modules: list[dict] = []
         self.nodes: list[dict] = []
@@ -318,7 +332,10 @@ class _Writer:
             return {"$dict": [[self.encode(k, depth + 1), self.encode(x, depth + 1)]
                               for k, x in v.items()]}
         cls = type(v)
-        if _registry().get(cls.__name__) is cls and not issubclass(cls, Module):
+        if isinstance(v, (set, frozenset)):
+            tag = "$frozenset" if isinstance(v, frozenset) else "$set"
+            return {tag: sorted((self.encode(x, depth + 1) for x in v), key=repr)}
+        if self.registry.get(cls.__name__) is cls and not issubclass(cls, Module):
             return {"$object": cls.__name__,
                     "state": {k: self.encode(x, depth + 1) for k, x in vars(v).items()}}
         raise TypeError(f"cannot save a {cls.__name__} ({v!r:.80}): only numbers, strings, "
@@ -340,7 +357,7 @@ class _Writer:
             return self._module_ids[key]
         cls = type(m)
         name = cls.__name__
-        if _registry().get(name) is not cls:
+        if self.registry.get(name) is not cls:
             raise TypeError(f"{m}: cannot save a {cls.__module__}.{name}: its class is not "
                             "registered (pymodules.persistence.register)")
         index = len(self.modules)
@@ -365,6 +382,7 @@ class _Writer:
             "params": {v: self.encode(getattr(m, v)) for v, _ in m._params
                        if getattr(m, v, None) is not None},
             "extra": {e: self.encode(getattr(m, e)) for e in m._extra},
+            "state": {a: self.encode(getattr(m, a)) for a in getattr(m, "_persist", ())},
         })
         # Children that the constructor did not receive are added back one by one.
         d["children"] = [self.encode(c) for c in m.children() if id(c) not in in_args]
@@ -798,6 +816,12 @@ class _Decoder:
                 except TypeError:
                     raise self.error(f"unhashable dict key {str(key)[:80]}") from None
             return out
+        if tag in ("$set", "$frozenset") and len(v) == 1 and isinstance(body, list):
+            items = [self.value(x, depth + 1) for x in body]
+            try:
+                return frozenset(items) if tag == "$frozenset" else set(items)
+            except TypeError:
+                raise self.error("unhashable set item") from None
         if tag == "$dtype" and len(v) == 1:
             if body not in _DTYPE_NAMES:
                 raise self.error(f"unknown dtype {str(body)[:40]}")
@@ -882,6 +906,13 @@ class _Decoder:
                 if not isinstance(ref, dict) or set(ref) != {"$array"}:
                     raise self.error(f"garbled {attr}")
                 self.archive.array(ref["$array"], out=getattr(m, attr))
+        state = d.get("state", {})
+        declared = set(getattr(m, "_persist", ()))
+        if not isinstance(state, dict) or set(state) != declared:
+            raise self.error(f"{m}: the file has state {sorted(state)[:10]}, the class "
+                             f"declares {sorted(declared)}")
+        for attr, v in state.items():
+            setattr(m, attr, self.value(v))
         name, train, frozen = d.get("name"), d.get("train"), d.get("frozen")
         if not isinstance(name, str) or not isinstance(train, bool):
             raise self.error("garbled name or mode")

@@ -46,6 +46,9 @@ class Module:
     _extra: tuple[str, ...] = ()
     #: attribute names of scratch buffers that clearState drops.
     _scratch: tuple[str, ...] = ()
+    #: attribute names of further state that persistence saves and restores after
+    #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
+    _persist: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         # Record the outermost constructor call, so that a module can be rebuilt from its
@@ -406,6 +409,17 @@ class Module:
         from pymodules import persistence
 
         return persistence.loadModelWeights(self, srcModel, matchAll)
+
+    # -- graphs ------------------------------------------------------------------------
+    def inputs(self, *nodes):
+        """A new graph Node holding this module, fed by ``nodes`` (or one list of nodes)."""
+        from pymodules.nn.graph import Node
+
+        return Node(self, nodes)
+
+    def __call__(self, *nodes):
+        """Same as inputs(*nodes): ``pm.Linear(4, 3)(x)`` links a node, it computes nothing."""
+        return self.inputs(*nodes)
 
     # -- printing ----------------------------------------------------------------------
     def extraRepr(self) -> str:

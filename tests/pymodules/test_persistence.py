@@ -17,17 +17,25 @@ import pymodules as pm
 from pymodules import persistence
 
 # -- one example of every module class ----------------------------------------------------
-# (module factory, input shape or None for classes that do not compute on their own).
-# A class exported by pm without an entry here fails test_every_class_has_an_example.
+# {class: [(module factory, input factory or None for classes that do not compute alone)]}.
+# A Module class exported by pm without an entry fails test_every_class_has_an_example.
+
+
+def _a(*shape):
+    return lambda rng: rng.standard_normal(shape)
+
+
+def _table(*shapes):
+    return lambda rng: [rng.standard_normal(s) for s in shapes]
 
 
 def _linear_variants():
     return [
-        pm.Linear(4, 3),
-        pm.Linear(4, 3, withBias=False),
-        pm.Linear(4, 3, wRegularizer=pm.L1L2Regularizer(0.1, 0.2),
-                  bRegularizer=pm.L2Regularizer(0.3)),
-        pm.Linear(4, 3, initWeight=np.arange(12.0).reshape(3, 4), initBias=np.ones(3)),
+        lambda: pm.Linear(4, 3),
+        lambda: pm.Linear(4, 3, withBias=False),
+        lambda: pm.Linear(4, 3, wRegularizer=pm.L1L2Regularizer(0.1, 0.2),
+                          bRegularizer=pm.L2Regularizer(0.3)),
+        lambda: pm.Linear(4, 3, initWeight=np.arange(12.0).reshape(3, 4), initBias=np.ones(3)),
     ]
 
 
@@ -38,13 +46,64 @@ def _sequential():
     return s
 
 
+def _graph():
+    """Two inputs, a shared input feeding two layers, a join and two outputs."""
+    x, y = pm.Input(), pm.Input("second")
+    a, b = pm.Linear(4, 3)(x), pm.Linear(4, 3).setName("b")(x)
+    c = pm.Linear(4, 3)(y)
+    s = pm.CAddTable()(a, b, c)
+    out = pm.Linear(3, 2)(s)
+    return pm.Graph([x, y], [out, pm.Identity()(s)])
+
+
+def _graph_of_graphs():
+    """A graph holding a graph and a Sequential, stopped gradient and a frozen layer."""
+    x = pm.Input()
+    inner_in = pm.Input()
+    inner = pm.Graph(inner_in, pm.Linear(3, 3)(pm.Linear(4, 3)(inner_in)))
+    h = inner(x)
+    k = pm.Sequential().add(pm.Linear(4, 3)).add(pm.Identity()).setName("seq")(x)
+    j = pm.JoinTable(1)([h, k])
+    g = pm.Model(x, pm.Linear(6, 2).setName("head")(j))
+    return g.stopGradient(["seq"]).freeze("head")
+
+
 EXAMPLES = {
     pm.Module: [(lambda: pm.Module(), None)],
     pm.Container: [(lambda: pm.Container().add(pm.Linear(4, 3)), None)],
-    pm.Linear: [(lambda m=m: m, (2, 4)) for m in _linear_variants()],
-    pm.Sequential: [(_sequential, (2, 4)),
-                    (lambda: _sequential().freeze("inner"), (2, 4)),
-                    (lambda: _sequential().evaluate(), (2, 4))],
+    pm.Linear: [(make, _a(2, 4)) for make in _linear_variants()],
+    pm.Sequential: [(_sequential, _a(2, 4)),
+                    (lambda: _sequential().freeze("inner"), _a(2, 4)),
+                    (lambda: _sequential().evaluate(), _a(2, 4))],
+    pm.Concat: [(lambda: pm.Concat(1).add(pm.Linear(4, 3)).add(pm.Linear(4, 2)), _a(3, 4))],
+    pm.ConcatTable: [(lambda: pm.ConcatTable().add(pm.Linear(4, 3)).add(pm.Identity()),
+                      _a(3, 4))],
+    pm.ParallelTable: [(lambda: pm.ParallelTable().add(pm.Linear(4, 3)).add(pm.Linear(2, 3)),
+                        _table((3, 4), (3, 2)))],
+    pm.MapTable: [(lambda: pm.MapTable(pm.Linear(4, 3)), _table((3, 4), (3, 4))),
+                  (lambda: pm.MapTable().add(pm.Linear(4, 3)), _table((3, 4), (3, 4)))],
+    pm.Graph: [(_graph, _table((3, 4), (3, 4))), (_graph_of_graphs, _a(3, 4))],
+    pm.Identity: [(lambda: pm.Identity(), _a(3, 4))],
+    pm.Reshape: [(lambda: pm.Reshape([2, 2]), _a(3, 4))],
+    pm.View: [(lambda: pm.View([2, 2]), _a(3, 4))],
+    pm.Squeeze: [(lambda: pm.Squeeze(1), _a(3, 1, 4))],
+    pm.Unsqueeze: [(lambda: pm.Unsqueeze(1), _a(3, 4))],
+    pm.Narrow: [(lambda: pm.Narrow(1, 1, 2), _a(3, 4))],
+    pm.Select: [(lambda: pm.Select(1, 2), _a(3, 4))],
+    pm.Transpose: [(lambda: pm.Transpose([(0, 1)]), _a(3, 4))],
+    pm.Replicate: [(lambda: pm.Replicate(3), _a(3, 4))],
+    pm.Contiguous: [(lambda: pm.Contiguous(), _a(3, 4))],
+    pm.CAddTable: [(lambda: pm.CAddTable(), _table((3, 4), (3, 4)))],
+    pm.CSubTable: [(lambda: pm.CSubTable(), _table((3, 4), (3, 4)))],
+    pm.CMulTable: [(lambda: pm.CMulTable(), _table((3, 4), (3, 4)))],
+    pm.CMaxTable: [(lambda: pm.CMaxTable(), _table((3, 4), (3, 4)))],
+    pm.JoinTable: [(lambda: pm.JoinTable(1), _table((3, 4), (3, 2)))],
+    pm.SplitTable: [(lambda: pm.SplitTable(1), _a(3, 4))],
+    pm.SelectTable: [(lambda: pm.SelectTable(1), _table((3, 4), (3, 2)))],
+    pm.NarrowTable: [(lambda: pm.NarrowTable(0, 2), _table((3, 4), (3, 2), (2,)))],
+    pm.FlattenTable: [(lambda: pm.FlattenTable(),
+                       lambda rng: [rng.standard_normal(3), [rng.standard_normal(2),
+                                                             rng.standard_normal(4)]])],
 }
 
 
@@ -71,17 +130,36 @@ def _snapshot(m):
             for x in m.modules_preorder()]
 
 
+def _copy(v):
+    return [_copy(x) for x in v] if isinstance(v, list) else np.copy(v)
+
+
+def _cast(v, dtype):
+    return [_cast(x, dtype) for x in v] if isinstance(v, list) else v.astype(dtype)
+
+
+def _like(v, rng):
+    return [_like(x, rng) for x in v] if isinstance(v, list) else \
+        rng.standard_normal(v.shape).astype(v.dtype)
+
+
+def _equal(a, b):
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_equal, a, b))
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def _run(m, x, g):
     """forward and backward from zeroed gradients, with the same random stream."""
     m.zeroGradParameters()
     pm.setSeed(7)
-    y = np.copy(m.forward(x))
-    gi = np.copy(m.backward(x, g))
-    return y, gi, [np.copy(a) for a in m.parameters()[1]]
+    y = _copy(m.forward(x))
+    gi = _copy(m.backward(x, g))
+    return [y, gi, [np.copy(a) for a in m.parameters()[1]]]
 
 
-@pytest.mark.parametrize(("make", "shape", "dtype"), list(_cases()))
-def test_round_trip(make, shape, dtype, tmp_path, rng):
+@pytest.mark.parametrize(("make", "make_input", "dtype"), list(_cases()))
+def test_round_trip(make, make_input, dtype, tmp_path, rng):
     m = make()
     if dtype == "float64":
         m.double()
@@ -90,18 +168,22 @@ def test_round_trip(make, shape, dtype, tmp_path, rng):
     r = pm.load(path)
     assert type(r) is type(m)
     assert _snapshot(r) == _snapshot(m)
-    for a, b in zip(m.parameters()[0] + m.getExtraParameter(),
-                    r.parameters()[0] + r.getExtraParameter(), strict=True):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert _equal(m.parameters()[0] + m.getExtraParameter(),
+                  r.parameters()[0] + r.getExtraParameter())
     assert all(not g.any() for g in r.parameters()[1])  # gradients are not saved
-    if shape is None:
+    if make_input is None:
         return
-    x = rng.standard_normal(shape).astype(m.dtype)
-    y = np.copy(m.forward(x))
-    g = rng.standard_normal(y.shape).astype(m.dtype)
-    expected, got = _run(m, x, g), _run(r, x, g)
-    for a, b in zip(expected[:2] + tuple(expected[2]), got[:2] + tuple(got[2]), strict=True):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
+    x = _cast(make_input(rng), m.dtype)
+    g = _like(m.forward(x), rng)
+    assert _equal(_run(r, x, g), _run(m, x, g))
+    # and the reloaded module saves to the same definition
+    r.save(tmp_path / "again.pm")
+    assert _definition(tmp_path / "again.pm") == _definition(path)
+
+
+def _definition(path):
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("definition.json"))
 
 
 def test_round_trip_keeps_float64_given_to_the_constructor(tmp_path):

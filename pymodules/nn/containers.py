@@ -20,9 +20,10 @@ class Container(Module):
         """Append ``module`` (not already in this tree); return self."""
         if not isinstance(module, Module):
             raise TypeError(f"{self}: can only add a Module, got {type(module).__name__}")
-        if any(m is module for m in self.modules_preorder()) or \
-                any(m is self for m in module.modules_preorder()):
-            raise ValueError(f"{self.getName()}: {module.getName()} is already in this tree")
+        mine = {id(m) for m in self.modules_preorder()}
+        for m in module.modules_preorder():
+            if id(m) in mine:
+                raise ValueError(f"{self.getName()}: {m.getName()} is already in this tree")
         self.modules.append(module)
         self._flat = None
         return self

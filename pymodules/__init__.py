@@ -5,6 +5,8 @@
     y = model.forward(x)
 """
 
+from pymodules.criterion import *  # noqa: F403
+from pymodules.criterion import __all__ as _criterion_all
 from pymodules.nn import *  # noqa: F403
 from pymodules.nn import __all__ as _nn_all
 from pymodules.random import setSeed
@@ -24,4 +26,4 @@ def engine_type() -> str:
     return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
 
 
-__all__ = [*_nn_all, "engine_type", "setSeed"]
+__all__ = [*_nn_all, *_criterion_all, "engine_type", "setSeed"]

@@ -39,9 +39,11 @@ import secrets
 import struct
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pymodules.nn.init import skipped
 from pymodules.nn.module import Module
 
 FORMAT = "pymodules"
@@ -53,7 +55,7 @@ _CHECKSUM = "checksum.json"
 _MAX_JSON = 64 << 20  # bytes of definition.json or checksum.json
 _MAX_NPY_HEADER = 1 << 16
 _MAX_DEPTH = 256  # nesting of encoded values
-_CHUNK = 16 << 20  # bytes per read or write call on array data
+_CHUNK = 4 << 20  # bytes per read or write call on array data (and per CRC step)
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _ENTRY_NAME = re.compile(r"definition\.json|checksum\.json|arrays/(0|[1-9][0-9]{0,8})\.npy")
 
@@ -401,42 +403,112 @@ class _Writer:
         d["element"] = self.encode(n.element)
         return index
 
-    def write_to(self, f) -> None:
-        """Stream the archive into the binary file ``f`` (seekable or not)."""
+    def write_to(self, f, seekable: bool) -> None:
+        """Stream the archive into the binary file ``f``."""
         from pymodules import __version__
 
         definition = {"format": FORMAT, "formatVersion": FORMAT_VERSION,
                       "libraryVersion": __version__, **self.definition}
-        sums = {}
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            text = json.dumps(definition, separators=(",", ":")).encode()
-            sums[_DEFINITION] = _write_entry(zf, _DEFINITION, [text])
+        with _ZipWriter(f, seekable) as zw:
+            zw.entry(_DEFINITION, [json.dumps(definition, separators=(",", ":")).encode()])
             for i, a in enumerate(self.arrays):
                 head = io.BytesIO()
                 np.lib.format.write_array_header_1_0(
                     head, np.lib.format.header_data_from_array_1_0(a))
                 data = a.reshape(-1).view(np.uint8)
-                chunks = [head.getvalue()] + [memoryview(data[j:j + _CHUNK])
-                                              for j in range(0, data.size, _CHUNK)]
-                sums[f"arrays/{i}.npy"] = _write_entry(zf, f"arrays/{i}.npy", chunks)
+                zw.entry(f"arrays/{i}.npy", [head.getvalue()] + [
+                    memoryview(data[j:j + _CHUNK]) for j in range(0, data.size, _CHUNK)])
+            sums = {name: {"size": size, "crc32": crc} for name, _, size, crc in zw.entries}
             checksum = {"algorithm": "crc32", "entries": sums}
-            _write_entry(zf, _CHECKSUM, [json.dumps(checksum, separators=(",", ":")).encode()])
+            zw.entry(_CHECKSUM, [json.dumps(checksum, separators=(",", ":")).encode()])
 
 
-def _write_entry(zf: zipfile.ZipFile, name: str, chunks) -> dict:
-    info = zipfile.ZipInfo(name)
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16
-    info.file_size = sum(len(c) for c in chunks)  # decides zip64 before the data goes
-    with zf.open(info, "w") as out:
+class _ZipWriter:
+    """Writes a zip of stored entries (zip64 records throughout, as Python's zipfile and
+    unzip read them). The CRC-32 of an entry is computed on a worker thread while the
+    entry is written (both release the GIL), then patched into the local header when the
+    file is seekable, or written after the data (a data descriptor) when it is not.
+    """
+
+    _DATE = (1 << 5) | 1  # 1980-01-01, so that equal content gives equal files
+
+    def __init__(self, f, seekable: bool):
+        self.f, self.seekable = f, seekable
+        self.offset = 0
+        self.entries = []  # (name, header offset, size, crc)
+        self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if self._pool is not None:
+            self._pool.shutdown()
+        if kind is None:
+            self._central_directory()
+
+    def _put(self, b) -> None:
+        self.f.write(b)
+        self.offset += len(b)
+
+    @staticmethod
+    def _crc(chunks) -> int:
+        crc = 0
         for c in chunks:
-            out.write(c)
-    return {"size": info.file_size, "crc32": info.CRC}
+            crc = zlib.crc32(c, crc)
+        return crc
+
+    def entry(self, name: str, chunks) -> None:
+        size = sum(len(c) for c in chunks)
+        raw = name.encode("ascii")
+        start = self.offset
+        flags = 0 if self.seekable else 0x08
+        self._put(_LOCAL_HEADER.pack(b"PK\x03\x04", 45, flags, 0, 0, self._DATE, 0,
+                                     0xFFFFFFFF, 0xFFFFFFFF, len(raw), 20))
+        self._put(raw + struct.pack("<HHQQ", 1, 16, size, size))
+        if size >= _CHUNK:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="pymodules-crc")
+            crc_job = self._pool.submit(self._crc, chunks)
+            try:
+                for c in chunks:
+                    self._put(c)
+            finally:
+                crc = crc_job.result()
+        else:
+            crc = self._crc(chunks)
+            for c in chunks:
+                self._put(c)
+        if self.seekable:
+            self.f.seek(start + 14)
+            self.f.write(struct.pack("<L", crc))
+            self.f.seek(self.offset)
+        else:
+            self._put(struct.pack("<4sLQQ", b"PK\x07\x08", crc, size, size))
+        self.entries.append((name, start, size, crc))
+
+    def _central_directory(self) -> None:
+        cd_start = self.offset
+        flags = 0 if self.seekable else 0x08
+        for name, start, size, crc in self.entries:
+            raw = name.encode("ascii")
+            self._put(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", (3 << 8) | 45, 45, flags, 0, 0,
+                                  self._DATE, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(raw), 28, 0,
+                                  0, 0, 0o100644 << 16, 0xFFFFFFFF))
+            self._put(raw + struct.pack("<HHQQQ", 1, 24, size, size, start))
+        cd_size = self.offset - cd_start
+        end64 = self.offset
+        n = len(self.entries)
+        self._put(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size,
+                              cd_start))
+        self._put(struct.pack("<4sLQL", b"PK\x06\x07", 0, end64, 1))
+        self._put(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, min(n, 0xFFFF),
+                              min(n, 0xFFFF), min(cd_size, 0xFFFFFFFF), 0xFFFFFFFF, 0))
 
 
 def _write(writer: _Writer, path, overWrite: bool, storage_options) -> None:
-    with _open_write(path, overWrite, storage_options) as f:
-        writer.write_to(f)
+    with _open_write(path, overWrite, storage_options) as (f, seekable):
+        writer.write_to(f, seekable)
 
 
 def _is_url(path) -> bool:
@@ -445,8 +517,8 @@ def _is_url(path) -> bool:
 
 @contextlib.contextmanager
 def _open_write(path, overWrite, storage_options):
-    """A binary file to write ``path`` through; what it holds appears at ``path`` only when
-    the block ends without an exception, and whole."""
+    """(binary file, seekable) to write ``path`` through; what it holds appears at ``path``
+    only when the block ends without an exception, and whole."""
     if _is_url(path):
         yield from _remote_write(path, overWrite, storage_options)
         return
@@ -461,7 +533,7 @@ def _open_write(path, overWrite, storage_options):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            yield f
+            yield f, True
             f.flush()
             os.fsync(f.fileno())
         if overWrite:
@@ -526,7 +598,7 @@ def _remote_write(url, overWrite, storage_options):
         # refuse an existing key where it can (S3 conditional writes).
         f = fs.open(path, "wb" if overWrite else _exclusive_mode(fs), autocommit=True)
         try:
-            yield _Unseekable(f)
+            yield f, False
         except BaseException:
             with contextlib.suppress(Exception):
                 f.discard()
@@ -540,7 +612,7 @@ def _remote_write(url, overWrite, storage_options):
         f".{base}.{secrets.token_hex(6)}.part"
     try:
         with fs.open(tmp, "wb") as f:
-            yield _Unseekable(f)
+            yield f, False
         if not overWrite and fs.exists(path):
             raise _exists(url)
         fs.mv(tmp, path)
@@ -554,32 +626,26 @@ def _exclusive_mode(fs) -> str:
     return "xb" if type(fs).__module__.startswith("s3fs") else "wb"
 
 
-class _Unseekable(io.RawIOBase):
-    """A write-only view of a remote file, so that zipfile streams (data descriptors)
-    instead of seeking back."""
-
-    def __init__(self, f):
-        self._f = f
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        return self._f.write(b)
-
-
 # -- reading ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _open_read(path, storage_options):
     if _is_url(path):
         fs, p = _filesystem(path, storage_options)
         with fs.open(p, "rb") as f:
-            yield _Archive(f, fs.size(p), path)
+            archive = _Archive(f, fs.size(p), path)
+            try:
+                yield archive
+            finally:
+                archive.close()
         return
     if storage_options:
         raise TypeError(f"storage_options apply to URLs only, not to local path {path!r}")
     with open(os.fspath(path), "rb") as f:
-        yield _Archive(f, os.fstat(f.fileno()).st_size, os.fspath(path))
+        archive = _Archive(f, os.fstat(f.fileno()).st_size, os.fspath(path))
+        try:
+            yield archive
+        finally:
+            archive.close()
 
 
 class _Archive:
@@ -587,6 +653,7 @@ class _Archive:
 
     def __init__(self, f, size: int, where: str):
         self.f, self.size, self.where = f, size, where
+        self._pool = None
         try:
             infos = zipfile.ZipFile(f).infolist()
         except Exception as err:  # zipfile raises many kinds on a crafted directory
@@ -637,6 +704,15 @@ class _Archive:
 
     def error(self, reason: str) -> FileFormatError:
         return FileFormatError(f"{self.where}: {reason}")
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="pymodules-crc")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def definition(self, kind: str) -> dict:
         d = self._json(_DEFINITION)
@@ -717,15 +793,28 @@ class _Entry:
         n = len(mv)
         if n > self.left:
             raise self.archive.error(f"{self.info.filename}: shorter than its header says")
+        # Large reads check the CRC of one chunk on a worker while the next one is read.
+        pool = self.archive.pool() if n >= 2 * _CHUNK else None
+        last = None
         done = 0
-        while done < n:
-            part = mv[done:min(n, done + _CHUNK)]
-            got = self.archive.f.readinto(part)
-            if not got:
-                raise self.archive.error(f"{self.info.filename}: truncated")
-            self.crc = zlib.crc32(part[:got], self.crc)
-            done += got
+        try:
+            while done < n:
+                part = mv[done:min(n, done + _CHUNK)]
+                got = self.archive.f.readinto(part)
+                if not got:
+                    raise self.archive.error(f"{self.info.filename}: truncated")
+                if pool is None:
+                    self._update(part[:got])
+                else:
+                    last = pool.submit(self._update, part[:got])  # one worker: in order
+                done += got
+        finally:
+            if last is not None:
+                last.result()
         self.left -= n
+
+    def _update(self, part) -> None:
+        self.crc = zlib.crc32(part, self.crc)
 
     def read(self, n: int) -> bytes:
         buf = bytearray(n)
@@ -873,7 +962,8 @@ class _Decoder:
             raise self.error(f"garbled arguments of module {i}")
         kwargs = {str(k): self.value(x) for k, x in kwargs.items()}
         try:
-            m = cls(*args, **kwargs)
+            with skipped():  # the parameters are read from the file next
+                m = cls(*args, **kwargs)
         except (TypeError, ValueError) as err:
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
                 from None

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -423,7 +424,8 @@ def test_array_data_corrupted(saved, tmp_path):
     data = bytearray(saved.read_bytes())
     with zipfile.ZipFile(saved) as zf:
         info = zf.getinfo("arrays/0.npy")
-    data[info.header_offset + 30 + len("arrays/0.npy") + 140] ^= 1  # inside the weights
+    nlen, xlen = struct.unpack_from("<2H", data, info.header_offset + 26)
+    data[info.header_offset + 30 + nlen + xlen + 140] ^= 1  # inside the weights
     (tmp_path / "c.pm").write_bytes(bytes(data))
     with pytest.raises(pm.FileFormatError, match="checksum mismatch in arrays/0.npy"):
         pm.load(tmp_path / "c.pm")
@@ -616,16 +618,16 @@ def test_racing_processes_leave_one_valid_file(overWrite, tmp_path):
 
 
 _KILLED = """
-import sys, zipfile, numpy as np, pymodules as pm
-write = zipfile._ZipWriteFile.write
+import sys, pymodules as pm
+from pymodules import persistence
+put = persistence._ZipWriter._put
 def pause_midway(self, data):
-    n = write(self, data)
-    if self._zinfo.filename == "arrays/0.npy" and self._file_size > 1 << 20:
+    put(self, data)
+    if self.offset > 1 << 20:
         print("midway", flush=True)
         sys.stdin.read()  # wait here for SIGKILL
-    return n
-zipfile._ZipWriteFile.write = pause_midway
-pm.persistence._CHUNK = 1 << 20
+persistence._ZipWriter._put = pause_midway
+persistence._CHUNK = 1 << 18
 pm.Linear(2000, 1000).setName("new").save(sys.argv[1], overWrite=True)
 """
 
@@ -647,3 +649,26 @@ def test_a_save_killed_midway_leaves_the_old_file(tmp_path):
     assert path.read_bytes() == before
     r = pm.load(path)
     assert r.getName() == "old" and np.array_equal(r.weight, old.weight)
+
+
+def test_chunked_reads_and_writes_check_the_crc(tmp_path, monkeypatch):
+    """Large arrays are written and read in chunks, their CRC on a worker thread."""
+    monkeypatch.setattr(persistence, "_CHUNK", 4096)
+    m = pm.Linear(300, 200)
+    m.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert np.array_equal(r.weight, m.weight)
+    data = bytearray((tmp_path / "m.pm").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "c.pm").write_bytes(bytes(data))
+    with pytest.raises(pm.FileFormatError, match="checksum mismatch in arrays/0.npy"):
+        pm.load(tmp_path / "c.pm")
+
+
+def test_loading_draws_no_random_numbers(tmp_path):
+    pm.Sequential().add(pm.Linear(30, 20)).add(pm.Linear(20, 2)).save(tmp_path / "m.pm")
+    pm.setSeed(3)
+    expected = pm.random.generator().random(5)
+    pm.setSeed(3)
+    pm.load(tmp_path / "m.pm")
+    assert np.array_equal(pm.random.generator().random(5), expected)

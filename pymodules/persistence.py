@@ -126,8 +126,8 @@ def _ours(cls: type) -> bool:
 
 
 def _value_bases() -> tuple[type, ...]:
-    """Base classes of the small objects saved as their attributes (init methods,
-    regularizers, and criteria where a module takes one)."""
+    """Base classes of the objects saved as their attributes: init methods, regularizers,
+    criteria (where a module takes one), optim methods and their schedules, triggers."""
     from pymodules.nn.init import InitializationMethod
     from pymodules.nn.regularizers import L1L2Regularizer
 
@@ -136,6 +136,12 @@ def _value_bases() -> tuple[type, ...]:
         from pymodules.criterion import Criterion
 
         bases.append(Criterion)
+    with contextlib.suppress(ImportError):
+        from pymodules.optim.methods import OptimMethod
+        from pymodules.optim.schedules import LearningRateSchedule
+        from pymodules.optim.triggers import Trigger
+
+        bases.extend((OptimMethod, LearningRateSchedule, Trigger))
     return tuple(bases)
 
 

@@ -16,10 +16,13 @@ import time
 
 import numpy as np
 
+from pymodules import random as _random
 from pymodules.data import to_dataset
 from pymodules.engine import optim as K
+from pymodules.nn.module import Module
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
+from pymodules.persistence import load_state, save_state
 from pymodules.validation import _methods, evaluate_dataset
 
 log = logging.getLogger("pymodules.optim")
@@ -60,6 +63,8 @@ class Optimizer:
         self._trainSummary = None
         self._validationSummary = None
         self._epoch_iter = None
+        self._epoch_rng = None  # the generator's state when the current epoch started
+        self._epoch_batches = 0  # batches taken from the current epoch
         self._batch = None
 
     # -- configuration -------------------------------------------------------------------
@@ -91,14 +96,36 @@ class Optimizer:
         return self
 
     def setCheckpoint(self, path, trigger, overWrite=True):
-        """Save the model (Module.save) and the method's state under ``path`` when
-        ``trigger`` fires: ``model.<iteration>`` and ``optimMethod.<iteration>.npz``."""
-        if not hasattr(self.model, "save"):
-            raise NotImplementedError(
-                "Optimizer.setCheckpoint needs Module.save (model persistence), which this "
-                "build of pymodules does not have yet")
+        """When ``trigger`` fires, save under the folder ``path`` (local or fsspec URL):
+        ``model.<iteration>`` (Module.save), ``optimMethod.<iteration>`` (OptimMethod.save)
+        and ``optimizer.<iteration>`` (this Optimizer's progress: counters, position in
+        the epoch, random generator), written last. ``loadCheckpoint`` resumes from them."""
         self._checkpoint = (str(path), _trigger(trigger, "the checkpoint trigger"),
                             bool(overWrite))
+        return self
+
+    def loadCheckpoint(self, path, iteration=None):
+        """Continue from the checkpoint of ``iteration`` (the latest complete one when None)
+        in the folder ``path``: the model's weights and running state, the optim method,
+        the counters, the position in the epoch and the library's random generator are
+        restored, so that optimize() goes on exactly as the saved run would have."""
+        if iteration is None:
+            iteration = _latest_checkpoint(str(path))
+        name = _join(str(path), f"{{}}.{int(iteration)}")
+        model = Module.load(name.format("model"))
+        self.model.setWeightsBias(model.getWeightsBias())
+        self.model.setExtraParameter(model.getExtraParameter())
+        self.optimMethod = OptimMethod.load(name.format("optimMethod"))
+        progress = load_state(name.format("optimizer"))
+        self.state = dict(progress["state"])
+        generator = _random.generator()
+        self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
+        if progress["epochBatches"]:
+            # replay the epoch's shuffle from its start, then skip the batches it took
+            generator.bit_generator.state = progress["epochRng"]
+            for _ in range(progress["epochBatches"]):
+                self._next_batch()
+        generator.bit_generator.state = progress["rng"]
         return self
 
     def setConstantGradientClipping(self, min, max):  # noqa: A002 (BigDL's names)
@@ -152,11 +179,14 @@ class Optimizer:
 
     def _next_batch(self):
         if self._epoch_iter is None:
+            self._epoch_rng = _random.generator().bit_generator.state
+            self._epoch_batches = 0
             self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
                                                   dtype=self.model.dtype)
         batch, last = next(self._epoch_iter)
+        self._epoch_batches += 1
         if last:
-            self._epoch_iter = None
+            self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
         return batch, last
 
     def _bar(self):
@@ -255,28 +285,33 @@ class Optimizer:
         if not trigger(self.state):
             return
         it = self.state["iteration"]
-        os.makedirs(path, exist_ok=True)
-        self.model.save(os.path.join(path, f"model.{it}"), overWrite=overwrite)
-        save_state(os.path.join(path, f"optimMethod.{it}.npz"), self.optimMethod.getState())
+        if "://" not in path:
+            os.makedirs(path, exist_ok=True)
+        name = _join(path, f"{{}}.{it}")
+        self.model.save(name.format("model"), overWrite=overwrite)
+        self.optimMethod.save(name.format("optimMethod"), overWrite=overwrite)
+        save_state(name.format("optimizer"), {  # last: marks the checkpoint complete
+            "state": dict(self.state), "rng": _random.generator().bit_generator.state,
+            "epochRng": self._epoch_rng, "epochBatches": self._epoch_batches,
+        }, overWrite=overwrite)
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
 
 
-def save_state(path, state: dict) -> None:
-    """Write an optim state (arrays, numbers, strings, None) as .npz, without pickles."""
-    arrays = {}
-    for k, v in state.items():
-        if v is None:
-            continue
-        arrays[k] = np.asarray(v)
-        if arrays[k].dtype == object:
-            raise TypeError(f"optim state {k!r} is not plain: {type(v).__name__}")
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
 
-def load_state(path) -> dict:
-    """The state written by save_state: 0-d arrays come back as Python numbers."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: (z[k].item() if z[k].ndim == 0 else np.array(z[k])) for k in z.files}
+def _latest_checkpoint(path: str) -> int:
+    """The highest iteration with a complete checkpoint (its optimizer.<n> file) in path."""
+    if "://" in path:
+        import fsspec
+
+        fs, folder = fsspec.core.url_to_fs(path)
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+    else:
+        names = os.listdir(path)
+    done = [int(n.split(".", 1)[1]) for n in names
+            if n.startswith("optimizer.") and n.split(".", 1)[1].isdigit()]
+    if not done:
+        raise FileNotFoundError(f"no complete checkpoint (optimizer.<iteration>) in {path}")
+    return max(done)

@@ -199,7 +199,7 @@ class CAddTable(_TableModule):
             x = _table(self, input)
             gi = self.gradInput = _grad_buffers(self.gradInput, x)
             if any(a.shape != gradOutput.shape for a in x):
-                for g, a in zip(gi, x):
+                for g in gi:
                     _sum_to(gradOutput, g)
                 return gi
             cadd_update_grad_input(gradOutput, gi)

@@ -1,6 +1,14 @@
 """Modules: the Module contract, layers and containers."""
 
-from pymodules.nn.containers import Container, Sequential
+from pymodules.nn.containers import (
+    Concat,
+    ConcatTable,
+    Container,
+    MapTable,
+    ParallelTable,
+    Sequential,
+)
+from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
     ConstInitMethod,
     InitializationMethod,
@@ -14,6 +22,29 @@ from pymodules.nn.init import (
 from pymodules.nn.linear import Linear
 from pymodules.nn.module import Module
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
+from pymodules.nn.shape import (
+    Contiguous,
+    Identity,
+    Narrow,
+    Replicate,
+    Reshape,
+    Select,
+    Squeeze,
+    Transpose,
+    Unsqueeze,
+    View,
+)
+from pymodules.nn.table import (
+    CAddTable,
+    CMaxTable,
+    CMulTable,
+    CSubTable,
+    FlattenTable,
+    JoinTable,
+    NarrowTable,
+    SelectTable,
+    SplitTable,
+)
 
 AbstractModule = Module
 
@@ -21,4 +52,9 @@ __all__ = [
     "AbstractModule", "ConstInitMethod", "Container", "InitializationMethod", "L1L2Regularizer",
     "L1Regularizer", "L2Regularizer", "Linear", "Module", "MsraFiller", "Ones", "RandomNormal",
     "RandomUniform", "Sequential", "Xavier", "Zeros",
+    # containers, graphs, table and shape modules
+    "CAddTable", "CMaxTable", "CMulTable", "CSubTable", "Concat", "ConcatTable", "Contiguous",
+    "FlattenTable", "Graph", "Identity", "Input", "JoinTable", "MapTable", "Model", "Narrow",
+    "NarrowTable", "Node", "ParallelTable", "Replicate", "Reshape", "Select", "SelectTable",
+    "SplitTable", "Squeeze", "Transpose", "Unsqueeze", "View",
 ]

@@ -1,6 +1,32 @@
 """Modules: the Module contract, layers and containers."""
 
+from pymodules.nn.activation import (
+    ELU,
+    Abs,
+    Clamp,
+    Exp,
+    HardSigmoid,
+    HardTanh,
+    LeakyReLU,
+    Log,
+    LogSoftMax,
+    Power,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SoftMax,
+    SoftMin,
+    SoftPlus,
+    SoftSign,
+    Sqrt,
+    Square,
+    Tanh,
+    Threshold,
+)
 from pymodules.nn.containers import Container, Sequential
+from pymodules.nn.dropout import Dropout
+from pymodules.nn.embedding import LookupTable
 from pymodules.nn.init import (
     ConstInitMethod,
     InitializationMethod,
@@ -13,6 +39,12 @@ from pymodules.nn.init import (
 )
 from pymodules.nn.linear import Linear
 from pymodules.nn.module import Module
+from pymodules.nn.normalization import (
+    BatchNormalization,
+    Normalize,
+    SpatialBatchNormalization,
+    SpatialCrossMapLRN,
+)
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
 
 AbstractModule = Module
@@ -21,4 +53,10 @@ __all__ = [
     "AbstractModule", "ConstInitMethod", "Container", "InitializationMethod", "L1L2Regularizer",
     "L1Regularizer", "L2Regularizer", "Linear", "Module", "MsraFiller", "Ones", "RandomNormal",
     "RandomUniform", "Sequential", "Xavier", "Zeros",
+]
+__all__ += [
+    "Abs", "BatchNormalization", "Clamp", "Dropout", "ELU", "Exp", "HardSigmoid", "HardTanh",
+    "LeakyReLU", "Log", "LogSoftMax", "LookupTable", "Normalize", "PReLU", "Power", "ReLU",
+    "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
+    "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]

@@ -25,6 +25,12 @@ from pymodules.nn.activation import (
     Threshold,
 )
 from pymodules.nn.containers import Container, Sequential
+from pymodules.nn.conv import (
+    SpatialConvolution,
+    SpatialDilatedConvolution,
+    SpatialFullConvolution,
+    TemporalConvolution,
+)
 from pymodules.nn.dropout import Dropout
 from pymodules.nn.embedding import LookupTable
 from pymodules.nn.init import (
@@ -45,6 +51,7 @@ from pymodules.nn.normalization import (
     SpatialBatchNormalization,
     SpatialCrossMapLRN,
 )
+from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling, TemporalMaxPooling
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
 
 AbstractModule = Module
@@ -53,6 +60,8 @@ __all__ = [
     "AbstractModule", "ConstInitMethod", "Container", "InitializationMethod", "L1L2Regularizer",
     "L1Regularizer", "L2Regularizer", "Linear", "Module", "MsraFiller", "Ones", "RandomNormal",
     "RandomUniform", "Sequential", "Xavier", "Zeros",
+    "SpatialConvolution", "SpatialDilatedConvolution", "SpatialFullConvolution",
+    "TemporalConvolution", "SpatialAveragePooling", "SpatialMaxPooling", "TemporalMaxPooling",
 ]
 __all__ += [
     "Abs", "BatchNormalization", "Clamp", "Dropout", "ELU", "Exp", "HardSigmoid", "HardTanh",

@@ -1,6 +1,46 @@
 """Modules: the Module contract, layers and containers."""
 
-from pymodules.nn.containers import Container, Sequential
+from pymodules.nn.activation import (
+    ELU,
+    Abs,
+    Clamp,
+    Exp,
+    HardSigmoid,
+    HardTanh,
+    LeakyReLU,
+    Log,
+    LogSoftMax,
+    Power,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SoftMax,
+    SoftMin,
+    SoftPlus,
+    SoftSign,
+    Sqrt,
+    Square,
+    Tanh,
+    Threshold,
+)
+from pymodules.nn.containers import (
+    Concat,
+    ConcatTable,
+    Container,
+    MapTable,
+    ParallelTable,
+    Sequential,
+)
+from pymodules.nn.conv import (
+    SpatialConvolution,
+    SpatialDilatedConvolution,
+    SpatialFullConvolution,
+    TemporalConvolution,
+)
+from pymodules.nn.dropout import Dropout
+from pymodules.nn.embedding import LookupTable
+from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
     ConstInitMethod,
     InitializationMethod,
@@ -13,7 +53,37 @@ from pymodules.nn.init import (
 )
 from pymodules.nn.linear import Linear
 from pymodules.nn.module import Module
+from pymodules.nn.normalization import (
+    BatchNormalization,
+    Normalize,
+    SpatialBatchNormalization,
+    SpatialCrossMapLRN,
+)
+from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling, TemporalMaxPooling
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
+from pymodules.nn.shape import (
+    Contiguous,
+    Identity,
+    Narrow,
+    Replicate,
+    Reshape,
+    Select,
+    Squeeze,
+    Transpose,
+    Unsqueeze,
+    View,
+)
+from pymodules.nn.table import (
+    CAddTable,
+    CMaxTable,
+    CMulTable,
+    CSubTable,
+    FlattenTable,
+    JoinTable,
+    NarrowTable,
+    SelectTable,
+    SplitTable,
+)
 
 AbstractModule = Module
 
@@ -21,4 +91,19 @@ __all__ = [
     "AbstractModule", "ConstInitMethod", "Container", "InitializationMethod", "L1L2Regularizer",
     "L1Regularizer", "L2Regularizer", "Linear", "Module", "MsraFiller", "Ones", "RandomNormal",
     "RandomUniform", "Sequential", "Xavier", "Zeros",
+    "SpatialConvolution", "SpatialDilatedConvolution", "SpatialFullConvolution",
+    "TemporalConvolution", "SpatialAveragePooling", "SpatialMaxPooling", "TemporalMaxPooling",
+]
+__all__ += [
+    "Abs", "BatchNormalization", "Clamp", "Dropout", "ELU", "Exp", "HardSigmoid", "HardTanh",
+    "LeakyReLU", "Log", "LogSoftMax", "LookupTable", "Normalize", "PReLU", "Power", "ReLU",
+    "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
+    "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
+]
+__all__ += [
+    # containers, graphs, table and shape modules
+    "CAddTable", "CMaxTable", "CMulTable", "CSubTable", "Concat", "ConcatTable", "Contiguous",
+    "FlattenTable", "Graph", "Identity", "Input", "JoinTable", "MapTable", "Model", "Narrow",
+    "NarrowTable", "Node", "ParallelTable", "Replicate", "Reshape", "Select", "SelectTable",
+    "SplitTable", "Squeeze", "Transpose", "Unsqueeze", "View",
 ]

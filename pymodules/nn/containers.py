@@ -1,6 +1,12 @@
 """Containers: modules made of modules. They add the walk and nothing else."""
 
+import copy
+
+import numpy as np
+
+from pymodules.engine.table import join, split
 from pymodules.nn.module import Module, _now
+from pymodules.nn.table import axis_of, buffer, sum_into
 
 
 class Container(Module):
@@ -14,9 +20,10 @@ class Container(Module):
         """Append ``module`` (not already in this tree); return self."""
         if not isinstance(module, Module):
             raise TypeError(f"{self}: can only add a Module, got {type(module).__name__}")
-        if any(m is module for m in self.modules_preorder()) or \
-                any(m is self for m in module.modules_preorder()):
-            raise ValueError(f"{self.getName()}: {module.getName()} is already in this tree")
+        mine = {id(m) for m in self.modules_preorder()}
+        for m in module.modules_preorder():
+            if id(m) in mine:
+                raise ValueError(f"{self.getName()}: {m.getName()} is already in this tree")
         self.modules.append(module)
         self._flat = None
         return self
@@ -127,3 +134,312 @@ def _update_grad_input(child, input, gradOutput):
 def _acc_and_pass(child, input, gradOutput):
     child.accGradParameters(input, gradOutput)
     return child.gradInput
+
+
+def _sequential_to_graph(self):
+    """A Graph running the same children (shared, not copied) in the same order."""
+    from pymodules.nn.graph import Graph, Input
+
+    start = node = Input()
+    for child in self.modules:
+        node = child.inputs(node)
+    return Graph(start, node)
+
+
+Sequential.toGraph = _sequential_to_graph
+
+
+class Concat(Container):
+    """Feeds the input to every child and concatenates their outputs along ``dimension``.
+
+    The gradient of the input is the sum of the children's.
+    """
+
+    _scratch = ("_outs", "_gradOutputs", "_gradSum")
+
+    def __init__(self, dimension):
+        super().__init__()
+        self.dimension = int(dimension)
+        self._axis = 0
+        self._outs = self._gradOutputs = self._gradSum = None
+
+    def updateOutput(self, input):
+        outs = self._outs = _reuse(self._outs, len(self.modules))
+        if not outs:
+            raise ValueError(f"{self.getName()}: has no children")
+        child = None
+        try:
+            for i, child in enumerate(self.modules):
+                outs[i] = child.forward(input)
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        try:
+            first = outs[0]
+            axis = self._axis = axis_of(self.dimension, first.ndim)
+            size = sum(o.shape[axis] if o.ndim == first.ndim else 0 for o in outs)
+            shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
+            out = self.output = buffer(self.output, shape, first.dtype)
+            try:
+                join(outs, out, axis, 0, False, "child output", "output")
+            except ValueError:
+                if all(o.flags.c_contiguous for o in outs):
+                    raise
+                join([np.ascontiguousarray(o) for o in outs], out, axis, 0, False,
+                     "child output", "output")
+        except (TypeError, ValueError, AttributeError, IndexError) as err:
+            raise self._error(err) from None
+        return out
+
+    def _split_grad(self, gradOutput):
+        """The band of gradOutput that belongs to each child, as contiguous arrays."""
+        gos = _reuse(self._gradOutputs, len(self.modules))
+        self._gradOutputs = gos
+        for i, o in enumerate(self._outs):
+            gos[i] = buffer(gos[i], o.shape, o.dtype)
+        try:
+            split(gradOutput, gos, self._axis, 0, False, "gradOutput", "child gradOutput")
+        except (TypeError, ValueError) as err:
+            if not isinstance(gradOutput, np.ndarray) or gradOutput.flags.c_contiguous:
+                raise self._error(err) from None
+            split(np.ascontiguousarray(gradOutput), gos, self._axis, 0, False,
+                  "gradOutput", "child gradOutput")
+        return gos
+
+    def _run_back(self, input, gradOutput, step):
+        gos = self._split_grad(gradOutput)
+        child = None
+        grads = []
+        try:
+            for child, go in zip(self.modules, gos):
+                grads.append(step(child, input, go))
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return grads
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        grads = self._run_back(input, gradOutput, _backward)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        grads = self._run_back(input, gradOutput, _update_grad_input)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        self._run_back(input, gradOutput, _acc_only)
+
+    def __str__(self):
+        return f"{super().__str__()[:-1]}}} dimension={self.dimension}"
+
+    __repr__ = __str__
+
+
+class ConcatTable(Container):
+    """Feeds the input to every child; the output is the table of their outputs.
+
+    The gradient of the input is the sum of the children's.
+    """
+
+    _scratch = ("_gradSum",)
+
+    def __init__(self):
+        super().__init__()
+        self.output = []
+        self._gradSum = None
+
+    def updateOutput(self, input):
+        out = self.output = _reuse(self.output, len(self.modules))
+        child = None
+        try:
+            for i, child in enumerate(self.modules):
+                out[i] = child.forward(input)
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return out
+
+    def _run_back(self, input, gradOutput, step):
+        _check_table(self, gradOutput, len(self.modules), "gradOutput")
+        child = None
+        grads = []
+        try:
+            for child, go in zip(self.modules, gradOutput):
+                grads.append(step(child, input, go))
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return grads
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        grads = self._run_back(input, gradOutput, _backward)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        grads = self._run_back(input, gradOutput, _update_grad_input)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        self._run_back(input, gradOutput, _acc_only)
+
+
+class ParallelTable(Container):
+    """Child i runs on entry i of the input table; the output is the table of their outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.output = []
+        self.gradInput = []
+
+    def updateOutput(self, input):
+        _check_table(self, input, len(self.modules), "input")
+        out = self.output = _reuse(self.output, len(self.modules))
+        child = None
+        try:
+            for i, child in enumerate(self.modules):
+                out[i] = child.forward(input[i])
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return out
+
+    def _run_back(self, input, gradOutput, step):
+        _check_table(self, input, len(self.modules), "input")
+        _check_table(self, gradOutput, len(self.modules), "gradOutput")
+        gi = _reuse(self.gradInput, len(self.modules))
+        child = None
+        try:
+            for i, child in enumerate(self.modules):
+                gi[i] = step(child, input[i], gradOutput[i])
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return gi
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        self.gradInput = self._run_back(input, gradOutput, _backward)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        self._run_back(input, gradOutput, _acc_only)
+
+
+class MapTable(Container):
+    """Applies one module to every entry of the input table.
+
+    Entry i > 0 runs on a clone that shares the module's parameters, gradients and running
+    state (BigDL's behaviour), so parameters() lists them once and gradients accumulate
+    into the same arrays. The clones follow the module's mode and scales.
+    """
+
+    def __init__(self, module=None):
+        super().__init__()
+        self.output = []
+        self.gradInput = []
+        self._clones = []
+        if module is not None:
+            self.add(module)
+
+    def add(self, module):
+        if self.modules:
+            raise ValueError(f"{self.getName()}: already maps {self.modules[0].getName()}; "
+                             f"a MapTable holds one module")
+        super().add(module)
+        self._clones = []
+        return self
+
+    def _replicas(self, n):
+        """The module followed by n - 1 clones, synchronised with it."""
+        if not self.modules:
+            raise ValueError(f"{self.getName()}: has no module to map")
+        base = self.modules[0]
+        while len(self._clones) < n - 1:
+            shared = {id(a): a for m in base.modules_preorder()
+                      for a in _state_arrays(m)}
+            self._clones.append(copy.deepcopy(base, shared))
+        base_tree = list(base.modules_preorder())
+        for clone in self._clones[:n - 1]:
+            for b, c in zip(base_tree, clone.modules_preorder()):
+                for attr in _state_attrs(b):
+                    setattr(c, attr, getattr(b, attr))
+                c.train, c.scaleW, c.scaleB = b.train, b.scaleW, b.scaleB
+        return [base, *self._clones[:n - 1]]
+
+    def updateOutput(self, input):
+        _check_table(self, input, None, "input")
+        replicas = self._replicas(len(input))
+        out = self.output = _reuse(self.output, len(input))
+        child = None
+        try:
+            for i, child in enumerate(replicas):
+                out[i] = child.forward(input[i])
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return out
+
+    def _run_back(self, input, gradOutput, step):
+        _check_table(self, input, None, "input")
+        _check_table(self, gradOutput, len(input), "gradOutput")
+        replicas = self._replicas(len(input))
+        gi = _reuse(self.gradInput, len(input))
+        child = None
+        try:
+            for i, child in enumerate(replicas):
+                gi[i] = step(child, input[i], gradOutput[i])
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return gi
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        self.gradInput = self._run_back(input, gradOutput, _backward)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        self._run_back(input, gradOutput, _acc_only)
+
+    def clearState(self):
+        super().clearState()
+        self._clones = []
+        return self
+
+    def _convert(self, dtype):
+        self._clones = []
+        return super()._convert(dtype)
+
+
+def _state_attrs(m):
+    return [a for pair in m._params for a in pair] + list(m._extra)
+
+
+def _state_arrays(m):
+    return [a for a in (getattr(m, attr, None) for attr in _state_attrs(m)) if a is not None]
+
+
+def _acc_only(child, input, gradOutput):
+    child.accGradParameters(input, gradOutput)
+
+
+def _reuse(buf, n):
+    return buf if isinstance(buf, list) and len(buf) == n else [None] * n
+
+
+def _check_table(module, t, n, what):
+    if not isinstance(t, (list, tuple)):
+        raise TypeError(f"{module.getName()}: {what} must be a table (a list), "
+                        f"got {type(t).__name__}")
+    if n is not None and len(t) != n:
+        raise ValueError(f"{module.getName()}: {what} has {len(t)} entries, expected {n}")

@@ -384,6 +384,17 @@ class Module:
                     setattr(m, attr, value.astype(dtype))
         return self
 
+    # -- graphs ------------------------------------------------------------------------
+    def inputs(self, *nodes):
+        """A new graph Node holding this module, fed by ``nodes`` (or one list of nodes)."""
+        from pymodules.nn.graph import Node
+
+        return Node(self, nodes)
+
+    def __call__(self, *nodes):
+        """Same as inputs(*nodes): ``pm.Linear(4, 3)(x)`` links a node, it computes nothing."""
+        return self.inputs(*nodes)
+
     # -- printing ----------------------------------------------------------------------
     def extraRepr(self) -> str:
         """What goes between the parentheses of str(self); empty for none."""

@@ -1,0 +1,450 @@
+"""Kernels of the table modules and containers: copies along an axis, n-ary elementwise ops.
+
+``join``/``split`` move blocks between one array (``whole``) and a list of arrays (``parts``)
+laid side by side along ``dim``: Concat, JoinTable, SplitTable, Narrow and Select all reduce
+to them. A C-contiguous array seen along ``dim`` is (outer, size, inner): each part takes
+a (outer, c_i, inner) band, so the copy is one memcpy per (outer row, part). Bytes are
+moved, so they need no dtype dispatch.
+
+The elementwise kernels (CAddTable, CSubTable, CMulTable, CMaxTable, and the gradient sums
+of containers and graphs) take every operand of one shape and dtype.
+"""
+
+cimport numpy as cnp
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from engine.blas cimport floating
+from engine._check cimport shape, float_type, array, disjoint
+
+cnp.import_array()
+
+
+cdef int _axis(int dim, int nd, str what) except -1:
+    if dim < 0 or dim >= nd:
+        raise ValueError(f"dimension {dim} is out of range for {what} of {nd} dimensions")
+    return dim
+
+
+cdef list _parts(object parts, str what, int t, bint writeable):
+    """``parts`` as a list of arrays of type ``t``, C-contiguous (writeable if asked)."""
+    if not isinstance(parts, (list, tuple)):
+        raise TypeError(f"{what} must be a list of numpy.ndarray, got {type(parts).__name__}")
+    if len(parts) == 0:
+        raise ValueError(f"{what} is an empty list")
+    return [array(p, f"{what} {i}", t, writeable) for i, p in enumerate(parts)]
+
+
+cdef tuple _band(tuple whole_shape, int dim, Py_ssize_t c):
+    return whole_shape[:dim] + (c,) + whole_shape[dim + 1:]
+
+
+cdef Py_ssize_t _check_bands(list parts, str parts_what, cnp.ndarray whole, str whole_what,
+                             int dim, Py_ssize_t offset, bint stacked,
+                             Py_ssize_t *counts) except -1:
+    """Check that ``parts`` fit ``whole`` along ``dim`` from ``offset``; fill ``counts``.
+
+    Stacked parts lack the axis ``dim`` and take one slot each. Returns the slots used.
+    """
+    cdef tuple ws = shape(whole)
+    cdef int nd = len(ws)
+    _axis(dim, nd, whole_what)
+    cdef tuple rest = ws[:dim] + ws[dim + 1:]
+    cdef Py_ssize_t total = 0, c
+    cdef tuple ps
+    for i, p in enumerate(parts):
+        ps = shape(<cnp.ndarray> p)
+        if stacked:
+            if ps != rest:
+                raise ValueError(f"{parts_what} {i} has shape {ps}, expected {rest}")
+            c = 1
+        else:
+            if len(ps) != nd or ps[:dim] + ps[dim + 1:] != rest:
+                want = _band(ws, dim, -1)
+                want = "(" + ", ".join("*" if s == -1 else str(s) for s in want) + ")"
+                raise ValueError(f"{parts_what} {i} has shape {ps}, expected {want} "
+                                 f"(any size on dimension {dim})")
+            c = ps[dim]
+        counts[i] = c
+        total += c
+    if offset < 0 or offset + total > ws[dim]:
+        raise ValueError(f"{parts_what} span {total} on dimension {dim} from offset {offset}, "
+                         f"but {whole_what} has {ws[dim]} there (shape {ws})")
+    return total
+
+
+cdef void _move(char *whole, char **parts, Py_ssize_t *counts, Py_ssize_t n,
+                Py_ssize_t outer, Py_ssize_t size, Py_ssize_t inner, Py_ssize_t offset,
+                Py_ssize_t itemsize, bint to_whole) noexcept nogil:
+    """Copy each (outer, counts[i], inner) part to or from its band of (outer, size, inner)."""
+    cdef Py_ssize_t o, i, pos, row = size * inner * itemsize, nbytes
+    cdef char *w
+    for o in range(outer):
+        w = whole + o * row + offset * inner * itemsize
+        pos = 0
+        for i in range(n):
+            nbytes = counts[i] * inner * itemsize
+            if nbytes:
+                if to_whole:
+                    memcpy(w + pos, parts[i] + o * nbytes, nbytes)
+                else:
+                    memcpy(parts[i] + o * nbytes, w + pos, nbytes)
+            pos += nbytes
+
+
+cdef void _zero_rest(char *whole, Py_ssize_t outer, Py_ssize_t size, Py_ssize_t inner,
+                     Py_ssize_t offset, Py_ssize_t total, Py_ssize_t itemsize) noexcept nogil:
+    """Zero the slots of (outer, size, inner) outside [offset, offset + total) on axis 1."""
+    cdef Py_ssize_t o, row = size * inner * itemsize, step = inner * itemsize
+    cdef char *w
+    for o in range(outer):
+        w = whole + o * row
+        if offset:
+            memset(w, 0, offset * step)
+        if offset + total < size:
+            memset(w + (offset + total) * step, 0, (size - offset - total) * step)
+
+
+cdef int _transfer(object parts, object whole, int dim, Py_ssize_t offset, bint stacked,
+                   str parts_what, str whole_what, bint to_whole) except -1:
+    cdef int t = float_type(whole, whole_what)
+    cdef cnp.ndarray w = array(whole, whole_what, t, to_whole)
+    cdef list ps = _parts(parts, parts_what, t, not to_whole)
+    cdef Py_ssize_t n = len(ps), i, total
+    for i in range(n):
+        if to_whole:
+            disjoint(w, whole_what, ps[i], f"{parts_what} {i}")
+        else:
+            disjoint(ps[i], f"{parts_what} {i}", w, whole_what)
+            for j in range(i):
+                disjoint(ps[i], f"{parts_what} {i}", ps[j], f"{parts_what} {j}")
+    cdef Py_ssize_t *counts = <Py_ssize_t *> malloc(n * sizeof(Py_ssize_t))
+    cdef char **ptrs = <char **> malloc(n * sizeof(char *))
+    if counts == NULL or ptrs == NULL:
+        free(counts)
+        free(ptrs)
+        raise MemoryError()
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(w)
+    cdef int nd = cnp.PyArray_NDIM(w), k
+    cdef Py_ssize_t outer = 1, inner = 1, size
+    try:
+        total = _check_bands(ps, parts_what, w, whole_what, dim, offset, stacked, counts)
+        for k in range(dim):
+            outer *= d[k]
+        for k in range(dim + 1, nd):
+            inner *= d[k]
+        size = d[dim]
+        for i in range(n):
+            ptrs[i] = <char *> cnp.PyArray_DATA(<cnp.ndarray> ps[i])
+        with nogil:
+            if outer and inner:
+                _move(<char *> cnp.PyArray_DATA(w), ptrs, counts, n, outer, size, inner,
+                      offset, cnp.PyArray_ITEMSIZE(w), to_whole)
+                if to_whole and total < size:
+                    _zero_rest(<char *> cnp.PyArray_DATA(w), outer, size, inner, offset,
+                               total, cnp.PyArray_ITEMSIZE(w))
+    finally:
+        free(counts)
+        free(ptrs)
+    return 0
+
+
+def join(parts, whole, int dim, Py_ssize_t offset=0, bint stacked=False,
+         str parts_what="input", str whole_what="output"):
+    """whole[..., offset:offset + sum(c_i), ...] := parts side by side along ``dim``; zero the rest.
+
+    A part has whole's shape with c_i on ``dim``, or, ``stacked``, whole's shape without
+    ``dim`` (c_i = 1). (n_0, ..., c_0, ...), (n_0, ..., c_1, ...) -> (n_0, ..., size, ...).
+    """
+    _transfer(parts, whole, dim, offset, stacked, parts_what, whole_what, True)
+
+
+def split(whole, parts, int dim, Py_ssize_t offset=0, bint stacked=False,
+          str whole_what="input", str parts_what="output"):
+    """parts := consecutive bands of ``whole`` along ``dim`` from ``offset`` (join's inverse)."""
+    _transfer(parts, whole, dim, offset, stacked, parts_what, whole_what, False)
+
+
+# -- n-ary elementwise ------------------------------------------------------------------
+
+cdef int _operands(list xs, str what, cnp.ndarray like, str like_what) except -1:
+    cdef tuple s = shape(like)
+    for i, x in enumerate(xs):
+        if shape(<cnp.ndarray> x) != s:
+            raise ValueError(f"{what} {i} has shape {shape(<cnp.ndarray> x)}, expected {s} "
+                             f"(the shape of {like_what})")
+    return 0
+
+
+cdef int _same(cnp.ndarray x, str what, cnp.ndarray like, str like_what) except -1:
+    if shape(x) != shape(like):
+        raise ValueError(f"{what} has shape {shape(x)}, expected {shape(like)} "
+                         f"(the shape of {like_what})")
+    return 0
+
+
+cdef void **_pointers(list xs) except NULL:
+    cdef void **p = <void **> malloc((len(xs) + 1) * sizeof(void *))
+    if p == NULL:
+        raise MemoryError()
+    for i, x in enumerate(xs):
+        p[i] = cnp.PyArray_DATA(<cnp.ndarray> x)
+    return p
+
+
+def cadd_update_output(inputs, output):
+    """output := inputs[0] + inputs[1] + ..., all of one shape."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef list xs = _parts(inputs, "input", t, False)
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
+    for i, x in enumerate(xs):
+        disjoint(y, "output", x, f"input {i}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef void **p = _pointers(xs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _sum(<const float **> p, n, <float *> cnp.PyArray_DATA(y), size)
+        else:
+            _sum(<const double **> p, n, <double *> cnp.PyArray_DATA(y), size)
+    free(p)
+
+
+cdef void _sum(const floating **x, Py_ssize_t n, floating *y, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating *a
+    cdef const floating *b
+    if n == 1:
+        memcpy(y, x[0], size * sizeof(floating))
+        return
+    a, b = x[0], x[1]
+    for j in range(size):
+        y[j] = a[j] + b[j]
+    for i in range(2, n):
+        a = x[i]
+        for j in range(size):
+            y[j] += a[j]
+
+
+def cadd_update_grad_input(grad_output, grad_inputs):
+    """grad_inputs[i] := grad_output for every i."""
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef list gs = _parts(grad_inputs, "gradInput", t, True)
+    _operands(gs, "gradInput", go, "gradOutput")
+    for i, g in enumerate(gs):
+        disjoint(g, f"gradInput {i}", go, "gradOutput")
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(go)
+    cdef const char *src = <const char *> cnp.PyArray_DATA(go)
+    for g in gs:
+        if nbytes:
+            memcpy(cnp.PyArray_DATA(<cnp.ndarray> g), src, nbytes)
+
+
+def csub_update_output(input0, input1, output):
+    """output := input0 - input1."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray a = array(input0, "input 0", t, False)
+    cdef cnp.ndarray b = array(input1, "input 1", t, False)
+    _same(b, "input 1", a, "input 0")
+    _same(y, "output", a, "input 0")
+    disjoint(y, "output", a, "input 0")
+    disjoint(y, "output", b, "input 1")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _sub(<float *> cnp.PyArray_DATA(a), <float *> cnp.PyArray_DATA(b),
+                 <float *> cnp.PyArray_DATA(y), size)
+        else:
+            _sub(<double *> cnp.PyArray_DATA(a), <double *> cnp.PyArray_DATA(b),
+                 <double *> cnp.PyArray_DATA(y), size)
+
+
+cdef void _sub(const floating *a, const floating *b, floating *y,
+               Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(size):
+        y[j] = a[j] - b[j]
+
+
+def csub_update_grad_input(grad_output, grad_input0, grad_input1):
+    """grad_input0 := grad_output; grad_input1 := -grad_output."""
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray g0 = array(grad_input0, "gradInput 0", t, True)
+    cdef cnp.ndarray g1 = array(grad_input1, "gradInput 1", t, True)
+    _operands([g0, g1], "gradInput", go, "gradOutput")
+    disjoint(g0, "gradInput 0", go, "gradOutput")
+    disjoint(g1, "gradInput 1", go, "gradOutput")
+    disjoint(g0, "gradInput 0", g1, "gradInput 1")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(go)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _neg_copy(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(g0),
+                      <float *> cnp.PyArray_DATA(g1), size)
+        else:
+            _neg_copy(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(g0),
+                      <double *> cnp.PyArray_DATA(g1), size)
+
+
+cdef void _neg_copy(const floating *go, floating *g0, floating *g1,
+                    Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(size):
+        g0[j] = go[j]
+        g1[j] = -go[j]
+
+
+def cmul_update_output(inputs, output):
+    """output := inputs[0] * inputs[1] * ..., elementwise."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef list xs = _parts(inputs, "input", t, False)
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
+    for i, x in enumerate(xs):
+        disjoint(y, "output", x, f"input {i}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef void **p = _pointers(xs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _prod(<const float **> p, n, -1, <float *> cnp.PyArray_DATA(y), NULL, size)
+        else:
+            _prod(<const double **> p, n, -1, <double *> cnp.PyArray_DATA(y), NULL, size)
+    free(p)
+
+
+cdef void _prod(const floating **x, Py_ssize_t n, Py_ssize_t skip, floating *y,
+                const floating *scale, Py_ssize_t size) noexcept nogil:
+    """y := (scale or 1) * product of x[i] for i != skip."""
+    cdef Py_ssize_t i, j
+    cdef const floating *a
+    if scale != NULL:
+        memcpy(y, scale, size * sizeof(floating))
+    else:
+        for j in range(size):
+            y[j] = 1
+    for i in range(n):
+        if i == skip:
+            continue
+        a = x[i]
+        for j in range(size):
+            y[j] *= a[j]
+
+
+def cmul_update_grad_input(inputs, grad_output, grad_inputs):
+    """grad_inputs[i] := grad_output * product of inputs[j] for j != i.
+
+    Products are taken directly rather than divided out, so zeros in the inputs are exact.
+    """
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef list xs = _parts(inputs, "input", t, False)
+    cdef list gs = _parts(grad_inputs, "gradInput", t, True)
+    if len(gs) != len(xs):
+        raise ValueError(f"gradInput has {len(gs)} arrays, expected {len(xs)}")
+    _operands(xs, "input", go, "gradOutput")
+    _operands(gs, "gradInput", go, "gradOutput")
+    for i, g in enumerate(gs):
+        disjoint(g, f"gradInput {i}", go, "gradOutput")
+        for j, x in enumerate(xs):
+            disjoint(g, f"gradInput {i}", x, f"input {j}")
+        for j in range(i):
+            disjoint(g, f"gradInput {i}", gs[j], f"gradInput {j}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(go), n = len(xs), k
+    cdef void **p = _pointers(xs)
+    cdef void **q
+    try:
+        q = _pointers(gs)
+    except MemoryError:
+        free(p)
+        raise
+    with nogil:
+        for k in range(n):
+            if t == cnp.NPY_FLOAT32:
+                _prod(<const float **> p, n, k, <float *> q[k],
+                      <float *> cnp.PyArray_DATA(go), size)
+            else:
+                _prod(<const double **> p, n, k, <double *> q[k],
+                      <double *> cnp.PyArray_DATA(go), size)
+    free(p)
+    free(q)
+
+
+def cmax_update_output(inputs, output, indices):
+    """output := elementwise max of inputs; indices (int32) := which input, the first on ties."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
+    cdef list xs = _parts(inputs, "input", t, False)
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
+    if shape(idx) != shape(y):
+        raise ValueError(f"indices has shape {shape(idx)}, expected {shape(y)}")
+    for i, x in enumerate(xs):
+        disjoint(y, "output", x, f"input {i}")
+        disjoint(idx, "indices", x, f"input {i}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef void **p = _pointers(xs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _max(<const float **> p, n, <float *> cnp.PyArray_DATA(y),
+                 <int *> cnp.PyArray_DATA(idx), size)
+        else:
+            _max(<const double **> p, n, <double *> cnp.PyArray_DATA(y),
+                 <int *> cnp.PyArray_DATA(idx), size)
+    free(p)
+
+
+cdef void _max(const floating **x, Py_ssize_t n, floating *y, int *idx,
+               Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating *a
+    memcpy(y, x[0], size * sizeof(floating))
+    memset(idx, 0, size * sizeof(int))
+    for i in range(1, n):
+        a = x[i]
+        for j in range(size):
+            if a[j] > y[j]:
+                y[j] = a[j]
+                idx[j] = <int> i
+
+
+def cmax_update_grad_input(grad_output, grad_inputs, indices):
+    """grad_inputs[i] := grad_output where indices == i, else 0."""
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, False)
+    cdef list gs = _parts(grad_inputs, "gradInput", t, True)
+    _operands(gs, "gradInput", go, "gradOutput")
+    if shape(idx) != shape(go):
+        raise ValueError(f"indices has shape {shape(idx)}, expected {shape(go)}")
+    for i, g in enumerate(gs):
+        disjoint(g, f"gradInput {i}", go, "gradOutput")
+        disjoint(g, f"gradInput {i}", idx, "indices")
+        for j in range(i):
+            disjoint(g, f"gradInput {i}", gs[j], f"gradInput {j}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(go), n = len(gs)
+    cdef void **q = _pointers(gs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _scatter(<float *> cnp.PyArray_DATA(go), <float **> q, n,
+                     <int *> cnp.PyArray_DATA(idx), size)
+        else:
+            _scatter(<double *> cnp.PyArray_DATA(go), <double **> q, n,
+                     <int *> cnp.PyArray_DATA(idx), size)
+    free(q)
+
+
+cdef void _scatter(const floating *go, floating **g, Py_ssize_t n, const int *idx,
+                   Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int k
+    for i in range(n):
+        memset(g[i], 0, size * sizeof(floating))
+    for j in range(size):
+        k = idx[j]
+        if 0 <= k < n:
+            g[k][j] = go[j]

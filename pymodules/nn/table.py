@@ -1,0 +1,488 @@
+"""Table modules: layers whose input or output is a table (a list of arrays).
+
+They have no parameters and follow the dtype of their input (all arrays of one table must
+share it). Dimensions and indices are 0-based; a dimension counts the batch axis. Where
+BigDL takes ``nInputDims`` (the rank of one sample), an input of exactly that rank is a
+single sample: it has no batch axis, so ``dimension`` (written for the batched input) is
+one less on it.
+"""
+
+import numpy as np
+
+from pymodules.engine.table import (
+    cadd_update_grad_input,
+    cadd_update_output,
+    cmax_update_grad_input,
+    cmax_update_output,
+    cmul_update_grad_input,
+    cmul_update_output,
+    csub_update_grad_input,
+    csub_update_output,
+    join,
+    split,
+)
+from pymodules.nn.module import Module
+
+_ERRORS = (TypeError, ValueError, AttributeError, IndexError)
+
+
+# -- helpers shared with the containers and the graph -----------------------------------------
+def buffer(buf, shape, dtype):
+    """``buf`` if it is an array of ``shape`` and ``dtype``, else a new empty one."""
+    if isinstance(buf, np.ndarray) and buf.shape == shape and buf.dtype == dtype:
+        return buf
+    return np.empty(shape, dtype)
+
+
+def zeros_like(buf, t):
+    """A table shaped like ``t`` holding zeros, reusing ``buf``'s arrays where they fit."""
+    if isinstance(t, (list, tuple)):
+        old = buf if isinstance(buf, list) and len(buf) == len(t) else [None] * len(t)
+        return [zeros_like(b, x) for b, x in zip(old, t)]
+    z = buffer(buf, t.shape, t.dtype)
+    z.fill(0)
+    return z
+
+
+def sum_into(buf, grads):
+    """The elementwise sum of the tables ``grads`` (one structure), written into ``buf``.
+
+    One table is returned as is. The result reuses ``buf`` (the previous result) when its
+    arrays fit, so a steady state allocates nothing.
+    """
+    first = grads[0]
+    if len(grads) == 1:
+        return first
+    if isinstance(first, (list, tuple)):
+        old = buf if isinstance(buf, list) and len(buf) == len(first) else [None] * len(first)
+        for g in grads:
+            if not isinstance(g, (list, tuple)) or len(g) != len(first):
+                raise ValueError(f"gradients to sum differ in structure: {len(first)}-table "
+                                 f"and {_describe(g)}")
+        return [sum_into(old[i], [g[i] for g in grads]) for i in range(len(first))]
+    out = buffer(buf, first.shape, first.dtype)
+    try:
+        cadd_update_output(grads, out)
+    except ValueError:
+        if all(isinstance(g, np.ndarray) and g.flags.c_contiguous for g in grads):
+            raise
+        cadd_update_output([np.ascontiguousarray(g) for g in grads], out)
+    return out
+
+
+def _describe(t):
+    if isinstance(t, (list, tuple)):
+        return f"a {len(t)}-table"
+    return f"an array of shape {t.shape}" if isinstance(t, np.ndarray) else type(t).__name__
+
+
+def _fixed(t, what):
+    """(t with strided arrays made contiguous, whether any was); TypeError for non-arrays."""
+    if isinstance(t, (list, tuple)):
+        pairs = [_fixed(x, f"{what} {i}") for i, x in enumerate(t)]
+        return [p[0] for p in pairs], any(p[1] for p in pairs)
+    if not isinstance(t, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(t).__name__}")
+    if t.flags.c_contiguous:
+        return t, False
+    return np.ascontiguousarray(t), True
+
+
+def recover(module, err, method, *args):
+    """Like Module._recover, for arguments that may be tables.
+
+    Non-array items raise a named TypeError; strided arrays are made contiguous and
+    ``method`` runs again; any other refusal is raised with the module's name in front.
+    """
+    fixed = []
+    changed = False
+    for what, a in zip(("input", "gradOutput"), args):
+        try:
+            f, c = _fixed(a, what)
+        except TypeError as e:
+            raise module._error(e) from None
+        fixed.append(f)
+        changed = changed or c
+    if changed:
+        return method(*fixed)
+    raise module._error(err) from None
+
+
+def axis_of(dim, ndim, nInputDims=None, what="dimension"):
+    """The numpy axis that ``dim`` designates on an input of rank ``ndim``.
+
+    Negative dims count from the end. With ``nInputDims`` (the rank of one sample) an input
+    of that rank has no batch axis, so the dim, written for the batched input, is one less.
+    """
+    dim = int(dim)
+    if dim < 0:
+        axis = ndim + dim
+    elif nInputDims is not None and 0 < nInputDims == ndim:
+        axis = dim - 1
+    else:
+        axis = dim
+    if not 0 <= axis < ndim:
+        batch = nInputDims is not None and 0 < nInputDims == ndim
+        raise ValueError(f"{what} {dim} is out of range for an input of {ndim} dimensions"
+                         + (" (a single sample: no batch axis)" if batch else ""))
+    return axis
+
+
+def _table(module, input, lo=1):
+    """``input`` as a list of at least ``lo`` items; TypeError/ValueError naming module."""
+    if not isinstance(input, (list, tuple)):
+        raise TypeError(f"{module}: input must be a table (a list of arrays), "
+                        f"got {type(input).__name__}")
+    if len(input) < lo:
+        raise ValueError(f"{module}: input has {len(input)} entries, expected at least {lo}")
+    return input
+
+
+def _reuse_list(buf, n):
+    return buf if isinstance(buf, list) and len(buf) == n else [None] * n
+
+
+def _grad_buffers(buf, like):
+    """A list of arrays shaped like the arrays of ``like``, reusing ``buf``'s."""
+    old = _reuse_list(buf, len(like))
+    return [buffer(b, x.shape, x.dtype) for b, x in zip(old, like)]
+
+
+class _TableModule(Module):
+    """A parameterless module whose buffers take the dtype of its input."""
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+        self.output = []
+        self.gradInput = []
+
+
+# -- elementwise -------------------------------------------------------------------------------
+class CAddTable(_TableModule):
+    """Sum of the arrays of a table: [x0, x1, ...] -> x0 + x1 + ...
+
+    Arrays of one shape take the Cython path; otherwise they must broadcast (NumPy rules) to
+    the shape of the largest, and each gradient is summed back to its input's shape.
+    ``inplace`` is accepted as in BigDL; the sum is always written to this module's own buffer.
+    """
+
+    def __init__(self, inplace=False, dtype=np.float32):
+        super().__init__(dtype)
+        self.inplace = bool(inplace)
+
+    def updateOutput(self, input):
+        try:
+            x = _table(self, input)
+            first = x[0]
+            if any(a.shape != first.shape for a in x):
+                return self._broadcast_output(x)
+            out = self.output = buffer(self.output, first.shape, first.dtype)
+            cadd_update_output(x, out)
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def _broadcast_output(self, x):
+        try:
+            shape = np.broadcast_shapes(*[a.shape for a in x])
+        except ValueError:
+            raise ValueError(f"{self}: input shapes {[a.shape for a in x]} do not broadcast") \
+                from None
+        out = self.output = buffer(self.output, shape, x[0].dtype)
+        np.copyto(out, x[0])
+        for a in x[1:]:
+            np.add(out, a, out=out)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            x = _table(self, input)
+            gi = self.gradInput = _grad_buffers(self.gradInput, x)
+            if any(a.shape != gradOutput.shape for a in x):
+                for g, a in zip(gi, x):
+                    _sum_to(gradOutput, g)
+                return gi
+            cadd_update_grad_input(gradOutput, gi)
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+def _sum_to(g, out):
+    """out := g summed over the axes that broadcasting added or stretched to reach g."""
+    lead = g.ndim - out.ndim
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(out.shape) if n == 1 and g.shape[lead + i] != 1)
+    np.copyto(out, np.sum(g, axis=axes).reshape(out.shape) if axes else g)
+
+
+class CSubTable(_TableModule):
+    """Difference of a two-array table: [x0, x1] -> x0 - x1."""
+
+    def updateOutput(self, input):
+        try:
+            x = _table(self, input, 2)
+            if len(x) != 2:
+                raise ValueError(f"input has {len(x)} entries, expected 2")
+            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
+            csub_update_output(x[0], x[1], out)
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = _grad_buffers(self.gradInput, _table(self, input, 2)[:2])
+            csub_update_grad_input(gradOutput, gi[0], gi[1])
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+class CMulTable(_TableModule):
+    """Elementwise product of the arrays of a table."""
+
+    def updateOutput(self, input):
+        try:
+            x = _table(self, input)
+            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
+            cmul_update_output(x, out)
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            x = _table(self, input)
+            gi = self.gradInput = _grad_buffers(self.gradInput, x)
+            cmul_update_grad_input(x, gradOutput, gi)
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+class CMaxTable(_TableModule):
+    """Elementwise maximum of the arrays of a table; the gradient goes to the (first) argmax."""
+
+    _scratch = ("_indices",)
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+        self._indices = None
+
+    def updateOutput(self, input):
+        try:
+            x = _table(self, input)
+            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
+            idx = self._indices = buffer(self._indices, x[0].shape, np.dtype(np.int32))
+            cmax_update_output(x, out, idx)
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            x = _table(self, input)
+            gi = self.gradInput = _grad_buffers(self.gradInput, x)
+            cmax_update_grad_input(gradOutput, gi, self._indices)
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+# -- joining and splitting ---------------------------------------------------------------------
+class JoinTable(_TableModule):
+    """Concatenates the arrays of a table along ``dimension``.
+
+    ``nInputDims``: the rank of one sample (see the module docstring); -1 for none.
+    """
+
+    def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
+        super().__init__(dtype)
+        self.dimension = int(dimension)
+        self.nInputDims = int(nInputDims)
+        self._axis = 0
+
+    def updateOutput(self, input):
+        try:
+            x = _table(self, input)
+            first = x[0]
+            axis = self._axis = axis_of(self.dimension, first.ndim, self.nInputDims)
+            size = 0
+            for a in x:
+                size += a.shape[axis] if a.ndim == first.ndim else 0
+            shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
+            out = self.output = buffer(self.output, shape, first.dtype)
+            join(x, out, axis)
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            x = _table(self, input)
+            gi = self.gradInput = _grad_buffers(self.gradInput, x)
+            split(gradOutput, gi, self._axis, 0, False, "gradOutput", "gradInput")
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"dimension={self.dimension}"
+
+
+class SplitTable(_TableModule):
+    """Splits an array along ``dimension`` into a table of its slices (the axis removed)."""
+
+    def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
+        super().__init__(dtype)
+        self.dimension = int(dimension)
+        self.nInputDims = int(nInputDims)
+        self._axis = 0
+
+    def updateOutput(self, input):
+        try:
+            axis = self._axis = axis_of(self.dimension, input.ndim, self.nInputDims)
+            shape = input.shape[:axis] + input.shape[axis + 1:]
+            old = _reuse_list(self.output, input.shape[axis])
+            out = self.output = [buffer(b, shape, input.dtype) for b in old]
+            if out:
+                split(input, out, axis, 0, True, "input", "output")
+        except _ERRORS as err:
+            return recover(self, err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = buffer(self.gradInput, input.shape, input.dtype)
+            if not isinstance(gradOutput, (list, tuple)):
+                raise TypeError(f"gradOutput must be a table (a list of arrays), "
+                                f"got {type(gradOutput).__name__}")
+            if len(gradOutput) != input.shape[self._axis]:
+                raise ValueError(f"gradOutput has {len(gradOutput)} entries, "
+                                 f"expected {input.shape[self._axis]}")
+            if gradOutput:
+                join(gradOutput, gi, self._axis, 0, True, "gradOutput", "gradInput")
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"dimension={self.dimension}"
+
+
+# -- selecting ---------------------------------------------------------------------------------
+def _index(module, i, n, what="index"):
+    j = i + n if i < 0 else i
+    if not 0 <= j < n:
+        raise IndexError(f"{module}: {what} {i} is out of range for a table of {n} entries")
+    return j
+
+
+class SelectTable(Module):
+    """Entry ``index`` of a table (negative counts from the end); the entry is not copied.
+
+    The gradient is zero for the other entries (tables of zeros for nested ones).
+    """
+
+    def __init__(self, index, dtype=np.float32):
+        super().__init__(dtype)
+        self.index = int(index)
+
+    def updateOutput(self, input):
+        x = _table(self, input)
+        self.output = x[_index(self, self.index, len(x))]
+        return self.output
+
+    def updateGradInput(self, input, gradOutput):
+        x = _table(self, input)
+        i = _index(self, self.index, len(x))
+        try:
+            gi = self.gradInput = _reuse_list(self.gradInput, len(x))
+            for j, a in enumerate(x):
+                gi[j] = gradOutput if j == i else zeros_like(gi[j], a)
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"index={self.index}"
+
+
+class NarrowTable(Module):
+    """Entries ``offset`` to ``offset + length`` of a table (not copied).
+
+    A negative ``length`` counts back from the end: -1 takes every entry from ``offset``.
+    """
+
+    def __init__(self, offset, length=1, dtype=np.float32):
+        super().__init__(dtype)
+        self.offset = int(offset)
+        self.length = int(length)
+
+    def _span(self, n):
+        start = _index(self, self.offset, n, "offset")
+        length = n - start + self.length + 1 if self.length < 0 else self.length
+        if length < 0 or start + length > n:
+            raise IndexError(f"{self}: entries {start} to {start + length} are out of range "
+                             f"for a table of {n} entries")
+        return start, length
+
+    def updateOutput(self, input):
+        x = _table(self, input)
+        start, length = self._span(len(x))
+        out = self.output = _reuse_list(self.output, length)
+        out[:] = x[start:start + length]
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        x = _table(self, input)
+        start, length = self._span(len(x))
+        if not isinstance(gradOutput, (list, tuple)) or len(gradOutput) != length:
+            raise ValueError(f"{self}: gradOutput must be a table of {length} entries, "
+                             f"got {_describe(gradOutput)}")
+        try:
+            gi = self.gradInput = _reuse_list(self.gradInput, len(x))
+            for j, a in enumerate(x):
+                in_span = start <= j < start + length
+                gi[j] = gradOutput[j - start] if in_span else zeros_like(gi[j], a)
+        except _ERRORS as err:
+            return recover(self, err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"offset={self.offset}, length={self.length}"
+
+
+class FlattenTable(Module):
+    """A nested table flattened to a list of its arrays, depth first (not copied)."""
+
+    def updateOutput(self, input):
+        _table(self, input, 0)
+        out = self.output = self.output if isinstance(self.output, list) else []
+        out.clear()
+        _flatten(input, out)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        n = len(self.output) if isinstance(self.output, list) else 0
+        if not isinstance(gradOutput, (list, tuple)) or len(gradOutput) != n:
+            raise ValueError(f"{self}: gradOutput must be a table of {n} entries, "
+                             f"got {_describe(gradOutput)}")
+        it = iter(gradOutput)
+        self.gradInput = _nest(input, it)
+        return self.gradInput
+
+
+def _flatten(t, out):
+    if isinstance(t, (list, tuple)):
+        for x in t:
+            _flatten(x, out)
+    else:
+        out.append(t)
+
+
+def _nest(like, it):
+    if isinstance(like, (list, tuple)):
+        return [_nest(x, it) for x in like]
+    return next(it)

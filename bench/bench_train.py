@@ -14,6 +14,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import pymodules as pm
+from pymodules.optim.optimizer import _first_linear
 
 SIZES = (784, 256, 256, 10)
 
@@ -39,6 +40,7 @@ def pymodules_step(x, y, dtype):
     opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
                        pm.SGD(0.01, momentum=0.9, dampening=0.0), pm.MaxIteration(1), len(x))
     weights, opt._grad = model.getParameters()
+    opt._skip_first = _first_linear(model)
     opt._batch = pm.MiniBatch(x, y)
     method = opt.optimMethod
     model.training()

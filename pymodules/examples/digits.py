@@ -130,6 +130,7 @@ def plot(curves, path):
 
 
 def main(argv=None):
+    """Run the example; the test accuracy of each model trained, by name."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32)
@@ -160,12 +161,11 @@ def main(argv=None):
         accuracy[name] = report(name, model, test_set)
         if name == "LeNet":
             save_and_reload(model, xte, out_dir)
-    if not curves:
-        return 1
-    plot(curves, os.path.join(out_dir, "digits-curves.png"))
-    print("\n" + ", ".join(f"{k}: {v:.2%}" for k, v in accuracy.items()) + " test accuracy")
-    return 0
+    if curves:
+        plot(curves, os.path.join(out_dir, "digits-curves.png"))
+        print("\n" + ", ".join(f"{k}: {v:.2%}" for k, v in accuracy.items()) + " test accuracy")
+    return accuracy
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if main() else 1)

@@ -5,9 +5,23 @@
     y = model.forward(x)
 """
 
+from pymodules.criterion import *  # noqa: F403
+from pymodules.criterion import __all__ as _criterion_all
+from pymodules.data import DataSet, MiniBatch, Sample
 from pymodules.nn import *  # noqa: F403
 from pymodules.nn import __all__ as _nn_all
+from pymodules.optim import *  # noqa: F403
+from pymodules.optim import __all__ as _optim_all
 from pymodules.random import setSeed
+from pymodules.validation import (
+    MAE,
+    Loss,
+    Top1Accuracy,
+    Top5Accuracy,
+    TreeNNAccuracy,
+    ValidationMethod,
+    ValidationResult,
+)
 
 __version__ = "0.1.0"
 
@@ -24,4 +38,6 @@ def engine_type() -> str:
     return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
 
 
-__all__ = [*_nn_all, "engine_type", "setSeed"]
+__all__ = [*_nn_all, *_criterion_all, *_optim_all,
+           "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
+           "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed"]

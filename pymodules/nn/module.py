@@ -300,6 +300,18 @@ class Module:
 
         return evaluate_dataset(self, dataset, vMethods, batchSize)
 
+    def predict(self, dataset, batchSize=None):
+        """Eval mode; the outputs over the dataset, batch-first."""
+        from pymodules.validation import predict_dataset
+
+        return predict_dataset(self, dataset, batchSize)
+
+    def predictClass(self, dataset, batchSize=None):
+        """Eval mode; the 0-based arg-max class of every sample."""
+        from pymodules.validation import predict_class_dataset
+
+        return predict_class_dataset(self, dataset, batchSize)
+
     def isTraining(self) -> bool:
         return self.train
 

@@ -1,0 +1,326 @@
+"""Kernels of the optimisation methods: one fused pass over the flat parameter vector.
+
+Each update reads the gradient and writes the parameters and the method's state buffers in
+the same loop, without temporaries. Weight decay is applied on the fly (the gradient array
+is left as backward wrote it). Learning-rate schedules and bias corrections are scalars the
+caller computes.
+"""
+
+cimport numpy as cnp
+from numpy cimport PyArray_DATA as _data
+from libc.math cimport fabs, sqrt
+
+from engine.blas cimport floating, dot, scal
+from engine._check cimport float_type, array, vector_of, disjoint, shape
+
+cnp.import_array()
+
+
+cdef cnp.ndarray _param(object x, int t):
+    cdef cnp.ndarray a = array(x, "x", t, True)
+    if cnp.PyArray_NDIM(a) != 1:
+        raise ValueError(f"x must be the flat 1-D parameter vector, got shape {shape(a)}")
+    return a
+
+
+cdef cnp.ndarray _like(object obj, str what, cnp.ndarray x, int t, bint writeable,
+                       tuple others, tuple names):
+    """A vector as long as x, of its dtype, sharing no memory with ``others`` when written."""
+    cdef cnp.ndarray a = array(obj, what, t, writeable)
+    vector_of(a, what, cnp.PyArray_DIMS(x)[0])
+    if writeable:
+        for o, name in zip(others, names):
+            disjoint(a, what, o, name)
+    return a
+
+
+def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double momentum,
+               double dampening, bint nesterov, bint first):
+    """Torch7's SGD step, with g = grad + weight_decay * x:
+
+    buf := g if first else momentum * buf + (1 - dampening) * g  (momentum != 0 only)
+    x -= clr * (g + momentum * buf if nesterov else buf)          (x -= clr * g without momentum)
+    """
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray b = None
+    if momentum != 0:
+        if momentum_buffer is None:
+            raise ValueError("momentum != 0 needs a momentum buffer")
+        b = _like(momentum_buffer, "momentum buffer", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    cdef void *bp = NULL if b is None else _data(b)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _sgd(<float *> _data(xa), <float *> _data(g), <float *> bp, n, clr, weight_decay,
+                 momentum, dampening, nesterov, first)
+    else:
+        with nogil:
+            _sgd(<double *> _data(xa), <double *> _data(g), <double *> bp, n, clr, weight_decay,
+                 momentum, dampening, nesterov, first)
+
+
+cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, double clr,
+               double wd, double mom, double damp, bint nesterov, bint first) noexcept nogil:
+    # One branch-free loop per case, in the parameters' own precision, so that the
+    # compiler vectorises it: a loop with the cases inside runs about 4x slower.
+    cdef cnp.npy_intp i
+    cdef floating c = <floating> clr, w = <floating> wd, m = <floating> mom
+    cdef floating d1 = <floating> (1 - damp), gi, bi
+    if buf == NULL:
+        for i in range(n):
+            x[i] -= c * (g[i] + w * x[i])
+    elif first:
+        # the buffer starts as the first gradient
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            buf[i] = gi
+            x[i] -= c * (gi + m * gi) if nesterov else c * gi
+    elif nesterov:
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            bi = m * buf[i] + d1 * gi
+            buf[i] = bi
+            x[i] -= c * (gi + m * bi)
+    else:
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            bi = m * buf[i] + d1 * gi
+            buf[i] = bi
+            x[i] -= c * bi
+
+
+def adam_update(x, grad, m, v, double step, double beta1, double beta2, double eps,
+                double decay):
+    """Adam (Torch7's form), with AdamW's decoupled decay as ``decay`` = lr * weightDecay:
+
+    m := beta1 m + (1 - beta1) g;  v := beta2 v + (1 - beta2) g^2
+    x := x (1 - decay) - step * m / (sqrt(v) + eps),  step = clr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    """
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray ma = _like(m, "m", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.ndarray va = _like(v, "v", xa, t, True, (xa, g, ma), ("x", "grad", "m"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _adam(<float *> _data(xa), <float *> _data(g), <float *> _data(ma),
+                  <float *> _data(va), n,
+                  step, beta1, beta2, eps, decay)
+    else:
+        with nogil:
+            _adam(<double *> _data(xa), <double *> _data(g), <double *> _data(ma),
+                  <double *> _data(va), n,
+                  step, beta1, beta2, eps, decay)
+
+
+cdef void _adam(floating *x, const floating *g, floating *m, floating *v, cnp.npy_intp n,
+                double step, double b1, double b2, double eps, double decay) noexcept nogil:
+    cdef cnp.npy_intp i
+    cdef double gi, mi, vi
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + (1 - b1) * gi
+        vi = b2 * v[i] + (1 - b2) * gi * gi
+        m[i] = <floating> mi
+        v[i] = <floating> vi
+        x[i] = <floating> (x[i] * (1 - decay) - step * mi / (sqrt(vi) + eps))
+
+
+def adagrad_update(x, grad, variance, double clr, double weight_decay, double eps):
+    """var += g^2; x -= clr * g / (sqrt(var) + eps), with g = grad + weight_decay * x."""
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray va = _like(variance, "variance", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _adagrad(<float *> _data(xa), <float *> _data(g), <float *> _data(va), n, clr,
+                     weight_decay, eps)
+    else:
+        with nogil:
+            _adagrad(<double *> _data(xa), <double *> _data(g), <double *> _data(va), n, clr,
+                     weight_decay, eps)
+
+
+cdef void _adagrad(floating *x, const floating *g, floating *var, cnp.npy_intp n, double clr,
+                   double wd, double eps) noexcept nogil:
+    cdef cnp.npy_intp i
+    cdef double gi, vi
+    for i in range(n):
+        gi = g[i] + wd * x[i]
+        vi = var[i] + gi * gi
+        var[i] = <floating> vi
+        x[i] = <floating> (x[i] - clr * gi / (sqrt(vi) + eps))
+
+
+def rmsprop_update(x, grad, mean_square, double clr, double decay_rate, double eps):
+    """ms := rho ms + (1 - rho) g^2; x -= clr * g / (sqrt(ms) + eps)."""
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray ms = _like(mean_square, "meanSquare", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _rmsprop(<float *> _data(xa), <float *> _data(g), <float *> _data(ms), n, clr,
+                     decay_rate, eps)
+    else:
+        with nogil:
+            _rmsprop(<double *> _data(xa), <double *> _data(g), <double *> _data(ms), n, clr,
+                     decay_rate,
+                     eps)
+
+
+cdef void _rmsprop(floating *x, const floating *g, floating *ms, cnp.npy_intp n, double clr,
+                   double rho, double eps) noexcept nogil:
+    cdef cnp.npy_intp i
+    cdef double gi, mi
+    for i in range(n):
+        gi = g[i]
+        mi = rho * ms[i] + (1 - rho) * gi * gi
+        ms[i] = <floating> mi
+        x[i] = <floating> (x[i] - clr * gi / (sqrt(mi) + eps))
+
+
+def adadelta_update(x, grad, mean_square, mean_delta, double clr, double decay_rate, double eps):
+    """ms := rho ms + (1 - rho) g^2; d := sqrt(md + eps) / sqrt(ms + eps) * g; x -= clr * d;
+    md := rho md + (1 - rho) d^2."""
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray ms = _like(mean_square, "meanSquare", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.ndarray md = _like(mean_delta, "meanDelta", xa, t, True, (xa, g, ms),
+                                ("x", "grad", "meanSquare"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _adadelta(<float *> _data(xa), <float *> _data(g), <float *> _data(ms),
+                      <float *> _data(md), n,
+                      clr, decay_rate, eps)
+    else:
+        with nogil:
+            _adadelta(<double *> _data(xa), <double *> _data(g), <double *> _data(ms),
+                      <double *> _data(md),
+                      n, clr, decay_rate, eps)
+
+
+cdef void _adadelta(floating *x, const floating *g, floating *ms, floating *md, cnp.npy_intp n,
+                    double clr, double rho, double eps) noexcept nogil:
+    cdef cnp.npy_intp i
+    cdef double gi, si, d
+    for i in range(n):
+        gi = g[i]
+        si = rho * ms[i] + (1 - rho) * gi * gi
+        ms[i] = <floating> si
+        d = sqrt(md[i] + eps) / sqrt(si + eps) * gi
+        md[i] = <floating> (rho * md[i] + (1 - rho) * d * d)
+        x[i] = <floating> (x[i] - clr * d)
+
+
+def adamax_update(x, grad, m, u, double step, double beta1, double beta2, double eps):
+    """m := beta1 m + (1 - beta1) g; u := max(beta2 u, |g| + eps); x -= step * m / u,
+    step = clr / (1 - beta1^t)."""
+    cdef int t = float_type(x, "x")
+    cdef cnp.ndarray xa = _param(x, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
+    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray ma = _like(m, "m", xa, t, True, (xa, g), ("x", "grad"))
+    cdef cnp.ndarray ua = _like(u, "u", xa, t, True, (xa, g, ma), ("x", "grad", "m"))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _adamax(<float *> _data(xa), <float *> _data(g), <float *> _data(ma),
+                    <float *> _data(ua), n,
+                    step, beta1, beta2, eps)
+    else:
+        with nogil:
+            _adamax(<double *> _data(xa), <double *> _data(g), <double *> _data(ma),
+                    <double *> _data(ua), n,
+                    step, beta1, beta2, eps)
+
+
+cdef void _adamax(floating *x, const floating *g, floating *m, floating *u, cnp.npy_intp n,
+                  double step, double b1, double b2, double eps) noexcept nogil:
+    cdef cnp.npy_intp i
+    cdef double gi, mi, ui, a
+    for i in range(n):
+        gi = g[i]
+        mi = b1 * m[i] + (1 - b1) * gi
+        a = fabs(gi) + eps
+        ui = b2 * u[i]
+        if a > ui:
+            ui = a
+        m[i] = <floating> mi
+        u[i] = <floating> ui
+        x[i] = <floating> (x[i] - step * mi / ui)
+
+
+# -- gradient clipping --------------------------------------------------------------------
+
+def clip_constant(grad, double min_value, double max_value):
+    """grad := min(max(grad, min_value), max_value), in place."""
+    cdef int t = float_type(grad, "grad")
+    cdef cnp.ndarray g = array(grad, "grad", t, True)
+    if min_value > max_value:
+        raise ValueError(f"clipping range [{min_value}, {max_value}] is empty")
+    cdef cnp.npy_intp n = cnp.PyArray_SIZE(g)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _clip(<float *> _data(g), n, min_value, max_value)
+    else:
+        with nogil:
+            _clip(<double *> _data(g), n, min_value, max_value)
+
+
+cdef void _clip(floating *g, cnp.npy_intp n, double lo, double hi) noexcept nogil:
+    cdef cnp.npy_intp i
+    for i in range(n):
+        if g[i] < lo:
+            g[i] = <floating> lo
+        elif g[i] > hi:
+            g[i] = <floating> hi
+
+
+def clip_l2_norm(grad, double max_norm):
+    """grad *= max_norm / ||grad|| when ||grad|| > max_norm; return ||grad|| before clipping."""
+    cdef int t = float_type(grad, "grad")
+    cdef cnp.ndarray g = array(grad, "grad", t, True)
+    if max_norm <= 0:
+        raise ValueError(f"the L2 norm bound must be > 0, got {max_norm}")
+    cdef cnp.npy_intp n = cnp.PyArray_SIZE(g)
+    cdef double norm
+    if n > 0x7FFFFFFF:
+        raise ValueError(f"grad of {n} elements exceeds the BLAS limit")
+    if n == 0:
+        return 0.0
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            norm = _clip_norm(<float *> _data(g), <int> n, max_norm)
+    else:
+        with nogil:
+            norm = _clip_norm(<double *> _data(g), <int> n, max_norm)
+    return norm
+
+
+cdef double _clip_norm(floating *g, int n, double max_norm) noexcept nogil:
+    cdef double norm = 0
+    cdef int i
+    if floating is float:
+        # float32 squares summed in double: a long vector would lose digits in sdot
+        for i in range(n):
+            norm += <double> g[i] * g[i]
+    else:
+        norm = dot(n, g, 1, g, 1)
+    norm = sqrt(norm)
+    if norm > max_norm:
+        scal(n, <floating> (max_norm / norm), g, 1)
+    return norm

@@ -1,0 +1,98 @@
+"""Class criteria: negative log-likelihood and cross-entropy over 0-based class labels."""
+
+import numpy as np
+
+from pymodules.criterion.base import Criterion, class_labels
+from pymodules.criterion.pointwise import _weights
+from pymodules.engine import criterion as K
+
+
+class _ClassCriterion(Criterion):
+    def __init__(self, weights, sizeAverage, ignoreIndex):
+        super().__init__(sizeAverage)
+        self.weights = _weights(weights, type(self).__name__)
+        self.ignoreIndex = int(ignoreIndex)
+
+    def _weights_for(self, input):
+        w = self.weights
+        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
+            w = self.weights = w.astype(input.dtype)
+        return w
+
+    def _recover(self, err, method, input, target):
+        try:
+            labels = class_labels(target)
+        except (TypeError, ValueError) as bad:
+            raise type(bad)(f"{self}: {bad}") from None
+        if labels is not target:
+            return method(input, labels)
+        return super()._recover(err, method, input, target)
+
+    def _convert_target(self, target, input):
+        return target
+
+
+class ClassNLLCriterion(_ClassCriterion):
+    """Negative log-likelihood of 0-based class labels.
+
+    Input (batch, nClasses) or (nClasses,) of log-probabilities (probabilities when
+    ``logProbAsInput`` is False; they are clamped to [1e-8, 1 - 1e-8] before the log).
+    ``weights`` (nClasses,) rescale each class; with sizeAverage the loss is divided by the
+    total weight of the counted rows. Rows labelled ``ignoreIndex`` count for nothing.
+    """
+
+    def __init__(self, weights=None, sizeAverage=True, logProbAsInput=True, ignoreIndex=-100):
+        super().__init__(weights, sizeAverage, ignoreIndex)
+        self.logProbAsInput = bool(logProbAsInput)
+
+    def updateOutput(self, input, target):
+        try:
+            return K.class_nll_update_output(input, target, self._weights_for(input),
+                                             self.ignoreIndex, self.sizeAverage,
+                                             self.logProbAsInput)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input, target)
+
+    def updateGradInput(self, input, target):
+        try:
+            g = self.gradInput = self._grad_like(input)
+            K.class_nll_update_grad_input(input, target, g, self._weights_for(input),
+                                          self.ignoreIndex, self.sizeAverage,
+                                          self.logProbAsInput)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, target)
+        return g
+
+
+class CrossEntropyCriterion(_ClassCriterion):
+    """LogSoftMax then ClassNLLCriterion, fused: input holds unnormalised scores."""
+
+    _scratch = ("_logProb",)
+
+    def __init__(self, weights=None, sizeAverage=True, ignoreIndex=-100):
+        super().__init__(weights, sizeAverage, ignoreIndex)
+        self._logProb = np.empty(0, np.float32)
+
+    def updateOutput(self, input, target):
+        try:
+            lp = self._logProb = self._grad_like_attr("_logProb", input)
+            return K.cross_entropy_update_output(input, target, lp, self._weights_for(input),
+                                                 self.ignoreIndex, self.sizeAverage)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input, target)
+
+    def updateGradInput(self, input, target):
+        # Assumes updateOutput(input, target) ran before, as Module.backward does.
+        try:
+            g = self.gradInput = self._grad_like(input)
+            K.cross_entropy_update_grad_input(self._logProb, target, g,
+                                              self._weights_for(input), self.ignoreIndex,
+                                              self.sizeAverage)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, target)
+        return g
+
+    def _grad_like_attr(self, attr, input):
+        from pymodules.engine.buffers import resized
+
+        return resized(getattr(self, attr), input, -1, getattr(input, "dtype", np.float32))

@@ -1,0 +1,245 @@
+"""Validation methods, their results, and evaluate/predict over a dataset.
+
+A method maps (output, target) of one batch to a result; results add with ``+`` and
+``result()`` gives ``(value, count)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pymodules.data import to_dataset
+
+#: Batch of evaluate/predict when none is given: large enough to keep BLAS busy.
+DEFAULT_BATCH = 256
+
+
+class ValidationResult:
+    def result(self):
+        raise NotImplementedError
+
+    def __add__(self, other):
+        raise NotImplementedError
+
+    def __radd__(self, other):
+        # sum(results) starts from 0
+        return self if isinstance(other, int) and other == 0 else NotImplemented
+
+
+class AccuracyResult(ValidationResult):
+    def __init__(self, correct, count):
+        self.correct, self.count = int(correct), int(count)
+
+    def result(self):
+        return (self.correct / self.count if self.count else 0.0), self.count
+
+    def __add__(self, other):
+        if not isinstance(other, AccuracyResult):
+            return NotImplemented
+        return AccuracyResult(self.correct + other.correct, self.count + other.count)
+
+    def __eq__(self, other):
+        return isinstance(other, AccuracyResult) and \
+            (self.correct, self.count) == (other.correct, other.count)
+
+    def __repr__(self):
+        return (f"Accuracy(correct: {self.correct}, count: {self.count}, "
+                f"accuracy: {self.result()[0]:.6g})")
+
+
+class ContiguousResult(ValidationResult):
+    """A sum of per-sample values over ``count`` samples; the value is their mean."""
+
+    def __init__(self, total, count, name="Loss"):
+        self.total, self.count, self.name = float(total), int(count), name
+
+    def result(self):
+        return (self.total / self.count if self.count else 0.0), self.count
+
+    def __add__(self, other):
+        if not isinstance(other, ContiguousResult) or other.name != self.name:
+            return NotImplemented
+        return ContiguousResult(self.total + other.total, self.count + other.count, self.name)
+
+    def __repr__(self):
+        return f"({self.name}: {self.total:.6g}, count: {self.count}, " \
+               f"Average {self.name}: {self.result()[0]:.6g})"
+
+
+LossResult = ContiguousResult
+
+
+def _rows(output):
+    output = np.asarray(output)
+    return output.reshape(1, -1) if output.ndim == 1 else output.reshape(len(output), -1)
+
+
+def _labels(target, n, what):
+    t = np.asarray(target).reshape(-1)
+    if t.size != n:
+        raise ValueError(f"{what}: target has {t.size} labels, expected {n} (one per row "
+                         f"of the output)")
+    if t.dtype.kind == "f":
+        bad = t != np.round(t)
+        if bad.any():
+            raise ValueError(f"{what}: target {t[bad][0]} is not a whole class label")
+    return t.astype(np.int64, copy=False)
+
+
+def _check_range(labels, k, what):
+    bad = (labels < 0) | (labels >= k)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}: target {labels[i]} (row {i}) is out of range [0, {k})")
+
+
+class ValidationMethod:
+    def __call__(self, output, target) -> ValidationResult:
+        raise NotImplementedError
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self):
+        return self.name()
+
+
+class Top1Accuracy(ValidationMethod):
+    """Share of rows whose arg-max class is the 0-based target (one output column:
+    a probability, thresholded at 0.5 against 0/1 targets)."""
+
+    def __call__(self, output, target):
+        out = _rows(output)
+        labels = _labels(target, len(out), self.name())
+        if out.shape[1] == 1:
+            pred = (out[:, 0] >= 0.5).astype(np.int64)
+            _check_range(labels, 2, self.name())
+        else:
+            _check_range(labels, out.shape[1], self.name())
+            pred = out.argmax(axis=1)
+        return AccuracyResult(int((pred == labels).sum()), len(out))
+
+
+class Top5Accuracy(ValidationMethod):
+    """Share of rows whose target is among the five highest-scoring classes."""
+
+    def __call__(self, output, target):
+        out = _rows(output)
+        labels = _labels(target, len(out), self.name())
+        _check_range(labels, out.shape[1], self.name())
+        k = min(5, out.shape[1])
+        # the target's rank: how many classes score strictly higher
+        score = out[np.arange(len(out)), labels]
+        higher = (out > score[:, None]).sum(axis=1)
+        return AccuracyResult(int((higher < k).sum()), len(out))
+
+
+class TreeNNAccuracy(ValidationMethod):
+    """Top-1 accuracy at the root of tree-structured output (batch, nodes, classes):
+    the first node of each sample against the first label of its target."""
+
+    def __call__(self, output, target):
+        out = np.asarray(output)
+        if out.ndim != 3:
+            raise ValueError(f"{self.name()}: output has shape {out.shape}, expected "
+                             f"(batch, nodes, classes)")
+        t = np.asarray(target)
+        root = t.reshape(len(t), -1)[:, 0] if t.ndim > 1 else t
+        return Top1Accuracy()(out[:, 0, :], root)
+
+
+class Loss(ValidationMethod):
+    """The criterion's loss, averaged over samples (ClassNLLCriterion by default)."""
+
+    def __init__(self, criterion=None):
+        if criterion is None:
+            from pymodules.criterion import ClassNLLCriterion
+
+            criterion = ClassNLLCriterion()
+        self.criterion = criterion
+
+    def __call__(self, output, target):
+        n = len(output) if np.ndim(output) > 1 else 1
+        return ContiguousResult(self.criterion.forward(output, target) * n, n, "Loss")
+
+
+class MAE(ValidationMethod):
+    """Mean absolute error of output against target, per element."""
+
+    def __call__(self, output, target):
+        out = np.asarray(output)
+        t = np.asarray(target).reshape(out.shape) if np.size(target) == out.size else None
+        if t is None:
+            raise ValueError(f"MAE: target has shape {np.shape(target)}, expected "
+                             f"{out.shape} like the output")
+        n = len(out) if out.ndim > 1 else 1
+        per_sample = np.abs(out - t).sum() / (out.size / n)
+        return ContiguousResult(per_sample, n, "MAE")
+
+
+def _methods(vMethods):
+    if vMethods is None:
+        return [Top1Accuracy()]
+    methods = list(vMethods) if isinstance(vMethods, (list, tuple)) else [vMethods]
+    for m in methods:
+        if not isinstance(m, ValidationMethod):
+            raise TypeError(f"vMethods must hold ValidationMethods, got {type(m).__name__}")
+    return methods
+
+
+def _batch_size(batchSize):
+    return DEFAULT_BATCH if batchSize is None else batchSize
+
+
+def evaluate_dataset(module, dataset, vMethods, batchSize=None):
+    """Eval mode, then every method over the dataset: [(result, method), ...]."""
+    methods = _methods(vMethods)
+    data = to_dataset(dataset, "evaluate", need_labels=True)
+    module.evaluate()
+    results = [None] * len(methods)
+    for batch in data.batches(_batch_size(batchSize), dtype=module.dtype):
+        if batch.target is None:
+            raise ValueError("evaluate: the dataset has no labels")
+        out = module.forward(batch.input)
+        for i, m in enumerate(methods):
+            r = m(out, batch.target)
+            results[i] = r if results[i] is None else results[i] + r
+    return list(zip(results, methods))
+
+
+def predict_dataset(module, dataset, batchSize=None):
+    """Eval mode; the outputs of every sample, batch-first (a batch of one keeps its axis)."""
+    data = to_dataset(dataset, "predict")
+    module.evaluate()
+    n = data.size()
+    result = None
+    parts = []
+    start = 0
+    for batch in data.batches(_batch_size(batchSize), dtype=module.dtype):
+        out = module.forward(batch.input)
+        m = batch.size()
+        if isinstance(out, list):
+            parts.append([np.array(o, copy=True) for o in out])
+            continue
+        if out.ndim == 0 or (out.ndim == 1 and m > 1):
+            raise ValueError(f"predict: {module} returned shape {out.shape} for a batch of {m}")
+        if out.ndim == 1:  # a module that drops the batch axis of a batch of one
+            out = out.reshape(1, -1)
+        if n is None:
+            parts.append(np.array(out, copy=True))
+            continue
+        if result is None:
+            result = np.empty((n,) + out.shape[1:], out.dtype)
+        result[start:start + m] = out
+        start += m
+    if parts and isinstance(parts[0], list):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+    return result if n is not None else np.concatenate(parts)
+
+
+def predict_class_dataset(module, dataset, batchSize=None):
+    """Eval mode; the arg-max class of every sample, 0-based int64."""
+    out = predict_dataset(module, dataset, batchSize)
+    if isinstance(out, list):
+        raise ValueError("predictClass: the module has several outputs")
+    return out.reshape(len(out), -1).argmax(axis=1)

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from pymodules.engine import criterion as K
+
+DTYPES = [np.float32, np.float64]
+
+REFS = {
+    K.MSE: (lambda x, y: (x - y) ** 2, lambda x, y: 2 * (x - y)),
+    K.ABS: (lambda x, y: np.abs(x - y), lambda x, y: np.sign(x - y)),
+    K.SMOOTH_L1: (lambda x, y: np.where(np.abs(x - y) < 1, 0.5 * (x - y) ** 2,
+                                        np.abs(x - y) - 0.5),
+                  lambda x, y: np.clip(x - y, -1, 1)),
+    K.MARGIN: (lambda x, y: np.maximum(0, 1 - x * y), lambda x, y: np.where(1 - x * y > 0, -y, 0)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(REFS))
+@pytest.mark.parametrize("size_average", [False, True])
+def test_pointwise_matches_numpy(dtype, op, size_average, rng):
+    x = (2 * rng.standard_normal((3, 4))).astype(dtype)
+    y = rng.standard_normal((3, 4)).astype(dtype)
+    f, df = REFS[op]
+    div = x.size if size_average else 1
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    loss = K.pointwise_update_output(op, x, y, None, 1.0, size_average)
+    assert loss == pytest.approx(f(xd, yd).sum() / div, rel=tol)
+    g = np.empty_like(x)
+    K.pointwise_update_grad_input(op, x, y, g, None, 1.0, size_average)
+    np.testing.assert_allclose(g, df(xd, yd) / div, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_nll_and_cross_entropy_match_numpy(dtype, rng):
+    x = rng.standard_normal((5, 3)).astype(dtype)
+    t = rng.integers(0, 3, 5)
+    w = rng.uniform(0.5, 2, 3).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    ref = -(w[t] * x[np.arange(5), t]).sum() / w[t].sum()
+    assert K.class_nll_update_output(x, t, w, -100, True, True) == pytest.approx(ref, rel=tol)
+    lp = np.empty_like(x)
+    xd = x.astype(np.float64)
+    lsm = xd - np.log(np.exp(xd).sum(1, keepdims=True))
+    loss = K.cross_entropy_update_output(x, t, lp, None, -100, True)
+    assert loss == pytest.approx(-lsm[np.arange(5), t].mean(), rel=tol)
+    np.testing.assert_allclose(lp, lsm, rtol=tol, atol=tol)
+    g = np.empty_like(x)
+    K.cross_entropy_update_grad_input(lp, t, g, None, -100, True)
+    np.testing.assert_allclose(g, (np.exp(lsm) - np.eye(3)[t]) / 5, rtol=tol, atol=tol)
+
+
+def test_empty_batch():
+    x = np.empty((0, 3))
+    t = np.empty(0, np.int64)
+    assert K.class_nll_update_output(x, t, None, -100, True, True) == 0.0
+    assert K.pointwise_update_output(K.MSE, x, x.copy(), None, 0.0, True) == 0.0
+    g = np.empty((0, 3))
+    K.class_nll_update_grad_input(x, t, g, None, -100, True, True)
+
+
+def test_bad_arguments_raise():
+    x = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="target must be an int64"):
+        K.class_nll_update_output(x, np.zeros(2), None, -100, True, True)
+    with pytest.raises(ValueError, match=r"target 3 \(row 0\) is out of range \[0, 3\)"):
+        K.class_nll_update_output(x, np.array([3, 0]), None, -100, True, True)
+    with pytest.raises(ValueError, match="gradInput overlaps input"):
+        K.pointwise_update_grad_input(K.MSE, x, x.copy(), x, None, 0, True)
+    with pytest.raises(TypeError, match="target has dtype float32, expected float64"):
+        K.pointwise_update_output(K.MSE, x, np.zeros((2, 3), np.float32), None, 0, True)
+    with pytest.raises(ValueError, match="unknown elementwise loss 99"):
+        K.pointwise_update_output(99, x, x, None, 0, True)
+    with pytest.raises(ValueError, match=r"weights has shape \(2,\), expected \(3,\)"):
+        K.class_nll_update_output(x, np.array([0, 1]), np.ones(2), -100, True, True)

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from pymodules.engine import optim as K
+
+DTYPES = [np.float32, np.float64]
+
+
+def _vecs(rng, n, dtype, k):
+    return [rng.standard_normal(n).astype(dtype) for _ in range(k)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("first,nesterov", [(True, False), (False, False), (False, True)])
+def test_sgd_matches_numpy(dtype, first, nesterov, rng):
+    x, g, buf = _vecs(rng, 7, dtype, 3)
+    x0, b0 = x.astype(np.float64), buf.astype(np.float64)
+    damp = 0.0 if nesterov else 0.3
+    K.sgd_update(x, g, buf, 0.1, 0.01, 0.9, damp, nesterov, first)
+    gg = g + 0.01 * x0
+    b = gg if first else 0.9 * b0 + (1 - damp) * gg
+    step = gg + 0.9 * b if nesterov else b
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(buf, b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(x, x0 - 0.1 * step, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_adagrad_rmsprop_adadelta_adamax_match_numpy(dtype, rng):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    x, g, m, v = _vecs(rng, 6, dtype, 4)
+    v = np.abs(v)
+    x0, m0, v0, g0 = (a.astype(np.float64) for a in (x, m, v, g))
+    K.adam_update(x, g, m, v, 0.01, 0.9, 0.99, 1e-8, 0.001)
+    m1, v1 = 0.9 * m0 + 0.1 * g0, 0.99 * v0 + 0.01 * g0 ** 2
+    np.testing.assert_allclose(x, x0 * 0.999 - 0.01 * m1 / (np.sqrt(v1) + 1e-8), rtol=tol,
+                               atol=tol)
+    x, g, var = _vecs(rng, 6, dtype, 3)
+    var = np.abs(var)
+    x0, g0, var0 = (a.astype(np.float64) for a in (x, g, var))
+    K.adagrad_update(x, g, var, 0.1, 0.02, 1e-10)
+    gg = g0 + 0.02 * x0
+    np.testing.assert_allclose(x, x0 - 0.1 * gg / (np.sqrt(var0 + gg ** 2) + 1e-10), rtol=tol,
+                               atol=tol)
+    x, g, ms = _vecs(rng, 6, dtype, 3)
+    ms = np.abs(ms)
+    x0, g0, ms0 = (a.astype(np.float64) for a in (x, g, ms))
+    K.rmsprop_update(x, g, ms, 0.1, 0.9, 1e-8)
+    ms1 = 0.9 * ms0 + 0.1 * g0 ** 2
+    np.testing.assert_allclose(x, x0 - 0.1 * g0 / (np.sqrt(ms1) + 1e-8), rtol=tol, atol=tol)
+    x, g, ms, md = _vecs(rng, 6, dtype, 4)
+    ms, md = np.abs(ms), np.abs(md)
+    x0, g0, ms0, md0 = (a.astype(np.float64) for a in (x, g, ms, md))
+    K.adadelta_update(x, g, ms, md, 1.0, 0.9, 1e-6)
+    ms1 = 0.9 * ms0 + 0.1 * g0 ** 2
+    d = np.sqrt(md0 + 1e-6) / np.sqrt(ms1 + 1e-6) * g0
+    np.testing.assert_allclose(x, x0 - d, rtol=tol, atol=tol)
+    np.testing.assert_allclose(md, 0.9 * md0 + 0.1 * d ** 2, rtol=tol, atol=tol)
+    x, g, m, u = _vecs(rng, 6, dtype, 4)
+    u = np.abs(u)
+    x0, g0, m0, u0 = (a.astype(np.float64) for a in (x, g, m, u))
+    K.adamax_update(x, g, m, u, 0.02, 0.9, 0.999, 1e-38)
+    m1, u1 = 0.9 * m0 + 0.1 * g0, np.maximum(0.999 * u0, np.abs(g0))
+    np.testing.assert_allclose(x, x0 - 0.02 * m1 / u1, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clipping(dtype, rng):
+    g = rng.standard_normal(50).astype(dtype)
+    ref = np.clip(g, -0.5, 0.3)
+    K.clip_constant(g, -0.5, 0.3)
+    np.testing.assert_array_equal(g, ref)
+    g = rng.standard_normal(50).astype(dtype)
+    norm = float(np.linalg.norm(g.astype(np.float64)))
+    assert K.clip_l2_norm(g, 1.0) == pytest.approx(norm, rel=1e-6)
+    assert np.linalg.norm(g.astype(np.float64)) == pytest.approx(1.0, rel=1e-5)
+    h = g.copy()
+    K.clip_l2_norm(h, 10.0)  # under the bound: untouched
+    np.testing.assert_array_equal(h, g)
+
+
+def test_empty_vectors():
+    e = np.empty(0)
+    K.sgd_update(e, e.copy(), np.empty(0), 0.1, 0.0, 0.9, 0.0, False, True)
+    K.adam_update(e, np.empty(0), np.empty(0), np.empty(0), 0.1, 0.9, 0.99, 1e-8, 0.0)
+    assert K.clip_l2_norm(e, 1.0) == 0.0
+
+
+def test_bad_arguments_raise():
+    x = np.zeros(4)
+    with pytest.raises(ValueError, match=r"grad has shape \(3,\), expected \(4,\)"):
+        K.sgd_update(x, np.zeros(3), None, 0.1, 0, 0, 0, False, False)
+    with pytest.raises(TypeError, match="grad has dtype float32, expected float64"):
+        K.sgd_update(x, np.zeros(4, np.float32), None, 0.1, 0, 0, 0, False, False)
+    with pytest.raises(ValueError, match="x must be the flat 1-D parameter vector"):
+        K.sgd_update(np.zeros((2, 2)), np.zeros((2, 2)), None, 0.1, 0, 0, 0, False, False)
+    with pytest.raises(ValueError, match="x overlaps grad"):
+        K.sgd_update(x, x, None, 0.1, 0, 0, 0, False, False)
+    with pytest.raises(ValueError, match="m overlaps x"):
+        K.adam_update(x, np.zeros(4), x, np.zeros(4), 0.1, 0.9, 0.9, 1e-8, 0)
+    with pytest.raises(ValueError, match="needs a momentum buffer"):
+        K.sgd_update(x, np.zeros(4), None, 0.1, 0, 0.9, 0, False, False)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        K.sgd_update(np.zeros(8)[::2], np.zeros(4), None, 0.1, 0, 0, 0, False, False)
+    ro = np.zeros(4)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="x is read-only"):
+        K.sgd_update(ro, np.zeros(4), None, 0.1, 0, 0, 0, False, False)
+    with pytest.raises(ValueError, match="clipping range"):
+        K.clip_constant(x, 1.0, -1.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        K.clip_l2_norm(x, 0.0)

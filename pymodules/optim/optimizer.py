@@ -61,7 +61,6 @@ class Optimizer:
         self._validationSummary = None
         self._epoch_iter = None
         self._batch = None
-        self._skip_first = None
 
     # -- configuration -------------------------------------------------------------------
     def setTrainData(self, trainingSet, batchSize):
@@ -145,31 +144,12 @@ class Optimizer:
         output = model.forward(inp)
         loss = crit.forward(output, target)
         gradOutput = crit.backward(output, target)
-        if self._skip_first is None:
-            model.backward(inp, gradOutput)
-        else:
-            self._backward_sequential(inp, gradOutput)
+        model.backward(inp, gradOutput)
         if self._clip_constant is not None:
             K.clip_constant(self._grad, *self._clip_constant)
         if self._clip_norm is not None:
             K.clip_l2_norm(self._grad, self._clip_norm)
         return loss, self._grad
-
-    def _backward_sequential(self, inp, gradOutput):
-        """model.backward of a Sequential whose first child is a Linear, without that
-        child's gradInput: nothing reads the gradient of the data, and it is the largest
-        product of an MLP's backward (PyTorch skips it too). model.gradInput is not updated."""
-        model = self.model
-        start = time.perf_counter_ns()
-        g = gradOutput
-        children = model.modules
-        for i in range(len(children) - 1, 0, -1):
-            g = children[i].backward(children[i - 1].output, g)
-        first = children[0]
-        t0 = time.perf_counter_ns()
-        first.accGradParameters(inp, g)
-        first.backwardTime += time.perf_counter_ns() - t0
-        model.backwardTime += time.perf_counter_ns() - start
 
     def _next_batch(self):
         if self._epoch_iter is None:
@@ -194,7 +174,11 @@ class Optimizer:
         """Train until the end trigger fires; return the model."""
         model, method, state = self.model, self.optimMethod, self.state
         weights, self._grad = model.getParameters()
-        self._skip_first = _first_linear(model)
+        # Nothing reads the gradient with respect to the data: the layer that takes it skips
+        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
+        reader = _data_reader(model)
+        propagate = reader.propagateBack
+        reader.propagateBack = False
         model.training()
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
@@ -249,6 +233,7 @@ class Optimizer:
             for s in (self._trainSummary, self._validationSummary):
                 if s is not None:
                     s.flush()
+            reader.propagateBack = propagate
             model.training()
         return model
 
@@ -283,14 +268,13 @@ class Optimizer:
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
 
 
-def _first_linear(model):
-    """The first child of a plain Sequential when it is a Linear (whose gradient of the
-    parameters does not need its gradInput), else None."""
-    from pymodules.nn import Linear, Sequential
+def _data_reader(model):
+    """The leaf that reads the model's input: the first child down a chain of Sequential."""
+    from pymodules.nn import Sequential
 
-    if type(model) is Sequential and model.modules and type(model.modules[0]) is Linear:
-        return model.modules[0]
-    return None
+    while isinstance(model, Sequential) and model.modules:
+        model = model.modules[0]
+    return model
 
 
 def save_state(path, state: dict) -> None:

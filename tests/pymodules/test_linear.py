@@ -170,3 +170,17 @@ def test_str():
     m = pm.Linear(4, 3)
     assert str(m) == f"{m.getName()}(4 -> 3)"
     assert str(pm.Linear(4, 3, withBias=False)).endswith("(4 -> 3, no bias)")
+
+
+def test_without_propagate_back_only_parameters_learn(rng):
+    m = pm.Linear(4, 3, dtype=np.float64)
+    ref = pm.Linear(4, 3, dtype=np.float64)
+    ref.setWeightsBias(m.getWeightsBias())
+    x, go = rng.standard_normal((2, 4)), rng.standard_normal((2, 3))
+    m.propagateBack = False
+    for mod in (m, ref):
+        mod.forward(x)
+        mod.backward(x, go)
+    assert m.gradInput.size == 0  # never computed
+    np.testing.assert_array_equal(m.gradWeight, ref.gradWeight)
+    np.testing.assert_array_equal(m.gradBias, ref.gradBias)

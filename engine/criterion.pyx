@@ -6,7 +6,7 @@ the cosine embedding loss have their own. Losses are summed in double.
 """
 
 cimport numpy as cnp
-from libc.math cimport fabs, log, exp, sqrt, log1p, isnan
+from libc.math cimport fabs, log, exp, sqrt, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -90,36 +90,36 @@ def pointwise_update_output(int op, input, target, weights, double param, bint s
 
 cdef double _pointwise_loss(int op, const floating *x, const floating *y, const floating *w,
                             Py_ssize_t n, Py_ssize_t c, double param) noexcept nogil:
-    cdef double s = 0, d, a, xi, yi, l
+    cdef double s = 0, d, a, xi, yi, term
     cdef Py_ssize_t i
     for i in range(n):
         xi = x[i]
         yi = y[i]
         if op == MSE:
             d = xi - yi
-            l = d * d
+            term = d * d
         elif op == ABS:
-            l = fabs(xi - yi)
+            term = fabs(xi - yi)
         elif op == SMOOTH_L1:
             d = xi - yi
             a = fabs(d)
-            l = 0.5 * d * d if a < 1 else a - 0.5
+            term = 0.5 * d * d if a < 1 else a - 0.5
         elif op == BCE:
-            l = -(yi * log(xi + BCE_EPS) + (1 - yi) * log(1 - xi + BCE_EPS))
+            term = -(yi * log(xi + BCE_EPS) + (1 - yi) * log(1 - xi + BCE_EPS))
         elif op == MARGIN:
             d = param - xi * yi
-            l = d if d > 0 else 0
+            term = d if d > 0 else 0
         elif op == MARGIN_SQ:
             d = param - xi * yi
-            l = d * d if d > 0 else 0
+            term = d * d if d > 0 else 0
         elif op == SOFT_MARGIN:
             # max(x, 0) - x y + log(1 + exp(-|x|)): no overflow for any x
-            l = (xi if xi > 0 else 0) - xi * yi + log1p(exp(-fabs(xi)))
+            term = (xi if xi > 0 else 0) - xi * yi + log1p(exp(-fabs(xi)))
         else:  # DIST_KL
-            l = yi * (log(yi) - xi) if yi > 0 else 0
+            term = yi * (log(yi) - xi) if yi > 0 else 0
         if w != NULL:
-            l *= w[i % c]
-        s += l
+            term *= w[i % c]
+        s += term
     return s
 
 
@@ -201,10 +201,10 @@ cdef int _classes(cnp.ndarray x, object target, int64_t ignore_index,
     k[0] = cnp.PyArray_DIMS(x)[nd - 1]
     n[0] = 1 if nd == 1 else cnp.PyArray_DIMS(x)[0]
     if not cnp.PyArray_Check(target) or cnp.PyArray_TYPE(<cnp.ndarray> target) != cnp.NPY_INT64:
-        raise TypeError(f"target must be an int64 numpy.ndarray of class labels")
+        raise TypeError("target must be an int64 numpy.ndarray of class labels")
     cdef cnp.ndarray tg = <cnp.ndarray> target
     if not cnp.PyArray_IS_C_CONTIGUOUS(tg):
-        raise ValueError(f"target is not C-contiguous")
+        raise ValueError("target is not C-contiguous")
     if cnp.PyArray_SIZE(tg) != n[0] or cnp.PyArray_NDIM(tg) > 1:
         raise ValueError(f"target has shape {shape(tg)}, expected {(n[0],)} "
                          f"(one class label per row of input {shape(x)})")
@@ -461,7 +461,7 @@ def kld_update_grad_input(mean, log_var, grad_mean, grad_log_var, bint size_aver
     cdef cnp.ndarray lv = array(log_var, "logVar", t, False)
     cdef cnp.ndarray gm = array(grad_mean, "gradMean", t, True)
     cdef cnp.ndarray gl = array(grad_log_var, "gradLogVar", t, True)
-    cdef cnp.npy_intp rows = _kld_rows(mu, lv), n = cnp.PyArray_SIZE(mu), i
+    cdef cnp.npy_intp rows = _kld_rows(mu, lv), n = cnp.PyArray_SIZE(mu)
     shape_is(gm, "gradMean", shape(mu))
     shape_is(gl, "gradLogVar", shape(mu))
     for out, name in ((gm, "gradMean"), (gl, "gradLogVar")):
@@ -565,7 +565,7 @@ cdef double _cosine(const floating *x1, const floating *x2, const floating *y,
                     floating *g1, floating *g2, cnp.npy_intp n, int k, double margin,
                     double scale) noexcept nogil:
     """The summed loss; with g1, g2 also its gradient times ``scale``."""
-    cdef double s = 0, d12, d11, d22, cos, c1, c2, cg
+    cdef double s = 0, d12, d11, d22, cos, c1, cg
     cdef cnp.npy_intp i
     cdef int j
     cdef const floating *a

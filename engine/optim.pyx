@@ -64,15 +64,32 @@ def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double
 
 cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, double clr,
                double wd, double mom, double damp, bint nesterov, bint first) noexcept nogil:
+    # One branch-free loop per case, in the parameters' own precision, so that the
+    # compiler vectorises it: a loop with the cases inside runs about 4x slower.
     cdef cnp.npy_intp i
-    cdef double gi, bi
-    for i in range(n):
-        gi = g[i] + wd * x[i]
-        if buf != NULL:
-            bi = gi if first else mom * buf[i] + (1 - damp) * gi
-            buf[i] = <floating> bi
-            gi = gi + mom * bi if nesterov else bi
-        x[i] = <floating> (x[i] - clr * gi)
+    cdef floating c = <floating> clr, w = <floating> wd, m = <floating> mom
+    cdef floating d1 = <floating> (1 - damp), gi, bi
+    if buf == NULL:
+        for i in range(n):
+            x[i] -= c * (g[i] + w * x[i])
+    elif first:
+        # the buffer starts as the first gradient
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            buf[i] = gi
+            x[i] -= c * (gi + m * gi) if nesterov else c * gi
+    elif nesterov:
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            bi = m * buf[i] + d1 * gi
+            buf[i] = bi
+            x[i] -= c * (gi + m * bi)
+    else:
+        for i in range(n):
+            gi = g[i] + w * x[i]
+            bi = m * buf[i] + d1 * gi
+            buf[i] = bi
+            x[i] -= c * bi
 
 
 def adam_update(x, grad, m, v, double step, double beta1, double beta2, double eps,

@@ -11,7 +11,7 @@ of containers and graphs) take every operand of one shape and dtype.
 """
 
 cimport numpy as cnp
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, free, qsort
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
@@ -27,12 +27,71 @@ cdef int _axis(int dim, int nd, str what) except -1:
 
 
 cdef list _parts(object parts, str what, int t, bint writeable):
-    """``parts`` as a list of arrays of type ``t``, C-contiguous (writeable if asked)."""
+    """``parts`` as a list of arrays of type ``t``, C-contiguous (writeable if asked).
+
+    Messages are formatted only on failure: a table may hold hundreds of arrays.
+    """
     if not isinstance(parts, (list, tuple)):
         raise TypeError(f"{what} must be a list of numpy.ndarray, got {type(parts).__name__}")
     if len(parts) == 0:
         raise ValueError(f"{what} is an empty list")
-    return [array(p, f"{what} {i}", t, writeable) for i, p in enumerate(parts)]
+    cdef cnp.ndarray a
+    for i, p in enumerate(parts):
+        if cnp.PyArray_Check(p):
+            a = <cnp.ndarray> p
+            if cnp.PyArray_TYPE(a) == t and cnp.PyArray_IS_C_CONTIGUOUS(a) and \
+                    (not writeable or cnp.PyArray_ISWRITEABLE(a)):
+                continue
+        array(p, f"{what} {i}", t, writeable)  # raises with the reason
+    return parts if type(parts) is list else list(parts)
+
+
+ctypedef struct _Span:
+    char *start
+    char *end
+    Py_ssize_t index
+
+
+cdef int _by_start(const void *a, const void *b) noexcept nogil:
+    cdef char *x = (<_Span *> a).start
+    cdef char *y = (<_Span *> b).start
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef int _disjoint_all(list written, str what, object other, str other_what) except -1:
+    """No array of ``written`` overlaps another one or ``other`` (which may be None).
+
+    Sorting by address makes this O(n log n) for tables of many arrays.
+    """
+    cdef Py_ssize_t n = len(written), i, k = 0
+    cdef cnp.ndarray a
+    cdef char *o0 = NULL
+    cdef char *o1 = NULL
+    if other is not None:
+        o0 = <char *> cnp.PyArray_DATA(<cnp.ndarray> other)
+        o1 = o0 + cnp.PyArray_NBYTES(<cnp.ndarray> other)
+    cdef _Span *spans = <_Span *> malloc(n * sizeof(_Span) + 1)
+    if spans == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = <cnp.ndarray> written[i]
+            if cnp.PyArray_NBYTES(a) == 0:
+                continue
+            spans[k].start = <char *> cnp.PyArray_DATA(a)
+            spans[k].end = spans[k].start + cnp.PyArray_NBYTES(a)
+            spans[k].index = i
+            if o0 != o1 and spans[k].start < o1 and o0 < spans[k].end:
+                disjoint(a, f"{what} {i}", other, other_what)
+            k += 1
+        qsort(spans, k, sizeof(_Span), _by_start)
+        for i in range(1, k):
+            if spans[i].start < spans[i - 1].end:
+                disjoint(written[spans[i].index], f"{what} {spans[i].index}",
+                         written[spans[i - 1].index], f"{what} {spans[i - 1].index}")
+    finally:
+        free(spans)
+    return 0
 
 
 cdef tuple _band(tuple whole_shape, int dim, Py_ssize_t c):
@@ -46,30 +105,36 @@ cdef Py_ssize_t _check_bands(list parts, str parts_what, cnp.ndarray whole, str 
 
     Stacked parts lack the axis ``dim`` and take one slot each. Returns the slots used.
     """
-    cdef tuple ws = shape(whole)
-    cdef int nd = len(ws)
+    cdef int nd = cnp.PyArray_NDIM(whole), pnd = nd - 1 if stacked else nd, k
     _axis(dim, nd, whole_what)
-    cdef tuple rest = ws[:dim] + ws[dim + 1:]
-    cdef Py_ssize_t total = 0, c
-    cdef tuple ps
-    for i, p in enumerate(parts):
-        ps = shape(<cnp.ndarray> p)
-        if stacked:
-            if ps != rest:
-                raise ValueError(f"{parts_what} {i} has shape {ps}, expected {rest}")
-            c = 1
-        else:
-            if len(ps) != nd or ps[:dim] + ps[dim + 1:] != rest:
-                want = _band(ws, dim, -1)
-                want = "(" + ", ".join("*" if s == -1 else str(s) for s in want) + ")"
-                raise ValueError(f"{parts_what} {i} has shape {ps}, expected {want} "
-                                 f"(any size on dimension {dim})")
-            c = ps[dim]
-        counts[i] = c
-        total += c
-    if offset < 0 or offset + total > ws[dim]:
+    cdef cnp.npy_intp *wd = cnp.PyArray_DIMS(whole)
+    cdef cnp.npy_intp *pd
+    cdef Py_ssize_t total = 0, i
+    cdef cnp.ndarray p
+    cdef bint ok
+    for i in range(len(parts)):
+        p = <cnp.ndarray> parts[i]
+        pd = cnp.PyArray_DIMS(p)
+        ok = cnp.PyArray_NDIM(p) == pnd
+        if ok:
+            for k in range(dim):
+                ok = ok and pd[k] == wd[k]
+            for k in range(dim + 1, nd):
+                ok = ok and pd[k - 1 if stacked else k] == wd[k]
+        if not ok:
+            ws = shape(whole)
+            if stacked:
+                want = str(ws[:dim] + ws[dim + 1:])
+            else:
+                want = "(" + ", ".join("*" if j == dim else str(ws[j])
+                                       for j in range(nd)) + ")"
+                want += f" (any size on dimension {dim})"
+            raise ValueError(f"{parts_what} {i} has shape {shape(p)}, expected {want}")
+        counts[i] = 1 if stacked else pd[dim]
+        total += counts[i]
+    if offset < 0 or offset + total > wd[dim]:
         raise ValueError(f"{parts_what} span {total} on dimension {dim} from offset {offset}, "
-                         f"but {whole_what} has {ws[dim]} there (shape {ws})")
+                         f"but {whole_what} has {wd[dim]} there (shape {shape(whole)})")
     return total
 
 
@@ -105,19 +170,31 @@ cdef void _zero_rest(char *whole, Py_ssize_t outer, Py_ssize_t size, Py_ssize_t 
             memset(w + (offset + total) * step, 0, (size - offset - total) * step)
 
 
+cdef int _disjoint_whole(list ps, str parts_what, cnp.ndarray w, str whole_what) except -1:
+    """``w`` (written) overlaps none of ``ps``; names are formatted only for the culprit."""
+    cdef char *w0 = <char *> cnp.PyArray_DATA(w)
+    cdef char *w1 = w0 + cnp.PyArray_NBYTES(w)
+    cdef char *p0
+    cdef cnp.ndarray p
+    for i in range(len(ps)):
+        p = <cnp.ndarray> ps[i]
+        p0 = <char *> cnp.PyArray_DATA(p)
+        if w0 < p0 + cnp.PyArray_NBYTES(p) and p0 < w1:
+            disjoint(w, whole_what, p, f"{parts_what} {i}")
+    return 0
+
+
 cdef int _transfer(object parts, object whole, int dim, Py_ssize_t offset, bint stacked,
                    str parts_what, str whole_what, bint to_whole) except -1:
     cdef int t = float_type(whole, whole_what)
     cdef cnp.ndarray w = array(whole, whole_what, t, to_whole)
     cdef list ps = _parts(parts, parts_what, t, not to_whole)
     cdef Py_ssize_t n = len(ps), i, total
-    for i in range(n):
-        if to_whole:
-            disjoint(w, whole_what, ps[i], f"{parts_what} {i}")
-        else:
-            disjoint(ps[i], f"{parts_what} {i}", w, whole_what)
-            for j in range(i):
-                disjoint(ps[i], f"{parts_what} {i}", ps[j], f"{parts_what} {j}")
+    if to_whole:
+        _disjoint_all([w], whole_what, None, "")
+        _disjoint_whole(ps, parts_what, w, whole_what)
+    else:
+        _disjoint_all(ps, parts_what, w, whole_what)
     cdef Py_ssize_t *counts = <Py_ssize_t *> malloc(n * sizeof(Py_ssize_t))
     cdef char **ptrs = <char **> malloc(n * sizeof(char *))
     if counts == NULL or ptrs == NULL:

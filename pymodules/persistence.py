@@ -385,6 +385,7 @@ class _Writer:
             self._seen = outer
         d.update({
             "name": m.getName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
+            "propagateBack": bool(getattr(m, "propagateBack", True)),
             "scaleW": float(m.scaleW), "scaleB": float(m.scaleB),
             "frozen": None if m._frozen is None else [float(s) for s in m._frozen],
             "params": {v: self.encode(getattr(m, v)) for v, _ in m._params
@@ -1019,6 +1020,8 @@ class _Decoder:
                 raise self.error("garbled frozen state")
             frozen = (float(frozen[0]), float(frozen[1]))
         m._frozen = frozen
+        if "propagateBack" in d:
+            m.propagateBack = bool(d["propagateBack"])
         children = d.get("children", [])
         if not isinstance(children, list):
             raise self.error("garbled children")

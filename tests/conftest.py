@@ -1,7 +1,15 @@
-import numpy as np
-import pytest
+import os
+import sys
 
-import pymodules as pm
+# Tests import the installed package. A source checkout on sys.path (``python -m pytest``
+# puts the current folder first) would shadow it with a tree whose kernels are not built.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import pymodules as pm  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,29 @@
 """Modules: the Module contract, layers and containers."""
 
+from pymodules.nn.activation import (
+    ELU,
+    Abs,
+    Clamp,
+    Exp,
+    HardSigmoid,
+    HardTanh,
+    LeakyReLU,
+    Log,
+    LogSoftMax,
+    Power,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SoftMax,
+    SoftMin,
+    SoftPlus,
+    SoftSign,
+    Sqrt,
+    Square,
+    Tanh,
+    Threshold,
+)
 from pymodules.nn.containers import (
     Concat,
     ConcatTable,
@@ -9,6 +33,14 @@ from pymodules.nn.containers import (
     Sequential,
 )
 from pymodules.nn.graph import Graph, Input, Model, Node
+from pymodules.nn.conv import (
+    SpatialConvolution,
+    SpatialDilatedConvolution,
+    SpatialFullConvolution,
+    TemporalConvolution,
+)
+from pymodules.nn.dropout import Dropout
+from pymodules.nn.embedding import LookupTable
 from pymodules.nn.init import (
     ConstInitMethod,
     InitializationMethod,
@@ -21,6 +53,13 @@ from pymodules.nn.init import (
 )
 from pymodules.nn.linear import Linear
 from pymodules.nn.module import Module
+from pymodules.nn.normalization import (
+    BatchNormalization,
+    Normalize,
+    SpatialBatchNormalization,
+    SpatialCrossMapLRN,
+)
+from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling, TemporalMaxPooling
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
 from pymodules.nn.shape import (
     Contiguous,
@@ -57,4 +96,12 @@ __all__ = [
     "FlattenTable", "Graph", "Identity", "Input", "JoinTable", "MapTable", "Model", "Narrow",
     "NarrowTable", "Node", "ParallelTable", "Replicate", "Reshape", "Select", "SelectTable",
     "SplitTable", "Squeeze", "Transpose", "Unsqueeze", "View",
+    "SpatialConvolution", "SpatialDilatedConvolution", "SpatialFullConvolution",
+    "TemporalConvolution", "SpatialAveragePooling", "SpatialMaxPooling", "TemporalMaxPooling",
+]
+__all__ += [
+    "Abs", "BatchNormalization", "Clamp", "Dropout", "ELU", "Exp", "HardSigmoid", "HardTanh",
+    "LeakyReLU", "Log", "LogSoftMax", "LookupTable", "Normalize", "PReLU", "Power", "ReLU",
+    "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
+    "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]

@@ -113,6 +113,15 @@ class Sequential(Container):
         # Each child needs the gradient of its output, so gradInputs are computed on the way.
         self._walk_back(input, gradOutput, _acc_and_pass)
 
+    def toGraph(self):
+        """A Graph running the same children (shared, not copied) in the same order."""
+        from pymodules.nn.graph import Graph, Input
+
+        start = node = Input()
+        for child in self.modules:
+            node = child.inputs(node)
+        return Graph(start, node)
+
     def __str__(self):
         arrows = " -> ".join(f"({i})" for i in range(len(self.modules)))
         head = f"{self.getName()} {{\n  [input -> {arrows} -> output]" if self.modules \
@@ -134,19 +143,6 @@ def _update_grad_input(child, input, gradOutput):
 def _acc_and_pass(child, input, gradOutput):
     child.accGradParameters(input, gradOutput)
     return child.gradInput
-
-
-def _sequential_to_graph(self):
-    """A Graph running the same children (shared, not copied) in the same order."""
-    from pymodules.nn.graph import Graph, Input
-
-    start = node = Input()
-    for child in self.modules:
-        node = child.inputs(node)
-    return Graph(start, node)
-
-
-Sequential.toGraph = _sequential_to_graph
 
 
 class Concat(Container):

@@ -77,6 +77,8 @@ class Linear(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
+        if not self.propagateBack:
+            return self.gradInput
         try:
             gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
             linear_update_grad_input(input, gradOutput, gi, self.weight)

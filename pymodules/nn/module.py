@@ -71,6 +71,9 @@ class Module:
         self.output = np.empty(0, self.dtype)
         self.gradInput = np.empty(0, self.dtype)
         self.train = True
+        # False: backward skips gradInput (nothing upstream needs it, as for the layer that
+        # reads the data); accGradParameters still runs. BigDL's propagateBack.
+        self.propagateBack = True
         self.scaleW = 1.0
         self.scaleB = 1.0
         self._frozen = None  # the (scaleW, scaleB) to restore on unFreeze

@@ -199,7 +199,7 @@ class CAddTable(_TableModule):
             x = _table(self, input)
             gi = self.gradInput = _grad_buffers(self.gradInput, x)
             if any(a.shape != gradOutput.shape for a in x):
-                for g, a in zip(gi, x):
+                for g in gi:
                     _sum_to(gradOutput, g)
                 return gi
             cadd_update_grad_input(gradOutput, gi)
@@ -344,8 +344,11 @@ class SplitTable(_TableModule):
         try:
             axis = self._axis = axis_of(self.dimension, input.ndim, self.nInputDims)
             shape = input.shape[:axis] + input.shape[axis + 1:]
-            old = _reuse_list(self.output, input.shape[axis])
-            out = self.output = [buffer(b, shape, input.dtype) for b in old]
+            out, n = self.output, input.shape[axis]
+            # The slices are made together, so the first one speaks for all of them.
+            if not (isinstance(out, list) and len(out) == n and n and
+                    out[0].shape == shape and out[0].dtype == input.dtype):
+                out = self.output = [np.empty(shape, input.dtype) for _ in range(n)]
             if out:
                 split(input, out, axis, 0, True, "input", "output")
         except _ERRORS as err:

@@ -170,7 +170,8 @@ class Optimizer:
         self._grad.fill(0)
         output = model.forward(inp)
         loss = crit.forward(output, target)
-        model.backward(inp, crit.backward(output, target))
+        gradOutput = crit.backward(output, target)
+        model.backward(inp, gradOutput)
         if self._clip_constant is not None:
             K.clip_constant(self._grad, *self._clip_constant)
         if self._clip_norm is not None:
@@ -203,6 +204,11 @@ class Optimizer:
         """Train until the end trigger fires; return the model."""
         model, method, state = self.model, self.optimMethod, self.state
         weights, self._grad = model.getParameters()
+        # Nothing reads the gradient with respect to the data: the layer that takes it skips
+        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
+        reader = _data_reader(model)
+        propagate = reader.propagateBack
+        reader.propagateBack = False
         model.training()
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
@@ -257,6 +263,7 @@ class Optimizer:
             for s in (self._trainSummary, self._validationSummary):
                 if s is not None:
                     s.flush()
+            reader.propagateBack = propagate
             model.training()
         return model
 
@@ -299,6 +306,15 @@ class Optimizer:
 
 def _join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
+
+
+def _data_reader(model):
+    """The leaf that reads the model's input: the first child down a chain of Sequential."""
+    from pymodules.nn import Sequential
+
+    while isinstance(model, Sequential) and model.modules:
+        model = model.modules[0]
+    return model
 
 
 def _latest_checkpoint(path: str) -> int:

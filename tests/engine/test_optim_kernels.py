@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from pymodules.engine import optim as K
 
 DTYPES = [np.float32, np.float64]

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from pymodules.engine.table import (
     cadd_update_grad_input,
     cadd_update_output,

@@ -53,6 +53,8 @@ def test_same_weights_as_a_hand_written_loop(make, rng):
                  16).optimize()
     ref = _hand_loop(b, x, y, make(), 16, 11, 7)
     np.testing.assert_array_equal(a.getParameters()[0], ref)
+    # The first layer skipped the data's gradient during training only.
+    assert a.modules[0].propagateBack
 
 
 def test_continues_where_it_stopped(rng):

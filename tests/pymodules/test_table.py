@@ -4,6 +4,8 @@ from gradcheck import assert_jacobian
 
 import pymodules as pm
 
+NAME = r"@\w+(\(.*?\))?: "
+
 
 def _table(rng, n, shape=(3, 4)):
     return [rng.standard_normal(shape) for _ in range(n)]
@@ -55,7 +57,7 @@ def test_csub_table(rng, torch):
     np.testing.assert_array_equal(gi[0], go)
     np.testing.assert_array_equal(gi[1], -go)
     assert_jacobian(m, xs)
-    with pytest.raises(ValueError, match=r"CSubTable@\w+(\(.*?\))?: input has 3 entries, expected 2"):
+    with pytest.raises(ValueError, match="CSubTable" + NAME + "input has 3 entries, expected 2"):
         m.forward(_table(rng, 3))
 
 
@@ -89,12 +91,13 @@ def test_cmax_table(rng, torch):
 @pytest.mark.parametrize("cls", [pm.CAddTable, pm.CMulTable, pm.CMaxTable, pm.CSubTable])
 def test_elementwise_errors_name_the_module(cls, rng):
     m = cls()
-    with pytest.raises(TypeError, match=rf"{cls.__name__}@\w+(\(.*?\))?: input must be a table"):
+    name = cls.__name__ + NAME
+    with pytest.raises(TypeError, match=name + "input must be a table"):
         m.forward(rng.standard_normal(3))
-    with pytest.raises(TypeError, match=rf"{cls.__name__}@\w+(\(.*?\))?: input 1 must be a numpy.ndarray"):
+    with pytest.raises(TypeError, match=name + "input 1 must be a numpy.ndarray"):
         m.forward([rng.standard_normal(3), 3.0])
     if cls is not pm.CAddTable:  # CAddTable broadcasts instead
-        with pytest.raises(ValueError, match=rf"{cls.__name__}@\w+(\(.*?\))?: input 1 has shape \(2,\)"):
+        with pytest.raises(ValueError, match=name + r"input 1 has shape \(2,\)"):
             m.forward([rng.standard_normal(3), rng.standard_normal(2)])
 
 
@@ -106,7 +109,7 @@ def test_table_modules_follow_the_input_dtype_and_take_strided_input(dtype, rng)
         assert out.dtype == dtype
         gi = m.backward(xs, np.ones_like(out))
         assert [g.shape for g in gi] == [(3, 4), (3, 4)]
-    with pytest.raises(TypeError, match=r"CAddTable@\w+(\(.*?\))?: input 1 has dtype"):
+    with pytest.raises(TypeError, match=r"CAddTable" + NAME + r"input 1 has dtype"):
         pm.CAddTable().forward([np.ones(3, np.float32), np.ones(3)])
 
 
@@ -150,9 +153,9 @@ def test_join_table_nInputDims(rng):
     single = [rng.standard_normal(3), rng.standard_normal(4)]
     np.testing.assert_array_equal(m.forward(single), np.concatenate(single))
     np.testing.assert_array_equal(m.backward(single, np.arange(7.0))[1], np.arange(3.0, 7.0))
-    with pytest.raises(ValueError, match=r"JoinTable@\w+(\(.*?\))?: dimension 0 is out of range .*single"):
+    with pytest.raises(ValueError, match="JoinTable" + NAME + "dimension 0 is out of range"):
         pm.JoinTable(0, 1).forward(single)
-    with pytest.raises(ValueError, match=r"JoinTable@\w+(\(.*?\))?: input 1 has shape \(3, 4\), "
+    with pytest.raises(ValueError, match=r"JoinTable" + NAME + r"input 1 has shape \(3, 4\), "
                                          r"expected \(2, \*\)"):
         pm.JoinTable(1).forward([rng.standard_normal((2, 3)), rng.standard_normal((3, 4))])
 
@@ -177,7 +180,7 @@ def test_split_table_nInputDims(rng):
     x = rng.standard_normal((3, 4))
     assert len(pm.SplitTable(1, 2).forward(x)) == 3   # a single sample: axis 0
     assert len(pm.SplitTable(1, 1).forward(x)) == 4   # a batch of vectors: axis 1
-    with pytest.raises(ValueError, match=r"SplitTable@\w+(\(.*?\))?: gradOutput has 2 entries, "
+    with pytest.raises(ValueError, match=r"SplitTable" + NAME + r"gradOutput has 2 entries, "
                                          r"expected 4"):
         m = pm.SplitTable(1)
         m.forward(x)
@@ -196,7 +199,7 @@ def test_select_table(index, rng):
     np.testing.assert_array_equal(gi[index], go)
     assert np.all(gi[1][0] == 0) and np.all(gi[1][1] == 0) and gi[1][0].shape == (4,)
     assert_jacobian(m, xs)
-    with pytest.raises(IndexError, match=r"SelectTable@\w+(\(.*?\))?: index 3 is out of range for a "
+    with pytest.raises(IndexError, match=r"SelectTable" + NAME + r"index 3 is out of range for a "
                                          r"table of 3 entries"):
         pm.SelectTable(3).forward(xs)
 

@@ -1,0 +1,235 @@
+"""Layer benchmarks: pymodules against NumPy and (when installed) PyTorch, one thread.
+
+One row per (operation, dtype, shape): median time of many runs after a warm-up, and the
+ratios to the reference columns. Run: python bench/bench_layers.py [section ...]
+Figures taken while other processes load the machine are noisy: re-run on a quiet one.
+"""
+
+import sys
+import timeit
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import pymodules as pm
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # the PyTorch columns stay empty
+    torch = None
+
+
+def median_us(fn, repeat=41, min_time=2e-3):
+    """Median over ``repeat`` timings of ``fn``, each of enough calls to last ``min_time``."""
+    for _ in range(3):
+        fn()
+    number = 1
+    while timeit.timeit(fn, number=number) < min_time:
+        number *= 2
+    return float(np.median(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6)
+
+
+def row(op, dtype, shape, ours, ref_name=None, ref=None, torch_fn=None):
+    t_ours = median_us(ours)
+    cols = [f"{op:<24}", f"{np.dtype(dtype).name:<8}", f"{str(shape):<18}", f"{t_ours:10.1f}"]
+    for fn in (ref, torch_fn):
+        if fn is None:
+            cols += [f"{'-':>10}", f"{'-':>7}"]
+        else:
+            t = median_us(fn)
+            cols += [f"{t:10.1f}", f"{t_ours / t:7.2f}"]
+    print("  ".join(cols) + (f"   ({ref_name})" if ref_name else ""), flush=True)
+
+
+def header(title):
+    print(f"\n== {title}")
+    print("  ".join([f"{'operation':<24}", f"{'dtype':<8}", f"{'shape':<18}",
+                     f"{'ours us':>10}", f"{'ref us':>10}", f"{'ratio':>7}",
+                     f"{'torch us':>10}", f"{'ratio':>7}"]))
+
+
+def _torch(x):
+    return None if torch is None else torch.from_numpy(x)
+
+
+def bench_activations():
+    header("activations (ratio = ours / reference; ReLU's reference is np.copyto, the "
+           "memory-bandwidth bound)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        n = 1 << 20
+        x = rng.standard_normal(n).astype(dtype)
+        out = np.empty_like(x)
+        relu = pm.ReLU(dtype=dtype)
+        tx = _torch(x)
+        tout = None if torch is None else torch.empty_like(tx)
+        row("ReLU forward", dtype, (n,), lambda: relu.forward(x), "np.copyto",
+            lambda: np.copyto(out, x),
+            None if torch is None else lambda: torch.clamp_min(tx, 0, out=tout))
+        g = rng.standard_normal(n).astype(dtype)
+        relu.forward(x)
+        tg = _torch(g)
+        row("ReLU backward", dtype, (n,), lambda: relu.updateGradInput(x, g), "np.multiply",
+            lambda: np.multiply(g, x > 0, out=out),
+            None if torch is None else lambda: torch.ops.aten.threshold_backward(tg, tx, 0))
+        tanh = pm.Tanh(dtype=dtype)
+        row("Tanh forward", dtype, (n,), lambda: tanh.forward(x), "np.tanh",
+            lambda: np.tanh(x, out=out),
+            None if torch is None else lambda: torch.tanh(tx, out=tout))
+        for shape in ((128, 10), (64, 1000)):
+            z = rng.standard_normal(shape).astype(dtype)
+            lsm = pm.LogSoftMax(dtype=dtype)
+            tz = _torch(z)
+
+            def np_lsm(z=z):
+                m = z.max(axis=1, keepdims=True)
+                return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+            row("LogSoftMax forward", dtype, shape, lambda lsm=lsm, z=z: lsm.forward(z),
+                "NumPy", np_lsm,
+                None if torch is None else lambda tz=tz: torch.log_softmax(tz, 1))
+        for shape in ((64, 256), (16, 64, 16, 16)):
+            z = rng.standard_normal(shape).astype(dtype)
+            gz = rng.standard_normal(shape).astype(dtype)
+            cls = pm.BatchNormalization if len(shape) == 2 else pm.SpatialBatchNormalization
+            bn = cls(shape[1], dtype=dtype)
+            axes = (0,) if len(shape) == 2 else (0, 2, 3)
+
+            def np_bn(z=z, axes=axes):
+                mean = z.mean(axis=axes, keepdims=True)
+                return (z - mean) / np.sqrt(z.var(axis=axes, keepdims=True) + 1e-5)
+
+            tbn = tz = tgz = None
+            if torch is not None:
+                tcls = torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d
+                tbn = tcls(shape[1]).to(torch.float32 if dtype == np.float32 else torch.float64)
+                tz, tgz = torch.from_numpy(z), torch.from_numpy(gz)
+            row("BN forward (train)", dtype, shape, lambda bn=bn, z=z: bn.forward(z), "NumPy",
+                np_bn, None if torch is None else lambda tbn=tbn, tz=tz: tbn(tz))
+
+            def ours_fb(bn=bn, z=z, gz=gz):
+                bn.forward(z)
+                bn.backward(z, gz)
+
+            def torch_fb(tbn=tbn, tz=tz, tgz=tgz):
+                t = tz.detach().requires_grad_()
+                tbn(t).backward(tgz)
+
+            row("BN forward+backward", dtype, shape, ours_fb, None, None,
+                None if torch is None else torch_fb)
+
+
+# -- convolution and LeNet ---------------------------------------------------------------------
+
+def _conv_torch(weight, bias, pad):
+    w, b = torch.from_numpy(weight), torch.from_numpy(bias)
+    return lambda tx: torch.nn.functional.conv2d(tx, w, b, 1, pad)
+
+
+def bench_conv():
+    header("SpatialConvolution 16 -> 32, 3x3, pad 1 (ratio = ours / torch, target <= 1.4)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        shape = (32, 16, 28, 28)
+        x = rng.standard_normal(shape).astype(dtype)
+        m = pm.SpatialConvolution(16, 32, 3, 3, 1, 1, 1, 1, dtype=dtype)
+        g = rng.standard_normal((32, 32, 28, 28)).astype(dtype)
+        m.forward(x)
+        tx, tg = _torch(x), _torch(g)
+        tw = None if torch is None else torch.from_numpy(m.weight)
+        fwd = None if torch is None else _conv_torch(m.weight, m.bias, 1)
+        row("conv forward", dtype, shape, lambda: m.forward(x), None, None,
+            None if torch is None else lambda: fwd(tx))
+
+        def torch_bwd():
+            # gradInput, gradWeight and gradBias, without re-running the forward
+            torch.ops.aten.convolution_backward(tg, tx, tw, [32], [1, 1], [1, 1], [1, 1], False,
+                                                [0, 0], 1, [True, True, True])
+
+        row("conv backward", dtype, shape, lambda: m.backward(x, g), None, None,
+            None if torch is None else torch_bwd)
+
+
+def _lenet_layers(full):
+    """LeNet-5 as (pymodules layer, torch layer) factories; ``full`` adds the classifier."""
+    trunk = [
+        (lambda d: pm.SpatialConvolution(1, 6, 5, 5, dtype=d), lambda: torch.nn.Conv2d(1, 6, 5)),
+        (lambda d: pm.Tanh(dtype=d), torch.nn.Tanh),
+        (lambda d: pm.SpatialMaxPooling(2, 2, 2, 2, dtype=d), lambda: torch.nn.MaxPool2d(2)),
+        (lambda d: pm.SpatialConvolution(6, 12, 5, 5, dtype=d),
+         lambda: torch.nn.Conv2d(6, 12, 5)),
+        (lambda d: pm.Tanh(dtype=d), torch.nn.Tanh),
+        (lambda d: pm.SpatialMaxPooling(2, 2, 2, 2, dtype=d), lambda: torch.nn.MaxPool2d(2)),
+    ]
+    if not full:
+        return trunk
+    return trunk + [
+        (lambda d: pm.Reshape([192], dtype=d), torch.nn.Flatten),
+        (lambda d: pm.Linear(192, 100, dtype=d), lambda: torch.nn.Linear(192, 100)),
+        (lambda d: pm.Tanh(dtype=d), torch.nn.Tanh),
+        (lambda d: pm.Linear(100, 10, dtype=d), lambda: torch.nn.Linear(100, 10)),
+        (lambda d: pm.LogSoftMax(dtype=d), lambda: torch.nn.LogSoftmax(1)),
+    ]
+
+
+def _lenet_rows(name, full, dtype, batch):
+    rng = np.random.default_rng(0)
+    model = pm.Sequential()
+    tlayers = []
+    for make, tmake in _lenet_layers(full):
+        model.add(make(dtype))
+        if torch is not None:
+            tlayers.append(tmake())
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(dtype)
+    g = rng.standard_normal(model.forward(x).shape).astype(dtype)
+
+    def ours():
+        model.forward(x)
+        model.backward(x, g)
+
+    torch_fb = None
+    if torch is not None:
+        net = torch.nn.Sequential(*tlayers).to(torch.float32 if dtype == np.float32
+                                               else torch.float64)
+        with torch.no_grad():
+            for p, w in zip(net.parameters(), model.parameters()[0]):
+                p.copy_(torch.from_numpy(w))
+        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+
+        def torch_fb():
+            net(tx).backward(tg)
+
+    row(name, dtype, (batch, 1, 28, 28), ours, None, None, torch_fb)
+
+
+def bench_lenet():
+    header("LeNet-5 forward+backward on 28x28 (ratio = ours / torch eager autograd; target: "
+           "<= 1 at batch 64, <= 0.5 at batch 1)")
+    missing = [n for n in ("Tanh", "Reshape", "LogSoftMax") if not hasattr(pm, n)]
+    for dtype in (np.float32, np.float64):
+        for batch in (1, 64):
+            if not hasattr(pm, "Tanh"):
+                break
+            _lenet_rows("LeNet conv/pool trunk", False, dtype, batch)
+            if not missing:
+                _lenet_rows("LeNet-5", True, dtype, batch)
+    if missing:
+        print(f"# LeNet-5 rows need pm.{', pm.'.join(missing)}: not in this build")
+
+
+SECTIONS = {"activations": bench_activations, "conv": bench_conv, "lenet": bench_lenet}
+
+
+def main(argv):
+    for info in threadpool_info():
+        print(f"# {info.get('internal_api')} {info.get('version')} "
+              f"{info.get('architecture')} ({info.get('filepath')})")
+    with threadpool_limits(1):
+        for name in argv or SECTIONS:
+            SECTIONS[name]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,242 @@
+"""Linear: pymodules against NumPy done the fast way and torch.nn.Linear, in one run.
+
+    python bench/bench_linear.py [--threads 1 2] [--dtypes float32 float64] [--plot out.png]
+
+Each row is one (operation, dtype, threads, shape); times are medians of repeated runs after
+warm-up, in microseconds; the ratio columns are other / pymodules (above 1: pymodules faster).
+"backward" is timed after an untimed forward; "both" is forward + backward.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import pymodules as pm
+
+SHAPES = [(1, 64, 64), (32, 128, 128), (64, 784, 256), (128, 1024, 1024), (256, 4096, 4096)]
+OPS = ("forward", "backward", "both")
+
+try:
+    import torch
+except ImportError:  # the torch column stays empty
+    torch = None
+
+
+def median_time(fn, budget=0.25, min_reps=5, max_reps=200):
+    """Median seconds per call of ``fn(n)``, which runs ``n`` calls back to back."""
+    n = 1
+    while True:  # grow the inner loop until one sample takes >= 50 µs
+        start = time.perf_counter()
+        fn(n)
+        took = time.perf_counter() - start
+        if took >= 5e-5 or n >= 1 << 16:
+            break
+        n *= 4
+    samples, spent = [], 0.0
+    while len(samples) < min_reps or (spent < budget and len(samples) < max_reps):
+        start = time.perf_counter()
+        fn(n)
+        took = time.perf_counter() - start
+        samples.append(took / n)
+        spent += took
+    return statistics.median(samples)
+
+
+def pymodules_case(batch, fan_in, fan_out, dtype, rng):
+    m = pm.Linear(fan_in, fan_out, dtype=dtype)
+    x = rng.standard_normal((batch, fan_in)).astype(dtype)
+    go = rng.standard_normal((batch, fan_out)).astype(dtype)
+
+    def forward(n):
+        for _ in range(n):
+            m.forward(x)
+
+    def backward(n):
+        for _ in range(n):
+            m.backward(x, go)
+
+    def both(n):
+        for _ in range(n):
+            m.forward(x)
+            m.backward(x, go)
+
+    forward(1)
+    return {"forward": forward, "backward": backward, "both": both}
+
+
+def numpy_case(batch, fan_in, fan_out, dtype, rng):
+    """The same layer in NumPy with every buffer preallocated (out=)."""
+    w = rng.uniform(-0.1, 0.1, (fan_out, fan_in)).astype(dtype)
+    b = rng.uniform(-0.1, 0.1, fan_out).astype(dtype)
+    x = rng.standard_normal((batch, fan_in)).astype(dtype)
+    go = rng.standard_normal((batch, fan_out)).astype(dtype)
+    y, gi = np.empty((batch, fan_out), dtype), np.empty_like(x)
+    gw, gb = np.zeros_like(w), np.zeros_like(b)
+    tw, tb = np.empty_like(w), np.empty_like(b)
+    wt = w.T
+
+    def fwd():
+        np.matmul(x, wt, out=y)
+        np.add(y, b, out=y)
+
+    def bwd():
+        np.matmul(go, w, out=gi)
+        np.matmul(go.T, x, out=tw)
+        np.add(gw, tw, out=gw)
+        np.sum(go, axis=0, out=tb)
+        np.add(gb, tb, out=gb)
+
+    def forward(n):
+        for _ in range(n):
+            fwd()
+
+    def backward(n):
+        for _ in range(n):
+            bwd()
+
+    def both(n):
+        for _ in range(n):
+            fwd()
+            bwd()
+
+    return {"forward": forward, "backward": backward, "both": both}
+
+
+def torch_case(batch, fan_in, fan_out, dtype, rng):
+    tdtype = getattr(torch, np.dtype(dtype).name)
+    layer = torch.nn.Linear(fan_in, fan_out).to(tdtype)
+    x = torch.from_numpy(rng.standard_normal((batch, fan_in)).astype(dtype)).requires_grad_()
+    go = torch.from_numpy(rng.standard_normal((batch, fan_out)).astype(dtype))
+
+    def forward(n):
+        with torch.no_grad():
+            for _ in range(n):
+                layer(x)
+
+    def backward(n):
+        # Each backward needs a fresh graph: build them all first, then time only backward.
+        outs = [layer(x) for _ in range(n)]
+        start = time.perf_counter()
+        for y in outs:
+            y.backward(go)
+        return time.perf_counter() - start
+
+    def both(n):
+        for _ in range(n):
+            layer(x).backward(go)
+
+    return {"forward": forward, "backward": backward, "both": both}
+
+
+def torch_backward_time(fn, budget=0.25, min_reps=5):
+    n, samples, spent = 16, [], 0.0
+    while len(samples) < min_reps or spent < budget:
+        took = fn(n)
+        samples.append(took / n)
+        spent += took
+        if len(samples) > 200:
+            break
+    return statistics.median(samples)
+
+
+def blas_description():
+    rows = []
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            rows.append(f"{info['internal_api']} {info.get('version')} "
+                        f"({info.get('architecture')} kernels, {info.get('threading_layer')}) "
+                        f"from {info['filepath'].rsplit('/', 1)[-1]}")
+    return rows
+
+
+def run(threads_list, dtypes, shapes):
+    rows = []
+    rng = np.random.default_rng(0)
+    for threads in threads_list:
+        with threadpool_limits(threads):
+            if torch is not None:
+                torch.set_num_threads(threads)
+            for dtype in dtypes:
+                for shape in shapes:
+                    budget = 0.25 if shape[1] * shape[2] < 1 << 22 else 1.0
+                    cases = {"pymodules": pymodules_case(*shape, dtype, rng),
+                             "numpy": numpy_case(*shape, dtype, rng)}
+                    if torch is not None:
+                        cases["torch"] = torch_case(*shape, dtype, rng)
+                    for op in OPS:
+                        times = {}
+                        for name, case in cases.items():
+                            case[op](2)  # warm-up
+                            if name == "torch" and op == "backward":
+                                times[name] = torch_backward_time(case[op], budget)
+                            else:
+                                times[name] = median_time(case[op], budget)
+                        rows.append((op, np.dtype(dtype).name, threads, shape, times))
+                        print_row(rows[-1])
+                        sys.stdout.flush()
+    return rows
+
+
+HEADER = (f"{'op':<9}{'dtype':<8}{'thr':>3}  {'(batch, in, out)':<20}{'pymodules':>11}"
+          f"{'numpy':>11}{'torch':>11}{'numpy/pm':>10}{'torch/pm':>10}")
+
+
+def print_row(row):
+    op, dtype, threads, shape, t = row
+    us = {k: v * 1e6 for k, v in t.items()}
+    torch_us = f"{us['torch']:>11.1f}" if "torch" in us else f"{'-':>11}"
+    torch_ratio = f"{t['torch'] / t['pymodules']:>10.2f}" if "torch" in t else f"{'-':>10}"
+    print(f"{op:<9}{dtype:<8}{threads:>3}  {str(shape):<20}{us['pymodules']:>11.1f}"
+          f"{us['numpy']:>11.1f}{torch_us}{t['numpy'] / t['pymodules']:>10.2f}{torch_ratio}")
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(OPS), figsize=(5 * len(OPS), 4.5), sharey=True)
+    for ax, op in zip(np.atleast_1d(axes), OPS):
+        sel = [r for r in rows if r[0] == op]
+        labels = [f"{r[1][5:]}/{r[2]}t {r[3][0]}x{r[3][1]}x{r[3][2]}" for r in sel]
+        xs = np.arange(len(sel))
+        ax.bar(xs - 0.2, [r[4]["numpy"] / r[4]["pymodules"] for r in sel], 0.4, label="numpy")
+        if torch is not None:
+            ax.bar(xs + 0.2, [r[4]["torch"] / r[4]["pymodules"] for r in sel], 0.4,
+                   label="torch")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(xs, labels, rotation=90, fontsize=7)
+        ax.set_title(f"Linear {op}: time / pymodules time")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--max-size", type=int, default=4096,
+                        help="skip shapes whose fan-in exceeds this")
+    parser.add_argument("--plot", metavar="PNG", nargs="?", const="bench/bench_linear.png")
+    args = parser.parse_args(argv)
+    print(f"pymodules {pm.__version__}: {pm.Linear(1, 1).getEngineType()}")
+    print("BLAS:", *blas_description(), sep="\n  ")
+    if torch is not None:
+        print(f"torch {torch.__version__}")
+    shapes = [s for s in SHAPES if s[1] <= args.max_size]
+    print(HEADER)
+    rows = run(args.threads, [np.dtype(d) for d in args.dtypes], shapes)
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

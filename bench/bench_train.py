@@ -1,0 +1,139 @@
+"""Training step of an MLP 784-256-256-10 (ReLU, LogSoftMax, ClassNLL, SGD with momentum).
+
+One step = zero the gradients, forward, loss, backward, parameter update: pymodules through
+the Optimizer's own step (Optimizer._feval inside SGD.optimize on the flat vector), against
+the same step written in NumPy and in PyTorch eager. One thread, fixed seeds, warm-up,
+median of many runs. Usage: python bench/bench_train.py [--runs 200] [--dtype float32]
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import pymodules as pm
+from pymodules.optim.optimizer import _first_linear
+
+SIZES = (784, 256, 256, 10)
+
+
+def median_us(step, runs, warmup=20):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e6
+
+
+def pymodules_step(x, y, dtype):
+    pm.setSeed(0)
+    model = pm.Sequential()
+    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+        model.add(pm.Linear(a, b, dtype=dtype))
+        model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
+    model.float() if dtype == np.float32 else model.double()
+    opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
+                       pm.SGD(0.01, momentum=0.9, dampening=0.0), pm.MaxIteration(1), len(x))
+    weights, opt._grad = model.getParameters()
+    opt._skip_first = _first_linear(model)
+    opt._batch = pm.MiniBatch(x, y)
+    method = opt.optimMethod
+    model.training()
+    return lambda: method.optimize(opt._feval, weights)
+
+
+def numpy_step(x, y, dtype):
+    rng = np.random.default_rng(0)
+    ws = [rng.uniform(-1, 1, (b, a)).astype(dtype) / np.sqrt(a) for a, b in zip(SIZES, SIZES[1:])]
+    bs = [np.zeros(b, dtype) for b in SIZES[1:]]
+    vel = [np.zeros_like(p) for p in ws + bs]
+    n = len(x)
+    rows = np.arange(n)
+
+    def step():
+        acts = [x]
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            z = acts[-1] @ w.T + b
+            acts.append(np.maximum(z, 0) if i < len(ws) - 1 else z)
+        z = acts[-1]
+        lse = z.max(1, keepdims=True)
+        lsm = z - lse - np.log(np.exp(z - lse).sum(1, keepdims=True))
+        g = np.exp(lsm)
+        g[rows, y] -= 1
+        g /= n
+        grads_w, grads_b = [], []
+        for i in range(len(ws) - 1, -1, -1):
+            grads_w.insert(0, g.T @ acts[i])
+            grads_b.insert(0, g.sum(0))
+            if i:
+                g = (g @ ws[i]) * (acts[i] > 0)
+        for p, gp, v in zip(ws + bs, grads_w + grads_b, vel):
+            v *= 0.9
+            v += gp
+            p -= 0.01 * v
+
+    return step
+
+
+def torch_step(x, y, dtype):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        layers.append(torch.nn.ReLU() if i < len(SIZES) - 2 else torch.nn.LogSoftmax(dim=1))
+    net = torch.nn.Sequential(*layers).to(torch.float32 if dtype == np.float32 else torch.float64)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.NLLLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(tx), ty)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--batches", default="64,256")
+    args = parser.parse_args()
+    missing = [n for n in ("ReLU", "LogSoftMax") if not hasattr(pm, n)]
+    if missing:
+        sys.exit(f"this build lacks {', '.join(missing)}: the MLP cannot be built")
+    dtype = np.dtype(args.dtype)
+    with threadpool_limits(1):
+        for info in threadpool_info():
+            print(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+                  f"({info.get('architecture')}, {info.get('num_threads')} thread) "
+                  f"{info.get('filepath')}")
+        print(f"\n{'operation':<34}{'dtype':<9}{'batch':>6}{'pymodules us':>14}"
+              f"{'numpy us':>11}{'torch us':>11}{'numpy/pm':>10}{'torch/pm':>10}")
+        for batch in map(int, args.batches.split(",")):
+            rng = np.random.default_rng(batch)
+            x = rng.standard_normal((batch, SIZES[0])).astype(dtype)
+            y = rng.integers(0, SIZES[-1], batch)
+            ours = median_us(pymodules_step(x, y, dtype), args.runs)
+            ref = median_us(numpy_step(x, y, dtype), args.runs)
+            t = torch_step(x, y, dtype)
+            theirs = median_us(t, args.runs) if t is not None else float("nan")
+            print(f"{'train step MLP 784-256-256-10':<34}{dtype.name:<9}{batch:>6}"
+                  f"{ours:>14.1f}{ref:>11.1f}{theirs:>11.1f}{ref / ours:>10.2f}"
+                  f"{theirs / ours:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

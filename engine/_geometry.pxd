@@ -1,0 +1,44 @@
+# Sliding-window arithmetic shared by convolution and pooling: the one place for it. The
+# facades reach it through ``output_size`` in conv.pyx; kernels cimport it.
+
+
+cdef inline int out_size(int size, int kernel, int stride, int pad, int dilation,
+                         bint ceil_mode, int *pads) noexcept nogil:
+    """Window positions along an axis of ``size``; writes the (leading, trailing) pads.
+
+    ``kernel`` taps ``dilation`` apart move by ``stride`` over the axis with ``pad`` zeros on
+    each side. ``pad = -1`` is SAME padding (TensorFlow's, as in BigDL): ceil(size / stride)
+    positions, the total pad split with the odd one at the end; ceil_mode is moot there.
+    Ceil mode counts a last partial window, but only one that starts inside the input or its
+    leading pad (PyTorch's rule; Torch7 and BigDL apply it only when pad > 0, leaving an empty
+    window when stride > kernel). A result <= 0 means the window does not fit.
+    """
+    cdef int span = dilation * (kernel - 1) + 1
+    cdef int n, total, room
+    if pad == -1:
+        n = (size + stride - 1) // stride
+        total = (n - 1) * stride + span - size
+        if total < 0:
+            total = 0
+        pads[0] = total // 2
+        pads[1] = total - total // 2
+        return n
+    pads[0] = pads[1] = pad
+    room = size + 2 * pad - span
+    if room < 0:
+        return 0
+    if not ceil_mode:
+        return room // stride + 1
+    n = (room + stride - 1) // stride + 1
+    if (n - 1) * stride >= size + pad:
+        n -= 1
+    return n
+
+
+cdef inline int full_size(int size, int kernel, int stride, int pad, int adj) noexcept nogil:
+    """Output length of a transposed convolution: the input length of the convolution it
+    transposes, (size - 1) * stride - 2 * pad + kernel + adj (adj < stride picks one of the
+    ``stride`` lengths that convolve to ``size``). <= 0 means no such output."""
+    if size <= 0:
+        return 0
+    return (size - 1) * stride - 2 * pad + kernel + adj

@@ -1,0 +1,782 @@
+"""Kernels of the convolutions: im2col + GEMM, one sample at a time.
+
+Spatial input is (C, H, W) or a batch (N, C, H, W). A convolution reads an *image* through
+windows and writes a *grid* of window positions; the transposed convolution runs the same two
+steps the other way round, so both share the cores below. With groups g, the weight is
+(grid planes, image planes / g, kH, kW): SpatialConvolution's (O, C/g, kH, kW) and the
+transposed one's (C, O/g, kH, kW), and each group is one GEMM.
+
+A sample's columns, (image planes * kH * kW, grid height * grid width), live in a buffer the
+caller owns and reuses; one sample's worth stays in cache between the im2col that writes it and
+the GEMM that reads it. A 1x1 kernel with stride 1 and no padding reads the image in place.
+
+Temporal input is (T, C) or (N, T, C) and the weight (O, kW * C): a window of kW frames is
+kW * C contiguous numbers, so windows are GEMM rows read in place, no im2col.
+"""
+
+cimport numpy as cnp
+from libc.limits cimport INT_MAX
+from libc.string cimport memcpy, memset
+
+from engine.blas cimport floating, gemm, gemv, BLAS_Trans, NoTrans, Trans
+from engine._check cimport shape, float_type, array, ndim, dim, vector_of, shape_is, disjoint
+from engine._geometry cimport out_size, full_size
+
+cnp.import_array()
+
+
+# -- geometry ---------------------------------------------------------------------------------
+
+def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
+                bint ceil_mode=False):
+    """Window positions along an axis of ``size`` (convolution and pooling); 0 if none fits.
+
+    ``pad = -1`` is SAME padding; ``ceil_mode`` counts a last partial window.
+    """
+    cdef int pads[2]
+    if kernel < 1 or stride < 1 or dilation < 1 or pad < -1 or size < 0:
+        raise ValueError(f"bad window: size {size}, kernel {kernel}, stride {stride}, "
+                         f"pad {pad}, dilation {dilation}")
+    return out_size(size, kernel, stride, pad, dilation, ceil_mode, pads)
+
+
+def full_output_size(int size, int kernel, int stride=1, int pad=0, int adj=0):
+    """Output length of a transposed convolution, (size - 1) * stride - 2 * pad + kernel + adj."""
+    return full_size(size, kernel, stride, pad, adj)
+
+
+cdef struct Geom:
+    int C, H, W        # image: planes and size
+    int M, oH, oW      # grid: planes and size
+    int kH, kW, sH, sW, pT, pL, dH, dW
+    int G              # groups
+    bint direct        # the columns are the image itself (1x1, stride 1, no padding)
+
+
+cdef int _check_int(Py_ssize_t v, str what) except -1:
+    if v > INT_MAX:
+        raise ValueError(f"{what} of {v} exceeds the BLAS limit {INT_MAX}")
+    return 0
+
+
+cdef int _strides(int sw, int sh, int dw, int dh, int groups) except -1:
+    if sw < 1 or sh < 1:
+        raise ValueError(f"strides must be >= 1, got {sw}, {sh}")
+    if dw < 1 or dh < 1:
+        raise ValueError(f"dilations must be >= 1, got {dw}, {dh}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    return 0
+
+
+cdef int _weight(Geom *g, cnp.ndarray w, str what, int groups) except -1:
+    """Kernel size and grid planes from a (M, image planes / g, kH, kW) weight."""
+    ndim(w, what, 4, 4)
+    g.M, g.kH, g.kW, g.G = dim(w, 0), dim(w, 2), dim(w, 3), groups
+    if g.M == 0 or dim(w, 1) == 0 or g.kH == 0 or g.kW == 0:
+        raise ValueError(f"{what} has shape {shape(w)}, with an empty size")
+    if g.M % groups:
+        raise ValueError(f"{what} has {g.M} planes, which {groups} groups do not divide")
+    return 0
+
+
+cdef str _padding(int pw, int ph):
+    return " (SAME padding)" if pw == -1 else (f" (padded by {ph}, {pw})" if pw or ph else "")
+
+
+cdef int _finish(Geom *g, int sw, int sh, int dw, int dh) except -1:
+    g.sW, g.sH, g.dW, g.dH = sw, sh, dw, dh
+    g.direct = (g.kH == 1 and g.kW == 1 and sw == 1 and sh == 1 and g.pT == 0 and g.pL == 0
+                and g.oH == g.H and g.oW == g.W)
+    _check_int(<Py_ssize_t> g.C * g.kH * g.kW, "a column length")
+    _check_int(<Py_ssize_t> g.oH * g.oW, "a grid size")
+    _check_int(<Py_ssize_t> g.C * g.H * g.W, "an image size")
+    return 0
+
+
+cdef int _conv_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw, int sh,
+                        int pw, int ph, int dw, int dh, int groups) except -1:
+    """Fill ``g`` for the convolution of ``x`` (the image) by ``w``; return the batch size."""
+    cdef int pads[2]
+    _strides(sw, sh, dw, dh, groups)
+    if not ((pw >= 0 and ph >= 0) or (pw == -1 and ph == -1)):
+        raise ValueError(f"pads must be >= 0, or both -1 for SAME, got {pw}, {ph}")
+    cdef int nd = ndim(x, "input", 3, 4)
+    _weight(g, w, wwhat, groups)
+    g.C, g.H, g.W = dim(x, nd - 3), dim(x, nd - 2), dim(x, nd - 1)
+    if g.C != dim(w, 1) * groups:
+        raise ValueError(f"input has {g.C} channels, expected {dim(w, 1) * groups}")
+    g.oH = out_size(g.H, g.kH, sh, ph, dh, False, pads)
+    g.pT = pads[0]
+    g.oW = out_size(g.W, g.kW, sw, pw, dw, False, pads)
+    g.pL = pads[0]
+    if g.oH <= 0 or g.oW <= 0:
+        dil = f" dilated by {dh}, {dw}" if dh > 1 or dw > 1 else ""
+        raise ValueError(f"input is {g.H}x{g.W}{_padding(pw, ph)}, smaller than the "
+                         f"{g.kH}x{g.kW} kernel{dil}")
+    _finish(g, sw, sh, dw, dh)
+    return dim(x, 0) if nd == 4 else 1
+
+
+cdef int _full_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw, int sh,
+                        int pw, int ph, int aw, int ah, int groups) except -1:
+    """Fill ``g`` for the transposed convolution of ``x`` (the grid); return the batch size."""
+    _strides(sw, sh, 1, 1, groups)
+    if pw < 0 or ph < 0:
+        raise ValueError(f"pads must be >= 0, got {pw}, {ph}")
+    if aw < 0 or ah < 0 or aw >= sw or ah >= sh:
+        raise ValueError(f"adjustments must lie in [0, stride), got {aw}, {ah} "
+                         f"with strides {sw}, {sh}")
+    cdef int nd = ndim(x, "input", 3, 4)
+    _weight(g, w, wwhat, groups)
+    if dim(x, nd - 3) != g.M:
+        raise ValueError(f"input has {dim(x, nd - 3)} channels, expected {g.M}")
+    g.oH, g.oW = dim(x, nd - 2), dim(x, nd - 1)
+    g.C = dim(w, 1) * groups
+    g.H = full_size(g.oH, g.kH, sh, ph, ah)
+    g.W = full_size(g.oW, g.kW, sw, pw, aw)
+    if g.H <= 0 or g.W <= 0:
+        raise ValueError(f"input is {g.oH}x{g.oW}: with the {g.kH}x{g.kW} kernel, strides "
+                         f"{sh}, {sw} and pads {ph}, {pw} the output would be {g.H}x{g.W}")
+    g.pT, g.pL = ph, pw
+    _finish(g, sw, sh, 1, 1)
+    return dim(x, 0) if nd == 4 else 1
+
+
+cdef tuple _image_shape(cnp.ndarray like, const Geom *g):
+    if cnp.PyArray_NDIM(like) == 4:
+        return (dim(like, 0), g.C, g.H, g.W)
+    return (g.C, g.H, g.W)
+
+
+cdef tuple _grid_shape(cnp.ndarray like, const Geom *g):
+    if cnp.PyArray_NDIM(like) == 4:
+        return (dim(like, 0), g.M, g.oH, g.oW)
+    return (g.M, g.oH, g.oW)
+
+
+cdef tuple _columns_shape(const Geom *g):
+    return (g.C * g.kH * g.kW, g.oH * g.oW)
+
+
+cdef int _vector(cnp.ndarray b, str what, int n) except -1:
+    if b is not None:
+        vector_of(b, what, n)
+    return 0
+
+
+cdef inline void *_p(cnp.ndarray a) noexcept nogil:
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+# -- cores (checked input) --------------------------------------------------------------------
+
+cdef inline void _span(int start, int stride, int size, int n, int *lo, int *hi) noexcept nogil:
+    """[lo, hi): the k in [0, n) with 0 <= start + k * stride < size."""
+    cdef int a = 0, b = 0
+    if start < 0:
+        a = (-start + stride - 1) // stride
+    if size - start > 0:
+        b = (size - start + stride - 1) // stride
+    if b > n:
+        b = n
+    if a > b:
+        a = b
+    lo[0] = a
+    hi[0] = b
+
+
+cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nogil:
+    """cols[(c, i, j), (y, x)] := image[c, y*sH - pT + i*dH, x*sW - pL + j*dW], 0 outside."""
+    cdef int c, i, j, oy, ox, iy, ix0, lo, hi
+    cdef size_t P = <size_t> g.oH * g.oW
+    cdef floating *row = cols
+    cdef floating *dst
+    cdef const floating *src
+    for c in range(g.C):
+        for i in range(g.kH):
+            for j in range(g.kW):
+                ix0 = j * g.dW - g.pL
+                _span(ix0, g.sW, g.W, g.oW, &lo, &hi)
+                for oy in range(g.oH):
+                    dst = row + <size_t> oy * g.oW
+                    iy = oy * g.sH - g.pT + i * g.dH
+                    if iy < 0 or iy >= g.H or lo == hi:
+                        memset(dst, 0, g.oW * sizeof(floating))
+                        continue
+                    src = x + (<size_t> c * g.H + iy) * g.W
+                    if lo:
+                        memset(dst, 0, lo * sizeof(floating))
+                    if g.sW == 1:
+                        memcpy(dst + lo, src + ix0 + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ox in range(lo, hi):
+                            dst[ox] = src[ix0 + ox * g.sW]
+                    if hi < g.oW:
+                        memset(dst + hi, 0, (g.oW - hi) * sizeof(floating))
+                row += P
+
+
+cdef void _col2im(const floating *cols, floating *x, const Geom *g) noexcept nogil:
+    """image[c, iy, ix] += every column entry whose tap lands there (the adjoint of _im2col)."""
+    cdef int c, i, j, oy, ox, iy, ix0, lo, hi
+    cdef size_t P = <size_t> g.oH * g.oW
+    cdef const floating *row = cols
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(g.C):
+        for i in range(g.kH):
+            for j in range(g.kW):
+                ix0 = j * g.dW - g.pL
+                _span(ix0, g.sW, g.W, g.oW, &lo, &hi)
+                for oy in range(g.oH):
+                    iy = oy * g.sH - g.pT + i * g.dH
+                    if iy < 0 or iy >= g.H:
+                        continue
+                    src = row + <size_t> oy * g.oW
+                    dst = x + (<size_t> c * g.H + iy) * g.W + ix0
+                    if g.sW == 1:
+                        for ox in range(lo, hi):
+                            dst[ox] += src[ox]
+                    else:
+                        for ox in range(lo, hi):
+                            dst[ox * g.sW] += src[ox]
+                row += P
+
+
+cdef inline void _mm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
+                     const floating *a, int lda, const floating *b, int ldb,
+                     floating beta, floating *c, int ldc) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C; on gemv when C is one column or one row."""
+    if n == 1:
+        if ta == NoTrans:
+            gemv(NoTrans, m, k, alpha, a, lda, b, ldb if tb == NoTrans else 1, beta, c, ldc)
+        else:
+            gemv(Trans, k, m, alpha, a, lda, b, ldb if tb == NoTrans else 1, beta, c, ldc)
+    elif m == 1:
+        if tb == NoTrans:
+            gemv(Trans, k, n, alpha, b, ldb, a, 1 if ta == NoTrans else lda, beta, c, 1)
+        else:
+            gemv(NoTrans, n, k, alpha, b, ldb, a, 1 if ta == NoTrans else lda, beta, c, 1)
+    else:
+        gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
+    """y[p, :] := b[p] for a (planes, size) block."""
+    cdef int p
+    cdef size_t i
+    cdef floating v
+    for p in range(planes):
+        v = b[p]
+        for i in range(size):
+            y[i] = v
+        y += size
+
+
+cdef void _add_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
+    """y[p, :] += b[p] for a (planes, size) block."""
+    cdef int p
+    cdef size_t i
+    cdef floating v
+    for p in range(planes):
+        v = b[p]
+        for i in range(size):
+            y[i] += v
+        y += size
+
+
+cdef inline floating _sum(const floating *x, size_t n) noexcept nogil:
+    """sum(x[:n]) over eight running sums, which the compiler keeps in one vector register
+    (a single running sum is a serial chain it may not reorder)."""
+    cdef floating a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef size_t i = 0
+    while i + 8 <= n:
+        a0 += x[i]
+        a1 += x[i + 1]
+        a2 += x[i + 2]
+        a3 += x[i + 3]
+        a4 += x[i + 4]
+        a5 += x[i + 5]
+        a6 += x[i + 6]
+        a7 += x[i + 7]
+        i += 8
+    while i < n:
+        a0 += x[i]
+        i += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+cdef void _acc_planes(const floating *go, floating *gb, int planes, size_t size,
+                      floating scale) noexcept nogil:
+    """gb[p] += scale * sum(go[p, :]) for a (planes, size) block."""
+    cdef int p
+    for p in range(planes):
+        gb[p] += scale * _sum(go, size)
+        go += size
+
+
+cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
+                           const floating *b, floating *cols, const Geom *g,
+                           int n) noexcept nogil:
+    """grid := weight @ im2col(image) (+ bias per grid plane), sample by sample."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, s, r
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P
+    cdef const floating *src
+    cdef floating *yn
+    cdef floating beta
+    for s in range(n):
+        src = x + s * xs
+        if not g.direct:
+            _im2col(src, cols, g)
+            src = cols
+        yn = y + s * ys
+        beta = 0
+        if b != NULL:
+            _fill_planes(yn, b, g.M, P)
+            beta = 1
+        for r in range(g.G):
+            _mm(NoTrans, NoTrans, Mg, P, Kg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
+                src + <size_t> r * Kg * P, P, beta, yn + <size_t> r * Mg * P, P)
+
+
+cdef void _image_from_grid(const floating *y, floating *x, const floating *w, floating *cols,
+                           const Geom *g, int n) noexcept nogil:
+    """image := col2im(weight.T @ grid), sample by sample (the adjoint of _grid_from_image)."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, s, r
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P
+    cdef floating *xn
+    cdef floating *dst
+    for s in range(n):
+        xn = x + s * xs
+        dst = xn if g.direct else cols
+        for r in range(g.G):
+            _mm(Trans, NoTrans, Kg, P, Mg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
+                y + s * ys + <size_t> r * Mg * P, P, <floating> 0, dst + <size_t> r * Kg * P, P)
+        if not g.direct:
+            memset(xn, 0, xs * sizeof(floating))
+            _col2im(cols, xn, g)
+
+
+cdef void _acc_weight(const floating *x, const floating *y, floating *gw, floating *cols,
+                      const Geom *g, int n, floating scale) noexcept nogil:
+    """gw += scale * grid @ im2col(image).T, summed over the samples."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, s, r
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P
+    cdef const floating *src
+    for s in range(n):
+        src = x + s * xs
+        if not g.direct:
+            _im2col(src, cols, g)
+            src = cols
+        for r in range(g.G):
+            _mm(NoTrans, Trans, Mg, Kg, P, scale, y + s * ys + <size_t> r * Mg * P, P,
+                src + <size_t> r * Kg * P, P, <floating> 1, gw + <size_t> r * Mg * Kg, Kg)
+
+
+# -- SpatialConvolution and SpatialDilatedConvolution -----------------------------------------
+
+def conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
+                       int pad_w, int pad_h, int dilation_w, int dilation_h, int n_group):
+    """output := conv(input, weight) + bias.
+
+    (N, C, H, W) x (O, C/g, kH, kW) -> (N, O, oH, oW); (C, H, W) -> (O, oH, oW). ``columns`` is
+    scratch of shape (C*kH*kW, oH*oW); ``bias`` may be None; pads -1, -1 mean SAME.
+    """
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
+    cdef Geom g
+    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                dilation_w, dilation_h, n_group)
+    _vector(b, "bias", g.M)
+    shape_is(y, "output", _grid_shape(x, &g))
+    shape_is(cols, "columns", _columns_shape(&g))
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (cols, "columns")):
+        disjoint(y, "output", other, what)
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
+        disjoint(cols, "columns", other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _grid_from_image(<float *> _p(x), <float *> _p(y), <float *> _p(w),
+                             <float *> _p(b), <float *> _p(cols), &g, n)
+    else:
+        with nogil:
+            _grid_from_image(<double *> _p(x), <double *> _p(y), <double *> _p(w),
+                             <double *> _p(b), <double *> _p(cols), &g, n)
+
+
+def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
+                           int stride_h, int pad_w, int pad_h, int dilation_w, int dilation_h,
+                           int n_group):
+    """grad_input := the adjoint of the convolution applied to grad_output (shape of input)."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef Geom g
+    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                dilation_w, dilation_h, n_group)
+    shape_is(go, "gradOutput", _grid_shape(x, &g))
+    shape_is(gi, "gradInput", shape(x))
+    shape_is(cols, "columns", _columns_shape(&g))
+    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
+        disjoint(gi, "gradInput", other, what)
+    for other, what in ((go, "gradOutput"), (w, "weight")):
+        disjoint(cols, "columns", other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _image_from_grid(<float *> _p(go), <float *> _p(gi), <float *> _p(w),
+                             <float *> _p(cols), &g, n)
+    else:
+        with nogil:
+            _image_from_grid(<double *> _p(go), <double *> _p(gi), <double *> _p(w),
+                             <double *> _p(cols), &g, n)
+
+
+def conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
+                             int stride_w, int stride_h, int pad_w, int pad_h, int dilation_w,
+                             int dilation_h, int n_group, double scale_w, double scale_b):
+    """grad_weight += scale_w * dL/dweight; grad_bias += scale_b * grad_output summed per plane.
+
+    A scale of 0 skips its term; ``grad_bias`` may be None.
+    """
+    cdef int t = float_type(grad_weight, "gradWeight")
+    cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
+    cdef Geom g
+    cdef int n = _conv_geometry(&g, x, gw, "gradWeight", stride_w, stride_h, pad_w, pad_h,
+                                dilation_w, dilation_h, n_group)
+    _vector(gb, "gradBias", g.M)
+    shape_is(go, "gradOutput", _grid_shape(x, &g))
+    shape_is(cols, "columns", _columns_shape(&g))
+    _disjoint_acc(x, go, gw, gb, cols)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _conv_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw), <float *> _p(gb),
+                      <float *> _p(cols), &g, n, <float> scale_w, <float> scale_b)
+    else:
+        with nogil:
+            _conv_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
+                      <double *> _p(gb), <double *> _p(cols), &g, n, scale_w, scale_b)
+
+
+cdef int _disjoint_acc(cnp.ndarray x, cnp.ndarray go, cnp.ndarray gw, cnp.ndarray gb,
+                       cnp.ndarray cols) except -1:
+    for out, ow in ((gw, "gradWeight"), (gb, "gradBias"), (cols, "columns")):
+        for other, what in ((x, "input"), (go, "gradOutput"), (gw, "gradWeight"),
+                            (gb, "gradBias"), (cols, "columns")):
+            if out is not other:
+                disjoint(out, ow, other, what)
+    return 0
+
+
+cdef void _conv_acc(const floating *x, const floating *go, floating *gw, floating *gb,
+                    floating *cols, const Geom *g, int n, floating scale_w,
+                    floating scale_b) noexcept nogil:
+    cdef int s
+    cdef size_t P = <size_t> g.oH * g.oW
+    if scale_w != 0:
+        _acc_weight(x, go, gw, cols, g, n, scale_w)
+    if scale_b != 0 and gb != NULL:
+        for s in range(n):
+            _acc_planes(go + s * g.M * P, gb, g.M, P, scale_b)
+
+
+# -- SpatialFullConvolution -------------------------------------------------------------------
+
+def full_conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
+                            int pad_w, int pad_h, int adj_w, int adj_h, int n_group):
+    """output := the transposed convolution of input by weight, + bias.
+
+    (N, C, H, W) x (C, O/g, kH, kW) -> (N, O, oH, oW), oH = (H - 1) * stride_h - 2 * pad_h
+    + kH + adj_h; (C, H, W) -> (O, oH, oW). ``columns`` is scratch of shape (O*kH*kW, H*W).
+    """
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
+    cdef Geom g
+    cdef int n = _full_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                adj_w, adj_h, n_group)
+    _vector(b, "bias", g.C)
+    shape_is(y, "output", _image_shape(x, &g))
+    shape_is(cols, "columns", _columns_shape(&g))
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (cols, "columns")):
+        disjoint(y, "output", other, what)
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
+        disjoint(cols, "columns", other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _full_forward(<float *> _p(x), <float *> _p(y), <float *> _p(w), <float *> _p(b),
+                          <float *> _p(cols), &g, n)
+    else:
+        with nogil:
+            _full_forward(<double *> _p(x), <double *> _p(y), <double *> _p(w),
+                          <double *> _p(b), <double *> _p(cols), &g, n)
+
+
+cdef void _full_forward(const floating *x, floating *y, const floating *w, const floating *b,
+                        floating *cols, const Geom *g, int n) noexcept nogil:
+    cdef int s
+    cdef size_t size = <size_t> g.H * g.W
+    _image_from_grid(x, y, w, cols, g, n)
+    if b != NULL:
+        for s in range(n):
+            _add_planes(y + s * g.C * size, b, g.C, size)
+
+
+def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
+                                int stride_h, int pad_w, int pad_h, int adj_w, int adj_h,
+                                int n_group):
+    """grad_input := the convolution of grad_output by weight (shape of input)."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef Geom g
+    cdef int n = _full_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                adj_w, adj_h, n_group)
+    shape_is(go, "gradOutput", _image_shape(x, &g))
+    shape_is(gi, "gradInput", shape(x))
+    shape_is(cols, "columns", _columns_shape(&g))
+    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
+        disjoint(gi, "gradInput", other, what)
+    for other, what in ((go, "gradOutput"), (w, "weight")):
+        disjoint(cols, "columns", other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _grid_from_image(<float *> _p(go), <float *> _p(gi), <float *> _p(w), <float *> NULL,
+                             <float *> _p(cols), &g, n)
+    else:
+        with nogil:
+            _grid_from_image(<double *> _p(go), <double *> _p(gi), <double *> _p(w),
+                             <double *> NULL, <double *> _p(cols), &g, n)
+
+
+def full_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
+                                  int stride_w, int stride_h, int pad_w, int pad_h, int adj_w,
+                                  int adj_h, int n_group, double scale_w, double scale_b):
+    """grad_weight += scale_w * input @ im2col(grad_output).T; grad_bias += scale_b * sums.
+
+    A scale of 0 skips its term; ``grad_bias`` may be None.
+    """
+    cdef int t = float_type(grad_weight, "gradWeight")
+    cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray cols = array(columns, "columns", t, True)
+    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
+    cdef Geom g
+    cdef int n = _full_geometry(&g, x, gw, "gradWeight", stride_w, stride_h, pad_w, pad_h,
+                                adj_w, adj_h, n_group)
+    _vector(gb, "gradBias", g.C)
+    shape_is(go, "gradOutput", _image_shape(x, &g))
+    shape_is(cols, "columns", _columns_shape(&g))
+    _disjoint_acc(x, go, gw, gb, cols)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _full_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw), <float *> _p(gb),
+                      <float *> _p(cols), &g, n, <float> scale_w, <float> scale_b)
+    else:
+        with nogil:
+            _full_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
+                      <double *> _p(gb), <double *> _p(cols), &g, n, scale_w, scale_b)
+
+
+cdef void _full_acc(const floating *x, const floating *go, floating *gw, floating *gb,
+                    floating *cols, const Geom *g, int n, floating scale_w,
+                    floating scale_b) noexcept nogil:
+    cdef int s
+    cdef size_t size = <size_t> g.H * g.W
+    if scale_w != 0:
+        _acc_weight(go, x, gw, cols, g, n, scale_w)
+    if scale_b != 0 and gb != NULL:
+        for s in range(n):
+            _acc_planes(go + s * g.C * size, gb, g.C, size, scale_b)
+
+
+# -- TemporalConvolution ----------------------------------------------------------------------
+
+cdef struct Seq:
+    int T, C, To, O, kW, dW
+    int span     # output frames apart in one GEMM, so that its input windows do not overlap
+
+
+cdef int _temporal_geometry(Seq *q, cnp.ndarray x, cnp.ndarray w, str wwhat, int kernel_w,
+                            int stride_w) except -1:
+    """Fill ``q`` for ``x`` (T, C) or (N, T, C) and ``w`` (O, kW*C); return the batch size."""
+    cdef int pads[2]
+    if kernel_w < 1 or stride_w < 1:
+        raise ValueError(f"kernel width and stride must be >= 1, got {kernel_w}, {stride_w}")
+    cdef int nd = ndim(x, "input", 2, 3)
+    ndim(w, wwhat, 2, 2)
+    q.O, q.kW, q.dW = dim(w, 0), kernel_w, stride_w
+    if q.O == 0 or dim(w, 1) == 0 or dim(w, 1) % kernel_w:
+        raise ValueError(f"{wwhat} has shape {shape(w)}, expected (outputFrameSize, "
+                         f"{kernel_w} * inputFrameSize)")
+    q.C = dim(w, 1) // kernel_w
+    q.T = dim(x, nd - 2)
+    if dim(x, nd - 1) != q.C:
+        raise ValueError(f"input has {dim(x, nd - 1)} features per frame, expected {q.C}")
+    q.To = out_size(q.T, kernel_w, stride_w, 0, 1, False, pads)
+    if q.To <= 0:
+        raise ValueError(f"input has {q.T} frames, fewer than the kernel width {kernel_w}")
+    q.span = (kernel_w - 1) // stride_w + 1
+    _check_int(<Py_ssize_t> q.span * stride_w * q.C, "a frame stride")
+    _check_int(<Py_ssize_t> q.T * q.C, "a sequence size")
+    _check_int(<Py_ssize_t> q.To * q.O, "an output size")
+    return dim(x, 0) if nd == 3 else 1
+
+
+cdef tuple _seq_shape(cnp.ndarray like, int frames, int size):
+    if cnp.PyArray_NDIM(like) == 3:
+        return (dim(like, 0), frames, size)
+    return (frames, size)
+
+
+def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int stride_w):
+    """output[t] := weight @ input[t*dW : t*dW + kW].ravel() + bias.
+
+    (N, T, C) x (O, kW*C) -> (N, T', O), T' = (T - kW) // dW + 1; (T, C) -> (T', O).
+    ``bias`` may be None.
+    """
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
+    cdef Seq q
+    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
+    _vector(b, "bias", q.O)
+    shape_is(y, "output", _seq_shape(x, q.To, q.O))
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
+        disjoint(y, "output", other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _temporal_forward(<float *> _p(x), <float *> _p(y), <float *> _p(w),
+                              <float *> _p(b), &q, n)
+    else:
+        with nogil:
+            _temporal_forward(<double *> _p(x), <double *> _p(y), <double *> _p(w),
+                              <double *> _p(b), &q, n)
+
+
+cdef void _temporal_forward(const floating *x, floating *y, const floating *w,
+                            const floating *b, const Seq *q, int n) noexcept nogil:
+    cdef int K = q.kW * q.C, s, k, f, frames
+    cdef int ldx = q.span * q.dW * q.C, ldy = q.span * q.O
+    cdef const floating *xn
+    cdef floating *yn
+    cdef floating beta
+    for s in range(n):
+        xn = x + <size_t> s * q.T * q.C
+        yn = y + <size_t> s * q.To * q.O
+        beta = 0
+        if b != NULL:
+            for f in range(q.To):
+                memcpy(yn + <size_t> f * q.O, b, q.O * sizeof(floating))
+            beta = 1
+        for k in range(min(q.span, q.To)):
+            frames = (q.To - k + q.span - 1) // q.span
+            _mm(NoTrans, Trans, frames, q.O, K, <floating> 1, xn + <size_t> k * q.dW * q.C, ldx,
+                w, K, beta, yn + <size_t> k * q.O, ldy)
+
+
+def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, int kernel_w,
+                                    int stride_w):
+    """grad_input[window t] += grad_output[t] @ weight, from zero (shape of input)."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef Seq q
+    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
+    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
+    shape_is(gi, "gradInput", shape(x))
+    disjoint(gi, "gradInput", go, "gradOutput")
+    disjoint(gi, "gradInput", w, "weight")
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _temporal_backward(<float *> _p(go), <float *> _p(gi), <float *> _p(w), &q, n)
+    else:
+        with nogil:
+            _temporal_backward(<double *> _p(go), <double *> _p(gi), <double *> _p(w), &q, n)
+
+
+cdef void _temporal_backward(const floating *go, floating *gi, const floating *w,
+                             const Seq *q, int n) noexcept nogil:
+    cdef int K = q.kW * q.C, s, k, frames
+    cdef int ldx = q.span * q.dW * q.C, ldy = q.span * q.O
+    cdef floating *gin
+    for s in range(n):
+        gin = gi + <size_t> s * q.T * q.C
+        memset(gin, 0, <size_t> q.T * q.C * sizeof(floating))
+        for k in range(min(q.span, q.To)):
+            frames = (q.To - k + q.span - 1) // q.span
+            _mm(NoTrans, NoTrans, frames, K, q.O, <floating> 1,
+                go + <size_t> s * q.To * q.O + <size_t> k * q.O, ldy, w, K, <floating> 1,
+                gin + <size_t> k * q.dW * q.C, ldx)
+
+
+def temporal_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
+                                      int kernel_w, int stride_w, double scale_w,
+                                      double scale_b):
+    """grad_weight += scale_w * sum_t grad_output[t] outer window t; grad_bias += scale_b * sums.
+
+    A scale of 0 skips its term; ``grad_bias`` may be None.
+    """
+    cdef int t = float_type(grad_weight, "gradWeight")
+    cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
+    cdef Seq q
+    cdef int n = _temporal_geometry(&q, x, gw, "gradWeight", kernel_w, stride_w)
+    _vector(gb, "gradBias", q.O)
+    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
+    for out, ow in ((gw, "gradWeight"), (gb, "gradBias")):
+        for other, what in ((x, "input"), (go, "gradOutput"), (gw, "gradWeight"),
+                            (gb, "gradBias")):
+            if out is not other:
+                disjoint(out, ow, other, what)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _temporal_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw),
+                          <float *> _p(gb), &q, n, <float> scale_w, <float> scale_b)
+    else:
+        with nogil:
+            _temporal_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
+                          <double *> _p(gb), &q, n, scale_w, scale_b)
+
+
+cdef void _temporal_acc(const floating *x, const floating *go, floating *gw, floating *gb,
+                        const Seq *q, int n, floating scale_w, floating scale_b) noexcept nogil:
+    cdef int K = q.kW * q.C, s, k, f, o, frames
+    cdef int ldx = q.span * q.dW * q.C, ldy = q.span * q.O
+    cdef const floating *gon
+    for s in range(n):
+        gon = go + <size_t> s * q.To * q.O
+        if scale_w != 0:
+            for k in range(min(q.span, q.To)):
+                frames = (q.To - k + q.span - 1) // q.span
+                _mm(Trans, NoTrans, q.O, K, frames, scale_w, gon + <size_t> k * q.O, ldy,
+                    x + <size_t> s * q.T * q.C + <size_t> k * q.dW * q.C, ldx, <floating> 1,
+                    gw, K)
+        if scale_b != 0 and gb != NULL:
+            for f in range(q.To):
+                for o in range(q.O):
+                    gb[o] += scale_b * gon[<size_t> f * q.O + o]

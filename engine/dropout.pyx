@@ -1,0 +1,139 @@
+"""Kernels of Dropout: draw the mask from a seed, apply it, and the evaluation scaling.
+
+The mask is counter-based: element i is kept when splitmix64(seed + i * golden) lands above
+p * 2**64, so one 64-bit seed from the library's generator reproduces the whole mask, no draw
+is allocated and the loop has no state to carry between elements.
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport uint64_t
+
+from engine.blas cimport floating
+from engine._check cimport shape, float_type, array, shape_is, disjoint
+from engine._inplace cimport same_or_disjoint
+
+cnp.import_array()
+
+
+cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
+    """The splitmix64 finaliser: a bijection that scrambles every input bit into the output."""
+    z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef int _check_p(double p) except -1:
+    if not (0 <= p < 1):
+        raise ValueError(f"the drop probability must lie in [0, 1), got {p}")
+    return 0
+
+
+def dropout_update_output(input, output, noise, double p, bint scale, bint train,
+                          uint64_t seed):
+    """Training: noise := mask / (1 - p) (or mask, without ``scale``), output := input * noise,
+    each element dropped with probability p. Evaluation: output := input, times 1 - p without
+    ``scale``; ``noise`` is then unused and may be None. ``output`` may be ``input``.
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray r = None
+    _check_p(p)
+    shape_is(y, "output", shape(x))
+    same_or_disjoint(y, "output", x, "input")
+    if train:
+        r = array(noise, "noise", t, True)
+        shape_is(r, "noise", shape(x))
+        disjoint(r, "noise", x, "input")
+        disjoint(r, "noise", y, "output")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef double keep = 1.0 / (1 - p) if scale else 1.0
+    cdef double factor = 1.0 if scale else 1 - p
+    # Dropped when the top 53 bits of the hash fall below p * 2**53 (exact for double p).
+    cdef uint64_t cut = <uint64_t> (p * 9007199254740992.0)
+    if n == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            if train:
+                _draw(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                      <float *> cnp.PyArray_DATA(r), n, <float> keep, cut, seed)
+            else:
+                _scale(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y), n,
+                       <float> factor)
+    else:
+        with nogil:
+            if train:
+                _draw(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                      <double *> cnp.PyArray_DATA(r), n, keep, cut, seed)
+            else:
+                _scale(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y), n,
+                       factor)
+
+
+cdef void _draw(const floating *x, floating *y, floating *r, Py_ssize_t n, floating keep,
+                uint64_t cut, uint64_t seed) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating m
+    for i in range(n):
+        m = keep if (_mix(seed + <uint64_t> i * <uint64_t> 0x9E3779B97F4A7C15ULL) >> 11) >= cut \
+            else 0
+        r[i] = m
+        y[i] = x[i] * m
+
+
+cdef void _scale(const floating *x, floating *y, Py_ssize_t n, floating factor) noexcept nogil:
+    cdef Py_ssize_t i
+    if factor == 1:
+        if x != y:
+            for i in range(n):
+                y[i] = x[i]
+        return
+    for i in range(n):
+        y[i] = x[i] * factor
+
+
+def dropout_update_grad_input(grad_output, grad_input, noise, double p, bint scale,
+                              bint train):
+    """Training: grad_input := grad_output * noise (the forward's). Evaluation: grad_input :=
+    grad_output, times 1 - p without ``scale``. ``grad_input`` may be ``grad_output``.
+    """
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray r = None
+    _check_p(p)
+    shape_is(gi, "gradInput", shape(go))
+    same_or_disjoint(gi, "gradInput", go, "gradOutput")
+    if train:
+        r = array(noise, "noise", t, False)
+        if shape(r) != shape(go):
+            raise ValueError(f"gradOutput has shape {shape(go)}, but the forward's mask "
+                             f"has {shape(r)}")
+        disjoint(gi, "gradInput", r, "noise")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(go)
+    cdef double factor = 1.0 if scale else 1 - p
+    if n == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            if train:
+                _mul(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(r),
+                     <float *> cnp.PyArray_DATA(gi), n)
+            else:
+                _scale(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi), n,
+                       <float> factor)
+    else:
+        with nogil:
+            if train:
+                _mul(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(r),
+                     <double *> cnp.PyArray_DATA(gi), n)
+            else:
+                _scale(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi), n,
+                       factor)
+
+
+cdef void _mul(const floating *a, const floating *b, floating *c, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        c[i] = a[i] * b[i]

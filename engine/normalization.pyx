@@ -1,0 +1,541 @@
+"""Kernels of BatchNormalization, SpatialBatchNormalization, Normalize and SpatialCrossMapLRN.
+
+Every input is seen as (outer, channels, inner): the statistic of a channel runs over outer
+and inner. Sums accumulate in double whatever the dtype.
+"""
+
+cimport numpy as cnp
+from libc.float cimport DBL_MAX
+from libc.math cimport sqrt, pow, fabs
+
+from engine.blas cimport floating
+from engine._check cimport shape, float_type, array, ndim, vector_of, shape_is, disjoint
+
+cnp.import_array()
+
+#: BatchNormalization layouts: features (n, c) or (c,); images (n, c, h, w) or (c, h, w) in
+#: NCHW or NHWC.
+FEATURES, NCHW, NHWC = 0, 1, 2
+
+
+cdef int _bn_layout(cnp.ndarray x, int layout, bint train, Py_ssize_t c_expected,
+                    Py_ssize_t *outer, Py_ssize_t *ch, Py_ssize_t *inner) except -1:
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    cdef int nd
+    if layout == FEATURES:
+        nd = ndim(x, "input", 1, 2)
+        if train and nd != 2:
+            raise ValueError(f"input must be 2-D (batch, features) in training, got shape "
+                             f"{shape(x)}; a single sample is accepted in evaluation only")
+        outer[0], ch[0], inner[0] = (1 if nd == 1 else d[0]), d[nd - 1], 1
+        if ch[0] != c_expected:
+            raise ValueError(f"input has {ch[0]} features, expected {c_expected}")
+        return 0
+    if layout != NCHW and layout != NHWC:
+        raise ValueError(f"unknown layout {layout}")
+    nd = ndim(x, "input", 3, 4)
+    if train and nd != 4:
+        raise ValueError(f"input must be 4-D (batch, channels, height, width) in training, got "
+                         f"shape {shape(x)}; a single image is accepted in evaluation only")
+    if layout == NCHW:
+        outer[0], ch[0], inner[0] = (1 if nd == 3 else d[0]), d[nd - 3], d[nd - 2] * d[nd - 1]
+    else:
+        outer[0], ch[0], inner[0] = cnp.PyArray_SIZE(x) // max(d[nd - 1], 1), d[nd - 1], 1
+    if ch[0] != c_expected:
+        raise ValueError(f"input has {ch[0]} channels, expected {c_expected}")
+    return 0
+
+
+cdef cnp.ndarray _vec(object obj, str what, int t, bint writeable, Py_ssize_t c):
+    if obj is None:
+        return None
+    cdef cnp.ndarray a = array(obj, what, t, writeable)
+    vector_of(a, what, c)
+    return a
+
+
+cdef inline void *_ptr(cnp.ndarray a):
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+def batchnorm_update_output(input, output, weight, bias, running_mean, running_var,
+                            save_mean, save_invstd, int layout, bint train, double momentum,
+                            double eps):
+    """output := (input - mean) * invstd * weight + bias per channel, invstd = 1/sqrt(var + eps).
+
+    Training: mean and biased var of the batch, saved in save_mean/save_invstd, and
+    running := (1 - momentum) * running + momentum * (mean, unbiased var). Evaluation: the
+    running statistics, also saved for the backward. weight and bias may be None (no affine).
+    """
+    cdef int t = float_type(running_mean, "runningMean")
+    cdef cnp.ndarray rm = array(running_mean, "runningMean", t, True)
+    cdef Py_ssize_t c = cnp.PyArray_SIZE(rm)
+    cdef cnp.ndarray rv = _vec(running_var, "runningVar", t, True, c)
+    vector_of(rm, "runningMean", c)
+    cdef cnp.ndarray sm = _vec(save_mean, "saveMean", t, True, c)
+    cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, True, c)
+    cdef cnp.ndarray w = _vec(weight, "weight", t, False, c)
+    cdef cnp.ndarray b = _vec(bias, "bias", t, False, c)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t outer, ch, inner
+    _bn_layout(x, layout, train, c, &outer, &ch, &inner)
+    shape_is(y, "output", shape(x))
+    if train and outer * inner <= 1:
+        raise ValueError(f"training needs more than one value per channel, got input shape "
+                         f"{shape(x)}")
+    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (rm, "runningMean"),
+                        (rv, "runningVar"), (sm, "saveMean"), (si, "saveInvstd")):
+        disjoint(y, "output", other, what)
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+    cdef void *wp = _ptr(w)
+    cdef void *bp = _ptr(b)
+    if c == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _bn_forward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                        <float *> wp, <float *> bp, <float *> cnp.PyArray_DATA(rm),
+                        <float *> cnp.PyArray_DATA(rv), <float *> cnp.PyArray_DATA(sm),
+                        <float *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
+    else:
+        with nogil:
+            _bn_forward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                        <double *> wp, <double *> bp, <double *> cnp.PyArray_DATA(rm),
+                        <double *> cnp.PyArray_DATA(rv), <double *> cnp.PyArray_DATA(sm),
+                        <double *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
+
+
+cdef void _bn_forward(const floating *x, floating *y, const floating *w, const floating *b,
+                      floating *rm, floating *rv, floating *sm, floating *si,
+                      Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner, bint train,
+                      double momentum, double eps) noexcept nogil:
+    cdef Py_ssize_t o, k, j, base
+    cdef Py_ssize_t m = outer * inner
+    cdef double mean, var, d
+    cdef floating scale, shift
+    for k in range(ch):
+        if train:
+            mean = 0
+            for o in range(outer):
+                base = (o * ch + k) * inner
+                for j in range(base, base + inner):
+                    mean += x[j]
+            mean /= m
+            var = 0
+            for o in range(outer):
+                base = (o * ch + k) * inner
+                for j in range(base, base + inner):
+                    d = x[j] - mean
+                    var += d * d
+            var /= m
+            rm[k] = <floating> ((1 - momentum) * rm[k] + momentum * mean)
+            rv[k] = <floating> ((1 - momentum) * rv[k] + momentum * var * m / (m - 1))
+        else:
+            mean, var = rm[k], rv[k]
+        sm[k] = <floating> mean
+        si[k] = <floating> (1 / sqrt(var + eps))
+        d = (1 / sqrt(var + eps)) * (1.0 if w == NULL else w[k])
+        scale = <floating> d
+        shift = <floating> ((0.0 if b == NULL else b[k]) - mean * d)
+        if m == 0:
+            continue
+        for o in range(outer):
+            base = (o * ch + k) * inner
+            for j in range(base, base + inner):
+                y[j] = x[j] * scale + shift
+
+
+def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mean,
+                                save_invstd, int layout, bint train):
+    """Training: grad_input := (go - mean(go) - xhat * mean(go * xhat)) * invstd * weight,
+    xhat = (x - mean) * invstd, with the forward's saved statistics. Evaluation (fixed
+    statistics): grad_input := go * invstd * weight.
+    """
+    cdef int t = float_type(save_mean, "saveMean")
+    cdef cnp.ndarray sm = array(save_mean, "saveMean", t, False)
+    cdef Py_ssize_t c = cnp.PyArray_SIZE(sm)
+    vector_of(sm, "saveMean", c)
+    cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, False, c)
+    cdef cnp.ndarray w = _vec(weight, "weight", t, False, c)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef Py_ssize_t outer, ch, inner
+    _bn_layout(x, layout, train, c, &outer, &ch, &inner)
+    shape_is(go, "gradOutput", shape(x))
+    shape_is(gi, "gradInput", shape(x))
+    for other, what in ((x, "input"), (go, "gradOutput"), (w, "weight"), (sm, "saveMean"),
+                        (si, "saveInvstd")):
+        disjoint(gi, "gradInput", other, what)
+    cdef void *wp = _ptr(w)
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _bn_backward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
+                         <float *> cnp.PyArray_DATA(gi), <float *> wp,
+                         <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
+                         outer, ch, inner, train)
+    else:
+        with nogil:
+            _bn_backward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
+                         <double *> cnp.PyArray_DATA(gi), <double *> wp,
+                         <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
+                         outer, ch, inner, train)
+
+
+cdef void _bn_backward(const floating *x, const floating *go, floating *gi, const floating *w,
+                       const floating *sm, const floating *si, Py_ssize_t outer,
+                       Py_ssize_t ch, Py_ssize_t inner, bint train) noexcept nogil:
+    cdef Py_ssize_t o, k, j, base
+    cdef Py_ssize_t m = outer * inner
+    cdef double sum_g, sum_gx, mean, invstd, gain
+    cdef floating a, bias, mu
+    for k in range(ch):
+        mean, invstd = sm[k], si[k]
+        gain = invstd * (1.0 if w == NULL else w[k])
+        if not train:
+            a = <floating> gain
+            for o in range(outer):
+                base = (o * ch + k) * inner
+                for j in range(base, base + inner):
+                    gi[j] = go[j] * a
+            continue
+        sum_g = 0
+        sum_gx = 0
+        for o in range(outer):
+            base = (o * ch + k) * inner
+            for j in range(base, base + inner):
+                sum_g += go[j]
+                sum_gx += go[j] * (x[j] - mean)
+        # gi = gain * (go - sum_g / m - (x - mean) * invstd^2 * sum_gx / m)
+        a = <floating> (gain * invstd * invstd * sum_gx / m)
+        bias = <floating> (gain * sum_g / m)
+        mu = <floating> mean
+        for o in range(outer):
+            base = (o * ch + k) * inner
+            for j in range(base, base + inner):
+                gi[j] = <floating> gain * go[j] - a * (x[j] - mu) - bias
+
+
+def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, save_mean,
+                                  save_invstd, int layout, double scale_w, double scale_b):
+    """grad_weight += scale_w * sum(go * xhat); grad_bias += scale_b * sum(go), per channel."""
+    cdef int t = float_type(grad_weight, "gradWeight")
+    cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
+    cdef Py_ssize_t c = cnp.PyArray_SIZE(gw)
+    vector_of(gw, "gradWeight", c)
+    cdef cnp.ndarray gb = _vec(grad_bias, "gradBias", t, True, c)
+    cdef cnp.ndarray sm = _vec(save_mean, "saveMean", t, False, c)
+    cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, False, c)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t outer, ch, inner
+    _bn_layout(x, layout, False, c, &outer, &ch, &inner)
+    shape_is(go, "gradOutput", shape(x))
+    for other, what in ((x, "input"), (go, "gradOutput"), (gb, "gradBias")):
+        disjoint(gw, "gradWeight", other, what)
+    disjoint(gb, "gradBias", x, "input")
+    disjoint(gb, "gradBias", go, "gradOutput")
+    cdef void *gbp = _ptr(gb)
+    if cnp.PyArray_SIZE(x) == 0 or (scale_w == 0 and scale_b == 0):
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _bn_acc(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
+                    <float *> cnp.PyArray_DATA(gw), <float *> gbp,
+                    <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
+                    outer, ch, inner, scale_w, scale_b)
+    else:
+        with nogil:
+            _bn_acc(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
+                    <double *> cnp.PyArray_DATA(gw), <double *> gbp,
+                    <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
+                    outer, ch, inner, scale_w, scale_b)
+
+
+cdef void _bn_acc(const floating *x, const floating *go, floating *gw, floating *gb,
+                  const floating *sm, const floating *si, Py_ssize_t outer, Py_ssize_t ch,
+                  Py_ssize_t inner, double scale_w, double scale_b) noexcept nogil:
+    cdef Py_ssize_t o, k, j, base
+    cdef double sum_g, sum_gx, mean
+    for k in range(ch):
+        mean = sm[k]
+        sum_g = 0
+        sum_gx = 0
+        for o in range(outer):
+            base = (o * ch + k) * inner
+            for j in range(base, base + inner):
+                sum_g += go[j]
+                sum_gx += go[j] * (x[j] - mean)
+        if scale_w != 0:
+            gw[k] += <floating> (scale_w * sum_gx * si[k])
+        if scale_b != 0 and gb != NULL:
+            gb[k] += <floating> (scale_b * sum_g)
+
+
+# -- Normalize --------------------------------------------------------------------------------
+
+cdef int _lines(cnp.ndarray x, Py_ssize_t *outer, Py_ssize_t *n, Py_ssize_t *inner) except -1:
+    """Normalize's layout: rows of (d,) and (b, d); channels of (b, c, h, w)."""
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    cdef int nd = ndim(x, "input", 1, 4)
+    if nd == 3:
+        raise ValueError(f"input must be 1-D, 2-D or 4-D, got 3-D (shape {shape(x)})")
+    if nd == 1:
+        outer[0], n[0], inner[0] = 1, d[0], 1
+    elif nd == 2:
+        outer[0], n[0], inner[0] = d[0], d[1], 1
+    else:
+        outer[0], n[0], inner[0] = d[0], d[1], d[2] * d[3]
+    return 0
+
+
+def normalize_update_output(input, output, norm, double p, double eps):
+    """output := input / ||input||_p along each line, ||x||_p = (sum |x|^p + eps)^(1/p), or
+    max |x| + eps for p = inf (or DBL_MAX). ``norm`` (outer * inner,) receives the norms.
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray nm = array(norm, "norm", t, True)
+    cdef Py_ssize_t outer, n, inner
+    _lines(x, &outer, &n, &inner)
+    shape_is(y, "output", shape(x))
+    vector_of(nm, "norm", outer * inner)
+    disjoint(y, "output", x, "input")
+    disjoint(nm, "norm", x, "input")
+    disjoint(nm, "norm", y, "output")
+    if not p > 0:
+        raise ValueError(f"p must be > 0, got {p}")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _normalize(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                       <float *> cnp.PyArray_DATA(nm), outer, n, inner, p, eps)
+    else:
+        with nogil:
+            _normalize(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                       <double *> cnp.PyArray_DATA(nm), outer, n, inner, p, eps)
+
+
+cdef inline double _abs_pow(double v, double p) noexcept nogil:
+    v = fabs(v)
+    return v if p == 1 else (v * v if p == 2 else pow(v, p))
+
+
+cdef void _normalize(const floating *x, floating *y, floating *nm, Py_ssize_t outer,
+                     Py_ssize_t n, Py_ssize_t inner, double p, double eps) noexcept nogil:
+    cdef Py_ssize_t o, j, k, base
+    cdef double s, v
+    cdef floating r
+    cdef bint inf = p >= DBL_MAX
+    for o in range(outer):
+        for j in range(inner):
+            base = o * n * inner + j
+            s = 0
+            for k in range(n):
+                if inf:
+                    v = fabs(x[base + k * inner])
+                    if v > s:
+                        s = v
+                else:
+                    s += _abs_pow(x[base + k * inner], p)
+            s = s + eps if inf else (sqrt(s + eps) if p == 2 else pow(s + eps, 1 / p))
+            nm[o * inner + j] = <floating> s
+            r = <floating> (1 / s)
+            for k in range(n):
+                y[base + k * inner] = x[base + k * inner] * r
+
+
+def normalize_update_grad_input(input, grad_output, grad_input, norm, double p):
+    """grad_input := go / N - (go . x) * |x|^(p-1) sign(x) / N^(p+1), N the saved norm; for
+    p = inf the second term falls on the first arg max of |x| only, as sign(x) / N^2.
+    """
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray nm = array(norm, "norm", t, False)
+    cdef Py_ssize_t outer, n, inner
+    _lines(x, &outer, &n, &inner)
+    shape_is(go, "gradOutput", shape(x))
+    shape_is(gi, "gradInput", shape(x))
+    vector_of(nm, "norm", outer * inner)
+    for other, what in ((x, "input"), (go, "gradOutput"), (nm, "norm")):
+        disjoint(gi, "gradInput", other, what)
+    if not p > 0:
+        raise ValueError(f"p must be > 0, got {p}")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _normalize_grad(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
+                            <float *> cnp.PyArray_DATA(gi), <float *> cnp.PyArray_DATA(nm),
+                            outer, n, inner, p)
+    else:
+        with nogil:
+            _normalize_grad(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
+                            <double *> cnp.PyArray_DATA(gi), <double *> cnp.PyArray_DATA(nm),
+                            outer, n, inner, p)
+
+
+cdef void _normalize_grad(const floating *x, const floating *go, floating *gi,
+                          const floating *nm, Py_ssize_t outer, Py_ssize_t n,
+                          Py_ssize_t inner, double p) noexcept nogil:
+    cdef Py_ssize_t o, j, k, idx, base, arg
+    cdef double dot, big, v, s, coef, s_term
+    cdef bint inf = p >= DBL_MAX
+    for o in range(outer):
+        for j in range(inner):
+            base = o * n * inner + j
+            s = nm[o * inner + j]
+            dot = 0
+            big = -1
+            arg = 0
+            for k in range(n):
+                idx = base + k * inner
+                dot += go[idx] * x[idx]
+                if inf and fabs(x[idx]) > big:
+                    big = fabs(x[idx])
+                    arg = k
+            if inf:
+                for k in range(n):
+                    gi[base + k * inner] = <floating> (go[base + k * inner] / s)
+                idx = base + arg * inner
+                v = x[idx]
+                gi[idx] -= <floating> (dot / (s * s) * (1 if v > 0 else (-1 if v < 0 else 0)))
+                continue
+            coef = dot / pow(s, p + 1)
+            for k in range(n):
+                idx = base + k * inner
+                v = x[idx]
+                if p == 2:
+                    s_term = v
+                elif v == 0:
+                    s_term = 0
+                else:
+                    s_term = pow(fabs(v), p - 1) * (1 if v > 0 else -1)
+                gi[idx] = <floating> (go[idx] / s - coef * s_term)
+
+
+# -- SpatialCrossMapLRN -----------------------------------------------------------------------
+
+cdef int _images(cnp.ndarray x, Py_ssize_t *outer, Py_ssize_t *ch, Py_ssize_t *inner) except -1:
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    cdef int nd = ndim(x, "input", 3, 4)
+    outer[0], ch[0], inner[0] = (1 if nd == 3 else d[0]), d[nd - 3], d[nd - 2] * d[nd - 1]
+    return 0
+
+
+def lrn_update_output(input, output, scale, int size, double alpha, double beta, double k):
+    """output := input * scale^-beta, scale := k + alpha / size * (sum of input^2 over the
+    ``size`` channels centred on each one, clipped at the edges). (c, h, w) or (b, c, h, w).
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray sc = array(scale, "scale", t, True)
+    cdef Py_ssize_t outer, ch, inner
+    _images(x, &outer, &ch, &inner)
+    shape_is(y, "output", shape(x))
+    shape_is(sc, "scale", shape(x))
+    disjoint(y, "output", x, "input")
+    disjoint(sc, "scale", x, "input")
+    disjoint(sc, "scale", y, "output")
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be odd and positive, got {size}")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _lrn(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                 <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
+    else:
+        with nogil:
+            _lrn(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                 <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
+
+
+cdef void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer, Py_ssize_t ch,
+               Py_ssize_t inner, int size, double alpha, double beta,
+               double k) noexcept nogil:
+    cdef Py_ssize_t o, j, c, base, half = (size - 1) // 2
+    cdef double s, v
+    for o in range(outer):
+        for j in range(inner):
+            base = o * ch * inner + j
+            s = 0
+            for c in range(min(half, ch)):
+                v = x[base + c * inner]
+                s += v * v
+            for c in range(ch):
+                if c + half < ch:
+                    v = x[base + (c + half) * inner]
+                    s += v * v
+                if c - half - 1 >= 0:
+                    v = x[base + (c - half - 1) * inner]
+                    s -= v * v
+                v = k + alpha / size * s
+                sc[base + c * inner] = <floating> v
+                y[base + c * inner] = <floating> (x[base + c * inner] * pow(v, -beta))
+
+
+def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
+                          double alpha, double beta):
+    """grad_input := go * scale^-beta - 2 alpha beta / size * x * (sum over the window of
+    go * y / scale), with the forward's output y and scale.
+    """
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray sc = array(scale, "scale", t, False)
+    cdef Py_ssize_t outer, ch, inner
+    _images(x, &outer, &ch, &inner)
+    cdef tuple s = shape(x)
+    for a, what in ((y, "output"), (go, "gradOutput"), (gi, "gradInput"), (sc, "scale")):
+        shape_is(a, what, s)
+    for a, what in ((x, "input"), (y, "output"), (go, "gradOutput"), (sc, "scale")):
+        disjoint(gi, "gradInput", a, what)
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be odd and positive, got {size}")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _lrn_grad(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                      <float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi),
+                      <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
+    else:
+        with nogil:
+            _lrn_grad(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                      <double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi),
+                      <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
+
+
+cdef void _lrn_grad(const floating *x, const floating *y, const floating *go, floating *gi,
+                    const floating *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
+                    int size, double alpha, double beta) noexcept nogil:
+    cdef Py_ssize_t o, j, c, base, idx, half = (size - 1) // 2
+    cdef double s, coef = 2 * alpha * beta / size
+    for o in range(outer):
+        for j in range(inner):
+            base = o * ch * inner + j
+            s = 0
+            for c in range(min(half, ch)):
+                idx = base + c * inner
+                s += go[idx] * y[idx] / sc[idx]
+            for c in range(ch):
+                if c + half < ch:
+                    idx = base + (c + half) * inner
+                    s += go[idx] * y[idx] / sc[idx]
+                if c - half - 1 >= 0:
+                    idx = base + (c - half - 1) * inner
+                    s -= go[idx] * y[idx] / sc[idx]
+                idx = base + c * inner
+                gi[idx] = <floating> (go[idx] * pow(sc[idx], -beta) - coef * x[idx] * s)

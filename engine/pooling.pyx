@@ -1,0 +1,365 @@
+"""Kernels of the pooling layers: max (with argmax indices) and average, spatial and temporal.
+
+Spatial input is (C, H, W) or (N, C, H, W), pooled plane by plane; temporal input is (T, C)
+or (N, T, C), pooled along T. Max pooling records where each maximum came from, as an intp
+array shaped like the output: the flat position within the plane (spatial) or the frame
+(temporal); backward scatters through it. A NaN in a window wins, as in PyTorch.
+"""
+
+cimport numpy as cnp
+from libc.string cimport memcpy, memset
+
+from engine.blas cimport floating
+from engine._check cimport shape, float_type, array, ndim, dim, shape_is, disjoint
+from engine._geometry cimport out_size
+
+cnp.import_array()
+
+
+cdef struct Pool:
+    Py_ssize_t planes          # N * C
+    int H, W, oH, oW
+    int kH, kW, sH, sW
+    int pT, pL, pB, pR         # leading and trailing pads
+
+
+cdef int _pool_geometry(Pool *p, cnp.ndarray x, int kw, int kh, int sw, int sh, int pw,
+                        int ph, bint ceil_mode) except -1:
+    """Fill ``p`` for input ``x`` (C, H, W) or (N, C, H, W)."""
+    cdef int pads[2]
+    if kw < 1 or kh < 1 or sw < 1 or sh < 1:
+        raise ValueError(f"kernel and strides must be >= 1, got {kw}x{kh}, {sw}, {sh}")
+    if not ((pw >= 0 and ph >= 0) or (pw == -1 and ph == -1)):
+        raise ValueError(f"pads must be >= 0, or both -1 for SAME, got {pw}, {ph}")
+    if pw > kw // 2 or ph > kh // 2:
+        raise ValueError(f"pads {pw}, {ph} exceed half the {kw}x{kh} kernel")
+    cdef int nd = ndim(x, "input", 3, 4)
+    p.H, p.W = dim(x, nd - 2), dim(x, nd - 1)
+    if nd == 4:
+        p.planes = <Py_ssize_t> dim(x, 0) * dim(x, 1)
+    else:
+        p.planes = dim(x, 0)
+    p.oH = out_size(p.H, kh, sh, ph, 1, ceil_mode, pads)
+    p.pT, p.pB = pads[0], pads[1]
+    p.oW = out_size(p.W, kw, sw, pw, 1, ceil_mode, pads)
+    p.pL, p.pR = pads[0], pads[1]
+    if p.oH <= 0 or p.oW <= 0:
+        padding = " (SAME padding)" if pw == -1 else (
+            f" (padded by {ph}, {pw})" if pw or ph else "")
+        raise ValueError(f"input is {p.H}x{p.W}{padding}, smaller than the {kh}x{kw} kernel")
+    p.kH, p.kW, p.sH, p.sW = kh, kw, sh, sw
+    return 0
+
+
+cdef tuple _pooled_shape(cnp.ndarray x, const Pool *p):
+    return shape(x)[:-2] + (p.oH, p.oW)
+
+
+cdef inline void *_p(cnp.ndarray a) noexcept nogil:
+    return cnp.PyArray_DATA(a)
+
+
+cdef int _index_range(cnp.ndarray idx, Py_ssize_t bound) except -1:
+    """Every index lies in [0, bound): backward writes through them."""
+    cdef cnp.npy_intp *i = <cnp.npy_intp *> cnp.PyArray_DATA(idx)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), j
+    cdef bint bad = False
+    with nogil:
+        for j in range(n):
+            if i[j] < 0 or i[j] >= bound:
+                bad = True
+                break
+    if bad:
+        raise ValueError(f"indices holds {i[j]}, outside [0, {bound})")
+    return 0
+
+
+# -- SpatialMaxPooling ------------------------------------------------------------------------
+
+def max_pool_update_output(input, output, indices, int kernel_w, int kernel_h, int stride_w,
+                           int stride_h, int pad_w, int pad_h, bint ceil_mode):
+    """output := the maximum of each window; indices := its flat position in the plane.
+
+    (N, C, H, W) -> (N, C, oH, oW); (C, H, W) -> (C, oH, oW). Padding never wins; pads -1, -1
+    mean SAME.
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef Pool p
+    _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
+    shape_is(y, "output", _pooled_shape(x, &p))
+    shape_is(idx, "indices", _pooled_shape(x, &p))
+    disjoint(y, "output", x, "input")
+    disjoint(idx, "indices", x, "input")
+    disjoint(idx, "indices", y, "output")
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _max_forward(<float *> _p(x), <float *> _p(y), <cnp.npy_intp *> _p(idx), &p)
+    else:
+        with nogil:
+            _max_forward(<double *> _p(x), <double *> _p(y), <cnp.npy_intp *> _p(idx), &p)
+
+
+cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
+                       const Pool *p) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef int oy, ox, h0, h1, w0, w1, iy, ix, best, pos
+    cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
+    cdef floating m, v
+    for c in range(p.planes):
+        for oy in range(p.oH):
+            h0 = oy * p.sH - p.pT
+            h1 = min(h0 + p.kH, p.H)
+            h0 = max(h0, 0)
+            for ox in range(p.oW):
+                w0 = ox * p.sW - p.pL
+                w1 = min(w0 + p.kW, p.W)
+                w0 = max(w0, 0)
+                best = h0 * p.W + w0
+                m = x[best]
+                for iy in range(h0, h1):
+                    for ix in range(w0, w1):
+                        pos = iy * p.W + ix
+                        v = x[pos]
+                        if v > m or v != v:
+                            m = v
+                            best = pos
+                y[oy * p.oW + ox] = m
+                idx[oy * p.oW + ox] = best
+        x += plane
+        y += out
+        idx += out
+
+
+def max_pool_update_grad_input(input, grad_output, grad_input, indices):
+    """grad_input := grad_output scattered (added) to the positions in indices.
+
+    (N, C, oH, oW) -> (N, C, H, W), shaped like input; indices as from max_pool_update_output.
+    """
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
+    cdef int nd = ndim(x, "input", 3, 4)
+    if cnp.PyArray_NDIM(go) != nd or shape(go)[:-2] != shape(x)[:-2]:
+        raise ValueError(f"gradOutput has shape {shape(go)}, expected {shape(x)[:-2]} + "
+                         f"(outputHeight, outputWidth)")
+    shape_is(idx, "indices", shape(go))
+    shape_is(gi, "gradInput", shape(x))
+    disjoint(gi, "gradInput", go, "gradOutput")
+    disjoint(gi, "gradInput", idx, "indices")
+    cdef int H = dim(x, nd - 2), W = dim(x, nd - 1)
+    _index_range(idx, <Py_ssize_t> H * W)
+    cdef Py_ssize_t planes = cnp.PyArray_SIZE(x) // (<Py_ssize_t> H * W) if H and W else 0
+    cdef size_t out = <size_t> dim(go, nd - 2) * dim(go, nd - 1)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _scatter(<float *> _p(go), <float *> _p(gi), <cnp.npy_intp *> _p(idx), planes,
+                     <size_t> H * W, out, 1, 1)
+    else:
+        with nogil:
+            _scatter(<double *> _p(go), <double *> _p(gi), <cnp.npy_intp *> _p(idx), planes,
+                     <size_t> H * W, out, 1, 1)
+
+
+cdef void _scatter(const floating *go, floating *gi, const cnp.npy_intp *idx,
+                   Py_ssize_t blocks, size_t in_block, size_t out_block, size_t stride,
+                   size_t lanes) noexcept nogil:
+    """gi[block][idx[j] * stride + j % lanes] += go[block][j], gi zeroed first."""
+    cdef Py_ssize_t c
+    cdef size_t j
+    memset(gi, 0, blocks * in_block * sizeof(floating))
+    for c in range(blocks):
+        if lanes == 1:
+            for j in range(out_block):
+                gi[idx[j]] += go[j]
+        else:
+            for j in range(out_block):
+                gi[<size_t> idx[j] * stride + j % lanes] += go[j]
+        go += out_block
+        gi += in_block
+        idx += out_block
+
+
+# -- SpatialAveragePooling --------------------------------------------------------------------
+
+def avg_pool_update_output(input, output, int kernel_w, int kernel_h, int stride_w,
+                           int stride_h, int pad_w, int pad_h, bint ceil_mode,
+                           bint count_include_pad, bint divide):
+    """output := the mean of each window.
+
+    The divisor counts the padding inside the window when ``count_include_pad``; without
+    ``divide`` the mean is multiplied by kW * kH (BigDL). Shapes as for max pooling.
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Pool p
+    _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
+    shape_is(y, "output", _pooled_shape(x, &p))
+    disjoint(y, "output", x, "input")
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _avg(<float *> _p(x), <float *> _p(y), &p, count_include_pad, divide, False)
+    else:
+        with nogil:
+            _avg(<double *> _p(x), <double *> _p(y), &p, count_include_pad, divide, False)
+
+
+def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int kernel_h,
+                               int stride_w, int stride_h, int pad_w, int pad_h, bint ceil_mode,
+                               bint count_include_pad, bint divide):
+    """grad_input := each window's gradient shared out over the window (shape of input)."""
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef Pool p
+    _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
+    shape_is(go, "gradOutput", _pooled_shape(x, &p))
+    shape_is(gi, "gradInput", shape(x))
+    disjoint(gi, "gradInput", go, "gradOutput")
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _avg(<float *> _p(gi), <float *> _p(go), &p, count_include_pad, divide, True)
+    else:
+        with nogil:
+            _avg(<double *> _p(gi), <double *> _p(go), &p, count_include_pad, divide, True)
+
+
+cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint divide,
+               bint adjoint) noexcept nogil:
+    """y := window means of x; or, ``adjoint``, x := the transpose applied to y."""
+    cdef Py_ssize_t c
+    cdef int oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix, count
+    cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
+    cdef floating s, scale = p.kH * p.kW if not divide else 1
+    if adjoint:
+        memset(x, 0, p.planes * plane * sizeof(floating))
+    for c in range(p.planes):
+        for oy in range(p.oH):
+            h0 = oy * p.sH - p.pT
+            h1 = min(h0 + p.kH, p.H + p.pB)
+            for ox in range(p.oW):
+                w0 = ox * p.sW - p.pL
+                w1 = min(w0 + p.kW, p.W + p.pR)
+                count = (h1 - h0) * (w1 - w0)
+                h0c, w0c = max(h0, 0), max(w0, 0)
+                h1c, w1c = min(h1, p.H), min(w1, p.W)
+                if not include_pad:
+                    count = (h1c - h0c) * (w1c - w0c)
+                if adjoint:
+                    s = y[oy * p.oW + ox] * scale / count
+                    for iy in range(h0c, h1c):
+                        for ix in range(w0c, w1c):
+                            x[iy * p.W + ix] += s
+                else:
+                    s = 0
+                    for iy in range(h0c, h1c):
+                        for ix in range(w0c, w1c):
+                            s = s + x[iy * p.W + ix]
+                    y[oy * p.oW + ox] = s * scale / count
+        x += plane
+        y += out
+
+
+# -- TemporalMaxPooling -----------------------------------------------------------------------
+
+cdef int _frames(cnp.ndarray x, int kernel_w, int stride_w, int *nd) except -1:
+    """Output frames for input ``x`` (T, C) or (N, T, C)."""
+    cdef int pads[2]
+    if kernel_w < 1 or stride_w < 1:
+        raise ValueError(f"kernel width and stride must be >= 1, got {kernel_w}, {stride_w}")
+    nd[0] = ndim(x, "input", 2, 3)
+    cdef int T = dim(x, nd[0] - 2)
+    cdef int To = out_size(T, kernel_w, stride_w, 0, 1, False, pads)
+    if To <= 0:
+        raise ValueError(f"input has {T} frames, fewer than the kernel width {kernel_w}")
+    return To
+
+
+def temporal_max_pool_update_output(input, output, indices, int kernel_w, int stride_w):
+    """output[t, c] := max of input[t*dW : t*dW + kW, c]; indices := the frame it came from.
+
+    (N, T, C) -> (N, T', C), T' = (T - kW) // dW + 1; (T, C) -> (T', C).
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef int nd
+    cdef int To = _frames(x, kernel_w, stride_w, &nd)
+    expected = shape(x)[:-2] + (To, dim(x, nd - 1))
+    shape_is(y, "output", expected)
+    shape_is(idx, "indices", expected)
+    disjoint(y, "output", x, "input")
+    disjoint(idx, "indices", x, "input")
+    disjoint(idx, "indices", y, "output")
+    cdef int n = dim(x, 0) if nd == 3 else 1, T = dim(x, nd - 2), C = dim(x, nd - 1)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _temporal_max(<float *> _p(x), <float *> _p(y), <cnp.npy_intp *> _p(idx),
+                          n, T, C, To, kernel_w, stride_w)
+    else:
+        with nogil:
+            _temporal_max(<double *> _p(x), <double *> _p(y), <cnp.npy_intp *> _p(idx),
+                          n, T, C, To, kernel_w, stride_w)
+
+
+cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, int n, int T, int C,
+                        int To, int kW, int dW) noexcept nogil:
+    cdef int s, t, f, c
+    cdef const floating *row
+    cdef floating *yt
+    cdef cnp.npy_intp *it
+    cdef floating v
+    for s in range(n):
+        for t in range(To):
+            yt = y + (<size_t> s * To + t) * C
+            it = idx + (<size_t> s * To + t) * C
+            row = x + (<size_t> s * T + t * dW) * C
+            memcpy(yt, row, C * sizeof(floating))
+            for c in range(C):
+                it[c] = t * dW
+            for f in range(1, kW):
+                row += C
+                for c in range(C):
+                    v = row[c]
+                    if v > yt[c] or v != v:
+                        yt[c] = v
+                        it[c] = t * dW + f
+
+
+def temporal_max_pool_update_grad_input(input, grad_output, grad_input, indices):
+    """grad_input[indices[t, c], c] += grad_output[t, c], from zero (shape of input)."""
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
+    cdef int nd = ndim(x, "input", 2, 3)
+    if (cnp.PyArray_NDIM(go) != nd or shape(go)[:-2] != shape(x)[:-2]
+            or dim(go, nd - 1) != dim(x, nd - 1)):
+        raise ValueError(f"gradOutput has shape {shape(go)}, expected {shape(x)[:-2]} + "
+                         f"(outputFrames, {dim(x, nd - 1)})")
+    shape_is(idx, "indices", shape(go))
+    shape_is(gi, "gradInput", shape(x))
+    disjoint(gi, "gradInput", go, "gradOutput")
+    disjoint(gi, "gradInput", idx, "indices")
+    cdef int T = dim(x, nd - 2), C = dim(x, nd - 1)
+    _index_range(idx, T)
+    cdef Py_ssize_t n = dim(x, 0) if nd == 3 else 1
+    cdef size_t out = <size_t> dim(go, nd - 2) * C
+    if C == 0:
+        n = 0
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _scatter(<float *> _p(go), <float *> _p(gi), <cnp.npy_intp *> _p(idx), n,
+                     <size_t> T * C, out, C, C)
+    else:
+        with nogil:
+            _scatter(<double *> _p(go), <double *> _p(gi), <cnp.npy_intp *> _p(idx), n,
+                     <size_t> T * C, out, C, C)

@@ -1,0 +1,189 @@
+"""Kernels of SoftMax, SoftMin and LogSoftMax.
+
+Torch's layout: the function runs along the features of a vector (n,) or a batch (b, n), and
+along the channels of an image (c, h, w) or a batch of images (b, c, h, w): the input is seen
+as (outer, n, inner) and each of the outer * inner lines of n values, stride inner, is one
+distribution. LogSoftMax takes a vector or a batch only, as in BigDL.
+"""
+
+cimport numpy as cnp
+from libc.math cimport exp, expf, log
+
+from engine.blas cimport floating
+from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
+
+cnp.import_array()
+
+
+cdef int _layout(cnp.ndarray x, int max_nd, Py_ssize_t *outer, Py_ssize_t *n,
+                 Py_ssize_t *inner) except -1:
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    cdef int nd = ndim(x, "input", 1, max_nd)
+    if nd == 1:
+        outer[0], n[0], inner[0] = 1, d[0], 1
+    elif nd == 2:
+        outer[0], n[0], inner[0] = d[0], d[1], 1
+    elif nd == 3:
+        outer[0], n[0], inner[0] = 1, d[0], d[1] * d[2]
+    else:
+        outer[0], n[0], inner[0] = d[0], d[1], d[2] * d[3]
+    return 0
+
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)
+    else:
+        return exp(v)
+
+
+def softmax_update_output(input, output, bint negate):
+    """output := exp(s x) / sum(exp(s x)) along the distribution axis, s = -1 if ``negate``.
+
+    (n,), (b, n), (c, h, w), (b, c, h, w); SoftMin is SoftMax with ``negate``.
+    """
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t outer, n, inner
+    _layout(x, 4, &outer, &n, &inner)
+    shape_is(y, "output", shape(x))
+    disjoint(y, "output", x, "input")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                     outer, n, inner, negate, False)
+    else:
+        with nogil:
+            _softmax(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                     outer, n, inner, negate, False)
+
+
+def log_softmax_update_output(input, output):
+    """output := x - max(x) - log(sum(exp(x - max(x)))) along the features of (n,) or (b, n)."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t outer, n, inner
+    _layout(x, 2, &outer, &n, &inner)
+    shape_is(y, "output", shape(x))
+    disjoint(y, "output", x, "input")
+    if cnp.PyArray_SIZE(x) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                     outer, n, inner, False, True)
+    else:
+        with nogil:
+            _softmax(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
+                     outer, n, inner, False, True)
+
+
+cdef void _softmax(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t n,
+                   Py_ssize_t inner, bint negate, bint take_log) noexcept nogil:
+    cdef Py_ssize_t o, j, k, base
+    cdef floating s = -1 if negate else 1
+    cdef floating m, v
+    cdef double total, shift
+    for o in range(outer):
+        for j in range(inner):
+            base = o * n * inner + j
+            m = s * x[base]
+            for k in range(1, n):
+                v = s * x[base + k * inner]
+                if v > m:
+                    m = v
+            total = 0
+            if take_log:
+                for k in range(n):
+                    total += _exp(x[base + k * inner] - m)
+                shift = m + log(total)
+                for k in range(n):
+                    y[base + k * inner] = <floating> (x[base + k * inner] - shift)
+            else:
+                for k in range(n):
+                    v = _exp(s * x[base + k * inner] - m)
+                    y[base + k * inner] = v
+                    total += v
+                v = <floating> (1 / total)
+                for k in range(n):
+                    y[base + k * inner] *= v
+
+
+def softmax_update_grad_input(output, grad_output, grad_input, bint negate):
+    """grad_input := s * y * (grad_output - sum(grad_output * y)), y the forward's output."""
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray y = array(output, "output", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t outer, n, inner
+    _layout(y, 4, &outer, &n, &inner)
+    shape_is(go, "gradOutput", shape(y))
+    shape_is(gi, "gradInput", shape(y))
+    disjoint(gi, "gradInput", y, "output")
+    disjoint(gi, "gradInput", go, "gradOutput")
+    if cnp.PyArray_SIZE(y) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax_grad(<float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(go),
+                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, negate, False)
+    else:
+        with nogil:
+            _softmax_grad(<double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
+                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, negate, False)
+
+
+def log_softmax_update_grad_input(output, grad_output, grad_input):
+    """grad_input := grad_output - exp(y) * sum(grad_output), y the forward's output."""
+    cdef int t = float_type(grad_input, "gradInput")
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef cnp.ndarray y = array(output, "output", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t outer, n, inner
+    _layout(y, 2, &outer, &n, &inner)
+    shape_is(go, "gradOutput", shape(y))
+    shape_is(gi, "gradInput", shape(y))
+    disjoint(gi, "gradInput", y, "output")
+    disjoint(gi, "gradInput", go, "gradOutput")
+    if cnp.PyArray_SIZE(y) == 0:
+        return
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax_grad(<float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(go),
+                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, False, True)
+    else:
+        with nogil:
+            _softmax_grad(<double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
+                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, False, True)
+
+
+cdef void _softmax_grad(const floating *y, const floating *go, floating *gi,
+                        Py_ssize_t outer, Py_ssize_t n, Py_ssize_t inner,
+                        bint negate, bint take_log) noexcept nogil:
+    cdef Py_ssize_t o, j, k, base, idx
+    cdef floating s = -1 if negate else 1
+    cdef double total
+    cdef floating dot
+    for o in range(outer):
+        for j in range(inner):
+            base = o * n * inner + j
+            total = 0
+            if take_log:
+                for k in range(n):
+                    total += go[base + k * inner]
+                dot = <floating> total
+                for k in range(n):
+                    idx = base + k * inner
+                    gi[idx] = go[idx] - _exp(y[idx]) * dot
+            else:
+                for k in range(n):
+                    idx = base + k * inner
+                    total += go[idx] * y[idx]
+                dot = <floating> total
+                for k in range(n):
+                    idx = base + k * inner
+                    gi[idx] = s * y[idx] * (go[idx] - dot)

@@ -1,0 +1,361 @@
+"""Activations: elementwise transfer functions, PReLU and the softmax family.
+
+Every elementwise layer is one op code of the engine's activation kernels. Layers with an
+in-place flag (``ip`` / ``inplace``) write their output into the input and, in backward, their
+gradInput into gradOutput, as Torch does: the caller's arrays are then overwritten.
+"""
+
+import numpy as np
+
+from pymodules.engine.activation import (
+    OP,
+    activation_update_grad_input,
+    activation_update_output,
+    prelu_acc_grad_parameters,
+    prelu_update_grad_input,
+    prelu_update_output,
+)
+from pymodules.engine.buffers import resized
+from pymodules.engine.softmax import (
+    log_softmax_update_grad_input,
+    log_softmax_update_output,
+    softmax_update_grad_input,
+    softmax_update_output,
+)
+from pymodules.nn.init import ConstInitMethod
+from pymodules.nn.module import Module
+
+
+class _Elementwise(Module):
+    """y = f(x) elementwise on any shape, f the engine op ``_op`` with scalars ``_abc``."""
+
+    _op = ""
+
+    def __init__(self, inplace=False, scalars=(0.0, 0.0, 0.0), dtype=np.float32):
+        super().__init__(dtype)
+        self.inplace = bool(inplace)
+        self._code = OP[self._op]
+        self._abc = tuple(float(s) for s in scalars)
+
+    def updateOutput(self, input):
+        try:
+            out = input if self.inplace else resized(self.output, input, -1, self.dtype)
+            activation_update_output(input, out, self._code, *self._abc)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        self.output = out
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
+            activation_update_grad_input(input, self.output, gradOutput, gi, self._code,
+                                         *self._abc)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        self.gradInput = gi
+        return gi
+
+    def extraRepr(self):
+        return "inplace" if self.inplace else ""
+
+
+class Threshold(_Elementwise):
+    """``y = x if x > th else v``."""
+
+    _op = "threshold"
+
+    def __init__(self, th=1e-6, v=0.0, ip=False, dtype=np.float32):
+        # In place, the backward reads the gate from the overwritten input: a replaced value
+        # v above th would open it.
+        if ip and v > th:
+            raise ValueError(f"Threshold: in place needs v <= th, got v {v} > th {th}")
+        super().__init__(ip, (th, v, 0.0), dtype)
+        self.th, self.v = float(th), float(v)
+
+    def extraRepr(self):
+        return f"{self.th}, {self.v}" + (", inplace" if self.inplace else "")
+
+
+class ReLU(Threshold):
+    """``y = max(0, x)`` (Threshold(0, 0))."""
+
+    def __init__(self, ip=False, dtype=np.float32):
+        super().__init__(0.0, 0.0, ip, dtype)
+
+    def extraRepr(self):
+        return "inplace" if self.inplace else ""
+
+
+class HardTanh(_Elementwise):
+    """``y = min(max(x, minValue), maxValue)``."""
+
+    _op = "hard_tanh"
+
+    def __init__(self, minValue=-1.0, maxValue=1.0, inplace=False, dtype=np.float32):
+        if maxValue < minValue:
+            raise ValueError(f"{type(self).__name__}: maxValue {maxValue} is below minValue "
+                             f"{minValue}")
+        super().__init__(inplace, (minValue, maxValue, 0.0), dtype)
+        self.minValue, self.maxValue = float(minValue), float(maxValue)
+
+    def extraRepr(self):
+        return f"{self.minValue}, {self.maxValue}" + (", inplace" if self.inplace else "")
+
+
+class ReLU6(HardTanh):
+    """``y = min(max(x, 0), 6)``."""
+
+    def __init__(self, inplace=False, dtype=np.float32):
+        super().__init__(0.0, 6.0, inplace, dtype)
+
+    def extraRepr(self):
+        return "inplace" if self.inplace else ""
+
+
+class Clamp(HardTanh):
+    """``y = min(max(x, min), max)`` (HardTanh without the in-place flag)."""
+
+    def __init__(self, min, max, dtype=np.float32):  # noqa: A002 - BigDL's names
+        super().__init__(min, max, False, dtype)
+
+
+class LeakyReLU(_Elementwise):
+    """``y = x if x > 0 else negval * x``."""
+
+    _op = "leaky_relu"
+
+    def __init__(self, negval=0.01, inplace=False, dtype=np.float32):
+        super().__init__(inplace, (negval, 0.0, 0.0), dtype)
+        self.negval = float(negval)
+
+    def extraRepr(self):
+        return f"{self.negval}" + (", inplace" if self.inplace else "")
+
+
+class ELU(_Elementwise):
+    """``y = x if x > 0 else alpha * (exp(x) - 1)``."""
+
+    _op = "elu"
+
+    def __init__(self, alpha=1.0, inplace=False, dtype=np.float32):
+        super().__init__(inplace, (alpha, 0.0, 0.0), dtype)
+        self.alpha = float(alpha)
+
+    def extraRepr(self):
+        return f"{self.alpha}" + (", inplace" if self.inplace else "")
+
+
+class Tanh(_Elementwise):
+    _op = "tanh"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Sigmoid(_Elementwise):
+    """``y = 1 / (1 + exp(-x))``."""
+
+    _op = "sigmoid"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class HardSigmoid(_Elementwise):
+    """``y = min(max(0.2 x + 0.5, 0), 1)`` (BigDL's, as Keras; not PyTorch's x / 6 + 0.5)."""
+
+    _op = "hard_sigmoid"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class SoftPlus(_Elementwise):
+    """``y = log(1 + exp(beta x)) / beta``; linear where ``beta x > 20``."""
+
+    _op = "soft_plus"
+    threshold = 20.0
+
+    def __init__(self, beta=1.0, dtype=np.float32):
+        if beta == 0:
+            raise ValueError("SoftPlus: beta must be non-zero")
+        super().__init__(False, (beta, self.threshold, 0.0), dtype)
+        self.beta = float(beta)
+
+    def extraRepr(self):
+        return f"{self.beta}"
+
+
+class SoftSign(_Elementwise):
+    """``y = x / (1 + |x|)``."""
+
+    _op = "soft_sign"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Abs(_Elementwise):
+    _op = "abs"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Power(_Elementwise):
+    """``y = (shift + scale * x) ** power``."""
+
+    _op = "power"
+
+    def __init__(self, power, scale=1.0, shift=0.0, dtype=np.float32):
+        super().__init__(False, (power, scale, shift), dtype)
+        self.power, self.scale, self.shift = float(power), float(scale), float(shift)
+
+    def extraRepr(self):
+        return f"{self.power}, {self.scale}, {self.shift}"
+
+
+class Square(_Elementwise):
+    _op = "square"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Sqrt(_Elementwise):
+    _op = "sqrt"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Exp(_Elementwise):
+    _op = "exp"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class Log(_Elementwise):
+    _op = "log"
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
+
+class PReLU(Module):
+    """``y = x if x > 0 else w[c] * x``, one learnt slope per channel (nOutputPlane > 0) or
+    one shared by all (nOutputPlane = 0).
+
+    Channels: (C,), (N, C), (C, H, W), (N, C, H, W). Default init: every slope 0.25.
+    """
+
+    _params = (("weight", "gradWeight"),)
+
+    def __init__(self, nOutputPlane=0, dtype=np.float32):
+        super().__init__(dtype)
+        if int(nOutputPlane) < 0:
+            raise ValueError(f"PReLU: nOutputPlane must be >= 0, got {nOutputPlane}")
+        self.nOutputPlane = int(nOutputPlane)
+        self._shared = self.nOutputPlane == 0
+        size = max(self.nOutputPlane, 1)
+        self.weight = np.empty(size, self.dtype)
+        self.gradWeight = np.zeros(size, self.dtype)
+        self.weightInitMethod = ConstInitMethod(0.25)
+        self.reset()
+
+    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
+        if weightInitMethod is not None:
+            self.weightInitMethod = weightInitMethod
+        return self.reset()
+
+    def reset(self):
+        self.weightInitMethod(self.weight, self.weight.size, self.weight.size)
+        self.zeroGradParameters()
+        return self
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            prelu_update_output(input, out, self.weight, self._shared)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            prelu_update_grad_input(input, gradOutput, gi, self.weight, self._shared)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        try:
+            prelu_acc_grad_parameters(input, gradOutput, self.gradWeight, self._shared,
+                                      self.scaleW)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+
+    def extraRepr(self):
+        return f"{self.nOutputPlane}"
+
+
+class _SoftMaxBase(Module):
+    """Shared facade of SoftMax and SoftMin: along the features of (n,) and (b, n), along the
+    channels of (c, h, w) and (b, c, h, w)."""
+
+    _negate = False
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            softmax_update_output(input, out, self._negate)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            softmax_update_grad_input(self.output, gradOutput, gi, self._negate)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+class SoftMax(_SoftMaxBase):
+    """``y = exp(x) / sum(exp(x))``; see _SoftMaxBase for the axis."""
+
+
+class SoftMin(_SoftMaxBase):
+    """``y = exp(-x) / sum(exp(-x))``; see _SoftMaxBase for the axis."""
+
+    _negate = True
+
+
+class LogSoftMax(Module):
+    """``y = x - log(sum(exp(x)))`` along the features of a vector (n,) or a batch (b, n)."""
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            log_softmax_update_output(input, out)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            log_softmax_update_grad_input(self.output, gradOutput, gi)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi

@@ -1,0 +1,383 @@
+"""Convolutions: SpatialConvolution, SpatialDilatedConvolution, SpatialFullConvolution
+(transposed) on NCHW images, TemporalConvolution on (frames, features) sequences.
+
+Each method is one kernel call. The output and im2col shapes are worked out once per input
+shape (the last one seen is remembered), so a steady stream of same-shaped batches allocates
+nothing and does no Python arithmetic.
+"""
+
+import numpy as np
+
+from pymodules.engine.buffers import resized
+from pymodules.engine.conv import (
+    conv_acc_grad_parameters,
+    conv_update_grad_input,
+    conv_update_output,
+    full_conv_acc_grad_parameters,
+    full_conv_update_grad_input,
+    full_conv_update_output,
+    full_output_size,
+    output_size,
+    temporal_conv_acc_grad_parameters,
+    temporal_conv_update_grad_input,
+    temporal_conv_update_output,
+)
+from pymodules.nn.init import RandomUniform
+from pymodules.nn.module import Module
+
+_NOT_SEEN = object()
+
+
+def _positive(owner, **sizes):
+    for name, value in sizes.items():
+        if int(value) < 1:
+            raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+
+
+class _Weighted(Module):
+    """Parameters, init methods and regularizers shared by the convolutions.
+
+    Subclasses set ``self._fans`` (fanIn, fanOut for the init methods) and call ``_build``.
+    Default init (BigDL's): weight and bias uniform in +-1/sqrt(fanIn).
+    """
+
+    _params = (("weight", "gradWeight"), ("bias", "gradBias"))
+
+    def _build(self, shape, biasSize, groups, inits):
+        """Parameters: weight ``shape``, a bias of ``biasSize`` (None: no bias); then init."""
+        self.weightInitMethod = RandomUniform()
+        self.biasInitMethod = RandomUniform()
+        self.weight = np.empty(shape, self.dtype)
+        self.gradWeight = np.zeros(shape, self.dtype)
+        self.bias = None if biasSize is None else np.empty(biasSize, self.dtype)
+        self.gradBias = None if biasSize is None else np.zeros(biasSize, self.dtype)
+        self._groups = groups
+        self._seen = _NOT_SEEN
+        self.reset()
+        for name, value in zip(("weight", "bias", "gradWeight", "gradBias"), inits):
+            if value is not None:
+                self._init_from(name, value)
+
+    def _init_from(self, name, value):
+        target = getattr(self, name)
+        what = f"init{name[0].upper()}{name[1:]}"
+        if target is None:
+            raise ValueError(f"{self}: {what} given without a bias")
+        value = np.asarray(value)
+        g = self._groups
+        # BigDL keeps a group axis in front: (nGroup, rows / nGroup, ...) is the same memory.
+        grouped = (g, target.shape[0] // g) + target.shape[1:] if target.ndim > 1 else None
+        if value.shape != target.shape and value.shape != grouped:
+            raise ValueError(f"{self}: {what} has shape {value.shape}, expected {target.shape}")
+        target[...] = value.reshape(target.shape)
+
+    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
+        """Replace the init methods (None keeps one) and re-initialise."""
+        if weightInitMethod is not None:
+            self.weightInitMethod = weightInitMethod
+        if biasInitMethod is not None:
+            self.biasInitMethod = biasInitMethod
+        return self.reset()
+
+    def reset(self):
+        fanIn, fanOut = self._fans
+        self.weightInitMethod(self.weight, fanIn, fanOut)
+        if self.bias is not None:
+            self.biasInitMethod(self.bias, fanIn, fanOut)
+        self.zeroGradParameters()
+        return self
+
+    def _regularize(self):
+        if self.wRegularizer is not None:
+            self.wRegularizer.accRegularization(self.weight, self.gradWeight, self.scaleW)
+        if self.bRegularizer is not None and self.bias is not None:
+            self.bRegularizer.accRegularization(self.bias, self.gradBias, self.scaleB)
+
+    def _plan(self, input):
+        """(output shape, columns shape) for ``input``'s shape; the last one is remembered."""
+        shape = input.shape
+        if shape != self._seen:
+            self._planned = self._layout(shape)
+            self._seen = shape
+        return self._planned
+
+    def _output(self, shape):
+        out = self.output
+        if out.shape != shape:
+            out = self.output = np.empty(shape, self.dtype)
+        return out
+
+    def _cols(self, shape):
+        cols = self._columns
+        if cols is None or cols.shape != shape:
+            cols = self._resize("_columns", shape)
+        return cols
+
+
+class _Spatial(_Weighted):
+    """im2col + GEMM convolution over (C, H, W) or (N, C, H, W); see SpatialConvolution."""
+
+    _scratch = ("_columns",)
+
+    def _setup(self, nInputPlane, nOutputPlane, kernelW, kernelH, strideW, strideH, padW,
+               padH, dilationW, dilationH, nGroup, withBias, inits):
+        name = type(self).__name__
+        _positive(name, nInputPlane=nInputPlane, nOutputPlane=nOutputPlane, kernelW=kernelW,
+                  kernelH=kernelH, strideW=strideW, strideH=strideH, dilationW=dilationW,
+                  dilationH=dilationH, nGroup=nGroup)
+        if not ((padW >= 0 and padH >= 0) or (padW == -1 and padH == -1)):
+            raise ValueError(f"{name}: pads must be >= 0, or both -1 for SAME, got {padW}, {padH}")
+        if nInputPlane % nGroup or nOutputPlane % nGroup:
+            raise ValueError(f"{name}: {nGroup} groups do not divide {nInputPlane} input and "
+                             f"{nOutputPlane} output planes")
+        self.nInputPlane, self.nOutputPlane = int(nInputPlane), int(nOutputPlane)
+        self.kernelW, self.kernelH = int(kernelW), int(kernelH)
+        self.strideW, self.strideH = int(strideW), int(strideH)
+        self.padW, self.padH = int(padW), int(padH)
+        self.dilationW, self.dilationH = int(dilationW), int(dilationH)
+        self.nGroup = int(nGroup)
+        self.withBias = bool(withBias)
+        self._columns = None
+        k = self.kernelH * self.kernelW
+        self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
+        shape = (self.nOutputPlane, self.nInputPlane // self.nGroup, self.kernelH, self.kernelW)
+        self._build(shape, self.nOutputPlane if self.withBias else None, self.nGroup, inits)
+
+    def _layout(self, shape):
+        if len(shape) not in (3, 4):
+            return (0,), (0, 0)  # the kernel names the problem
+        h = output_size(shape[-2], self.kernelH, self.strideH, self.padH, self.dilationH)
+        w = output_size(shape[-1], self.kernelW, self.strideW, self.padW, self.dilationW)
+        columns = (self.nInputPlane * self.kernelH * self.kernelW, h * w)
+        return shape[:-3] + (self.nOutputPlane, h, w), columns
+
+    def updateOutput(self, input):
+        try:
+            shape, columns = self._plan(input)
+            out = self._output(shape)
+            conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
+                               self.strideW, self.strideH, self.padW, self.padH,
+                               self.dilationW, self.dilationH, self.nGroup)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        if not self.propagateBack:
+            return self.gradInput
+        try:
+            _, columns = self._plan(input)
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
+                                   self.strideW, self.strideH, self.padW, self.padH,
+                                   self.dilationW, self.dilationH, self.nGroup)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        try:
+            _, columns = self._plan(input)
+            conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                     self._cols(columns), self.strideW, self.strideH,
+                                     self.padW, self.padH, self.dilationW, self.dilationH,
+                                     self.nGroup, self.scaleW, self.scaleB)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+        self._regularize()
+
+    def extraRepr(self):
+        s = (f"{self.nInputPlane} -> {self.nOutputPlane}, {self.kernelW}x{self.kernelH}, "
+             f"{self.strideW}, {self.strideH}, {self.padW}, {self.padH}")
+        if self.dilationW != 1 or self.dilationH != 1:
+            s += f", dilation {self.dilationW}, {self.dilationH}"
+        if self.nGroup != 1:
+            s += f", {self.nGroup} groups"
+        return s + ("" if self.withBias else ", no bias")
+
+
+class SpatialConvolution(_Spatial):
+    """2-D convolution of (nInputPlane, H, W) images, or a batch (N, nInputPlane, H, W).
+
+    weight is (nOutputPlane, nInputPlane / nGroup, kernelH, kernelW), bias (nOutputPlane,).
+    Output size floor((H + 2 padH - kernelH) / strideH) + 1; padW = padH = -1 is SAME padding
+    (ceil(H / strideH), the odd pad at the end). Default init: uniform in
+    +-1/sqrt(kernelW * kernelH * nInputPlane). Without propagateBack, gradInput is not computed.
+    """
+
+    def __init__(self, nInputPlane, nOutputPlane, kernelW, kernelH, strideW=1, strideH=1,
+                 padW=0, padH=0, nGroup=1, propagateBack=True, wRegularizer=None,
+                 bRegularizer=None, initWeight=None, initBias=None, initGradWeight=None,
+                 initGradBias=None, withBias=True, dtype=np.float32):
+        super().__init__(dtype)
+        self.propagateBack = bool(propagateBack)
+        self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
+        self._setup(nInputPlane, nOutputPlane, kernelW, kernelH, strideW, strideH, padW, padH,
+                    1, 1, nGroup, withBias, (initWeight, initBias, initGradWeight, initGradBias))
+
+
+class SpatialDilatedConvolution(_Spatial):
+    """2-D convolution whose kernel taps are dilationW, dilationH pixels apart (atrous).
+
+    weight is (nOutputPlane, nInputPlane, kH, kW). Output size
+    floor((H + 2 padH - dilationH * (kH - 1) - 1) / dH) + 1. Default init as
+    SpatialConvolution's.
+    """
+
+    def __init__(self, nInputPlane, nOutputPlane, kW, kH, dW=1, dH=1, padW=0, padH=0,
+                 dilationW=1, dilationH=1, wRegularizer=None, bRegularizer=None,
+                 dtype=np.float32):
+        super().__init__(dtype)
+        if padW < 0 or padH < 0:
+            raise ValueError(f"SpatialDilatedConvolution: pads must be >= 0, got {padW}, {padH}")
+        self.propagateBack = True
+        self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
+        self._setup(nInputPlane, nOutputPlane, kW, kH, dW, dH, padW, padH, dilationW,
+                    dilationH, 1, True, (None,) * 4)
+
+
+class SpatialFullConvolution(_Weighted):
+    """Transposed 2-D convolution (the gradient of SpatialConvolution with respect to its input).
+
+    weight is (nInputPlane, nOutputPlane / nGroup, kH, kW), bias (nOutputPlane,). Output size
+    (H - 1) * dH - 2 padH + kH + adjH, with 0 <= adjH < dH. Default init: uniform in
+    +-1/sqrt(kW * kH * nInputPlane) (BigDL's).
+    """
+
+    _scratch = ("_columns",)
+
+    def __init__(self, nInputPlane, nOutputPlane, kW, kH, dW=1, dH=1, padW=0, padH=0, adjW=0,
+                 adjH=0, nGroup=1, noBias=False, wRegularizer=None, bRegularizer=None,
+                 dtype=np.float32):
+        super().__init__(dtype)
+        _positive("SpatialFullConvolution", nInputPlane=nInputPlane, nOutputPlane=nOutputPlane,
+                  kW=kW, kH=kH, dW=dW, dH=dH, nGroup=nGroup)
+        if padW < 0 or padH < 0:
+            raise ValueError(f"SpatialFullConvolution: pads must be >= 0, got {padW}, {padH}")
+        if not (0 <= adjW < dW and 0 <= adjH < dH):
+            raise ValueError(f"SpatialFullConvolution: adjW, adjH must lie in [0, stride), got "
+                             f"{adjW}, {adjH} with strides {dW}, {dH}")
+        if nInputPlane % nGroup or nOutputPlane % nGroup:
+            raise ValueError(f"SpatialFullConvolution: {nGroup} groups do not divide "
+                             f"{nInputPlane} input and {nOutputPlane} output planes")
+        self.nInputPlane, self.nOutputPlane = int(nInputPlane), int(nOutputPlane)
+        self.kW, self.kH, self.dW, self.dH = int(kW), int(kH), int(dW), int(dH)
+        self.padW, self.padH, self.adjW, self.adjH = int(padW), int(padH), int(adjW), int(adjH)
+        self.nGroup, self.noBias = int(nGroup), bool(noBias)
+        self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
+        self._columns = None
+        k = self.kW * self.kH
+        self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
+        shape = (self.nInputPlane, self.nOutputPlane // self.nGroup, self.kH, self.kW)
+        self._build(shape, None if self.noBias else self.nOutputPlane, self.nGroup, (None,) * 4)
+
+    def _layout(self, shape):
+        if len(shape) not in (3, 4):
+            return (0,), (0, 0)
+        h = max(full_output_size(shape[-2], self.kH, self.dH, self.padH, self.adjH), 0)
+        w = max(full_output_size(shape[-1], self.kW, self.dW, self.padW, self.adjW), 0)
+        columns = (self.nOutputPlane * self.kH * self.kW, shape[-2] * shape[-1])
+        return shape[:-3] + (self.nOutputPlane, h, w), columns
+
+    def _args(self):
+        return (self.dW, self.dH, self.padW, self.padH, self.adjW, self.adjH, self.nGroup)
+
+    def updateOutput(self, input):
+        try:
+            shape, columns = self._plan(input)
+            out = self._output(shape)
+            full_conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
+                                    *self._args())
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            _, columns = self._plan(input)
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            full_conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
+                                        *self._args())
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        try:
+            _, columns = self._plan(input)
+            full_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                          self._cols(columns), *self._args(), self.scaleW,
+                                          self.scaleB)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+        self._regularize()
+
+    def extraRepr(self):
+        s = (f"{self.nInputPlane} -> {self.nOutputPlane}, {self.kW}x{self.kH}, {self.dW}, "
+             f"{self.dH}, {self.padW}, {self.padH}, {self.adjW}, {self.adjH}")
+        if self.nGroup != 1:
+            s += f", {self.nGroup} groups"
+        return s + (", no bias" if self.noBias else "")
+
+
+class TemporalConvolution(_Weighted):
+    """1-D convolution over (T, inputFrameSize) sequences, or a batch (N, T, inputFrameSize).
+
+    output[t] = weight @ input[t*strideW : t*strideW + kernelW].ravel() + bias, with weight
+    (outputFrameSize, kernelW * inputFrameSize) and T' = (T - kernelW) // strideW + 1 frames.
+    Default init: uniform in +-1/sqrt(kernelW * inputFrameSize).
+    """
+
+    def __init__(self, inputFrameSize, outputFrameSize, kernelW, strideW=1, propagateBack=True,
+                 wRegularizer=None, bRegularizer=None, initWeight=None, initBias=None,
+                 initGradWeight=None, initGradBias=None, dtype=np.float32):
+        super().__init__(dtype)
+        _positive("TemporalConvolution", inputFrameSize=inputFrameSize,
+                  outputFrameSize=outputFrameSize, kernelW=kernelW, strideW=strideW)
+        self.inputFrameSize, self.outputFrameSize = int(inputFrameSize), int(outputFrameSize)
+        self.kernelW, self.strideW = int(kernelW), int(strideW)
+        self.propagateBack = bool(propagateBack)
+        self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
+        self._fans = (self.kernelW * self.inputFrameSize, self.kernelW * self.outputFrameSize)
+        self._build((self.outputFrameSize, self.kernelW * self.inputFrameSize),
+                    self.outputFrameSize, 1,
+                    (initWeight, initBias, initGradWeight, initGradBias))
+
+    def _layout(self, shape):
+        if len(shape) not in (2, 3):
+            return (0,), None
+        frames = output_size(shape[-2], self.kernelW, self.strideW)
+        return shape[:-2] + (frames, self.outputFrameSize), None
+
+    def updateOutput(self, input):
+        try:
+            out = self._output(self._plan(input)[0])
+            temporal_conv_update_output(input, out, self.weight, self.bias, self.kernelW,
+                                        self.strideW)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        if not self.propagateBack:
+            return self.gradInput
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            temporal_conv_update_grad_input(input, gradOutput, gi, self.weight, self.kernelW,
+                                            self.strideW)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        try:
+            temporal_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                              self.kernelW, self.strideW, self.scaleW,
+                                              self.scaleB)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+        self._regularize()
+
+    def extraRepr(self):
+        return (f"{self.inputFrameSize} -> {self.outputFrameSize}, {self.kernelW}, "
+                f"{self.strideW}")

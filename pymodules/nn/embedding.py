@@ -1,0 +1,96 @@
+"""LookupTable: an embedding, rows of a weight (nIndex, nOutput) picked by 0-based indices."""
+
+import sys
+
+import numpy as np
+
+from pymodules.engine.buffers import resized
+from pymodules.engine.embedding import (
+    lookup_table_acc_grad_parameters,
+    lookup_table_update_grad_input,
+    lookup_table_update_output,
+)
+from pymodules.nn.init import RandomNormal
+from pymodules.nn.module import Module
+
+DOUBLEMAX = sys.float_info.max
+
+
+class LookupTable(Module):
+    """``y[..., :] = weight[x[...], :]``: indices (n,) -> (n, nOutput), (b, n) -> (b, n, nOutput).
+
+    Indices are 0-based ints (or floats holding whole numbers, as in BigDL); one outside
+    [0, nIndex) raises ValueError. ``paddingValue`` is an index whose row gets no gradient
+    (None: none; BigDL's default 0 meant none in its 1-based indexing). With a finite
+    ``maxNorm``, rows looked up are first rescaled in place to a ``normType``-norm of at most
+    maxNorm. ``shouldScaleGradByFreq`` divides each row's gradient by its count in the batch.
+    Default init: weight normal(0, 1).
+    """
+
+    _params = (("weight", "gradWeight"),)
+    _scratch = ("_counts",)
+
+    def __init__(self, nIndex, nOutput, paddingValue=None, maxNorm=DOUBLEMAX, normType=2.0,
+                 shouldScaleGradByFreq=False, wRegularizer=None, dtype=np.float32):
+        super().__init__(dtype)
+        if int(nIndex) <= 0 or int(nOutput) < 0:
+            raise ValueError(f"LookupTable: sizes must be nIndex > 0, nOutput >= 0, got "
+                             f"{nIndex}, {nOutput}")
+        self.nIndex, self.nOutput = int(nIndex), int(nOutput)
+        if paddingValue is not None and not 0 <= int(paddingValue) < self.nIndex:
+            raise ValueError(f"LookupTable: paddingValue {paddingValue} is out of range "
+                             f"[0, {self.nIndex})")
+        self.paddingValue = None if paddingValue is None else int(paddingValue)
+        self.maxNorm, self.normType = float(maxNorm), float(normType)
+        self.shouldScaleGradByFreq = bool(shouldScaleGradByFreq)
+        self.wRegularizer = wRegularizer
+        self.weight = np.empty((self.nIndex, self.nOutput), self.dtype)
+        self.gradWeight = np.zeros((self.nIndex, self.nOutput), self.dtype)
+        self.weightInitMethod = RandomNormal(0.0, 1.0)
+        self._counts = None
+        self.reset()
+
+    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
+        if weightInitMethod is not None:
+            self.weightInitMethod = weightInitMethod
+        return self.reset()
+
+    def reset(self):
+        self.weightInitMethod(self.weight, self.nIndex, self.nOutput)
+        self.zeroGradParameters()
+        return self
+
+    def updateOutput(self, input):
+        try:
+            out = self._resize("output", input.shape + (self.nOutput,))
+            lookup_table_update_output(input, out, self.weight, self.maxNorm, self.normType)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            lookup_table_update_grad_input(input, gi)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        counts = None
+        if self.shouldScaleGradByFreq:
+            if self._counts is None or self._counts.dtype != np.float64:
+                self._counts = np.zeros(self.nIndex, np.float64)
+            counts = self._counts
+        padding = -1 if self.paddingValue is None else self.paddingValue
+        try:
+            lookup_table_acc_grad_parameters(input, gradOutput, self.gradWeight, padding,
+                                             counts, self.scaleW)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+        if self.wRegularizer is not None:
+            self.wRegularizer.accRegularization(self.weight, self.gradWeight, self.scaleW)
+
+    def extraRepr(self):
+        return f"{self.nIndex}, {self.nOutput}" + (
+            "" if self.paddingValue is None else f", padding {self.paddingValue}")

@@ -1,0 +1,212 @@
+"""Normalization layers: batch normalization, Lp normalization and local response norm."""
+
+import math
+import sys
+
+import numpy as np
+
+from pymodules.engine.buffers import resized
+from pymodules.engine.normalization import (
+    FEATURES,
+    NCHW,
+    NHWC,
+    batchnorm_acc_grad_parameters,
+    batchnorm_update_grad_input,
+    batchnorm_update_output,
+    lrn_update_grad_input,
+    lrn_update_output,
+    normalize_update_grad_input,
+    normalize_update_output,
+)
+from pymodules.nn.init import RandomUniform, Zeros
+from pymodules.nn.module import Module
+
+
+class BatchNormalization(Module):
+    """``y = (x - mean) / sqrt(var + eps) * weight + bias`` per feature of a batch (n, nOutput).
+
+    Training normalises with the batch statistics and updates
+    ``running = (1 - momentum) * running + momentum * batch`` (unbiased variance), as BigDL
+    and PyTorch do; evaluation uses the running statistics and also takes a single sample
+    (nOutput,). Default init: weight uniform in [0, 1], bias 0, runningMean 0, runningVar 1.
+    """
+
+    _params = (("weight", "gradWeight"), ("bias", "gradBias"))
+    _extra = ("runningMean", "runningVar")
+    _scratch = ("_saveMean", "_saveInvstd")
+    _layout = FEATURES
+
+    def __init__(self, nOutput, eps=1e-5, momentum=0.1, affine=True, initWeight=None,
+                 initBias=None, initGradWeight=None, initGradBias=None, dtype=np.float32):
+        super().__init__(dtype)
+        if int(nOutput) <= 0:
+            raise ValueError(f"{type(self).__name__}: nOutput must be > 0, got {nOutput}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"{type(self).__name__}: momentum must lie in [0, 1], "
+                             f"got {momentum}")
+        self.nOutput, self.eps, self.momentum = int(nOutput), float(eps), float(momentum)
+        self.affine = bool(affine)
+        n = self.nOutput
+        self.runningMean = np.zeros(n, self.dtype)
+        self.runningVar = np.ones(n, self.dtype)
+        self._saveMean = self._saveInvstd = None
+        self.weight = np.empty(n, self.dtype) if self.affine else None
+        self.bias = np.empty(n, self.dtype) if self.affine else None
+        self.gradWeight = np.zeros(n, self.dtype) if self.affine else None
+        self.gradBias = np.zeros(n, self.dtype) if self.affine else None
+        self.weightInitMethod, self.biasInitMethod = RandomUniform(0, 1), Zeros()
+        self.reset()
+        for name, value in (("weight", initWeight), ("bias", initBias),
+                            ("gradWeight", initGradWeight), ("gradBias", initGradBias)):
+            if value is not None:
+                target = getattr(self, name)
+                if target is None:
+                    raise ValueError(f"{self}: init{name[0].upper()}{name[1:]} given with "
+                                     f"affine=False")
+                value = np.asarray(value)
+                if value.shape != target.shape:
+                    raise ValueError(f"{self}: init{name[0].upper()}{name[1:]} has shape "
+                                     f"{value.shape}, expected {target.shape}")
+                target[...] = value
+
+    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
+        if weightInitMethod is not None:
+            self.weightInitMethod = weightInitMethod
+        if biasInitMethod is not None:
+            self.biasInitMethod = biasInitMethod
+        return self.reset()
+
+    def reset(self):
+        if self.affine:
+            self.weightInitMethod(self.weight, self.nOutput, self.nOutput)
+            self.biasInitMethod(self.bias, self.nOutput, self.nOutput)
+            self.zeroGradParameters()
+        return self
+
+    def _saved(self):
+        return (self._resize("_saveMean", (self.nOutput,)),
+                self._resize("_saveInvstd", (self.nOutput,)))
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            batchnorm_update_output(input, out, self.weight, self.bias, self.runningMean,
+                                    self.runningVar, *self._saved(), self._layout, self.train,
+                                    self.momentum, self.eps)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            batchnorm_update_grad_input(input, gradOutput, gi, self.weight, self._saveMean,
+                                        self._saveInvstd, self._layout, self.train)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def accGradParameters(self, input, gradOutput):
+        if not self.affine:
+            return
+        try:
+            batchnorm_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                          self._saveMean, self._saveInvstd, self._layout,
+                                          self.scaleW, self.scaleB)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.accGradParameters, input, gradOutput)
+
+    def extraRepr(self):
+        return f"{self.nOutput}, {self.eps}, {self.momentum}, {self.affine}"
+
+
+class SpatialBatchNormalization(BatchNormalization):
+    """BatchNormalization per channel of images (n, c, h, w) (dataFormat "NCHW") or
+    (n, h, w, c) ("NHWC"); a single image (3-D) in evaluation only."""
+
+    def __init__(self, nOutput, eps=1e-5, momentum=0.1, affine=True, initWeight=None,
+                 initBias=None, initGradWeight=None, initGradBias=None, dataFormat="NCHW",
+                 dtype=np.float32):
+        if dataFormat not in ("NCHW", "NHWC"):
+            raise ValueError(f"SpatialBatchNormalization: dataFormat must be 'NCHW' or "
+                             f"'NHWC', got {dataFormat!r}")
+        super().__init__(nOutput, eps, momentum, affine, initWeight, initBias, initGradWeight,
+                         initGradBias, dtype)
+        self.dataFormat = dataFormat
+        self._layout = NCHW if dataFormat == "NCHW" else NHWC
+
+
+class Normalize(Module):
+    """``y = x / ||x||_p`` with ``||x||_p = (sum |x|^p + eps)^(1/p)`` (``max |x| + eps`` for
+    p = inf or the largest double), over the features of (n,) and (b, n) and the channels of
+    (b, c, h, w)."""
+
+    _scratch = ("_norm",)
+
+    def __init__(self, p, eps=1e-10, dtype=np.float32):
+        super().__init__(dtype)
+        if not p > 0:
+            raise ValueError(f"Normalize: p must be > 0, got {p}")
+        self.p = float(p)
+        self.eps = float(eps)
+        self._norm = None
+
+    def _lines(self, input):
+        axis = 0 if input.ndim == 1 else 1
+        return (math.prod(input.shape[:axis] + input.shape[axis + 1:]),)
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            norm = self._resize("_norm", self._lines(input))
+            normalize_update_output(input, out, norm, self.p, self.eps)
+        except (TypeError, ValueError, AttributeError, IndexError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            normalize_update_grad_input(input, gradOutput, gi, self._norm, self.p)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        p = "inf" if self.p >= sys.float_info.max else f"{self.p}"
+        return f"{p}, {self.eps}"
+
+
+class SpatialCrossMapLRN(Module):
+    """``y = x / (k + alpha / size * sum x^2)^beta``, the sum over the ``size`` (odd) channels
+    centred on each channel; images (c, h, w) or (b, c, h, w)."""
+
+    _scratch = ("_scale",)
+
+    def __init__(self, size=5, alpha=1.0, beta=0.75, k=1.0, dtype=np.float32):
+        super().__init__(dtype)
+        if int(size) < 1 or int(size) % 2 == 0:
+            raise ValueError(f"SpatialCrossMapLRN: size must be odd and positive, got {size}")
+        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+        self._scale = None
+
+    def updateOutput(self, input):
+        try:
+            out = self.output = resized(self.output, input, -1, self.dtype)
+            scale = self._scale = resized(self._scale, input, -1, self.dtype)
+            lrn_update_output(input, out, scale, self.size, self.alpha, self.beta, self.k)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            lrn_update_grad_input(input, self.output, gradOutput, gi, self._scale, self.size,
+                                  self.alpha, self.beta)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"{self.size}, {self.alpha}, {self.beta}, {self.k}"

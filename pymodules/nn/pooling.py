@@ -1,0 +1,225 @@
+"""Pooling: SpatialMaxPooling, SpatialAveragePooling on NCHW images, TemporalMaxPooling on
+(frames, features) sequences.
+
+Output sizes come from the shared ``output_size`` helper (floor or ceil mode; pads -1, -1 are
+SAME padding), worked out once per input shape. Max pooling keeps the argmax of each window in
+``indices`` (reused; dropped by clearState) for backward.
+"""
+
+import numpy as np
+
+from pymodules.engine.buffers import resized
+from pymodules.engine.conv import output_size
+from pymodules.engine.pooling import (
+    avg_pool_update_grad_input,
+    avg_pool_update_output,
+    max_pool_update_grad_input,
+    max_pool_update_output,
+    temporal_max_pool_update_grad_input,
+    temporal_max_pool_update_output,
+)
+from pymodules.nn.module import Module
+
+_NOT_SEEN = object()
+
+
+def _check_window(owner, kW, kH, dW, dH, padW, padH):
+    if min(kW, kH, dW, dH) < 1:
+        raise ValueError(f"{owner}: kernel and strides must be >= 1, got {kW}x{kH}, {dW}, {dH}")
+    if not ((padW >= 0 and padH >= 0) or (padW == -1 and padH == -1)):
+        raise ValueError(f"{owner}: pads must be >= 0, or both -1 for SAME, got {padW}, {padH}")
+    if padW > kW // 2 or padH > kH // 2:
+        raise ValueError(f"{owner}: pads {padW}, {padH} exceed half the {kW}x{kH} kernel")
+
+
+class _Pooling(Module):
+    """Window bookkeeping shared by the spatial poolings."""
+
+    _persist = ("ceilMode",)  # set by ceil() and floor()
+
+    def _window(self, kW, kH, dW, dH, padW, padH, ceilMode):
+        self.kW, self.kH = int(kW), int(kH)
+        self.dW = self.kW if dW is None else int(dW)
+        self.dH = self.kH if dH is None else int(dH)
+        self.padW, self.padH = int(padW), int(padH)
+        self.ceilMode = bool(ceilMode)
+        self._seen = _NOT_SEEN
+
+    def ceil(self):
+        """Count a last partial window (ceil rounding of the output size)."""
+        self.ceilMode = True
+        self._seen = _NOT_SEEN
+        return self
+
+    def floor(self):
+        """Drop a last partial window (floor rounding, the default)."""
+        self.ceilMode = False
+        self._seen = _NOT_SEEN
+        return self
+
+    def _kernel(self, shape):
+        return self.kW, self.kH
+
+    def _plan(self, input):
+        """(output shape, kernel width, kernel height) for ``input``'s shape, remembered."""
+        shape = input.shape
+        if shape != self._seen:
+            self._planned = self._layout(shape)
+            self._seen = shape
+        return self._planned
+
+    def _layout(self, shape):
+        if len(shape) not in (3, 4):
+            return (0,), self.kW, self.kH  # the kernel names the problem
+        kW, kH = self._kernel(shape)
+        h = output_size(shape[-2], kH, self.dH, self.padH, 1, self.ceilMode)
+        w = output_size(shape[-1], kW, self.dW, self.padW, 1, self.ceilMode)
+        return shape[:-2] + (h, w), kW, kH
+
+    def _output(self, shape):
+        out = self.output
+        if out.shape != shape:
+            out = self.output = np.empty(shape, self.dtype)
+        return out
+
+    def extraRepr(self):
+        return f"{self.kW}, {self.kH}, {self.dW}, {self.dH}, {self.padW}, {self.padH}" + (
+            ", ceil" if self.ceilMode else "")
+
+
+class SpatialMaxPooling(_Pooling):
+    """Maximum over kW x kH windows moved by dW, dH, plane by plane: (C, H, W) or (N, C, H, W).
+
+    Output size floor((H + 2 padH - kH) / dH) + 1, or ceil with ``ceil()`` / ``toCeil``; the last
+    window must start inside the input or its leading pad. Strides default to the kernel
+    size. Pads may not exceed half the kernel; padW = padH = -1 is SAME padding.
+    """
+
+    _scratch = ("indices",)
+
+    def __init__(self, kW, kH, dW=None, dH=None, padW=0, padH=0, toCeil=False,
+                 dtype=np.float32):
+        super().__init__(dtype)
+        _check_window("SpatialMaxPooling", kW, kH, kW if dW is None else dW,
+                      kH if dH is None else dH, padW, padH)
+        self._window(kW, kH, dW, dH, padW, padH, toCeil)
+        self.indices = None
+
+    def updateOutput(self, input):
+        try:
+            shape = self._plan(input)[0]
+            out = self._output(shape)
+            idx = self.indices
+            if idx is None or idx.shape != shape:
+                idx = self.indices = np.empty(shape, np.intp)
+            max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
+                                   self.padW, self.padH, self.ceilMode)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            max_pool_update_grad_input(input, gradOutput, gi, self.indices)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+
+class SpatialAveragePooling(_Pooling):
+    """Mean over kW x kH windows moved by dW, dH, plane by plane: (C, H, W) or (N, C, H, W).
+
+    ``globalPooling`` pools each whole plane. The divisor is the window size including the
+    padding it covers (``countIncludePad``) or only the input it covers; without ``divide``
+    the mean is multiplied by kW * kH (BigDL). Sizes as in SpatialMaxPooling.
+    """
+
+    def __init__(self, kW, kH, dW=1, dH=1, padW=0, padH=0, globalPooling=False,
+                 ceilMode=False, countIncludePad=True, divide=True, dtype=np.float32):
+        super().__init__(dtype)
+        _check_window("SpatialAveragePooling", kW, kH, dW, dH, padW, padH)
+        self._window(kW, kH, dW, dH, padW, padH, ceilMode)
+        self.globalPooling = bool(globalPooling)
+        self.countIncludePad = bool(countIncludePad)
+        self.divide = bool(divide)
+
+    def setCountIncludePad(self):
+        self.countIncludePad = True
+        return self
+
+    def setCountExcludePad(self):
+        self.countIncludePad = False
+        return self
+
+    def _kernel(self, shape):
+        return (shape[-1], shape[-2]) if self.globalPooling else (self.kW, self.kH)
+
+    def updateOutput(self, input):
+        try:
+            shape, kW, kH = self._plan(input)
+            out = self._output(shape)
+            avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
+                                   self.ceilMode, self.countIncludePad, self.divide)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            _, kW, kH = self._plan(input)
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            avg_pool_update_grad_input(input, gradOutput, gi, kW, kH, self.dW, self.dH,
+                                       self.padW, self.padH, self.ceilMode,
+                                       self.countIncludePad, self.divide)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return "global" if self.globalPooling else super().extraRepr()
+
+
+class TemporalMaxPooling(Module):
+    """Maximum over windows of kW frames moved by dW: (T, C) -> (T', C), or batched (N, T, C).
+
+    T' = (T - kW) // dW + 1; dW = -1 (the default) means dW = kW.
+    """
+
+    _scratch = ("indices",)
+
+    def __init__(self, kW, dW=-1, dtype=np.float32):
+        super().__init__(dtype)
+        dW = kW if dW == -1 else dW
+        if kW < 1 or dW < 1:
+            raise ValueError(f"TemporalMaxPooling: kW and dW must be >= 1 (dW -1: kW), got "
+                             f"{kW}, {dW}")
+        self.kW, self.dW = int(kW), int(dW)
+        self.indices = None
+
+    def updateOutput(self, input):
+        try:
+            shape = input.shape
+            if len(shape) in (2, 3):
+                shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
+            out = self.output
+            if out.shape != shape:
+                out = self.output = np.empty(shape, self.dtype)
+            idx = self.indices
+            if idx is None or idx.shape != shape:
+                idx = self.indices = np.empty(shape, np.intp)
+            temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateOutput, input)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        try:
+            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+            temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
+        except (TypeError, ValueError, AttributeError) as err:
+            return self._recover(err, self.updateGradInput, input, gradOutput)
+        return gi
+
+    def extraRepr(self):
+        return f"{self.kW}, {self.dW}"

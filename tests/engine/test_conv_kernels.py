@@ -1,0 +1,317 @@
+"""The convolution kernels against NumPy references (patch sums and their adjoints)."""
+
+import numpy as np
+import pytest
+
+from pymodules.engine import conv as K
+
+DTYPES = [np.float32, np.float64]
+
+
+def tol(dtype):
+    return 1e-4 if dtype == np.float32 else 1e-11
+
+
+# -- references -------------------------------------------------------------------------------
+
+def pads(size, k, s, p, d):
+    """(lead, trail, out) by brute force over window starts, independent of the helper."""
+    span = d * (k - 1) + 1
+    if p == -1:
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + span - size)
+        return total // 2, total - total // 2, out
+    out = len(range(-p, size + p - span + 1, s))
+    return p, p, out
+
+
+def patches(x, kh, kw, s, lead, out, d):
+    """(N, C, kh, kw, oH, oW): the taps of every window, zero outside ``x``."""
+    (pt, pl), (oh, ow) = lead, out
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + pt + d[0] * kh + s[0] * oh, w + pl + d[1] * kw + s[1] * ow), x.dtype)
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    p = np.empty((n, c, kh, kw, oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            p[:, :, i, j] = xp[:, :, i * d[0]:i * d[0] + s[0] * oh:s[0],
+                               j * d[1]:j * d[1] + s[1] * ow:s[1]]
+    return p
+
+
+def conv_ref(x, w, s, lead, out, d, g):
+    """grid = weight @ im2col(image), per group."""
+    p = patches(x, w.shape[2], w.shape[3], s, lead, out, d)
+    m, cg = w.shape[0] // g, w.shape[1]
+    return np.concatenate([
+        np.einsum("ncijhw,ocij->nohw", p[:, r * cg:(r + 1) * cg], w[r * m:(r + 1) * m])
+        for r in range(g)], axis=1)
+
+
+def conv_adjoint_ref(y, w, image_shape, s, lead, d, g):
+    """image = col2im(weight.T @ grid): scatter every tap back."""
+    n, _, oh, ow = y.shape
+    c, h, wd = image_shape
+    kh, kw = w.shape[2:]
+    (pt, pl) = lead
+    xp = np.zeros((n, c, h + pt + d[0] * kh + s[0] * oh, wd + pl + d[1] * kw + s[1] * ow))
+    m, cg = w.shape[0] // g, w.shape[1]
+    for r in range(g):
+        taps = np.einsum("nohw,ocij->ncijhw", y[:, r * m:(r + 1) * m], w[r * m:(r + 1) * m])
+        for i in range(kh):
+            for j in range(kw):
+                xp[:, r * cg:(r + 1) * cg, i * d[0]:i * d[0] + s[0] * oh:s[0],
+                   j * d[1]:j * d[1] + s[1] * ow:s[1]] += taps[:, :, i, j]
+    return xp[:, :, pt:pt + h, pl:pl + wd]
+
+
+def weight_grad_ref(x, y, wshape, s, lead, d, g):
+    """d<grid, y>/dweight with grid = conv(image x)."""
+    p = patches(x, wshape[2], wshape[3], s, lead, y.shape[2:], d)
+    m, cg = wshape[0] // g, wshape[1]
+    return np.concatenate([
+        np.einsum("nohw,ncijhw->ocij", y[:, r * m:(r + 1) * m], p[:, r * cg:(r + 1) * cg])
+        for r in range(g)], axis=0)
+
+
+# -- output size ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [1, 2, 5, 7, 8, 28])
+@pytest.mark.parametrize("k,s,p,d", [(1, 1, 0, 1), (3, 1, 1, 1), (3, 2, 0, 1), (2, 3, 0, 1),
+                                     (5, 2, 2, 1), (3, 1, 0, 2), (3, 2, -1, 1), (4, 3, -1, 1)])
+def test_output_size_floor_and_same(size, k, s, p, d):
+    assert K.output_size(size, k, s, p, d) == pads(size, k, s, p, d)[2]
+
+
+@pytest.mark.parametrize("size,k,s,p,expected", [
+    (5, 2, 2, 0, 3), (6, 2, 2, 0, 3), (7, 3, 2, 1, 4), (3, 2, 4, 0, 1), (8, 3, 3, 1, 3)])
+def test_output_size_ceil(size, k, s, p, expected):
+    # ceil((size + 2p - k) / s) + 1, less a window starting past the input and leading pad
+    assert K.output_size(size, k, s, p, 1, True) == expected
+
+
+def test_output_size_too_small_and_bad_window():
+    assert K.output_size(2, 3) == 0
+    assert K.output_size(2, 3, 1, 1) == 2
+    with pytest.raises(ValueError, match="bad window"):
+        K.output_size(5, 0)
+    assert K.full_output_size(4, 3, 2, 1, 1) == 8
+
+
+# -- SpatialConvolution kernels ---------------------------------------------------------------
+
+CASES = [  # (N, C, H, W), O, (kh, kw), stride (h, w), pad (h, w), dilation (h, w), groups
+    ((2, 4, 9, 8), 6, (3, 2), (2, 1), (1, 0), (1, 1), 2),
+    ((1, 3, 7, 7), 5, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((3, 2, 10, 11), 4, (3, 3), (1, 2), (2, 1), (2, 3), 1),
+    ((2, 3, 6, 7), 2, (3, 3), (2, 2), (-1, -1), (1, 1), 1),
+    ((2, 2, 5, 5), 3, (5, 5), (1, 1), (0, 0), (1, 1), 1),
+    ((0, 2, 5, 5), 3, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+]
+
+
+def _geometry(xshape, k, s, p, d):
+    (lh, _, oh), (lw, _, ow) = (pads(xshape[2], k[0], s[0], p[0], d[0]),
+                                pads(xshape[3], k[1], s[1], p[1], d[1]))
+    return (lh, lw), (oh, ow)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,o,k,s,p,d,g", CASES)
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_against_reference(xshape, o, k, s, p, d, g, dtype, batched, rng):
+    if not batched:  # a single (C, H, W) sample, checked as the batch of one
+        xshape = (1,) + xshape[1:]
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((o, xshape[1] // g) + k).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    lead, (oh, ow) = _geometry(xshape, k, s, p, d)
+    args = (s[1], s[0], p[1], p[0], d[1], d[0], g)
+    cols = np.full((xshape[1] * k[0] * k[1], oh * ow), np.nan, dtype)
+    y = np.full((xshape[0], o, oh, ow), np.nan, dtype)
+    xs, ys = (x, y) if batched else (x[0], y[0])
+    K.conv_update_output(xs, ys, w, b, cols, *args)
+    expected = conv_ref(x, w, s, lead, (oh, ow), d, g) + b[:, None, None]
+    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gi = np.full_like(x, np.nan)
+    K.conv_update_grad_input(xs, go if batched else go[0], gi if batched else gi[0], w, cols,
+                             *args)
+    np.testing.assert_allclose(gi, conv_adjoint_ref(go, w, xshape[1:], s, lead, d, g),
+                               rtol=tol(dtype), atol=tol(dtype))
+
+    gw, gb = np.ones_like(w), np.ones_like(b)
+    K.conv_acc_grad_parameters(xs, go if batched else go[0], gw, gb, cols, *args, 0.5, 2.0)
+    np.testing.assert_allclose(gw, 1 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, g),
+                               rtol=tol(dtype), atol=tol(dtype))
+    np.testing.assert_allclose(gb, 1 + 2.0 * go.sum(axis=(0, 2, 3)), rtol=tol(dtype),
+                               atol=tol(dtype))
+
+
+def test_conv_scale_zero_skips_and_no_bias(rng):
+    x = rng.standard_normal((2, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    y = np.empty((2, 3, 3, 3))
+    cols = np.empty((18, 9))
+    K.conv_update_output(x, y, w, None, cols, 1, 1, 0, 0, 1, 1, 1)
+    np.testing.assert_allclose(y, conv_ref(x, w, (1, 1), (0, 0), (3, 3), (1, 1), 1))
+    gw, gb = np.full_like(w, 7.0), np.full(3, 7.0)
+    K.conv_acc_grad_parameters(x, y, gw, gb, cols, 1, 1, 0, 0, 1, 1, 1, 0.0, 0.0)
+    assert (gw == 7).all() and (gb == 7).all()
+    K.conv_acc_grad_parameters(x, y, gw, None, cols, 1, 1, 0, 0, 1, 1, 1, 1.0, 1.0)
+    assert not (gw == 7).all()
+
+
+def _conv_args(dtype=np.float64):
+    x = np.zeros((2, 3, 6, 6), dtype)
+    return x, np.zeros((2, 4, 4, 4), dtype), np.zeros((4, 3, 3, 3), dtype), \
+        np.zeros(4, dtype), np.zeros((27, 16), dtype)
+
+
+def test_conv_rejects_bad_arguments():
+    x, y, w, b, cols = _conv_args()
+    geo = (1, 1, 0, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="input has 2 channels, expected 3"):
+        K.conv_update_output(x[:, :2].copy(), y, w, b, cols, *geo)
+    with pytest.raises(ValueError, match=r"input is 2x6, smaller than the 3x3 kernel"):
+        K.conv_update_output(x[:, :, :2].copy(), y, w, b, cols, *geo)
+    with pytest.raises(ValueError, match=r"input must be 3-D to 4-D"):
+        K.conv_update_output(x[0, 0], y, w, b, cols, *geo)
+    with pytest.raises(TypeError, match="input has dtype float32, expected float64"):
+        K.conv_update_output(x.astype(np.float32), y, w, b, cols, *geo)
+    with pytest.raises(TypeError, match="must be a numpy.ndarray"):
+        K.conv_update_output(x.tolist(), y, w, b, cols, *geo)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        K.conv_update_output(np.zeros((2, 3, 6, 12))[..., ::2], y, w, b, cols, *geo)
+    with pytest.raises(ValueError, match="output has shape"):
+        K.conv_update_output(x, y[:, :3].copy(), w, b, cols, *geo)
+    with pytest.raises(ValueError, match="columns has shape"):
+        K.conv_update_output(x, y, w, b, cols[:20].copy(), *geo)
+    with pytest.raises(ValueError, match="bias has shape"):
+        K.conv_update_output(x, y, w, b[:3], cols, *geo)
+    with pytest.raises(ValueError, match="read-only"):
+        ro = y.copy()
+        ro.flags.writeable = False
+        K.conv_update_output(x, ro, w, b, cols, *geo)
+    with pytest.raises(ValueError, match="strides must be >= 1"):
+        K.conv_update_output(x, y, w, b, cols, 0, 1, 0, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="pads must be >= 0"):
+        K.conv_update_output(x, y, w, b, cols, 1, 1, -1, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="groups do not divide"):
+        K.conv_update_output(x, y, w, b, cols, 1, 1, 0, 0, 1, 1, 3)
+
+
+def test_conv_rejects_aliasing():
+    x, y, w, b, cols = _conv_args()
+    geo = (1, 1, 0, 0, 1, 1, 1)
+    buf = np.zeros(x.size + y.size)
+    with pytest.raises(ValueError, match="output overlaps input"):
+        K.conv_update_output(buf[:x.size].reshape(x.shape), buf[:y.size].reshape(y.shape), w,
+                             b, cols, *geo)
+    with pytest.raises(ValueError, match="columns overlaps input"):
+        big = np.zeros(cols.size)
+        K.conv_update_output(big[:x.size].reshape(x.shape), y, w, b, big.reshape(cols.shape),
+                             *geo)
+    with pytest.raises(ValueError, match="gradInput overlaps gradOutput"):
+        g = np.zeros(x.size)
+        K.conv_update_grad_input(x, g[:y.size].reshape(y.shape), g.reshape(x.shape), w, cols,
+                                 *geo)
+    with pytest.raises(ValueError, match="gradWeight overlaps gradBias"):
+        K.conv_acc_grad_parameters(x, y, w, w.reshape(-1)[:4], cols, *geo, 1.0, 1.0)
+
+
+# -- SpatialFullConvolution kernels -----------------------------------------------------------
+
+FULL = [  # (N, C, H, W), O, (kh, kw), stride, pad, adj, groups
+    ((2, 4, 5, 4), 6, (3, 2), (2, 1), (1, 0), (1, 0), 2),
+    ((1, 3, 4, 4), 2, (3, 3), (3, 2), (1, 1), (2, 1), 1),
+    ((2, 2, 3, 3), 2, (1, 1), (1, 1), (0, 0), (0, 0), 1),
+    ((0, 2, 3, 3), 2, (2, 2), (2, 2), (0, 0), (0, 0), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,o,k,s,p,a,g", FULL)
+def test_full_conv_against_reference(xshape, o, k, s, p, a, g, dtype, rng):
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((xshape[1], o // g) + k).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    oh, ow = (K.full_output_size(xshape[2 + i], k[i], s[i], p[i], a[i]) for i in range(2))
+    args = (s[1], s[0], p[1], p[0], a[1], a[0], g)
+    cols = np.empty((o * k[0] * k[1], xshape[2] * xshape[3]), dtype)
+    y = np.full((xshape[0], o, oh, ow), np.nan, dtype)
+    K.full_conv_update_output(x, y, w, b, cols, *args)
+    expected = conv_adjoint_ref(x, w, (o, oh, ow), s, p, (1, 1), g) + b[:, None, None]
+    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gi = np.full_like(x, np.nan)
+    K.full_conv_update_grad_input(x, go, gi, w, cols, *args)
+    np.testing.assert_allclose(gi, conv_ref(go, w, s, p, xshape[2:], (1, 1), g),
+                               rtol=tol(dtype), atol=tol(dtype))
+    gw, gb = np.zeros_like(w), np.zeros_like(b)
+    K.full_conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 1.0, 1.0)
+    np.testing.assert_allclose(gw, weight_grad_ref(go, x, w.shape, s, p, (1, 1), g),
+                               rtol=tol(dtype), atol=tol(dtype))
+    np.testing.assert_allclose(gb, go.sum(axis=(0, 2, 3)), rtol=tol(dtype), atol=tol(dtype))
+
+
+def test_full_conv_rejects_bad_arguments():
+    x, w = np.zeros((1, 2, 3, 3)), np.zeros((2, 3, 3, 3))
+    y, cols = np.zeros((1, 3, 5, 5)), np.zeros((27, 9))
+    with pytest.raises(ValueError, match="input has 3 channels, expected 2"):
+        K.full_conv_update_output(np.zeros((1, 3, 3, 3)), y, w, None, cols, 1, 1, 0, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match=r"adjustments must lie in \[0, stride\)"):
+        K.full_conv_update_output(x, y, w, None, cols, 1, 1, 0, 0, 1, 0, 1)
+    with pytest.raises(ValueError, match="the output would be"):
+        K.full_conv_update_output(x, y, w, None, cols, 1, 1, 3, 3, 0, 0, 1)
+
+
+# -- TemporalConvolution kernels --------------------------------------------------------------
+
+def temporal_ref(x, w, kw, dw):
+    t_out = (x.shape[1] - kw) // dw + 1
+    win = np.stack([x[:, t * dw:t * dw + kw].reshape(x.shape[0], -1) for t in range(t_out)], 1)
+    return win, win @ w.T
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,t,c,o,kw,dw", [(2, 10, 3, 4, 3, 1), (1, 9, 2, 3, 2, 3),
+                                           (2, 7, 1, 1, 4, 2), (3, 5, 2, 2, 5, 1),
+                                           (0, 5, 2, 2, 2, 1)])
+def test_temporal_conv_against_reference(n, t, c, o, kw, dw, dtype, rng):
+    x = rng.standard_normal((n, t, c)).astype(dtype)
+    w = rng.standard_normal((o, kw * c)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    win, ref = temporal_ref(x, w, kw, dw) if n else (None, np.zeros((0, (t - kw) // dw + 1, o)))
+    y = np.full(ref.shape, np.nan, dtype)
+    K.temporal_conv_update_output(x, y, w, b, kw, dw)
+    np.testing.assert_allclose(y, ref + b, rtol=tol(dtype), atol=tol(dtype))
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gi = np.full_like(x, np.nan)
+    K.temporal_conv_update_grad_input(x, go, gi, w, kw, dw)
+    expected = np.zeros_like(x)
+    for f in range(y.shape[1]):
+        expected[:, f * dw:f * dw + kw] += (go[:, f] @ w).reshape(n, kw, c)
+    np.testing.assert_allclose(gi, expected, rtol=tol(dtype), atol=tol(dtype))
+    gw, gb = np.zeros_like(w), np.zeros_like(b)
+    K.temporal_conv_acc_grad_parameters(x, go, gw, gb, kw, dw, 1.0, 1.0)
+    if n:
+        np.testing.assert_allclose(gw, np.einsum("nto,ntk->ok", go, win), rtol=tol(dtype),
+                                   atol=tol(dtype))
+    np.testing.assert_allclose(gb, go.sum(axis=(0, 1)), rtol=tol(dtype), atol=tol(dtype))
+    if n == 1:  # a single sequence is the batch of one
+        y1 = np.empty(y.shape[1:], dtype)
+        K.temporal_conv_update_output(x[0], y1, w, b, kw, dw)
+        np.testing.assert_array_equal(y1, y[0])
+
+
+def test_temporal_conv_rejects_bad_arguments():
+    w = np.zeros((4, 6))
+    with pytest.raises(ValueError, match="input has 2 features per frame, expected 3"):
+        K.temporal_conv_update_output(np.zeros((5, 2)), np.zeros((4, 4)), w, None, 2, 1)
+    with pytest.raises(ValueError, match="input has 1 frames, fewer than the kernel width 2"):
+        K.temporal_conv_update_output(np.zeros((1, 3)), np.zeros((0, 4)), w, None, 2, 1)
+    with pytest.raises(ValueError, match="expected \\(outputFrameSize, 4 \\* inputFrameSize\\)"):
+        K.temporal_conv_update_output(np.zeros((5, 3)), np.zeros((2, 4)), w, None, 4, 1)

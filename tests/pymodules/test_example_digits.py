@@ -1,0 +1,14 @@
+import pymodules as pm
+from pymodules.examples import digits
+
+
+def test_digits_example_trains_both_models(tmp_path, capsys):
+    accuracy = digits.main(["--epochs", "12", "--no-progress", "--out", str(tmp_path)])
+    assert set(accuracy) == {"MLP", "LeNet"}
+    assert accuracy["LeNet"] >= 0.97
+    assert accuracy["MLP"] >= 0.9
+    assert (tmp_path / "digits-curves.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "LeNet: test Accuracy(correct:" in out and "first predictions" in out
+    if hasattr(pm.Module, "save"):
+        assert "identical predictions: True" in out

@@ -165,7 +165,8 @@ def load(path, *, storage_options=None) -> Module:
     """Rebuild the module saved at ``path``, with its names, mode and weights."""
     with _open_read(path, storage_options) as archive:
         definition = archive.definition("module")
-        return _Decoder(archive, definition).value(definition.get("root"))
+        with _refusing(archive):
+            return _Decoder(archive, definition).value(definition.get("root"))
 
 
 def saveWeights(module: Module, path, overWrite: bool = False, *, storage_options=None):
@@ -186,8 +187,9 @@ def loadWeights(module: Module, path, matchAll: bool = True, *, storage_options=
         if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
             raise FileFormatError(f"{archive.where}: the weight table is garbled")
         dec = _Decoder(archive, definition)
-        table = {name: {attr: dec.array(ref) for attr, ref in arrays.items()}
-                 for name, arrays in table.items()}
+        with _refusing(archive):
+            table = {name: {attr: dec.array(ref) for attr, ref in arrays.items()}
+                     for name, arrays in table.items()}
     _copy_weights(module, table, matchAll, path)
     return module
 
@@ -214,7 +216,21 @@ def load_state(path, *, storage_options=None) -> dict:
     """The dict written by ``save_state``."""
     with _open_read(path, storage_options) as archive:
         definition = archive.definition("state")
-        return _Decoder(archive, definition, modules=False).value(definition.get("state"))
+        with _refusing(archive):
+            return _Decoder(archive, definition, modules=False).value(definition.get("state"))
+
+
+@contextlib.contextmanager
+def _refusing(archive):
+    """Any failure to rebuild from what the file says is the file's: FileFormatError."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError, MemoryError) as err:
+        raise archive.error(f"cannot rebuild what the file describes ({type(err).__name__}: "
+                            f"{err})"[:400]) from None
 
 
 # -- weights by name --------------------------------------------------------------------
@@ -971,7 +987,7 @@ class _Decoder:
         try:
             with skipped():  # the parameters are read from the file next
                 m = cls(*args, **kwargs)
-        except (TypeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
                 from None
         try:

@@ -731,3 +731,20 @@ def test_loading_draws_no_random_numbers(tmp_path):
     pm.setSeed(3)
     pm.load(tmp_path / "m.pm")
     assert np.array_equal(pm.random.generator().random(5), expected)
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"inputSize": 10**7, "outputSize": 10**7}, "cannot rebuild Linear"),
+    ({"inputSize": 5, "outputSize": 3}, r"has shape \(3, 4\), expected \(3, 5\)"),
+    ({"inputSize": "4", "outputSize": [3]}, "cannot rebuild Linear"),
+    ({"inputSize": 4, "outputSize": 3, "withBias": False}, "the file has params"),
+    ({"inputSize": 4, "outputSize": 3, "nonsense": 1}, "cannot rebuild Linear"),
+])
+def test_arguments_that_do_not_fit_the_arrays(kwargs, reason, saved, tmp_path):
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["modules"][1]["kwargs"] = kwargs
+    entries["definition.json"] = json.dumps(d).encode()
+    _craft(tmp_path / "a.pm", entries)
+    with pytest.raises(pm.FileFormatError, match=reason):
+        pm.load(tmp_path / "a.pm")

@@ -748,3 +748,17 @@ def test_arguments_that_do_not_fit_the_arrays(kwargs, reason, saved, tmp_path):
     _craft(tmp_path / "a.pm", entries)
     with pytest.raises(pm.FileFormatError, match=reason):
         pm.load(tmp_path / "a.pm")
+
+
+def test_batch_normalization_weights_carry_running_statistics(tmp_path):
+    a = pm.Sequential().add(pm.Linear(4, 3).setName("fc")).add(
+        _warm(pm.BatchNormalization(3).setName("bn"), (6, 3)))
+    b = pm.Sequential().add(pm.Linear(4, 3).setName("fc")).add(
+        pm.BatchNormalization(3).setName("bn"))
+    assert not np.array_equal(a.modules[1].runningMean, b.modules[1].runningMean)
+    a.saveWeights(tmp_path / "w.pm")
+    b.loadWeights(tmp_path / "w.pm")
+    for name in ("weight", "bias", "runningMean", "runningVar"):
+        assert np.array_equal(getattr(b.modules[1], name), getattr(a.modules[1], name)), name
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    assert np.array_equal(a.evaluate().forward(x), b.evaluate().forward(x))

@@ -159,6 +159,23 @@ def bench_activations():
 
             row("BN forward+backward", dtype, shape, ours_fb, None, None,
                 None if torch is None else torch_fb)
+        shape = (16, 32, 16, 16)
+        z = rng.standard_normal(shape).astype(dtype)
+        gz = rng.standard_normal(shape).astype(dtype)
+        lrn = pm.SpatialCrossMapLRN(5, 1e-4, 0.75, 2.0, dtype=dtype)
+
+        def lrn_fb():
+            lrn.forward(z)
+            lrn.backward(z, gz)
+
+        tz, tgz = _torch(z), _torch(gz)
+
+        def torch_lrn_fb():
+            t = tz.detach().requires_grad_()
+            torch.nn.functional.local_response_norm(t, 5, 1e-4, 0.75, 2.0).backward(tgz)
+
+        row("LRN forward+backward", dtype, shape, lrn_fb, None, None,
+            None if torch is None else torch_lrn_fb)
 
 
 # -- convolution and LeNet ---------------------------------------------------------------------

@@ -31,6 +31,11 @@ cdef extern from "_vecmath.h" nogil:
     void pm_bn_acc_f32(const float *x, const float *go, float *gw, float *gb, const float *sm,
                       const float *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
                       double scale_w, double scale_b)
+    void pm_lrn_forward_f32(const float *x, float *y, float *sc, Py_ssize_t outer, Py_ssize_t ch,
+                           Py_ssize_t inner, int size, double alpha, double beta, double k)
+    void pm_lrn_backward_f32(const float *x, const float *y, const float *go, float *gi,
+                            const float *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
+                            int size, double alpha, double beta)
     # double
     void pm_vexp_f64(const double *x, double *y, Py_ssize_t n)
     void pm_vlog_f64(const double *x, double *y, Py_ssize_t n)
@@ -58,3 +63,8 @@ cdef extern from "_vecmath.h" nogil:
     void pm_bn_acc_f64(const double *x, const double *go, double *gw, double *gb, const double *sm,
                       const double *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
                       double scale_w, double scale_b)
+    void pm_lrn_forward_f64(const double *x, double *y, double *sc, Py_ssize_t outer, Py_ssize_t ch,
+                           Py_ssize_t inner, int size, double alpha, double beta, double k)
+    void pm_lrn_backward_f64(const double *x, const double *y, const double *go, double *gi,
+                            const double *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
+                            int size, double alpha, double beta)

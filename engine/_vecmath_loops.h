@@ -468,4 +468,86 @@ static PM_VCLONES void PM_S(pm_bn_acc)(const T *x, const T *go, T *gw, T *gb, co
     }
 }
 
+/* -- cross-map local response normalisation over (outer, ch, inner) ---------------------------- */
+
+/* v^-beta = exp(-beta log v) in double for v > 0 (scale >= k > 0 in practice) */
+PM_INLINE double PM_S(pm_pow_neg)(double v, double beta) {
+    return pm_exp_f64(-beta * pm_log_f64(v));
+}
+
+/* scale = k + alpha / size * (sum of x^2 over the window of channels), y = x scale^-beta.
+   PM_BLOCK neighbouring positions at once with running window sums in double, so that every
+   loop runs along contiguous memory instead of striding across channels. */
+static PM_VCLONES void PM_S(pm_lrn_forward)(const T *x, T *y, T *sc, Py_ssize_t outer,
+                                            Py_ssize_t ch, Py_ssize_t inner, int size,
+                                            double alpha, double beta, double k) {
+    Py_ssize_t half = (size - 1) / 2;
+    double a = alpha / size;
+    double s[PM_BLOCK];
+    for (Py_ssize_t o = 0; o < outer; o++)
+        for (Py_ssize_t j0 = 0; j0 < inner; j0 += PM_BLOCK) {
+            Py_ssize_t nb = inner - j0 < PM_BLOCK ? inner - j0 : PM_BLOCK;
+            Py_ssize_t base = o * ch * inner + j0;
+            for (Py_ssize_t j = 0; j < nb; j++) s[j] = 0;
+            for (Py_ssize_t c = 0; c < half && c < ch; c++) {
+                const T *xr = x + base + c * inner;
+                for (Py_ssize_t j = 0; j < nb; j++) s[j] += (double) xr[j] * xr[j];
+            }
+            for (Py_ssize_t c = 0; c < ch; c++) {
+                if (c + half < ch) {
+                    const T *xr = x + base + (c + half) * inner;
+                    for (Py_ssize_t j = 0; j < nb; j++) s[j] += (double) xr[j] * xr[j];
+                }
+                if (c - half - 1 >= 0) {
+                    const T *xr = x + base + (c - half - 1) * inner;
+                    for (Py_ssize_t j = 0; j < nb; j++) s[j] -= (double) xr[j] * xr[j];
+                }
+                const T *xr = x + base + c * inner;
+                T *yr = y + base + c * inner, *sr = sc + base + c * inner;
+                for (Py_ssize_t j = 0; j < nb; j++) {
+                    double v = k + a * s[j];
+                    sr[j] = (T) v;
+                    yr[j] = (T) (xr[j] * PM_S(pm_pow_neg)(v, beta));
+                }
+            }
+        }
+}
+
+/* gi = go scale^-beta - 2 alpha beta / size * x * (window sum of go * y / scale) */
+static PM_VCLONES void PM_S(pm_lrn_backward)(const T *x, const T *y, const T *go, T *gi,
+                                             const T *sc, Py_ssize_t outer, Py_ssize_t ch,
+                                             Py_ssize_t inner, int size, double alpha,
+                                             double beta) {
+    Py_ssize_t half = (size - 1) / 2;
+    double coef = 2 * alpha * beta / size;
+    double s[PM_BLOCK];
+    for (Py_ssize_t o = 0; o < outer; o++)
+        for (Py_ssize_t j0 = 0; j0 < inner; j0 += PM_BLOCK) {
+            Py_ssize_t nb = inner - j0 < PM_BLOCK ? inner - j0 : PM_BLOCK;
+            Py_ssize_t base = o * ch * inner + j0;
+            for (Py_ssize_t j = 0; j < nb; j++) s[j] = 0;
+            for (Py_ssize_t c = 0; c < half && c < ch; c++) {
+                Py_ssize_t r = base + c * inner;
+                for (Py_ssize_t j = 0; j < nb; j++)
+                    s[j] += (double) go[r + j] * y[r + j] / sc[r + j];
+            }
+            for (Py_ssize_t c = 0; c < ch; c++) {
+                if (c + half < ch) {
+                    Py_ssize_t r = base + (c + half) * inner;
+                    for (Py_ssize_t j = 0; j < nb; j++)
+                        s[j] += (double) go[r + j] * y[r + j] / sc[r + j];
+                }
+                if (c - half - 1 >= 0) {
+                    Py_ssize_t r = base + (c - half - 1) * inner;
+                    for (Py_ssize_t j = 0; j < nb; j++)
+                        s[j] -= (double) go[r + j] * y[r + j] / sc[r + j];
+                }
+                Py_ssize_t r = base + c * inner;
+                for (Py_ssize_t j = 0; j < nb; j++)
+                    gi[r + j] = (T) (go[r + j] * PM_S(pm_pow_neg)(sc[r + j], beta)
+                                     - coef * x[r + j] * s[j]);
+            }
+        }
+}
+
 #undef T

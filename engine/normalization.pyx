@@ -1,8 +1,9 @@
 """Kernels of BatchNormalization, SpatialBatchNormalization, Normalize and SpatialCrossMapLRN.
 
 Every input is seen as (outer, channels, inner): the statistic of a channel runs over outer
-and inner. Sums accumulate in double whatever the dtype. The batch-normalisation loops are in
-_vecmath.h (vectorised partial sums; features run a block of channels along each row).
+and inner. Sums accumulate in double whatever the dtype. The batch-normalisation and LRN loops
+are in _vecmath.h (vectorised partial sums; features run a block of channels along each row;
+LRN slides its window over a block of neighbouring positions at once).
 """
 
 cimport numpy as cnp
@@ -13,7 +14,8 @@ from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, vector_of, shape_is, disjoint
 from engine._vecmath cimport (
     pm_bn_forward_f32, pm_bn_forward_f64, pm_bn_backward_f32, pm_bn_backward_f64, pm_bn_acc_f32,
-    pm_bn_acc_f64,
+    pm_bn_acc_f64, pm_lrn_forward_f32, pm_lrn_forward_f64, pm_lrn_backward_f32,
+    pm_lrn_backward_f64,
 )
 
 cnp.import_array()
@@ -401,28 +403,13 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
                  <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
 
 
-cdef void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer, Py_ssize_t ch,
-               Py_ssize_t inner, int size, double alpha, double beta,
-               double k) noexcept nogil:
-    cdef Py_ssize_t o, j, c, base, half = (size - 1) // 2
-    cdef double s, v
-    for o in range(outer):
-        for j in range(inner):
-            base = o * ch * inner + j
-            s = 0
-            for c in range(min(half, ch)):
-                v = x[base + c * inner]
-                s += v * v
-            for c in range(ch):
-                if c + half < ch:
-                    v = x[base + (c + half) * inner]
-                    s += v * v
-                if c - half - 1 >= 0:
-                    v = x[base + (c - half - 1) * inner]
-                    s -= v * v
-                v = k + alpha / size * s
-                sc[base + c * inner] = <floating> v
-                y[base + c * inner] = <floating> (x[base + c * inner] * pow(v, -beta))
+cdef inline void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer,
+                      Py_ssize_t ch, Py_ssize_t inner, int size, double alpha, double beta,
+                      double k) noexcept nogil:
+    if floating is float:
+        pm_lrn_forward_f32(x, y, sc, outer, ch, inner, size, alpha, beta, k)
+    else:
+        pm_lrn_forward_f64(x, y, sc, outer, ch, inner, size, alpha, beta, k)
 
 
 def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
@@ -459,24 +446,11 @@ def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int siz
                       <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
 
 
-cdef void _lrn_grad(const floating *x, const floating *y, const floating *go, floating *gi,
-                    const floating *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                    int size, double alpha, double beta) noexcept nogil:
-    cdef Py_ssize_t o, j, c, base, idx, half = (size - 1) // 2
-    cdef double s, coef = 2 * alpha * beta / size
-    for o in range(outer):
-        for j in range(inner):
-            base = o * ch * inner + j
-            s = 0
-            for c in range(min(half, ch)):
-                idx = base + c * inner
-                s += go[idx] * y[idx] / sc[idx]
-            for c in range(ch):
-                if c + half < ch:
-                    idx = base + (c + half) * inner
-                    s += go[idx] * y[idx] / sc[idx]
-                if c - half - 1 >= 0:
-                    idx = base + (c - half - 1) * inner
-                    s -= go[idx] * y[idx] / sc[idx]
-                idx = base + c * inner
-                gi[idx] = <floating> (go[idx] * pow(sc[idx], -beta) - coef * x[idx] * s)
+cdef inline void _lrn_grad(const floating *x, const floating *y, const floating *go,
+                           floating *gi, const floating *sc, Py_ssize_t outer, Py_ssize_t ch,
+                           Py_ssize_t inner, int size, double alpha,
+                           double beta) noexcept nogil:
+    if floating is float:
+        pm_lrn_backward_f32(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
+    else:
+        pm_lrn_backward_f64(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)

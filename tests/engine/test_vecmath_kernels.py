@@ -1,5 +1,5 @@
 """Accuracy of the vectorised math (engine/_vecmath.h) behind Exp, Log, Tanh, Sigmoid, SoftPlus,
-ELU, the softmax family and batch normalisation, against NumPy in float64.
+ELU, the softmax family, batch normalisation and LRN, against NumPy in float64.
 
 Inputs span the whole range of each dtype (uniform and log-uniform magnitudes), the special
 values (+-0, +-inf, NaN, overflow and underflow thresholds) and lengths that are not multiples
@@ -16,6 +16,8 @@ from pymodules.engine.normalization import (
     batchnorm_acc_grad_parameters,
     batchnorm_update_grad_input,
     batchnorm_update_output,
+    lrn_update_grad_input,
+    lrn_update_output,
 )
 from pymodules.engine.softmax import (
     log_softmax_update_grad_input,
@@ -251,3 +253,36 @@ def test_batchnorm_blocks_match_numpy(shape, train, dtype, rng):
     np.testing.assert_allclose(gw, 1 + 0.5 * (gd * xhat).sum(axis=axes), rtol=tol * 10,
                                atol=tol * 10 * m)
     np.testing.assert_allclose(gb, 1 + 2.0 * gd.sum(axis=axes), rtol=tol * 10, atol=tol * 10 * m)
+
+
+# -- cross-map LRN ------------------------------------------------------------------------------
+
+def _np_lrn(x, size, alpha, beta, k):
+    half = (size - 1) // 2
+    c = x.shape[1]
+    sq = np.pad(x.astype(np.float64) ** 2, [(0, 0), (half, half), (0, 0), (0, 0)])
+    window = sum(sq[:, i:i + c] for i in range(size))
+    scale = k + alpha / size * window
+    return x * scale ** -beta, scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, size", [((2, 9, 11, 7), 5), ((3, 2, 5, 5), 5), ((1, 4, 1, 1), 3),
+                                         ((2, 6, 9, 9), 1), ((1, 70, 2, 3), 7)])
+def test_lrn_blocks_match_numpy(shape, size, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y, sc, gi = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    lrn_update_output(x, y, sc, size, 0.7, 0.75, 1.5)
+    ref, scale = _np_lrn(x, size, 0.7, 0.75, 1.5)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(sc, scale, rtol=tol)
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    lrn_update_grad_input(x, y, g, gi, sc, size, 0.7, 0.75)
+    # d/dx_c of x_c s_c^-b: s^-b - (2 a b / size) x_c * sum over windows holding c of g y / s
+    half = (size - 1) // 2
+    c = shape[1]
+    t = np.pad(g.astype(np.float64) * y / sc, [(0, 0), (half, half), (0, 0), (0, 0)])
+    window = sum(t[:, i:i + c] for i in range(size))
+    expected = g * sc.astype(np.float64) ** -0.75 - 2 * 0.7 * 0.75 / size * x * window
+    np.testing.assert_allclose(gi, expected, rtol=tol * 10, atol=tol * 10)

@@ -4,10 +4,10 @@
 
 #define T PM_T
 
-/* -- reductions in PM_LANES independent partial sums (vectorisable without -ffast-math) ---- */
-/* GCC vector types of 8 values, two accumulators of each (16 lanes in flight): an AVX-512
-   register of doubles, split by the other clones; unaligned loads through memcpy. Float data
-   accumulate in double. */
+/* -- reductions in independent partial sums (vectorisable without -ffast-math) ------------- */
+/* GCC vector types of 8 values, two or four accumulators (16 or 32 lanes in flight): an
+   AVX-512 register of doubles, split by the other clones; unaligned loads through memcpy.
+   Float data accumulate in double. */
 
 typedef T PM_S(pm_vec8) __attribute__((vector_size(8 * sizeof(T))));
 typedef PM_I PM_S(pm_vec8i) __attribute__((vector_size(8 * sizeof(T))));

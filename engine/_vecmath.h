@@ -156,7 +156,8 @@ PM_INLINE float pm_log_f32(float x) {
     float f = m - 1.0f;
     float s = f / (2.0f + f);
     float z = s * s;
-    float lm = 2.0f * s + 2.0f * s * z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9))));
+    float lm = 2.0f * s + 2.0f * s * z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7
+               + z * (1.0f / 9))));
     float r = (e * -2.12194440e-4f + lm) + e * 0.693359375f;
     /* 0 -> -inf, < 0 -> NaN, +inf and NaN -> themselves */
     r = x > 0.0f ? r : (x == 0.0f ? -INFINITY : NAN);

@@ -1,7 +1,7 @@
 """Training step of an MLP 784-256-256-10 (ReLU, LogSoftMax, ClassNLL, SGD with momentum).
 
-One step = zero the gradients, forward, loss, backward, parameter update: pymodules through
-the Optimizer's own step (Optimizer._feval inside SGD.optimize on the flat vector), against
+One step = zero the gradients, forward, loss, backward, parameter update: pymodules as the
+Optimizer runs it (SGD.optimize on the flat getParameters() vector), against
 the same step written in NumPy and in PyTorch eager. One thread, fixed seeds, warm-up,
 median of many runs. Usage: python bench/bench_train.py [--runs 200] [--dtype float32]
 """
@@ -14,7 +14,6 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import pymodules as pm
-from pymodules.optim.optimizer import _first_linear
 
 SIZES = (784, 256, 256, 10)
 
@@ -37,14 +36,21 @@ def pymodules_step(x, y, dtype):
         model.add(pm.Linear(a, b, dtype=dtype))
         model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
     model.float() if dtype == np.float32 else model.double()
-    opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
-                       pm.SGD(0.01, momentum=0.9, dampening=0.0), pm.MaxIteration(1), len(x))
-    weights, opt._grad = model.getParameters()
-    opt._skip_first = _first_linear(model)
-    opt._batch = pm.MiniBatch(x, y)
-    method = opt.optimMethod
+    crit = pm.ClassNLLCriterion()
+    method = pm.SGD(0.01, momentum=0.9, dampening=0.0)
+    weights, grads = model.getParameters()
+    # As the Optimizer does: the layer that reads the data skips the data's gradient.
+    model.modules[0].propagateBack = False
     model.training()
-    return lambda: method.optimize(opt._feval, weights)
+
+    def feval(_):
+        grads.fill(0)
+        out = model.forward(x)
+        loss = crit.forward(out, y)
+        model.backward(x, crit.backward(out, y))
+        return loss, grads
+
+    return lambda: method.optimize(feval, weights)
 
 
 def numpy_step(x, y, dtype):

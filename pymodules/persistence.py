@@ -14,7 +14,7 @@ file (not a zip, truncated, garbled, oversized, a wrong checksum, an unknown cla
 format version) raises ``FileFormatError`` saying why.
 
 A module is rebuilt by calling its class with the constructor arguments recorded by
-``Module.__init_subclass__`` (bound to the signature, so stored by name), then restoring
+``pymodules.recorded.Recorded`` (bound to the signature, so stored by name), then restoring
 the parameters (``_params``), the non-trainable state (``_extra``), name, mode and scales,
 and adding the children that the constructor did not receive. Gradients are not saved: a
 loaded module's gradients are zero.

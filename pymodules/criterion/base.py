@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from pymodules.engine.buffers import resized
+from pymodules.recorded import Recorded
 
 
-class Criterion:
+class Criterion(Recorded):
     """Base of every criterion (BigDL's AbstractCriterion).
 
     ``forward(input, target)`` returns the loss as a float (kept in ``output``);
     ``backward(input, target)`` returns ``gradInput``, reused in place by the next call.
     """
-
-    def __init_subclass__(cls, **kwargs):
-        # Record the outermost constructor call, as Module does, for persistence.
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def recording_init(self, *args, **kw):
-            if "_ctor" not in self.__dict__:
-                self._ctor = (args, kw)
-            init(self, *args, **kw)
-
-        cls.__init__ = recording_init
 
     def __init__(self, sizeAverage=True):
         self.sizeAverage = bool(sizeAverage)

@@ -9,12 +9,13 @@ parameters once, in ``_params`` (pairs of attribute names: value, gradient) and 
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import os
 from time import perf_counter_ns as _now
 
 import numpy as np
+
+from pymodules.recorded import Recorded
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -37,7 +38,7 @@ def float_dtype(dtype) -> np.dtype:
     return d
 
 
-class Module:
+class Module(Recorded):
     """Base of every layer and container (BigDL's AbstractModule)."""
 
     #: (value, gradient) attribute pairs of the trainable parameters, in order.
@@ -49,22 +50,6 @@ class Module:
     #: attribute names of further state that persistence saves and restores after
     #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
     _persist: tuple[str, ...] = ()
-
-    def __init_subclass__(cls, **kwargs):
-        # Record the outermost constructor call, so that a module can be rebuilt from its
-        # definition (persistence) without per-class code.
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def recording_init(self, *args, **kw):
-            if "_ctor" not in self.__dict__:
-                self._ctor = (args, kw)
-            init(self, *args, **kw)
-
-        cls.__init__ = recording_init
 
     def __init__(self, dtype=np.float32):
         self.dtype = float_dtype(dtype)

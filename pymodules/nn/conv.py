@@ -22,8 +22,7 @@ from pymodules.engine.conv import (
     temporal_conv_update_grad_input,
     temporal_conv_update_output,
 )
-from pymodules.nn.init import RandomUniform
-from pymodules.nn.module import Module
+from pymodules.nn.initializable import Initializable
 
 _NOT_SEEN = object()
 
@@ -34,64 +33,22 @@ def _positive(owner, **sizes):
             raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
 
 
-class _Weighted(Module):
-    """Parameters, init methods and regularizers shared by the convolutions.
+class _Weighted(Initializable):
+    """What the convolutions share: BigDL's grouped initWeight, the per-shape plan.
 
-    Subclasses set ``self._fans`` (fanIn, fanOut for the init methods) and call ``_build``.
     Default init (BigDL's): weight and bias uniform in +-1/sqrt(fanIn).
     """
 
-    _params = (("weight", "gradWeight"), ("bias", "gradBias"))
-
     def _build(self, shape, biasSize, groups, inits):
-        """Parameters: weight ``shape``, a bias of ``biasSize`` (None: no bias); then init."""
-        self.weightInitMethod = RandomUniform()
-        self.biasInitMethod = RandomUniform()
-        self.weight = np.empty(shape, self.dtype)
-        self.gradWeight = np.zeros(shape, self.dtype)
-        self.bias = None if biasSize is None else np.empty(biasSize, self.dtype)
-        self.gradBias = None if biasSize is None else np.zeros(biasSize, self.dtype)
         self._groups = groups
         self._seen = _NOT_SEEN
-        self.reset()
-        for name, value in zip(("weight", "bias", "gradWeight", "gradBias"), inits):
-            if value is not None:
-                self._init_from(name, value)
+        super()._build(shape, biasSize, inits)
 
-    def _init_from(self, name, value):
-        target = getattr(self, name)
-        what = f"init{name[0].upper()}{name[1:]}"
-        if target is None:
-            raise ValueError(f"{self}: {what} given without a bias")
-        value = np.asarray(value)
-        g = self._groups
+    def _accepts(self, target, value):
         # BigDL keeps a group axis in front: (nGroup, rows / nGroup, ...) is the same memory.
+        g = self._groups
         grouped = (g, target.shape[0] // g) + target.shape[1:] if target.ndim > 1 else None
-        if value.shape != target.shape and value.shape != grouped:
-            raise ValueError(f"{self}: {what} has shape {value.shape}, expected {target.shape}")
-        target[...] = value.reshape(target.shape)
-
-    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
-        """Replace the init methods (None keeps one) and re-initialise."""
-        if weightInitMethod is not None:
-            self.weightInitMethod = weightInitMethod
-        if biasInitMethod is not None:
-            self.biasInitMethod = biasInitMethod
-        return self.reset()
-
-    def reset(self):
-        fanIn, fanOut = self._fans
-        self.weightInitMethod(self.weight, fanIn, fanOut)
-        if self.bias is not None:
-            self.biasInitMethod(self.bias, fanIn, fanOut)
-        self.zeroGradParameters()
-        return self
-
-    def _regularize(self):
-        if self.wRegularizer is not None:
-            self.wRegularizer.accRegularization(self.weight, self.gradWeight, self.scaleW)
-        if self.bRegularizer is not None and self.bias is not None:
-            self.bRegularizer.accRegularization(self.bias, self.gradBias, self.scaleB)
+        return value.shape in (target.shape, grouped)
 
     def _plan(self, input):
         """(output shape, columns shape) for ``input``'s shape; the last one is remembered."""

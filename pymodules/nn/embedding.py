@@ -11,12 +11,12 @@ from pymodules.engine.embedding import (
     lookup_table_update_output,
 )
 from pymodules.nn.init import RandomNormal
-from pymodules.nn.module import Module
+from pymodules.nn.initializable import Initializable
 
 DOUBLEMAX = sys.float_info.max
 
 
-class LookupTable(Module):
+class LookupTable(Initializable):
     """``y[..., :] = weight[x[...], :]``: indices (n,) -> (n, nOutput), (b, n) -> (b, n, nOutput).
 
     Indices are 0-based ints (or floats holding whole numbers, as in BigDL); one outside
@@ -27,7 +27,6 @@ class LookupTable(Module):
     Default init: weight normal(0, 1).
     """
 
-    _params = (("weight", "gradWeight"),)
     _scratch = ("_counts",)
 
     def __init__(self, nIndex, nOutput, paddingValue=None, maxNorm=DOUBLEMAX, normType=2.0,
@@ -44,21 +43,9 @@ class LookupTable(Module):
         self.maxNorm, self.normType = float(maxNorm), float(normType)
         self.shouldScaleGradByFreq = bool(shouldScaleGradByFreq)
         self.wRegularizer = wRegularizer
-        self.weight = np.empty((self.nIndex, self.nOutput), self.dtype)
-        self.gradWeight = np.zeros((self.nIndex, self.nOutput), self.dtype)
-        self.weightInitMethod = RandomNormal(0.0, 1.0)
         self._counts = None
-        self.reset()
-
-    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
-        if weightInitMethod is not None:
-            self.weightInitMethod = weightInitMethod
-        return self.reset()
-
-    def reset(self):
-        self.weightInitMethod(self.weight, self.nIndex, self.nOutput)
-        self.zeroGradParameters()
-        return self
+        self._fans = (self.nIndex, self.nOutput)
+        self._build((self.nIndex, self.nOutput), None, weightInit=RandomNormal(0.0, 1.0))
 
     def updateOutput(self, input):
         try:
@@ -88,8 +75,7 @@ class LookupTable(Module):
                                              counts, self.scaleW)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.accGradParameters, input, gradOutput)
-        if self.wRegularizer is not None:
-            self.wRegularizer.accRegularization(self.weight, self.gradWeight, self.scaleW)
+        self._regularize()
 
     def extraRepr(self):
         return f"{self.nIndex}, {self.nOutput}" + (

@@ -19,10 +19,11 @@ from pymodules.engine.normalization import (
     normalize_update_output,
 )
 from pymodules.nn.init import RandomUniform, Zeros
+from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import Module
 
 
-class BatchNormalization(Module):
+class BatchNormalization(Initializable):
     """``y = (x - mean) / sqrt(var + eps) * weight + bias`` per feature of a batch (n, nOutput).
 
     Training normalises with the batch statistics and updates
@@ -31,7 +32,6 @@ class BatchNormalization(Module):
     (nOutput,). Default init: weight uniform in [0, 1], bias 0, runningMean 0, runningVar 1.
     """
 
-    _params = (("weight", "gradWeight"), ("bias", "gradBias"))
     _extra = ("runningMean", "runningVar")
     _scratch = ("_saveMean", "_saveInvstd")
     _layout = FEATURES
@@ -50,38 +50,10 @@ class BatchNormalization(Module):
         self.runningMean = np.zeros(n, self.dtype)
         self.runningVar = np.ones(n, self.dtype)
         self._saveMean = self._saveInvstd = None
-        self.weight = np.empty(n, self.dtype) if self.affine else None
-        self.bias = np.empty(n, self.dtype) if self.affine else None
-        self.gradWeight = np.zeros(n, self.dtype) if self.affine else None
-        self.gradBias = np.zeros(n, self.dtype) if self.affine else None
-        self.weightInitMethod, self.biasInitMethod = RandomUniform(0, 1), Zeros()
-        self.reset()
-        for name, value in (("weight", initWeight), ("bias", initBias),
-                            ("gradWeight", initGradWeight), ("gradBias", initGradBias)):
-            if value is not None:
-                target = getattr(self, name)
-                if target is None:
-                    raise ValueError(f"{self}: init{name[0].upper()}{name[1:]} given with "
-                                     f"affine=False")
-                value = np.asarray(value)
-                if value.shape != target.shape:
-                    raise ValueError(f"{self}: init{name[0].upper()}{name[1:]} has shape "
-                                     f"{value.shape}, expected {target.shape}")
-                target[...] = value
-
-    def setInitMethod(self, weightInitMethod=None, biasInitMethod=None):
-        if weightInitMethod is not None:
-            self.weightInitMethod = weightInitMethod
-        if biasInitMethod is not None:
-            self.biasInitMethod = biasInitMethod
-        return self.reset()
-
-    def reset(self):
-        if self.affine:
-            self.weightInitMethod(self.weight, self.nOutput, self.nOutput)
-            self.biasInitMethod(self.bias, self.nOutput, self.nOutput)
-            self.zeroGradParameters()
-        return self
+        self._fans = (n, n)
+        shape = n if self.affine else None
+        self._build(shape, shape, (initWeight, initBias, initGradWeight, initGradBias),
+                    RandomUniform(0, 1), Zeros())
 
     def _saved(self):
         return (self._resize("_saveMean", (self.nOutput,)),

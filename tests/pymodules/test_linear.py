@@ -136,7 +136,7 @@ def test_init_arrays(rng):
     assert (m.gradWeight == 1).all() and (m.gradBias == 1).all()
     with pytest.raises(ValueError, match=r"initWeight has shape \(4, 3\), expected \(3, 4\)"):
         pm.Linear(4, 3, initWeight=np.zeros((4, 3)))
-    with pytest.raises(ValueError, match="initBias given without a bias"):
+    with pytest.raises(ValueError, match="initBias given, but there is no bias"):
         pm.Linear(4, 3, withBias=False, initBias=np.zeros(3))
 
 

@@ -14,7 +14,6 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import pymodules as pm
-from pymodules.optim.optimizer import _first_linear
 
 SIZES = (784, 256, 256, 10)
 
@@ -39,11 +38,11 @@ def pymodules_step(x, y, dtype):
     model.float() if dtype == np.float32 else model.double()
     opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
                        pm.SGD(0.01, momentum=0.9, dampening=0.0), pm.MaxIteration(1), len(x))
-    weights, opt._grad = model.getParameters()
-    opt._skip_first = _first_linear(model)
-    opt._batch = pm.MiniBatch(x, y)
-    method = opt.optimMethod
+    weights = model.getParameters()[0]
     model.training()
+    opt._source.start(model, opt.criterion)  # as optimize() does: the first layer skips gradInput
+    opt._source._batch = pm.MiniBatch(x, y)
+    method = opt.optimMethod
     return lambda: method.optimize(opt._feval, weights)
 
 

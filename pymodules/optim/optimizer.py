@@ -1,9 +1,13 @@
 """The Optimizer: trains a model on a local dataset until its end trigger fires.
 
-One iteration: zero the flat gradients, forward, criterion forward and backward, model
-backward, clip, and the optimisation method's step on the flat parameter vector. Nothing is
-allocated beyond the batch itself. Triggers count from this Optimizer's first iteration;
-``optimize()`` again continues where the last call stopped, with the same method state.
+One iteration: take the next batch, get the loss and flat gradient of that batch at the
+current weights from the gradient source, clip, and take the optimisation method's step on
+the flat parameter vector. The source is the only thing that differs between local and
+distributed training: ``LocalGradient`` runs forward/backward on this process's model over a
+local DataSet (nothing is allocated beyond the batch itself); ``pymodules.spark``'s
+``DistributedGradient`` sums the gradients of the partitions of an RDD. Triggers count from
+this Optimizer's first iteration; ``optimize()`` again continues where the last call
+stopped, with the same method state.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pymodules.data import to_dataset
 from pymodules.engine import optim as K
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
-from pymodules.validation import _methods, evaluate_dataset
+from pymodules.validation import _methods, evaluate_dataset, is_rdd
 
 log = logging.getLogger("pymodules.optim")
 
@@ -36,7 +40,8 @@ class Optimizer:
     """Optimizer(model, trainingSet, criterion, optimMethod=SGD(), endTrigger=MaxEpoch(1),
     batchSize=32).
 
-    ``trainingSet``: a DataSet, an (features, labels) pair or a list of Sample.
+    ``trainingSet``: a DataSet, an (features, labels) pair, a list of Sample, or a pyspark
+    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark).
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,
@@ -59,16 +64,20 @@ class Optimizer:
         self._log_every = 50
         self._trainSummary = None
         self._validationSummary = None
-        self._epoch_iter = None
-        self._batch = None
 
     # -- configuration -------------------------------------------------------------------
     def setTrainData(self, trainingSet, batchSize):
-        self.dataset = to_dataset(trainingSet, "Optimizer training set", need_labels=True)
         if not isinstance(batchSize, (int, np.integer)) or batchSize <= 0:
             raise ValueError(f"Optimizer: batchSize must be a positive int, got {batchSize!r}")
         self.batchSize = int(batchSize)
-        self._epoch_iter = None
+        if is_rdd(trainingSet):
+            from pymodules.spark import DistributedGradient
+
+            self.dataset = trainingSet
+            self._source = DistributedGradient(trainingSet, self.batchSize)
+        else:
+            self.dataset = to_dataset(trainingSet, "Optimizer training set", need_labels=True)
+            self._source = LocalGradient(self.dataset, self.batchSize)
         return self
 
     def setCriterion(self, criterion):
@@ -85,8 +94,9 @@ class Optimizer:
 
     def setValidation(self, trigger, dataset, vMethods, batchSize=None):
         """Evaluate ``vMethods`` on ``dataset`` whenever ``trigger`` fires."""
-        self._validation = (_trigger(trigger, "the validation trigger"),
-                            to_dataset(dataset, "validation set", need_labels=True),
+        if not is_rdd(dataset):
+            dataset = to_dataset(dataset, "validation set", need_labels=True)
+        self._validation = (_trigger(trigger, "the validation trigger"), dataset,
                             _methods(vMethods), batchSize or self.batchSize)
         return self
 
@@ -137,28 +147,13 @@ class Optimizer:
 
     # -- the loop ----------------------------------------------------------------------
     def _feval(self, x):
-        """Loss and flat gradient of the current batch at the parameters x."""
-        model, crit = self.model, self.criterion
-        inp, target = self._batch.input, self._batch.target
-        self._grad.fill(0)
-        output = model.forward(inp)
-        loss = crit.forward(output, target)
-        gradOutput = crit.backward(output, target)
-        model.backward(inp, gradOutput)
+        """Loss and flat gradient of the current batch at the parameters x, clipped."""
+        loss, grad = self._source.gradient(x)
         if self._clip_constant is not None:
-            K.clip_constant(self._grad, *self._clip_constant)
+            K.clip_constant(grad, *self._clip_constant)
         if self._clip_norm is not None:
-            K.clip_l2_norm(self._grad, self._clip_norm)
-        return loss, self._grad
-
-    def _next_batch(self):
-        if self._epoch_iter is None:
-            self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
-                                                  dtype=self.model.dtype)
-        batch, last = next(self._epoch_iter)
-        if last:
-            self._epoch_iter = None
-        return batch, last
+            K.clip_l2_norm(grad, self._clip_norm)
+        return loss, grad
 
     def _bar(self):
         if not self._progress or not sys.stderr.isatty():
@@ -167,26 +162,22 @@ class Optimizer:
             from tqdm import tqdm
         except ImportError:
             return None
-        n = self.dataset.size()
+        n = self._source.size()
         return tqdm(total=n, unit="rec", leave=False, desc=f"epoch {self.state['epoch'] + 1}")
 
     def optimize(self):
         """Train until the end trigger fires; return the model."""
         model, method, state = self.model, self.optimMethod, self.state
-        weights, self._grad = model.getParameters()
-        # Nothing reads the gradient with respect to the data: the layer that takes it skips
-        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
-        reader = _data_reader(model)
-        propagate = reader.propagateBack
-        reader.propagateBack = False
+        weights, _ = model.getParameters()
         model.training()
+        source = self._source
+        source.start(model, self.criterion)
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
         try:
             while not self.endWhen(state):
                 start = time.perf_counter()
-                self._batch, last = self._next_batch()
-                n = self._batch.size()
+                n, last = source.next_batch()
                 method.state["epoch"] = state["epoch"]
                 lr = method.getLearningRate()
                 _, losses = method.optimize(self._feval, weights)
@@ -213,7 +204,7 @@ class Optimizer:
                     now = time.perf_counter()
                     log.info("[Epoch %d %d/%s][Iteration %d] loss %.6g, %.1f records/s, "
                              "learning rate %.4g", state["epoch"] + 1, state["records"],
-                             self.dataset.size() or "?", state["iteration"], loss,
+                             source.size() or "?", state["iteration"], loss,
                              log_records / max(now - log_start, 1e-12), lr)
                     log_records, log_start = 0, now
                 state["epochEnd"] = last
@@ -233,7 +224,7 @@ class Optimizer:
             for s in (self._trainSummary, self._validationSummary):
                 if s is not None:
                     s.flush()
-            reader.propagateBack = propagate
+            source.stop()
             model.training()
         return model
 
@@ -266,6 +257,52 @@ class Optimizer:
         self.model.save(os.path.join(path, f"model.{it}"), overWrite=overwrite)
         save_state(os.path.join(path, f"optimMethod.{it}.npz"), self.optimMethod.getState())
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
+
+
+class LocalGradient:
+    """Batches of a local DataSet, each epoch reshuffled; the gradient by forward and
+    backward on the Optimizer's own model, into its flat gradient vector."""
+
+    def __init__(self, dataset, batchSize):
+        self.dataset, self.batchSize = dataset, batchSize
+        self._epoch_iter = None
+        self._batch = None
+
+    def size(self):
+        """Records in one epoch (None when the dataset does not know)."""
+        return self.dataset.size()
+
+    def start(self, model, criterion):
+        self.model, self.criterion = model, criterion
+        self._grad = model.getParameters()[1]
+        # Nothing reads the gradient with respect to the data: the layer that takes it skips
+        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
+        self._reader = _data_reader(model)
+        self._propagate = self._reader.propagateBack
+        self._reader.propagateBack = False
+
+    def stop(self):
+        self._reader.propagateBack = self._propagate
+
+    def next_batch(self):
+        """Move to the next batch: (its size, whether it ends the epoch)."""
+        if self._epoch_iter is None:
+            self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
+                                                  dtype=self.model.dtype)
+        self._batch, last = next(self._epoch_iter)
+        if last:
+            self._epoch_iter = None
+        return self._batch.size(), last
+
+    def gradient(self, x):
+        """(loss, flat gradient) of the current batch; x is the model's own flat weights."""
+        model, crit = self.model, self.criterion
+        inp, target = self._batch.input, self._batch.target
+        self._grad.fill(0)
+        output = model.forward(inp)
+        loss = crit.forward(output, target)
+        model.backward(inp, crit.backward(output, target))
+        return loss, self._grad
 
 
 def _data_reader(model):

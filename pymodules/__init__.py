@@ -12,6 +12,7 @@ from pymodules.nn import *  # noqa: F403
 from pymodules.nn import __all__ as _nn_all
 from pymodules.optim import *  # noqa: F403
 from pymodules.optim import __all__ as _optim_all
+from pymodules.persistence import FileFormatError, load
 from pymodules.random import setSeed
 from pymodules.validation import (
     MAE,
@@ -38,6 +39,10 @@ def engine_type() -> str:
     return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
 
 
-__all__ = [*_nn_all, *_criterion_all, *_optim_all,
-           "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
-           "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed"]
+_training_all = [
+    "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
+    "TreeNNAccuracy", "ValidationMethod", "ValidationResult",
+]
+
+__all__ = [*_nn_all, *_criterion_all, *_optim_all, *_training_all, "FileFormatError",
+           "engine_type", "load", "setSeed"]

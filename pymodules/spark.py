@@ -334,6 +334,18 @@ class DistributedGradient:
             self._records = 0
         return self.batchSize, last
 
+    def position(self) -> dict:
+        """Where the source is in the data, for a checkpoint."""
+        return {"dataSeed": self.seed, "batches": self._batch, "epochRecords": self._records}
+
+    def restore(self, progress: dict, model):
+        """Go back to the position saved by ``position()``."""
+        if "batches" not in progress:
+            raise ValueError("Optimizer.loadCheckpoint: the checkpoint was written by local "
+                             "training; its position in the data means nothing for an RDD")
+        self.seed = int(progress["dataSeed"])
+        self._batch, self._records = int(progress["batches"]), int(progress["epochRecords"])
+
     def gradient(self, x):
         """(loss, flat gradient) of the current batch at the weights x, summed by Spark
         into the model's flat gradient vector."""

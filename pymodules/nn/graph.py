@@ -121,6 +121,7 @@ class Graph(Container):
     """
 
     _scratch = ("_sums", "_zeros")
+    _persist = ("_stopped",)  # set by stopGradient
 
     def __init__(self, inputs, outputs):
         super().__init__()

@@ -5,15 +5,34 @@ mean for its weight (Linear: inputSize and outputSize). Biases get the weight's 
 Torch7, so that the default ``RandomUniform()`` gives both +-1/sqrt(fanIn).
 """
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
 from pymodules.random import generator
 
+_skipping = threading.local()
+
+
+@contextlib.contextmanager
+def skipped():
+    """In this block, in this thread, init methods leave arrays as they are: persistence
+    rebuilds modules whose parameters it then overwrites from a file, and drawing them
+    first would cost time, memory and numbers from the library's random stream."""
+    before = getattr(_skipping, "on", False)
+    _skipping.on = True
+    try:
+        yield
+    finally:
+        _skipping.on = before
+
 
 class InitializationMethod:
     def __call__(self, array: np.ndarray, fanIn: int, fanOut: int) -> None:
+        if getattr(_skipping, "on", False):
+            return
         array[...] = self.sample(array.shape, fanIn, fanOut)
 
     def sample(self, shape, fanIn, fanOut):

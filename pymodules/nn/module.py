@@ -46,6 +46,9 @@ class Module:
     _extra: tuple[str, ...] = ()
     #: attribute names of scratch buffers that clearState drops.
     _scratch: tuple[str, ...] = ()
+    #: attribute names of further state that persistence saves and restores after
+    #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
+    _persist: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         # Record the outermost constructor call, so that a module can be rebuilt from its
@@ -386,6 +389,41 @@ class Module:
                 if isinstance(value, np.ndarray) and value.dtype in _FLOATS:
                     setattr(m, attr, value.astype(dtype))
         return self
+
+    # -- persistence (pymodules.persistence: the file format and storage) --------------
+    def save(self, path, overWrite=False, *, storage_options=None) -> Module:
+        """Write definition, names, mode and weights to ``path`` (local or fsspec URL)."""
+        from pymodules import persistence
+
+        return persistence.save(self, path, overWrite, storage_options=storage_options)
+
+    @classmethod
+    def load(cls, path, *, storage_options=None) -> Module:
+        """The module saved at ``path``, rebuilt; called on a subclass, it must be one."""
+        from pymodules import persistence
+
+        m = persistence.load(path, storage_options=storage_options)
+        if not isinstance(m, cls):
+            raise TypeError(f"{path} holds a {type(m).__name__}, not a {cls.__name__}")
+        return m
+
+    def saveWeights(self, path, overWrite=False, *, storage_options=None) -> Module:
+        """Write the weights, biases and running statistics of this tree by module name."""
+        from pymodules import persistence
+
+        return persistence.saveWeights(self, path, overWrite, storage_options=storage_options)
+
+    def loadWeights(self, path, matchAll=True, *, storage_options=None) -> Module:
+        """Copy weights saved by saveWeights into the modules of the same names."""
+        from pymodules import persistence
+
+        return persistence.loadWeights(self, path, matchAll, storage_options=storage_options)
+
+    def loadModelWeights(self, srcModel, matchAll=True) -> Module:
+        """Copy ``srcModel``'s weights into the modules of the same names."""
+        from pymodules import persistence
+
+        return persistence.loadModelWeights(self, srcModel, matchAll)
 
     # -- graphs ------------------------------------------------------------------------
     def inputs(self, *nodes):

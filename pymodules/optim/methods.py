@@ -77,6 +77,26 @@ class OptimMethod:
                                 if k.startswith(_SCHEDULE)})
         return self
 
+    def save(self, path, overWrite=False, *, storage_options=None):
+        """Write this method (hyperparameters, schedule and state) to ``path`` in
+        pymodules' safe format (pymodules.persistence); return self."""
+        from pymodules import persistence
+
+        persistence.save_state(path, {"optimMethod": self}, overWrite,
+                               storage_options=storage_options)
+        return self
+
+    @staticmethod
+    def load(path, *, storage_options=None) -> OptimMethod:
+        """The optim method saved at ``path``, ready to continue where it stopped."""
+        from pymodules import persistence
+
+        method = persistence.load_state(path, storage_options=storage_options).get(
+            "optimMethod")
+        if not isinstance(method, OptimMethod):
+            raise persistence.FileFormatError(f"{path}: holds no optim method")
+        return method
+
     def clearHistory(self):
         """Forget the state (step count and buffers)."""
         self.state = {"neval": 0}

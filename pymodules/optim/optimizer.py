@@ -20,10 +20,13 @@ import time
 
 import numpy as np
 
+from pymodules import random as _random
 from pymodules.data import to_dataset
 from pymodules.engine import optim as K
+from pymodules.nn.module import Module
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
+from pymodules.persistence import load_state, save_state
 from pymodules.validation import _methods, evaluate_dataset, is_rdd
 
 log = logging.getLogger("pymodules.optim")
@@ -101,14 +104,30 @@ class Optimizer:
         return self
 
     def setCheckpoint(self, path, trigger, overWrite=True):
-        """Save the model (Module.save) and the method's state under ``path`` when
-        ``trigger`` fires: ``model.<iteration>`` and ``optimMethod.<iteration>.npz``."""
-        if not hasattr(self.model, "save"):
-            raise NotImplementedError(
-                "Optimizer.setCheckpoint needs Module.save (model persistence), which this "
-                "build of pymodules does not have yet")
+        """When ``trigger`` fires, save under the folder ``path`` (local or fsspec URL):
+        ``model.<iteration>`` (Module.save), ``optimMethod.<iteration>`` (OptimMethod.save)
+        and ``optimizer.<iteration>`` (this Optimizer's progress: counters, position in
+        the epoch, random generator), written last. ``loadCheckpoint`` resumes from them."""
         self._checkpoint = (str(path), _trigger(trigger, "the checkpoint trigger"),
                             bool(overWrite))
+        return self
+
+    def loadCheckpoint(self, path, iteration=None):
+        """Continue from the checkpoint of ``iteration`` (the latest complete one when None)
+        in the folder ``path``: the model's weights and running state, the optim method,
+        the counters, the position in the epoch and the library's random generator are
+        restored, so that optimize() goes on exactly as the saved run would have."""
+        if iteration is None:
+            iteration = _latest_checkpoint(str(path))
+        name = _join(str(path), f"{{}}.{int(iteration)}")
+        model = Module.load(name.format("model"))
+        self.model.setWeightsBias(model.getWeightsBias())
+        self.model.setExtraParameter(model.getExtraParameter())
+        self.optimMethod = OptimMethod.load(name.format("optimMethod"))
+        progress = load_state(name.format("optimizer"))
+        self.state = dict(progress["state"])
+        self._source.restore(progress, self.model)
+        _random.generator().bit_generator.state = progress["rng"]
         return self
 
     def setConstantGradientClipping(self, min, max):  # noqa: A002 (BigDL's names)
@@ -253,9 +272,15 @@ class Optimizer:
         if not trigger(self.state):
             return
         it = self.state["iteration"]
-        os.makedirs(path, exist_ok=True)
-        self.model.save(os.path.join(path, f"model.{it}"), overWrite=overwrite)
-        save_state(os.path.join(path, f"optimMethod.{it}.npz"), self.optimMethod.getState())
+        if "://" not in path:
+            os.makedirs(path, exist_ok=True)
+        name = _join(path, f"{{}}.{it}")
+        self.model.save(name.format("model"), overWrite=overwrite)
+        self.optimMethod.save(name.format("optimMethod"), overWrite=overwrite)
+        save_state(name.format("optimizer"), {  # last: marks the checkpoint complete
+            "state": dict(self.state), "rng": _random.generator().bit_generator.state,
+            **self._source.position(),
+        }, overWrite=overwrite)
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
 
 
@@ -266,7 +291,10 @@ class LocalGradient:
     def __init__(self, dataset, batchSize):
         self.dataset, self.batchSize = dataset, batchSize
         self._epoch_iter = None
+        self._epoch_rng = None  # the generator's state when the current epoch started
+        self._epoch_batches = 0  # batches taken from the current epoch
         self._batch = None
+        self._dtype = None
 
     def size(self):
         """Records in one epoch (None when the dataset does not know)."""
@@ -274,6 +302,7 @@ class LocalGradient:
 
     def start(self, model, criterion):
         self.model, self.criterion = model, criterion
+        self._dtype = model.dtype
         self._grad = model.getParameters()[1]
         # Nothing reads the gradient with respect to the data: the layer that takes it skips
         # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
@@ -287,12 +316,29 @@ class LocalGradient:
     def next_batch(self):
         """Move to the next batch: (its size, whether it ends the epoch)."""
         if self._epoch_iter is None:
+            self._epoch_rng = _random.generator().bit_generator.state
+            self._epoch_batches = 0
             self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
-                                                  dtype=self.model.dtype)
+                                                  dtype=self._dtype)
         self._batch, last = next(self._epoch_iter)
+        self._epoch_batches += 1
         if last:
-            self._epoch_iter = None
+            self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
         return self._batch.size(), last
+
+    def position(self) -> dict:
+        """Where the source is in the data, for a checkpoint."""
+        return {"epochRng": self._epoch_rng, "epochBatches": self._epoch_batches}
+
+    def restore(self, progress: dict, model):
+        """Go back to the position saved by ``position()``."""
+        self._dtype = model.dtype
+        self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
+        if progress["epochBatches"]:
+            # replay the epoch's shuffle from its start, then skip the batches it took
+            _random.generator().bit_generator.state = progress["epochRng"]
+            for _ in range(progress["epochBatches"]):
+                self.next_batch()
 
     def gradient(self, x):
         """(loss, flat gradient) of the current batch; x is the model's own flat weights."""
@@ -314,22 +360,21 @@ def _data_reader(model):
     return model
 
 
-def save_state(path, state: dict) -> None:
-    """Write an optim state (arrays, numbers, strings, None) as .npz, without pickles."""
-    arrays = {}
-    for k, v in state.items():
-        if v is None:
-            continue
-        arrays[k] = np.asarray(v)
-        if arrays[k].dtype == object:
-            raise TypeError(f"optim state {k!r} is not plain: {type(v).__name__}")
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
 
-def load_state(path) -> dict:
-    """The state written by save_state: 0-d arrays come back as Python numbers."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: (z[k].item() if z[k].ndim == 0 else np.array(z[k])) for k in z.files}
+def _latest_checkpoint(path: str) -> int:
+    """The highest iteration with a complete checkpoint (its optimizer.<n> file) in path."""
+    if "://" in path:
+        import fsspec
+
+        fs, folder = fsspec.core.url_to_fs(path)
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+    else:
+        names = os.listdir(path)
+    done = [int(n.split(".", 1)[1]) for n in names
+            if n.startswith("optimizer.") and n.split(".", 1)[1].isdigit()]
+    if not done:
+        raise FileNotFoundError(f"no complete checkpoint (optimizer.<iteration>) in {path}")
+    return max(done)

@@ -187,7 +187,7 @@ def test_checkpoint_needs_persistence(rng, tmp_path):
     opt = pm.Optimizer(_model(), (x, y), pm.CrossEntropyCriterion(), pm.SGD(), pm.MaxEpoch(1))
     if hasattr(pm.Module, "save"):
         opt.setCheckpoint(str(tmp_path), pm.EveryEpoch()).optimize()
-        assert (tmp_path / "optimMethod.2.npz").exists()
+        assert (tmp_path / "optimMethod.2").exists() and (tmp_path / "optimizer.2").exists()
     else:
         with pytest.raises(NotImplementedError, match="Module.save"):
             opt.setCheckpoint(str(tmp_path), pm.EveryEpoch())

@@ -1,0 +1,674 @@
+"""Save and load: every module class round-trips; weights by name; the format refuses
+what it should, and never runs code from a file."""
+
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import pymodules as pm
+from pymodules import persistence
+
+# -- one example of every module class ----------------------------------------------------
+# {class: [(module factory, input factory or None for classes that do not compute alone)]}.
+# A Module class exported by pm without an entry fails test_every_class_has_an_example.
+
+
+def _a(*shape):
+    return lambda rng: rng.standard_normal(shape)
+
+
+def _table(*shapes):
+    return lambda rng: [rng.standard_normal(s) for s in shapes]
+
+
+def _linear_variants():
+    return [
+        lambda: pm.Linear(4, 3),
+        lambda: pm.Linear(4, 3, withBias=False),
+        lambda: pm.Linear(4, 3, wRegularizer=pm.L1L2Regularizer(0.1, 0.2),
+                          bRegularizer=pm.L2Regularizer(0.3)),
+        lambda: pm.Linear(4, 3, initWeight=np.arange(12.0).reshape(3, 4), initBias=np.ones(3)),
+    ]
+
+
+def _sequential():
+    s = pm.Sequential().add(pm.Linear(4, 5)).add(pm.Sequential().add(pm.Linear(5, 3)))
+    s.modules[1].modules[0].setName("inner")
+    s.modules[0].setScaleW(0.5).setScaleB(0.25)
+    return s
+
+
+def _graph():
+    """Two inputs, a shared input feeding two layers, a join and two outputs."""
+    x, y = pm.Input(), pm.Input("second")
+    a, b = pm.Linear(4, 3)(x), pm.Linear(4, 3).setName("b")(x)
+    c = pm.Linear(4, 3)(y)
+    s = pm.CAddTable()(a, b, c)
+    out = pm.Linear(3, 2)(s)
+    return pm.Graph([x, y], [out, pm.Identity()(s)])
+
+
+def _graph_of_graphs():
+    """A graph holding a graph and a Sequential, stopped gradient and a frozen layer."""
+    x = pm.Input()
+    inner_in = pm.Input()
+    inner = pm.Graph(inner_in, pm.Linear(3, 3)(pm.Linear(4, 3)(inner_in)))
+    h = inner(x)
+    k = pm.Sequential().add(pm.Linear(4, 3)).add(pm.Identity()).setName("seq")(x)
+    j = pm.JoinTable(1)([h, k])
+    g = pm.Model(x, pm.Linear(6, 2).setName("head")(j))
+    return g.stopGradient(["seq"]).freeze("head")
+
+
+EXAMPLES = {
+    pm.Module: [(lambda: pm.Module(), None)],
+    pm.Container: [(lambda: pm.Container().add(pm.Linear(4, 3)), None)],
+    pm.Linear: [(make, _a(2, 4)) for make in _linear_variants()],
+    pm.Sequential: [(_sequential, _a(2, 4)),
+                    (lambda: _sequential().freeze("inner"), _a(2, 4)),
+                    (lambda: _sequential().evaluate(), _a(2, 4))],
+    pm.Concat: [(lambda: pm.Concat(1).add(pm.Linear(4, 3)).add(pm.Linear(4, 2)), _a(3, 4))],
+    pm.ConcatTable: [(lambda: pm.ConcatTable().add(pm.Linear(4, 3)).add(pm.Identity()),
+                      _a(3, 4))],
+    pm.ParallelTable: [(lambda: pm.ParallelTable().add(pm.Linear(4, 3)).add(pm.Linear(2, 3)),
+                        _table((3, 4), (3, 2)))],
+    pm.MapTable: [(lambda: pm.MapTable(pm.Linear(4, 3)), _table((3, 4), (3, 4))),
+                  (lambda: pm.MapTable().add(pm.Linear(4, 3)), _table((3, 4), (3, 4)))],
+    pm.Graph: [(_graph, _table((3, 4), (3, 4))), (_graph_of_graphs, _a(3, 4))],
+    pm.Identity: [(lambda: pm.Identity(), _a(3, 4))],
+    pm.Reshape: [(lambda: pm.Reshape([2, 2]), _a(3, 4))],
+    pm.View: [(lambda: pm.View([2, 2]), _a(3, 4))],
+    pm.Squeeze: [(lambda: pm.Squeeze(1), _a(3, 1, 4))],
+    pm.Unsqueeze: [(lambda: pm.Unsqueeze(1), _a(3, 4))],
+    pm.Narrow: [(lambda: pm.Narrow(1, 1, 2), _a(3, 4))],
+    pm.Select: [(lambda: pm.Select(1, 2), _a(3, 4))],
+    pm.Transpose: [(lambda: pm.Transpose([(0, 1)]), _a(3, 4))],
+    pm.Replicate: [(lambda: pm.Replicate(3), _a(3, 4))],
+    pm.Contiguous: [(lambda: pm.Contiguous(), _a(3, 4))],
+    pm.CAddTable: [(lambda: pm.CAddTable(), _table((3, 4), (3, 4)))],
+    pm.CSubTable: [(lambda: pm.CSubTable(), _table((3, 4), (3, 4)))],
+    pm.CMulTable: [(lambda: pm.CMulTable(), _table((3, 4), (3, 4)))],
+    pm.CMaxTable: [(lambda: pm.CMaxTable(), _table((3, 4), (3, 4)))],
+    pm.JoinTable: [(lambda: pm.JoinTable(1), _table((3, 4), (3, 2)))],
+    pm.SplitTable: [(lambda: pm.SplitTable(1), _a(3, 4))],
+    pm.SelectTable: [(lambda: pm.SelectTable(1), _table((3, 4), (3, 2)))],
+    pm.NarrowTable: [(lambda: pm.NarrowTable(0, 2), _table((3, 4), (3, 2), (2,)))],
+    pm.FlattenTable: [(lambda: pm.FlattenTable(),
+                       lambda rng: [rng.standard_normal(3), [rng.standard_normal(2),
+                                                             rng.standard_normal(4)]])],
+}
+
+
+def _module_classes():
+    return sorted({obj for name in pm.__all__
+                   if isinstance(obj := getattr(pm, name), type) and issubclass(obj, pm.Module)},
+                  key=lambda c: c.__name__)
+
+
+def test_every_class_has_an_example():
+    missing = [c.__name__ for c in _module_classes() if c not in EXAMPLES]
+    assert not missing, f"add save/load examples for {missing} to EXAMPLES"
+
+
+def _cases():
+    for cls in _module_classes():
+        for i, (make, shape) in enumerate(EXAMPLES.get(cls, [])):
+            for dtype in ("float32", "float64"):
+                yield pytest.param(make, shape, dtype, id=f"{cls.__name__}{i}-{dtype}")
+
+
+def _snapshot(m):
+    return [(type(x), x.getName(), x.train, x.scaleW, x.scaleB, x._frozen, x.dtype, str(x))
+            for x in m.modules_preorder()]
+
+
+def _copy(v):
+    return [_copy(x) for x in v] if isinstance(v, list) else np.copy(v)
+
+
+def _cast(v, dtype):
+    return [_cast(x, dtype) for x in v] if isinstance(v, list) else v.astype(dtype)
+
+
+def _like(v, rng):
+    return [_like(x, rng) for x in v] if isinstance(v, list) else \
+        rng.standard_normal(v.shape).astype(v.dtype)
+
+
+def _equal(a, b):
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_equal, a, b))
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _run(m, x, g):
+    """forward and backward from zeroed gradients, with the same random stream."""
+    m.zeroGradParameters()
+    pm.setSeed(7)
+    y = _copy(m.forward(x))
+    gi = _copy(m.backward(x, g))
+    return [y, gi, [np.copy(a) for a in m.parameters()[1]]]
+
+
+@pytest.mark.parametrize(("make", "make_input", "dtype"), list(_cases()))
+def test_round_trip(make, make_input, dtype, tmp_path, rng):
+    m = make()
+    if dtype == "float64":
+        m.double()
+    path = tmp_path / "m.pm"
+    assert m.save(path) is m
+    r = pm.load(path)
+    assert type(r) is type(m)
+    assert _snapshot(r) == _snapshot(m)
+    assert _equal(m.parameters()[0] + m.getExtraParameter(),
+                  r.parameters()[0] + r.getExtraParameter())
+    assert all(not g.any() for g in r.parameters()[1])  # gradients are not saved
+    if make_input is None:
+        return
+    x = _cast(make_input(rng), m.dtype)
+    g = _like(m.forward(x), rng)
+    assert _equal(_run(r, x, g), _run(m, x, g))
+    # and the reloaded module saves to the same definition
+    r.save(tmp_path / "again.pm")
+    assert _definition(tmp_path / "again.pm") == _definition(path)
+
+
+def _definition(path):
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("definition.json"))
+
+
+def test_round_trip_keeps_float64_given_to_the_constructor(tmp_path):
+    m = pm.Linear(3, 2, dtype=np.float64)
+    m.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert r.dtype == np.float64 and r.weight.dtype == np.float64
+    assert np.array_equal(r.weight, m.weight)
+
+
+def test_load_is_a_classmethod_that_checks_the_class(tmp_path):
+    pm.Linear(3, 2).save(tmp_path / "m.pm")
+    assert isinstance(pm.Module.load(tmp_path / "m.pm"), pm.Linear)
+    assert isinstance(pm.Linear.load(tmp_path / "m.pm"), pm.Linear)
+    with pytest.raises(TypeError, match="not a Sequential"):
+        pm.Sequential.load(tmp_path / "m.pm")
+
+
+def test_overwrite(tmp_path):
+    path = tmp_path / "m.pm"
+    a, b = pm.Linear(3, 2), pm.Linear(3, 2)
+    a.save(path)
+    with pytest.raises(FileExistsError):
+        b.save(path)
+    assert pm.load(path).getName() == a.getName()
+    b.save(path, overWrite=True)
+    assert pm.load(path).getName() == b.getName()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pm"]  # no temporary file left
+
+
+def test_save_refuses_what_it_cannot_encode(tmp_path):
+    m = pm.Linear(3, 2)
+    m.wRegularizer = object()
+    m._ctor = ((3, 2), {"wRegularizer": object()})
+    with pytest.raises(TypeError, match="cannot save a object"):
+        m.save(tmp_path / "m.pm")
+    assert not (tmp_path / "m.pm").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unregistered_classes_are_refused_then_registered(tmp_path):
+    class Twice(pm.Module):
+        def __init__(self, factor=2.0, dtype=np.float32):
+            super().__init__(dtype)
+            self.factor = factor
+
+    with pytest.raises(TypeError, match="not registered"):
+        Twice(3.0).save(tmp_path / "t.pm")
+    persistence.register(Twice)
+    try:
+        Twice(3.0).save(tmp_path / "t.pm")
+        assert pm.load(tmp_path / "t.pm").factor == 3.0
+    finally:
+        persistence._registered.pop("Twice")
+    with pytest.raises(pm.FileFormatError, match="unknown class 'Twice'"):
+        pm.load(tmp_path / "t.pm")
+
+
+# -- weights by name ------------------------------------------------------------------------
+def _pair():
+    a = pm.Sequential().add(pm.Linear(4, 3).setName("fc1")).add(pm.Linear(3, 2).setName("fc2"))
+    b = pm.Sequential().add(pm.Linear(4, 3).setName("fc1")).add(pm.Linear(3, 2).setName("fc2"))
+    return a, b
+
+
+def test_save_and_load_weights(tmp_path):
+    a, b = _pair()
+    assert a.saveWeights(tmp_path / "w.pm") is a
+    assert b.loadWeights(tmp_path / "w.pm") is b
+    for x, y in zip(a.parameters()[0], b.parameters()[0], strict=True):
+        assert np.array_equal(x, y)
+    with pytest.raises(FileExistsError):
+        a.saveWeights(tmp_path / "w.pm")
+
+
+def test_load_weights_casts_to_the_model_dtype(tmp_path):
+    a, b = _pair()
+    a.double().saveWeights(tmp_path / "w.pm")
+    b.loadWeights(tmp_path / "w.pm")
+    assert b.modules[0].weight.dtype == np.float32
+    assert np.array_equal(b.modules[0].weight, a.modules[0].weight.astype(np.float32))
+
+
+def test_match_all_raises_on_a_missing_module_and_changes_nothing(tmp_path):
+    a, b = _pair()
+    b.add(pm.Linear(2, 2).setName("fc3"))
+    a.saveWeights(tmp_path / "w.pm")
+    before = [np.copy(w) for w in b.parameters()[0]]
+    with pytest.raises(ValueError, match="fc3.*no weights"):
+        b.loadWeights(tmp_path / "w.pm")
+    assert all(np.array_equal(x, y) for x, y in zip(before, b.parameters()[0], strict=True))
+    b.loadWeights(tmp_path / "w.pm", matchAll=False)
+    assert np.array_equal(b.modules[1].weight, a.modules[1].weight)
+    assert np.array_equal(b.modules[2].weight, before[4])
+
+
+@pytest.mark.parametrize("matchAll", [True, False])
+def test_shape_mismatch_always_raises(matchAll, tmp_path):
+    a, _ = _pair()
+    b = pm.Sequential().add(pm.Linear(4, 3).setName("fc1")).add(pm.Linear(3, 5).setName("fc2"))
+    a.saveWeights(tmp_path / "w.pm")
+    before = np.copy(b.modules[0].weight)
+    with pytest.raises(ValueError, match=r"weight .* has shape \(2, 3\), expected \(5, 3\)"):
+        b.loadWeights(tmp_path / "w.pm", matchAll=matchAll)
+    with pytest.raises(ValueError, match=r"has shape \(2, 3\), expected \(5, 3\)"):
+        b.loadModelWeights(a, matchAll=matchAll)
+    assert np.array_equal(b.modules[0].weight, before)
+
+
+def test_load_model_weights(tmp_path):
+    a, b = _pair()
+    b.modules[1].setName("other")
+    with pytest.raises(ValueError, match="other.*no weights"):
+        b.loadModelWeights(a)
+    assert b.loadModelWeights(a, matchAll=False) is b
+    assert np.array_equal(b.modules[0].weight, a.modules[0].weight)
+    assert not np.array_equal(b.modules[1].weight, a.modules[1].weight)
+
+
+def test_weights_include_extra_state(tmp_path):
+    """Running statistics (``_extra``) travel with the weights and the module."""
+    class WithStats(pm.Linear):
+        _extra = ("runningMean",)
+
+        def __init__(self, inputSize, outputSize, dtype=np.float32):
+            super().__init__(inputSize, outputSize, dtype=dtype)
+            self.runningMean = np.zeros(outputSize, self.dtype)
+
+    persistence.register(WithStats)
+    try:
+        a, b = WithStats(3, 2).setName("s"), WithStats(3, 2).setName("s")
+        a.runningMean[...] = [1.5, -2.0]
+        a.saveWeights(tmp_path / "w.pm")
+        b.loadWeights(tmp_path / "w.pm")
+        assert np.array_equal(b.runningMean, a.runningMean)
+        a.save(tmp_path / "m.pm")
+        r = pm.load(tmp_path / "m.pm")
+        assert np.array_equal(r.runningMean, a.runningMean)
+        b.runningMean[...] = 0
+        b.loadModelWeights(a)
+        assert np.array_equal(b.runningMean, a.runningMean)
+    finally:
+        persistence._registered.pop("WithStats")
+
+
+def test_duplicate_names_cannot_be_saved_by_name(tmp_path):
+    s = pm.Sequential().add(pm.Linear(2, 2).setName("x")).add(pm.Linear(2, 2).setName("x"))
+    with pytest.raises(ValueError, match="several modules are named 'x'"):
+        s.saveWeights(tmp_path / "w.pm")
+
+
+# -- optimizer state ------------------------------------------------------------------------
+def test_state_round_trip(tmp_path):
+    state = {"evalCounter": 7, "learningRate": 0.01, "dfdx": np.arange(5.0),
+             "nested": {"m": np.ones((2, 3), np.float32), 3: [1, 2.5, "x", None, True]},
+             "pair": (1, 2)}
+    persistence.save_state(tmp_path / "s.pm", state)
+    got = persistence.load_state(tmp_path / "s.pm")
+    assert got.keys() == state.keys()
+    assert got["evalCounter"] == 7 and got["learningRate"] == 0.01 and got["pair"] == (1, 2)
+    assert np.array_equal(got["dfdx"], state["dfdx"])
+    assert got["nested"][3] == [1, 2.5, "x", None, True]
+    assert got["nested"]["m"].dtype == np.float32
+    with pytest.raises(pm.FileFormatError, match="holds 'state', not 'module'"):
+        pm.load(tmp_path / "s.pm")
+    with pytest.raises(TypeError):
+        persistence.save_state(tmp_path / "t.pm", {"model": pm.Linear(2, 2)})
+
+
+# -- refusing bad files ---------------------------------------------------------------------
+def _craft(path, entries, checksum=True):
+    """A zip of ``entries`` ({name: bytes}) with a matching checksum.json."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        sums = {}
+        for name, data in entries.items():
+            zf.writestr(name, data)
+            sums[name] = {"size": len(data), "crc32": zipfile.crc32(data)}
+        if checksum:
+            zf.writestr("checksum.json", json.dumps({"algorithm": "crc32", "entries": sums}))
+
+
+def _entries(path):
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist() if n != "checksum.json"}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "good.pm"
+    pm.Sequential().add(pm.Linear(4, 3)).save(path)
+    return path
+
+
+def test_not_a_zip(tmp_path):
+    (tmp_path / "x.pm").write_bytes(b"\x80\x04K\x01." * 100)
+    with pytest.raises(pm.FileFormatError, match="not a readable zip"):
+        pm.load(tmp_path / "x.pm")
+
+
+def test_truncated_files(saved, tmp_path):
+    data = saved.read_bytes()
+    for cut in (0, 10, len(data) // 3, len(data) // 2, len(data) - 30, len(data) - 1):
+        (tmp_path / "t.pm").write_bytes(data[:cut])
+        with pytest.raises(pm.FileFormatError):
+            pm.load(tmp_path / "t.pm")
+
+
+def test_every_flipped_byte_is_caught_or_harmless(saved, tmp_path):
+    """A corrupted byte anywhere gives FileFormatError, or (in zip bookkeeping that no
+    reader uses, such as timestamps) a module identical to the saved one."""
+    data = saved.read_bytes()
+    good = pm.load(saved)
+    for i in range(0, len(data), 7):
+        bad = bytearray(data)
+        bad[i] ^= 0x41
+        (tmp_path / "f.pm").write_bytes(bytes(bad))
+        try:
+            r = pm.load(tmp_path / "f.pm")
+        except pm.FileFormatError:
+            continue
+        assert _snapshot(r) == _snapshot(good), i
+        assert np.array_equal(r.modules[0].weight, good.modules[0].weight), i
+
+
+def test_wrong_checksum(saved, tmp_path):
+    entries = _entries(saved)
+    with zipfile.ZipFile(tmp_path / "c.pm", "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        zf.writestr("checksum.json", json.dumps({"algorithm": "crc32", "entries": {
+            n: {"size": len(d), "crc32": 1234} for n, d in entries.items()}}))
+    with pytest.raises(pm.FileFormatError, match="checksum mismatch"):
+        pm.load(tmp_path / "c.pm")
+
+
+def test_array_data_corrupted(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("arrays/0.npy")
+    nlen, xlen = struct.unpack_from("<2H", data, info.header_offset + 26)
+    data[info.header_offset + 30 + nlen + xlen + 140] ^= 1  # inside the weights
+    (tmp_path / "c.pm").write_bytes(bytes(data))
+    with pytest.raises(pm.FileFormatError, match="checksum mismatch in arrays/0.npy"):
+        pm.load(tmp_path / "c.pm")
+
+
+def test_newer_format_version(saved, tmp_path):
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["formatVersion"] = persistence.FORMAT_VERSION + 1
+    entries["definition.json"] = json.dumps(d).encode()
+    _craft(tmp_path / "n.pm", entries)
+    with pytest.raises(pm.FileFormatError, match="format version 2 .* upgrade pymodules"):
+        pm.load(tmp_path / "n.pm")
+
+
+@pytest.mark.parametrize("name", ["os.system", "subprocess.Popen", "builtins.eval",
+                                  "pymodules.nn.linear.Linear", "Module.__subclasses__",
+                                  "FileFormatError"])
+def test_unknown_class(name, saved, tmp_path):
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["modules"][1]["class"] = name
+    entries["definition.json"] = json.dumps(d).encode()
+    _craft(tmp_path / "u.pm", entries)
+    with pytest.raises(pm.FileFormatError, match="unknown class"):
+        pm.load(tmp_path / "u.pm")
+
+
+class _Payload:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payloads_do_nothing(saved, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(marker))
+    assert not marker.exists()
+    # 1. an object array: a .npy header with dtype |O followed by a pickle
+    head = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    head += b" " * (63 - len(head) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head + payload
+    entries = _entries(saved)
+    entries["arrays/0.npy"] = npy
+    _craft(tmp_path / "p1.pm", entries)
+    # 2. a pickle where the definition should be
+    entries = _entries(saved)
+    entries["definition.json"] = payload
+    _craft(tmp_path / "p2.pm", entries)
+    # 3. an extra pickled entry, as other formats carry
+    entries = _entries(saved)
+    entries["data.pkl"] = payload
+    _craft(tmp_path / "p3.pm", entries)
+    # 4. a registered value class whose state smuggles a pickle
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["modules"][1]["kwargs"]["wRegularizer"] = {"$object": "L2Regularizer",
+                                                 "state": {"__reduce__": payload.hex()}}
+    d["modules"][1]["kwargs"]["bRegularizer"] = {"$pickle": payload.hex()}
+    entries["definition.json"] = json.dumps(d).encode()
+    _craft(tmp_path / "p4.pm", entries)
+    for i, reason in ((1, "dtype object is not allowed"), (2, "definition.json is garbled"),
+                      (3, "unexpected entry 'data.pkl'"), (4, "garbled value")):
+        with pytest.raises(pm.FileFormatError, match=reason):
+            pm.load(tmp_path / f"p{i}.pm")
+    assert not marker.exists()
+
+
+def test_zip_bombs_and_oversized_entries_are_refused_before_reading(saved, tmp_path):
+    # a compressed entry: 1 GB of zeros in a few kB
+    with zipfile.ZipFile(tmp_path / "b.pm", "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("arrays/0.npy", "w", force_zip64=True) as f:
+            zero = bytes(1 << 20)
+            for _ in range(1024):
+                f.write(zero)
+    assert (tmp_path / "b.pm").stat().st_size < 10 << 20
+    with pytest.raises(pm.FileFormatError, match="compressed"):
+        pm.load(tmp_path / "b.pm")
+    # an entry declaring more bytes than the file holds
+    data = bytearray(saved.read_bytes())
+    cd = data.index(b"arrays/0.npy", data.index(b"PK\x01\x02")) - 46
+    data[cd + 20:cd + 28] = (2**31).to_bytes(4, "little") * 2
+    (tmp_path / "o.pm").write_bytes(bytes(data))
+    with pytest.raises(pm.FileFormatError, match="declares 2147483648 bytes"):
+        pm.load(tmp_path / "o.pm")
+    # a .npy header promising a huge array in a small entry
+    entries = _entries(saved)
+    head = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    head += b" " * (63 - len(head) % 64) + b"\n"
+    entries["arrays/0.npy"] = b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head
+    _craft(tmp_path / "h.pm", entries)
+    with pytest.raises(pm.FileFormatError, match="header says"):
+        pm.load(tmp_path / "h.pm")
+    # a definition too long to be read
+    entries = _entries(saved)
+    entries["definition.json"] = b" " * (persistence._MAX_JSON + 1)
+    _craft(tmp_path / "j.pm", entries)
+    with pytest.raises(pm.FileFormatError, match="more than the limit"):
+        pm.load(tmp_path / "j.pm")
+
+
+def test_deeply_nested_definition(saved, tmp_path):
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["modules"][1]["kwargs"]["wRegularizer"] = "NESTED"
+    entries["definition.json"] = json.dumps(d).replace(
+        '"NESTED"', "[" * 100000 + "]" * 100000).encode()
+    _craft(tmp_path / "d.pm", entries)
+    with pytest.raises(pm.FileFormatError, match="too deep|garbled"):
+        pm.load(tmp_path / "d.pm")
+
+
+def test_missing_checksum_or_unlisted_entry(saved, tmp_path):
+    _craft(tmp_path / "a.pm", _entries(saved), checksum=False)
+    with pytest.raises(pm.FileFormatError, match="no checksum.json"):
+        pm.load(tmp_path / "a.pm")
+    entries = _entries(saved)
+    with zipfile.ZipFile(tmp_path / "b.pm", "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        zf.writestr("checksum.json", json.dumps({"algorithm": "crc32", "entries": {}}))
+    with pytest.raises(pm.FileFormatError, match="do not match the checksum list"):
+        pm.load(tmp_path / "b.pm")
+
+
+# -- concurrency and crashes ------------------------------------------------------------
+@pytest.mark.parametrize("overWrite", [False, True])
+def test_racing_threads_leave_one_valid_file(overWrite, tmp_path):
+    path = tmp_path / "m.pm"
+    models = [pm.Linear(300, 200).setName(f"m{i}") for i in range(6)]
+    outcomes = [None] * len(models)
+    barrier = threading.Barrier(len(models))
+
+    def save(i):
+        barrier.wait()
+        try:
+            models[i].save(path, overWrite=overWrite)
+            outcomes[i] = "saved"
+        except FileExistsError:
+            outcomes[i] = "exists"
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(models))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r = pm.load(path)
+    winner = models[int(r.getName()[1:])]
+    assert np.array_equal(r.weight, winner.weight)
+    if overWrite:
+        assert outcomes == ["saved"] * len(models)
+    else:
+        assert sorted(outcomes) == ["exists"] * (len(models) - 1) + ["saved"]
+        assert outcomes[int(r.getName()[1:])] == "saved"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pm"]
+
+
+_CHILD = """
+import sys, numpy as np, pymodules as pm
+pm.setSeed(int(sys.argv[2]))
+m = pm.Linear(300, 200).setName("p" + sys.argv[2])
+try:
+    m.save(sys.argv[1], overWrite=sys.argv[3] == "1")
+    print("saved")
+except FileExistsError:
+    print("exists")
+"""
+
+
+@pytest.mark.parametrize("overWrite", [False, True])
+def test_racing_processes_leave_one_valid_file(overWrite, tmp_path):
+    path = tmp_path / "m.pm"
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(i),
+                               str(int(overWrite))], stdout=subprocess.PIPE, text=True)
+             for i in range(4)]
+    outcomes = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    r = pm.load(path)
+    i = int(r.getName()[1:])
+    pm.setSeed(i)
+    assert np.array_equal(r.weight, pm.Linear(300, 200).weight)
+    assert outcomes[i] == "saved"
+    if not overWrite:
+        assert sorted(outcomes) == ["exists"] * 3 + ["saved"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pm"]
+
+
+_KILLED = """
+import sys, pymodules as pm
+from pymodules import persistence
+put = persistence._ZipWriter._put
+def pause_midway(self, data):
+    put(self, data)
+    if self.offset > 1 << 20:
+        print("midway", flush=True)
+        sys.stdin.read()  # wait here for SIGKILL
+persistence._ZipWriter._put = pause_midway
+persistence._CHUNK = 1 << 18
+pm.Linear(2000, 1000).setName("new").save(sys.argv[1], overWrite=True)
+"""
+
+
+def test_a_save_killed_midway_leaves_the_old_file(tmp_path):
+    path = tmp_path / "m.pm"
+    old = pm.Linear(20, 10).setName("old").save(path)
+    before = path.read_bytes()
+    p = subprocess.Popen([sys.executable, "-c", _KILLED, str(path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "midway"
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=60)
+        p.stdin.close()
+        p.stdout.close()
+    assert p.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before
+    r = pm.load(path)
+    assert r.getName() == "old" and np.array_equal(r.weight, old.weight)
+
+
+def test_chunked_reads_and_writes_check_the_crc(tmp_path, monkeypatch):
+    """Large arrays are written and read in chunks, their CRC on a worker thread."""
+    monkeypatch.setattr(persistence, "_CHUNK", 4096)
+    m = pm.Linear(300, 200)
+    m.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert np.array_equal(r.weight, m.weight)
+    data = bytearray((tmp_path / "m.pm").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "c.pm").write_bytes(bytes(data))
+    with pytest.raises(pm.FileFormatError, match="checksum mismatch in arrays/0.npy"):
+        pm.load(tmp_path / "c.pm")
+
+
+def test_loading_draws_no_random_numbers(tmp_path):
+    pm.Sequential().add(pm.Linear(30, 20)).add(pm.Linear(20, 2)).save(tmp_path / "m.pm")
+    pm.setSeed(3)
+    expected = pm.random.generator().random(5)
+    pm.setSeed(3)
+    pm.load(tmp_path / "m.pm")
+    assert np.array_equal(pm.random.generator().random(5), expected)

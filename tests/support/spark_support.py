@@ -103,7 +103,10 @@ class FailOnce(pm.CrossEntropyCriterion):
     def updateOutput(self, input, target):
         if _first_time(self.marker):
             if self.how == "kill":
-                os.kill(_executor_jvm(), signal.SIGKILL)
+                pid = _executor_jvm()
+                with open(self.marker, "w") as f:
+                    f.write(str(pid))
+                os.kill(pid, signal.SIGKILL)
                 os._exit(1)
             raise RuntimeError("injected task failure")
         return super().updateOutput(input, target)

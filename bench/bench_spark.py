@@ -117,7 +117,8 @@ def main():
 
     spark = (SparkSession.builder.master("local[2]").appName("pymodules-bench")
              .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.memory", "4g").getOrCreate())
+             .config("spark.driver.memory", "4g")
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     with threadpool_limits(1):
         blas = [f"{i['internal_api']} {i['version']} ({i.get('architecture')}, "

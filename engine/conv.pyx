@@ -187,33 +187,63 @@ cdef inline void _span(int start, int stride, int size, int n, int *lo, int *hi)
 
 
 cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nogil:
-    """cols[(c, i, j), (y, x)] := image[c, y*sH - pT + i*dH, x*sW - pL + j*dW], 0 outside."""
-    cdef int c, i, j, oy, ox, iy, ix0, lo, hi
+    """cols[(c, i, j), (y, x)] := image[c, y*sH - pT + i*dH, x*sW - pL + j*dW], 0 outside.
+
+    With unit strides and rows as wide as the image's (SAME-like padding), a tap's column
+    row is the plane shifted by a constant: one copy, then the wrapped ends of its rows
+    zeroed. A forward with one output plane (im2col + gemv) on (32, 16, 28, 28) float32,
+    3x3, pad 1: 770 us row by row, 560 us so (minimum of 41, loaded machine). Short rows
+    are copied by a loop the compiler unrolls, long ones by memcpy.
+    """
+    cdef int c, i, j, oy, ox, iy, ix0, lo, hi, ylo, yhi
     cdef size_t P = <size_t> g.oH * g.oW
     cdef floating *row = cols
     cdef floating *dst
     cdef const floating *src
+    cdef bint shift = g.sW == 1 and g.sH == 1 and g.oW == g.W
     for c in range(g.C):
         for i in range(g.kH):
+            _span(i * g.dH - g.pT, g.sH, g.H, g.oH, &ylo, &yhi)
             for j in range(g.kW):
                 ix0 = j * g.dW - g.pL
                 _span(ix0, g.sW, g.W, g.oW, &lo, &hi)
-                for oy in range(g.oH):
+                if ylo == yhi or lo == hi:
+                    memset(row, 0, P * sizeof(floating))
+                    row += P
+                    continue
+                memset(row, 0, <size_t> ylo * g.oW * sizeof(floating))
+                memset(row + <size_t> yhi * g.oW, 0,
+                       <size_t> (g.oH - yhi) * g.oW * sizeof(floating))
+                if shift:
+                    # from (ylo, lo) to (yhi - 1, hi): reads stay inside the plane
+                    src = x + (<size_t> c * g.H + ylo + i * g.dH - g.pT) * g.W + ix0
+                    dst = row + <size_t> ylo * g.oW
+                    memcpy(dst + lo, src + lo,
+                           (<size_t> (yhi - ylo - 1) * g.oW + hi - lo) * sizeof(floating))
+                    for oy in range(ylo, yhi):
+                        dst = row + <size_t> oy * g.oW
+                        for ox in range(lo):
+                            dst[ox] = 0
+                        for ox in range(hi, g.oW):
+                            dst[ox] = 0
+                    row += P
+                    continue
+                for oy in range(ylo, yhi):
                     dst = row + <size_t> oy * g.oW
                     iy = oy * g.sH - g.pT + i * g.dH
-                    if iy < 0 or iy >= g.H or lo == hi:
-                        memset(dst, 0, g.oW * sizeof(floating))
-                        continue
-                    src = x + (<size_t> c * g.H + iy) * g.W
-                    if lo:
-                        memset(dst, 0, lo * sizeof(floating))
-                    if g.sW == 1:
-                        memcpy(dst + lo, src + ix0 + lo, (hi - lo) * sizeof(floating))
+                    src = x + (<size_t> c * g.H + iy) * g.W + ix0
+                    for ox in range(lo):
+                        dst[ox] = 0
+                    if g.sW == 1 and hi - lo >= 16:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    elif g.sW == 1:
+                        for ox in range(lo, hi):
+                            dst[ox] = src[ox]
                     else:
                         for ox in range(lo, hi):
-                            dst[ox] = src[ix0 + ox * g.sW]
-                    if hi < g.oW:
-                        memset(dst + hi, 0, (g.oW - hi) * sizeof(floating))
+                            dst[ox] = src[ox * g.sW]
+                    for ox in range(hi, g.oW):
+                        dst[ox] = 0
                 row += P
 
 

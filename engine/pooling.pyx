@@ -102,32 +102,87 @@ def max_pool_update_output(input, output, indices, int kernel_w, int kernel_h, i
             _max_forward(<double *> _p(x), <double *> _p(y), <cnp.npy_intp *> _p(idx), &p)
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* a where mask is all ones, else b, through the bits: no branch on the data */
+    static inline float pm_select_f(intptr_t mask, float a, float b) {
+        uint32_t ua, ub; float r;
+        memcpy(&ua, &a, 4); memcpy(&ub, &b, 4);
+        ua = (ua & (uint32_t) mask) | (ub & ~(uint32_t) mask);
+        memcpy(&r, &ua, 4); return r;
+    }
+    static inline double pm_select_d(intptr_t mask, double a, double b) {
+        uint64_t ua, ub; double r;
+        memcpy(&ua, &a, 8); memcpy(&ub, &b, 8);
+        ua = (ua & (uint64_t) mask) | (ub & ~(uint64_t) mask);
+        memcpy(&r, &ua, 8); return r;
+    }
+    """
+    float pm_select_f(cnp.npy_intp mask, float a, float b) noexcept nogil
+    double pm_select_d(cnp.npy_intp mask, double a, double b) noexcept nogil
+
+
+cdef inline floating _select(cnp.npy_intp mask, floating a, floating b) noexcept nogil:
+    if floating is float:
+        return pm_select_f(mask, a, b)
+    else:
+        return pm_select_d(mask, a, b)
+
+
+cdef inline void _cols_in(int start, int stride, int size, int n, int *lo,
+                          int *hi) noexcept nogil:
+    """[lo, hi): the ox in [0, n) with 0 <= start + ox * stride < size."""
+    cdef int a = 0, b = 0
+    if start < 0:
+        a = (-start + stride - 1) // stride
+    if size - start > 0:
+        b = (size - start + stride - 1) // stride
+    lo[0] = min(a, n)
+    hi[0] = max(min(b, n), lo[0])
+
+
 cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
                        const Pool *p) noexcept nogil:
+    # One output row at a time, tap by tap: for each tap (iy, j) of the window a sweep along
+    # the row, whose outputs are independent, with the comparison turned into masks. On
+    # random data a branch per tap is a coin toss: the branchy per-window loop took 1140 us
+    # on (64, 6, 24, 24) float32 (torch 1170 us), this one 480 us (the same per-window loop
+    # with masks: 540 us, its chain of dependent taps is the limit).
     cdef Py_ssize_t c
-    cdef int oy, ox, h0, h1, w0, w1, iy, ix, best, pos
+    cdef int oy, ox, j, h0, h1, iy, ix, w0, lo, hi
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
+    cdef const floating *row
+    cdef floating *yr
+    cdef cnp.npy_intp *ir
     cdef floating m, v
+    cdef cnp.npy_intp take
     for c in range(p.planes):
         for oy in range(p.oH):
             h0 = oy * p.sH - p.pT
             h1 = min(h0 + p.kH, p.H)
             h0 = max(h0, 0)
+            yr = y + <size_t> oy * p.oW
+            ir = idx + <size_t> oy * p.oW
+            row = x + <size_t> h0 * p.W
             for ox in range(p.oW):
-                w0 = ox * p.sW - p.pL
-                w1 = min(w0 + p.kW, p.W)
-                w0 = max(w0, 0)
-                best = h0 * p.W + w0
-                m = x[best]
-                for iy in range(h0, h1):
-                    for ix in range(w0, w1):
-                        pos = iy * p.W + ix
-                        v = x[pos]
-                        if v > m or v != v:
-                            m = v
-                            best = pos
-                y[oy * p.oW + ox] = m
-                idx[oy * p.oW + ox] = best
+                w0 = max(ox * p.sW - p.pL, 0)  # the window's first tap inside the input
+                yr[ox] = row[w0]
+                ir[ox] = h0 * p.W + w0
+            for iy in range(h0, h1):
+                row = x + <size_t> iy * p.W
+                for j in range(p.kW):
+                    w0 = j - p.pL
+                    _cols_in(w0, p.sW, p.W, p.oW, &lo, &hi)
+                    for ox in range(lo, hi):
+                        ix = w0 + ox * p.sW
+                        v = row[ix]
+                        m = yr[ox]
+                        # take = 0 or -1: select by masks, not by a branch
+                        take = -<cnp.npy_intp> ((v > m) | (v != v))
+                        yr[ox] = _select(take, v, m)
+                        ir[ox] ^= (ir[ox] ^ (iy * p.W + ix)) & take
         x += plane
         y += out
         idx += out

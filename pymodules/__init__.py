@@ -39,10 +39,7 @@ def engine_type() -> str:
     return f"pymodules Cython engine on scipy.linalg.cython_blas ({name})"
 
 
-_training_all = [
-    "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
-    "TreeNNAccuracy", "ValidationMethod", "ValidationResult",
-]
-
-__all__ = [*_nn_all, *_criterion_all, *_optim_all, *_training_all, "FileFormatError",
-           "engine_type", "load", "setSeed"]
+__all__ = [*_nn_all, *_criterion_all, *_optim_all,
+           "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
+           "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed",
+           "FileFormatError", "load"]

@@ -165,7 +165,8 @@ def load(path, *, storage_options=None) -> Module:
     """Rebuild the module saved at ``path``, with its names, mode and weights."""
     with _open_read(path, storage_options) as archive:
         definition = archive.definition("module")
-        return _Decoder(archive, definition).value(definition.get("root"))
+        with _refusing(archive):
+            return _Decoder(archive, definition).value(definition.get("root"))
 
 
 def saveWeights(module: Module, path, overWrite: bool = False, *, storage_options=None):
@@ -186,8 +187,9 @@ def loadWeights(module: Module, path, matchAll: bool = True, *, storage_options=
         if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
             raise FileFormatError(f"{archive.where}: the weight table is garbled")
         dec = _Decoder(archive, definition)
-        table = {name: {attr: dec.array(ref) for attr, ref in arrays.items()}
-                 for name, arrays in table.items()}
+        with _refusing(archive):
+            table = {name: {attr: dec.array(ref) for attr, ref in arrays.items()}
+                     for name, arrays in table.items()}
     _copy_weights(module, table, matchAll, path)
     return module
 
@@ -214,7 +216,21 @@ def load_state(path, *, storage_options=None) -> dict:
     """The dict written by ``save_state``."""
     with _open_read(path, storage_options) as archive:
         definition = archive.definition("state")
-        return _Decoder(archive, definition, modules=False).value(definition.get("state"))
+        with _refusing(archive):
+            return _Decoder(archive, definition, modules=False).value(definition.get("state"))
+
+
+@contextlib.contextmanager
+def _refusing(archive):
+    """Any failure to rebuild from what the file says is the file's: FileFormatError."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError, MemoryError) as err:
+        raise archive.error(f"cannot rebuild what the file describes ({type(err).__name__}: "
+                            f"{err})"[:400]) from None
 
 
 # -- weights by name --------------------------------------------------------------------
@@ -385,6 +401,7 @@ class _Writer:
             self._seen = outer
         d.update({
             "name": m.getName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
+            "propagateBack": bool(getattr(m, "propagateBack", True)),
             "scaleW": float(m.scaleW), "scaleB": float(m.scaleB),
             "frozen": None if m._frozen is None else [float(s) for s in m._frozen],
             "params": {v: self.encode(getattr(m, v)) for v, _ in m._params
@@ -970,7 +987,7 @@ class _Decoder:
         try:
             with skipped():  # the parameters are read from the file next
                 m = cls(*args, **kwargs)
-        except (TypeError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
                 from None
         try:
@@ -1019,6 +1036,8 @@ class _Decoder:
                 raise self.error("garbled frozen state")
             frozen = (float(frozen[0]), float(frozen[1]))
         m._frozen = frozen
+        if "propagateBack" in d:
+            m.propagateBack = bool(d["propagateBack"])
         children = d.get("children", [])
         if not isinstance(children, list):
             raise self.error("garbled children")

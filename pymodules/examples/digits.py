@@ -5,8 +5,8 @@ The dataset ships with scikit-learn: nothing is downloaded. Run
     python -m pymodules.examples.digits [--epochs 30] [--out digits-out] [--no-progress]
 
 It trains both models with the Optimizer (progress bar and log lines), validates every
-epoch with Top1Accuracy and Loss, predicts classes, saves and reloads the conv net (when
-the build has persistence) and writes the loss and accuracy curves to a PNG (matplotlib).
+epoch with Top1Accuracy and Loss, predicts classes, saves and reloads the conv net and
+writes the loss and accuracy curves to a PNG (matplotlib), both in the ``--out`` folder.
 Needs the extras: ``pip install pymodules[examples,progress]``.
 """
 
@@ -16,15 +16,10 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 import pymodules as pm
-
-MLP_LAYERS = ("Reshape", "ReLU", "LogSoftMax")
-CONV_LAYERS = ("SpatialConvolution", "SpatialMaxPooling", *MLP_LAYERS)
-
 
 def load_digits(seed=0):
     """(train, test) pairs of images (n, 1, 8, 8) in [0, 1] and 0-based labels."""
@@ -38,10 +33,6 @@ def load_digits(seed=0):
     y = digits.target.astype(np.int64)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
     return (xtr, ytr), (xte, yte)
-
-
-def missing_layers(names):
-    return [name for name in names if not hasattr(pm, name)]
 
 
 def mlp():
@@ -90,9 +81,6 @@ def report(name, model, test_set):
 
 
 def save_and_reload(model, test_x, out_dir):
-    if not hasattr(model, "save") or not hasattr(pm, "load"):
-        print("persistence (Module.save / pm.load) is not in this build: skipping save/reload")
-        return None
     path = os.path.join(out_dir, "digits-lenet.model")
     model.save(path, overWrite=True)
     again = pm.load(path)
@@ -135,11 +123,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default=None, help="folder for the model and the PNG")
+    parser.add_argument("--out", default="digits-out", help="folder for the model and the PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    out_dir = args.out or tempfile.mkdtemp(prefix="pymodules-digits-")
+    out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
     pm.setSeed(args.seed)
     (xtr, ytr), (xte, yte) = load_digits()
@@ -147,23 +135,17 @@ def main(argv=None):
     print(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8, 10 classes")
 
     curves, accuracy = {}, {}
-    for name, build, layers, method in (
-            ("MLP", mlp, MLP_LAYERS, pm.SGD(learningRate=0.1, momentum=0.9, dampening=0.0)),
-            ("LeNet", lenet, CONV_LAYERS,
-             pm.SGD(learningRate=0.05, momentum=0.9, dampening=0.0))):
-        missing = missing_layers(layers)
-        if missing:
-            print(f"\n== {name}: skipped, layers {', '.join(missing)} are not in this build")
-            continue
+    for name, build, method in (
+            ("MLP", mlp, pm.SGD(learningRate=0.1, momentum=0.9, dampening=0.0)),
+            ("LeNet", lenet, pm.SGD(learningRate=0.05, momentum=0.9, dampening=0.0))):
         model, ts, vs = train(name, build(), train_set, test_set, args.epochs, args.batch,
                               method, not args.no_progress)
         curves[name] = (ts, vs)
         accuracy[name] = report(name, model, test_set)
         if name == "LeNet":
             save_and_reload(model, xte, out_dir)
-    if curves:
-        plot(curves, os.path.join(out_dir, "digits-curves.png"))
-        print("\n" + ", ".join(f"{k}: {v:.2%}" for k, v in accuracy.items()) + " test accuracy")
+    plot(curves, os.path.join(out_dir, "digits-curves.png"))
+    print("\n" + ", ".join(f"{k}: {v:.2%}" for k, v in accuracy.items()) + " test accuracy")
     return accuracy
 
 

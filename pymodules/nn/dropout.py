@@ -17,6 +17,7 @@ class Dropout(Module):
     """
 
     _scratch = ("noise",)
+    _persist = ("p",)  # set by setP
 
     def __init__(self, initP=0.5, inplace=False, scale=True, dtype=np.float32):
         super().__init__(dtype)

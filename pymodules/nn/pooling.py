@@ -35,6 +35,8 @@ def _check_window(owner, kW, kH, dW, dH, padW, padH):
 class _Pooling(Module):
     """Window bookkeeping shared by the spatial poolings."""
 
+    _persist = ("ceilMode",)  # set by ceil() and floor()
+
     def _window(self, kW, kH, dW, dH, padW, padH, ceilMode):
         self.kW, self.kH = int(kW), int(kH)
         self.dW = self.kW if dW is None else int(dW)

@@ -81,6 +81,30 @@ def test_max_pool_nan_wins_and_padding_never_does():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,k,s,p,ceil", SPATIAL + [((3, 2, 8, 9), (2, 3), (1, 2), (1, 1),
+                                                          False)])
+def test_max_pool_ties_go_to_the_first_tap_and_nans_to_the_last(xshape, k, s, p, ceil, dtype,
+                                                                 rng):
+    # few distinct values: many ties; some NaNs, several in a window
+    x = rng.integers(0, 3, xshape).astype(dtype)
+    x[rng.random(xshape) < 0.1] = np.nan
+    (oh, ow), wins = windows(xshape[-2], xshape[-1], k, s, p, ceil)
+    y = np.empty(xshape[:-2] + (oh, ow), dtype)
+    idx = np.empty(y.shape, np.intp)
+    P.max_pool_update_output(x, y, idx, k[1], k[0], s[1], s[0], p[1], p[0], ceil)
+    for lead in np.ndindex(*x.shape[:-2]):
+        for (oy, ox), rows, cols, _ in wins:
+            best = None
+            for r in range(rows.start, rows.stop):  # taps in row-major order
+                for c in range(cols.start, cols.stop):
+                    v = x[lead][r, c]
+                    if best is None or v > x[lead].flat[best] or np.isnan(v):
+                        best = r * xshape[-1] + c
+            assert idx[lead][oy, ox] == best
+            np.testing.assert_array_equal(y[lead][oy, ox], x[lead].flat[best])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xshape,k,s,p,ceil", SPATIAL)
 @pytest.mark.parametrize("include_pad", [True, False])
 @pytest.mark.parametrize("divide", [True, False])

@@ -10,5 +10,6 @@ def test_digits_example_trains_both_models(tmp_path, capsys):
     assert (tmp_path / "digits-curves.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "LeNet: test Accuracy(correct:" in out and "first predictions" in out
-    if hasattr(pm.Module, "save"):
-        assert "identical predictions: True" in out
+    assert "identical predictions: True" in out
+    assert pm.load(tmp_path / "digits-lenet.model").predictClass(digits.load_digits()[1][0]) \
+        .shape == (450,)

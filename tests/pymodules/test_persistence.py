@@ -30,6 +30,16 @@ def _table(*shapes):
     return lambda rng: [rng.standard_normal(s) for s in shapes]
 
 
+def _positive(*shape):
+    return lambda rng: np.abs(rng.standard_normal(shape)) + 0.5
+
+
+def _warm(m, shape):
+    """``m`` after a training forward, so that its running statistics are not the initial."""
+    m.forward(np.random.default_rng(1).standard_normal(shape).astype(m.dtype))
+    return m
+
+
 def _linear_variants():
     return [
         lambda: pm.Linear(4, 3),
@@ -105,6 +115,55 @@ EXAMPLES = {
     pm.FlattenTable: [(lambda: pm.FlattenTable(),
                        lambda rng: [rng.standard_normal(3), [rng.standard_normal(2),
                                                              rng.standard_normal(4)]])],
+    # activations
+    pm.Abs: [(lambda: pm.Abs(), _a(3, 4))],
+    pm.Clamp: [(lambda: pm.Clamp(-0.5, 0.5), _a(3, 4))],
+    pm.ELU: [(lambda: pm.ELU(0.7), _a(3, 4))],
+    pm.Exp: [(lambda: pm.Exp(), _a(3, 4))],
+    pm.HardSigmoid: [(lambda: pm.HardSigmoid(), _a(3, 4))],
+    pm.HardTanh: [(lambda: pm.HardTanh(-0.5, 0.7), _a(3, 4))],
+    pm.LeakyReLU: [(lambda: pm.LeakyReLU(0.2), _a(3, 4))],
+    pm.Log: [(lambda: pm.Log(), _positive(3, 4))],
+    pm.LogSoftMax: [(lambda: pm.LogSoftMax(), _a(3, 4))],
+    pm.Power: [(lambda: pm.Power(2.0, 0.5, 0.1), _a(3, 4))],
+    pm.PReLU: [(lambda: pm.PReLU(4), _a(3, 4)), (lambda: pm.PReLU(), _a(3, 4))],
+    pm.ReLU: [(lambda: pm.ReLU(), _a(3, 4))],
+    pm.ReLU6: [(lambda: pm.ReLU6(), _a(3, 4))],
+    pm.Sigmoid: [(lambda: pm.Sigmoid(), _a(3, 4))],
+    pm.SoftMax: [(lambda: pm.SoftMax(), _a(3, 4))],
+    pm.SoftMin: [(lambda: pm.SoftMin(), _a(3, 4))],
+    pm.SoftPlus: [(lambda: pm.SoftPlus(2.0), _a(3, 4))],
+    pm.SoftSign: [(lambda: pm.SoftSign(), _a(3, 4))],
+    pm.Sqrt: [(lambda: pm.Sqrt(), _positive(3, 4))],
+    pm.Square: [(lambda: pm.Square(), _a(3, 4))],
+    pm.Tanh: [(lambda: pm.Tanh(), _a(3, 4))],
+    pm.Threshold: [(lambda: pm.Threshold(0.1, -1.0), _a(3, 4))],
+    # dropout, normalization, embedding
+    pm.Dropout: [(lambda: pm.Dropout(0.3), _a(3, 4)), (lambda: pm.Dropout().setP(0.2), _a(3, 4))],
+    pm.BatchNormalization: [(lambda: _warm(pm.BatchNormalization(4), (5, 4)), _a(5, 4)),
+                            (lambda: _warm(pm.BatchNormalization(4, affine=False),
+                                           (5, 4)).evaluate(), _a(5, 4))],
+    pm.SpatialBatchNormalization: [(lambda: _warm(pm.SpatialBatchNormalization(3),
+                                                  (2, 3, 4, 4)), _a(2, 3, 4, 4))],
+    pm.Normalize: [(lambda: pm.Normalize(2.0), _a(3, 4))],
+    pm.SpatialCrossMapLRN: [(lambda: pm.SpatialCrossMapLRN(3), _a(2, 4, 5, 5))],
+    pm.LookupTable: [(lambda: pm.LookupTable(10, 3),
+                      lambda rng: rng.integers(0, 10, (2, 3)).astype(np.float64))],
+    # convolution and pooling
+    pm.SpatialConvolution: [
+        (lambda: pm.SpatialConvolution(3, 4, 3, 3), _a(2, 3, 6, 6)),
+        (lambda: pm.SpatialConvolution(4, 4, 3, 2, 2, 1, 1, 0, nGroup=2,
+                                       propagateBack=False), _a(2, 4, 6, 6))],
+    pm.SpatialDilatedConvolution: [(lambda: pm.SpatialDilatedConvolution(3, 2, 3, 3, 1, 1, 2, 2,
+                                                                         2, 2), _a(2, 3, 7, 7))],
+    pm.SpatialFullConvolution: [(lambda: pm.SpatialFullConvolution(3, 2, 3, 3, 2, 2),
+                                 _a(2, 3, 4, 4))],
+    pm.TemporalConvolution: [(lambda: pm.TemporalConvolution(4, 3, 2), _a(2, 5, 4))],
+    pm.SpatialMaxPooling: [(lambda: pm.SpatialMaxPooling(2, 2), _a(2, 3, 5, 5)),
+                           (lambda: pm.SpatialMaxPooling(2, 2).ceil(), _a(2, 3, 5, 5))],
+    pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
+                                _a(2, 3, 5, 5))],
+    pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
 }
 
 
@@ -672,3 +731,34 @@ def test_loading_draws_no_random_numbers(tmp_path):
     pm.setSeed(3)
     pm.load(tmp_path / "m.pm")
     assert np.array_equal(pm.random.generator().random(5), expected)
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"inputSize": 10**7, "outputSize": 10**7}, "cannot rebuild Linear"),
+    ({"inputSize": 5, "outputSize": 3}, r"has shape \(3, 4\), expected \(3, 5\)"),
+    ({"inputSize": "4", "outputSize": [3]}, "cannot rebuild Linear"),
+    ({"inputSize": 4, "outputSize": 3, "withBias": False}, "the file has params"),
+    ({"inputSize": 4, "outputSize": 3, "nonsense": 1}, "cannot rebuild Linear"),
+])
+def test_arguments_that_do_not_fit_the_arrays(kwargs, reason, saved, tmp_path):
+    entries = _entries(saved)
+    d = json.loads(entries["definition.json"])
+    d["modules"][1]["kwargs"] = kwargs
+    entries["definition.json"] = json.dumps(d).encode()
+    _craft(tmp_path / "a.pm", entries)
+    with pytest.raises(pm.FileFormatError, match=reason):
+        pm.load(tmp_path / "a.pm")
+
+
+def test_batch_normalization_weights_carry_running_statistics(tmp_path):
+    a = pm.Sequential().add(pm.Linear(4, 3).setName("fc")).add(
+        _warm(pm.BatchNormalization(3).setName("bn"), (6, 3)))
+    b = pm.Sequential().add(pm.Linear(4, 3).setName("fc")).add(
+        pm.BatchNormalization(3).setName("bn"))
+    assert not np.array_equal(a.modules[1].runningMean, b.modules[1].runningMean)
+    a.saveWeights(tmp_path / "w.pm")
+    b.loadWeights(tmp_path / "w.pm")
+    for name in ("weight", "bias", "runningMean", "runningVar"):
+        assert np.array_equal(getattr(b.modules[1], name), getattr(a.modules[1], name)), name
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    assert np.array_equal(a.evaluate().forward(x), b.evaluate().forward(x))

@@ -250,10 +250,12 @@ def _train_mode(module):
     return module, weights, grads
 
 
-def _partition_gradient(items, shipped, criterion, weights, batch, size, seed):
+def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
     for index, x, y in items:
         model, w, g = shipped.get(_train_mode)
         w[...] = weights
+        if extra:
+            model.setExtraParameter(extra)
         idx = batch_indices(seed, index, len(x), batch, size)
         xb, yb = np.take(x, idx, axis=0), np.take(y, idx, axis=0)
         # dropout and the like draw the same numbers when Spark retries this task
@@ -262,11 +264,11 @@ def _partition_gradient(items, shipped, criterion, weights, batch, size, seed):
         out = model.forward(xb)
         loss = criterion.forward(out, yb)
         model.backward(xb, criterion.backward(out, yb))
-        yield np.array(g), float(loss)
+        yield np.array(g), float(loss), [np.array(e) for e in model.getExtraParameter()]
 
 
 def _sum_gradients(a, b):
-    return a[0] + b[0], a[1] + b[1]
+    return a[0] + b[0], a[1] + b[1], [p + q for p, q in zip(a[2], b[2])]
 
 
 class DistributedGradient:
@@ -274,7 +276,13 @@ class DistributedGradient:
     computes the gradient of its ``batchSize / partitions`` records (the data order is in
     the module's documentation) and Spark sums them. With a criterion that averages over
     the batch (``sizeAverage``, the default) the sum is divided by the partition count, so
-    the result is the gradient of the whole batch, as the local Optimizer computes it."""
+    the result is the gradient of the whole batch, as the local Optimizer computes it.
+
+    Non-trainable state (BatchNormalization's running statistics) goes to the tasks with
+    the weights; each partition updates it from its share of the batch, and the driver's
+    model takes the mean over the partitions. (A running mean is then what local training
+    computes on the same batches; batch normalisation itself sees each partition's share
+    only, as in BigDL.)"""
 
     def __init__(self, rdd, batchSize):
         self.rdd = rdd
@@ -319,6 +327,7 @@ class DistributedGradient:
         self._convert(model.dtype)
         self.criterion = criterion
         self._shipped = _Shipped(self._data.context, model)
+        self._model = model
         self._grad = model.getParameters()[1]
         self._average = bool(getattr(criterion, "sizeAverage", True))
 
@@ -349,10 +358,13 @@ class DistributedGradient:
     def gradient(self, x):
         """(loss, flat gradient) of the current batch at the weights x, summed by Spark
         into the model's flat gradient vector."""
+        extra = [np.array(e) for e in self._model.getExtraParameter()]
         job = functools.partial(_partition_gradient, shipped=self._shipped,
-                                criterion=self.criterion, weights=np.array(x),
+                                criterion=self.criterion, weights=np.array(x), extra=extra,
                                 batch=self._batch - 1, size=self.perPartition, seed=self.seed)
-        grad, loss = self._data.mapPartitions(job).treeReduce(_sum_gradients)
+        grad, loss, extra = self._data.mapPartitions(job).treeReduce(_sum_gradients)
+        if extra:
+            self._model.setExtraParameter([e / self.partitions for e in extra])
         scale = 1.0 / self.partitions if self._average else 1.0
         np.multiply(grad, scale, out=self._grad, casting="same_kind")
         return loss * scale, self._grad

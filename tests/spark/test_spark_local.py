@@ -120,6 +120,25 @@ def test_training_matches_the_local_optimizer(sc, dtype, tol):
     assert losses[-1] < losses[0]
 
 
+def test_running_statistics_come_back_to_the_driver(sc):
+    # BatchNormalization on the data: its running mean depends on the batches only, and the
+    # mean over partitions of equal shares is the mean of the whole batch.
+    x, y = S.data(n=48)
+    x = x * 3 + 1
+
+    def model():
+        return pm.Sequential().add(pm.BatchNormalization(6)).add(pm.Linear(6, 3)).double()
+
+    a, b = model(), model()
+    opt = pm.Optimizer(a, _rdd(sc, x, y, 2), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                       pm.MaxEpoch(1), 8)
+    opt.optimize()
+    _local_reference(b, x, y, opt._source.seed, pm.SGD(0.1), 1, 2, 4)
+    mean = a.modules[0].runningMean
+    assert np.abs(mean).max() > 0.1  # moved from its initial zeros
+    np.testing.assert_allclose(mean, b.modules[0].runningMean, rtol=1e-12)
+
+
 def test_training_is_reproducible_with_set_seed(sc):
     x, y = S.data(n=40)
     rdd = _rdd(sc, x, y, 2).cache()

@@ -197,6 +197,11 @@ def test_modules_are_never_pickled(sc, monkeypatch):
     opt.setValidation(pm.SeveralIteration(2), rdd, [pm.Top1Accuracy()])
     opt.optimize()
     assert opt.state["iteration"] == 3
+    # the partitions were converted to arrays once, and stay cached for the next call
+    converted = opt._source._data
+    assert converted.is_cached
+    opt.setEndWhen(pm.MaxIteration(5)).optimize()
+    assert opt.state["iteration"] == 5 and opt._source._data is converted
 
 
 # -- failures -----------------------------------------------------------------------------

@@ -22,10 +22,14 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
+# Shared headers and declarations: a change to one rebuilds every kernel.
+HEADERS = sorted(str(p) for pattern in ("*.h", "*.pxd") for p in Path("engine").glob(pattern))
+
 extensions = [
     Extension(
         f"pymodules.engine.{pyx.stem}",
         [str(pyx)],
+        depends=HEADERS,
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],

@@ -78,6 +78,26 @@ def bench_activations():
         row("Tanh forward", dtype, (n,), lambda: tanh.forward(x), "np.tanh",
             lambda: np.tanh(x, out=out),
             None if torch is None else lambda: torch.tanh(tx, out=tout))
+        tanh.forward(x)
+        tanh_out = torch.tanh(tx) if torch is not None else None
+        row("Tanh backward", dtype, (n,), lambda: tanh.updateGradInput(x, g), "NumPy",
+            lambda: np.multiply(g, 1 - tanh.output * tanh.output, out=out),
+            None if torch is None else
+            lambda: torch.ops.aten.tanh_backward(tg, tanh_out, grad_input=tout))
+        sigmoid = pm.Sigmoid(dtype=dtype)
+
+        def np_sigmoid():
+            np.negative(x, out=out)
+            np.exp(out, out=out)
+            np.add(out, 1, out=out)
+            np.reciprocal(out, out=out)
+
+        row("Sigmoid forward", dtype, (n,), lambda: sigmoid.forward(x), "NumPy", np_sigmoid,
+            None if torch is None else lambda: torch.sigmoid(tx, out=tout))
+        exp = pm.Exp(dtype=dtype)
+        row("Exp forward", dtype, (n,), lambda: exp.forward(x), "np.exp",
+            lambda: np.exp(x, out=out),
+            None if torch is None else lambda: torch.exp(tx, out=tout))
         for shape in ((128, 10), (64, 1000)):
             z = rng.standard_normal(shape).astype(dtype)
             lsm = pm.LogSoftMax(dtype=dtype)
@@ -90,7 +110,27 @@ def bench_activations():
             row("LogSoftMax forward", dtype, shape, lambda lsm=lsm, z=z: lsm.forward(z),
                 "NumPy", np_lsm,
                 None if torch is None else lambda tz=tz: torch.log_softmax(tz, 1))
-        for shape in ((64, 256), (16, 64, 16, 16)):
+            gz = rng.standard_normal(shape).astype(dtype)
+            lsm.forward(z)
+            tgz = _torch(gz)
+            ty = None if torch is None else torch.log_softmax(tz, 1)
+            row("LogSoftMax backward", dtype, shape,
+                lambda lsm=lsm, z=z, gz=gz: lsm.updateGradInput(z, gz), "NumPy",
+                lambda lsm=lsm, gz=gz: gz - np.exp(lsm.output) * gz.sum(axis=1, keepdims=True),
+                None if torch is None else lambda tgz=tgz, ty=ty:
+                torch.ops.aten._log_softmax_backward_data(tgz, ty, 1, ty.dtype))
+        for shape in ((64, 10, 12, 12),):
+            z = rng.standard_normal(shape).astype(dtype)
+            sm = pm.SoftMax(dtype=dtype)
+            tz = _torch(z)
+
+            def np_sm(z=z):
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                return e / e.sum(axis=1, keepdims=True)
+
+            row("SoftMax forward (chan.)", dtype, shape, lambda sm=sm, z=z: sm.forward(z),
+                "NumPy", np_sm, None if torch is None else lambda tz=tz: torch.softmax(tz, 1))
+        for shape in ((64, 256), (64, 6, 24, 24), (16, 64, 16, 16)):
             z = rng.standard_normal(shape).astype(dtype)
             gz = rng.standard_normal(shape).astype(dtype)
             cls = pm.BatchNormalization if len(shape) == 2 else pm.SpatialBatchNormalization
@@ -119,6 +159,23 @@ def bench_activations():
 
             row("BN forward+backward", dtype, shape, ours_fb, None, None,
                 None if torch is None else torch_fb)
+        shape = (16, 32, 16, 16)
+        z = rng.standard_normal(shape).astype(dtype)
+        gz = rng.standard_normal(shape).astype(dtype)
+        lrn = pm.SpatialCrossMapLRN(5, 1e-4, 0.75, 2.0, dtype=dtype)
+
+        def lrn_fb():
+            lrn.forward(z)
+            lrn.backward(z, gz)
+
+        tz, tgz = _torch(z), _torch(gz)
+
+        def torch_lrn_fb():
+            t = tz.detach().requires_grad_()
+            torch.nn.functional.local_response_norm(t, 5, 1e-4, 0.75, 2.0).backward(tgz)
+
+        row("LRN forward+backward", dtype, shape, lrn_fb, None, None,
+            None if torch is None else torch_lrn_fb)
 
 
 # -- convolution and LeNet ---------------------------------------------------------------------

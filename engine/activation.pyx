@@ -3,16 +3,23 @@
 One validating entry point per method serves every elementwise function, selected by an op
 code from ``OP``; the switch sits outside the loops, so each function is its own tight loop
 that the compiler can vectorise. Arrays of any shape; an output may be its input (in place).
+Tanh, Sigmoid, Exp, Log, SoftPlus and ELU (forward and backward) run the vectorised loops of
+_vecmath.h instead of scalar libm calls.
 """
 
 cimport numpy as cnp
-from libc.math cimport (
-    exp, expf, tanh, log, logf, log1p, log1pf, sqrt, sqrtf, pow, powf, fabs, fabsf,
-)
+from libc.math cimport sqrt, sqrtf, pow, powf, fabs, fabsf
 
 from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
 from engine._inplace cimport same_or_disjoint
+from engine._vecmath cimport (
+    pm_vexp_f32, pm_vexp_f64, pm_vlog_f32, pm_vlog_f64, pm_vtanh_f32, pm_vtanh_f64,
+    pm_vsigmoid_f32, pm_vsigmoid_f64, pm_vsoftplus_f32, pm_vsoftplus_f64, pm_velu_f32,
+    pm_velu_f64, pm_vtanh_bwd_f32, pm_vtanh_bwd_f64, pm_vsigmoid_bwd_f32, pm_vsigmoid_bwd_f64,
+    pm_vmul_f32, pm_vmul_f64, pm_velu_bwd_f32, pm_velu_bwd_f64, pm_vsoftplus_bwd_f32,
+    pm_vsoftplus_bwd_f64,
+)
 
 cnp.import_array()
 
@@ -73,34 +80,11 @@ OP = {
 }
 
 
-cdef inline floating _exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
-
-
-cdef inline floating _log(floating v) noexcept nogil:
-    if floating is float:
-        return logf(v)
-    else:
-        return log(v)
-
-
 cdef inline floating _pow(floating v, floating e) noexcept nogil:
     if floating is float:
         return powf(v, e)
     else:
         return pow(v, e)
-
-
-cdef inline float _tanhf(float v) noexcept nogil:
-    # glibc's tanhf costs ~17 ns; 1 - 2 / (exp(2v) + 1) in double costs ~3 ns and loses only
-    # what float rounds away anyway, except near 0 where tanh(v) = v to float precision.
-    cdef double d = v
-    if fabs(d) < 1e-4:
-        return v
-    return <float> (1 - 2 / (exp(2 * d) + 1))
 
 
 cdef int _check_op(int op) except -1:
@@ -147,36 +131,33 @@ cdef void _update_output(int op, const floating *x, floating *y, Py_ssize_t n,
             v = x[i]
             y[i] = v if v > 0 else a * v
     elif op == ELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0 else a * (_exp(v) - 1)
+        if floating is float:
+            pm_velu_f32(x, y, n, a)
+        else:
+            pm_velu_f64(x, y, n, a)
     elif op == HARD_TANH:
         for i in range(n):
             v = x[i]
             y[i] = a if v < a else (b if v > b else v)
     elif op == TANH:
         if floating is float:
-            for i in range(n):
-                y[i] = _tanhf(x[i])
+            pm_vtanh_f32(x, y, n)
         else:
-            for i in range(n):
-                y[i] = tanh(x[i])
+            pm_vtanh_f64(x, y, n)
     elif op == SIGMOID:
-        for i in range(n):
-            y[i] = 1 / (1 + _exp(-x[i]))
+        if floating is float:
+            pm_vsigmoid_f32(x, y, n)
+        else:
+            pm_vsigmoid_f64(x, y, n)
     elif op == HARD_SIGMOID:
         for i in range(n):
             v = x[i]
             y[i] = 1 if v > 2.5 else (0 if v < -2.5 else <floating> 0.2 * v + <floating> 0.5)
     elif op == SOFT_PLUS:
-        for i in range(n):
-            v = x[i] * a
-            if v > b:
-                y[i] = x[i]
-            elif floating is float:
-                y[i] = log1pf(expf(v)) / a
-            else:
-                y[i] = log1p(exp(v)) / a
+        if floating is float:
+            pm_vsoftplus_f32(x, y, n, a, b)
+        else:
+            pm_vsoftplus_f64(x, y, n, a, b)
     elif op == SOFT_SIGN:
         for i in range(n):
             v = x[i]
@@ -191,11 +172,15 @@ cdef void _update_output(int op, const floating *x, floating *y, Py_ssize_t n,
         for i in range(n):
             y[i] = sqrtf(x[i]) if floating is float else sqrt(x[i])
     elif op == EXP:
-        for i in range(n):
-            y[i] = _exp(x[i])
+        if floating is float:
+            pm_vexp_f32(x, y, n)
+        else:
+            pm_vexp_f64(x, y, n)
     elif op == LOG:
-        for i in range(n):
-            y[i] = _log(x[i])
+        if floating is float:
+            pm_vlog_f32(x, y, n)
+        else:
+            pm_vlog_f64(x, y, n)
     elif op == POWER:
         if a == 1:
             for i in range(n):
@@ -260,30 +245,34 @@ cdef void _update_grad_input(int op, const floating *x, const floating *y, const
             gi[i] = g if x[i] > 0 else a * g
     elif op == ELU:
         # From the output, as Torch does: it survives an in-place forward.
-        for i in range(n):
-            g = go[i]
-            gi[i] = g if x[i] > 0 else g * (y[i] + a)
+        if floating is float:
+            pm_velu_bwd_f32(x, y, go, gi, n, a)
+        else:
+            pm_velu_bwd_f64(x, y, go, gi, n, a)
     elif op == HARD_TANH:
         for i in range(n):
             v = x[i]
             gi[i] = go[i] if (v > a and v < b) else 0
-    elif op == TANH:
-        for i in range(n):
-            v = y[i]
-            gi[i] = go[i] * (1 - v * v)
-    elif op == SIGMOID:
-        for i in range(n):
-            v = y[i]
-            gi[i] = go[i] * v * (1 - v)
+    elif op == TANH:  # 1 - y^2
+        if floating is float:
+            pm_vtanh_bwd_f32(y, go, gi, n)
+        else:
+            pm_vtanh_bwd_f64(y, go, gi, n)
+    elif op == SIGMOID:  # y (1 - y)
+        if floating is float:
+            pm_vsigmoid_bwd_f32(y, go, gi, n)
+        else:
+            pm_vsigmoid_bwd_f64(y, go, gi, n)
     elif op == HARD_SIGMOID:
         for i in range(n):
             v = x[i]
             gi[i] = <floating> 0.2 * go[i] if (v > -2.5 and v < 2.5) else 0
     elif op == SOFT_PLUS:
         # d/dx log(1 + exp(a x)) / a = sigmoid(a x)
-        for i in range(n):
-            v = x[i] * a
-            gi[i] = go[i] if v > b else go[i] / (1 + _exp(-v))
+        if floating is float:
+            pm_vsoftplus_bwd_f32(x, go, gi, n, a, b)
+        else:
+            pm_vsoftplus_bwd_f64(x, go, gi, n, a, b)
     elif op == SOFT_SIGN:
         for i in range(n):
             v = 1 + (fabsf(x[i]) if floating is float else fabs(x[i]))
@@ -299,8 +288,10 @@ cdef void _update_grad_input(int op, const floating *x, const floating *y, const
         for i in range(n):
             gi[i] = <floating> 0.5 * go[i] / y[i]
     elif op == EXP:
-        for i in range(n):
-            gi[i] = go[i] * y[i]
+        if floating is float:
+            pm_vmul_f32(y, go, gi, n)
+        else:
+            pm_vmul_f64(y, go, gi, n)
     elif op == LOG:
         for i in range(n):
             gi[i] = go[i] / x[i]

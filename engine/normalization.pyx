@@ -1,7 +1,9 @@
 """Kernels of BatchNormalization, SpatialBatchNormalization, Normalize and SpatialCrossMapLRN.
 
 Every input is seen as (outer, channels, inner): the statistic of a channel runs over outer
-and inner. Sums accumulate in double whatever the dtype.
+and inner. Sums accumulate in double whatever the dtype. The batch-normalisation and LRN loops
+are in _vecmath.h (vectorised partial sums; features run a block of channels along each row;
+LRN slides its window over a block of neighbouring positions at once).
 """
 
 cimport numpy as cnp
@@ -10,6 +12,11 @@ from libc.math cimport sqrt, pow, fabs
 
 from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, vector_of, shape_is, disjoint
+from engine._vecmath cimport (
+    pm_bn_forward_f32, pm_bn_forward_f64, pm_bn_backward_f32, pm_bn_backward_f64, pm_bn_acc_f32,
+    pm_bn_acc_f64, pm_lrn_forward_f32, pm_lrn_forward_f64, pm_lrn_backward_f32,
+    pm_lrn_backward_f64,
+)
 
 cnp.import_array()
 
@@ -107,44 +114,14 @@ def batchnorm_update_output(input, output, weight, bias, running_mean, running_v
                         <double *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
 
 
-cdef void _bn_forward(const floating *x, floating *y, const floating *w, const floating *b,
-                      floating *rm, floating *rv, floating *sm, floating *si,
-                      Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner, bint train,
-                      double momentum, double eps) noexcept nogil:
-    cdef Py_ssize_t o, k, j, base
-    cdef Py_ssize_t m = outer * inner
-    cdef double mean, var, d
-    cdef floating scale, shift
-    for k in range(ch):
-        if train:
-            mean = 0
-            for o in range(outer):
-                base = (o * ch + k) * inner
-                for j in range(base, base + inner):
-                    mean += x[j]
-            mean /= m
-            var = 0
-            for o in range(outer):
-                base = (o * ch + k) * inner
-                for j in range(base, base + inner):
-                    d = x[j] - mean
-                    var += d * d
-            var /= m
-            rm[k] = <floating> ((1 - momentum) * rm[k] + momentum * mean)
-            rv[k] = <floating> ((1 - momentum) * rv[k] + momentum * var * m / (m - 1))
-        else:
-            mean, var = rm[k], rv[k]
-        sm[k] = <floating> mean
-        si[k] = <floating> (1 / sqrt(var + eps))
-        d = (1 / sqrt(var + eps)) * (1.0 if w == NULL else w[k])
-        scale = <floating> d
-        shift = <floating> ((0.0 if b == NULL else b[k]) - mean * d)
-        if m == 0:
-            continue
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for j in range(base, base + inner):
-                y[j] = x[j] * scale + shift
+cdef inline void _bn_forward(const floating *x, floating *y, const floating *w,
+                             const floating *b, floating *rm, floating *rv, floating *sm,
+                             floating *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
+                             bint train, double momentum, double eps) noexcept nogil:
+    if floating is float:
+        pm_bn_forward_f32(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
+    else:
+        pm_bn_forward_f64(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
 
 
 def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mean,
@@ -186,38 +163,14 @@ def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mea
                          outer, ch, inner, train)
 
 
-cdef void _bn_backward(const floating *x, const floating *go, floating *gi, const floating *w,
-                       const floating *sm, const floating *si, Py_ssize_t outer,
-                       Py_ssize_t ch, Py_ssize_t inner, bint train) noexcept nogil:
-    cdef Py_ssize_t o, k, j, base
-    cdef Py_ssize_t m = outer * inner
-    cdef double sum_g, sum_gx, mean, invstd, gain
-    cdef floating a, bias, mu
-    for k in range(ch):
-        mean, invstd = sm[k], si[k]
-        gain = invstd * (1.0 if w == NULL else w[k])
-        if not train:
-            a = <floating> gain
-            for o in range(outer):
-                base = (o * ch + k) * inner
-                for j in range(base, base + inner):
-                    gi[j] = go[j] * a
-            continue
-        sum_g = 0
-        sum_gx = 0
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for j in range(base, base + inner):
-                sum_g += go[j]
-                sum_gx += go[j] * (x[j] - mean)
-        # gi = gain * (go - sum_g / m - (x - mean) * invstd^2 * sum_gx / m)
-        a = <floating> (gain * invstd * invstd * sum_gx / m)
-        bias = <floating> (gain * sum_g / m)
-        mu = <floating> mean
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for j in range(base, base + inner):
-                gi[j] = <floating> gain * go[j] - a * (x[j] - mu) - bias
+cdef inline void _bn_backward(const floating *x, const floating *go, floating *gi,
+                              const floating *w, const floating *sm, const floating *si,
+                              Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
+                              bint train) noexcept nogil:
+    if floating is float:
+        pm_bn_backward_f32(x, go, gi, w, sm, si, outer, ch, inner, train)
+    else:
+        pm_bn_backward_f64(x, go, gi, w, sm, si, outer, ch, inner, train)
 
 
 def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, save_mean,
@@ -256,24 +209,14 @@ def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, sa
                     outer, ch, inner, scale_w, scale_b)
 
 
-cdef void _bn_acc(const floating *x, const floating *go, floating *gw, floating *gb,
-                  const floating *sm, const floating *si, Py_ssize_t outer, Py_ssize_t ch,
-                  Py_ssize_t inner, double scale_w, double scale_b) noexcept nogil:
-    cdef Py_ssize_t o, k, j, base
-    cdef double sum_g, sum_gx, mean
-    for k in range(ch):
-        mean = sm[k]
-        sum_g = 0
-        sum_gx = 0
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for j in range(base, base + inner):
-                sum_g += go[j]
-                sum_gx += go[j] * (x[j] - mean)
-        if scale_w != 0:
-            gw[k] += <floating> (scale_w * sum_gx * si[k])
-        if scale_b != 0 and gb != NULL:
-            gb[k] += <floating> (scale_b * sum_g)
+cdef inline void _bn_acc(const floating *x, const floating *go, floating *gw, floating *gb,
+                         const floating *sm, const floating *si, Py_ssize_t outer,
+                         Py_ssize_t ch, Py_ssize_t inner, double scale_w,
+                         double scale_b) noexcept nogil:
+    if floating is float:
+        pm_bn_acc_f32(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
+    else:
+        pm_bn_acc_f64(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
 
 
 # -- Normalize --------------------------------------------------------------------------------
@@ -460,28 +403,13 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
                  <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
 
 
-cdef void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer, Py_ssize_t ch,
-               Py_ssize_t inner, int size, double alpha, double beta,
-               double k) noexcept nogil:
-    cdef Py_ssize_t o, j, c, base, half = (size - 1) // 2
-    cdef double s, v
-    for o in range(outer):
-        for j in range(inner):
-            base = o * ch * inner + j
-            s = 0
-            for c in range(min(half, ch)):
-                v = x[base + c * inner]
-                s += v * v
-            for c in range(ch):
-                if c + half < ch:
-                    v = x[base + (c + half) * inner]
-                    s += v * v
-                if c - half - 1 >= 0:
-                    v = x[base + (c - half - 1) * inner]
-                    s -= v * v
-                v = k + alpha / size * s
-                sc[base + c * inner] = <floating> v
-                y[base + c * inner] = <floating> (x[base + c * inner] * pow(v, -beta))
+cdef inline void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer,
+                      Py_ssize_t ch, Py_ssize_t inner, int size, double alpha, double beta,
+                      double k) noexcept nogil:
+    if floating is float:
+        pm_lrn_forward_f32(x, y, sc, outer, ch, inner, size, alpha, beta, k)
+    else:
+        pm_lrn_forward_f64(x, y, sc, outer, ch, inner, size, alpha, beta, k)
 
 
 def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
@@ -518,24 +446,11 @@ def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int siz
                       <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
 
 
-cdef void _lrn_grad(const floating *x, const floating *y, const floating *go, floating *gi,
-                    const floating *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                    int size, double alpha, double beta) noexcept nogil:
-    cdef Py_ssize_t o, j, c, base, idx, half = (size - 1) // 2
-    cdef double s, coef = 2 * alpha * beta / size
-    for o in range(outer):
-        for j in range(inner):
-            base = o * ch * inner + j
-            s = 0
-            for c in range(min(half, ch)):
-                idx = base + c * inner
-                s += go[idx] * y[idx] / sc[idx]
-            for c in range(ch):
-                if c + half < ch:
-                    idx = base + (c + half) * inner
-                    s += go[idx] * y[idx] / sc[idx]
-                if c - half - 1 >= 0:
-                    idx = base + (c - half - 1) * inner
-                    s -= go[idx] * y[idx] / sc[idx]
-                idx = base + c * inner
-                gi[idx] = <floating> (go[idx] * pow(sc[idx], -beta) - coef * x[idx] * s)
+cdef inline void _lrn_grad(const floating *x, const floating *y, const floating *go,
+                           floating *gi, const floating *sc, Py_ssize_t outer, Py_ssize_t ch,
+                           Py_ssize_t inner, int size, double alpha,
+                           double beta) noexcept nogil:
+    if floating is float:
+        pm_lrn_backward_f32(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
+    else:
+        pm_lrn_backward_f64(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)

@@ -3,14 +3,18 @@
 Torch's layout: the function runs along the features of a vector (n,) or a batch (b, n), and
 along the channels of an image (c, h, w) or a batch of images (b, c, h, w): the input is seen
 as (outer, n, inner) and each of the outer * inner lines of n values, stride inner, is one
-distribution. LogSoftMax takes a vector or a batch only, as in BigDL.
+distribution. LogSoftMax takes a vector or a batch only, as in BigDL. The loops (vectorised exp,
+rows in passes of max / exp / sum / scale, channel lines in contiguous blocks) are in
+_vecmath.h.
 """
 
 cimport numpy as cnp
-from libc.math cimport exp, expf, log
 
 from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
+from engine._vecmath cimport (
+    pm_softmax_f32, pm_softmax_f64, pm_softmax_grad_f32, pm_softmax_grad_f64,
+)
 
 cnp.import_array()
 
@@ -28,13 +32,6 @@ cdef int _layout(cnp.ndarray x, int max_nd, Py_ssize_t *outer, Py_ssize_t *n,
     else:
         outer[0], n[0], inner[0] = d[0], d[1], d[2] * d[3]
     return 0
-
-
-cdef inline floating _exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
 
 
 def softmax_update_output(input, output, bint negate):
@@ -82,35 +79,12 @@ def log_softmax_update_output(input, output):
                      outer, n, inner, False, True)
 
 
-cdef void _softmax(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t n,
-                   Py_ssize_t inner, bint negate, bint take_log) noexcept nogil:
-    cdef Py_ssize_t o, j, k, base
-    cdef floating s = -1 if negate else 1
-    cdef floating m, v
-    cdef double total, shift
-    for o in range(outer):
-        for j in range(inner):
-            base = o * n * inner + j
-            m = s * x[base]
-            for k in range(1, n):
-                v = s * x[base + k * inner]
-                if v > m:
-                    m = v
-            total = 0
-            if take_log:
-                for k in range(n):
-                    total += _exp(x[base + k * inner] - m)
-                shift = m + log(total)
-                for k in range(n):
-                    y[base + k * inner] = <floating> (x[base + k * inner] - shift)
-            else:
-                for k in range(n):
-                    v = _exp(s * x[base + k * inner] - m)
-                    y[base + k * inner] = v
-                    total += v
-                v = <floating> (1 / total)
-                for k in range(n):
-                    y[base + k * inner] *= v
+cdef inline void _softmax(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t n,
+                          Py_ssize_t inner, bint negate, bint take_log) noexcept nogil:
+    if floating is float:
+        pm_softmax_f32(x, y, outer, n, inner, -1 if negate else 1, take_log)
+    else:
+        pm_softmax_f64(x, y, outer, n, inner, -1 if negate else 1, take_log)
 
 
 def softmax_update_grad_input(output, grad_output, grad_input, bint negate):
@@ -161,29 +135,10 @@ def log_softmax_update_grad_input(output, grad_output, grad_input):
                           <double *> cnp.PyArray_DATA(gi), outer, n, inner, False, True)
 
 
-cdef void _softmax_grad(const floating *y, const floating *go, floating *gi,
-                        Py_ssize_t outer, Py_ssize_t n, Py_ssize_t inner,
-                        bint negate, bint take_log) noexcept nogil:
-    cdef Py_ssize_t o, j, k, base, idx
-    cdef floating s = -1 if negate else 1
-    cdef double total
-    cdef floating dot
-    for o in range(outer):
-        for j in range(inner):
-            base = o * n * inner + j
-            total = 0
-            if take_log:
-                for k in range(n):
-                    total += go[base + k * inner]
-                dot = <floating> total
-                for k in range(n):
-                    idx = base + k * inner
-                    gi[idx] = go[idx] - _exp(y[idx]) * dot
-            else:
-                for k in range(n):
-                    idx = base + k * inner
-                    total += go[idx] * y[idx]
-                dot = <floating> total
-                for k in range(n):
-                    idx = base + k * inner
-                    gi[idx] = s * y[idx] * (go[idx] - dot)
+cdef inline void _softmax_grad(const floating *y, const floating *go, floating *gi,
+                               Py_ssize_t outer, Py_ssize_t n, Py_ssize_t inner,
+                               bint negate, bint take_log) noexcept nogil:
+    if floating is float:
+        pm_softmax_grad_f32(y, go, gi, outer, n, inner, -1 if negate else 1, take_log)
+    else:
+        pm_softmax_grad_f64(y, go, gi, outer, n, inner, -1 if negate else 1, take_log)

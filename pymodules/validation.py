@@ -187,6 +187,11 @@ def _methods(vMethods):
     return methods
 
 
+def is_rdd(data) -> bool:
+    """Whether ``data`` is a pyspark RDD, checked without importing pyspark."""
+    return type(data).__module__.startswith("pyspark") and hasattr(data, "mapPartitions")
+
+
 def _batch_size(batchSize):
     return DEFAULT_BATCH if batchSize is None else batchSize
 
@@ -194,6 +199,10 @@ def _batch_size(batchSize):
 def evaluate_dataset(module, dataset, vMethods, batchSize=None):
     """Eval mode, then every method over the dataset: [(result, method), ...]."""
     methods = _methods(vMethods)
+    if is_rdd(dataset):
+        from pymodules import spark
+
+        return spark.evaluate(module, dataset, methods, batchSize)
     data = to_dataset(dataset, "evaluate", need_labels=True)
     module.evaluate()
     results = [None] * len(methods)
@@ -208,7 +217,12 @@ def evaluate_dataset(module, dataset, vMethods, batchSize=None):
 
 
 def predict_dataset(module, dataset, batchSize=None):
-    """Eval mode; the outputs of every sample, batch-first (a batch of one keeps its axis)."""
+    """Eval mode; the outputs of every sample, batch-first (a batch of one keeps its axis).
+    An RDD gives an RDD of per-sample outputs, in the order of its samples."""
+    if is_rdd(dataset):
+        from pymodules import spark
+
+        return spark.predict(module, dataset, batchSize)
     data = to_dataset(dataset, "predict")
     module.evaluate()
     n = data.size()
@@ -238,7 +252,12 @@ def predict_dataset(module, dataset, batchSize=None):
 
 
 def predict_class_dataset(module, dataset, batchSize=None):
-    """Eval mode; the arg-max class of every sample, 0-based int64."""
+    """Eval mode; the arg-max class of every sample, 0-based int64 (an RDD of ints for an
+    RDD)."""
+    if is_rdd(dataset):
+        from pymodules import spark
+
+        return spark.predict_class(module, dataset, batchSize)
     out = predict_dataset(module, dataset, batchSize)
     if isinstance(out, list):
         raise ValueError("predictClass: the module has several outputs")

@@ -1,9 +1,13 @@
 """The Optimizer: trains a model on a local dataset until its end trigger fires.
 
-One iteration: zero the flat gradients, forward, criterion forward and backward, model
-backward, clip, and the optimisation method's step on the flat parameter vector. Nothing is
-allocated beyond the batch itself. Triggers count from this Optimizer's first iteration;
-``optimize()`` again continues where the last call stopped, with the same method state.
+One iteration: take the next batch, get the loss and flat gradient of that batch at the
+current weights from the gradient source, clip, and take the optimisation method's step on
+the flat parameter vector. The source is the only thing that differs between local and
+distributed training: ``LocalGradient`` runs forward/backward on this process's model over a
+local DataSet (nothing is allocated beyond the batch itself); ``pymodules.spark``'s
+``DistributedGradient`` sums the gradients of the partitions of an RDD. Triggers count from
+this Optimizer's first iteration; ``optimize()`` again continues where the last call
+stopped, with the same method state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pymodules.nn.module import Module
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
 from pymodules.persistence import load_state, save_state
-from pymodules.validation import _methods, evaluate_dataset
+from pymodules.validation import _methods, evaluate_dataset, is_rdd
 
 log = logging.getLogger("pymodules.optim")
 
@@ -39,7 +43,8 @@ class Optimizer:
     """Optimizer(model, trainingSet, criterion, optimMethod=SGD(), endTrigger=MaxEpoch(1),
     batchSize=32).
 
-    ``trainingSet``: a DataSet, an (features, labels) pair or a list of Sample.
+    ``trainingSet``: a DataSet, an (features, labels) pair, a list of Sample, or a pyspark
+    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark).
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,
@@ -62,18 +67,20 @@ class Optimizer:
         self._log_every = 50
         self._trainSummary = None
         self._validationSummary = None
-        self._epoch_iter = None
-        self._epoch_rng = None  # the generator's state when the current epoch started
-        self._epoch_batches = 0  # batches taken from the current epoch
-        self._batch = None
 
     # -- configuration -------------------------------------------------------------------
     def setTrainData(self, trainingSet, batchSize):
-        self.dataset = to_dataset(trainingSet, "Optimizer training set", need_labels=True)
         if not isinstance(batchSize, (int, np.integer)) or batchSize <= 0:
             raise ValueError(f"Optimizer: batchSize must be a positive int, got {batchSize!r}")
         self.batchSize = int(batchSize)
-        self._epoch_iter = None
+        if is_rdd(trainingSet):
+            from pymodules.spark import DistributedGradient
+
+            self.dataset = trainingSet
+            self._source = DistributedGradient(trainingSet, self.batchSize)
+        else:
+            self.dataset = to_dataset(trainingSet, "Optimizer training set", need_labels=True)
+            self._source = LocalGradient(self.dataset, self.batchSize)
         return self
 
     def setCriterion(self, criterion):
@@ -90,8 +97,9 @@ class Optimizer:
 
     def setValidation(self, trigger, dataset, vMethods, batchSize=None):
         """Evaluate ``vMethods`` on ``dataset`` whenever ``trigger`` fires."""
-        self._validation = (_trigger(trigger, "the validation trigger"),
-                            to_dataset(dataset, "validation set", need_labels=True),
+        if not is_rdd(dataset):
+            dataset = to_dataset(dataset, "validation set", need_labels=True)
+        self._validation = (_trigger(trigger, "the validation trigger"), dataset,
                             _methods(vMethods), batchSize or self.batchSize)
         return self
 
@@ -118,14 +126,8 @@ class Optimizer:
         self.optimMethod = OptimMethod.load(name.format("optimMethod"))
         progress = load_state(name.format("optimizer"))
         self.state = dict(progress["state"])
-        generator = _random.generator()
-        self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
-        if progress["epochBatches"]:
-            # replay the epoch's shuffle from its start, then skip the batches it took
-            generator.bit_generator.state = progress["epochRng"]
-            for _ in range(progress["epochBatches"]):
-                self._next_batch()
-        generator.bit_generator.state = progress["rng"]
+        self._source.restore(progress, self.model)
+        _random.generator().bit_generator.state = progress["rng"]
         return self
 
     def setConstantGradientClipping(self, min, max):  # noqa: A002 (BigDL's names)
@@ -164,31 +166,13 @@ class Optimizer:
 
     # -- the loop ----------------------------------------------------------------------
     def _feval(self, x):
-        """Loss and flat gradient of the current batch at the parameters x."""
-        model, crit = self.model, self.criterion
-        inp, target = self._batch.input, self._batch.target
-        self._grad.fill(0)
-        output = model.forward(inp)
-        loss = crit.forward(output, target)
-        gradOutput = crit.backward(output, target)
-        model.backward(inp, gradOutput)
+        """Loss and flat gradient of the current batch at the parameters x, clipped."""
+        loss, grad = self._source.gradient(x)
         if self._clip_constant is not None:
-            K.clip_constant(self._grad, *self._clip_constant)
+            K.clip_constant(grad, *self._clip_constant)
         if self._clip_norm is not None:
-            K.clip_l2_norm(self._grad, self._clip_norm)
-        return loss, self._grad
-
-    def _next_batch(self):
-        if self._epoch_iter is None:
-            self._epoch_rng = _random.generator().bit_generator.state
-            self._epoch_batches = 0
-            self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
-                                                  dtype=self.model.dtype)
-        batch, last = next(self._epoch_iter)
-        self._epoch_batches += 1
-        if last:
-            self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
-        return batch, last
+            K.clip_l2_norm(grad, self._clip_norm)
+        return loss, grad
 
     def _bar(self):
         if not self._progress or not sys.stderr.isatty():
@@ -197,26 +181,22 @@ class Optimizer:
             from tqdm import tqdm
         except ImportError:
             return None
-        n = self.dataset.size()
+        n = self._source.size()
         return tqdm(total=n, unit="rec", leave=False, desc=f"epoch {self.state['epoch'] + 1}")
 
     def optimize(self):
         """Train until the end trigger fires; return the model."""
         model, method, state = self.model, self.optimMethod, self.state
-        weights, self._grad = model.getParameters()
-        # Nothing reads the gradient with respect to the data: the layer that takes it skips
-        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
-        reader = _data_reader(model)
-        propagate = reader.propagateBack
-        reader.propagateBack = False
+        weights, _ = model.getParameters()
         model.training()
+        source = self._source
+        source.start(model, self.criterion)
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
         try:
             while not self.endWhen(state):
                 start = time.perf_counter()
-                self._batch, last = self._next_batch()
-                n = self._batch.size()
+                n, last = source.next_batch()
                 method.state["epoch"] = state["epoch"]
                 lr = method.getLearningRate()
                 _, losses = method.optimize(self._feval, weights)
@@ -243,7 +223,7 @@ class Optimizer:
                     now = time.perf_counter()
                     log.info("[Epoch %d %d/%s][Iteration %d] loss %.6g, %.1f records/s, "
                              "learning rate %.4g", state["epoch"] + 1, state["records"],
-                             self.dataset.size() or "?", state["iteration"], loss,
+                             source.size() or "?", state["iteration"], loss,
                              log_records / max(now - log_start, 1e-12), lr)
                     log_records, log_start = 0, now
                 state["epochEnd"] = last
@@ -263,7 +243,7 @@ class Optimizer:
             for s in (self._trainSummary, self._validationSummary):
                 if s is not None:
                     s.flush()
-            reader.propagateBack = propagate
+            source.stop()
             model.training()
         return model
 
@@ -299,13 +279,76 @@ class Optimizer:
         self.optimMethod.save(name.format("optimMethod"), overWrite=overwrite)
         save_state(name.format("optimizer"), {  # last: marks the checkpoint complete
             "state": dict(self.state), "rng": _random.generator().bit_generator.state,
-            "epochRng": self._epoch_rng, "epochBatches": self._epoch_batches,
+            **self._source.position(),
         }, overWrite=overwrite)
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
 
 
-def _join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
+class LocalGradient:
+    """Batches of a local DataSet, each epoch reshuffled; the gradient by forward and
+    backward on the Optimizer's own model, into its flat gradient vector."""
+
+    def __init__(self, dataset, batchSize):
+        self.dataset, self.batchSize = dataset, batchSize
+        self._epoch_iter = None
+        self._epoch_rng = None  # the generator's state when the current epoch started
+        self._epoch_batches = 0  # batches taken from the current epoch
+        self._batch = None
+        self._dtype = None
+
+    def size(self):
+        """Records in one epoch (None when the dataset does not know)."""
+        return self.dataset.size()
+
+    def start(self, model, criterion):
+        self.model, self.criterion = model, criterion
+        self._dtype = model.dtype
+        self._grad = model.getParameters()[1]
+        # Nothing reads the gradient with respect to the data: the layer that takes it skips
+        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
+        self._reader = _data_reader(model)
+        self._propagate = self._reader.propagateBack
+        self._reader.propagateBack = False
+
+    def stop(self):
+        self._reader.propagateBack = self._propagate
+
+    def next_batch(self):
+        """Move to the next batch: (its size, whether it ends the epoch)."""
+        if self._epoch_iter is None:
+            self._epoch_rng = _random.generator().bit_generator.state
+            self._epoch_batches = 0
+            self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
+                                                  dtype=self._dtype)
+        self._batch, last = next(self._epoch_iter)
+        self._epoch_batches += 1
+        if last:
+            self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
+        return self._batch.size(), last
+
+    def position(self) -> dict:
+        """Where the source is in the data, for a checkpoint."""
+        return {"epochRng": self._epoch_rng, "epochBatches": self._epoch_batches}
+
+    def restore(self, progress: dict, model):
+        """Go back to the position saved by ``position()``."""
+        self._dtype = model.dtype
+        self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
+        if progress["epochBatches"]:
+            # replay the epoch's shuffle from its start, then skip the batches it took
+            _random.generator().bit_generator.state = progress["epochRng"]
+            for _ in range(progress["epochBatches"]):
+                self.next_batch()
+
+    def gradient(self, x):
+        """(loss, flat gradient) of the current batch; x is the model's own flat weights."""
+        model, crit = self.model, self.criterion
+        inp, target = self._batch.input, self._batch.target
+        self._grad.fill(0)
+        output = model.forward(inp)
+        loss = crit.forward(output, target)
+        model.backward(inp, crit.backward(output, target))
+        return loss, self._grad
 
 
 def _data_reader(model):
@@ -315,6 +358,10 @@ def _data_reader(model):
     while isinstance(model, Sequential) and model.modules:
         model = model.modules[0]
     return model
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
 
 def _latest_checkpoint(path: str) -> int:

@@ -1,0 +1,243 @@
+"""pymodules.spark on a local[2,4] master: two threads, and a failed task is retried (the 4:
+local mode does not retry otherwise)."""
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import spark_support as S
+
+import pymodules as pm
+
+
+@pytest.fixture
+def sc():
+    return S.session("local[2,4]").sparkContext
+
+
+def _rdd(sc, x, y, partitions=2):
+    return sc.parallelize(S.samples(x, y), partitions)
+
+
+# -- evaluate, predict, predictClass ------------------------------------------------------
+def test_import_pymodules_does_not_import_pyspark():
+    import subprocess
+
+    code = "import sys, pymodules; print('pyspark' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("batch", [None, 7, 64])
+def test_evaluate_matches_local_evaluate(sc, batch):
+    x, y = S.data(n=101)
+    model = S.mlp()
+    methods = [pm.Top1Accuracy(), pm.Loss(pm.CrossEntropyCriterion()), pm.Top5Accuracy()]
+    got = model.evaluate(_rdd(sc, x, y, 3), methods, batch)
+    want = model.evaluate((x, y), methods)
+    assert not model.isTraining()
+    for (r, m), (r0, m0) in zip(got, want):
+        assert m is not None and type(m) is type(m0)
+        assert r.result()[1] == r0.result()[1] == 101
+        np.testing.assert_allclose(r.result()[0], r0.result()[0], rtol=1e-12)
+    assert got[0][0] == want[0][0]  # the same correct count
+
+
+def test_predict_keeps_the_order_of_the_samples(sc):
+    x, y = S.data(n=50)
+    model = S.mlp()
+    rdd = _rdd(sc, x, y, 3)
+    out = model.predict(rdd)
+    assert type(out).__module__.startswith("pyspark")
+    pairs = rdd.zip(out).collect()  # zips: same partitions, same counts
+    want = model.predict(x)
+    assert len(pairs) == 50
+    for i, (s, o) in enumerate(pairs):
+        np.testing.assert_array_equal(s.features, x[i])
+        np.testing.assert_allclose(o, want[i], rtol=1e-12)
+    classes = model.predictClass(rdd, batchSize=4).collect()
+    assert classes == model.predictClass(x).tolist()
+    assert all(type(c) is int for c in classes)
+
+
+def test_evaluate_and_predict_in_float32(sc):
+    x, y = S.data(n=20, dtype=np.float32)
+    model = S.mlp(np.float32)
+    out = np.stack(model.predict(_rdd(sc, x, y)).collect())
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, model.predict(x), rtol=1e-6)
+
+
+def test_evaluate_errors(sc):
+    x, y = S.data(n=10)
+    model = S.mlp()
+    with pytest.raises(ValueError, match="RDD is empty"):
+        model.evaluate(sc.parallelize([], 2), [pm.Top1Accuracy()])
+    with pytest.raises(ValueError, match="batchSize must be a positive int"):
+        model.evaluate(_rdd(sc, x, y), [pm.Top1Accuracy()], 0)
+
+
+# -- training -------------------------------------------------------------------------------
+def _local_reference(model, x, y, seed, method, epochs, partitions, per):
+    """The local Optimizer fed the batches in the documented distributed order."""
+    from pymodules import spark
+
+    parts = np.array_split(np.arange(len(x)), partitions)
+    n = len(parts[0])
+    epoch = [0]
+
+    def batches():
+        e = epoch[0]
+        epoch[0] += 1
+        orders = [part[spark.order(seed, p, e, n)] for p, part in enumerate(parts)]
+        for j in range(n // per):
+            idx = np.concatenate([o[j * per:(j + 1) * per] for o in orders])
+            yield pm.MiniBatch(x[idx], y[idx])
+
+    summary = pm.TrainSummary()
+    opt = pm.Optimizer(model, pm.DataSet.iterable(batches), pm.CrossEntropyCriterion(),
+                       method, pm.MaxEpoch(epochs), per * partitions)
+    opt.setTrainSummary(summary).optimize()
+    return summary.readScalar("Loss")[:, 1]
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_training_matches_the_local_optimizer(sc, dtype, tol):
+    x, y = S.data(n=48, dtype=dtype)
+    a = S.mlp(dtype)
+    b = S.mlp(dtype)
+    b.setWeightsBias([w.copy() for w in a.getWeightsBias()])
+    summary = pm.TrainSummary()
+    opt = pm.Optimizer(a, _rdd(sc, x, y, 2), pm.CrossEntropyCriterion(),
+                       pm.SGD(0.5, momentum=0.9), pm.MaxEpoch(2), 8)
+    opt.setTrainSummary(summary).optimize()
+    assert opt.state["iteration"] == 12 and opt.state["epoch"] == 2  # 48 / 8 per epoch
+    losses = _local_reference(b, x, y, opt._source.seed, pm.SGD(0.5, momentum=0.9), 2, 2, 4)
+    np.testing.assert_allclose(summary.readScalar("Loss")[:, 1], losses, rtol=tol)
+    np.testing.assert_allclose(a.getParameters()[0], b.getParameters()[0], rtol=tol,
+                               atol=tol)
+    assert losses[-1] < losses[0]
+
+
+def test_running_statistics_come_back_to_the_driver(sc):
+    # BatchNormalization on the data: its running mean depends on the batches only, and the
+    # mean over partitions of equal shares is the mean of the whole batch.
+    x, y = S.data(n=48)
+    x = x * 3 + 1
+
+    def model():
+        return pm.Sequential().add(pm.BatchNormalization(6)).add(pm.Linear(6, 3)).double()
+
+    a, b = model(), model()
+    opt = pm.Optimizer(a, _rdd(sc, x, y, 2), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                       pm.MaxEpoch(1), 8)
+    opt.optimize()
+    _local_reference(b, x, y, opt._source.seed, pm.SGD(0.1), 1, 2, 4)
+    mean = a.modules[0].runningMean
+    assert np.abs(mean).max() > 0.1  # moved from its initial zeros
+    np.testing.assert_allclose(mean, b.modules[0].runningMean, rtol=1e-12)
+
+
+def test_training_is_reproducible_with_set_seed(sc):
+    x, y = S.data(n=40)
+    rdd = _rdd(sc, x, y, 2).cache()
+    results = []
+    for _ in range(2):
+        pm.setSeed(11)
+        model = S.mlp()
+        pm.Optimizer(model, rdd, pm.CrossEntropyCriterion(), pm.Adam(0.05),
+                     pm.MaxIteration(7), 6).optimize()
+        results.append(model.getParameters()[0].copy())
+    np.testing.assert_array_equal(*results)
+
+
+def test_validation_checkpoint_and_summaries_on_spark(sc, tmp_path):
+    x, y = S.data(n=48, dtype=np.float32)
+    xv, yv = S.data(n=30, seed=1, dtype=np.float32)
+    model = S.mlp(np.float32)
+    vsum = pm.ValidationSummary()
+    folder = f"memory://spark-ckpt-{tmp_path.name}"
+    opt = pm.Optimizer(model, _rdd(sc, x, y), pm.CrossEntropyCriterion(),
+                       pm.SGD(0.5, momentum=0.9), pm.MaxEpoch(2), 8)
+    opt.setValidation(pm.EveryEpoch(), _rdd(sc, xv, yv, 3), [pm.Top1Accuracy()])
+    opt.setValidationSummary(vsum).setCheckpoint(folder, pm.SeveralIteration(4))
+    opt.optimize()
+    acc = vsum.readScalar("Top1Accuracy")
+    assert acc[:, 0].tolist() == [6, 12]
+    want = model.evaluate((xv, yv), [pm.Top1Accuracy()])[0][0].result()[0]
+    assert acc[-1, 1] == want == opt.state["score"]
+    saved = pm.load(f"{folder}/model.12")
+    np.testing.assert_array_equal(saved.getParameters()[0], model.getParameters()[0])
+
+    # resume at iteration 8 in a new Optimizer: same end as the uninterrupted run
+    other = S.mlp(np.float32)
+    resumed = pm.Optimizer(other, _rdd(sc, x, y), pm.CrossEntropyCriterion(), pm.SGD(),
+                           pm.MaxEpoch(2), 8).loadCheckpoint(folder, 8)
+    resumed.optimize()
+    assert resumed.state["iteration"] == 12
+    np.testing.assert_array_equal(other.getParameters()[0], model.getParameters()[0])
+
+
+def test_modules_are_never_pickled(sc, monkeypatch):
+    x, y = S.data(n=24)
+    model = S.mlp()
+
+    def refuse(self):
+        raise TypeError(f"{self} must not be pickled")
+
+    monkeypatch.setattr(pm.Module, "__reduce__", refuse)
+    with pytest.raises(TypeError, match="must not be pickled"):
+        pickle.dumps(model)
+    rdd = _rdd(sc, x, y)
+    assert model.evaluate(rdd, [pm.Top1Accuracy()])[0][0].result()[1] == 24
+    assert len(model.predict(rdd).collect()) == 24
+    opt = pm.Optimizer(model, rdd, pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                       pm.MaxIteration(3), 4)
+    opt.setValidation(pm.SeveralIteration(2), rdd, [pm.Top1Accuracy()])
+    opt.optimize()
+    assert opt.state["iteration"] == 3
+    # the partitions were converted to arrays once, and stay cached for the next call
+    converted = opt._source._data
+    assert converted.is_cached
+    opt.setEndWhen(pm.MaxIteration(5)).optimize()
+    assert opt.state["iteration"] == 5 and opt._source._data is converted
+
+
+# -- failures -----------------------------------------------------------------------------
+def test_a_failed_task_is_retried_with_the_same_result(sc, tmp_path):
+    x, y = S.data(n=32)
+    rdd = _rdd(sc, x, y)
+    ends = []
+    for crit in (pm.CrossEntropyCriterion(), S.FailOnce(str(tmp_path / "failed"))):
+        pm.setSeed(21)
+        model = S.mlp()
+        pm.Optimizer(model, rdd, crit, pm.SGD(0.3, momentum=0.9), pm.MaxIteration(6),
+                     8).optimize()
+        ends.append(model.getParameters()[0].copy())
+    assert (tmp_path / "failed").exists()  # the failure did happen
+    np.testing.assert_array_equal(ends[0], ends[1])
+
+
+def test_batch_size_must_be_a_multiple_of_the_partitions(sc):
+    x, y = S.data(n=30)
+    with pytest.raises(ValueError, match="batchSize 8 is not a positive multiple of the 3 "
+                                         "partitions"):
+        pm.Optimizer(S.mlp(), _rdd(sc, x, y, 3), pm.CrossEntropyCriterion(), pm.SGD(),
+                     pm.MaxIteration(2), 8)
+    with pytest.raises(ValueError, match="batchSize must be a positive int"):
+        pm.Optimizer(S.mlp(), _rdd(sc, x, y, 3), pm.CrossEntropyCriterion(), pm.SGD(),
+                     pm.MaxIteration(2), 0)
+
+
+def test_an_empty_partition_stops_before_training(sc):
+    x, y = S.data(n=2)
+    model = S.mlp()
+    before = model.getParameters()[0].copy()
+    opt = pm.Optimizer(model, _rdd(sc, x, y, 3), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                       pm.MaxIteration(2), 3)
+    with pytest.raises(ValueError, match=r"partition\(s\) \[0\] of the training RDD are "
+                                         r"empty \(records per partition: \[0, 1, 1\]\)"):
+        opt.optimize()
+    assert opt.state["iteration"] == 0
+    np.testing.assert_array_equal(model.getParameters()[0], before)

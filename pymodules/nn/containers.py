@@ -24,6 +24,8 @@ class Container(Module):
         for m in module.modules_preorder():
             if id(m) in mine:
                 raise ValueError(f"{self.getName()}: {m.getName()} is already in this tree")
+        if not self.modules:
+            self.dtype = module.dtype  # a container computes in its first child's dtype
         self.modules.append(module)
         self._flat = None
         return self

@@ -215,6 +215,8 @@ class Graph(Container):
             elif gins[c] is not None:
                 grads.append(gins[c] if i < 0 else gins[c][i])
         if len(grads) > 1:
+            if self._sums is None:  # dropped by clearState
+                self._sums = [None] * len(self._consumers)
             g = self._sums[k] = sum_into(self._sums[k], grads)
             return g
         return grads[0] if grads else None

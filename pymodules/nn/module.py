@@ -365,12 +365,17 @@ class Module(Recorded):
         return self._convert(np.float64)
 
     def _convert(self, dtype) -> Module:
-        """Convert every float array of this tree to ``dtype``, in place."""
+        """Convert every float array of this tree to ``dtype``, in place.
+
+        Cached buffers (output, gradInput, scratch) are dropped instead: they may hold
+        uninitialised memory, and the next call sizes them anew.
+        """
         dtype = np.dtype(dtype)
+        self.clearState()
         for m in self.modules_preorder():
             m.dtype = dtype
             m._flat = None
-            for attr, value in vars(m).items():
+            for attr, value in list(vars(m).items()):
                 if isinstance(value, np.ndarray) and value.dtype in _FLOATS:
                     setattr(m, attr, value.astype(dtype))
         return self

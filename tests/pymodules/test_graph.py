@@ -196,3 +196,16 @@ def test_graph_inside_a_sequential(rng):
     xv = rng.standard_normal((2, 4))
     assert_jacobian(m, xv)
     assert_jacobian(m, xv, wrt="parameters")
+
+
+def test_clear_state_then_run_again(rng):
+    x = pm.Input()
+    a = pm.Linear(3, 3, dtype=np.float64)(x)
+    out = pm.CAddTable()(pm.Linear(3, 2, dtype=np.float64)(a), pm.Linear(3, 2, dtype=np.float64)(a))
+    g = pm.Graph(x, out)
+    data, go = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    y = g.forward(data).copy()
+    gi = g.backward(data, go).copy()
+    g.clearState()
+    np.testing.assert_array_equal(g.forward(data), y)
+    np.testing.assert_array_equal(g.backward(data, go), gi)

@@ -278,3 +278,17 @@ def test_steady_state_allocates_nothing(rng):
         tracemalloc.stop()
     assert peak - base < 1024, f"peak grew by {peak - base} bytes"
     assert current - base < 1024
+
+
+def test_container_takes_its_first_childs_dtype():
+    seq = pm.Sequential().add(pm.Linear(2, 2, dtype=np.float64))
+    assert seq.dtype == np.float64
+    assert pm.Sequential().dtype == np.float32
+
+
+def test_conversion_drops_uninitialised_buffers(rng):
+    seq = _mlp(np.float64)
+    seq.forward(rng.standard_normal((2, 4)))
+    seq.modules[0].output[...] = 1e300  # out of float32's range: a cast would warn
+    seq.float()  # warnings are errors in this suite
+    assert seq.modules[0].output.size == 0

@@ -29,7 +29,7 @@ class Initializable(Module):
                                    ("bias", "gradBias", biasShape)):
             setattr(self, value, None if shape is None else np.empty(shape, self.dtype))
             setattr(self, grad, None if shape is None else np.zeros(shape, self.dtype))
-        self.reset()
+        self._draw()  # the gradients are fresh zeros: untouched pages cost nothing yet
         for name, value in zip(_INITIAL, inits):
             if value is not None:
                 self._initial(name, value)
@@ -56,12 +56,15 @@ class Initializable(Module):
             self.biasInitMethod = biasInitMethod
         return self.reset()
 
-    def reset(self):
+    def _draw(self):
         fanIn, fanOut = self._fans
         if self.weight is not None:
             self.weightInitMethod(self.weight, fanIn, fanOut)
         if self.bias is not None:
             self.biasInitMethod(self.bias, fanIn, fanOut)
+
+    def reset(self):
+        self._draw()
         self.zeroGradParameters()
         return self
 

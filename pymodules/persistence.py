@@ -38,11 +38,11 @@ import re
 import secrets
 import struct
 import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pymodules.engine.checksum import crc32
 from pymodules.nn.init import skipped
 from pymodules.nn.module import Module
 
@@ -448,8 +448,8 @@ class _Writer:
 
 class _ZipWriter:
     """Writes a zip of stored entries (zip64 records throughout, as Python's zipfile and
-    unzip read them). The CRC-32 of an entry is computed on a worker thread while the
-    entry is written (both release the GIL), then patched into the local header when the
+    unzip read them). The CRC-32 of an entry (zlib's, by the engine's folding kernel) is
+    computed on a worker thread while the entry is written (both release the GIL), then patched into the local header when the
     file is seekable, or written after the data (a data descriptor) when it is not.
     """
 
@@ -478,7 +478,7 @@ class _ZipWriter:
     def _crc(chunks) -> int:
         crc = 0
         for c in chunks:
-            crc = zlib.crc32(c, crc)
+            crc = crc32(c, crc)
         return crc
 
     def entry(self, name: str, chunks) -> None:
@@ -837,7 +837,7 @@ class _Entry:
         self.left -= n
 
     def _update(self, part) -> None:
-        self.crc = zlib.crc32(part, self.crc)
+        self.crc = crc32(part, self.crc)
 
     def read(self, n: int) -> bytes:
         buf = bytearray(n)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -722,6 +723,24 @@ def test_chunked_reads_and_writes_check_the_crc(tmp_path, monkeypatch):
     (tmp_path / "c.pm").write_bytes(bytes(data))
     with pytest.raises(pm.FileFormatError, match="checksum mismatch in arrays/0.npy"):
         pm.load(tmp_path / "c.pm")
+
+
+def test_files_are_those_zlib_crc32_would_write(tmp_path, monkeypatch):
+    """The engine's CRC-32 leaves the format as it was: zip readers verify it with zlib's,
+    and a save that used zlib.crc32 writes the same bytes."""
+    monkeypatch.setattr(persistence, "_CHUNK", 4096)  # several chunks, on the worker
+    m = pm.Sequential().add(pm.Linear(300, 200)).add(pm.Linear(200, 7))
+    m.save(tmp_path / "a.pm")
+    with zipfile.ZipFile(tmp_path / "a.pm") as zf:
+        assert zf.testzip() is None
+        sums = json.loads(zf.read("checksum.json"))["entries"]
+        for info in zf.infolist():
+            if info.filename != "checksum.json":
+                assert sums[info.filename]["crc32"] == zlib.crc32(zf.read(info)) == info.CRC
+    monkeypatch.setattr(persistence, "crc32", zlib.crc32)
+    m.save(tmp_path / "b.pm")
+    assert (tmp_path / "a.pm").read_bytes() == (tmp_path / "b.pm").read_bytes()
+    assert np.array_equal(pm.load(tmp_path / "a.pm").modules[0].weight, m.modules[0].weight)
 
 
 def test_loading_draws_no_random_numbers(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.conv import (
     conv_acc_grad_parameters,
+    conv_scratch_size,
     conv_update_grad_input,
     conv_update_output,
     full_conv_acc_grad_parameters,
@@ -51,11 +52,12 @@ class _Weighted(Initializable):
         return value.shape in (target.shape, grouped)
 
     def _plan(self, input):
-        """(output shape, columns shape) for ``input``'s shape; the last one is remembered."""
-        shape = input.shape
-        if shape != self._seen:
-            self._planned = self._layout(shape)
-            self._seen = shape
+        """(output shape, columns shape, ...) for ``input``'s shape and the module's dtype; the
+        last one is remembered."""
+        key = (input.shape, self.dtype)
+        if key != self._seen:
+            self._planned = self._layout(input)
+            self._seen = key
         return self._planned
 
     def _output(self, shape):
@@ -74,7 +76,7 @@ class _Weighted(Initializable):
 class _Spatial(_Weighted):
     """im2col + GEMM convolution over (C, H, W) or (N, C, H, W); see SpatialConvolution."""
 
-    _scratch = ("_columns",)
+    _scratch = ("_columns", "_rows")
 
     def _setup(self, nInputPlane, nOutputPlane, kernelW, kernelH, strideW, strideH, padW,
                padH, dilationW, dilationH, nGroup, withBias, inits):
@@ -94,27 +96,37 @@ class _Spatial(_Weighted):
         self.dilationW, self.dilationH = int(dilationW), int(dilationH)
         self.nGroup = int(nGroup)
         self.withBias = bool(withBias)
-        self._columns = None
+        self._columns = self._rows = None
         k = self.kernelH * self.kernelW
         self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
         shape = (self.nOutputPlane, self.nInputPlane // self.nGroup, self.kernelH, self.kernelW)
         self._build(shape, self.nOutputPlane if self.withBias else None, self.nGroup, inits)
 
-    def _layout(self, shape):
+    def _layout(self, input):
+        shape = input.shape
         if len(shape) not in (3, 4):
-            return (0,), (0, 0)  # the kernel names the problem
+            return (0,), (0, 0), 0  # the kernel names the problem
         h = output_size(shape[-2], self.kernelH, self.strideH, self.padH, self.dilationH)
         w = output_size(shape[-1], self.kernelW, self.strideW, self.padW, self.dilationW)
         columns = (self.nInputPlane * self.kernelH * self.kernelW, h * w)
-        return shape[:-3] + (self.nOutputPlane, h, w), columns
+        rows = conv_scratch_size(input, self.weight, self.strideW, self.strideH, self.padW,
+                                 self.padH, self.dilationW, self.dilationH, self.nGroup)
+        return shape[:-3] + (self.nOutputPlane, h, w), columns, rows
+
+    def _rows_scratch(self, size):
+        rows = self._rows
+        if size and (rows is None or rows.shape != (size,)):
+            rows = self._resize("_rows", (size,))
+        return rows if size else None
 
     def updateOutput(self, input):
         try:
-            shape, columns = self._plan(input)
+            shape, columns, rows = self._plan(input)
             out = self._output(shape)
             conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
                                self.strideW, self.strideH, self.padW, self.padH,
-                               self.dilationW, self.dilationH, self.nGroup)
+                               self.dilationW, self.dilationH, self.nGroup,
+                               self._rows_scratch(rows))
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateOutput, input)
         return out
@@ -123,7 +135,7 @@ class _Spatial(_Weighted):
         if not self.propagateBack:
             return self.gradInput
         try:
-            _, columns = self._plan(input)
+            columns = self._plan(input)[1]
             gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
             conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
                                    self.strideW, self.strideH, self.padW, self.padH,
@@ -134,7 +146,7 @@ class _Spatial(_Weighted):
 
     def accGradParameters(self, input, gradOutput):
         try:
-            _, columns = self._plan(input)
+            columns = self._plan(input)[1]
             conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
                                      self._cols(columns), self.strideW, self.strideH,
                                      self.padW, self.padH, self.dilationW, self.dilationH,
@@ -228,7 +240,8 @@ class SpatialFullConvolution(_Weighted):
         shape = (self.nInputPlane, self.nOutputPlane // self.nGroup, self.kH, self.kW)
         self._build(shape, None if self.noBias else self.nOutputPlane, self.nGroup, (None,) * 4)
 
-    def _layout(self, shape):
+    def _layout(self, input):
+        shape = input.shape
         if len(shape) not in (3, 4):
             return (0,), (0, 0)
         h = max(full_output_size(shape[-2], self.kH, self.dH, self.padH, self.adjH), 0)
@@ -300,7 +313,8 @@ class TemporalConvolution(_Weighted):
                     self.outputFrameSize, 1,
                     (initWeight, initBias, initGradWeight, initGradBias))
 
-    def _layout(self, shape):
+    def _layout(self, input):
+        shape = input.shape
         if len(shape) not in (2, 3):
             return (0,), None
         frames = output_size(shape[-2], self.kernelW, self.strideW)

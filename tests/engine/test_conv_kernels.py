@@ -226,6 +226,101 @@ def test_conv_rejects_aliasing():
         K.conv_acc_grad_parameters(x, y, w, w.reshape(-1)[:4], cols, *geo, 1.0, 1.0)
 
 
+
+# The transposed forward: float32, one group, patches of >= 128 numbers, and >= 24 output
+# planes or grids of <= 64 pixels (>= 10 planes).
+TRANSPOSED = [  # (N, C, H, W), O, (kh, kw), stride (h, w), pad (h, w), dilation (h, w)
+    ((3, 16, 9, 7), 24, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 15, 11, 13), 25, (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 10, 7, 9), 24, (3, 5), (1, 2), (2, 0), (1, 1)),
+    ((2, 15, 9, 8), 24, (3, 3), (2, 2), (-1, -1), (1, 1)),
+    ((2, 16, 10, 11), 24, (3, 3), (1, 1), (2, 1), (2, 1)),
+    ((2, 16, 10, 11), 24, (3, 3), (1, 2), (1, 3), (1, 2)),
+    ((2, 16, 6, 6), 12, (3, 3), (1, 1), (0, 0), (1, 1)),
+    ((1, 16, 5, 4), 24, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((0, 16, 5, 5), 24, (3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+def _transposed_args(xshape, o, k, s, p, d, dtype, rng, bias=True):
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((o, xshape[1]) + k).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype) if bias else None
+    lead, (oh, ow) = _geometry(xshape, k, s, p, d)
+    args = (s[1], s[0], p[1], p[0], d[1], d[0], 1)
+    cols = np.full((xshape[1] * k[0] * k[1], oh * ow), np.nan, dtype)
+    y = np.full((xshape[0], o, oh, ow), np.nan, dtype)
+    expected = conv_ref(x, w, s, lead, (oh, ow), d, 1)
+    if bias:
+        expected += b[:, None, None]
+    return x, w, b, cols, y, args, expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,o,k,s,p,d", TRANSPOSED)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transposed_forward_against_reference(xshape, o, k, s, p, d, dtype, bias, rng):
+    x, w, b, cols, y, args, expected = _transposed_args(xshape, o, k, s, p, d, dtype, rng,
+                                                        bias)
+    size = K.conv_scratch_size(x, w, *args)
+    if dtype == np.float32:
+        assert size > 0  # the case reaches the transposed forward
+    else:
+        assert size == 0  # float64 keeps the plain one (its GEMM is not faster transposed)
+    scratch = np.full(size, np.nan, dtype)
+    K.conv_update_output(x, y, w, b, cols, *args, scratch)
+    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+    plain = np.full_like(y, np.nan)
+    K.conv_update_output(x, plain, w, b, cols, *args)
+    np.testing.assert_allclose(y, plain, rtol=tol(dtype), atol=tol(dtype))
+    if xshape[0] == 1:  # the same sample as (C, H, W)
+        assert K.conv_scratch_size(x[0], w, *args) == size
+        single = np.full_like(y[0], np.nan)
+        K.conv_update_output(x[0], single, w, b, cols, *args, scratch)
+        np.testing.assert_allclose(single, expected[0], rtol=tol(dtype), atol=tol(dtype))
+
+
+def test_conv_scratch_size_zero_where_the_plain_forward_runs(rng):
+    def size(xshape, o, k, g=1, pad=1, dtype=np.float32):
+        x = np.zeros(xshape, dtype)
+        w = np.zeros((o, xshape[1] // g, k, k), dtype)
+        return K.conv_scratch_size(x, w, 1, 1, pad, pad, 1, 1, g)
+
+    # (16, 32, 3x3, pad 1 on 28x28): padded 30x30x16 image, 784x32 output, 32x144 weight
+    assert size((2, 16, 28, 28), 32, 3) == 30 * 30 * 16 + 784 * 32 + 32 * 144
+    assert size((2, 16, 28, 28), 32, 3, dtype=np.float64) == 0
+    assert size((2, 16, 28, 28), 32, 3, g=2) == 0
+    assert size((2, 160, 28, 28), 32, 1, pad=0) == 0  # 1x1: the image is read in place
+    assert size((2, 8, 28, 28), 32, 3) == 0  # patches of 72 numbers
+    assert size((2, 16, 28, 28), 16, 3) == 0  # few planes on a big grid
+    assert size((2, 16, 8, 8), 16, 3) > 0  # few planes on a small grid
+    assert size((2, 16, 8, 8), 8, 3) == 0
+
+
+def test_conv_rejects_bad_scratch(rng):
+    x, w, b, cols, y, args, _ = _transposed_args((2, 16, 6, 6), 24, (3, 3), (1, 1), (1, 1),
+                                                 (1, 1), np.float32, rng)
+    size = K.conv_scratch_size(x, w, *args)
+    with pytest.raises(ValueError, match=rf"scratch has shape \({size - 1},\), expected"):
+        K.conv_update_output(x, y, w, b, cols, *args, np.zeros(size - 1, np.float32))
+    with pytest.raises(TypeError, match="scratch has dtype float64, expected float32"):
+        K.conv_update_output(x, y, w, b, cols, *args, np.zeros(size))
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.zeros(size, np.float32)
+        ro.flags.writeable = False
+        K.conv_update_output(x, y, w, b, cols, *args, ro)
+    buf = np.zeros(size + min(x.size, y.size, cols.size) - 1, np.float32)  # overlap by 1+
+    with pytest.raises(ValueError, match="scratch overlaps output"):
+        K.conv_update_output(x, buf[-y.size:].reshape(y.shape), w, b, cols, *args,
+                             buf[:size])
+    with pytest.raises(ValueError, match="scratch overlaps columns"):
+        K.conv_update_output(x, y, w, b, buf[-cols.size:].reshape(cols.shape), *args,
+                             buf[:size])
+    with pytest.raises(ValueError, match="scratch overlaps input"):
+        K.conv_update_output(buf[-x.size:].reshape(x.shape), y, w, b, cols, *args,
+                             buf[:size])
+
+
 # -- SpatialFullConvolution kernels -----------------------------------------------------------
 
 FULL = [  # (N, C, H, W), O, (kh, kw), stride, pad, adj, groups

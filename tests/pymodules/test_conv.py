@@ -72,6 +72,8 @@ def _tdtype(torch, dtype):
     (3, 6, (5, 5), (1, 1), (0, 0), 1, True),
     (4, 6, (3, 2), (2, 1), (1, 2), 2, True),
     (16, 32, (3, 3), (1, 1), (1, 1), 1, False),
+    (15, 24, (3, 3), (2, 2), (1, 2), 1, True),  # float32: the transposed forward
+    (6, 12, (5, 5), (1, 1), (0, 0), 1, True),  # float32: transposed on a small grid
     (3, 4, (1, 1), (1, 1), (0, 0), 1, True),
 ])
 @pytest.mark.parametrize("batched", [True, False])
@@ -189,6 +191,24 @@ def test_steady_state_reuses_buffers(rng):
     cols = m._columns
     gi = m.backward(x, np.ones_like(y))
     assert m.forward(x) is y and m._columns is cols and m.backward(x, np.ones_like(y)) is gi
+
+
+def test_transposed_forward_scratch_is_reused_and_dropped(rng):
+    m = pm.SpatialConvolution(16, 24, 3, 3, 2, 1, 1, 0)
+    x = rng.standard_normal((3, 16, 9, 8)).astype(np.float32)
+    expected = m.forward(x[1:2]).copy()
+    y = m.forward(x)
+    rows = m._rows
+    assert rows is not None and rows.dtype == np.float32  # the transposed forward ran
+    assert m.forward(x) is y and m._rows is rows
+    np.testing.assert_allclose(y[1:2], expected, rtol=1e-5, atol=1e-5)
+    assert m.forward(np.zeros((0, 16, 9, 8), np.float32)).shape == (0, 24, 7, 4)
+    m.double()
+    assert m.forward(x.astype(np.float64)).shape == y.shape and m._rows is None
+    m.float().forward(x)
+    assert m._rows is not None
+    m.clearState()
+    assert m._rows is None and m._columns is None
 
 
 def test_propagate_back_false_leaves_grad_input(rng):

@@ -146,11 +146,12 @@ class _Spatial(_Weighted):
 
     def accGradParameters(self, input, gradOutput):
         try:
-            columns = self._plan(input)[1]
+            _, columns, rows = self._plan(input)
             conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
                                      self._cols(columns), self.strideW, self.strideH,
                                      self.padW, self.padH, self.dilationW, self.dilationH,
-                                     self.nGroup, self.scaleW, self.scaleB)
+                                     self.nGroup, self.scaleW, self.scaleB,
+                                     self._rows_scratch(rows))
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.accGradParameters, input, gradOutput)
         self._regularize()

@@ -280,6 +280,64 @@ def test_conv_transposed_forward_against_reference(xshape, o, k, s, p, d, dtype,
         np.testing.assert_allclose(single, expected[0], rtol=tol(dtype), atol=tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,o,k,s,p,d", TRANSPOSED)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transposed_weight_gradient_against_reference(xshape, o, k, s, p, d, dtype, bias,
+                                                           rng):
+    x, w, _, cols, y, args, _ = _transposed_args(xshape, o, k, s, p, d, dtype, rng)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    lead = _geometry(xshape, k, s, p, d)[0]
+    gw0 = rng.standard_normal(w.shape).astype(dtype)
+    gb0 = rng.standard_normal(o).astype(dtype)
+    gw, gb = gw0.copy(), gb0.copy() if bias else None
+    size = K.conv_scratch_size(x, w, *args)
+    assert (size > 0) == (dtype == np.float32)
+    scratch = np.full(size, np.nan, dtype)
+    K.conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 0.5, 2.0, scratch)
+    expected = gw0 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, 1)
+    np.testing.assert_allclose(gw, expected, rtol=tol(dtype), atol=tol(dtype))
+    if bias:
+        np.testing.assert_allclose(gb, gb0 + 2.0 * go.sum(axis=(0, 2, 3)), rtol=tol(dtype),
+                                   atol=tol(dtype))
+    plain, plain_b = gw0.copy(), gb0.copy() if bias else None
+    K.conv_acc_grad_parameters(x, go, plain, plain_b, cols, *args, 0.5, 2.0)
+    np.testing.assert_allclose(gw, plain, rtol=tol(dtype), atol=tol(dtype))
+    if xshape[0] == 1:  # the same sample as (C, H, W)
+        single = gw0.copy()
+        K.conv_acc_grad_parameters(x[0], go[0], single, None, cols, *args, 0.5, 0.0, scratch)
+        np.testing.assert_allclose(single, expected, rtol=tol(dtype), atol=tol(dtype))
+    skipped = gw0.copy()  # scale 0 leaves the weight gradient alone
+    K.conv_acc_grad_parameters(x, go, skipped, None, cols, *args, 0.0, 0.0, scratch)
+    np.testing.assert_array_equal(skipped, gw0)
+
+
+def test_conv_weight_gradient_rejects_bad_scratch(rng):
+    x, w, _, cols, y, args, _ = _transposed_args((2, 16, 6, 6), 24, (3, 3), (1, 1), (1, 1),
+                                                 (1, 1), np.float32, rng)
+    go = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = np.zeros_like(w), np.zeros(24, np.float32)
+    size = K.conv_scratch_size(x, w, *args)
+
+    def acc(scratch, x=x, go=go, gw=gw, gb=gb, cols=cols):
+        K.conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 1.0, 1.0, scratch)
+
+    with pytest.raises(ValueError, match=rf"scratch has shape \({size + 1},\), expected"):
+        acc(np.zeros(size + 1, np.float32))
+    with pytest.raises(TypeError, match="scratch has dtype float64, expected float32"):
+        acc(np.zeros(size))
+    buf = np.zeros(size + max(x.size, go.size, gw.size, cols.size), np.float32)
+    with pytest.raises(ValueError, match="scratch overlaps gradWeight"):
+        acc(buf[:size], gw=buf[size - 1:size - 1 + gw.size].reshape(gw.shape))
+    with pytest.raises(ValueError, match="scratch overlaps gradBias"):
+        acc(buf[:size], gb=buf[size - 1:size + 23])
+    with pytest.raises(ValueError, match="scratch overlaps gradOutput"):
+        acc(buf[:size], go=buf[size - 1:size - 1 + go.size].reshape(go.shape))
+    with pytest.raises(ValueError, match="scratch overlaps columns"):
+        acc(buf[:size], cols=buf[size - 1:size - 1 + cols.size].reshape(cols.shape))
+    assert not gw.any()  # nothing ran
+
+
 def test_conv_scratch_size_zero_where_the_plain_forward_runs(rng):
     def size(xshape, o, k, g=1, pad=1, dtype=np.float32):
         x = np.zeros(xshape, dtype)

@@ -147,7 +147,42 @@ def _acc_and_pass(child, input, gradOutput):
     return child.gradInput
 
 
-class Concat(Container):
+class _Branches(Container):
+    """Containers that feed their one input to every child (Concat, ConcatTable): the
+    gradient of the input is the sum of the children's, in a reused buffer."""
+
+    def _child_grads(self, gradOutput):
+        """The gradOutput of each child, in order."""
+        raise NotImplementedError
+
+    def _run_back(self, input, gradOutput, step):
+        gos = self._child_grads(gradOutput)
+        child = None
+        grads = []
+        try:
+            for child, go in zip(self.modules, gos):
+                grads.append(step(child, input, go))
+        except (TypeError, ValueError) as err:
+            raise self._child_error(err, child) from err
+        return grads
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        grads = self._run_back(input, gradOutput, _backward)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        grads = self._run_back(input, gradOutput, _update_grad_input)
+        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        self._run_back(input, gradOutput, _acc_only)
+
+
+class Concat(_Branches):
     """Feeds the input to every child and concatenates their outputs along ``dimension``.
 
     The gradient of the input is the sum of the children's.
@@ -188,7 +223,7 @@ class Concat(Container):
             raise self._error(err) from None
         return out
 
-    def _split_grad(self, gradOutput):
+    def _child_grads(self, gradOutput):
         """The band of gradOutput that belongs to each child, as contiguous arrays."""
         gos = _reuse(self._gradOutputs, len(self.modules))
         self._gradOutputs = gos
@@ -203,39 +238,13 @@ class Concat(Container):
                   "gradOutput", "child gradOutput")
         return gos
 
-    def _run_back(self, input, gradOutput, step):
-        gos = self._split_grad(gradOutput)
-        child = None
-        grads = []
-        try:
-            for child, go in zip(self.modules, gos):
-                grads.append(step(child, input, go))
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        return grads
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        grads = self._run_back(input, gradOutput, _backward)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        grads = self._run_back(input, gradOutput, _update_grad_input)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
-
     def __str__(self):
         return f"{super().__str__()[:-1]}}} dimension={self.dimension}"
 
     __repr__ = __str__
 
 
-class ConcatTable(Container):
+class ConcatTable(_Branches):
     """Feeds the input to every child; the output is the table of their outputs.
 
     The gradient of the input is the sum of the children's.
@@ -258,31 +267,9 @@ class ConcatTable(Container):
             raise self._child_error(err, child) from err
         return out
 
-    def _run_back(self, input, gradOutput, step):
+    def _child_grads(self, gradOutput):
         _check_table(self, gradOutput, len(self.modules), "gradOutput")
-        child = None
-        grads = []
-        try:
-            for child, go in zip(self.modules, gradOutput):
-                grads.append(step(child, input, go))
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        return grads
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        grads = self._run_back(input, gradOutput, _backward)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        grads = self._run_back(input, gradOutput, _update_grad_input)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+        return gradOutput
 
 
 class ParallelTable(Container):

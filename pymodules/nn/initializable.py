@@ -28,8 +28,10 @@ class Initializable(Module):
         for value, grad, shape in (("weight", "gradWeight", weightShape),
                                    ("bias", "gradBias", biasShape)):
             setattr(self, value, None if shape is None else np.empty(shape, self.dtype))
-            setattr(self, grad, None if shape is None else np.zeros(shape, self.dtype))
-        self._draw()  # the gradients are fresh zeros: untouched pages cost nothing yet
+            if shape is None:
+                setattr(self, grad, None)
+            # otherwise the gradient is made on first use (Module.__getattr__)
+        self._draw()
         for name, value in zip(_INITIAL, inits):
             if value is not None:
                 self._initial(name, value)

@@ -121,6 +121,20 @@ class Module(Recorded):
         raise self._error(err) from None
 
     # -- parameters --------------------------------------------------------------------
+    def __getattr__(self, name):
+        # Reached only when ``name`` is not set. A gradient is made on first use, as zeros
+        # shaped like its parameter: a module that only predicts (a loaded model, say)
+        # never holds gradient memory.
+        for value, grad in type(self)._params:
+            if name == grad:
+                w = self.__dict__.get(value)
+                if w is None:
+                    break
+                g = np.zeros_like(w)
+                self.__dict__[grad] = g
+                return g
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _slots(self):
         """(module, value attribute, gradient attribute) of every parameter, in order."""
         for value, grad in self._params:

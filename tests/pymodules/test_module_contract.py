@@ -292,3 +292,14 @@ def test_conversion_drops_uninitialised_buffers(rng):
     seq.modules[0].output[...] = 1e300  # out of float32's range: a cast would warn
     seq.float()  # warnings are errors in this suite
     assert seq.modules[0].output.size == 0
+
+
+def test_gradients_are_made_on_first_use_in_the_weights_dtype():
+    m = pm.Linear(4, 3)
+    assert "gradWeight" not in vars(m)
+    m.double()
+    assert m.gradWeight.dtype == np.float64 and m.gradWeight.shape == (3, 4)
+    assert m.gradWeight is m.gradWeight and not m.gradBias.any()
+    assert pm.Linear(4, 3, withBias=False).gradBias is None
+    with pytest.raises(AttributeError, match="no attribute 'gradWhatever'"):
+        m.gradWhatever

@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import struct
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -556,17 +557,78 @@ def _open_write(path, overWrite, storage_options):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            yield f, True
+            yield _WritingBack(f), True
             f.flush()
             os.fsync(f.fileno())
         if overWrite:
+            replaced = _hold(path)
             os.replace(tmp, path)
+            _release_later(replaced)
         else:
             _link_exclusive(tmp, path)
         _fsync_folder(folder)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _sync_file_range():
+    """Linux's sync_file_range(2), which starts the writeback of a byte range without
+    waiting for it; None where the C library lacks it."""
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, ImportError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_start_writeback = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+_WRITEBACK_STEP = 32 << 20
+
+
+class _WritingBack:
+    """A local file being written that hands each 32 MiB it receives to the disk at once,
+    so that the fsync which ends a save waits for the last step only, not for the whole
+    file: the disk writes while the next arrays are copied into the page cache."""
+
+    def __init__(self, f):
+        self.f, self.fd = f, f.fileno()
+        self.done = self.pos = 0  # bytes handed to the disk; bytes written
+
+    def write(self, b) -> int:
+        n = self.f.write(b)
+        self.pos += n
+        if _start_writeback is not None and self.pos - self.done >= _WRITEBACK_STEP:
+            self.f.flush()
+            _start_writeback(self.fd, self.done, self.pos - self.done, _SYNC_FILE_RANGE_WRITE)
+            self.done = self.pos
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = self.f.seek(offset, whence)
+        return self.pos
+
+
+def _hold(path: str) -> int | None:
+    """An open descriptor on the file at ``path``, if any: while it is open, replacing the
+    file does not free the old one's blocks."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _release_later(fd: int | None) -> None:
+    """Close ``fd`` on a thread: the last close of a replaced file frees its blocks, which
+    for a large file takes as long as writing a good part of it, and the save need not
+    wait for that. A process that exits first closes it all the same."""
+    if fd is not None:
+        threading.Thread(target=os.close, args=(fd,), name="pymodules-release").start()
 
 
 def _link_exclusive(tmp: str, path: str) -> None:

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import tracemalloc
 import zipfile
 import zlib
 
@@ -781,3 +782,68 @@ def test_batch_normalization_weights_carry_running_statistics(tmp_path):
         assert np.array_equal(getattr(b.modules[1], name), getattr(a.modules[1], name)), name
     x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
     assert np.array_equal(a.evaluate().forward(x), b.evaluate().forward(x))
+
+
+def test_loading_allocates_the_weights_once_and_no_gradients(tmp_path):
+    """A loaded model holds its weights only: at most 1.2x their bytes are traced while it
+    loads, and gradients appear on first use."""
+    m = pm.Sequential().add(pm.Linear(500, 400, dtype=np.float64)) \
+        .add(pm.Linear(400, 300, dtype=np.float64))
+    m.save(tmp_path / "m.pm")
+    params = sum(w.nbytes for w in m.parameters()[0])
+    tracemalloc.start()
+    try:
+        r = pm.load(tmp_path / "m.pm")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert params < peak <= 1.2 * params
+    first = r.modules[0]
+    assert "gradWeight" not in vars(first) and "gradBias" not in vars(first)
+    assert first.gradWeight.shape == (400, 500) and first.gradWeight.dtype == np.float64
+    assert not first.gradWeight.any() and first.gradWeight is first.gradWeight
+    x = np.ones((2, 500))
+    r.forward(x)
+    r.backward(x, np.ones((2, 300), np.float64))
+    assert r.modules[1].gradBias.dtype == np.float64 and np.all(r.modules[1].gradBias == 2)
+
+
+def test_an_overwritten_file_is_released(tmp_path):
+    """Saving over a file holds the replaced one open only until a thread closes it."""
+    fds = os.path.join("/proc", str(os.getpid()), "fd")
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc to count open files")
+    m = pm.Linear(300, 200)
+    m.save(tmp_path / "m.pm")
+    before = len(os.listdir(fds))
+    for _ in range(5):
+        m.save(tmp_path / "m.pm", overWrite=True)
+    for t in threading.enumerate():
+        if t.name == "pymodules-release":
+            t.join()
+    assert len(os.listdir(fds)) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pm"]
+    assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)
+
+
+def test_writeback_steps_cover_the_file(tmp_path, monkeypatch):
+    """With a small writeback step, a save hands every byte to the disk in order."""
+    if persistence._start_writeback is None:
+        pytest.skip("no sync_file_range here")
+    ranges = []
+    real = persistence._start_writeback
+
+    def record(fd, offset, length, flags):
+        ranges.append((offset, length))
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(persistence, "_start_writeback", record)
+    monkeypatch.setattr(persistence, "_WRITEBACK_STEP", 64 << 10)
+    monkeypatch.setattr(persistence, "_CHUNK", 16 << 10)
+    m = pm.Linear(300, 200, dtype=np.float64)
+    m.save(tmp_path / "m.pm")
+    assert len(ranges) >= 7
+    assert ranges[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
+    assert ranges[-1][0] + ranges[-1][1] <= os.path.getsize(tmp_path / "m.pm")
+    assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)

@@ -3,7 +3,9 @@
 One step = zero the gradients, forward, loss, backward, parameter update: pymodules as the
 Optimizer runs it (SGD.optimize on the flat getParameters() vector), against
 the same step written in NumPy and in PyTorch eager. One thread, fixed seeds, warm-up,
-median of many runs. Usage: python bench/bench_train.py [--runs 200] [--dtype float32]
+median of many runs, taken in interleaved blocks of 25 steps.
+
+    python bench/bench_train.py [--runs 200] [--dtype float32]
 """
 
 import argparse
@@ -18,15 +20,22 @@ import pymodules as pm
 SIZES = (784, 256, 256, 10)
 
 
-def median_us(step, runs, warmup=20):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e6
+def median_us(steps, runs, warmup=20, block=25):
+    """Median time of each step in microseconds (None: skipped), measured in interleaved
+    blocks of ``block`` calls so that every implementation sees the same machine state."""
+    live = [s for s in steps if s is not None]
+    for step in live:
+        for _ in range(warmup):
+            step()
+    times = {id(s): [] for s in live}
+    for _ in range(max(1, runs // block)):
+        for step in live:
+            for _ in range(block):
+                t0 = time.perf_counter()
+                step()
+                times[id(step)].append(time.perf_counter() - t0)
+    return [float(np.median(times[id(s)])) * 1e6 if s is not None else float("nan")
+            for s in steps]
 
 
 def pymodules_step(x, y, dtype):
@@ -132,10 +141,9 @@ def main():
             rng = np.random.default_rng(batch)
             x = rng.standard_normal((batch, SIZES[0])).astype(dtype)
             y = rng.integers(0, SIZES[-1], batch)
-            ours = median_us(pymodules_step(x, y, dtype), args.runs)
-            ref = median_us(numpy_step(x, y, dtype), args.runs)
-            t = torch_step(x, y, dtype)
-            theirs = median_us(t, args.runs) if t is not None else float("nan")
+            ours, ref, theirs = median_us(
+                [pymodules_step(x, y, dtype), numpy_step(x, y, dtype), torch_step(x, y, dtype)],
+                args.runs)
             print(f"{'train step MLP 784-256-256-10':<34}{dtype.name:<9}{batch:>6}"
                   f"{ours:>14.1f}{ref:>11.1f}{theirs:>11.1f}{ref / ours:>10.2f}"
                   f"{theirs / ours:>10.2f}")

@@ -562,8 +562,10 @@ def _open_write(path, overWrite, storage_options):
             os.fsync(f.fileno())
         if overWrite:
             replaced = _hold(path)
-            os.replace(tmp, path)
-            _release_later(replaced)
+            try:
+                os.replace(tmp, path)
+            finally:
+                _release_later(replaced)
         else:
             _link_exclusive(tmp, path)
         _fsync_folder(folder)
@@ -594,7 +596,8 @@ _WRITEBACK_STEP = 32 << 20
 class _WritingBack:
     """A local file being written that hands each 32 MiB it receives to the disk at once,
     so that the fsync which ends a save waits for the last step only, not for the whole
-    file: the disk writes while the next arrays are copied into the page cache."""
+    file: the disk writes while the next arrays are copied into the page cache. A step the
+    kernel refuses only loses that overlap; the fsync still covers every byte."""
 
     def __init__(self, f):
         self.f, self.fd = f, f.fileno()
@@ -618,7 +621,7 @@ def _hold(path: str) -> int | None:
     """An open descriptor on the file at ``path``, if any: while it is open, replacing the
     file does not free the old one's blocks."""
     try:
-        return os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
     except OSError:
         return None
 

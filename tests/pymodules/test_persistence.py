@@ -818,11 +818,14 @@ def test_an_overwritten_file_is_released(tmp_path):
     before = len(os.listdir(fds))
     for _ in range(5):
         m.save(tmp_path / "m.pm", overWrite=True)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OSError):
+        m.save(tmp_path / "d", overWrite=True)  # a failed replace releases its hold too
     for t in threading.enumerate():
         if t.name == "pymodules-release":
             t.join()
     assert len(os.listdir(fds)) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "m.pm"]
     assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)
 
 

@@ -261,7 +261,6 @@ class PReLU(Module):
         self._shared = self.nOutputPlane == 0
         size = max(self.nOutputPlane, 1)
         self.weight = np.empty(size, self.dtype)
-        self.gradWeight = np.zeros(size, self.dtype)
         self.weightInitMethod = ConstInitMethod(0.25)
         self.reset()
 

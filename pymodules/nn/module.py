@@ -157,9 +157,11 @@ class Module(Recorded):
         return ([getattr(m, v) for m, v, _ in slots], [getattr(m, g) for m, _, g in slots])
 
     def zeroGradParameters(self):
-        """Zero every gradient in place."""
-        for grad in self.parameters()[1]:
-            grad.fill(0)
+        """Zero every gradient in place; one not made yet stays unmade (it starts at zero)."""
+        for m, _, g in self._slots():
+            grad = m.__dict__.get(g)
+            if grad is not None:
+                grad.fill(0)
 
     def getParameters(self):
         """(flatWeights, flatGrads): every parameter in one vector, the layers as views.

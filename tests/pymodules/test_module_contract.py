@@ -303,3 +303,14 @@ def test_gradients_are_made_on_first_use_in_the_weights_dtype():
     assert pm.Linear(4, 3, withBias=False).gradBias is None
     with pytest.raises(AttributeError, match="no attribute 'gradWhatever'"):
         m.gradWhatever
+
+
+def test_zeroing_leaves_unmade_gradients_unmade():
+    m = pm.Sequential().add(pm.Linear(4, 3)).add(pm.PReLU(3))
+    m.zeroGradParameters()
+    m.reset()
+    assert not any("grad" + n in vars(c) for c in m.modules for n in ("Weight", "Bias"))
+    m.modules[0].gradWeight += 1
+    m.zeroGradParameters()
+    assert not m.modules[0].gradWeight.any()
+    assert "gradWeight" not in vars(m.modules[1])

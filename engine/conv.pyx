@@ -600,6 +600,19 @@ def conv_update_output(input, output, weight, bias, columns, int stride_w, int s
                              <double *> _p(b), <double *> _p(cols), &g, n)
 
 
+cdef int _check_grad_input(cnp.ndarray go, tuple go_shape, cnp.ndarray gi, cnp.ndarray x,
+                           cnp.ndarray w, cnp.ndarray cols, const Geom *g) except -1:
+    """The shapes and the non-overlap of a (transposed) convolution's gradInput arguments."""
+    shape_is(go, "gradOutput", go_shape)
+    shape_is(gi, "gradInput", shape(x))
+    shape_is(cols, "columns", _columns_shape(g))
+    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
+        disjoint(gi, "gradInput", other, what)
+    for other, what in ((go, "gradOutput"), (w, "weight")):
+        disjoint(cols, "columns", other, what)
+    return 0
+
+
 def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
                            int stride_h, int pad_w, int pad_h, int dilation_w, int dilation_h,
                            int n_group):
@@ -613,13 +626,7 @@ def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int 
     cdef Geom g
     cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
                                 dilation_w, dilation_h, n_group)
-    shape_is(go, "gradOutput", _grid_shape(x, &g))
-    shape_is(gi, "gradInput", shape(x))
-    shape_is(cols, "columns", _columns_shape(&g))
-    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
-        disjoint(gi, "gradInput", other, what)
-    for other, what in ((go, "gradOutput"), (w, "weight")):
-        disjoint(cols, "columns", other, what)
+    _check_grad_input(go, _grid_shape(x, &g), gi, x, w, cols, &g)
     if t == cnp.NPY_FLOAT32:
         with nogil:
             _image_from_grid(<float *> _p(go), <float *> _p(gi), <float *> _p(w),
@@ -757,13 +764,7 @@ def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns,
     cdef Geom g
     cdef int n = _full_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
                                 adj_w, adj_h, n_group)
-    shape_is(go, "gradOutput", _image_shape(x, &g))
-    shape_is(gi, "gradInput", shape(x))
-    shape_is(cols, "columns", _columns_shape(&g))
-    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
-        disjoint(gi, "gradInput", other, what)
-    for other, what in ((go, "gradOutput"), (w, "weight")):
-        disjoint(cols, "columns", other, what)
+    _check_grad_input(go, _image_shape(x, &g), gi, x, w, cols, &g)
     if t == cnp.NPY_FLOAT32:
         with nogil:
             _grid_from_image(<float *> _p(go), <float *> _p(gi), <float *> _p(w), <float *> NULL,

@@ -60,6 +60,13 @@ class _Elementwise(Module):
         return "inplace" if self.inplace else ""
 
 
+
+class _Unary(_Elementwise):
+    """An elementwise layer whose only argument is its dtype."""
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype=dtype)
+
 class Threshold(_Elementwise):
     """``y = x if x > th else v``."""
 
@@ -146,29 +153,20 @@ class ELU(_Elementwise):
         return f"{self.alpha}" + (", inplace" if self.inplace else "")
 
 
-class Tanh(_Elementwise):
+class Tanh(_Unary):
     _op = "tanh"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class Sigmoid(_Elementwise):
+class Sigmoid(_Unary):
     """``y = 1 / (1 + exp(-x))``."""
 
     _op = "sigmoid"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class HardSigmoid(_Elementwise):
+class HardSigmoid(_Unary):
     """``y = min(max(0.2 x + 0.5, 0), 1)`` (BigDL's, as Keras; not PyTorch's x / 6 + 0.5)."""
 
     _op = "hard_sigmoid"
-
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
 
 class SoftPlus(_Elementwise):
@@ -187,20 +185,14 @@ class SoftPlus(_Elementwise):
         return f"{self.beta}"
 
 
-class SoftSign(_Elementwise):
+class SoftSign(_Unary):
     """``y = x / (1 + |x|)``."""
 
     _op = "soft_sign"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class Abs(_Elementwise):
+class Abs(_Unary):
     _op = "abs"
-
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
 
 class Power(_Elementwise):
@@ -216,32 +208,20 @@ class Power(_Elementwise):
         return f"{self.power}, {self.scale}, {self.shift}"
 
 
-class Square(_Elementwise):
+class Square(_Unary):
     _op = "square"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class Sqrt(_Elementwise):
+class Sqrt(_Unary):
     _op = "sqrt"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class Exp(_Elementwise):
+class Exp(_Unary):
     _op = "exp"
 
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
-
-class Log(_Elementwise):
+class Log(_Unary):
     _op = "log"
-
-    def __init__(self, dtype=np.float32):
-        super().__init__(dtype=dtype)
 
 
 class PReLU(Module):

@@ -89,50 +89,37 @@ cdef inline void _softmax(const floating *x, floating *y, Py_ssize_t outer, Py_s
 
 def softmax_update_grad_input(output, grad_output, grad_input, bint negate):
     """grad_input := s * y * (grad_output - sum(grad_output * y)), y the forward's output."""
-    cdef int t = float_type(grad_input, "gradInput")
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
-    cdef cnp.ndarray y = array(output, "output", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef Py_ssize_t outer, n, inner
-    _layout(y, 4, &outer, &n, &inner)
-    shape_is(go, "gradOutput", shape(y))
-    shape_is(gi, "gradInput", shape(y))
-    disjoint(gi, "gradInput", y, "output")
-    disjoint(gi, "gradInput", go, "gradOutput")
-    if cnp.PyArray_SIZE(y) == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _softmax_grad(<float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(go),
-                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, negate, False)
-    else:
-        with nogil:
-            _softmax_grad(<double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
-                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, negate, False)
+    _grad_input(output, grad_output, grad_input, 4, negate, False)
 
 
 def log_softmax_update_grad_input(output, grad_output, grad_input):
     """grad_input := grad_output - exp(y) * sum(grad_output), y the forward's output."""
+    _grad_input(output, grad_output, grad_input, 2, False, True)
+
+
+cdef int _grad_input(output, grad_output, grad_input, int max_dims, bint negate,
+                     bint take_log) except -1:
     cdef int t = float_type(grad_input, "gradInput")
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray y = array(output, "output", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t outer, n, inner
-    _layout(y, 2, &outer, &n, &inner)
+    _layout(y, max_dims, &outer, &n, &inner)
     shape_is(go, "gradOutput", shape(y))
     shape_is(gi, "gradInput", shape(y))
     disjoint(gi, "gradInput", y, "output")
     disjoint(gi, "gradInput", go, "gradOutput")
     if cnp.PyArray_SIZE(y) == 0:
-        return
+        return 0
     if t == cnp.NPY_FLOAT32:
         with nogil:
             _softmax_grad(<float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(go),
-                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, False, True)
+                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, negate, take_log)
     else:
         with nogil:
             _softmax_grad(<double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
-                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, False, True)
+                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, negate, take_log)
+    return 0
 
 
 cdef inline void _softmax_grad(const floating *y, const floating *go, floating *gi,

@@ -2,6 +2,12 @@
 
 A batch of one runs on gemv/ger, which beat a 1-row gemm by an order of magnitude on
 small layers; larger batches fold the bias into the gemm as beta = 1.
+
+A float32 forward of a small batch into a wide layer runs transposed: y.T = W x.T into a
+scratch the caller keeps (``linear_scratch_size`` says when and how large), then one
+transposing copy into y. OpenBLAS's sgemm takes the batch as its short side far better
+than as its long one: 10-35% less time at batch 16-64, up to 3.5x at batch 4 on
+1024 x 1024 (SkylakeX kernels); float64 and the backward gemms showed no such gap.
 """
 
 cimport numpy as cnp
@@ -9,6 +15,10 @@ from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating, gemm, gemv, axpy, NoTrans, Trans
 from engine._check cimport float_type, array, ndim, dim, vector_of, rows_of, disjoint
+
+cdef extern from "_transpose.h" nogil:
+    void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
+                        int cols, const float *add)
 
 cnp.import_array()
 
@@ -22,10 +32,35 @@ cdef int _rows(cnp.ndarray x, str what, int k) except -1:
     return 1 if d == 1 else dim(x, 0)
 
 
-def linear_update_output(input, output, weight, bias):
+cdef bint _transposes(int t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept:
+    """Whether the forward of an (n, k) batch through an (m, k) weight runs transposed: the
+    rule measured on a 2-64 batch grid against layers of 64 to 1024 (see the module doc)."""
+    cdef Py_ssize_t work = n * k * m
+    return t == cnp.NPY_FLOAT32 and 2 <= n < 128 and m >= 2 * n and \
+        (work >= 1 << 20 or (n >= 16 and work >= 1 << 18))
+
+
+def linear_scratch_size(input, weight):
+    """Elements of the scratch linear_update_output needs for these arguments (0: none).
+    Arguments it cannot judge give 0; linear_update_output then says what is wrong."""
+    if not (cnp.PyArray_Check(input) and cnp.PyArray_Check(weight)):
+        return 0
+    cdef cnp.ndarray x = <cnp.ndarray> input, w = <cnp.ndarray> weight
+    if cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_NDIM(w) != 2 or \
+            cnp.PyArray_TYPE(x) != cnp.PyArray_TYPE(w):
+        return 0
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[0], k = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t m = cnp.PyArray_DIMS(w)[0]
+    if cnp.PyArray_DIMS(w)[1] != k or not _transposes(cnp.PyArray_TYPE(w), n, k, m):
+        return 0
+    return n * m
+
+
+def linear_update_output(input, output, weight, bias, scratch=None):
     """output := input @ weight.T + bias: (n, k) x (m, k) + (m,) -> (n, m); (k,) -> (m,).
 
-    ``bias`` may be None.
+    ``bias`` may be None. ``scratch``, a 1-D array of linear_scratch_size(input, weight)
+    elements or more, lets the forward run transposed where that is faster; None never does.
     """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -41,8 +76,22 @@ def linear_update_output(input, output, weight, bias):
     disjoint(y, "output", x, "input")
     disjoint(y, "output", w, "weight")
     disjoint(y, "output", b, "bias")
+    cdef cnp.ndarray s = None
+    if scratch is not None and cnp.PyArray_NDIM(x) == 2 and _transposes(t, n, k, m):
+        s = array(scratch, "scratch", t, True)
+        ndim(s, "scratch", 1, 1)
+        if dim(s, 0) < <Py_ssize_t> n * m:
+            raise ValueError(f"scratch has {dim(s, 0)} elements, the transposed forward "
+                             f"needs {n * m}")
+        for other, what in ((y, "output"), (x, "input"), (w, "weight"), (b, "bias")):
+            disjoint(s, "scratch", other, what)
     cdef void *bp = NULL if b is None else cnp.PyArray_DATA(b)
-    if t == cnp.NPY_FLOAT32:
+    if s is not None:
+        with nogil:
+            _update_output_t(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
+                             <float *> cnp.PyArray_DATA(w), <float *> bp,
+                             <float *> cnp.PyArray_DATA(s), n, k, m)
+    elif t == cnp.NPY_FLOAT32:
         with nogil:
             _update_output(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
                            <float *> cnp.PyArray_DATA(w), <float *> bp, n, k, m)
@@ -70,6 +119,22 @@ cdef void _update_output(const floating *x, floating *y, const floating *w,
         gemv(NoTrans, m, k, <floating> 1, w, k, x, 1, beta, y, 1)
     else:
         gemm(NoTrans, Trans, n, m, k, <floating> 1, x, k, w, k, beta, y, m)
+
+
+cdef void _update_output_t(const float *x, float *y, const float *w, const float *b,
+                           float *yt, int n, int k, int m) noexcept nogil:
+    """y.T = W x.T (+ b down each row of y.T) into yt, (m, n); then y = yt.T. k, n >= 1."""
+    cdef int i, j
+    cdef float beta = 0
+    cdef float bi
+    if b != NULL:
+        for i in range(m):
+            bi = b[i]
+            for j in range(n):
+                yt[<size_t> i * n + j] = bi
+        beta = 1
+    gemm(NoTrans, Trans, m, n, k, <float> 1, w, k, x, k, beta, yt, n)
+    pm_transpose_f(yt, n, y, m, m, n, NULL)
 
 
 def linear_update_grad_input(input, grad_output, grad_input, weight):

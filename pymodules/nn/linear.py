@@ -5,6 +5,7 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.linear import (
     linear_acc_grad_parameters,
+    linear_scratch_size,
     linear_update_grad_input,
     linear_update_output,
 )
@@ -31,10 +32,15 @@ class Linear(Initializable):
         self._build((self.outputSize, self.inputSize), self.outputSize if self.withBias else None,
                     (initWeight, initBias, initGradWeight, initGradBias))
 
+    _scratch = ("_transposed",)
+    _transposed = None  # where a small float32 batch's forward runs transposed
+
     def updateOutput(self, input):
         try:
             out = self.output = resized(self.output, input, self.outputSize, self.dtype)
-            linear_update_output(input, out, self.weight, self.bias)
+            size = linear_scratch_size(input, self.weight)
+            linear_update_output(input, out, self.weight, self.bias,
+                                 self._resize("_transposed", (size,)) if size else None)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateOutput, input)
         return out

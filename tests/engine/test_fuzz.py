@@ -18,6 +18,14 @@ def _linear_fwd(d, n, k, m):
         lambda a: a[0].astype(np.float64) @ a[2].T + (0 if a[3] is None else a[3])
 
 
+def _linear_fwd_transposed(d, n, k, m):
+    """A batch small and wide enough for the transposed float32 forward, with its scratch."""
+    n, k, m = 16 + n, 128 + k, 128 + m
+    args = [d(n, k), d(n, m), d(m, k), d(m), d(n * m)]
+    return linear.linear_update_output, args, [1], \
+        lambda a: a[0].astype(np.float64) @ a[2].T + (0 if a[3] is None else a[3])
+
+
 def _linear_gi(d, n, k, m):
     args = [d(n, k), d(n, m), d(n, k), d(m, k)]
     return linear.linear_update_grad_input, args, [2], lambda a: a[1].astype(np.float64) @ a[3]
@@ -65,7 +73,7 @@ def _reg(d, n, k, m):
         lambda a: a[1] + 0.5 * (0.1 * np.sign(a[0]) + 0.2 * a[0].astype(np.float64))
 
 
-CASES = [_linear_fwd, _linear_gi, _linear_acc, _gemm, _gemv, _ger, _axpy, _scal, _copy, _reg]
+CASES = [_linear_fwd, _linear_fwd_transposed, _linear_gi, _linear_acc, _gemm, _gemv, _ger, _axpy, _scal, _copy, _reg]
 
 
 def _mutate(draw, args):

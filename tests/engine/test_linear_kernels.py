@@ -5,6 +5,7 @@ import pytest
 
 from pymodules.engine.linear import (
     linear_acc_grad_parameters,
+    linear_scratch_size,
     linear_update_grad_input,
     linear_update_output,
 )
@@ -130,3 +131,57 @@ def test_regularization(dtype, rng):
         acc_regularization(w, w, 0.1, 0.2, 1.0)
     with pytest.raises(ValueError, match=r"gradWeight has shape \(4, 3\), expected \(3, 4\)"):
         acc_regularization(w, np.zeros((4, 3), dtype), 0.1, 0.2, 1.0)
+
+
+@pytest.mark.parametrize(("n", "k", "m", "transposed"), [
+    (16, 128, 128, True), (4, 1024, 256, True), (64, 784, 256, True), (2, 1024, 1024, True),
+    (127, 1024, 1024, True), (4, 784, 256, False), (64, 64, 64, False), (128, 1024, 1024, False),
+    (32, 256, 10, False)])
+def test_scratch_size_rule(n, k, m, transposed, rng):
+    x, w = _r(rng, (n, k), np.float32), _r(rng, (m, k), np.float32)
+    assert linear_scratch_size(x, w) == (n * m if transposed else 0)
+    assert linear_scratch_size(x.astype(np.float64), w.astype(np.float64)) == 0
+    assert linear_scratch_size(x[0], w) == 0
+    assert linear_scratch_size(x, w[:, :-1]) == 0
+    assert linear_scratch_size(x.tolist(), w) == 0
+
+
+@pytest.mark.parametrize(("n", "k", "m"), [(16, 128, 128), (5, 1024, 256), (64, 784, 256)])
+@pytest.mark.parametrize("withBias", [True, False])
+def test_transposed_forward_against_numpy(n, k, m, withBias, rng):
+    x, w = _r(rng, (n, k), np.float32), _r(rng, (m, k), np.float32)
+    b = _r(rng, m, np.float32) if withBias else None
+    scratch = np.full(linear_scratch_size(x, w) + 3, np.nan, np.float32)
+    assert scratch.size == n * m + 3
+    y = np.full((n, m), np.nan, np.float32)
+    linear_update_output(x, y, w, b, scratch)
+    expected = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if b is None else b)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    plain = np.empty_like(y)
+    linear_update_output(x, plain, w, b)
+    np.testing.assert_allclose(y, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_forward_refusals(rng):
+    x, w = _r(rng, (16, 128), np.float32), _r(rng, (128, 128), np.float32)
+    y = np.zeros((16, 128), np.float32)
+    good = np.zeros(16 * 128, np.float32)
+    for scratch, error, match in [
+            (np.zeros(16 * 128 - 1, np.float32), ValueError, "scratch has 2047 elements"),
+            (np.zeros(16 * 128, np.float64), TypeError, "scratch"),
+            (np.zeros((16, 128), np.float32), ValueError, "scratch"),
+            (y.reshape(-1), ValueError, "scratch"),
+            (x.reshape(-1), ValueError, "scratch"),
+            ([0.0] * (16 * 128), TypeError, "scratch")]:
+        y[...] = 7
+        with pytest.raises(error, match=match):
+            linear_update_output(x, y, w, None, scratch)
+        assert np.all(y == 7)
+    ro = good.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="scratch"):
+        linear_update_output(x, y, w, None, ro)
+    # where the forward does not run transposed, the scratch is not used at all
+    small = _r(rng, (4, 8), np.float32)
+    out = np.zeros((4, 128), np.float32)
+    linear_update_output(small, out, _r(rng, (128, 8), np.float32), None, np.zeros(0, np.float32))

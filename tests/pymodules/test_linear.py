@@ -53,6 +53,24 @@ def test_against_torch(dtype, torch, rng):
     np.testing.assert_allclose(m.gradBias, t.bias.grad.numpy(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize(("batch", "sizes"), [(16, (128, 128)), (40, (784, 256)), (3, (1024, 512))])
+def test_transposed_forward_of_small_float32_batches(batch, sizes, torch, rng):
+    """Small float32 batches into wide layers run the forward transposed (a kept scratch);
+    the results are torch's, and a batch shape change resizes the scratch."""
+    m = pm.Linear(*sizes)
+    t = torch.nn.Linear(*sizes)
+    with torch.no_grad():
+        t.weight.copy_(torch.from_numpy(m.weight))
+        t.bias.copy_(torch.from_numpy(m.bias))
+    for n in (batch, batch + 1, batch):
+        x = rng.standard_normal((n, sizes[0])).astype(np.float32)
+        expected = t(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(m.forward(x), expected, rtol=1e-4, atol=1e-4)
+        assert m._transposed is not None and m._transposed.size == n * sizes[1]
+    m.clearState()
+    assert m._transposed is None
+
+
 def test_zero_row_batch():
     m = pm.Linear(4, 3)
     y = m.forward(np.zeros((0, 4), np.float32))

@@ -258,11 +258,13 @@ def test_sequential_names_the_failing_child(rng):
     assert str(err.value).startswith(f"{seq.getName()}/{inner.getName()}/")
 
 
-def test_steady_state_allocates_nothing(rng):
-    """After warm-up, forward+backward allocate no array memory, not even transiently."""
-    seq = pm.Sequential().add(pm.Linear(64, 64)).add(pm.Linear(64, 16))
-    x = rng.standard_normal((32, 64)).astype(np.float32)  # every buffer is >= 2 KiB
-    go = rng.standard_normal((32, 16)).astype(np.float32)
+@pytest.mark.parametrize(("batch", "sizes"), [(32, (64, 64, 16)), (16, (256, 256, 16))])
+def test_steady_state_allocates_nothing(batch, sizes, rng):
+    """After warm-up, forward+backward allocate no array memory, not even transiently (the
+    second case runs its first forward transposed, through a kept scratch)."""
+    seq = pm.Sequential().add(pm.Linear(*sizes[:2])).add(pm.Linear(*sizes[1:]))
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)  # buffers >= 1 KiB
+    go = rng.standard_normal((batch, sizes[-1])).astype(np.float32)
     tracemalloc.start()
     try:
         for _ in range(3):

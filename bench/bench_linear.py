@@ -17,7 +17,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import pymodules as pm
 
-SHAPES = [(1, 64, 64), (32, 128, 128), (64, 784, 256), (128, 1024, 1024), (256, 4096, 4096)]
+SHAPES = [(1, 64, 64), (16, 1024, 1024), (32, 128, 128), (64, 784, 256), (128, 1024, 1024),
+          (256, 4096, 4096)]
 OPS = ("forward", "backward", "both")
 
 try:

@@ -2,14 +2,25 @@
 
 Cython directives live here and only here. PYMODULES_DEBUG=1 turns bounds, wraparound and
 initialisation checks on for debugging a kernel.
+
+What an install does, in order: Cython translates each engine/*.pyx to C (one process per
+core; a .c newer than its .pyx and the shared .pxd/.h is kept), then the C compiler builds one
+extension per kernel module, as many at once as there are cores. A module whose compiled file
+in engine/ is newer than its sources, its shared headers, this file and the build settings
+(build/settings.txt: flags, directives, Cython and NumPy versions) is not compiled again: a second
+``pip install -e`` in the same tree only copies it.
 """
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
+import Cython
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("PYMODULES_DEBUG", "") not in ("", "0")
 
@@ -21,28 +32,74 @@ DIRECTIVES = {
     "cdivision": True,
     "embedsignature": True,
 }
+# -O3 stays: the elementwise loops need its vectoriser (float32 SGD step on 2^20 numbers:
+# 753 us at -O2, 213 us at -O3). -g0 drops the debug information Python's own flags ask
+# for: about a quarter of the compile time (conv 4.1 -> 3.1 s at -O2), no runtime effect.
+# Cython emits helpers a module may not use: their warnings say nothing about our code.
+COMPILE_ARGS = ["-O3", "-g0", "-Wno-unused-function"] if not DEBUG else ["-O0", "-g"]
+
+# Anything that changes the compiled code without touching a source: a change rebuilds all.
+SETTINGS = Path("build/settings.txt")
+settings = (f"compile {COMPILE_ARGS}\ndirectives {sorted(DIRECTIVES.items())}\n"
+            f"Cython {Cython.__version__}\nnumpy {numpy.__version__}\n"
+            f"python {sys.implementation.cache_tag}\n")
+SETTINGS_CHANGED = not SETTINGS.exists() or SETTINGS.read_text() != settings
+if SETTINGS_CHANGED:
+    SETTINGS.parent.mkdir(exist_ok=True)
+    SETTINGS.write_text(settings)
 
 # Shared headers and declarations: a change to one rebuilds every kernel.
 HEADERS = sorted(str(p) for pattern in ("*.h", "*.pxd") for p in Path("engine").glob(pattern))
+DEPENDS = HEADERS + ["setup.py", str(SETTINGS)]
+
+
+class BuildExt(build_ext):
+    """build_ext that compiles in parallel and reuses an up-to-date module from engine/.
+
+    An editable install builds in a new temporary folder each time, so setuptools' own
+    up-to-date check never holds there; the in-place copy that the previous install left in
+    engine/ does, when it is newer than every source and dependency of its module."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+    def build_extension(self, ext):
+        inplace, regular = self._get_inplace_equivalent(
+            self.get_finalized_command("build_py"), ext)
+        if not self.force and os.path.exists(inplace) and not any(
+                os.path.getmtime(src) > os.path.getmtime(inplace)
+                for src in list(ext.sources) + list(ext.depends)):
+            print(f"{ext.name}: up to date in {inplace}, not compiled", flush=True)
+            if os.path.abspath(inplace) != os.path.abspath(regular):
+                os.makedirs(os.path.dirname(regular), exist_ok=True)
+                shutil.copy2(inplace, regular)
+            return
+        print(f"{ext.name}: compiling", flush=True)
+        super().build_extension(ext)
+
 
 extensions = [
     Extension(
         f"pymodules.engine.{pyx.stem}",
         [str(pyx)],
-        depends=HEADERS,
+        depends=DEPENDS,
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        extra_compile_args=COMPILE_ARGS,
     )
     for pyx in sorted(Path("engine").glob("*.pyx"))
 ]
 
 setup(
     package_dir={"pymodules.engine": "engine"},
+    cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
         extensions,
         include_path=["."],
         compiler_directives=DIRECTIVES,
         nthreads=os.cpu_count() or 1,
+        force=SETTINGS_CHANGED,  # directives are not in Cython's own up-to-date check
     ),
 )

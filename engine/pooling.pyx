@@ -51,8 +51,14 @@ cdef int _pool_geometry(Pool *p, cnp.ndarray x, int kw, int kh, int sw, int sh, 
     return 0
 
 
+cdef tuple _lead(cnp.ndarray a):
+    """The shape of ``a`` but its last two dimensions (a slice that needs no wraparound)."""
+    cdef int nd = cnp.PyArray_NDIM(a)
+    return shape(a)[:nd - 2 if nd > 2 else 0]
+
+
 cdef tuple _pooled_shape(cnp.ndarray x, const Pool *p):
-    return shape(x)[:-2] + (p.oH, p.oW)
+    return _lead(x) + (p.oH, p.oW)
 
 
 cdef inline void *_p(cnp.ndarray a) noexcept nogil:
@@ -199,8 +205,8 @@ def max_pool_update_grad_input(input, grad_output, grad_input, indices):
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
     cdef int nd = ndim(x, "input", 3, 4)
-    if cnp.PyArray_NDIM(go) != nd or shape(go)[:-2] != shape(x)[:-2]:
-        raise ValueError(f"gradOutput has shape {shape(go)}, expected {shape(x)[:-2]} + "
+    if cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x):
+        raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
                          f"(outputHeight, outputWidth)")
     shape_is(idx, "indices", shape(go))
     shape_is(gi, "gradInput", shape(x))
@@ -347,7 +353,7 @@ def temporal_max_pool_update_output(input, output, indices, int kernel_w, int st
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef int nd
     cdef int To = _frames(x, kernel_w, stride_w, &nd)
-    expected = shape(x)[:-2] + (To, dim(x, nd - 1))
+    expected = _lead(x) + (To, dim(x, nd - 1))
     shape_is(y, "output", expected)
     shape_is(idx, "indices", expected)
     disjoint(y, "output", x, "input")
@@ -396,9 +402,9 @@ def temporal_max_pool_update_grad_input(input, grad_output, grad_input, indices)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
     cdef int nd = ndim(x, "input", 2, 3)
-    if (cnp.PyArray_NDIM(go) != nd or shape(go)[:-2] != shape(x)[:-2]
+    if (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)
             or dim(go, nd - 1) != dim(x, nd - 1)):
-        raise ValueError(f"gradOutput has shape {shape(go)}, expected {shape(x)[:-2]} + "
+        raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
                          f"(outputFrames, {dim(x, nd - 1)})")
     shape_is(idx, "indices", shape(go))
     shape_is(gi, "gradInput", shape(x))

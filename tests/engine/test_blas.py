@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tolerance import abs_gemm, assert_reduction_close
 
 from pymodules.engine import blas
 
@@ -23,8 +24,9 @@ def test_gemm(dtype, ta, tb, mnk, rng):
     b = _r(rng, (n, k) if tb else (k, n), dtype)
     c = _r(rng, (m, n), dtype)
     expected = 0.5 * ((a.T if ta else a).astype(np.float64) @ (b.T if tb else b)) + 2.0 * c
+    magnitude = 0.5 * abs_gemm(a.T if ta else a, b.T if tb else b) + 2.0 * abs(c)
     blas.gemm_checked(ta, tb, 0.5, a, b, 2.0, c)
-    np.testing.assert_allclose(c, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert_reduction_close(c, expected, dtype, k, magnitude, RTOL[np.float64])
 
 
 def test_gemm_beta_zero_overwrites_nan(rng):
@@ -46,8 +48,9 @@ def test_gemv(dtype, ta, mn, rng):
     x = _r(rng, m if ta else n, dtype)
     y = _r(rng, n if ta else m, dtype)
     expected = -1.5 * ((a.T if ta else a).astype(np.float64) @ x) + 0.5 * y
+    magnitude = 1.5 * abs_gemm(a.T if ta else a, x) + 0.5 * abs(y)
     blas.gemv_checked(ta, -1.5, a, x, 0.5, y)
-    np.testing.assert_allclose(y, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert_reduction_close(y, expected, dtype, m if ta else n, magnitude, RTOL[np.float64])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -67,8 +70,12 @@ def test_level1(dtype, n, rng):
     expected = 3.0 * x + y
     blas.axpy_checked(3.0, x, y)
     np.testing.assert_allclose(y, expected, rtol=RTOL[dtype])
-    np.testing.assert_allclose(blas.dot_checked(x, y), x.astype(np.float64) @ y,
-                               rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
+    if dtype == np.float32:
+        assert_reduction_close(blas.dot_checked(x, y), x.astype(np.float64) @ y, dtype, n,
+                               abs_gemm(x, y))
+    else:
+        np.testing.assert_allclose(blas.dot_checked(x, y), x.astype(np.float64) @ y,
+                                   rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
     blas.scal_checked(-2.0, y)
     np.testing.assert_allclose(y, -2.0 * expected, rtol=RTOL[dtype])
     blas.copy_checked(x, y)

@@ -2,14 +2,20 @@
 
 import numpy as np
 import pytest
+from tolerance import assert_reduction_close
 
 from pymodules.engine import conv as K
 
 DTYPES = [np.float32, np.float64]
+TOL64 = 1e-11
 
 
-def tol(dtype):
-    return 1e-4 if dtype == np.float32 else 1e-11
+def close(actual, expected, dtype, k, *factors, extra=0.0):
+    """``actual`` is a sum of at most ``k`` products of entries of ``factors`` (arrays or
+    numbers), plus terms no larger than ``extra``; float64 to TOL64."""
+    top = [float(np.max(np.abs(f), initial=0)) for f in factors]
+    magnitude = k * float(np.prod(top)) + float(np.max(np.abs(extra), initial=0))
+    assert_reduction_close(actual, expected, dtype, k + 1, magnitude, TOL64)
 
 
 # -- references -------------------------------------------------------------------------------
@@ -137,21 +143,22 @@ def test_conv_against_reference(xshape, o, k, s, p, d, g, dtype, batched, rng):
     xs, ys = (x, y) if batched else (x[0], y[0])
     K.conv_update_output(xs, ys, w, b, cols, *args)
     expected = conv_ref(x, w, s, lead, (oh, ow), d, g) + b[:, None, None]
-    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+    patch = xshape[1] // g * k[0] * k[1]
+    close(y, expected, dtype, patch, x, w, extra=b)
 
     go = rng.standard_normal(y.shape).astype(dtype)
     gi = np.full_like(x, np.nan)
     K.conv_update_grad_input(xs, go if batched else go[0], gi if batched else gi[0], w, cols,
                              *args)
-    np.testing.assert_allclose(gi, conv_adjoint_ref(go, w, xshape[1:], s, lead, d, g),
-                               rtol=tol(dtype), atol=tol(dtype))
+    close(gi, conv_adjoint_ref(go, w, xshape[1:], s, lead, d, g), dtype,
+          o // g * k[0] * k[1], go, w)
 
     gw, gb = np.ones_like(w), np.ones_like(b)
     K.conv_acc_grad_parameters(xs, go if batched else go[0], gw, gb, cols, *args, 0.5, 2.0)
-    np.testing.assert_allclose(gw, 1 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, g),
-                               rtol=tol(dtype), atol=tol(dtype))
-    np.testing.assert_allclose(gb, 1 + 2.0 * go.sum(axis=(0, 2, 3)), rtol=tol(dtype),
-                               atol=tol(dtype))
+    pixels = xshape[0] * oh * ow
+    close(gw, 1 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, g), dtype, pixels,
+          0.5, x, go, extra=1.0)
+    close(gb, 1 + 2.0 * go.sum(axis=(0, 2, 3)), dtype, pixels, 2.0, go, extra=1.0)
 
 
 def test_conv_scale_zero_skips_and_no_bias(rng):
@@ -269,15 +276,16 @@ def test_conv_transposed_forward_against_reference(xshape, o, k, s, p, d, dtype,
         assert size == 0  # float64 keeps the plain one (its GEMM is not faster transposed)
     scratch = np.full(size, np.nan, dtype)
     K.conv_update_output(x, y, w, b, cols, *args, scratch)
-    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+    patch = xshape[1] * k[0] * k[1]
+    close(y, expected, dtype, patch, x, w, extra=b if bias else 0.0)
     plain = np.full_like(y, np.nan)
     K.conv_update_output(x, plain, w, b, cols, *args)
-    np.testing.assert_allclose(y, plain, rtol=tol(dtype), atol=tol(dtype))
+    close(y, plain, dtype, patch, 2.0, x, w, extra=2 * b if bias else 0.0)  # both within one
     if xshape[0] == 1:  # the same sample as (C, H, W)
         assert K.conv_scratch_size(x[0], w, *args) == size
         single = np.full_like(y[0], np.nan)
         K.conv_update_output(x[0], single, w, b, cols, *args, scratch)
-        np.testing.assert_allclose(single, expected[0], rtol=tol(dtype), atol=tol(dtype))
+        close(single, expected[0], dtype, patch, x, w, extra=b if bias else 0.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -296,17 +304,17 @@ def test_conv_transposed_weight_gradient_against_reference(xshape, o, k, s, p, d
     scratch = np.full(size, np.nan, dtype)
     K.conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 0.5, 2.0, scratch)
     expected = gw0 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, 1)
-    np.testing.assert_allclose(gw, expected, rtol=tol(dtype), atol=tol(dtype))
+    pixels = go.shape[0] * go.shape[2] * go.shape[3]
+    close(gw, expected, dtype, pixels, 0.5, x, go, extra=gw0)
     if bias:
-        np.testing.assert_allclose(gb, gb0 + 2.0 * go.sum(axis=(0, 2, 3)), rtol=tol(dtype),
-                                   atol=tol(dtype))
+        close(gb, gb0 + 2.0 * go.sum(axis=(0, 2, 3)), dtype, pixels, 2.0, go, extra=gb0)
     plain, plain_b = gw0.copy(), gb0.copy() if bias else None
     K.conv_acc_grad_parameters(x, go, plain, plain_b, cols, *args, 0.5, 2.0)
-    np.testing.assert_allclose(gw, plain, rtol=tol(dtype), atol=tol(dtype))
+    close(gw, plain, dtype, pixels, 1.0, x, go, extra=2 * gw0)  # both within one bound
     if xshape[0] == 1:  # the same sample as (C, H, W)
         single = gw0.copy()
         K.conv_acc_grad_parameters(x[0], go[0], single, None, cols, *args, 0.5, 0.0, scratch)
-        np.testing.assert_allclose(single, expected, rtol=tol(dtype), atol=tol(dtype))
+        close(single, expected, dtype, pixels, 0.5, x, go, extra=gw0)
     skipped = gw0.copy()  # scale 0 leaves the weight gradient alone
     K.conv_acc_grad_parameters(x, go, skipped, None, cols, *args, 0.0, 0.0, scratch)
     np.testing.assert_array_equal(skipped, gw0)
@@ -401,18 +409,17 @@ def test_full_conv_against_reference(xshape, o, k, s, p, a, g, dtype, rng):
     y = np.full((xshape[0], o, oh, ow), np.nan, dtype)
     K.full_conv_update_output(x, y, w, b, cols, *args)
     expected = conv_adjoint_ref(x, w, (o, oh, ow), s, p, (1, 1), g) + b[:, None, None]
-    np.testing.assert_allclose(y, expected, rtol=tol(dtype), atol=tol(dtype))
+    close(y, expected, dtype, xshape[1] // g * k[0] * k[1], x, w, extra=b)
 
     go = rng.standard_normal(y.shape).astype(dtype)
     gi = np.full_like(x, np.nan)
     K.full_conv_update_grad_input(x, go, gi, w, cols, *args)
-    np.testing.assert_allclose(gi, conv_ref(go, w, s, p, xshape[2:], (1, 1), g),
-                               rtol=tol(dtype), atol=tol(dtype))
+    close(gi, conv_ref(go, w, s, p, xshape[2:], (1, 1), g), dtype, o // g * k[0] * k[1], go, w)
     gw, gb = np.zeros_like(w), np.zeros_like(b)
     K.full_conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 1.0, 1.0)
-    np.testing.assert_allclose(gw, weight_grad_ref(go, x, w.shape, s, p, (1, 1), g),
-                               rtol=tol(dtype), atol=tol(dtype))
-    np.testing.assert_allclose(gb, go.sum(axis=(0, 2, 3)), rtol=tol(dtype), atol=tol(dtype))
+    pixels = xshape[0] * oh * ow
+    close(gw, weight_grad_ref(go, x, w.shape, s, p, (1, 1), g), dtype, pixels, x, go)
+    close(gb, go.sum(axis=(0, 2, 3)), dtype, pixels, go)
 
 
 def test_full_conv_rejects_bad_arguments():
@@ -445,20 +452,19 @@ def test_temporal_conv_against_reference(n, t, c, o, kw, dw, dtype, rng):
     win, ref = temporal_ref(x, w, kw, dw) if n else (None, np.zeros((0, (t - kw) // dw + 1, o)))
     y = np.full(ref.shape, np.nan, dtype)
     K.temporal_conv_update_output(x, y, w, b, kw, dw)
-    np.testing.assert_allclose(y, ref + b, rtol=tol(dtype), atol=tol(dtype))
+    close(y, ref + b, dtype, kw * c, x, w, extra=b)
     go = rng.standard_normal(y.shape).astype(dtype)
     gi = np.full_like(x, np.nan)
     K.temporal_conv_update_grad_input(x, go, gi, w, kw, dw)
     expected = np.zeros_like(x)
     for f in range(y.shape[1]):
         expected[:, f * dw:f * dw + kw] += (go[:, f] @ w).reshape(n, kw, c)
-    np.testing.assert_allclose(gi, expected, rtol=tol(dtype), atol=tol(dtype))
+    close(gi, expected, dtype, o * kw, go, w)
     gw, gb = np.zeros_like(w), np.zeros_like(b)
     K.temporal_conv_acc_grad_parameters(x, go, gw, gb, kw, dw, 1.0, 1.0)
     if n:
-        np.testing.assert_allclose(gw, np.einsum("nto,ntk->ok", go, win), rtol=tol(dtype),
-                                   atol=tol(dtype))
-    np.testing.assert_allclose(gb, go.sum(axis=(0, 1)), rtol=tol(dtype), atol=tol(dtype))
+        close(gw, np.einsum("nto,ntk->ok", go, win), dtype, n * y.shape[1], go, x)
+    close(gb, go.sum(axis=(0, 1)), dtype, n * y.shape[1], go)
     if n == 1:  # a single sequence is the batch of one
         y1 = np.empty(y.shape[1:], dtype)
         K.temporal_conv_update_output(x[0], y1, w, b, kw, dw)

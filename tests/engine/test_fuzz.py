@@ -8,6 +8,7 @@ crash, never a silent wrong answer.
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerance import assert_reduction_close
 
 from pymodules.engine import blas, buffers, linear, regularizer
 
@@ -31,10 +32,15 @@ def _linear_gi(d, n, k, m):
     return linear.linear_update_grad_input, args, [2], lambda a: a[1].astype(np.float64) @ a[3]
 
 
+def _rows(a, width):
+    """A (k,) vector or (n, k) batch as (rows, width), as the kernels read it."""
+    return a.astype(np.float64).reshape(1 if a.ndim == 1 else a.shape[0], width)
+
+
 def _linear_acc(d, n, k, m):
     args = [d(n, k), d(n, m), d(m, k), d(m), 0.5, 2.0]
-    ref = (lambda a: a[2] + 0.5 * a[1].T.astype(np.float64) @ a[0],
-           lambda a: None if a[3] is None else a[3] + 2.0 * a[1].astype(np.float64).sum(0))
+    ref = (lambda a: a[2] + 0.5 * _rows(a[1], a[2].shape[0]).T @ _rows(a[0], a[2].shape[1]),
+           lambda a: None if a[3] is None else a[3] + 2.0 * _rows(a[1], a[3].shape[0]).sum(0))
     return linear.linear_acc_grad_parameters, args, [2, 3], ref
 
 
@@ -134,13 +140,19 @@ def test_engine_functions_refuse_or_agree(data):
                 np.testing.assert_array_equal(a, b)
         return
     refs = ref if isinstance(ref, tuple) else (ref,)
-    tol = 1e-4 if any(a.dtype == np.float32 for a in args if isinstance(a, np.ndarray)) else 1e-10
+    arrays = [a for a in before if isinstance(a, np.ndarray)]
+    dtype = np.float32 if any(a.dtype == np.float32 for a in arrays) else np.float64
+    # Every case is at most one reduction over one of the arguments' dimensions, of terms
+    # no larger than 3 * (largest argument)^2, plus an accumulated output.
+    length = max((max(a.shape, default=1) for a in arrays), default=1)
+    big = max((float(np.abs(a).max(initial=0)) for a in arrays), default=0.0)
+    magnitude = 3 * (length * big * big + big)
     for i, r in zip(outs, refs):
         expected = r(before)
         if expected is None:  # an optional output (no bias) stays None
             assert args[i] is None
         else:
-            np.testing.assert_allclose(args[i], expected, rtol=tol, atol=tol)
+            assert_reduction_close(args[i], expected, dtype, length, magnitude, 1e-10)
 
 
 @settings(max_examples=200, deadline=None)

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 from gradcheck import assert_jacobian
+from tolerance import assert_reduction_close
 
 import pymodules as pm
 
@@ -11,6 +12,20 @@ DTYPES = [np.float32, np.float64]
 
 def tol(dtype):
     return 2e-4 if dtype == np.float32 else 1e-10
+
+
+def _top(a):
+    return float(np.max(np.abs(a), initial=0))
+
+
+def _agree(actual, expected, dtype, k, scale, atol64=None):
+    """Two results of a length-k reduction with terms up to ``scale``: float32 ones both
+    within the reduction's bound of the exact value; float64 to tol(dtype)."""
+    if np.dtype(dtype) == np.float32:
+        assert_reduction_close(actual, expected, dtype, k, 2 * k * scale)
+    else:
+        np.testing.assert_allclose(actual, expected, rtol=tol(dtype),
+                                   atol=tol(dtype) if atol64 is None else atol64)
 
 
 # -- Jacobians (float64) ----------------------------------------------------------------------
@@ -50,17 +65,19 @@ def _torch_check(torch, m, tm, x, dtype):
     xt = torch.tensor(x, requires_grad=True)
     yt = tm(xt)
     y = m.forward(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=tol(dtype), atol=tol(dtype))
+    planes, bias = y.shape[-3], 0.0 if m.bias is None else _top(m.bias)
+    pixels = y.size // planes  # the terms of a weight or bias gradient
+    _agree(y, yt.detach().numpy(), dtype, m.weight.size // planes + 1,
+           _top(x) * _top(m.weight) + bias)
     go = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
     yt.backward(torch.tensor(go))
     m.zeroGradParameters()
     gi = m.backward(x, go)
-    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=tol(dtype), atol=tol(dtype))
-    np.testing.assert_allclose(m.gradWeight, tm.weight.grad.numpy(), rtol=tol(dtype),
-                               atol=tol(dtype) * 10)
+    _agree(gi, xt.grad.numpy(), dtype, m.weight.size // x.shape[-3], _top(go) * _top(m.weight))
+    _agree(m.gradWeight, tm.weight.grad.numpy(), dtype, pixels, _top(x) * _top(go),
+           tol(dtype) * 10)
     if m.bias is not None:
-        np.testing.assert_allclose(m.gradBias, tm.bias.grad.numpy(), rtol=tol(dtype),
-                                   atol=tol(dtype) * 10)
+        _agree(m.gradBias, tm.bias.grad.numpy(), dtype, pixels, _top(go), tol(dtype) * 10)
 
 
 def _tdtype(torch, dtype):
@@ -100,7 +117,7 @@ def test_conv_same_padding_matches_torch(torch, dtype, rng):
     # H: 9 -> 5 positions, pad (5-1)*2 + 4 - 9 = 3 as 1 + 2; W: 8 -> 4, pad 1 as 0 + 1
     xt = F.pad(torch.tensor(x), (0, 1, 1, 2))
     yt = F.conv2d(xt, torch.tensor(m.weight), torch.tensor(m.bias), 2)
-    np.testing.assert_allclose(y, yt.numpy(), rtol=tol(dtype), atol=tol(dtype))
+    _agree(y, yt.numpy(), dtype, m.weight[0].size + 1, _top(x) * _top(m.weight) + _top(m.bias))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,8 +154,8 @@ def test_temporal_conv_matches_torch(torch, dtype, rng):
     x = rng.standard_normal((2, 9, 3)).astype(dtype)
     w = torch.tensor(m.weight.reshape(4, 3, 3).transpose(0, 2, 1).copy())
     yt = torch.nn.functional.conv1d(torch.tensor(x).transpose(1, 2), w, torch.tensor(m.bias), 2)
-    np.testing.assert_allclose(m.forward(x), yt.transpose(1, 2).numpy(), rtol=tol(dtype),
-                               atol=tol(dtype))
+    _agree(m.forward(x), yt.transpose(1, 2).numpy(), dtype, m.weight.shape[1] + 1,
+           _top(x) * _top(m.weight) + _top(m.bias))
 
 
 # -- construction, init, contract ---------------------------------------------------------------
@@ -201,7 +218,8 @@ def test_transposed_forward_scratch_is_reused_and_dropped(rng):
     rows = m._rows
     assert rows is not None and rows.dtype == np.float32  # the transposed forward ran
     assert m.forward(x) is y and m._rows is rows
-    np.testing.assert_allclose(y[1:2], expected, rtol=1e-5, atol=1e-5)
+    _agree(y[1:2], expected, np.float32, 16 * 3 * 3 + 1,
+           _top(x) * _top(m.weight) + _top(m.bias))
     assert m.forward(np.zeros((0, 16, 9, 8), np.float32)).shape == (0, 24, 7, 4)
     m.double()
     assert m.forward(x.astype(np.float64)).shape == y.shape and m._rows is None

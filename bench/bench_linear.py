@@ -1,13 +1,23 @@
 """Linear: pymodules against NumPy done the fast way and torch.nn.Linear, in one run.
 
     python bench/bench_linear.py [--threads 1 2] [--dtypes float32 float64] [--plot out.png]
+    python bench/bench_linear.py --grid [--threads 2]
+
 
 Each row is one (operation, dtype, threads, shape); times are medians of repeated runs after
 warm-up, in microseconds; the ratio columns are other / pymodules (above 1: pymodules faster).
 "backward" is timed after an untimed forward; "both" is forward + backward.
+
+--grid measures the rule of the transposed float32 forward instead: for each batch and layer
+of a grid, the kernel's forward plain and transposed, interleaved in blocks (a shuffled order
+per block), and prints the median time transposed / plain (below 1: transposed faster) with
+the rule's choice for this BLAS core. Run it once per core type, each in its own process
+(OPENBLAS_CORETYPE=Haswell forces the AVX2 kernels).
 """
 
 import argparse
+import itertools
+import random
 import statistics
 import sys
 import time
@@ -182,6 +192,74 @@ def run(threads_list, dtypes, shapes):
     return rows
 
 
+GRID_BATCHES = (2, 4, 8, 16, 32, 64, 128, 256)
+GRID_LAYERS = (64, 128, 256, 512, 1024)
+
+
+def grid_point(n, k, m, rng):
+    """The two forwards of an (n, k) float32 batch into m outputs: {transposed: fn(reps)}."""
+    from pymodules.engine.linear import linear_update_output
+
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    y, s = np.empty((n, m), np.float32), np.empty(n * m, np.float32)
+
+    def timer(flag):
+        def fn(reps):
+            start = time.perf_counter()
+            for _ in range(reps):
+                linear_update_output(x, y, w, b, s, flag)
+            return (time.perf_counter() - start) / reps
+        return fn
+
+    return {False: timer(False), True: timer(True)}
+
+
+def run_grid(threads, batches=GRID_BATCHES, layers=GRID_LAYERS, rounds=3, blocks=5):
+    """Print transposed / plain forward time over the grid, and where the rule disagrees.
+
+    Each round visits every point and times its two forwards in ``blocks`` interleaved blocks
+    (shuffled order, >= 1 ms a sample); a point's time is its fastest sample over all rounds,
+    the least disturbed by other work on a shared machine."""
+    from pymodules.engine.linear import blas_core_name, transposes
+
+    core = blas_core_name()
+    rng, order = np.random.default_rng(0), random.Random(0)
+    points = list(itertools.product(layers, layers, batches))
+    with threadpool_limits(threads):
+        fns, reps = {}, {}
+        for k, m, n in points:
+            fns[n, k, m] = grid_point(n, k, m, rng)
+            r = 1
+            while fns[n, k, m][False](r) * r < 1e-3 and r < 1 << 14:
+                r *= 2
+            reps[n, k, m] = r
+        best = {(p, flag): float("inf") for p in fns for flag in (False, True)}
+        for _ in range(rounds):
+            for p in fns:
+                for _ in range(blocks):
+                    flags = [False, True]
+                    order.shuffle(flags)
+                    for flag in flags:
+                        best[p, flag] = min(best[p, flag], fns[p][flag](reps[p]))
+    print(f"core {core}; threads {threads}; cells: transposed / plain forward time "
+          "('*' the rule transposes, '!' it disagrees with a gap over 5%); plain us at n=2..")
+    print(f"{'(in, out)':<14}" + "".join(f"{f'n={n}':>10}" for n in batches))
+    ratios = {}
+    for k, m in itertools.product(layers, layers):
+        cells = []
+        for n in batches:
+            ratio = ratios[n, k, m] = best[(n, k, m), True] / best[(n, k, m), False]
+            rule = transposes(n, k, m, core)
+            wrong = (rule and ratio > 1.05) or (not rule and ratio < 0.95)
+            cells.append(f"{ratio:>8.2f}{'*' if rule else ' '}{'!' if wrong else ' '}")
+        plain = " ".join(f"{best[(n, k, m), False] * 1e6:.0f}" for n in batches)
+        print(f"{str((k, m)):<14}" + "".join(cells) + f"   {plain}")
+    sys.stdout.flush()
+    return ratios
+
+
 HEADER = (f"{'op':<9}{'dtype':<8}{'thr':>3}  {'(batch, in, out)':<20}{'pymodules':>11}"
           f"{'numpy':>11}{'torch':>11}{'numpy/pm':>10}{'torch/pm':>10}")
 
@@ -227,9 +305,15 @@ def main(argv=None):
     parser.add_argument("--max-size", type=int, default=4096,
                         help="skip shapes whose fan-in exceeds this")
     parser.add_argument("--plot", metavar="PNG", nargs="?", const="bench/bench_linear.png")
+    parser.add_argument("--grid", action="store_true",
+                        help="measure the transposed float32 forward against the plain one")
     args = parser.parse_args(argv)
     print(f"pymodules {pm.__version__}: {pm.Linear(1, 1).getEngineType()}")
     print("BLAS:", *blas_description(), sep="\n  ")
+    if args.grid:
+        for threads in args.threads:
+            run_grid(threads)
+        return
     if torch is not None:
         print(f"torch {torch.__version__}")
     shapes = [s for s in SHAPES if s[1] <= args.max_size]

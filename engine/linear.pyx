@@ -5,10 +5,24 @@ small layers; larger batches fold the bias into the gemm as beta = 1.
 
 A float32 forward of a small batch into a wide layer runs transposed: y.T = W x.T into a
 scratch the caller keeps (``linear_scratch_size`` says when and how large), then one
-transposing copy into y. OpenBLAS's sgemm takes the batch as its short side far better
-than as its long one: 10-35% less time at batch 16-64, up to 3.5x at batch 4 on
-1024 x 1024 (SkylakeX kernels); float64 and the backward gemms showed no such gap.
+transposing copy into y. Where that pays depends on the BLAS kernels, so the rule (``_rule``)
+is chosen at import by the core type of scipy's OpenBLAS (``blas_core_name``); ``transposes``
+gives it for any core. Measured by bench/bench_linear.py --grid (batch 2-256, layers 64-1024,
+1 and 2 threads, OpenBLAS 0.3.30), transposed / plain forward time:
+  SkylakeX: plain small batches run OpenBLAS's small-matrix kernels and win until the output
+    has about 2048 numbers (n=2, 256 -> 256: 1.27); beyond, transposed wins (n=2, 1024 ->
+    1024: 0.27; n=16, 128 -> 128: 0.76; n=64, 1024 -> 512: 0.74) up to n=128 on the widest
+    layers (0.86); at n=64 it loses for fan-in 64 (1.04-1.32).
+  Haswell: no small-matrix kernels, transposed wins for every layer up to n=16 (0.31-0.77),
+    at n=32 from 2^15 weights (0.66-0.85), at n=64 from 2^17 (0.79-0.92); from n=128 on it
+    loses at 2 threads (0.93-1.42).
+A core of other kernels gets only what both rules allow. float64 and the backward gemms
+showed no such gap.
 """
+
+import ctypes
+import glob
+import os
 
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
@@ -32,12 +46,101 @@ cdef int _rows(cnp.ndarray x, str what, int k) except -1:
     return 1 if d == 1 else dim(x, 0)
 
 
+# OpenBLAS core types by the kernels they run; the rule of the transposed forward is chosen by
+# the family of the core scipy's OpenBLAS picked (it can differ from the CPU's best: the
+# OPENBLAS_CORETYPE environment variable overrides it).
+_AVX512_CORES = frozenset(("skylakex", "cooperlake", "sapphirerapids"))
+_AVX2_CORES = frozenset(("haswell", "zen"))
+
+cdef enum:
+    FAMILY_UNKNOWN = 0
+    FAMILY_AVX512 = 1
+    FAMILY_AVX2 = 2
+
+
+def blas_core_name():
+    """The core type whose kernels scipy's OpenBLAS runs ("SkylakeX", "Haswell", ...), asked of
+    the library itself; None where that cannot be told (another BLAS, no such symbol)."""
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library asked below)
+
+    libs = os.path.dirname(os.path.abspath(scipy.__file__)) + ".libs"
+    paths = sorted(p for p in glob.glob(os.path.join(libs, "*openblas*")) if "64_" not in p)
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()  # address perms offset dev inode [path]
+                path = fields[5] if len(fields) > 5 else ""
+                if "openblas" in os.path.basename(path) and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_corename", "openblas_get_corename"):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                name = fn()
+                return name.decode("ascii", "replace").strip() if name else None
+    return None
+
+
+cdef int _family(core):
+    """The kernel family of an OpenBLAS core name; FAMILY_UNKNOWN for None or any other."""
+    if not isinstance(core, str):
+        return FAMILY_UNKNOWN
+    name = core.strip().lower()
+    if name in _AVX512_CORES:
+        return FAMILY_AVX512
+    if name in _AVX2_CORES:
+        return FAMILY_AVX2
+    return FAMILY_UNKNOWN
+
+
+cdef bint _rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    """Whether an (n, k) float32 batch through an (m, k) weight runs transposed, for a kernel
+    family: the rules measured on the grid of the module doc."""
+    if family == FAMILY_AVX512:
+        # The plain sgemm of a small batch takes OpenBLAS's small-matrix kernels, which beat
+        # the transposed call until the output has about 2048 numbers.
+        if n < 2:
+            return False
+        if n < 32:
+            return n * m >= 2048 or (k >= 1024 and n * m >= 1024)
+        if n < 64:
+            return k >= 128 and n * m >= 2048
+        if n < 128:
+            return k >= 512 and m >= 128
+        return n < 256 and k >= 1024 and m >= 256
+    if family == FAMILY_AVX2:
+        # No small-matrix kernels: the transposed call wins for any small batch.
+        if n < 2 or k < 64 or m < 64:
+            return False
+        if n < 32:
+            return True
+        if n < 64:
+            return k * m >= 1 << 15
+        return n < 128 and k * m >= 1 << 17
+    return _rule(FAMILY_AVX512, n, k, m) and _rule(FAMILY_AVX2, n, k, m)
+
+
+cdef int _core_family = _family(blas_core_name())
+
+
+def transposes(n, k, m, core):
+    """Whether the float32 forward of an (n, k) batch through an (m, k) weight runs transposed
+    with the kernels of OpenBLAS core type ``core`` (a name as blas_core_name gives; None or
+    an unknown name: the rule for any core)."""
+    return bool(_rule(_family(core), n, k, m))
+
+
 cdef bint _transposes(int t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept:
-    """Whether the forward of an (n, k) batch through an (m, k) weight runs transposed: the
-    rule measured on a 2-64 batch grid against layers of 64 to 1024 (see the module doc)."""
-    cdef Py_ssize_t work = n * k * m
-    return t == cnp.NPY_FLOAT32 and 2 <= n < 128 and m >= 2 * n and \
-        (work >= 1 << 20 or (n >= 16 and work >= 1 << 18))
+    """Whether the forward of an (n, k) batch through an (m, k) weight runs transposed here."""
+    return t == cnp.NPY_FLOAT32 and _rule(_core_family, n, k, m)
 
 
 def linear_scratch_size(input, weight):
@@ -56,11 +159,13 @@ def linear_scratch_size(input, weight):
     return n * m
 
 
-def linear_update_output(input, output, weight, bias, scratch=None):
+def linear_update_output(input, output, weight, bias, scratch=None, transposed=None):
     """output := input @ weight.T + bias: (n, k) x (m, k) + (m,) -> (n, m); (k,) -> (m,).
 
     ``bias`` may be None. ``scratch``, a 1-D array of linear_scratch_size(input, weight)
     elements or more, lets the forward run transposed where that is faster; None never does.
+    ``transposed`` True or False overrides that rule (for measuring it): True needs a float32
+    (n, k) batch with n, k >= 1 and a scratch of n * m elements.
     """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -77,7 +182,14 @@ def linear_update_output(input, output, weight, bias, scratch=None):
     disjoint(y, "output", w, "weight")
     disjoint(y, "output", b, "bias")
     cdef cnp.ndarray s = None
-    if scratch is not None and cnp.PyArray_NDIM(x) == 2 and _transposes(t, n, k, m):
+    if transposed is None:
+        transposed = scratch is not None and cnp.PyArray_NDIM(x) == 2 and _transposes(t, n, k, m)
+    elif transposed and (t != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2 or n == 0 or k == 0
+                         or scratch is None):
+        raise ValueError(f"the transposed forward needs a float32 (n, k) batch with n, k >= 1 "
+                         f"and a scratch, got {(<object> x).dtype} input of shape {(<object> x).shape}"
+                         + (" and no scratch" if scratch is None else ""))
+    if transposed:
         s = array(scratch, "scratch", t, True)
         ndim(s, "scratch", 1, 1)
         if dim(s, 0) < <Py_ssize_t> n * m:

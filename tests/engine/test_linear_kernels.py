@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
+from tolerance import abs_gemm, assert_reduction_close
 
 from pymodules.engine.linear import (
+    blas_core_name,
     linear_acc_grad_parameters,
     linear_scratch_size,
     linear_update_grad_input,
     linear_update_output,
+    transposes,
 )
 from pymodules.engine.regularizer import acc_regularization
 
@@ -29,19 +32,24 @@ def test_against_numpy(dtype, xshape, withBias, rng):
     y = np.full(xshape[:-1] + (3,), np.nan, dtype)
     linear_update_output(x, y, w, b)
     expected = x.astype(np.float64) @ w.T + (b if withBias else 0)
-    np.testing.assert_allclose(y, expected, rtol=TOL[dtype], atol=TOL[dtype])
+    assert_reduction_close(y, expected, dtype, 5, abs_gemm(x, w.T) + (abs(b) if withBias else 0),
+                           TOL[np.float64])
 
     gi = np.full(xshape, np.nan, dtype)
     linear_update_grad_input(x, go, gi, w)
-    np.testing.assert_allclose(gi, go.astype(np.float64) @ w, rtol=TOL[dtype], atol=TOL[dtype])
+    assert_reduction_close(gi, go.astype(np.float64) @ w, dtype, 3, abs_gemm(go, w),
+                           TOL[np.float64])
 
     gw, gb = _r(rng, (3, 4), dtype), _r(rng, 3, dtype) if withBias else None
     gw0, gb0 = gw.copy(), None if gb is None else gb.copy()
     linear_acc_grad_parameters(x, go, gw, gb, 0.5, 2.0)
     go2, x2 = go.reshape(-1, 3).astype(np.float64), x.reshape(-1, 4)
-    np.testing.assert_allclose(gw, gw0 + 0.5 * go2.T @ x2, rtol=TOL[dtype], atol=TOL[dtype])
+    n = go2.shape[0]
+    assert_reduction_close(gw, gw0 + 0.5 * go2.T @ x2, dtype, n + 1,
+                           abs(gw0) + 0.5 * abs_gemm(go2.T, x2), TOL[np.float64])
     if withBias:
-        np.testing.assert_allclose(gb, gb0 + 2.0 * go2.sum(0), rtol=TOL[dtype], atol=TOL[dtype])
+        assert_reduction_close(gb, gb0 + 2.0 * go2.sum(0), dtype, n + 1,
+                               abs(gb0) + 2.0 * abs(go2).sum(0), TOL[np.float64])
 
 
 def test_scale_zero_skips(rng):
@@ -133,12 +141,46 @@ def test_regularization(dtype, rng):
         acc_regularization(w, np.zeros((4, 3), dtype), 0.1, 0.2, 1.0)
 
 
-@pytest.mark.parametrize(("n", "k", "m", "transposed"), [
-    (16, 128, 128, True), (4, 1024, 256, True), (64, 784, 256, True), (2, 1024, 1024, True),
-    (127, 1024, 1024, True), (4, 784, 256, False), (64, 64, 64, False), (128, 1024, 1024, False),
-    (32, 256, 10, False)])
-def test_scratch_size_rule(n, k, m, transposed, rng):
+# (n, k, m): transposed with SkylakeX kernels, with Haswell kernels (bench_linear.py --grid).
+RULE = [
+    ((16, 128, 128), True, True), ((4, 1024, 256), True, True), ((64, 784, 256), True, True),
+    ((2, 1024, 1024), True, True), ((127, 1024, 1024), True, True),
+    ((128, 1024, 1024), True, False), ((4, 784, 256), False, True), ((2, 64, 64), False, True),
+    ((8, 128, 128), False, True), ((32, 64, 1024), False, True), ((32, 64, 256), False, False), ((32, 128, 64), True, False),
+    ((64, 64, 64), False, False), ((64, 256, 1024), False, True), ((256, 1024, 1024), False, False),
+    ((32, 256, 10), False, False), ((1, 1024, 1024), False, False)]
+
+
+@pytest.mark.parametrize(("shape", "skylakex", "haswell"), RULE)
+def test_transposes_rule_per_core(shape, skylakex, haswell):
+    n, k, m = shape
+    assert transposes(n, k, m, "SkylakeX") is skylakex
+    assert transposes(n, k, m, "Cooperlake") is skylakex  # the same kernels
+    assert transposes(n, k, m, "Haswell") is haswell
+    assert transposes(n, k, m, "Zen") is haswell
+    # a core of unknown kernels: only where both agree it pays
+    assert transposes(n, k, m, None) is (skylakex and haswell)
+    assert transposes(n, k, m, "Sandybridge") is (skylakex and haswell)
+
+
+def test_blas_core_name_is_the_one_scipy_runs():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    cores = {info["filepath"]: info.get("architecture")
+             for info in threadpoolctl.threadpool_info() if info["internal_api"] == "openblas"}
+    scipys = [core for path, core in cores.items() if "scipy.libs" in path or
+              ("scipy_openblas" in path and "64_" not in path)]
+    if not scipys:
+        pytest.skip(f"scipy's BLAS is not a known OpenBLAS here: {cores}")
+    assert blas_core_name() == scipys[0]
+
+
+@pytest.mark.parametrize(("shape", "skylakex", "haswell"), RULE)
+def test_scratch_size_rule(shape, skylakex, haswell, rng):
+    n, k, m = shape
     x, w = _r(rng, (n, k), np.float32), _r(rng, (m, k), np.float32)
+    transposed = transposes(n, k, m, blas_core_name())
     assert linear_scratch_size(x, w) == (n * m if transposed else 0)
     assert linear_scratch_size(x.astype(np.float64), w.astype(np.float64)) == 0
     assert linear_scratch_size(x[0], w) == 0
@@ -146,20 +188,44 @@ def test_scratch_size_rule(n, k, m, transposed, rng):
     assert linear_scratch_size(x.tolist(), w) == 0
 
 
-@pytest.mark.parametrize(("n", "k", "m"), [(16, 128, 128), (5, 1024, 256), (64, 784, 256)])
+@pytest.mark.parametrize(("n", "k", "m"), [(16, 128, 128), (5, 1024, 256), (64, 784, 256),
+                                           (3, 7, 5), (128, 1024, 1024)])
 @pytest.mark.parametrize("withBias", [True, False])
 def test_transposed_forward_against_numpy(n, k, m, withBias, rng):
+    """Both forwards, forced, whatever the rule of this core says."""
     x, w = _r(rng, (n, k), np.float32), _r(rng, (m, k), np.float32)
     b = _r(rng, m, np.float32) if withBias else None
-    scratch = np.full(linear_scratch_size(x, w) + 3, np.nan, np.float32)
-    assert scratch.size == n * m + 3
+    scratch = np.full(n * m + 3, np.nan, np.float32)
     y = np.full((n, m), np.nan, np.float32)
-    linear_update_output(x, y, w, b, scratch)
+    linear_update_output(x, y, w, b, scratch, True)
     expected = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if b is None else b)
-    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
-    plain = np.empty_like(y)
-    linear_update_output(x, plain, w, b)
-    np.testing.assert_allclose(y, plain, rtol=1e-5, atol=1e-5)
+    magnitude = abs_gemm(x, w.T) + (0 if b is None else abs(b))
+    assert_reduction_close(y, expected, np.float32, k + 1, magnitude)
+    assert np.isnan(scratch[n * m:]).all()
+    plain = np.full_like(y, np.nan)
+    linear_update_output(x, plain, w, b, scratch, False)
+    assert_reduction_close(plain, expected, np.float32, k + 1, magnitude)
+    # each within the bound of the exact result, so within twice of each other
+    assert_reduction_close(y, plain, np.float32, k + 1, 2 * magnitude)
+    default = np.full_like(y, np.nan)
+    linear_update_output(x, default, w, b, scratch)
+    np.testing.assert_array_equal(default, y if transposes(n, k, m, blas_core_name()) else plain)
+
+
+def test_forced_transposed_refusals(rng):
+    x, w = _r(rng, (16, 128), np.float32), _r(rng, (128, 128), np.float32)
+    y, s = np.full((16, 128), 7, np.float32), np.zeros(16 * 128, np.float32)
+    for args, match in [
+            ((x.astype(np.float64), y.astype(np.float64), w.astype(np.float64), None,
+              s.astype(np.float64)), "float32 .* got float64 input of shape \\(16, 128\\)"),
+            ((x[0], y[0], w, None, s), r"got float32 input of shape \(128,\)"),
+            ((x, y, w, None, None), "and no scratch"),
+            ((x[:0], y[:0], w, None, s), r"n, k >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            linear_update_output(*args, True)
+        assert np.all(y == 7)
+    linear_update_output(x, y, w, None, None, False)  # forced plain needs no scratch
+    assert_reduction_close(y, x.astype(np.float64) @ w.T, np.float32, 128, abs_gemm(x, w.T))
 
 
 def test_transposed_forward_refusals(rng):

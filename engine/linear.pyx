@@ -13,9 +13,9 @@ gives it for any core. Measured by bench/bench_linear.py --grid (batch 2-256, la
     has about 2048 numbers (n=2, 256 -> 256: 1.27); beyond, transposed wins (n=2, 1024 ->
     1024: 0.27; n=16, 128 -> 128: 0.76; n=64, 1024 -> 512: 0.74) up to n=128 on the widest
     layers (0.86); at n=64 it loses for fan-in 64 (1.04-1.32).
-  Haswell: no small-matrix kernels, transposed wins for every layer up to n=16 (0.31-0.77),
-    at n=32 from 2^15 weights (0.66-0.85), at n=64 from 2^17 (0.79-0.92); from n=128 on it
-    loses at 2 threads (0.93-1.42).
+  Haswell: no small-matrix kernels, transposed wins for every layer up to n=32 (0.26-0.93),
+    at n=64 from fan-in 128 and 2^15 weights (0.76-0.97; fan-in 64: 0.92-1.13); from n=128
+    on it gains under 10% at 1 thread and loses at 2 (0.91-1.45).
 A core of other kernels gets only what both rules allow. float64 and the backward gemms
 showed no such gap.
 """
@@ -120,11 +120,9 @@ cdef bint _rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept n
         # No small-matrix kernels: the transposed call wins for any small batch.
         if n < 2 or k < 64 or m < 64:
             return False
-        if n < 32:
-            return True
         if n < 64:
-            return k * m >= 1 << 15
-        return n < 128 and k * m >= 1 << 17
+            return True
+        return n < 128 and k >= 128 and k * m >= 1 << 15
     return _rule(FAMILY_AVX512, n, k, m) and _rule(FAMILY_AVX2, n, k, m)
 
 

@@ -7,17 +7,19 @@ What an install does, in order: Cython translates each engine/*.pyx to C (one pr
 core; a .c newer than its .pyx and the shared .pxd/.h is kept), then the C compiler builds one
 extension per kernel module, as many at once as there are cores. A module whose compiled file
 in engine/ is newer than its sources, its shared headers, this file and the build settings
-(build/settings.txt: flags, directives, Cython and NumPy versions) is not compiled again: a
-second ``pip install -e`` in the same tree only copies it.
+(build/settings.txt: flags, directives, Cython, NumPy and SciPy versions) is neither translated
+nor compiled again: a second ``pip install -e`` in the same tree only copies it.
 """
 
 import os
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 import Cython
 import numpy
+import scipy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -41,7 +43,7 @@ COMPILE_ARGS = ["-O3", "-g0", "-Wno-unused-function"] if not DEBUG else ["-O0", 
 # Anything that changes the compiled code without touching a source: a change rebuilds all.
 SETTINGS = Path("build/settings.txt")
 settings = (f"compile {COMPILE_ARGS}\ndirectives {sorted(DIRECTIVES.items())}\n"
-            f"Cython {Cython.__version__}\nnumpy {numpy.__version__}\n"
+            f"Cython {Cython.__version__}\nnumpy {numpy.__version__}\nscipy {scipy.__version__}\n"
             f"python {sys.implementation.cache_tag}\n")
 SETTINGS_CHANGED = not SETTINGS.exists() or SETTINGS.read_text() != settings
 if SETTINGS_CHANGED:
@@ -80,26 +82,41 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-extensions = [
-    Extension(
+def _built(pyx):
+    """Whether engine/NAME.pyx has a C file and a compiled module in engine/ newer than it and
+    every dependency of ours. Cython's own check would also count the .pxd files of Cython and
+    SciPy, which pip installs anew (new times) into each isolated build environment; their
+    versions are in the settings instead."""
+    c, so = pyx.with_suffix(".c"), pyx.with_name(pyx.stem + sysconfig.get_config_var("EXT_SUFFIX"))
+    if SETTINGS_CHANGED or not (c.exists() and so.exists()):
+        return False
+    newest = max(os.path.getmtime(p) for p in [pyx, c] + DEPENDS)
+    return os.path.getmtime(so) >= newest
+
+
+def _extension(pyx, source):
+    return Extension(
         f"pymodules.engine.{pyx.stem}",
-        [str(pyx)],
+        [str(source)],
         depends=DEPENDS,
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
     )
-    for pyx in sorted(Path("engine").glob("*.pyx"))
-]
+
+
+PYX = sorted(Path("engine").glob("*.pyx"))
+built = [_extension(pyx, pyx.with_suffix(".c")) for pyx in PYX if _built(pyx)]
+to_build = [_extension(pyx, pyx) for pyx in PYX if not _built(pyx)]
 
 setup(
     package_dir={"pymodules.engine": "engine"},
     cmdclass={"build_ext": BuildExt},
-    ext_modules=cythonize(
-        extensions,
+    ext_modules=built + (cythonize(
+        to_build,
         include_path=["."],
         compiler_directives=DIRECTIVES,
         nthreads=os.cpu_count() or 1,
         force=SETTINGS_CHANGED,  # directives are not in Cython's own up-to-date check
-    ),
+    ) if to_build else []),
 )

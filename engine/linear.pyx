@@ -185,7 +185,8 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     elif transposed and (t != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2 or n == 0 or k == 0
                          or scratch is None):
         raise ValueError(f"the transposed forward needs a float32 (n, k) batch with n, k >= 1 "
-                         f"and a scratch, got {(<object> x).dtype} input of shape {(<object> x).shape}"
+                         f"and a scratch, got {(<object> x).dtype} input of shape "
+                         f"{(<object> x).shape}"
                          + (" and no scratch" if scratch is None else ""))
     if transposed:
         s = array(scratch, "scratch", t, True)

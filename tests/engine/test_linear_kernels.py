@@ -146,7 +146,8 @@ RULE = [
     ((16, 128, 128), True, True), ((4, 1024, 256), True, True), ((64, 784, 256), True, True),
     ((2, 1024, 1024), True, True), ((127, 1024, 1024), True, True),
     ((128, 1024, 1024), True, False), ((4, 784, 256), False, True), ((2, 64, 64), False, True),
-    ((8, 128, 128), False, True), ((32, 64, 1024), False, True), ((32, 64, 256), False, True), ((32, 128, 64), True, True),
+    ((8, 128, 128), False, True), ((32, 64, 1024), False, True), ((32, 64, 256), False, True),
+    ((32, 128, 64), True, True),
     ((64, 64, 512), False, False), ((64, 128, 256), False, True), ((64, 128, 128), False, False),
     ((64, 64, 64), False, False), ((64, 256, 1024), False, True), ((256, 1024, 1024), False, False),
     ((32, 256, 10), False, False), ((1, 1024, 1024), False, False)]

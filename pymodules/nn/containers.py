@@ -5,7 +5,7 @@ import copy
 import numpy as np
 
 from pymodules.engine.table import join, split
-from pymodules.nn.module import Module, _now
+from pymodules.nn.module import Module, _now, whole
 from pymodules.nn.table import axis_of, buffer, sum_into
 
 
@@ -192,7 +192,7 @@ class Concat(_Branches):
 
     def __init__(self, dimension):
         super().__init__()
-        self.dimension = int(dimension)
+        self.dimension = whole(self, "dimension", dimension)
         self._axis = 0
         self._outs = self._gradOutputs = self._gradSum = None
 

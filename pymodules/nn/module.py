@@ -38,6 +38,21 @@ def float_dtype(dtype) -> np.dtype:
     return d
 
 
+def whole(owner, what: str, value) -> int:
+    """``value`` as an int: a Python or NumPy integer, or a float holding a whole number.
+
+    Sizes, counts, kernels, strides, dims and indices go through here, so that
+    ``Linear(4.5, 3)`` raises instead of truncating to ``Linear(4 -> 3)``. ``owner`` (the
+    object being built, or its class name) names the error; bools are refused too.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    name = owner if isinstance(owner, str) else type(owner).__name__
+    raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
+
+
 class Module(Recorded):
     """Base of every layer and container (BigDL's AbstractModule)."""
 

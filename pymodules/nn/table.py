@@ -21,7 +21,7 @@ from pymodules.engine.table import (
     join,
     split,
 )
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 
 _ERRORS = (TypeError, ValueError, AttributeError, IndexError)
 
@@ -299,8 +299,8 @@ class JoinTable(_TableModule):
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
-        self.dimension = int(dimension)
-        self.nInputDims = int(nInputDims)
+        self.dimension = whole(self, "dimension", dimension)
+        self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
 
     def updateOutput(self, input):
@@ -336,8 +336,8 @@ class SplitTable(_TableModule):
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
-        self.dimension = int(dimension)
-        self.nInputDims = int(nInputDims)
+        self.dimension = whole(self, "dimension", dimension)
+        self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
 
     def updateOutput(self, input):
@@ -390,7 +390,7 @@ class SelectTable(Module):
 
     def __init__(self, index, dtype=np.float32):
         super().__init__(dtype)
-        self.index = int(index)
+        self.index = whole(self, "index", index)
 
     def updateOutput(self, input):
         x = _table(self, input)
@@ -420,8 +420,8 @@ class NarrowTable(Module):
 
     def __init__(self, offset, length=1, dtype=np.float32):
         super().__init__(dtype)
-        self.offset = int(offset)
-        self.length = int(length)
+        self.offset = whole(self, "offset", offset)
+        self.length = whole(self, "length", length)
 
     def _span(self, n):
         start = _index(self, self.offset, n, "offset")

@@ -401,7 +401,7 @@ class _Writer:
                 outer.update(self._seen)
             self._seen = outer
         d.update({
-            "name": m.getName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
+            "name": m.getName(), "hasName": m.hasName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
             "propagateBack": bool(getattr(m, "propagateBack", True)),
             "scaleW": float(m.scaleW), "scaleB": float(m.scaleB),
             "frozen": None if m._frozen is None else [float(s) for s in m._frozen],
@@ -1086,7 +1086,8 @@ class _Decoder:
                 self.archive.array(ref["$array"], out=getattr(m, attr))
         state = d.get("state", {})
         declared = set(getattr(m, "_persist", ()))
-        if not isinstance(state, dict) or set(state) != declared:
+        # A file from before an attribute was declared lacks it: the rebuilt value stays.
+        if not isinstance(state, dict) or not set(state) <= declared:
             raise self.error(f"{m}: the file has state {sorted(state)[:10]}, the class "
                              f"declares {sorted(declared)}")
         for attr, v in state.items():
@@ -1095,6 +1096,8 @@ class _Decoder:
         if not isinstance(name, str) or not isinstance(train, bool):
             raise self.error("garbled name or mode")
         m.setName(name)
+        if d.get("hasName", True) is False:  # files without it: every name counted as set
+            m._named = False
         m.scaleW, m.scaleB = float(d.get("scaleW")), float(d.get("scaleB"))
         if frozen is not None:
             if not isinstance(frozen, list) or len(frozen) != 2:

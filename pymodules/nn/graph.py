@@ -51,7 +51,7 @@ class _InputLayer(Identity):
 
     def __init__(self):
         super().__init__()
-        self.setName(f"Input@{_postfix()}")
+        self._name = f"Input@{_postfix()}"  # a default name: hasName() stays False
 
 
 class Input(Node):

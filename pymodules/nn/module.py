@@ -78,6 +78,7 @@ class Module(Recorded):
         self.scaleB = 1.0
         self._frozen = None  # the (scaleW, scaleB) to restore on unFreeze
         self._name = f"{type(self).__name__}@{_postfix()}"
+        self._named = False  # hasName(): whether setName gave the name
         self.forwardTime = 0
         self.backwardTime = 0
         self._flat = None
@@ -291,13 +292,16 @@ class Module(Recorded):
         if not isinstance(name, str) or not name:
             raise TypeError(f"{self}: a name must be a non-empty str, got {name!r}")
         self._name = name
+        self._named = True
         return self
 
     def getName(self) -> str:
+        """The name given by setName, else the default ``ClassName@postfix``."""
         return self._name
 
     def hasName(self) -> bool:
-        return self._name is not None
+        """Whether setName named this module (BigDL's rule: the default name does not count)."""
+        return self._named
 
     def apply(self, name: str) -> Module | None:
         """The module called ``name`` in this tree (self included), None if absent."""

@@ -850,3 +850,53 @@ def test_writeback_steps_cover_the_file(tmp_path, monkeypatch):
     assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
     assert ranges[-1][0] + ranges[-1][1] <= os.path.getsize(tmp_path / "m.pm")
     assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)
+
+
+# -- initial arrays are not pinned, reset keeps them, hasName survives -------------------
+def test_initial_arrays_are_not_pinned_and_saved_once(tmp_path, rng):
+    import weakref
+
+    w = rng.standard_normal((1000, 1000)).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)
+    ref = weakref.ref(w)
+    m = pm.Linear(1000, 1000, initWeight=w, initBias=b)
+    np.testing.assert_array_equal(m.weight, w)
+    del w
+    assert ref() is None  # neither the layer nor its constructor record keeps it
+    m.save(tmp_path / "m.pm")
+    size = os.path.getsize(tmp_path / "m.pm")
+    assert 4_004_000 <= size < 4_004_000 + 64_000  # the weights once: 4 MB, not 8
+    r = pm.load(tmp_path / "m.pm")
+    np.testing.assert_array_equal(r.weight, m.weight)
+    r.reset()  # the loaded layer keeps BigDL's rule too
+    np.testing.assert_array_equal(r.weight, m.weight)
+    np.testing.assert_array_equal(r.bias, b)
+
+
+def test_reset_keeps_explicit_initial_arrays(rng):
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    m = pm.Linear(4, 3, initWeight=w)
+    bias = m.bias.copy()
+    m.gradWeight += 1
+    assert m.reset() is m
+    np.testing.assert_array_equal(m.weight, w)  # given: kept
+    assert not np.array_equal(m.bias, bias)      # drawn: drawn again
+    assert not m.gradWeight.any()
+    b = rng.standard_normal(3)
+    m = pm.Linear(4, 3, initBias=b, dtype=np.float64).reset()
+    np.testing.assert_array_equal(m.bias, b)
+    c = pm.SpatialConvolution(2, 3, 2, 2, initWeight=np.ones((3, 2, 2, 2))).reset()
+    assert (c.weight == 1).all()
+
+
+def test_has_name_is_false_until_set_name_and_survives_save(tmp_path):
+    model = pm.Sequential().add(pm.Linear(2, 2).setName("enc")).add(pm.ReLU())
+    assert not model.hasName() and model.modules[0].hasName()
+    assert not model.modules[1].hasName()
+    assert not pm.Input().element.hasName() and pm.Input("x").element.hasName()
+    model.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert [m.hasName() for m in r.modules_preorder()] == [False, True, False]
+    assert [m.getName() for m in r.modules_preorder()] == \
+        [m.getName() for m in model.modules_preorder()]
+    assert not model.cloneModule().hasName() and model.cloneModule().modules[0].hasName()

@@ -271,3 +271,27 @@ def test_padding_inside_time_distributed_criterion(torch, rng):
     g = td.backward(x, y)
     assert not g[0, 2:].any() and not g[1, 4].any()
     assert_loss_gradient(td, x, y)
+
+
+@pytest.mark.parametrize("shape,wshape", [
+    ((4, 3), (3,)), ((4, 3, 5), (3, 5)), ((2, 3, 2, 4), (3, 2, 4)), ((4, 3, 5), (5,)),
+    ((4, 3, 5), (4, 3, 5)), ((6,), (6,)),
+])
+def test_bce_weights_broadcast_over_the_batch(shape, wshape, torch, rng):
+    p = rng.uniform(0.05, 0.95, shape)
+    y = (rng.uniform(size=shape) > 0.5).astype(np.float64)
+    w = rng.uniform(0.5, 2, wshape)
+    crit = BCECriterion(weights=w)
+    tp = torch.tensor(p, requires_grad=True)
+    tl = torch.nn.BCELoss(weight=torch.tensor(w))(tp, torch.tensor(y))
+    tl.backward()
+    # BigDL's log(p + 1e-12) against torch's clamped log: equal to ~1e-11
+    assert crit.forward(p, y) == pytest.approx(tl.item(), rel=1e-9)
+    np.testing.assert_allclose(crit.backward(p, y), tp.grad.numpy(), rtol=1e-9)
+
+
+def test_bce_weights_of_another_shape_are_refused():
+    with pytest.raises(ValueError, match=r"BCECriterion: weights has shape \(4, 5\), expected "
+                                         r"the trailing part of input's \(2, 3, 5\)"):
+        BCECriterion(weights=np.ones((4, 5))).forward(np.full((2, 3, 5), 0.5),
+                                                      np.ones((2, 3, 5)))

@@ -396,10 +396,8 @@ class MapTable(Container):
     def accGradParameters(self, input, gradOutput):
         self._run_back(input, gradOutput, _acc_only)
 
-    def clearState(self):
-        super().clearState()
-        self._clones = []
-        return self
+    def _cleared(self):
+        return {**super()._cleared(), "_clones": []}
 
     def _convert(self, dtype):
         self._clones = []

@@ -343,13 +343,19 @@ class Module(Recorded):
 
     # -- state -------------------------------------------------------------------------
     def clearState(self) -> Module:
-        """Drop cached output, gradInput and scratch buffers; parameters stay."""
+        """Drop cached output, gradInput and scratch buffers in the whole tree; parameters
+        stay."""
         for m in self.modules_preorder():
-            m.output = np.empty(0, m.dtype)
-            m.gradInput = np.empty(0, m.dtype)
-            for attr in m._scratch:
-                setattr(m, attr, None)
+            for attr, value in m._cleared().items():
+                setattr(m, attr, value)
         return self
+
+    def _cleared(self) -> dict:
+        """{attribute: value once cleared} of every cache of this module (not of its
+        children): what clearState drops and cloneModule does not copy."""
+        caches = {"output": np.empty(0, self.dtype), "gradInput": np.empty(0, self.dtype)}
+        caches.update((attr, None) for attr in self._scratch)
+        return caches
 
     def getExtraParameter(self) -> list[np.ndarray]:
         """The non-trainable state (running statistics), as live arrays."""
@@ -390,8 +396,15 @@ class Module(Recorded):
         return self
 
     def cloneModule(self) -> Module:
-        """A deep, independent copy with the same names."""
-        return copy.deepcopy(self)
+        """A deep, independent copy with the same names; its caches start cleared (the
+        copy of a model that ran holds no copy of the last input, outputs or gradients)."""
+        memo = {}
+        for m in self.modules_preorder():
+            for attr, value in m._cleared().items():
+                cached = m.__dict__.get(attr)
+                if cached is not None:
+                    memo[id(cached)] = value
+        return copy.deepcopy(self, memo)
 
     def float(self) -> Module:
         return self._convert(np.float32)

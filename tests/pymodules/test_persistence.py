@@ -900,3 +900,109 @@ def test_has_name_is_false_until_set_name_and_survives_save(tmp_path):
     assert [m.getName() for m in r.modules_preorder()] == \
         [m.getName() for m in model.modules_preorder()]
     assert not model.cloneModule().hasName() and model.cloneModule().modules[0].hasName()
+
+
+# -- clearState releases every cache; cloneModule copies none ----------------------------
+def _kept_state(m):
+    """Attribute names of ``m`` that are state, not cache."""
+    names = {a for pair in m._params for a in pair} | set(m._extra) | set(m._persist)
+    return names | {"_ctor", "modules", "_clones"}
+
+
+def _cached_arrays(module):
+    """Every ndarray reachable from the tree's modules outside their declared state
+    (parameters, gradients, extra, persisted attributes), with where it was found."""
+    found, seen = [], set()
+
+    def walk(v, where, depth=0):
+        if id(v) in seen or depth > 12:
+            return
+        seen.add(id(v))
+        if isinstance(v, np.ndarray):
+            found.append((where, v))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]", depth + 1)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}[{k!r}]", depth + 1)
+
+    for m in module.modules_preorder():
+        for attr, v in vars(m).items():
+            if attr not in _kept_state(m) and not isinstance(v, pm.Module):
+                walk(v, f"{m.getName()}.{attr}")
+    return found
+
+
+def _forward_backward(model, x):
+    out = model.forward(x)
+    go = [np.ones_like(o) for o in out] if isinstance(out, list) else np.ones_like(out)
+    if any(isinstance(o, list) for o in (out if isinstance(out, list) else [])):
+        return out
+    model.backward(x, go)
+    return out
+
+
+def _is_or_views(a, targets):
+    base = a
+    while base is not None:
+        if any(base is t for t in targets):
+            return True
+        base = base.base
+    return False
+
+
+@pytest.mark.parametrize("make,make_input", [
+    pytest.param(make, make_input, id=f"{cls.__name__}{i}")
+    for cls, cases in EXAMPLES.items() for i, (make, make_input) in enumerate(cases)
+    if make_input is not None])
+def test_clear_state_releases_every_cache(make, make_input, rng):
+    model = make()
+    x = make_input(rng)
+    x = _cast(x, model.dtype)
+    _forward_backward(model, x)
+    out = model.output
+    callers = [a for a in (x if isinstance(x, list) else [x]) if isinstance(a, np.ndarray)]
+    assert model.clearState() is model
+    left = [(w, a.nbytes) for w, a in _cached_arrays(model) if a.nbytes]
+    assert left == []
+    outs = out if isinstance(out, list) else [out]
+    for where, a in _cached_arrays(model):
+        assert not _is_or_views(a, callers + [o for o in outs if isinstance(o, np.ndarray)]), \
+            where
+    _forward_backward(model, x)  # and it runs again after
+
+
+def test_graph_clear_state_drops_the_callers_input(rng):
+    import weakref
+
+    x = pm.Input()
+    g = pm.Graph(x, pm.Linear(300, 2)(pm.ReLU()(pm.Linear(1000, 300)(x))))
+    data = rng.standard_normal((1000, 1000)).astype(np.float32)  # 4 MB
+    g.forward(data)
+    g.backward(data, np.ones((1000, 2), np.float32))
+    ref = weakref.ref(data)
+    del data
+    g.clearState()
+    assert ref() is None  # no per-node list keeps the caller's input
+    assert sum(a.nbytes for _, a in _cached_arrays(g)) == 0
+
+
+def test_clone_of_a_model_that_ran_copies_no_cache(rng):
+    x = pm.Input()
+    g = pm.Graph(x, pm.Linear(300, 2)(pm.ReLU()(pm.Linear(1000, 300)(x))))
+    data = rng.standard_normal((500, 1000)).astype(np.float32)
+    g.forward(data)
+    g.backward(data, np.ones((500, 2), np.float32))
+    tracemalloc.start()
+    try:
+        c = g.cloneModule()
+        copied = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    weights = sum(w.nbytes for w in g.parameters()[0]) * 2  # weights and their gradients
+    assert copied < weights + 200_000  # the caches (2 MB of input, outputs) are not copied
+    assert sum(a.nbytes for _, a in _cached_arrays(c)) == 0
+    assert g.output.size and c.forward(data).shape == (500, 2)
+    assert [m.getName() for m in c.modules_preorder()] == \
+        [m.getName() for m in g.modules_preorder()]

@@ -401,7 +401,8 @@ class _Writer:
                 outer.update(self._seen)
             self._seen = outer
         d.update({
-            "name": m.getName(), "hasName": m.hasName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
+            "name": m.getName(), "hasName": m.hasName(), "train": bool(m.train),
+            "dtype": np.dtype(m.dtype).name,
             "propagateBack": bool(getattr(m, "propagateBack", True)),
             "scaleW": float(m.scaleW), "scaleB": float(m.scaleB),
             "frozen": None if m._frozen is None else [float(s) for s in m._frozen],

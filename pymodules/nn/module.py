@@ -53,6 +53,26 @@ def whole(owner, what: str, value) -> int:
     raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
 
 
+class _Mode(int):
+    """The value of ``module.train``: reads as the mode (True or False, ``== True``), and
+    called like PyTorch's ``module.train()``, says what pymodules calls it."""
+
+    def __new__(cls, mode: bool, owner: str):
+        m = super().__new__(cls, bool(mode))
+        m._owner = owner
+        return m
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"{self._owner}: train is the mode ({bool(self)}), not a method; "
+                        f"pymodules, as BigDL, switches to training mode with training() "
+                        f"and to evaluation mode with evaluate()")
+
+    def __repr__(self):
+        return repr(bool(self))
+
+    __str__ = __repr__
+
+
 class Module(Recorded):
     """Base of every layer and container (BigDL's AbstractModule)."""
 
@@ -311,6 +331,21 @@ class Module(Recorded):
         return found[0] if found else None
 
     # -- mode --------------------------------------------------------------------------
+    @property
+    def train(self) -> bool:
+        """The mode: True in training (dropout drops, batch statistics update)."""
+        return _Mode(self._train, self.getName())
+
+    @train.setter
+    def train(self, mode) -> None:
+        self._train = bool(mode)
+
+    def eval(self, *args, **kwargs):
+        """PyTorch's spelling, refused with the pymodules one."""
+        raise TypeError(f"{self.getName()}: eval() is PyTorch's spelling; pymodules, as BigDL, "
+                        f"switches to evaluation mode with evaluate() (and back with "
+                        f"training())")
+
     def training(self) -> Module:
         for m in self.modules_preorder():
             m.train = True
@@ -339,7 +374,7 @@ class Module(Recorded):
         return predict_class_dataset(self, dataset, batchSize)
 
     def isTraining(self) -> bool:
-        return self.train
+        return self._train
 
     # -- state -------------------------------------------------------------------------
     def clearState(self) -> Module:

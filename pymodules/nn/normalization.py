@@ -63,7 +63,7 @@ class BatchNormalization(Initializable):
         try:
             out = self.output = resized(self.output, input, -1, self.dtype)
             batchnorm_update_output(input, out, self.weight, self.bias, self.runningMean,
-                                    self.runningVar, *self._saved(), self._layout, self.train,
+                                    self.runningVar, *self._saved(), self._layout, self._train,
                                     self.momentum, self.eps)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateOutput, input)
@@ -73,7 +73,7 @@ class BatchNormalization(Initializable):
         try:
             gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
             batchnorm_update_grad_input(input, gradOutput, gi, self.weight, self._saveMean,
-                                        self._saveInvstd, self._layout, self.train)
+                                        self._saveInvstd, self._layout, self._train)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateGradInput, input, gradOutput)
         return gi

@@ -1006,3 +1006,73 @@ def test_clone_of_a_model_that_ran_copies_no_cache(rng):
     assert g.output.size and c.forward(data).shape == (500, 2)
     assert [m.getName() for m in c.modules_preorder()] == \
         [m.getName() for m in g.modules_preorder()]
+
+
+# -- weights by position, when no name matches ---------------------------------------
+def _fresh():
+    x = pm.Input()
+    h = pm.Sequential(pm.Linear(4, 5), pm.ReLU(), pm.BatchNormalization(5))(x)
+    return pm.Graph(x, pm.Linear(5, 2)(h))
+
+
+def _weights_of(m):
+    return [np.copy(w) for w in m.parameters()[0] + m.getExtraParameter()]
+
+
+@pytest.mark.parametrize("matchAll", [True, False])
+@pytest.mark.parametrize("via", ["file", "model"])
+def test_two_fresh_models_of_one_structure_exchange_weights(via, matchAll, tmp_path, caplog):
+    a, b = _fresh(), _fresh()
+    a.modules[1].modules[2].runningMean[...] = 3.0
+    assert not any(m.getName() in {n.getName() for n in a.modules_preorder()}
+                   for m in b.modules_preorder())
+    with caplog.at_level("INFO", logger="pymodules.persistence"):
+        if via == "file":
+            a.saveWeights(tmp_path / "w.pm")
+            assert b.loadWeights(tmp_path / "w.pm", matchAll=matchAll) is b
+        else:
+            assert b.loadModelWeights(a, matchAll=matchAll) is b
+    for x, y in zip(_weights_of(a), _weights_of(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{b.getName()}: loaded the weights of 3 of 3 modules from "
+        f"{tmp_path / 'w.pm' if via == 'file' else a.getName()}, matched by position"]
+
+
+def test_names_win_over_positions_and_the_log_says_so(tmp_path, caplog):
+    a, b = _pair()
+    a.modules.reverse()  # names still match, positions do not
+    a.saveWeights(tmp_path / "w.pm")
+    with caplog.at_level("INFO", logger="pymodules.persistence"):
+        b.loadWeights(tmp_path / "w.pm")
+    assert np.array_equal(b.modules[0].weight, a.modules[1].weight)
+    assert caplog.records[-1].getMessage().endswith("loaded the weights of 2 of 2 modules "
+                                                    f"from {tmp_path / 'w.pm'}, matched by name")
+
+
+@pytest.mark.parametrize("matchAll", [True, False])
+def test_a_load_that_matches_nothing_raises(matchAll, tmp_path):
+    a = pm.Sequential(pm.Linear(4, 3), pm.Linear(3, 2))
+    b = pm.Sequential(pm.Linear(4, 3), pm.ReLU(), pm.Linear(3, 2))  # another structure
+    a.saveWeights(tmp_path / "w.pm")
+    before = _weights_of(b)
+    for load in (lambda: b.loadWeights(tmp_path / "w.pm", matchAll=matchAll),
+                 lambda: b.loadModelWeights(a, matchAll=matchAll)):
+        with pytest.raises(ValueError, match=r"no name matches, and the trees differ in "
+                                             r"structure"):
+            load()
+    assert all(np.array_equal(x, y) for x, y in zip(before, _weights_of(b)))
+
+
+def test_weight_files_without_positions_still_load_by_name(tmp_path):
+    a, b = _pair()
+    w = persistence._Writer()  # the layout of files written before positions were saved
+    table, _ = persistence._weight_table(a)
+    w.definition = {"kind": "weights", "weights": {
+        name: {attr: w.encode(x) for attr, x in arrays.items()} for name, arrays in table.items()}}
+    persistence._write(w, tmp_path / "old.pm", False, None)
+    b.loadWeights(tmp_path / "old.pm")
+    assert all(np.array_equal(x, y) for x, y in zip(_weights_of(a), _weights_of(b)))
+    c = pm.Sequential(pm.Linear(4, 3), pm.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"no module matches .*old.pm by name$"):
+        c.loadWeights(tmp_path / "old.pm", matchAll=False)

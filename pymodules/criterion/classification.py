@@ -9,6 +9,10 @@ from pymodules.nn.module import whole
 
 
 class _ClassCriterion(Criterion):
+    # Criteria are saved as their attributes: one saved before paddingValue existed (it had
+    # ignoreIndex, default -100) loads with BigDL's default.
+    paddingValue = -1
+
     def __init__(self, weights, sizeAverage, paddingValue):
         super().__init__(sizeAverage)
         self.weights = _weights(weights, type(self).__name__)

@@ -295,3 +295,15 @@ def test_bce_weights_of_another_shape_are_refused():
                                          r"the trailing part of input's \(2, 3, 5\)"):
         BCECriterion(weights=np.ones((4, 5))).forward(np.full((2, 3, 5), 0.5),
                                                       np.ones((2, 3, 5)))
+
+
+def test_a_criterion_saved_before_padding_value_loads_with_the_default(tmp_path, rng):
+    from pymodules import persistence
+
+    old = ClassNLLCriterion()
+    del old.paddingValue
+    old.ignoreIndex = -100  # the attribute files of earlier versions hold
+    persistence.save_state(tmp_path / "c.pm", {"criterion": old})
+    c = persistence.load_state(tmp_path / "c.pm")["criterion"]
+    logp = np.log(rng.dirichlet(np.ones(3), 2))
+    assert c.forward(logp, np.array([2, -1])) == pytest.approx(-logp[0, 2])

@@ -52,6 +52,20 @@ cdef cnp.ndarray _weights(object weights, int t, cnp.ndarray x):
     return w
 
 
+cdef cnp.ndarray _trailing_weights(object weights, int t, cnp.ndarray x):
+    """Elementwise weights: an array shaped like a trailing part of input's shape (the
+    per-sample shape, the last axis, or the whole input), repeated over the leading axes,
+    or None. Row-major, element i of input then takes weight i % weights.size."""
+    if weights is None:
+        return None
+    cdef cnp.ndarray w = array(weights, "weights", t, False)
+    cdef int nd = cnp.PyArray_NDIM(x), nw = cnp.PyArray_NDIM(w)
+    if nw < 1 or nw > max(nd, 1) or shape(w) != shape(x)[nd - nw:]:
+        raise ValueError(f"weights has shape {shape(w)}, expected the trailing part of "
+                         f"input's {shape(x)} (such as the per-sample {shape(x)[1:]})")
+    return w
+
+
 cdef int _op(int op) except -1:
     if op < 0 or op >= _N_OPS:
         raise ValueError(f"unknown elementwise loss {op}")
@@ -61,14 +75,15 @@ cdef int _op(int op) except -1:
 def pointwise_update_output(int op, input, target, weights, double param, bint size_average):
     """The loss sum_i w[i % c] * f_op(input[i], target[i]), divided by the count if averaged.
 
-    ``weights`` (c,) for the last axis, or None; ``param`` is the margin of MARGIN ops.
+    ``weights`` of a trailing part of input's shape (c elements), or None; ``param`` is the
+    margin of MARGIN ops.
     """
     _op(op)
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(target, "target", t, False)
     cdef Py_ssize_t n = _pair(x, y)
-    cdef cnp.ndarray w = _weights(weights, t, x)
+    cdef cnp.ndarray w = _trailing_weights(weights, t, x)
     cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
     cdef Py_ssize_t c = cnp.PyArray_SIZE(w) if w is not None else 1
     cdef double loss
@@ -135,7 +150,7 @@ def pointwise_update_grad_input(int op, input, target, grad_input, weights, doub
     shape_is(g, "gradInput", shape(x))
     disjoint(g, "gradInput", x, "input")
     disjoint(g, "gradInput", y, "target")
-    cdef cnp.ndarray w = _weights(weights, t, x)
+    cdef cnp.ndarray w = _trailing_weights(weights, t, x)
     cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
     cdef Py_ssize_t c = cnp.PyArray_SIZE(w) if w is not None else 1
     cdef double scale = 1.0 / n if size_average and n > 0 else 1.0

@@ -33,6 +33,7 @@ import errno
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -46,6 +47,8 @@ import numpy as np
 from pymodules.engine.checksum import crc32
 from pymodules.nn.init import skipped
 from pymodules.nn.module import Module
+
+_log = logging.getLogger("pymodules.persistence")
 
 FORMAT = "pymodules"
 #: Version of the file layout; a file from a newer version is refused.
@@ -171,35 +174,44 @@ def load(path, *, storage_options=None) -> Module:
 
 
 def saveWeights(module: Module, path, overWrite: bool = False, *, storage_options=None):
-    """Write the parameters and running statistics of ``module``, by module name."""
+    """Write the parameters and running statistics of ``module``, by module name, with
+    each module's position in the tree (for loading into a model named otherwise)."""
     w = _Writer()
+    table, positions = _weight_table(module)
     w.definition = {"kind": "weights", "weights": {
         name: {attr: w.encode(a) for attr, a in arrays.items()}
-        for name, arrays in _weight_table(module).items()}}
+        for name, arrays in table.items()}, "positions": positions}
     _write(w, path, overWrite, storage_options)
     return module
 
 
 def loadWeights(module: Module, path, matchAll: bool = True, *, storage_options=None):
-    """Copy the weights saved at ``path`` into the modules of the same names."""
+    """Copy the weights saved at ``path`` into the modules of the same names, or, when no
+    name matches, of the same positions in a tree of the same structure."""
     with _open_read(path, storage_options) as archive:
         definition = archive.definition("weights")
         table = definition.get("weights")
         if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
             raise FileFormatError(f"{archive.where}: the weight table is garbled")
+        positions = definition.get("positions")  # absent from files of earlier versions
+        if positions is not None and not (
+                isinstance(positions, dict) and set(positions) == set(table)
+                and all(_is_position(p) for p in positions.values())):
+            raise FileFormatError(f"{archive.where}: the weight positions are garbled")
         dec = _Decoder(archive, definition)
         with _refusing(archive):
             table = {name: {attr: dec.array(ref) for attr, ref in arrays.items()}
                      for name, arrays in table.items()}
-    _copy_weights(module, table, matchAll, path)
+    _copy_weights(module, table, positions, matchAll, path)
     return module
 
 
 def loadModelWeights(module: Module, src: Module, matchAll: bool = True):
-    """Copy the weights of ``src``'s modules into the modules of ``module`` of the same names."""
+    """Copy the weights of ``src``'s modules into the modules of ``module`` of the same
+    names, or, when no name matches, of the same positions in a tree of the same structure."""
     if not isinstance(src, Module):
         raise TypeError(f"{module}: loadModelWeights takes a Module, got {type(src).__name__}")
-    _copy_weights(module, _weight_table(src), matchAll, src.getName())
+    _copy_weights(module, *_weight_table(src), matchAll, src.getName())
     return module
 
 
@@ -239,32 +251,67 @@ def _state_attrs(m: Module) -> list[str]:
     return [v for v, _ in m._params if getattr(m, v, None) is not None] + list(m._extra)
 
 
-def _weight_table(module: Module) -> dict[str, dict[str, np.ndarray]]:
-    """{module name: {attribute: live array}} of every module holding parameters or state."""
-    table = {}
-    for m in module.modules_preorder():
-        attrs = _state_attrs(m)
-        if not attrs:
-            continue
+def _holders(module: Module):
+    """(position, module) of every module of the tree holding parameters or state, in
+    preorder. A position is [path of child indices from the root ("" for the root, "0.2"
+    for the third child of the first child), class name]."""
+    stack = [("", module)]
+    while stack:
+        path, m = stack.pop()
+        if _state_attrs(m):
+            yield [path, type(m).__name__], m
+        children = m.children()
+        for i in range(len(children) - 1, -1, -1):
+            stack.append((f"{path}.{i}" if path else str(i), children[i]))
+
+
+def _is_position(p) -> bool:
+    return isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p)
+
+
+def _weight_table(module: Module):
+    """({module name: {attribute: live array}}, {module name: position}) of every module
+    holding parameters or state."""
+    table, positions = {}, {}
+    for position, m in _holders(module):
         if m.getName() in table:
             raise ValueError(f"{module.getName()}: several modules are named "
                              f"{m.getName()!r}; weights are matched by name")
-        table[m.getName()] = {a: getattr(m, a) for a in attrs}
-    return table
+        table[m.getName()] = {a: getattr(m, a) for a in _state_attrs(m)}
+        positions[m.getName()] = position
+    return table, positions
 
 
-def _copy_weights(module: Module, table: dict, matchAll: bool, source) -> None:
+def _match(module: Module, table: dict, positions: dict | None):
+    """(rule, [(module, its source entry or None)]): by name; when no name matches and
+    ``positions`` describe a tree of the same structure (the same classes holding weights
+    at the same positions), by position."""
+    holders = list(_holders(module))
+    pairs = [(m, table.get(m.getName())) for _, m in holders]
+    if any(src is not None for _, src in pairs) or not positions:
+        return "name", pairs
+    by_position = {tuple(p): name for name, p in positions.items()}
+    if len(by_position) != len(holders) or \
+            any(tuple(p) not in by_position for p, _ in holders):
+        return "name", pairs
+    return "position", [(m, table[by_position[tuple(p)]]) for p, m in holders]
+
+
+def _copy_weights(module: Module, table: dict, positions, matchAll: bool, source) -> None:
     """Check every shape first, then copy, so that a refused load changes nothing."""
+    rule, pairs = _match(module, table, positions)
+    hint = " (no name matches, and the trees differ in structure, so positions do not " \
+        "either)" if positions is not None and all(s is None for _, s in pairs) else ""
     copies = []
-    for m in module.modules_preorder():
+    loaded = 0
+    for m, src in pairs:
         attrs = _state_attrs(m)
-        if not attrs:
-            continue
-        src = table.get(m.getName())
         if src is None:
             if matchAll:
-                raise ValueError(f"{m}: {source} has no weights for a module of this name")
+                raise ValueError(f"{m}: {source} has no weights for a module of this name"
+                                 f"{hint}")
             continue
+        loaded += 1
         for attr in attrs:
             dst = getattr(m, attr)
             if attr not in src:
@@ -276,9 +323,13 @@ def _copy_weights(module: Module, table: dict, matchAll: bool, source) -> None:
                 raise ValueError(
                     f"{m}: {attr} in {source} has shape {a.shape}, expected {dst.shape}")
             copies.append((dst, a))
+    if pairs and not loaded:
+        raise ValueError(f"{module.getName()}: no module matches {source} by name{hint}")
     for dst, a in copies:
         if dst is not a:
             dst[...] = a
+    _log.info("%s: loaded the weights of %d of %d modules from %s, matched by %s",
+              module.getName(), loaded, len(pairs), source, rule)
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -401,7 +452,8 @@ class _Writer:
                 outer.update(self._seen)
             self._seen = outer
         d.update({
-            "name": m.getName(), "train": bool(m.train), "dtype": np.dtype(m.dtype).name,
+            "name": m.getName(), "hasName": m.hasName(), "train": bool(m.train),
+            "dtype": np.dtype(m.dtype).name,
             "propagateBack": bool(getattr(m, "propagateBack", True)),
             "scaleW": float(m.scaleW), "scaleB": float(m.scaleB),
             "frozen": None if m._frozen is None else [float(s) for s in m._frozen],
@@ -1086,7 +1138,8 @@ class _Decoder:
                 self.archive.array(ref["$array"], out=getattr(m, attr))
         state = d.get("state", {})
         declared = set(getattr(m, "_persist", ()))
-        if not isinstance(state, dict) or set(state) != declared:
+        # A file from before an attribute was declared lacks it: the rebuilt value stays.
+        if not isinstance(state, dict) or not set(state) <= declared:
             raise self.error(f"{m}: the file has state {sorted(state)[:10]}, the class "
                              f"declares {sorted(declared)}")
         for attr, v in state.items():
@@ -1095,6 +1148,8 @@ class _Decoder:
         if not isinstance(name, str) or not isinstance(train, bool):
             raise self.error("garbled name or mode")
         m.setName(name)
+        if d.get("hasName", True) is False:  # files without it: every name counted as set
+            m._named = False
         m.scaleW, m.scaleB = float(d.get("scaleW")), float(d.get("scaleB"))
         if frozen is not None:
             if not isinstance(frozen, list) or len(frozen) != 2:

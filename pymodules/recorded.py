@@ -1,6 +1,7 @@
 """Constructor recording: how persistence rebuilds an object without per-class code."""
 
 import functools
+import inspect
 
 
 class Recorded:
@@ -23,3 +24,21 @@ class Recorded:
             init(self, *args, **kw)
 
         cls.__init__ = recording_init
+
+    def _unrecord(self, *names):
+        """Drop the arguments ``names`` from the record, as if the caller had left them out.
+
+        For arguments used once, while constructing (initial arrays): the record would
+        otherwise keep the caller's objects alive for the life of the object, and files
+        would store them next to the state that replaced them.
+        """
+        record = self.__dict__.get("_ctor")
+        if record is None:
+            return
+        args, kw = record
+        bound = inspect.signature(type(self).__init__).bind(None, *args, **kw)
+        if not any(bound.arguments.get(n) is not None for n in names):
+            return
+        for n in names:
+            bound.arguments.pop(n, None)
+        self._ctor = (tuple(bound.args[1:]), dict(bound.kwargs))

@@ -3,6 +3,7 @@
 import numpy as np
 
 from pymodules.criterion.base import Criterion
+from pymodules.nn.module import whole
 
 
 def _accumulate(acc, g, weight):
@@ -109,7 +110,7 @@ class TimeDistributedCriterion(Criterion):
     def __init__(self, critrn, sizeAverage=False, dimension=1):
         super().__init__(sizeAverage)
         self.critrn = critrn
-        self.dimension = int(dimension)
+        self.dimension = whole(self, "dimension", dimension)
         self._steps = []
 
     def _check(self, input, target):

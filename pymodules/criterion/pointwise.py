@@ -6,12 +6,14 @@ from pymodules.criterion.base import Criterion
 from pymodules.engine import criterion as K
 
 
-def _weights(weights, what):
+def _weights(weights, what, vector=True):
+    """``weights`` as an array (a vector unless not ``vector``), or None."""
     if weights is None:
         return None
     w = np.asarray(weights)
-    if w.ndim != 1:
-        raise ValueError(f"{what}: weights must be a vector, got shape {w.shape}")
+    if (w.ndim != 1) if vector else (w.ndim < 1):
+        kind = "a vector" if vector else "an array of at least one axis"
+        raise ValueError(f"{what}: weights must be {kind}, got shape {w.shape}")
     return w
 
 
@@ -66,14 +68,15 @@ class SmoothL1Criterion(_Pointwise):
 class BCECriterion(_Pointwise):
     """Binary cross-entropy of probabilities x against targets y in [0, 1].
 
-    ``weights`` (one per element of the last axis) rescale each term.
+    ``weights`` rescale each term: shaped like one sample (``input.shape[1:]``), like
+    the input, or like its last axis; repeated over the batch, for any input rank (BigDL).
     """
 
     _op = K.BCE
 
     def __init__(self, weights=None, sizeAverage=True):
         super().__init__(sizeAverage)
-        self.weights = _weights(weights, "BCECriterion")
+        self.weights = _weights(weights, "BCECriterion", vector=False)
 
 
 class MarginCriterion(_Pointwise):

@@ -23,7 +23,7 @@ from pymodules.engine.softmax import (
     softmax_update_output,
 )
 from pymodules.nn.init import ConstInitMethod
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 
 
 class _Elementwise(Module):
@@ -235,9 +235,9 @@ class PReLU(Module):
 
     def __init__(self, nOutputPlane=0, dtype=np.float32):
         super().__init__(dtype)
-        if int(nOutputPlane) < 0:
+        self.nOutputPlane = whole(self, "nOutputPlane", nOutputPlane)
+        if self.nOutputPlane < 0:
             raise ValueError(f"PReLU: nOutputPlane must be >= 0, got {nOutputPlane}")
-        self.nOutputPlane = int(nOutputPlane)
         self._shared = self.nOutputPlane == 0
         size = max(self.nOutputPlane, 1)
         self.weight = np.empty(size, self.dtype)

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 
 from pymodules.engine.table import join, split
-from pymodules.nn.module import Module, _now
+from pymodules.nn.module import Module, _now, whole
 from pymodules.nn.table import axis_of, buffer, sum_into
 
 
@@ -19,7 +19,8 @@ class Container(Module):
     def add(self, module):
         """Append ``module`` (not already in this tree); return self."""
         if not isinstance(module, Module):
-            raise TypeError(f"{self}: can only add a Module, got {type(module).__name__}")
+            raise TypeError(f"{self.getName()}: can only add a Module, got "
+                            f"{type(module).__name__}")
         mine = {id(m) for m in self.modules_preorder()}
         for m in module.modules_preorder():
             if id(m) in mine:
@@ -40,6 +41,10 @@ class Container(Module):
     def _child_error(self, err, child):
         """``err`` from ``child`` retold with this container's name in front of its path."""
         return type(err)(f"{self.getName()}/{err}")
+
+    def _error(self, err):
+        # The name only: str() of a container prints the whole tree.
+        return type(err)(f"{self.getName()}: {err}")
 
     def getParametersTable(self):
         table = {}
@@ -76,7 +81,15 @@ class Container(Module):
 
 
 class Sequential(Container):
-    """Feeds each child's output to the next; the last one's output is the output."""
+    """Feeds each child's output to the next; the last one's output is the output.
+
+    ``Sequential(*modules)`` adds the modules given, as ``add`` does one by one.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        for m in modules:
+            self.add(m)
 
     def updateOutput(self, input):
         x = input
@@ -185,16 +198,19 @@ class _Branches(Container):
 class Concat(_Branches):
     """Feeds the input to every child and concatenates their outputs along ``dimension``.
 
-    The gradient of the input is the sum of the children's.
+    The gradient of the input is the sum of the children's. ``Concat(dimension, *modules)``
+    adds the modules given.
     """
 
     _scratch = ("_outs", "_gradOutputs", "_gradSum")
 
-    def __init__(self, dimension):
+    def __init__(self, dimension, *modules):
         super().__init__()
-        self.dimension = int(dimension)
+        self.dimension = whole(self, "dimension", dimension)
         self._axis = 0
         self._outs = self._gradOutputs = self._gradSum = None
+        for m in modules:
+            self.add(m)
 
     def updateOutput(self, input):
         outs = self._outs = _reuse(self._outs, len(self.modules))
@@ -355,7 +371,7 @@ class MapTable(Container):
             for b, c in zip(base_tree, clone.modules_preorder()):
                 for attr in _state_attrs(b):
                     setattr(c, attr, getattr(b, attr))
-                c.train, c.scaleW, c.scaleB = b.train, b.scaleW, b.scaleB
+                c._train, c.scaleW, c.scaleB = b._train, b.scaleW, b.scaleB
         return [base, *self._clones[:n - 1]]
 
     def updateOutput(self, input):
@@ -396,10 +412,8 @@ class MapTable(Container):
     def accGradParameters(self, input, gradOutput):
         self._run_back(input, gradOutput, _acc_only)
 
-    def clearState(self):
-        super().clearState()
-        self._clones = []
-        return self
+    def _cleared(self):
+        return {**super()._cleared(), "_clones": []}
 
     def _convert(self, dtype):
         self._clones = []

@@ -24,14 +24,20 @@ from pymodules.engine.conv import (
     temporal_conv_update_output,
 )
 from pymodules.nn.initializable import Initializable
+from pymodules.nn.module import whole
 
 _NOT_SEEN = object()
 
 
 def _positive(owner, **sizes):
     for name, value in sizes.items():
-        if int(value) < 1:
+        if whole(owner, name, value) < 1:
             raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
+
+
+def _integers(owner, **values):
+    for name, value in values.items():
+        whole(owner, name, value)
 
 
 class _Weighted(Initializable):
@@ -84,6 +90,7 @@ class _Spatial(_Weighted):
         _positive(name, nInputPlane=nInputPlane, nOutputPlane=nOutputPlane, kernelW=kernelW,
                   kernelH=kernelH, strideW=strideW, strideH=strideH, dilationW=dilationW,
                   dilationH=dilationH, nGroup=nGroup)
+        _integers(name, padW=padW, padH=padH)
         if not ((padW >= 0 and padH >= 0) or (padW == -1 and padH == -1)):
             raise ValueError(f"{name}: pads must be >= 0, or both -1 for SAME, got {padW}, {padH}")
         if nInputPlane % nGroup or nOutputPlane % nGroup:
@@ -222,6 +229,7 @@ class SpatialFullConvolution(_Weighted):
         super().__init__(dtype)
         _positive("SpatialFullConvolution", nInputPlane=nInputPlane, nOutputPlane=nOutputPlane,
                   kW=kW, kH=kH, dW=dW, dH=dH, nGroup=nGroup)
+        _integers("SpatialFullConvolution", padW=padW, padH=padH, adjW=adjW, adjH=adjH)
         if padW < 0 or padH < 0:
             raise ValueError(f"SpatialFullConvolution: pads must be >= 0, got {padW}, {padH}")
         if not (0 <= adjW < dW and 0 <= adjH < dH):

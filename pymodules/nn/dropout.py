@@ -39,12 +39,12 @@ class Dropout(Module):
     def updateOutput(self, input):
         try:
             out = input if self.inplace else resized(self.output, input, -1, self.dtype)
-            if self.train:
+            if self._train:
                 self.noise = resized(self.noise, input, -1, self.dtype)
                 seed = generator().bit_generator.random_raw()
             else:
                 seed = 0
-            dropout_update_output(input, out, self.noise, self.p, self.scale, self.train, seed)
+            dropout_update_output(input, out, self.noise, self.p, self.scale, self._train, seed)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateOutput, input)
         self.output = out
@@ -55,7 +55,7 @@ class Dropout(Module):
             gi = gradOutput if self.inplace else resized(self.gradInput, gradOutput, -1,
                                                          self.dtype)
             dropout_update_grad_input(gradOutput, gi, self.noise, self.p, self.scale,
-                                      self.train)
+                                      self._train)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateGradInput, input, gradOutput)
         self.gradInput = gi

@@ -12,6 +12,7 @@ from pymodules.engine.embedding import (
 )
 from pymodules.nn.init import RandomNormal
 from pymodules.nn.initializable import Initializable
+from pymodules.nn.module import whole
 
 DOUBLEMAX = sys.float_info.max
 
@@ -32,11 +33,13 @@ class LookupTable(Initializable):
     def __init__(self, nIndex, nOutput, paddingValue=None, maxNorm=DOUBLEMAX, normType=2.0,
                  shouldScaleGradByFreq=False, wRegularizer=None, dtype=np.float32):
         super().__init__(dtype)
-        if int(nIndex) <= 0 or int(nOutput) < 0:
+        nIndex, nOutput = whole(self, "nIndex", nIndex), whole(self, "nOutput", nOutput)
+        if nIndex <= 0 or nOutput < 0:
             raise ValueError(f"LookupTable: sizes must be nIndex > 0, nOutput >= 0, got "
                              f"{nIndex}, {nOutput}")
-        self.nIndex, self.nOutput = int(nIndex), int(nOutput)
-        if paddingValue is not None and not 0 <= int(paddingValue) < self.nIndex:
+        self.nIndex, self.nOutput = nIndex, nOutput
+        if paddingValue is not None and \
+                not 0 <= whole(self, "paddingValue", paddingValue) < self.nIndex:
             raise ValueError(f"LookupTable: paddingValue {paddingValue} is out of range "
                              f"[0, {self.nIndex})")
         self.paddingValue = None if paddingValue is None else int(paddingValue)

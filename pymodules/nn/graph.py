@@ -51,7 +51,7 @@ class _InputLayer(Identity):
 
     def __init__(self):
         super().__init__()
-        self.setName(f"Input@{_postfix()}")
+        self._name = f"Input@{_postfix()}"  # a default name: hasName() stays False
 
 
 class Input(Node):
@@ -160,16 +160,24 @@ class Graph(Container):
         self._consumers = [tuple(c) for c in consumers]
         self._inIndex = [index[id(n)] for n in ins]
         n_nodes = len(order)
-        self._lists = [[None] * len(s[2]) if s[1] == _MANY else None for s in self._steps]
-        self._inputs = [None] * n_nodes   # what each node was fed in the last forward
-        self._values = [None] * n_nodes   # each node's output
-        self._grads = [None] * n_nodes    # each node's gradOutput in the last backward
-        self._gins = [None] * n_nodes     # each node's gradInput (None: none passed on)
+        # Per node, cleared by clearState: the lists fed to nodes of several predecessors,
+        # what each node was fed in the last forward, its output, its gradOutput in the
+        # last backward and its gradInput (None: none passed on).
+        for attr, value in self._cleared().items():
+            if attr.startswith("_"):
+                setattr(self, attr, value)
         self._sums = [None] * n_nodes
         self._zeros = None
         self._stopped = frozenset()
         self.output = [] if len(outs) > 1 else self.output
         self.gradInput = [] if len(ins) > 1 else self.gradInput
+
+    def _cleared(self):
+        n = len(self._steps)
+        return {**super()._cleared(),
+                "_lists": [[None] * len(s[2]) if s[1] == _MANY else None for s in self._steps],
+                "_inputs": [None] * n, "_values": [None] * n, "_grads": [None] * n,
+                "_gins": [None] * n}
 
     def add(self, module):
         raise TypeError(f"{self.getName()}: a Graph is built from nodes, not with add()")

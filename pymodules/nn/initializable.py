@@ -12,13 +12,19 @@ class Initializable(Module):
     """A weight, an optional bias, their init methods, initial arrays and regularizers.
 
     A subclass sets ``self._fans`` (what fan-in and fan-out mean for its weight) and calls
-    ``_build``. ``reset()`` redraws both from the init methods; regularizers add their
+    ``_build``. ``reset()`` redraws from the init methods what was not given as an initial
+    array (BigDL's rule: an explicit initWeight or initBias stays); regularizers add their
     gradient in ``_regularize()``, called at the end of accGradParameters.
+
+    Initial arrays are copied in and then forgotten: neither the layer nor its constructor
+    record keeps the caller's arrays, and a saved file holds the weights once.
     """
 
     _params = (("weight", "gradWeight"), ("bias", "gradBias"))
+    _persist = ("_initialized",)
     wRegularizer = None
     bRegularizer = None
+    _initialized = frozenset()  # the parameters set from initial arrays, that reset keeps
 
     def _build(self, weightShape, biasShape, inits=(), weightInit=None, biasInit=None):
         """Allocate weight (None: no weight) and bias (None: no bias), initialise them, then
@@ -35,6 +41,9 @@ class Initializable(Module):
         for name, value in zip(_INITIAL, inits):
             if value is not None:
                 self._initial(name, value)
+        self._initialized = frozenset(
+            name for name, value in zip(_INITIAL[:2], inits) if value is not None)
+        self._unrecord(*(f"init{n[0].upper()}{n[1:]}" for n in _INITIAL))
 
     def _accepts(self, target, value) -> bool:
         """Whether an initial array of ``value``'s shape fits ``target``."""
@@ -60,9 +69,9 @@ class Initializable(Module):
 
     def _draw(self):
         fanIn, fanOut = self._fans
-        if self.weight is not None:
+        if self.weight is not None and "weight" not in self._initialized:
             self.weightInitMethod(self.weight, fanIn, fanOut)
-        if self.bias is not None:
+        if self.bias is not None and "bias" not in self._initialized:
             self.biasInitMethod(self.bias, fanIn, fanOut)
 
     def reset(self):

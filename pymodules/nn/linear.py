@@ -10,6 +10,7 @@ from pymodules.engine.linear import (
     linear_update_output,
 )
 from pymodules.nn.initializable import Initializable
+from pymodules.nn.module import whole
 
 
 class Linear(Initializable):
@@ -23,9 +24,11 @@ class Linear(Initializable):
                  bRegularizer=None, initWeight=None, initBias=None, initGradWeight=None,
                  initGradBias=None, dtype=np.float32):
         super().__init__(dtype)
-        if int(inputSize) < 0 or int(outputSize) < 0:
+        inputSize, outputSize = whole(self, "inputSize", inputSize), whole(self, "outputSize",
+                                                                           outputSize)
+        if inputSize < 0 or outputSize < 0:
             raise ValueError(f"Linear: sizes must be >= 0, got {inputSize} -> {outputSize}")
-        self.inputSize, self.outputSize = int(inputSize), int(outputSize)
+        self.inputSize, self.outputSize = inputSize, outputSize
         self.withBias = bool(withBias)
         self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
         self._fans = (self.inputSize, self.outputSize)

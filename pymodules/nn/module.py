@@ -38,6 +38,41 @@ def float_dtype(dtype) -> np.dtype:
     return d
 
 
+def whole(owner, what: str, value) -> int:
+    """``value`` as an int: a Python or NumPy integer, or a float holding a whole number.
+
+    Sizes, counts, kernels, strides, dims and indices go through here, so that
+    ``Linear(4.5, 3)`` raises instead of truncating to ``Linear(4 -> 3)``. ``owner`` (the
+    object being built, or its class name) names the error; bools are refused too.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    name = owner if isinstance(owner, str) else type(owner).__name__
+    raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
+
+
+class _Mode(int):
+    """The value of ``module.train``: reads as the mode (True or False, ``== True``), and
+    called like PyTorch's ``module.train()``, says what pymodules calls it."""
+
+    def __new__(cls, mode: bool, owner: str):
+        m = super().__new__(cls, bool(mode))
+        m._owner = owner
+        return m
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"{self._owner}: train is the mode ({bool(self)}), not a method; "
+                        f"pymodules, as BigDL, switches to training mode with training() "
+                        f"and to evaluation mode with evaluate()")
+
+    def __repr__(self):
+        return repr(bool(self))
+
+    __str__ = __repr__
+
+
 class Module(Recorded):
     """Base of every layer and container (BigDL's AbstractModule)."""
 
@@ -63,6 +98,7 @@ class Module(Recorded):
         self.scaleB = 1.0
         self._frozen = None  # the (scaleW, scaleB) to restore on unFreeze
         self._name = f"{type(self).__name__}@{_postfix()}"
+        self._named = False  # hasName(): whether setName gave the name
         self.forwardTime = 0
         self.backwardTime = 0
         self._flat = None
@@ -276,13 +312,16 @@ class Module(Recorded):
         if not isinstance(name, str) or not name:
             raise TypeError(f"{self}: a name must be a non-empty str, got {name!r}")
         self._name = name
+        self._named = True
         return self
 
     def getName(self) -> str:
+        """The name given by setName, else the default ``ClassName@postfix``."""
         return self._name
 
     def hasName(self) -> bool:
-        return self._name is not None
+        """Whether setName named this module (BigDL's rule: the default name does not count)."""
+        return self._named
 
     def apply(self, name: str) -> Module | None:
         """The module called ``name`` in this tree (self included), None if absent."""
@@ -292,6 +331,21 @@ class Module(Recorded):
         return found[0] if found else None
 
     # -- mode --------------------------------------------------------------------------
+    @property
+    def train(self) -> bool:
+        """The mode: True in training (dropout drops, batch statistics update)."""
+        return _Mode(self._train, self.getName())
+
+    @train.setter
+    def train(self, mode) -> None:
+        self._train = bool(mode)
+
+    def eval(self, *args, **kwargs):
+        """PyTorch's spelling, refused with the pymodules one."""
+        raise TypeError(f"{self.getName()}: eval() is PyTorch's spelling; pymodules, as BigDL, "
+                        f"switches to evaluation mode with evaluate() (and back with "
+                        f"training())")
+
     def training(self) -> Module:
         for m in self.modules_preorder():
             m.train = True
@@ -320,17 +374,23 @@ class Module(Recorded):
         return predict_class_dataset(self, dataset, batchSize)
 
     def isTraining(self) -> bool:
-        return self.train
+        return self._train
 
     # -- state -------------------------------------------------------------------------
     def clearState(self) -> Module:
-        """Drop cached output, gradInput and scratch buffers; parameters stay."""
+        """Drop cached output, gradInput and scratch buffers in the whole tree; parameters
+        stay."""
         for m in self.modules_preorder():
-            m.output = np.empty(0, m.dtype)
-            m.gradInput = np.empty(0, m.dtype)
-            for attr in m._scratch:
-                setattr(m, attr, None)
+            for attr, value in m._cleared().items():
+                setattr(m, attr, value)
         return self
+
+    def _cleared(self) -> dict:
+        """{attribute: value once cleared} of every cache of this module (not of its
+        children): what clearState drops and cloneModule does not copy."""
+        caches = {"output": np.empty(0, self.dtype), "gradInput": np.empty(0, self.dtype)}
+        caches.update((attr, None) for attr in self._scratch)
+        return caches
 
     def getExtraParameter(self) -> list[np.ndarray]:
         """The non-trainable state (running statistics), as live arrays."""
@@ -371,8 +431,15 @@ class Module(Recorded):
         return self
 
     def cloneModule(self) -> Module:
-        """A deep, independent copy with the same names."""
-        return copy.deepcopy(self)
+        """A deep, independent copy with the same names; its caches start cleared (the
+        copy of a model that ran holds no copy of the last input, outputs or gradients)."""
+        memo = {}
+        for m in self.modules_preorder():
+            for attr, value in m._cleared().items():
+                cached = m.__dict__.get(attr)
+                if cached is not None:
+                    memo[id(cached)] = value
+        return copy.deepcopy(self, memo)
 
     def float(self) -> Module:
         return self._convert(np.float32)

@@ -20,7 +20,7 @@ from pymodules.engine.normalization import (
 )
 from pymodules.nn.init import RandomUniform, Zeros
 from pymodules.nn.initializable import Initializable
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 
 
 class BatchNormalization(Initializable):
@@ -39,7 +39,7 @@ class BatchNormalization(Initializable):
     def __init__(self, nOutput, eps=1e-5, momentum=0.1, affine=True, initWeight=None,
                  initBias=None, initGradWeight=None, initGradBias=None, dtype=np.float32):
         super().__init__(dtype)
-        if int(nOutput) <= 0:
+        if whole(self, "nOutput", nOutput) <= 0:
             raise ValueError(f"{type(self).__name__}: nOutput must be > 0, got {nOutput}")
         if not 0 <= momentum <= 1:
             raise ValueError(f"{type(self).__name__}: momentum must lie in [0, 1], "
@@ -63,7 +63,7 @@ class BatchNormalization(Initializable):
         try:
             out = self.output = resized(self.output, input, -1, self.dtype)
             batchnorm_update_output(input, out, self.weight, self.bias, self.runningMean,
-                                    self.runningVar, *self._saved(), self._layout, self.train,
+                                    self.runningVar, *self._saved(), self._layout, self._train,
                                     self.momentum, self.eps)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateOutput, input)
@@ -73,7 +73,7 @@ class BatchNormalization(Initializable):
         try:
             gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
             batchnorm_update_grad_input(input, gradOutput, gi, self.weight, self._saveMean,
-                                        self._saveInvstd, self._layout, self.train)
+                                        self._saveInvstd, self._layout, self._train)
         except (TypeError, ValueError, AttributeError) as err:
             return self._recover(err, self.updateGradInput, input, gradOutput)
         return gi
@@ -157,7 +157,7 @@ class SpatialCrossMapLRN(Module):
 
     def __init__(self, size=5, alpha=1.0, beta=0.75, k=1.0, dtype=np.float32):
         super().__init__(dtype)
-        if int(size) < 1 or int(size) % 2 == 0:
+        if whole(self, "size", size) < 1 or size % 2 == 0:
             raise ValueError(f"SpatialCrossMapLRN: size must be odd and positive, got {size}")
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
         self._scale = None

@@ -18,7 +18,7 @@ from pymodules.engine.pooling import (
     temporal_max_pool_update_grad_input,
     temporal_max_pool_update_output,
 )
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 
 _NOT_SEEN = object()
 
@@ -38,10 +38,10 @@ class _Pooling(Module):
     _persist = ("ceilMode",)  # set by ceil() and floor()
 
     def _window(self, kW, kH, dW, dH, padW, padH, ceilMode):
-        self.kW, self.kH = int(kW), int(kH)
-        self.dW = self.kW if dW is None else int(dW)
-        self.dH = self.kH if dH is None else int(dH)
-        self.padW, self.padH = int(padW), int(padH)
+        self.kW, self.kH = whole(self, "kW", kW), whole(self, "kH", kH)
+        self.dW = self.kW if dW is None else whole(self, "dW", dW)
+        self.dH = self.kH if dH is None else whole(self, "dH", dH)
+        self.padW, self.padH = whole(self, "padW", padW), whole(self, "padH", padH)
         self.ceilMode = bool(ceilMode)
         self._seen = _NOT_SEEN
 
@@ -194,7 +194,7 @@ class TemporalMaxPooling(Module):
         if kW < 1 or dW < 1:
             raise ValueError(f"TemporalMaxPooling: kW and dW must be >= 1 (dW -1: kW), got "
                              f"{kW}, {dW}")
-        self.kW, self.dW = int(kW), int(dW)
+        self.kW, self.dW = whole(self, "kW", kW), whole(self, "dW", dW)
         self.indices = None
 
     def updateOutput(self, input):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from pymodules.engine.table import join, split
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 from pymodules.nn.table import _ERRORS, axis_of, buffer, recover
 
 INTMAX = 2147483647
@@ -25,8 +25,9 @@ def _array(module, x, what="input"):
     return x
 
 
-def _sizes(size):
-    return (int(size),) if np.isscalar(size) else tuple(int(s) for s in size)
+def _sizes(owner, what, size):
+    sizes = (size,) if np.isscalar(size) else size
+    return tuple(whole(owner, what, s) for s in sizes)
 
 
 class Identity(Module):
@@ -72,7 +73,7 @@ class Reshape(_Reshaping):
 
     def __init__(self, size, batchMode=None, dtype=np.float32):
         super().__init__(dtype)
-        self.size = _sizes(size)
+        self.size = _sizes(self, "size", size)
         self.batchMode = batchMode
         self._n = math.prod(self.size)
 
@@ -99,8 +100,8 @@ class View(_Reshaping):
 
     def __init__(self, sizes, numInputDims=0, dtype=np.float32):
         super().__init__(dtype)
-        self.sizes = _sizes(sizes)
-        self.numInputDims = int(numInputDims)
+        self.sizes = _sizes(self, "sizes", sizes)
+        self.numInputDims = whole(self, "numInputDims", numInputDims)
         if sum(s == -1 for s in self.sizes) > 1:
             raise ValueError(f"{self}: at most one size may be -1, got {self.sizes}")
         self._n = math.prod(s for s in self.sizes if s != -1)
@@ -138,8 +139,8 @@ class Squeeze(_Reshaping):
 
     def __init__(self, dim=None, numInputDims=INTMIN, dtype=np.float32):
         super().__init__(dtype)
-        self.dim = None if dim is None else _sizes(dim)
-        self.numInputDims = int(numInputDims)
+        self.dim = None if dim is None else _sizes(self, "dim", dim)
+        self.numInputDims = whole(self, "numInputDims", numInputDims)
 
     def _shape(self, x):
         n = self.numInputDims
@@ -158,8 +159,8 @@ class Unsqueeze(_Reshaping):
 
     def __init__(self, pos, numInputDims=INTMIN, dtype=np.float32):
         super().__init__(dtype)
-        self.pos = int(pos)
-        self.numInputDims = int(numInputDims)
+        self.pos = whole(self, "pos", pos)
+        self.numInputDims = whole(self, "numInputDims", numInputDims)
 
     def _shape(self, x):
         pos = axis_of(self.pos, x.ndim + 1, self.numInputDims if self.numInputDims <= 0
@@ -181,7 +182,8 @@ class Narrow(Module):
 
     def __init__(self, dimension, offset, length=1, dtype=np.float32):
         super().__init__(dtype)
-        self.dimension, self.offset, self.length = int(dimension), int(offset), int(length)
+        self.dimension = whole(self, "dimension", dimension)
+        self.offset, self.length = whole(self, "offset", offset), whole(self, "length", length)
         self._band = (0, 0, 0)
         self._copy = None
 
@@ -233,7 +235,7 @@ class Select(Module):
 
     def __init__(self, dim, index, dtype=np.float32):
         super().__init__(dtype)
-        self.dim, self.index = int(dim), int(index)
+        self.dim, self.index = whole(self, "dim", dim), whole(self, "index", index)
         self._at = (0, 0)
         self._copy = None
 
@@ -276,7 +278,8 @@ class Transpose(Module):
 
     def __init__(self, permutations, dtype=np.float32):
         super().__init__(dtype)
-        self.permutations = [(int(a), int(b)) for a, b in permutations]
+        self.permutations = [(whole(self, "permutations", a), whole(self, "permutations", b))
+                             for a, b in permutations]
         self._perm = self._inverse = None
 
     def _axes(self, nd):
@@ -322,7 +325,8 @@ class Replicate(Module):
 
     def __init__(self, nFeatures, dim=0, nDim=INTMAX, dtype=np.float32):
         super().__init__(dtype)
-        self.nFeatures, self.dim, self.nDim = int(nFeatures), int(dim), int(nDim)
+        self.nFeatures = whole(self, "nFeatures", nFeatures)
+        self.dim, self.nDim = whole(self, "dim", dim), whole(self, "nDim", nDim)
         self._axis = 0
 
     def updateOutput(self, input):

@@ -21,7 +21,7 @@ from pymodules.engine.table import (
     join,
     split,
 )
-from pymodules.nn.module import Module
+from pymodules.nn.module import Module, whole
 
 _ERRORS = (TypeError, ValueError, AttributeError, IndexError)
 
@@ -183,16 +183,7 @@ class CAddTable(_TableModule):
         return out
 
     def _broadcast_output(self, x):
-        try:
-            shape = np.broadcast_shapes(*[a.shape for a in x])
-        except ValueError:
-            raise ValueError(f"{self}: input shapes {[a.shape for a in x]} do not broadcast") \
-                from None
-        out = self.output = buffer(self.output, shape, x[0].dtype)
-        np.copyto(out, x[0])
-        for a in x[1:]:
-            np.add(out, a, out=out)
-        return out
+        return _broadcast_output(self, x, np.add)
 
     def updateGradInput(self, input, gradOutput):
         try:
@@ -206,6 +197,25 @@ class CAddTable(_TableModule):
         except _ERRORS as err:
             return recover(self, err, self.updateGradInput, input, gradOutput)
         return gi
+
+
+def _broadcast_output(module, x, op):
+    """module.output := op(...op(x[0], x[1])..., x[-1]) under NumPy's broadcasting rules."""
+    try:
+        shape = np.broadcast_shapes(*[a.shape for a in x])
+    except ValueError:  # recover() puts the module's name in front
+        raise ValueError(f"input shapes {[a.shape for a in x]} do not broadcast") from None
+    out = module.output = buffer(module.output, shape, x[0].dtype)
+    np.copyto(out, x[0])
+    for a in x[1:]:
+        op(out, a, out=out)
+    return out
+
+
+def _scalar_operand(x):
+    """Whether the table mixes shapes through operands of shape () or (1,)."""
+    return any(np.shape(a) in ((), (1,)) for a in x) and \
+        any(np.shape(a) != np.shape(x[0]) for a in x)
 
 
 def _sum_to(g, out):
@@ -240,11 +250,18 @@ class CSubTable(_TableModule):
 
 
 class CMulTable(_TableModule):
-    """Elementwise product of the arrays of a table."""
+    """Elementwise product of the arrays of a table.
+
+    Arrays of one shape take the Cython path. As in BigDL, an operand of shape () or (1,)
+    is a scalar that multiplies everything (its gradient is summed back to one element);
+    other shapes must agree.
+    """
 
     def updateOutput(self, input):
         try:
             x = _table(self, input)
+            if _scalar_operand(x):
+                return _broadcast_output(self, x, np.multiply)
             out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
             cmul_update_output(x, out)
         except _ERRORS as err:
@@ -255,6 +272,14 @@ class CMulTable(_TableModule):
         try:
             x = _table(self, input)
             gi = self.gradInput = _grad_buffers(self.gradInput, x)
+            if _scalar_operand(x):
+                for i, g in enumerate(gi):
+                    others = gradOutput
+                    for j, a in enumerate(x):
+                        if j != i:
+                            others = others * a
+                    _sum_to(others, g)
+                return gi
             cmul_update_grad_input(x, gradOutput, gi)
         except _ERRORS as err:
             return recover(self, err, self.updateGradInput, input, gradOutput)
@@ -299,8 +324,8 @@ class JoinTable(_TableModule):
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
-        self.dimension = int(dimension)
-        self.nInputDims = int(nInputDims)
+        self.dimension = whole(self, "dimension", dimension)
+        self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
 
     def updateOutput(self, input):
@@ -336,8 +361,8 @@ class SplitTable(_TableModule):
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
-        self.dimension = int(dimension)
-        self.nInputDims = int(nInputDims)
+        self.dimension = whole(self, "dimension", dimension)
+        self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
 
     def updateOutput(self, input):
@@ -390,7 +415,7 @@ class SelectTable(Module):
 
     def __init__(self, index, dtype=np.float32):
         super().__init__(dtype)
-        self.index = int(index)
+        self.index = whole(self, "index", index)
 
     def updateOutput(self, input):
         x = _table(self, input)
@@ -420,8 +445,8 @@ class NarrowTable(Module):
 
     def __init__(self, offset, length=1, dtype=np.float32):
         super().__init__(dtype)
-        self.offset = int(offset)
-        self.length = int(length)
+        self.offset = whole(self, "offset", offset)
+        self.length = whole(self, "length", length)
 
     def _span(self, n):
         start = _index(self, self.offset, n, "offset")

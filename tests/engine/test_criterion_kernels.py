@@ -89,3 +89,28 @@ def test_bad_arguments_raise():
         K.pointwise_update_output(99, x, x, None, 0, True)
     with pytest.raises(ValueError, match=r"weights has shape \(2,\), expected \(3,\)"):
         K.class_nll_update_output(x, np.array([0, 1]), np.ones(2), -100, True, True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wshape", [(4,), (3, 4), (2, 3, 4)])
+def test_pointwise_weights_of_a_trailing_shape_repeat_over_the_leading_axes(dtype, wshape, rng):
+    x = rng.standard_normal((2, 3, 4)).astype(dtype)
+    y = rng.standard_normal((2, 3, 4)).astype(dtype)
+    w = rng.uniform(0.5, 2, wshape).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert K.pointwise_update_output(K.MSE, x, y, w, 0, False) == pytest.approx(
+        float(np.sum(np.broadcast_to(w, x.shape) * (x - y) ** 2)), rel=tol)
+    g = np.full_like(x, np.nan)
+    K.pointwise_update_grad_input(K.MSE, x, y, g, w, 0, False)
+    np.testing.assert_allclose(g, 2 * w * (x - y), rtol=tol)
+
+
+@pytest.mark.parametrize("wshape", [(3,), (2, 4), (1, 2, 3, 4), ()])
+def test_pointwise_weights_of_another_shape_are_refused(wshape):
+    x = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match=r"weights has shape .*, expected the trailing part "
+                                         r"of input's \(2, 3, 4\) \(such as the per-sample "
+                                         r"\(3, 4\)\)"):
+        K.pointwise_update_output(K.MSE, x, x, np.ones(wshape), 0, True)
+    with pytest.raises(ValueError, match="expected the trailing part"):
+        K.pointwise_update_grad_input(K.MSE, x, x, np.empty_like(x), np.ones(wshape), 0, True)

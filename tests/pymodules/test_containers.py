@@ -194,3 +194,54 @@ def test_get_times_reports_exclusive_time(rng):
     assert sum(r[1] for r in rows) == m.forwardTime
     assert sum(r[2] for r in rows) == m.backwardTime
     assert all(r[1] > 0 and r[2] > 0 for r in rows)
+
+
+# -- habits from PyTorch, answered kindly ----------------------------------------------
+def test_sequential_and_concat_take_their_children(rng, tmp_path):
+    a, b, c, d = pm.Linear(4, 8), pm.ReLU(), pm.Linear(8, 2), pm.Linear(8, 3)
+    m = pm.Sequential(a, b, pm.Concat(1, c, d))
+    assert m.modules[:2] == [a, b] and m.modules[2].modules == [c, d]
+    assert m.modules[2].dimension == 1
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    ref = pm.Sequential().add(a).add(b)
+    h = ref.forward(x)
+    np.testing.assert_array_equal(m.forward(x), np.concatenate(
+        [c.forward(h), d.forward(h)], axis=1))
+    m.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert [x.getName() for x in r.modules_preorder()] == \
+        [x.getName() for x in m.modules_preorder()]
+    np.testing.assert_array_equal(r.forward(x), m.forward(x))
+    with pytest.raises(TypeError, match=r"^Sequential@\w+: can only add a Module, got int$"):
+        pm.Sequential(pm.Linear(2, 2), 3)
+
+
+def test_train_and_eval_calls_name_the_pymodules_spelling():
+    m = pm.Sequential(pm.Linear(2, 2), pm.Dropout())
+    assert m.train and m.train == True and m.isTraining()  # noqa: E712 - the point
+    with pytest.raises(TypeError, match=rf"^{m.getName()}: train is the mode \(True\), not a "
+                                        r"method; .*training\(\).*evaluate\(\)"):
+        m.train()
+    with pytest.raises(TypeError, match=rf"^{m.getName()}: eval\(\) is PyTorch's spelling; "
+                                        r".*evaluate\(\)"):
+        m.eval()
+    m.evaluate()
+    assert not m.train and m.train == False and not m.modules[1].train  # noqa: E712
+    assert repr(m.train) == "False"
+    m.train = True
+    assert m.train and not m.modules[0].train
+
+
+def test_predict_shape_errors_name_the_path_not_the_printed_model(rng):
+    m = pm.Sequential(pm.Linear(4, 8), pm.ReLU())
+    with pytest.raises(ValueError) as err:
+        m.predict(rng.standard_normal((3, 5)).astype(np.float32))
+    assert str(err.value) == (f"{m.getName()}/{m.modules[0].getName()}(4 -> 8): input has 5 "
+                              f"features, expected 4")
+    # a container's own refusal: its children's outputs do not join
+    bad = pm.Sequential(pm.Linear(4, 2), pm.Concat(0, pm.Linear(2, 3), pm.View([3, 2])))
+    with pytest.raises(ValueError) as err:
+        bad.predict(rng.standard_normal((3, 4)).astype(np.float32))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(
+        f"{bad.getName()}/{bad.modules[1].getName()}: ")

@@ -59,7 +59,7 @@ def _cases(rng):
         (MultiLabelSoftMarginCriterion(), x, b), (DistKLDivCriterion(), logp, q),
         (ClassNLLCriterion(), logp, labels), (ClassNLLCriterion(w, False), logp, labels),
         (ClassNLLCriterion(logProbAsInput=False), np.exp(logp), labels),
-        (ClassNLLCriterion(ignoreIndex=4), logp, labels),
+        (ClassNLLCriterion(paddingValue=4), logp, labels),
         (CrossEntropyCriterion(), x, labels), (CrossEntropyCriterion(w), x, labels),
         (KLDCriterion(), [x, y], None),
         (CosineEmbeddingCriterion(0.1), [x, y], np.array([1.0, -1, -1, 1])),
@@ -139,7 +139,7 @@ def test_kld_reference(rng):
 
 def test_class_nll_ignore_index_and_one_sample(rng):
     logp = np.log(rng.dirichlet(np.ones(3), 3))
-    c = ClassNLLCriterion(ignoreIndex=-1)
+    c = ClassNLLCriterion(paddingValue=-1)
     assert c.forward(logp, np.array([1, -1, 2])) == pytest.approx(
         -(logp[0, 1] + logp[2, 2]) / 2)
     assert c.backward(logp, np.array([1, -1, 2]))[1].tolist() == [0, 0, 0]
@@ -212,3 +212,98 @@ def test_time_distributed(sizeAverage, rng):
 def test_exported():
     assert pm.ClassNLLCriterion is ClassNLLCriterion
     assert pm.TimeDistributedCriterion is TimeDistributedCriterion
+
+
+# -- paddingValue (API.md "More layers": ClassNLLCriterion) -----------------------------
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("sizeAverage", [True, False])
+@pytest.mark.parametrize("kind", ["nll", "ce"])
+def test_padding_value_agrees_with_torch_ignore_index(kind, sizeAverage, weighted, torch, rng):
+    x = rng.standard_normal((6, 4))
+    target = np.array([2, -1, 0, 3, -1, 1])
+    w = rng.uniform(0.5, 2, 4) if weighted else None
+    if kind == "nll":
+        x = np.log(rng.dirichlet(np.ones(4), 6))
+        crit = ClassNLLCriterion(w, sizeAverage)  # paddingValue defaults to -1
+        ref = torch.nn.NLLLoss
+    else:
+        crit = CrossEntropyCriterion(w, sizeAverage)
+        ref = torch.nn.CrossEntropyLoss
+    tw = None if w is None else torch.tensor(w)
+    tx = torch.tensor(x, requires_grad=True)
+    tl = ref(weight=tw, ignore_index=-1, reduction="mean" if sizeAverage else "sum")(
+        tx, torch.tensor(target))
+    tl.backward()
+    assert crit.forward(x, target) == pytest.approx(tl.item(), rel=1e-12)
+    g = crit.backward(x, target)
+    np.testing.assert_allclose(g, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert not g[[1, 4]].any()
+
+
+@pytest.mark.parametrize("crit", [ClassNLLCriterion(), ClassNLLCriterion(np.ones(3) * 2),
+                                  CrossEntropyCriterion()])
+def test_all_rows_padded_give_zero_loss_and_gradient(crit):
+    x = np.log(np.full((3, 3), 1 / 3))
+    assert crit.forward(x, np.array([-1, -1, -1])) == 0.0
+    assert not crit.backward(x, np.array([-1, -1, -1])).any()
+
+
+def test_padding_value_is_the_only_label_out_of_range_allowed():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"target -2 \(row 1\) is out of range \[0, 3\)"):
+        ClassNLLCriterion().forward(x, np.array([0, -2]))
+    c = ClassNLLCriterion(paddingValue=3)
+    assert c.forward(x - 1, np.array([0, 3])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"target -1 \(row 1\) is out of range"):
+        c.forward(x, np.array([0, -1]))
+    with pytest.raises(TypeError, match="ClassNLLCriterion: paddingValue must be an integer"):
+        ClassNLLCriterion(paddingValue=0.5)
+
+
+def test_padding_inside_time_distributed_criterion(torch, rng):
+    x = np.log(rng.dirichlet(np.ones(4), (2, 5)))  # (batch, time, classes)
+    y = np.array([[1, 2, -1, -1, -1], [0, 3, 3, 1, -1]])
+    td = TimeDistributedCriterion(ClassNLLCriterion(), sizeAverage=True)
+    nll = torch.nn.NLLLoss(ignore_index=-1)
+    steps = [nll(torch.tensor(x[:, t]), torch.tensor(y[:, t])) for t in range(4)]
+    # the last step is all padding: it adds 0 (torch gives nan for an empty mean)
+    assert td.forward(x, y) == pytest.approx(sum(s.item() for s in steps) / 5, rel=1e-12)
+    g = td.backward(x, y)
+    assert not g[0, 2:].any() and not g[1, 4].any()
+    assert_loss_gradient(td, x, y)
+
+
+@pytest.mark.parametrize("shape,wshape", [
+    ((4, 3), (3,)), ((4, 3, 5), (3, 5)), ((2, 3, 2, 4), (3, 2, 4)), ((4, 3, 5), (5,)),
+    ((4, 3, 5), (4, 3, 5)), ((6,), (6,)),
+])
+def test_bce_weights_broadcast_over_the_batch(shape, wshape, torch, rng):
+    p = rng.uniform(0.05, 0.95, shape)
+    y = (rng.uniform(size=shape) > 0.5).astype(np.float64)
+    w = rng.uniform(0.5, 2, wshape)
+    crit = BCECriterion(weights=w)
+    tp = torch.tensor(p, requires_grad=True)
+    tl = torch.nn.BCELoss(weight=torch.tensor(w))(tp, torch.tensor(y))
+    tl.backward()
+    # BigDL's log(p + 1e-12) against torch's clamped log: equal to ~1e-11
+    assert crit.forward(p, y) == pytest.approx(tl.item(), rel=1e-9)
+    np.testing.assert_allclose(crit.backward(p, y), tp.grad.numpy(), rtol=1e-9)
+
+
+def test_bce_weights_of_another_shape_are_refused():
+    with pytest.raises(ValueError, match=r"BCECriterion: weights has shape \(4, 5\), expected "
+                                         r"the trailing part of input's \(2, 3, 5\)"):
+        BCECriterion(weights=np.ones((4, 5))).forward(np.full((2, 3, 5), 0.5),
+                                                      np.ones((2, 3, 5)))
+
+
+def test_a_criterion_saved_before_padding_value_loads_with_the_default(tmp_path, rng):
+    from pymodules import persistence
+
+    old = ClassNLLCriterion()
+    del old.paddingValue
+    old.ignoreIndex = -100  # the attribute files of earlier versions hold
+    persistence.save_state(tmp_path / "c.pm", {"criterion": old})
+    c = persistence.load_state(tmp_path / "c.pm")["criterion"]
+    logp = np.log(rng.dirichlet(np.ones(3), 2))
+    assert c.forward(logp, np.array([2, -1])) == pytest.approx(-logp[0, 2])

@@ -77,8 +77,9 @@ def test_container_scales_and_freeze_by_name():
 def test_names_are_unique_and_settable():
     a, b = pm.Linear(2, 2), pm.Linear(2, 2)
     assert re.fullmatch(r"Linear@[0-9a-f]+", a.getName())
-    assert a.getName() != b.getName() and a.hasName()
-    assert a.setName("encoder") is a and a.getName() == "encoder"
+    # BigDL: the default name does not count as a name until setName
+    assert a.getName() != b.getName() and not a.hasName()
+    assert a.setName("encoder") is a and a.getName() == "encoder" and a.hasName()
     assert str(a) == "encoder(2 -> 2)"
     with pytest.raises(TypeError):
         a.setName("")
@@ -316,3 +317,37 @@ def test_zeroing_leaves_unmade_gradients_unmade():
     m.zeroGradParameters()
     assert not m.modules[0].gradWeight.any()
     assert "gradWeight" not in vars(m.modules[1])
+
+
+@pytest.mark.parametrize("make,what,value", [
+    (lambda v: pm.Linear(v, 3), "inputSize", 4.5),
+    (lambda v: pm.Linear(4, v), "outputSize", "3"),
+    (lambda v: pm.Linear(v, 3), "inputSize", True),
+    (lambda v: pm.SpatialConvolution(3, 4, v, 2), "kernelW", 2.5),
+    (lambda v: pm.SpatialConvolution(3, 4, 2, 2, padW=v), "padW", 0.5),
+    (lambda v: pm.SpatialFullConvolution(3, 4, 2, 2, adjW=v, dW=2), "adjW", 0.5),
+    (lambda v: pm.TemporalConvolution(3, 4, 2, strideW=v), "strideW", 1.5),
+    (lambda v: pm.SpatialMaxPooling(2, 2, dW=v), "dW", 1.5),
+    (lambda v: pm.LookupTable(v, 3), "nIndex", 5.5),
+    (lambda v: pm.BatchNormalization(v), "nOutput", 3.2),
+    (lambda v: pm.PReLU(v), "nOutputPlane", 2.5),
+    (lambda v: pm.View([2, v]), "sizes", 1.5),
+    (lambda v: pm.Reshape([v]), "size", 2.5),
+    (lambda v: pm.Select(1, v), "index", 0.5),
+    (lambda v: pm.Narrow(1, 0, v), "length", 1.5),
+    (lambda v: pm.JoinTable(v), "dimension", 1.5),
+    (lambda v: pm.SelectTable(v), "index", 0.5),
+    (lambda v: pm.Concat(v), "dimension", 1.5),
+    (lambda v: pm.TimeDistributedCriterion(pm.MSECriterion(), dimension=v), "dimension", 1.5),
+])
+def test_sizes_must_be_integers(make, what, value):
+    with pytest.raises(TypeError, match=rf"\w+: {what} must be an integer, got "
+                                        rf"{re.escape(repr(value))}"):
+        make(value)
+
+
+def test_integer_sizes_accept_numpy_integers_and_whole_floats():
+    assert str(pm.Linear(np.int64(4), np.int32(3))).endswith("(4 -> 3)")
+    m = pm.Linear(4.0, np.float32(3))
+    assert (m.inputSize, m.outputSize) == (4, 3) and type(m.inputSize) is int
+    assert pm.SpatialConvolution(3, 4, 2.0, 2).kernelW == 2

@@ -850,3 +850,229 @@ def test_writeback_steps_cover_the_file(tmp_path, monkeypatch):
     assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
     assert ranges[-1][0] + ranges[-1][1] <= os.path.getsize(tmp_path / "m.pm")
     assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)
+
+
+# -- initial arrays are not pinned, reset keeps them, hasName survives -------------------
+def test_initial_arrays_are_not_pinned_and_saved_once(tmp_path, rng):
+    import weakref
+
+    w = rng.standard_normal((1000, 1000)).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)
+    ref = weakref.ref(w)
+    m = pm.Linear(1000, 1000, initWeight=w, initBias=b)
+    np.testing.assert_array_equal(m.weight, w)
+    del w
+    assert ref() is None  # neither the layer nor its constructor record keeps it
+    m.save(tmp_path / "m.pm")
+    size = os.path.getsize(tmp_path / "m.pm")
+    assert 4_004_000 <= size < 4_004_000 + 64_000  # the weights once: 4 MB, not 8
+    r = pm.load(tmp_path / "m.pm")
+    np.testing.assert_array_equal(r.weight, m.weight)
+    r.reset()  # the loaded layer keeps BigDL's rule too
+    np.testing.assert_array_equal(r.weight, m.weight)
+    np.testing.assert_array_equal(r.bias, b)
+
+
+def test_reset_keeps_explicit_initial_arrays(rng):
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    m = pm.Linear(4, 3, initWeight=w)
+    bias = m.bias.copy()
+    m.gradWeight += 1
+    assert m.reset() is m
+    np.testing.assert_array_equal(m.weight, w)  # given: kept
+    assert not np.array_equal(m.bias, bias)      # drawn: drawn again
+    assert not m.gradWeight.any()
+    b = rng.standard_normal(3)
+    m = pm.Linear(4, 3, initBias=b, dtype=np.float64).reset()
+    np.testing.assert_array_equal(m.bias, b)
+    c = pm.SpatialConvolution(2, 3, 2, 2, initWeight=np.ones((3, 2, 2, 2))).reset()
+    assert (c.weight == 1).all()
+
+
+def test_has_name_is_false_until_set_name_and_survives_save(tmp_path):
+    model = pm.Sequential().add(pm.Linear(2, 2).setName("enc")).add(pm.ReLU())
+    assert not model.hasName() and model.modules[0].hasName()
+    assert not model.modules[1].hasName()
+    assert not pm.Input().element.hasName() and pm.Input("x").element.hasName()
+    model.save(tmp_path / "m.pm")
+    r = pm.load(tmp_path / "m.pm")
+    assert [m.hasName() for m in r.modules_preorder()] == [False, True, False]
+    assert [m.getName() for m in r.modules_preorder()] == \
+        [m.getName() for m in model.modules_preorder()]
+    assert not model.cloneModule().hasName() and model.cloneModule().modules[0].hasName()
+
+
+# -- clearState releases every cache; cloneModule copies none ----------------------------
+def _kept_state(m):
+    """Attribute names of ``m`` that are state, not cache."""
+    names = {a for pair in m._params for a in pair} | set(m._extra) | set(m._persist)
+    return names | {"_ctor", "modules", "_clones"}
+
+
+def _cached_arrays(module):
+    """Every ndarray reachable from the tree's modules outside their declared state
+    (parameters, gradients, extra, persisted attributes), with where it was found."""
+    found, seen = [], set()
+
+    def walk(v, where, depth=0):
+        if id(v) in seen or depth > 12:
+            return
+        seen.add(id(v))
+        if isinstance(v, np.ndarray):
+            found.append((where, v))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]", depth + 1)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}[{k!r}]", depth + 1)
+
+    for m in module.modules_preorder():
+        for attr, v in vars(m).items():
+            if attr not in _kept_state(m) and not isinstance(v, pm.Module):
+                walk(v, f"{m.getName()}.{attr}")
+    return found
+
+
+def _forward_backward(model, x):
+    out = model.forward(x)
+    go = [np.ones_like(o) for o in out] if isinstance(out, list) else np.ones_like(out)
+    if any(isinstance(o, list) for o in (out if isinstance(out, list) else [])):
+        return out
+    model.backward(x, go)
+    return out
+
+
+def _is_or_views(a, targets):
+    base = a
+    while base is not None:
+        if any(base is t for t in targets):
+            return True
+        base = base.base
+    return False
+
+
+@pytest.mark.parametrize("make,make_input", [
+    pytest.param(make, make_input, id=f"{cls.__name__}{i}")
+    for cls, cases in EXAMPLES.items() for i, (make, make_input) in enumerate(cases)
+    if make_input is not None])
+def test_clear_state_releases_every_cache(make, make_input, rng):
+    model = make()
+    x = make_input(rng)
+    x = _cast(x, model.dtype)
+    _forward_backward(model, x)
+    out = model.output
+    callers = [a for a in (x if isinstance(x, list) else [x]) if isinstance(a, np.ndarray)]
+    assert model.clearState() is model
+    left = [(w, a.nbytes) for w, a in _cached_arrays(model) if a.nbytes]
+    assert left == []
+    outs = out if isinstance(out, list) else [out]
+    for where, a in _cached_arrays(model):
+        assert not _is_or_views(a, callers + [o for o in outs if isinstance(o, np.ndarray)]), \
+            where
+    _forward_backward(model, x)  # and it runs again after
+
+
+def test_graph_clear_state_drops_the_callers_input(rng):
+    import weakref
+
+    x = pm.Input()
+    g = pm.Graph(x, pm.Linear(300, 2)(pm.ReLU()(pm.Linear(1000, 300)(x))))
+    data = rng.standard_normal((1000, 1000)).astype(np.float32)  # 4 MB
+    g.forward(data)
+    g.backward(data, np.ones((1000, 2), np.float32))
+    ref = weakref.ref(data)
+    del data
+    g.clearState()
+    assert ref() is None  # no per-node list keeps the caller's input
+    assert sum(a.nbytes for _, a in _cached_arrays(g)) == 0
+
+
+def test_clone_of_a_model_that_ran_copies_no_cache(rng):
+    x = pm.Input()
+    g = pm.Graph(x, pm.Linear(300, 2)(pm.ReLU()(pm.Linear(1000, 300)(x))))
+    data = rng.standard_normal((500, 1000)).astype(np.float32)
+    g.forward(data)
+    g.backward(data, np.ones((500, 2), np.float32))
+    tracemalloc.start()
+    try:
+        c = g.cloneModule()
+        copied = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    weights = sum(w.nbytes for w in g.parameters()[0]) * 2  # weights and their gradients
+    assert copied < weights + 200_000  # the caches (2 MB of input, outputs) are not copied
+    assert sum(a.nbytes for _, a in _cached_arrays(c)) == 0
+    assert g.output.size and c.forward(data).shape == (500, 2)
+    assert [m.getName() for m in c.modules_preorder()] == \
+        [m.getName() for m in g.modules_preorder()]
+
+
+# -- weights by position, when no name matches ---------------------------------------
+def _fresh():
+    x = pm.Input()
+    h = pm.Sequential(pm.Linear(4, 5), pm.ReLU(), pm.BatchNormalization(5))(x)
+    return pm.Graph(x, pm.Linear(5, 2)(h))
+
+
+def _weights_of(m):
+    return [np.copy(w) for w in m.parameters()[0] + m.getExtraParameter()]
+
+
+@pytest.mark.parametrize("matchAll", [True, False])
+@pytest.mark.parametrize("via", ["file", "model"])
+def test_two_fresh_models_of_one_structure_exchange_weights(via, matchAll, tmp_path, caplog):
+    a, b = _fresh(), _fresh()
+    a.modules[1].modules[2].runningMean[...] = 3.0
+    assert not any(m.getName() in {n.getName() for n in a.modules_preorder()}
+                   for m in b.modules_preorder())
+    with caplog.at_level("INFO", logger="pymodules.persistence"):
+        if via == "file":
+            a.saveWeights(tmp_path / "w.pm")
+            assert b.loadWeights(tmp_path / "w.pm", matchAll=matchAll) is b
+        else:
+            assert b.loadModelWeights(a, matchAll=matchAll) is b
+    for x, y in zip(_weights_of(a), _weights_of(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{b.getName()}: loaded the weights of 3 of 3 modules from "
+        f"{tmp_path / 'w.pm' if via == 'file' else a.getName()}, matched by position"]
+
+
+def test_names_win_over_positions_and_the_log_says_so(tmp_path, caplog):
+    a, b = _pair()
+    a.modules.reverse()  # names still match, positions do not
+    a.saveWeights(tmp_path / "w.pm")
+    with caplog.at_level("INFO", logger="pymodules.persistence"):
+        b.loadWeights(tmp_path / "w.pm")
+    assert np.array_equal(b.modules[0].weight, a.modules[1].weight)
+    assert caplog.records[-1].getMessage().endswith("loaded the weights of 2 of 2 modules "
+                                                    f"from {tmp_path / 'w.pm'}, matched by name")
+
+
+@pytest.mark.parametrize("matchAll", [True, False])
+def test_a_load_that_matches_nothing_raises(matchAll, tmp_path):
+    a = pm.Sequential(pm.Linear(4, 3), pm.Linear(3, 2))
+    b = pm.Sequential(pm.Linear(4, 3), pm.ReLU(), pm.Linear(3, 2))  # another structure
+    a.saveWeights(tmp_path / "w.pm")
+    before = _weights_of(b)
+    for load in (lambda: b.loadWeights(tmp_path / "w.pm", matchAll=matchAll),
+                 lambda: b.loadModelWeights(a, matchAll=matchAll)):
+        with pytest.raises(ValueError, match=r"no name matches, and the trees differ in "
+                                             r"structure"):
+            load()
+    assert all(np.array_equal(x, y) for x, y in zip(before, _weights_of(b)))
+
+
+def test_weight_files_without_positions_still_load_by_name(tmp_path):
+    a, b = _pair()
+    w = persistence._Writer()  # the layout of files written before positions were saved
+    table, _ = persistence._weight_table(a)
+    w.definition = {"kind": "weights", "weights": {
+        name: {attr: w.encode(x) for attr, x in arrays.items()} for name, arrays in table.items()}}
+    persistence._write(w, tmp_path / "old.pm", False, None)
+    b.loadWeights(tmp_path / "old.pm")
+    assert all(np.array_equal(x, y) for x, y in zip(_weights_of(a), _weights_of(b)))
+    c = pm.Sequential(pm.Linear(4, 3), pm.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"no module matches .*old.pm by name$"):
+        c.loadWeights(tmp_path / "old.pm", matchAll=False)

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 from gradcheck import assert_jacobian
@@ -73,6 +75,26 @@ def test_cmul_table(n, rng, torch):
     for g, t in zip(gi, grads):
         np.testing.assert_allclose(g, t, rtol=1e-12, atol=1e-15)
     assert_jacobian(m, xs)
+
+
+@pytest.mark.parametrize("shapes", [
+    [(3, 4), ()], [(), (3, 4)], [(3, 4), (1,)], [(1,), (3, 4), (3, 4)], [(2, 3, 4), (1,)],
+])
+def test_cmul_table_broadcasts_a_scalar_operand(shapes, rng, torch):
+    xs = [rng.standard_normal(s) for s in shapes]
+    m = pm.CMulTable()
+    out = m.forward(xs)
+    go = rng.standard_normal(out.shape)
+    gi = m.backward(xs, go)
+    (ref,), grads = _torch_grads(torch, lambda t: functools.reduce(lambda a, b: a * b, t), xs, go)
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    for g, t, x in zip(gi, grads, xs):
+        assert g.shape == x.shape
+        np.testing.assert_allclose(g, t, rtol=1e-12)
+    assert_jacobian(m, xs)
+    with pytest.raises(ValueError, match=r"CMulTable@\w+: input shapes \[\(3, 4\), \(1,\), "
+                                         r"\(2,\)\] do not broadcast"):
+        m.forward([rng.standard_normal((3, 4)), np.ones(1), np.ones(2)])
 
 
 def test_cmax_table(rng, torch):

@@ -159,7 +159,8 @@ class Loss(ValidationMethod):
         self.criterion = criterion
 
     def __call__(self, output, target):
-        n = len(output) if np.ndim(output) > 1 else 1
+        first = output[0] if isinstance(output, list) else output  # several outputs
+        n = len(first) if np.ndim(first) > 1 else 1
         return ContiguousResult(self.criterion.forward(output, target) * n, n, "Loss")
 
 

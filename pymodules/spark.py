@@ -123,7 +123,16 @@ def _eval_mode(module):
     return module.evaluate()
 
 
+def _task_threads():
+    """BLAS threads of this task: ``spark.task.cpus`` (1 by default), so that the tasks
+    of an executor never oversubscribe its cores."""
+    from pymodules import threads
+
+    threads.use_threads(threads.task_cpus())
+
+
 def _evaluate_partition(records, shipped, methods, per):
+    _task_threads()
     model = shipped.get(_eval_mode)
     results = [None] * len(methods)
     for chunk in _chunks(records, per):
@@ -157,6 +166,7 @@ def evaluate(module, rdd, vMethods, batchSize=None):
 
 
 def _predict_partition(records, shipped, per):
+    _task_threads()
     model = shipped.get(_eval_mode)
     for chunk in _chunks(records, per):
         x, _ = _arrays(chunk, model.dtype, "predict", need_labels=False)
@@ -241,6 +251,7 @@ def _train_mode(module):
 def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
     from pymodules.optim.optimizer import batch_gradient
 
+    _task_threads()
     for index, x, y in items:
         model, w, g, reader = shipped.get(_train_mode)
         w[...] = weights

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from pymodules import random as _random
+from pymodules import threads as _threads
 from pymodules.data import to_dataset
 from pymodules.engine import optim as K
 from pymodules.nn.module import Module
@@ -321,6 +322,7 @@ class Optimizer:
         self._started = time.perf_counter()
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
+        threads = _threads.StepThreads()
         try:
             with _RedirectToBar(bar):
                 while not self.endWhen(state):
@@ -328,7 +330,10 @@ class Optimizer:
                     n, last = source.next_batch()
                     method.state["epoch"] = state["epoch"]
                     lr = method.getLearningRate()
+                    threads.before()
+                    step = time.perf_counter()
                     _, losses = method.optimize(self._feval, weights)
+                    threads.after(time.perf_counter() - step)
                     loss = float(losses[-1])
                     state["iteration"] += 1
                     state["records"] += n
@@ -369,6 +374,7 @@ class Optimizer:
                     self._maybe_validate()
                     self._maybe_checkpoint()
         finally:
+            threads.close()
             self._wall += time.perf_counter() - self._started
             if bar is not None:
                 bar.close()

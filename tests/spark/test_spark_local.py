@@ -322,3 +322,20 @@ def test_spark_training_leaves_the_model_and_its_checkpoints_whole(sc, tmp_path)
     assert loaded.modules[0].propagateBack
     loaded.forward(x[:3])
     assert loaded.backward(x[:3], np.ones((3, 3))).shape == (3, 6)
+
+
+def test_tasks_use_spark_task_cpus_threads(sc, tmp_path):
+    """spark.task.cpus is 1 here: every task computes on one BLAS thread, whatever the
+    default of its Python worker (the cores of the machine)."""
+    x, y = S.data(n=48)
+    path = str(tmp_path / "threads")
+    crit = S.RecordThreads(path)
+    sc.parallelize(range(8), 8).foreach(S.two_blas_threads)  # what a worker may be left with
+    pm.Optimizer(S.mlp(), _rdd(sc, x, y), crit, pm.SGD(0.1), pm.MaxIteration(3),
+                 8).setProgressBar(False).optimize()
+    S.mlp().evaluate(_rdd(sc, x, y), [pm.Loss(crit)], 48)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 3 * 2 + 2  # 3 iterations of 2 partitions, then evaluate
+    assert all(line.endswith(" [1]") for line in lines), lines
+    assert sc.getConf().get("spark.task.cpus", "1") == "1"

@@ -1,0 +1,125 @@
+"""Threads: how many the BLAS under the engine may use, and when training uses them.
+
+``setNumThreads(n)`` / ``getNumThreads()`` set and read the BLAS threads of this process
+(the engine's kernels are single-threaded loops around BLAS calls); the default is the
+cores available to the process. They act on every BLAS library loaded in the process
+(scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
+
+A training step uses several threads only when it is long enough for them to pay
+(``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
+them; on a machine whose cores are busy with other processes a thread may wait a whole
+scheduler time slice (milliseconds) before it runs, at every product. A small step (an MLP
+784-256-256-10 at batch 64: about 1 ms on one thread, 9 products) then took 45 ms with two
+threads against two busy processes on two cores, and 1 ms on one. A step that takes
+``PARALLEL_STEP`` on one thread hides such waits; below it, two threads save at most half
+of a step that is already short.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+#: A training step that takes at least this long (seconds) on one thread runs on
+#: getNumThreads() threads; shorter ones run on one (see the module's documentation).
+PARALLEL_STEP = 0.1
+
+_lock = threading.Lock()
+_state = {"threads": None, "libraries": None}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process."""
+    libs = _state["libraries"]
+    if libs is None:
+        import scipy.linalg.cython_blas  # noqa: F401 (the engine's BLAS, loaded first)
+        from threadpoolctl import ThreadpoolController
+
+        libs = _state["libraries"] = [
+            lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return libs
+
+
+def use_threads(n: int) -> None:
+    """Let the BLAS libraries use ``n`` threads now (nothing is done when they already
+    do): the Optimizer's size rule and Spark's tasks call this around their work."""
+    n = int(n)
+    with _lock:
+        for lib in _libraries():
+            if lib.get_num_threads() != n:
+                lib.set_num_threads(n)
+
+
+def setNumThreads(n) -> None:
+    """Use at most ``n`` BLAS threads in this process (``pm.setNumThreads``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"setNumThreads: n must be a positive int, got {n!r}")
+    _state["threads"] = int(n)
+    use_threads(int(n))
+
+
+def getNumThreads() -> int:
+    """The BLAS threads this process may use: what ``setNumThreads`` set, else the cores
+    available to the process (or ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` when the
+    environment sets it, as OpenBLAS itself reads them)."""
+    n = _state["threads"]
+    if n is not None:
+        return n
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return available_cores()
+
+
+def task_cpus() -> int:
+    """The cores of the running Spark task (``spark.task.cpus``, 1 by default), or 1."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:
+        return 1
+    try:
+        return max(1, int(ctx.cpus()))
+    except (AttributeError, TypeError, ValueError):
+        return max(1, int(ctx.getLocalProperty("spark.task.cpus") or 1))
+
+
+class StepThreads:
+    """The size rule of one training run: steps run on one thread until a step is known
+    to take at least ``PARALLEL_STEP`` there, then on ``getNumThreads()``. ``before()``
+    before a step, ``after(seconds)`` with its time; ``close()`` gives the BLAS back its
+    ``getNumThreads()``."""
+
+    #: steps timed on one thread before deciding (the first one also warms up)
+    TIMED = 3
+
+    def __init__(self):
+        self.most = getNumThreads()
+        self.now = 1 if self.most > 1 else self.most
+        self.times = []
+
+    def before(self):
+        use_threads(self.now)
+
+    def after(self, seconds):
+        if self.now == self.most:
+            return
+        self.times.append(seconds)
+        if len(self.times) > self.TIMED:
+            if float(np.median(self.times[1:])) >= PARALLEL_STEP:
+                self.now = self.most
+            self.times = self.times[-self.TIMED:]
+
+    def close(self):
+        use_threads(getNumThreads())

@@ -1,0 +1,80 @@
+"""pm.setNumThreads / pm.getNumThreads and the Optimizer's rule for when steps use them."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import pymodules as pm
+from pymodules import threads
+
+
+def _blas_threads():
+    return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()
+            if lib["user_api"] == "blas"}
+
+
+@pytest.fixture
+def restore():
+    saved = dict(threads._state)
+    yield
+    threads._state.update(saved)
+    threads.use_threads(threads.getNumThreads())
+
+
+def test_set_and_get(restore):
+    pm.setNumThreads(1)
+    assert pm.getNumThreads() == 1
+    libs = _blas_threads()
+    assert libs and set(libs.values()) == {1}
+    assert any("scipy" in path for path in libs)  # the BLAS the engine calls
+    pm.setNumThreads(2)
+    assert pm.getNumThreads() == 2 and set(_blas_threads().values()) == {2}
+    for bad in (0, -1, 1.5, "2", True, None):
+        with pytest.raises(ValueError, match=f"n must be a positive int, got {bad!r}"):
+            pm.setNumThreads(bad)
+    assert pm.getNumThreads() == 2
+
+
+def test_the_default_is_the_cores_available(restore, monkeypatch):
+    import os
+
+    threads._state["threads"] = None
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert pm.getNumThreads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert pm.getNumThreads() == 1
+
+
+def _train(monkeypatch, iterations, batch=16):
+    calls = []
+    real = threads.use_threads
+    monkeypatch.setattr(threads, "use_threads", lambda n: (calls.append(n), real(n))[1])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = pm.Sequential().add(pm.Linear(6, 3))
+    pm.Optimizer(model, (x, y), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                 pm.MaxIteration(iterations), batch).setProgressBar(False).optimize()
+    return calls
+
+
+def test_short_steps_run_on_one_thread(restore, monkeypatch):
+    pm.setNumThreads(2)
+    calls = _train(monkeypatch, 12)
+    assert calls == [1] * 12 + [2]  # every step on one; the BLAS gets its 2 back at the end
+    assert set(_blas_threads().values()) == {2}
+
+
+def test_long_steps_use_every_thread(restore, monkeypatch):
+    pm.setNumThreads(2)
+    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)  # every step counts as long
+    calls = _train(monkeypatch, 8)
+    timed = threads.StepThreads.TIMED + 1
+    assert calls == [1] * timed + [2] * (8 - timed) + [2]
+
+
+def test_one_thread_set_means_one(restore, monkeypatch):
+    pm.setNumThreads(1)
+    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
+    assert set(_train(monkeypatch, 6)) == {1}

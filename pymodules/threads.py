@@ -5,8 +5,8 @@
 cores available to the process. They act on every BLAS library loaded in the process
 (scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
 
-A training step uses several threads only when it is long enough for them to pay
-(``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
+A training step (and a batch of evaluate or predict) uses several threads only when it is
+long enough for them to pay (``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
 them; on a machine whose cores are busy with other processes a thread may wait a whole
 scheduler time slice (milliseconds) before it runs, at every product. A small step (an MLP
 784-256-256-10 at batch 64: about 1 ms on one thread, 9 products) then took 45 ms with two
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -60,6 +61,19 @@ def use_threads(n: int) -> None:
                 lib.set_num_threads(n)
 
 
+def blas_threads() -> list[int]:
+    """The threads each BLAS library of the process is set to use now."""
+    with _lock:
+        return [lib.get_num_threads() for lib in _libraries()]
+
+
+def _restore(counts):
+    with _lock:
+        for lib, n in zip(_libraries(), counts):
+            if lib.get_num_threads() != n:
+                lib.set_num_threads(n)
+
+
 def setNumThreads(n) -> None:
     """Use at most ``n`` BLAS threads in this process (``pm.setNumThreads``)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -96,17 +110,19 @@ def task_cpus() -> int:
 
 
 class StepThreads:
-    """The size rule of one training run: steps run on one thread until a step is known
-    to take at least ``PARALLEL_STEP`` there, then on ``getNumThreads()``. ``before()``
-    before a step, ``after(seconds)`` with its time; ``close()`` gives the BLAS back its
-    ``getNumThreads()``."""
+    """The size rule of one run of steps (training, evaluate, predict): steps run on one
+    thread until a step is known to take at least ``PARALLEL_STEP`` there, then on
+    ``getNumThreads()`` (or fewer, when the BLAS was limited further, e.g. by
+    threadpoolctl). ``before()`` before a step, ``after(seconds)`` with its time;
+    ``close()`` gives the BLAS back the threads it had."""
 
     #: steps timed on one thread before deciding (the first one also warms up)
     TIMED = 3
 
     def __init__(self):
-        self.most = getNumThreads()
-        self.now = 1 if self.most > 1 else self.most
+        self.saved = blas_threads()
+        self.most = min(getNumThreads(), max(self.saved, default=1))
+        self.now = 1
         self.times = []
 
     def before(self):
@@ -121,5 +137,13 @@ class StepThreads:
                 self.now = self.most
             self.times = self.times[-self.TIMED:]
 
+    def run(self, f, *args):
+        """``f(*args)`` as one step under the rule."""
+        self.before()
+        start = time.perf_counter()
+        result = f(*args)
+        self.after(time.perf_counter() - start)
+        return result
+
     def close(self):
-        use_threads(getNumThreads())
+        _restore(self.saved)

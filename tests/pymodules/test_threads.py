@@ -62,8 +62,8 @@ def _train(monkeypatch, iterations, batch=16):
 def test_short_steps_run_on_one_thread(restore, monkeypatch):
     pm.setNumThreads(2)
     calls = _train(monkeypatch, 12)
-    assert calls == [1] * 12 + [2]  # every step on one; the BLAS gets its 2 back at the end
-    assert set(_blas_threads().values()) == {2}
+    assert calls == [1] * 12  # every step on one
+    assert set(_blas_threads().values()) == {2}  # and the BLAS gets its 2 back at the end
 
 
 def test_long_steps_use_every_thread(restore, monkeypatch):
@@ -71,10 +71,44 @@ def test_long_steps_use_every_thread(restore, monkeypatch):
     monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)  # every step counts as long
     calls = _train(monkeypatch, 8)
     timed = threads.StepThreads.TIMED + 1
-    assert calls == [1] * timed + [2] * (8 - timed) + [2]
+    assert calls == [1] * timed + [2] * (8 - timed)
+    assert set(_blas_threads().values()) == {2}
 
 
 def test_one_thread_set_means_one(restore, monkeypatch):
     pm.setNumThreads(1)
     monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
     assert set(_train(monkeypatch, 6)) == {1}
+
+
+def test_a_tighter_limit_of_threadpoolctl_is_kept(restore, monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    pm.setNumThreads(2)
+    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
+    with threadpool_limits(1, user_api="blas"):
+        assert set(_train(monkeypatch, 6)) == {1}
+        assert set(_blas_threads().values()) == {1}
+    assert set(_blas_threads().values()) == {2}
+
+
+def test_evaluate_and_predict_batches_follow_the_rule(restore, monkeypatch):
+    pm.setNumThreads(2)
+    seen = []
+
+    class Spy(pm.Linear):
+        def updateOutput(self, input):
+            seen.append(sorted(set(_blas_threads().values())))
+            return super().updateOutput(input)
+
+    model = pm.Sequential().add(Spy(6, 3))
+    x = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
+    model.predict(x, batchSize=8)
+    model.evaluate((x, np.zeros(40, np.int64)), [pm.Top1Accuracy()], 8)
+    assert seen == [[1]] * 10  # short batches: one thread
+    assert set(_blas_threads().values()) == {2}
+    seen.clear()
+    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
+    model.predict(x, batchSize=8)
+    timed = threads.StepThreads.TIMED + 1
+    assert seen == [[1]] * timed + [[2]] * (5 - timed)

@@ -177,7 +177,7 @@ def threads_rows(dtype, runs, busy, batch=64):
     quiet = measure()
     with busy_processes(busy):
         loaded = measure()
-    print(f"\n{'training step, ' + str(n) + ' threads (default)':<34}{'dtype':<9}{'batch':>6}"
+    print(f"\n{f'train step, default threads ({n})':<34}{'dtype':<9}{'batch':>6}"
           f"{'quiet us':>11}{f'{busy} busy us':>11}{'busy/quiet':>12}")
     for name, q, b in (("Optimizer (size rule)", quiet[0], loaded[0]),
                        (f"every BLAS thread on ({n})", quiet[1], loaded[1])):

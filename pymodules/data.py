@@ -70,8 +70,7 @@ class Sample:
             return f"[{', '.join(show(a) for a in v)}]" if isinstance(v, list) else \
                 f"{v.shape} {v.dtype}"
 
-        label = "" if self.label is None else \
-            f", label={[a.tolist() for a in self.label] if isinstance(self.label, list) else self.label.tolist()}"
+        label = "" if self.label is None else f", label={each(np.ndarray.tolist, self.label)}"
         return f"Sample(features {show(self.features)}{label})"
 
 

@@ -5,14 +5,16 @@
 cores available to the process. They act on every BLAS library loaded in the process
 (scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
 
-A training step (and a batch of evaluate or predict) uses several threads only when it is
-long enough for them to pay (``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
-them; on a machine whose cores are busy with other processes a thread may wait a whole
-scheduler time slice (milliseconds) before it runs, at every product. A small step (an MLP
-784-256-256-10 at batch 64: about 1 ms on one thread, 9 products) then took 45 ms with two
-threads against two busy processes on two cores, and 1 ms on one. A step that takes
-``PARALLEL_STEP`` on one thread hides such waits; below it, two threads save at most half
-of a step that is already short.
+A training step (and a batch of evaluate or predict) runs on one thread unless it is long
+(``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
+them; when other processes keep the cores busy, a thread may wait a whole scheduler time
+slice (milliseconds) before it runs, at every product. The MLP 784-256-256-10 at batch 64
+(about 1 ms on one thread, 9 products a step) took 117 ms a step on two threads against two
+busy processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way: a
+short step gains at most half on a quiet machine and loses up to 70x on a busy one. A step
+of 0.1 s or more on one thread hides such waits (measured: two threads against two busy
+processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule then times
+both counts on the run's own steps and keeps the faster.
 """
 
 from __future__ import annotations
@@ -110,32 +112,43 @@ def task_cpus() -> int:
 
 
 class StepThreads:
-    """The size rule of one run of steps (training, evaluate, predict): steps run on one
-    thread until a step is known to take at least ``PARALLEL_STEP`` there, then on
-    ``getNumThreads()`` (or fewer, when the BLAS was limited further, e.g. by
-    threadpoolctl). ``before()`` before a step, ``after(seconds)`` with its time;
-    ``close()`` gives the BLAS back the threads it had."""
+    """The size rule of one run of steps (training, evaluate, predict). Steps run on one
+    thread; once ``TIMED`` of them are timed (after one to warm up), a run whose steps take
+    at least ``PARALLEL_STEP`` times ``TIMED`` steps on ``getNumThreads()`` threads (or
+    fewer when the BLAS was limited further, e.g. by threadpoolctl) and keeps the faster.
+    ``before()`` before a step, ``after(seconds)`` with its time; ``close()`` gives the BLAS
+    back the threads it had."""
 
-    #: steps timed on one thread before deciding (the first one also warms up)
+    #: steps timed for each choice (after one step that warms up)
     TIMED = 3
 
     def __init__(self):
         self.saved = blas_threads()
         self.most = min(getNumThreads(), max(self.saved, default=1))
         self.now = 1
-        self.times = []
+        self.times = {1: [], self.most: []}
+        self.decided = self.most == 1
 
     def before(self):
         use_threads(self.now)
 
     def after(self, seconds):
-        if self.now == self.most:
+        if self.decided:
             return
-        self.times.append(seconds)
-        if len(self.times) > self.TIMED:
-            if float(np.median(self.times[1:])) >= PARALLEL_STEP:
-                self.now = self.most
-            self.times = self.times[-self.TIMED:]
+        times = self.times[self.now]
+        times.append(seconds)
+        if self.now == 1:
+            if len(times) <= self.TIMED:
+                return
+            if float(np.median(times[1:])) < PARALLEL_STEP:
+                self.decided = True  # short steps: threads cannot pay (module documentation)
+                return
+            self.now = self.most  # long steps: time them on every thread
+        elif len(times) == self.TIMED:
+            one = float(np.median(self.times[1][1:]))
+            if float(np.median(times)) >= one:
+                self.now = 1
+            self.decided = True
 
     def run(self, f, *args):
         """``f(*args)`` as one step under the rule."""

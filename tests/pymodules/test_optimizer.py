@@ -124,8 +124,9 @@ def test_validation_and_summaries(rng, caplog):
     lines = [r.getMessage() for r in caplog.records]
     # BigDL's lines: the header, then what was trained and how fast, then the loss
     assert any(re.fullmatch(r"\[Epoch 1 32/64\]\[Iteration 2\]\[Wall Clock [0-9.]+s\] Trained 32 "
-                            r"records in [0-9.e-]+ seconds\. Throughput is [0-9.]+ records/second\. "
-                            r"Loss is [0-9.]+\. Current learning rate is 0\.1\.", m)
+                            r"records in [0-9.e-]+ seconds\. Throughput is [0-9.]+ "
+                            r"records/second\. Loss is [0-9.]+\. Current learning rate is 0\.1\.",
+                            m)
                for m in lines)
     assert any("Top1Accuracy is Accuracy(correct" in m for m in lines)
 

@@ -66,13 +66,27 @@ def test_short_steps_run_on_one_thread(restore, monkeypatch):
     assert set(_blas_threads().values()) == {2}  # and the BLAS gets its 2 back at the end
 
 
-def test_long_steps_use_every_thread(restore, monkeypatch):
+def test_long_steps_keep_the_faster_count(restore, monkeypatch):
     pm.setNumThreads(2)
     monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)  # every step counts as long
-    calls = _train(monkeypatch, 8)
-    timed = threads.StepThreads.TIMED + 1
-    assert calls == [1] * timed + [2] * (8 - timed)
+    calls = _train(monkeypatch, 12)
+    timed = threads.StepThreads.TIMED
+    assert calls[:timed + 1] == [1] * (timed + 1) and calls[timed + 1:2 * timed + 1] == [2] * timed
+    assert len(set(calls[2 * timed + 1:])) == 1  # then one choice for the rest of the run
     assert set(_blas_threads().values()) == {2}
+
+
+@pytest.mark.parametrize("one, two, keep", [(0.2, 0.1, 2), (0.2, 0.3, 1)])
+def test_the_rule_keeps_the_faster(restore, one, two, keep):
+    pm.setNumThreads(2)
+    rule = threads.StepThreads()
+    seen = []
+    for _ in range(12):
+        rule.before()
+        seen.append(rule.now)
+        rule.after(one if rule.now == 1 else two)
+    assert seen == [1] * 4 + [2] * 3 + [keep] * 5
+    rule.close()
 
 
 def test_one_thread_set_means_one(restore, monkeypatch):
@@ -109,6 +123,6 @@ def test_evaluate_and_predict_batches_follow_the_rule(restore, monkeypatch):
     assert set(_blas_threads().values()) == {2}
     seen.clear()
     monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
-    model.predict(x, batchSize=8)
-    timed = threads.StepThreads.TIMED + 1
-    assert seen == [[1]] * timed + [[2]] * (5 - timed)
+    model.predict(x, batchSize=4)  # 10 batches
+    timed = threads.StepThreads.TIMED
+    assert seen[:2 * timed + 1] == [[1]] * (timed + 1) + [[2]] * timed

@@ -248,6 +248,11 @@ def _train_mode(module):
     return module, weights, grads, _data_reader(module)
 
 
+def _take(value, idx):
+    """Rows ``idx`` of one array or of each of several."""
+    return each(lambda a: np.take(a, idx, axis=0), value)
+
+
 def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
     from pymodules.optim.optimizer import batch_gradient
 
@@ -258,7 +263,7 @@ def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, 
         if extra:
             model.setExtraParameter(extra)
         idx = batch_indices(seed, index, rows(x), batch, size)
-        xb, yb = (each(lambda a: np.take(a, idx, axis=0), v) for v in (x, y))
+        xb, yb = _take(x, idx), _take(y, idx)
         # dropout and the like draw the same numbers when Spark retries this task
         _random.setSeed(int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0]))
         loss = batch_gradient(model, criterion, reader, xb, yb, g)

@@ -86,16 +86,10 @@ def setNumThreads(n) -> None:
 
 def getNumThreads() -> int:
     """The BLAS threads this process may use: what ``setNumThreads`` set, else the cores
-    available to the process (or ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` when the
-    environment sets it, as OpenBLAS itself reads them)."""
+    available to the process. (A BLAS limited further, by ``OPENBLAS_NUM_THREADS`` or
+    threadpoolctl, keeps its limit: runs of steps never raise it.)"""
     n = _state["threads"]
-    if n is not None:
-        return n
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").split(",")[0].strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return available_cores()
+    return available_cores() if n is None else n
 
 
 def task_cpus() -> int:

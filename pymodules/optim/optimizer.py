@@ -147,7 +147,11 @@ class Optimizer:
     batchSize=32).
 
     ``trainingSet``: a DataSet, an (features, labels) pair, a list of Sample, or a pyspark
-    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark).
+    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark). Features
+    and labels may be lists of arrays, one per input or target of the model.
+
+    By default a line is logged (logger ``pymodules.optim``, INFO; shown on stderr when no
+    logging is configured) every 50 iterations and at every validation, in BigDL's words.
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,

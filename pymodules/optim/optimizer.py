@@ -299,8 +299,16 @@ class Optimizer:
             from tqdm import tqdm
         except ImportError:
             return None
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):
+            size = os.terminal_size((0, 0))
+        # A terminal that reports no size (a pty without one, some IDE consoles) would get
+        # a bar of no width, hidden below a screen of no lines: tqdm then draws nothing.
         return tqdm(total=self._source.size(), unit="rec", leave=False, file=sys.stderr,
-                    desc=f"epoch {self.state['epoch'] + 1}", mininterval=0.1)
+                    desc=f"epoch {self.state['epoch'] + 1}", mininterval=0.1,
+                    ncols=None if size.columns > 0 else 80,
+                    nrows=None if size.lines > 0 else 24)
 
     def _header(self):
         """BigDL's header of a training log line: [Epoch e r/n][Iteration i][Wall Clock s]."""

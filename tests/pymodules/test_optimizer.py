@@ -419,3 +419,37 @@ def test_a_local_or_memory_checkpoint_needs_no_extra(rng, tmp_path):
     opt.setCheckpoint(str(tmp_path), pm.EveryEpoch()).setCheckpoint("memory://run", pm.EveryEpoch())
     with pytest.raises(ValueError, match="unknown filesystem nosuch://"):
         opt.setCheckpoint("nosuch://run", pm.EveryEpoch())
+
+
+def test_the_bar_is_drawn_on_a_terminal_that_reports_no_size():
+    """A pty whose size was never set (0 x 0, as under `script` or some IDE consoles)."""
+    pytest.importorskip("tqdm")
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    # epochs of 20000 records until half a second has passed: the bar refreshes every 0.1 s
+    code = _TRAIN.replace("(64, 6)", "(20000, 6)").replace("64)", "20000)") + (
+        "import time\n"
+        "start = time.perf_counter()\n"
+        "while time.perf_counter() - start < 0.5:\n"
+        "    opt.setEndWhen(pm.MaxEpoch(opt.state['epoch'] + 1)).optimize()\n")
+    master, slave = pty.openpty()
+    assert os.get_terminal_size(slave) == (0, 0)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=slave,
+                            stdout=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    drawn = [int(p) for p in re.findall(rb"epoch \d+: +(\d+)%\|", out)]
+    assert drawn and max(drawn) > 0  # drawn, and advancing

@@ -339,3 +339,25 @@ def test_tasks_use_spark_task_cpus_threads(sc, tmp_path):
     assert len(lines) == 3 * 2 + 2  # 3 iterations of 2 partitions, then evaluate
     assert all(line.endswith(" [1]") for line in lines), lines
     assert sc.getConf().get("spark.task.cpus", "1") == "1"
+
+
+def test_several_outputs_and_targets_on_spark(sc):
+    rng = np.random.default_rng(2)
+    xa, xb = rng.standard_normal((24, 4)), rng.standard_normal((24, 3))
+    ya, yb = rng.integers(0, 3, 24), rng.integers(0, 2, 24)
+    a, b = pm.Input(), pm.Input()
+    model = pm.Graph([a, b], [pm.Linear(4, 3)(a), pm.Linear(3, 2)(b)]).double()
+    crit = pm.ParallelCriterion().add(pm.CrossEntropyCriterion()).add(
+        pm.CrossEntropyCriterion(), 0.5)
+    rdd = sc.parallelize([pm.Sample([xa[i], xb[i]], [np.array(ya[i]), np.array(yb[i])])
+                          for i in range(24)], 2)
+    [(got, _)] = model.evaluate(rdd, [pm.Loss(crit)], 8)
+    [(want, _)] = model.evaluate(([xa, xb], [ya, yb]), [pm.Loss(crit)])
+    assert got.result()[1] == 24
+    np.testing.assert_allclose(got.result()[0], want.result()[0], rtol=1e-12)
+    outs = rdd.zip(model.predict(rdd)).collect()
+    np.testing.assert_allclose(outs[5][1][1], model.predict([xa, xb])[1][5], rtol=1e-12)
+    opt = pm.Optimizer(model, rdd, crit, pm.SGD(0.5), pm.MaxEpoch(5), 8).setProgressBar(False)
+    opt.optimize()
+    [(after, _)] = model.evaluate(rdd, [pm.Loss(crit)], 8)
+    assert after.result()[0] < want.result()[0]

@@ -5,10 +5,17 @@ Optimizer runs it (SGD.optimize on the flat getParameters() vector), against
 the same step written in NumPy and in PyTorch eager. One thread, fixed seeds, warm-up,
 median of many runs, taken in interleaved blocks of 25 steps.
 
-    python bench/bench_train.py [--runs 200] [--dtype float32]
+Then the step at the default threads (pm.getNumThreads(), the cores available), on a quiet
+machine and with two busy background processes (pure-Python loops the bench starts, bounded
+in time, and stops): the Optimizer's own steps (median over MaxIteration(--runs)), and the
+same step with every BLAS thread forced on, to show what the Optimizer's size rule avoids.
+
+    python bench/bench_train.py [--runs 200] [--dtype float32] [--busy 2]
 """
 
 import argparse
+import contextlib
+import subprocess
 import sys
 import time
 
@@ -120,11 +127,70 @@ def torch_step(x, y, dtype):
     return step
 
 
+@contextlib.contextmanager
+def busy_processes(n, seconds=600):
+    """``n`` processes spinning on a core each (each stops by itself after ``seconds``)."""
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def optimizer_step_us(x, y, dtype, runs):
+    """Median time of the Optimizer's steps (its TrainSummary throughput) at the default
+    threads, in microseconds."""
+    pm.setSeed(0)
+    model = pm.Sequential()
+    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+        model.add(pm.Linear(a, b, dtype=dtype))
+        model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
+    model.float() if dtype == np.float32 else model.double()
+    summary = pm.TrainSummary()
+    opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
+                       pm.SGD(0.01, momentum=0.9, dampening=0.0),
+                       pm.MaxIteration(runs + 20), len(x))
+    opt.setTrainSummary(summary).setProgressBar(False).setLogInterval(0).optimize()
+    throughput = summary.readScalar("Throughput")[20:, 1]
+    return float(np.median(len(x) / throughput)) * 1e6
+
+
+def threads_rows(dtype, runs, busy, batch=64):
+    """The step at the default threads, quiet and against ``busy`` busy processes."""
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], batch)
+    n = pm.getNumThreads()
+    forced = pymodules_step(x, y, dtype)
+
+    def measure():
+        ours = optimizer_step_us(x, y, dtype, runs)
+        with threadpool_limits(n):
+            all_threads = median_us([forced], runs)[0]
+        return ours, all_threads
+
+    quiet = measure()
+    with busy_processes(busy):
+        loaded = measure()
+    print(f"\n{f'train step, default threads ({n})':<34}{'dtype':<9}{'batch':>6}"
+          f"{'quiet us':>11}{f'{busy} busy us':>11}{'busy/quiet':>12}")
+    for name, q, b in (("Optimizer (size rule)", quiet[0], loaded[0]),
+                       (f"every BLAS thread on ({n})", quiet[1], loaded[1])):
+        print(f"{name:<34}{dtype.name:<9}{batch:>6}{q:>11.1f}{b:>11.1f}{b / q:>12.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--batches", default="64,256")
+    parser.add_argument("--busy", type=int, default=2,
+                        help="busy background processes of the threads rows (0: none)")
     args = parser.parse_args()
     missing = [n for n in ("ReLU", "LogSoftMax") if not hasattr(pm, n)]
     if missing:
@@ -147,6 +213,8 @@ def main():
             print(f"{'train step MLP 784-256-256-10':<34}{dtype.name:<9}{batch:>6}"
                   f"{ours:>14.1f}{ref:>11.1f}{theirs:>11.1f}{ref / ours:>10.2f}"
                   f"{theirs / ours:>10.2f}")
+    if args.busy:
+        threads_rows(dtype, args.runs, args.busy)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pymodules.optim import *  # noqa: F403
 from pymodules.optim import __all__ as _optim_all
 from pymodules.persistence import FileFormatError, load
 from pymodules.random import setSeed
+from pymodules.threads import getNumThreads, setNumThreads
 from pymodules.validation import (
     MAE,
     Loss,
@@ -42,4 +43,4 @@ def engine_type() -> str:
 __all__ = [*_nn_all, *_criterion_all, *_optim_all,
            "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
            "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed",
-           "FileFormatError", "load"]
+           "FileFormatError", "load", "getNumThreads", "setNumThreads"]

@@ -16,26 +16,76 @@ from pymodules import random as _random
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def several(value) -> bool:
+    """Whether ``value`` is several arrays (one per input or target of a model): a list or
+    tuple of NumPy arrays, as BigDL's Python Sample takes them. A list of numbers is one
+    array."""
+    return isinstance(value, (list, tuple)) and len(value) > 0 and \
+        all(isinstance(a, np.ndarray) for a in value)
+
+
+def each(f, value):
+    """``f`` applied to every array of ``value`` (a list for several, else one result)."""
+    return [f(a) for a in value] if isinstance(value, list) else f(value)
+
+
+def rows(value) -> int:
+    """The batch size of one array or of several (the first's)."""
+    return len(value[0]) if isinstance(value, list) else len(value)
+
+
+def shapes(value):
+    """The shape of one array, or the list of the shapes of several."""
+    return [np.shape(a) for a in value] if isinstance(value, list) else np.shape(value)
+
+
+def _one_or_several(value):
+    return [np.asarray(a) for a in value] if several(value) else np.asarray(value)
+
+
+def stack(values, dtype=None):
+    """Records (each one array or a list of several) stacked batch-first, C-contiguous."""
+    first = values[0]
+    if isinstance(first, list):
+        return [np.ascontiguousarray(np.stack([v[i] for v in values]), dtype=dtype)
+                for i in range(len(first))]
+    return np.ascontiguousarray(np.stack(values), dtype=dtype)
+
+
 class Sample:
-    """One record: ``features`` (an array) and ``label`` (an array or a number)."""
+    """One record: ``features`` and ``label`` (or None), each an array (a number works for
+    a label) or a list of NumPy arrays, one per input or target of a model with several
+    (a 0-d array for a scalar label: a list of numbers is one array)."""
 
     def __init__(self, features, label=None):
-        self.features = np.asarray(features)
-        self.label = None if label is None else np.asarray(label)
+        self.features = _one_or_several(features)
+        self.label = None if label is None else _one_or_several(label)
 
     @classmethod
     def from_ndarray(cls, features, label=None):
         return cls(features, label)
 
     def __repr__(self):
-        label = "" if self.label is None else f", label={self.label.tolist()}"
-        return f"Sample(features {self.features.shape} {self.features.dtype}{label})"
+        def show(v):
+            return f"[{', '.join(show(a) for a in v)}]" if isinstance(v, list) else \
+                f"{v.shape} {v.dtype}"
+
+        label = "" if self.label is None else f", label={each(np.ndarray.tolist, self.label)}"
+        return f"Sample(features {show(self.features)}{label})"
 
 
 class MiniBatch:
-    """A batch: ``input`` (batch, ...) and ``target`` (batch, ...) or None."""
+    """A batch: ``input`` (batch, ...) and ``target`` (batch, ...) or None; either may be
+    a list of arrays (one per input or target), each batch-first."""
 
     def __init__(self, input, target=None):
+        if several(input) and not isinstance(input, list):
+            input = list(input)
+        if several(target) and not isinstance(target, list):
+            target = list(target)
+        if isinstance(input, list) and len({len(a) for a in input}) > 1:
+            raise ValueError(f"MiniBatch: the inputs have {[len(a) for a in input]} rows, "
+                             f"expected the same batch size for all")
         self.input, self.target = input, target
 
     def getInput(self):
@@ -45,11 +95,11 @@ class MiniBatch:
         return self.target
 
     def size(self) -> int:
-        return len(self.input)
+        return rows(self.input)
 
     def __repr__(self):
-        target = "" if self.target is None else f", target {np.shape(self.target)}"
-        return f"MiniBatch(input {np.shape(self.input)}{target})"
+        target = "" if self.target is None else f", target {shapes(self.target)}"
+        return f"MiniBatch(input {shapes(self.input)}{target})"
 
 
 def _float_features(features, dtype):
@@ -87,47 +137,61 @@ def _check_batch_size(batchSize):
     return int(batchSize)
 
 
+def _check_arrays(value, what, n=None):
+    """``value`` (one array or a list of several) checked: numbers, at least one row, the
+    same number of rows ``n`` in all; returns (value, n)."""
+    parts = value if isinstance(value, list) else [value]
+    for i, v in enumerate(parts):
+        name = f"{what}[{i}]" if isinstance(value, list) else what
+        if n is None and (v.ndim == 0 or len(v) == 0):
+            raise ValueError(f"DataSet: {name} has shape {v.shape}: the dataset is empty, "
+                             f"expected at least one sample")
+        if n is not None and (v.ndim == 0 or len(v) != n):
+            raise ValueError(f"DataSet: {name} has shape {v.shape}, expected {n} "
+                             f"{'labels' if what == 'labels' else 'rows'} (one per sample "
+                             f"of features, {n} samples)")
+        if v.dtype.kind not in "fiub":
+            raise TypeError(f"DataSet: {name} has dtype {v.dtype}, expected numbers")
+        if what == "labels" and v.dtype.kind == "f" and not np.isfinite(v).all():
+            bad = v.ravel()[~np.isfinite(v.ravel())][0]
+            raise ValueError(f"DataSet: {name} hold {bad}, expected finite values")
+        n = len(v)
+    return value, n
+
+
 class ArrayDataSet(DataSet):
-    """In-memory features (n, ...) and labels (n, ...) or None."""
+    """In-memory features (n, ...) and labels (n, ...) or None; either may be a list of
+    arrays (one per input or target), all with n rows."""
 
     def __init__(self, features, labels=None):
-        features = np.asarray(features)
-        if features.ndim == 0 or len(features) == 0:
-            raise ValueError(f"DataSet: features has shape {features.shape}: the dataset is "
-                             f"empty, expected at least one sample")
-        if features.dtype.kind not in "fiub":
-            raise TypeError(f"DataSet: features has dtype {features.dtype}, expected numbers")
+        features, n = _check_arrays(_one_or_several(features), "features")
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.ndim == 0 or len(labels) != len(features):
-                raise ValueError(f"DataSet: labels has shape {labels.shape}, expected "
-                                 f"{len(features)} labels (one per sample of features "
-                                 f"{features.shape})")
-            if labels.dtype.kind not in "fiub":
-                raise TypeError(f"DataSet: labels has dtype {labels.dtype}, expected numbers")
-            if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-                bad = labels.ravel()[~np.isfinite(labels.ravel())][0]
-                raise ValueError(f"DataSet: labels hold {bad}, expected finite values")
-            labels = np.ascontiguousarray(labels)
+            labels, _ = _check_arrays(_one_or_several(labels), "labels", n)
+            labels = each(np.ascontiguousarray, labels)
         self.features, self.labels = features, labels
+        self._n = n
         self._cast = {}
         self._buffers = {}
 
     def size(self):
-        return len(self.features)
+        return self._n
 
     def _features(self, dtype):
         """The features in ``dtype``, converted once and cached."""
         if dtype is None:
-            dtype = self.features.dtype if self.features.dtype in _FLOATS else np.float32
+            first = self.features[0] if isinstance(self.features, list) else self.features
+            dtype = first.dtype if first.dtype in _FLOATS else np.float32
         dtype = np.dtype(dtype)
         if dtype not in self._cast:
-            self._cast[dtype] = _float_features(self.features, dtype)
+            self._cast[dtype] = each(lambda f: _float_features(f, dtype), self.features)
         return self._cast[dtype]
 
-    def _buffer(self, name, like, rows):
+    def _buffer(self, name, like, n):
+        """Reused batch buffers shaped like ``like`` (one array or several) with n rows."""
+        if isinstance(like, list):
+            return [self._buffer(f"{name}{i}", a, n) for i, a in enumerate(like)]
         buf = self._buffers.get(name)
-        shape = (rows,) + like.shape[1:]
+        shape = (n,) + like.shape[1:]
         if buf is None or buf.shape != shape or buf.dtype != like.dtype:
             buf = self._buffers[name] = np.empty(shape, like.dtype)
         return buf
@@ -136,38 +200,50 @@ class ArrayDataSet(DataSet):
         batchSize = _check_batch_size(batchSize)
         x = self._features(dtype)
         y = self.labels
-        n = len(x)
+        n = self._n
+
+        def part(v, start, stop):
+            return None if v is None else each(lambda a: a[start:stop], v)
+
         if not shuffle:
             # Row slices of C-contiguous arrays are contiguous views: nothing is copied.
             for start in range(0, n, batchSize):
                 stop = min(start + batchSize, n)
-                yield (MiniBatch(x[start:stop], None if y is None else y[start:stop]),
-                       stop == n)
+                yield MiniBatch(part(x, start, stop), part(y, start, stop)), stop == n
             return
         order = _random.generator().permutation(n)
         xb = self._buffer("x", x, min(batchSize, n))
         yb = None if y is None else self._buffer("y", y, min(batchSize, n))
+
+        def gather(v, buf, idx, m):
+            if isinstance(v, list):
+                for a, b in zip(v, buf):
+                    np.take(a, idx, axis=0, out=b[:m])
+            else:
+                np.take(v, idx, axis=0, out=buf[:m])
+
         for start in range(0, n, batchSize):
             stop = min(start + batchSize, n)
             idx = order[start:stop]
             m = stop - start
-            np.take(x, idx, axis=0, out=xb[:m])
+            gather(x, xb, idx, m)
             if y is not None:
-                np.take(y, idx, axis=0, out=yb[:m])
-            yield MiniBatch(xb[:m], None if y is None else yb[:m]), stop == n
+                gather(y, yb, idx, m)
+            yield MiniBatch(part(xb, 0, m), part(yb, 0, m)), stop == n
 
     def __repr__(self):
-        labels = "" if self.labels is None else f", labels {self.labels.shape}"
-        return f"DataSet.array(features {self.features.shape}{labels})"
+        labels = "" if self.labels is None else f", labels {shapes(self.labels)}"
+        return f"DataSet.array(features {shapes(self.features)}{labels})"
 
 
 def _record(item):
-    """(features, label) of one record from a Sample, a pair or a bare feature array."""
+    """(features, label) of one record from a Sample, a pair or bare features (each one
+    array or a list of several)."""
     if isinstance(item, Sample):
         return item.features, item.label
     if isinstance(item, tuple) and len(item) == 2:
-        return np.asarray(item[0]), None if item[1] is None else np.asarray(item[1])
-    return np.asarray(item), None
+        return _one_or_several(item[0]), None if item[1] is None else _one_or_several(item[1])
+    return _one_or_several(item), None
 
 
 class IterableDataSet(DataSet):
@@ -188,8 +264,8 @@ class IterableDataSet(DataSet):
         feats, labels = [], []
 
         def flush():
-            x = np.ascontiguousarray(np.stack(feats), dtype=dtype or np.float32)
-            y = None if labels[0] is None else np.ascontiguousarray(np.stack(labels))
+            x = stack(feats, dtype or np.float32)
+            y = None if labels[0] is None else stack(labels)
             feats.clear()
             labels.clear()
             return MiniBatch(x, y)
@@ -198,13 +274,15 @@ class IterableDataSet(DataSet):
             if isinstance(item, MiniBatch):
                 if feats:
                     yield flush()
-                yield MiniBatch(np.ascontiguousarray(item.input, dtype=dtype or np.float32),
+                yield MiniBatch(each(lambda a: np.ascontiguousarray(a, dtype=dtype or
+                                                                    np.float32), item.input),
                                 item.target)
                 continue
             f, lab = _record(item)
-            if feats and (f.shape != feats[0].shape or (lab is None) != (labels[0] is None)):
-                raise ValueError(f"DataSet.iterable: record {f.shape} differs from the "
-                                 f"first of its batch {feats[0].shape}")
+            if feats and (shapes(f) != shapes(feats[0]) or
+                          (lab is None) != (labels[0] is None)):
+                raise ValueError(f"DataSet.iterable: record {shapes(f)} differs from the "
+                                 f"first of its batch {shapes(feats[0])}")
             feats.append(f)
             labels.append(lab)
             if len(feats) == batchSize:
@@ -228,12 +306,36 @@ class IterableDataSet(DataSet):
         return f"DataSet.iterable({getattr(self.factory, '__name__', self.factory)!r})"
 
 
+def samples_arrays(records, what, dtype=None, need_labels=False):
+    """(features, labels) stacked from records (Sample, (features, label) or bare features),
+    each one array or a list of arrays; labels is None when the records have none."""
+    feats, labels = zip(*(_record(r) for r in records))
+    first = shapes(feats[0])
+    for f in feats:
+        if shapes(f) != first:
+            raise ValueError(f"{what}: samples have different feature shapes "
+                             f"{[first, shapes(f)]}")
+    missing = sum(lab is None for lab in labels)
+    if missing:
+        if need_labels:
+            raise ValueError(f"{what}: {missing} of the {len(labels)} samples have no label")
+        if missing < len(labels):
+            raise ValueError(f"{what}: some samples have a label and some do not")
+        return stack(feats, dtype), None
+    first = shapes(labels[0])
+    for lab in labels:
+        if shapes(lab) != first:
+            raise ValueError(f"{what}: samples have different label shapes "
+                             f"{[first, shapes(lab)]}")
+    return stack(feats, dtype), stack(labels)
+
+
 def to_dataset(data, what="dataset", need_labels=False) -> DataSet:
-    """A DataSet from any local form: a DataSet, a features array, an (features, labels)
-    pair, or a list of Samples."""
+    """A DataSet from any local form: a DataSet, features (an array, or a list of arrays
+    for a model with several inputs), an (features, labels) pair, or a list of Samples."""
     if isinstance(data, DataSet):
         return data
-    if isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray) or (isinstance(data, list) and several(data)):
         if need_labels:
             raise ValueError(f"{what}: a features array has no labels; pass (features, "
                              f"labels), a list of Sample or a DataSet")
@@ -246,16 +348,14 @@ def to_dataset(data, what="dataset", need_labels=False) -> DataSet:
         if not all(isinstance(s, Sample) for s in data):
             bad = next(s for s in data if not isinstance(s, Sample))
             raise TypeError(f"{what}: a list must hold Samples, found {type(bad).__name__}")
-        shapes = {s.features.shape for s in data}
-        if len(shapes) > 1:
-            raise ValueError(f"{what}: samples have different feature shapes {sorted(shapes)}")
-        has = {s.label is not None for s in data}
-        if len(has) > 1:
-            raise ValueError(f"{what}: some samples have a label and some do not")
-        features = np.stack([s.features for s in data])
-        labels = np.stack([s.label for s in data]) if has.pop() else None
+        features, labels = samples_arrays(data, what)
         return ArrayDataSet(features, labels)
     if type(data).__module__.startswith("pyspark"):
-        raise NotImplementedError(f"{what}: an RDD needs pymodules.spark (not available here)")
+        if type(data).__name__ == "DataFrame":
+            raise TypeError(f"{what}: got a Spark DataFrame; pymodules takes an RDD of Sample "
+                            f"(as BigDL does): df.rdd.map(lambda row: pm.Sample(features, "
+                            f"label)), with the features and label taken from the row")
+        raise TypeError(f"{what}: got a pyspark {type(data).__name__}; pymodules takes an "
+                        f"RDD of Sample")
     raise TypeError(f"{what}: expected a DataSet, a numpy array, a (features, labels) pair "
                     f"or a list of Sample, got {type(data).__name__}")

@@ -37,7 +37,7 @@ import tempfile
 import numpy as np
 
 from pymodules import random as _random
-from pymodules.data import _record
+from pymodules.data import each, rows, samples_arrays
 from pymodules.validation import _methods
 
 # -- the model on the executors --------------------------------------------------------
@@ -102,19 +102,9 @@ def _per_partition(batchSize, partitions: int) -> int:
 
 
 def _arrays(records, dtype, what, need_labels):
-    """(features, labels) stacked from a list of records (Sample or (features, label))."""
-    feats, labels = zip(*(_record(r) for r in records))
-    shape = feats[0].shape
-    for f in feats:
-        if f.shape != shape:
-            raise ValueError(f"{what}: samples have different feature shapes "
-                             f"{sorted({shape, f.shape})}")
-    x = np.ascontiguousarray(np.stack(feats), dtype=dtype)
-    if any(lab is None for lab in labels):
-        if need_labels:
-            raise ValueError(f"{what}: a sample has no label")
-        return x, None
-    return x, np.ascontiguousarray(np.stack(labels))
+    """(features, labels) stacked from a list of records (Sample or (features, label)),
+    each one array or a list of arrays (one per input or target)."""
+    return samples_arrays(records, what, dtype, need_labels)
 
 
 def _chunks(records, size):
@@ -133,7 +123,16 @@ def _eval_mode(module):
     return module.evaluate()
 
 
+def _task_threads():
+    """BLAS threads of this task: ``spark.task.cpus`` (1 by default), so that the tasks
+    of an executor never oversubscribe its cores."""
+    from pymodules import threads
+
+    threads.use_threads(threads.task_cpus())
+
+
 def _evaluate_partition(records, shipped, methods, per):
+    _task_threads()
     model = shipped.get(_eval_mode)
     results = [None] * len(methods)
     for chunk in _chunks(records, per):
@@ -167,6 +166,7 @@ def evaluate(module, rdd, vMethods, batchSize=None):
 
 
 def _predict_partition(records, shipped, per):
+    _task_threads()
     model = shipped.get(_eval_mode)
     for chunk in _chunks(records, per):
         x, _ = _arrays(chunk, model.dtype, "predict", need_labels=False)
@@ -237,33 +237,36 @@ def _partition_arrays(index, records, dtype):
 
 
 def _size(item):
-    return 0 if item[1] is None else len(item[1])
+    return 0 if item[1] is None else rows(item[1])
 
 
 def _train_mode(module):
     from pymodules.optim.optimizer import _data_reader
 
     module.training()
-    # nothing reads the gradient with respect to the data (as in LocalGradient)
-    _data_reader(module).propagateBack = False
     weights, grads = module.getParameters()
-    return module, weights, grads
+    return module, weights, grads, _data_reader(module)
+
+
+def _take(value, idx):
+    """Rows ``idx`` of one array or of each of several."""
+    return each(lambda a: np.take(a, idx, axis=0), value)
 
 
 def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
+    from pymodules.optim.optimizer import batch_gradient
+
+    _task_threads()
     for index, x, y in items:
-        model, w, g = shipped.get(_train_mode)
+        model, w, g, reader = shipped.get(_train_mode)
         w[...] = weights
         if extra:
             model.setExtraParameter(extra)
-        idx = batch_indices(seed, index, len(x), batch, size)
-        xb, yb = np.take(x, idx, axis=0), np.take(y, idx, axis=0)
+        idx = batch_indices(seed, index, rows(x), batch, size)
+        xb, yb = _take(x, idx), _take(y, idx)
         # dropout and the like draw the same numbers when Spark retries this task
         _random.setSeed(int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0]))
-        g.fill(0)
-        out = model.forward(xb)
-        loss = criterion.forward(out, yb)
-        model.backward(xb, criterion.backward(out, yb))
+        loss = batch_gradient(model, criterion, reader, xb, yb, g)
         yield np.array(g), float(loss), [np.array(e) for e in model.getExtraParameter()]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pymodules.data import to_dataset
+from pymodules.threads import StepThreads
 
 #: Batch of evaluate/predict when none is given: large enough to keep BLAS busy.
 DEFAULT_BATCH = 256
@@ -159,7 +160,8 @@ class Loss(ValidationMethod):
         self.criterion = criterion
 
     def __call__(self, output, target):
-        n = len(output) if np.ndim(output) > 1 else 1
+        first = output[0] if isinstance(output, list) else output  # several outputs
+        n = len(first) if np.ndim(first) > 1 else 1
         return ContiguousResult(self.criterion.forward(output, target) * n, n, "Loss")
 
 
@@ -206,13 +208,17 @@ def evaluate_dataset(module, dataset, vMethods, batchSize=None):
     data = to_dataset(dataset, "evaluate", need_labels=True)
     module.evaluate()
     results = [None] * len(methods)
-    for batch in data.batches(_batch_size(batchSize), dtype=module.dtype):
-        if batch.target is None:
-            raise ValueError("evaluate: the dataset has no labels")
-        out = module.forward(batch.input)
-        for i, m in enumerate(methods):
-            r = m(out, batch.target)
-            results[i] = r if results[i] is None else results[i] + r
+    threads = StepThreads()
+    try:
+        for batch in data.batches(_batch_size(batchSize), dtype=module.dtype):
+            if batch.target is None:
+                raise ValueError("evaluate: the dataset has no labels")
+            out = threads.run(module.forward, batch.input)
+            for i, m in enumerate(methods):
+                r = m(out, batch.target)
+                results[i] = r if results[i] is None else results[i] + r
+    finally:
+        threads.close()
     return list(zip(results, methods))
 
 
@@ -225,12 +231,20 @@ def predict_dataset(module, dataset, batchSize=None):
         return spark.predict(module, dataset, batchSize)
     data = to_dataset(dataset, "predict")
     module.evaluate()
+    threads = StepThreads()
+    try:
+        return _predict(module, data, batchSize, threads)
+    finally:
+        threads.close()
+
+
+def _predict(module, data, batchSize, threads):
     n = data.size()
     result = None
     parts = []
     start = 0
     for batch in data.batches(_batch_size(batchSize), dtype=module.dtype):
-        out = module.forward(batch.input)
+        out = threads.run(module.forward, batch.input)
         m = batch.size()
         if isinstance(out, list):
             parts.append([np.array(o, copy=True) for o in out])

@@ -8,6 +8,7 @@ restores it.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -17,12 +18,36 @@ from pymodules.optim.schedules import Default, LearningRateSchedule
 
 _SCHEDULE = "schedule."
 
+#: PyTorch's keyword names of the optimisers' arguments -> pymodules' (BigDL's) names.
+_TORCH_NAMES = {
+    "lr": ("learningRate",), "lr_decay": ("learningRateDecay",),
+    "weight_decay": ("weightDecay",), "betas": ("beta1", "beta2"), "eps": ("epsilon",),
+    "alpha": ("decayRate",), "rho": ("decayRate",), "max_iter": ("maxIter",),
+    "max_eval": ("maxEval",), "tolerance_change": ("tolX",), "history_size": ("nCorrection",),
+    "line_search_fn": ("lineSearch",),
+}
+
 
 class OptimMethod:
     """Base of the optimisation methods (BigDL's OptimMethod)."""
 
     learningRate = 0.0
     learningRateDecay = 0.0
+
+    def __new__(cls, *args, **kwargs):
+        # PyTorch's spellings (lr=, weight_decay=, betas=, ...) name pymodules' instead of
+        # failing with Python's bare "unexpected keyword argument".
+        params = inspect.signature(cls.__init__).parameters if kwargs else {}
+        for key in kwargs:
+            ours = _TORCH_NAMES.get(key)
+            if key not in params and ours and all(o in params for o in ours):
+                value = kwargs[key]
+                spelled = (", ".join(f"{o}={v!r}" for o, v in zip(ours, value))
+                           if len(ours) > 1 and isinstance(value, (tuple, list))
+                           and len(value) == len(ours) else f"{ours[0]}={value!r}")
+                raise TypeError(f"{cls.__name__}: no argument {key!r} (PyTorch's name); "
+                                f"pymodules takes BigDL's: {cls.__name__}({spelled})")
+        return super().__new__(cls)
 
     def __init__(self):
         self.state = {"neval": 0}

@@ -12,6 +12,7 @@ stopped, with the same method state.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ import time
 import numpy as np
 
 from pymodules import random as _random
+from pymodules import threads as _threads
 from pymodules.data import to_dataset
 from pymodules.engine import optim as K
 from pymodules.nn.module import Module
@@ -30,6 +32,107 @@ from pymodules.persistence import load_state, save_state
 from pymodules.validation import _methods, evaluate_dataset, is_rdd
 
 log = logging.getLogger("pymodules.optim")
+
+#: Checkpoint URL schemes whose filesystem comes from an extra of pymodules:
+#: {scheme: (module to import, extra)}.
+_FILESYSTEMS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "hdfs": ("pyarrow", "hdfs"),
+                "viewfs": ("pyarrow", "hdfs")}
+
+
+class _DefaultHandler(logging.StreamHandler):
+    """The handler pymodules puts on its logger when nothing is configured."""
+
+
+def _default_logging():
+    """Make training visible when the user configured no logging: a handler on the
+    ``pymodules`` logger (INFO, to stderr) only if neither it nor the root logger has one;
+    ours is taken off again once the root logger has handlers of its own."""
+    top = logging.getLogger("pymodules")
+    ours = [h for h in top.handlers if isinstance(h, _DefaultHandler)]
+    if ours and logging.getLogger().handlers:
+        for h in ours:
+            top.removeHandler(h)
+        if top.level == logging.INFO:
+            top.setLevel(logging.NOTSET)
+        return
+    if top.handlers or logging.getLogger().handlers:
+        return
+    handler = _DefaultHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    top.addHandler(handler)
+    if top.level == logging.NOTSET:
+        top.setLevel(logging.INFO)
+
+
+def _is_console(handler):
+    stream = getattr(handler, "stream", None)
+    return isinstance(handler, logging.StreamHandler) and \
+        (stream is sys.stderr or stream is sys.stdout)
+
+
+class _BarHandler(logging.Handler):
+    """Writes through ``tqdm.write``, which lifts the progress bar off its line first, so
+    that a log line and the bar never share a line."""
+
+    def __init__(self, handler, write):
+        super().__init__(handler.level)
+        self.setFormatter(handler.formatter)
+        for f in handler.filters:
+            self.addFilter(f)
+        self.stream, self._write = handler.stream, write
+
+    def emit(self, record):
+        try:
+            self._write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 (logging's contract: report, never raise)
+            self.handleError(record)
+
+
+class _RedirectToBar:
+    """While a bar is shown: the console handlers of ``pymodules.optim``'s chain of loggers
+    write through the bar's ``write``; on exit the handlers are put back."""
+
+    def __init__(self, bar):
+        self.bar, self.saved = bar, []
+
+    def __enter__(self):
+        if self.bar is None:
+            return self
+        logger = log
+        while logger is not None:
+            if any(_is_console(h) for h in logger.handlers):
+                self.saved.append((logger, logger.handlers))
+                logger.handlers = [_BarHandler(h, type(self.bar).write) if _is_console(h)
+                                   else h for h in logger.handlers]
+            logger = logger.parent if logger.propagate else None
+        return self
+
+    def __exit__(self, *exc):
+        for logger, handlers in self.saved:
+            logger.handlers = handlers
+        self.saved = []
+        return False
+
+
+def _check_filesystem(path: str):
+    """Fail now, not at the first checkpoint, when the filesystem of a URL is missing."""
+    if "://" not in path:
+        return
+    scheme = path.split("://", 1)[0].lower()
+    module, extra = _FILESYSTEMS.get(scheme, ("fsspec", "s3"))
+    try:
+        import fsspec
+
+        importlib.import_module(module)
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as err:
+        hint = f'pip install "pymodules[{extra}]"' if scheme in _FILESYSTEMS else \
+            f"install fsspec and the fsspec filesystem for {scheme}://"
+        raise ImportError(f"Optimizer.setCheckpoint: {path} needs the {scheme}:// filesystem, "
+                          f"which is not installed ({err}); {hint}") from err
+    except ValueError as err:
+        raise ValueError(f"Optimizer.setCheckpoint: {path}: unknown filesystem "
+                         f"{scheme}:// ({err})") from err
 
 
 def _trigger(t, what):
@@ -44,7 +147,11 @@ class Optimizer:
     batchSize=32).
 
     ``trainingSet``: a DataSet, an (features, labels) pair, a list of Sample, or a pyspark
-    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark).
+    RDD of Sample (then training is data-parallel on Spark, see pymodules.spark). Features
+    and labels may be lists of arrays, one per input or target of the model.
+
+    By default a line is logged (logger ``pymodules.optim``, INFO; shown on stderr when no
+    logging is configured) every 50 iterations and at every validation, in BigDL's words.
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,
@@ -65,8 +172,17 @@ class Optimizer:
         self._clip_norm = None
         self._progress = True
         self._log_every = 50
+        self._wall = 0.0  # seconds spent in optimize(), over every call
+        self._started = time.perf_counter()
         self._trainSummary = None
         self._validationSummary = None
+
+    @classmethod
+    def create(cls, model, trainingSet, criterion, endTrigger=None, batchSize=32,
+               optimMethod=None):
+        """BigDL's Python order: ``Optimizer.create(model, training_set, criterion,
+        end_trigger, batch_size, optim_method)`` (SGD() and MaxEpoch(1) when omitted)."""
+        return cls(model, trainingSet, criterion, optimMethod, endTrigger, batchSize)
 
     # -- configuration -------------------------------------------------------------------
     def setTrainData(self, trainingSet, batchSize):
@@ -108,8 +224,9 @@ class Optimizer:
         ``model.<iteration>`` (Module.save), ``optimMethod.<iteration>`` (OptimMethod.save)
         and ``optimizer.<iteration>`` (this Optimizer's progress: counters, position in
         the epoch, random generator), written last. ``loadCheckpoint`` resumes from them."""
-        self._checkpoint = (str(path), _trigger(trigger, "the checkpoint trigger"),
-                            bool(overWrite))
+        path = str(path)
+        _check_filesystem(path)
+        self._checkpoint = (path, _trigger(trigger, "the checkpoint trigger"), bool(overWrite))
         return self
 
     def loadCheckpoint(self, path, iteration=None):
@@ -160,7 +277,8 @@ class Optimizer:
         return self
 
     def setLogInterval(self, iterations):
-        """Log a line (logger "pymodules.optim", INFO) every ``iterations`` iterations."""
+        """Log a line (logger "pymodules.optim", INFO) every ``iterations`` iterations
+        (default 50; 0: none). Validation results are logged whenever they are computed."""
         self._log_every = int(iterations)
         return self
 
@@ -181,63 +299,95 @@ class Optimizer:
             from tqdm import tqdm
         except ImportError:
             return None
-        n = self._source.size()
-        return tqdm(total=n, unit="rec", leave=False, desc=f"epoch {self.state['epoch'] + 1}")
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):
+            size = os.terminal_size((0, 0))
+        # A terminal that reports no size (a pty without one, some IDE consoles) would get
+        # a bar of no width, hidden below a screen of no lines: tqdm then draws nothing.
+        return tqdm(total=self._source.size(), unit="rec", leave=False, file=sys.stderr,
+                    desc=f"epoch {self.state['epoch'] + 1}", mininterval=0.1,
+                    ncols=None if size.columns > 0 else 80,
+                    nrows=None if size.lines > 0 else 24)
+
+    def _header(self):
+        """BigDL's header of a training log line: [Epoch e r/n][Iteration i][Wall Clock s]."""
+        state = self.state
+        wall = self._wall + time.perf_counter() - self._started
+        return (f"[Epoch {state['epoch'] + 1} {state['records']}/"
+                f"{self._source.size() or '?'}][Iteration {state['iteration']}]"
+                f"[Wall Clock {wall:.3f}s]")
 
     def optimize(self):
         """Train until the end trigger fires; return the model."""
         model, method, state = self.model, self.optimMethod, self.state
+        _default_logging()
+        if self.endWhen(state):
+            log.warning("Optimizer: the end trigger %s has already fired (iteration %d, "
+                        "epoch %d): nothing to train; set a later one with setEndWhen",
+                        self.endWhen, state["iteration"], state["epoch"])
+            return model
         weights, _ = model.getParameters()
         model.training()
         source = self._source
         source.start(model, self.criterion)
+        self._started = time.perf_counter()
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
+        threads = _threads.StepThreads()
         try:
-            while not self.endWhen(state):
-                start = time.perf_counter()
-                n, last = source.next_batch()
-                method.state["epoch"] = state["epoch"]
-                lr = method.getLearningRate()
-                _, losses = method.optimize(self._feval, weights)
-                loss = float(losses[-1])
-                state["iteration"] += 1
-                state["records"] += n
-                state["loss"] = loss
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"Optimizer: the loss is {loss} at iteration {state['iteration']} "
-                        f"(epoch {state['epoch'] + 1}); training stopped. Lower the learning "
-                        f"rate or clip the gradients (setGradientClippingByl2Norm)")
-                elapsed = time.perf_counter() - start
-                if self._trainSummary is not None:
-                    it = state["iteration"]
-                    self._trainSummary.addScalar("Loss", loss, it)
-                    self._trainSummary.addScalar("LearningRate", lr, it)
-                    self._trainSummary.addScalar("Throughput", n / max(elapsed, 1e-12), it)
-                log_records += n
-                if bar is not None:
-                    bar.update(n)
-                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                if self._log_every > 0 and state["iteration"] % self._log_every == 0:
-                    now = time.perf_counter()
-                    log.info("[Epoch %d %d/%s][Iteration %d] loss %.6g, %.1f records/s, "
-                             "learning rate %.4g", state["epoch"] + 1, state["records"],
-                             source.size() or "?", state["iteration"], loss,
-                             log_records / max(now - log_start, 1e-12), lr)
-                    log_records, log_start = 0, now
-                state["epochEnd"] = last
-                if last:
-                    state["epoch"] += 1
-                    state["records"] = 0
+            with _RedirectToBar(bar):
+                while not self.endWhen(state):
+                    start = time.perf_counter()
+                    n, last = source.next_batch()
                     method.state["epoch"] = state["epoch"]
-                    method.state["Loss"] = loss
+                    lr = method.getLearningRate()
+                    threads.before()
+                    step = time.perf_counter()
+                    _, losses = method.optimize(self._feval, weights)
+                    threads.after(time.perf_counter() - step)
+                    loss = float(losses[-1])
+                    state["iteration"] += 1
+                    state["records"] += n
+                    state["loss"] = loss
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(
+                            f"Optimizer: the loss is {loss} at iteration {state['iteration']} "
+                            f"(epoch {state['epoch'] + 1}); training stopped. Lower the "
+                            f"learning rate or clip the gradients "
+                            f"(setGradientClippingByl2Norm)")
+                    elapsed = time.perf_counter() - start
+                    if self._trainSummary is not None:
+                        it = state["iteration"]
+                        self._trainSummary.addScalar("Loss", loss, it)
+                        self._trainSummary.addScalar("LearningRate", lr, it)
+                        self._trainSummary.addScalar("Throughput", n / max(elapsed, 1e-12), it)
+                    log_records += n
                     if bar is not None:
-                        bar.reset()
-                        bar.set_description(f"epoch {state['epoch'] + 1}")
-                self._maybe_validate()
-                self._maybe_checkpoint()
+                        bar.update(n)
+                        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                    if self._log_every > 0 and state["iteration"] % self._log_every == 0:
+                        now = time.perf_counter()
+                        took = max(now - log_start, 1e-12)
+                        log.info("%s Trained %d records in %.4g seconds. Throughput is %.1f "
+                                 "records/second. Loss is %.6g. Current learning rate is %.4g.",
+                                 self._header(), log_records, took, log_records / took, loss,
+                                 lr)
+                        log_records, log_start = 0, now
+                    state["epochEnd"] = last
+                    if last:
+                        state["epoch"] += 1
+                        state["records"] = 0
+                        method.state["epoch"] = state["epoch"]
+                        method.state["Loss"] = loss
+                        if bar is not None:
+                            bar.reset()
+                            bar.set_description(f"epoch {state['epoch'] + 1}")
+                    self._maybe_validate()
+                    self._maybe_checkpoint()
         finally:
+            threads.close()
+            self._wall += time.perf_counter() - self._started
             if bar is not None:
                 bar.close()
             for s in (self._trainSummary, self._validationSummary):
@@ -256,9 +406,10 @@ class Optimizer:
         results = evaluate_dataset(self.model, data, methods, batch)
         self.model.training()
         it = self.state["iteration"]
+        header = self._header()
         for i, (result, m) in enumerate(results):
             value = result.result()[0]
-            log.info("[Validation][Iteration %d] %s is %s", it, m.name(), result)
+            log.info("%s %s is %s", header, m.name(), result)
             if self._validationSummary is not None:
                 self._validationSummary.addScalar(m.name(), value, it)
             if i == 0:
@@ -304,14 +455,10 @@ class LocalGradient:
         self.model, self.criterion = model, criterion
         self._dtype = model.dtype
         self._grad = model.getParameters()[1]
-        # Nothing reads the gradient with respect to the data: the layer that takes it skips
-        # its gradInput, the largest product of an MLP's first layer (PyTorch skips it too).
         self._reader = _data_reader(model)
-        self._propagate = self._reader.propagateBack
-        self._reader.propagateBack = False
 
     def stop(self):
-        self._reader.propagateBack = self._propagate
+        pass
 
     def next_batch(self):
         """Move to the next batch: (its size, whether it ends the epoch)."""
@@ -342,13 +489,29 @@ class LocalGradient:
 
     def gradient(self, x):
         """(loss, flat gradient) of the current batch; x is the model's own flat weights."""
-        model, crit = self.model, self.criterion
-        inp, target = self._batch.input, self._batch.target
-        self._grad.fill(0)
-        output = model.forward(inp)
-        loss = crit.forward(output, target)
-        model.backward(inp, crit.backward(output, target))
+        batch = self._batch
+        loss = batch_gradient(self.model, self.criterion, self._reader, batch.input,
+                              batch.target, self._grad)
         return loss, self._grad
+
+
+def batch_gradient(model, criterion, reader, input, target, grad):
+    """The loss of one batch; its gradient goes into ``grad`` (zeroed first).
+
+    Nothing reads the gradient with respect to the data, so ``reader`` (the layer that takes
+    the data, ``_data_reader``) skips its gradInput, the largest product of an MLP's first
+    layer (PyTorch skips it too). Its ``propagateBack`` is changed for this call only: a
+    model saved, validated or handed back between batches keeps the user's setting."""
+    propagate = reader.propagateBack
+    reader.propagateBack = False
+    try:
+        grad.fill(0)
+        output = model.forward(input)
+        loss = criterion.forward(output, target)
+        model.backward(input, criterion.backward(output, target))
+    finally:
+        reader.propagateBack = propagate
+    return loss
 
 
 def _data_reader(model):

@@ -108,3 +108,33 @@ def test_load_checkpoint_without_one(tmp_path):
     _, opt = _setup(pm.SGD(0.1), pm.MaxIteration(1), seed=0)
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         opt.loadCheckpoint(tmp_path)
+
+
+# -- what a checkpoint holds ------------------------------------------------------------------
+def test_a_checkpointed_model_propagates_back(tmp_path):
+    """The Optimizer skips the first layer's gradInput while it trains; a model loaded from
+    a checkpoint is the user's model, whose backward gives the full gradInput."""
+    model, opt = _setup(pm.SGD(0.1), pm.MaxIteration(2), seed=0)
+    opt.setCheckpoint(str(tmp_path), pm.SeveralIteration(1)).optimize()
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    for it in (1, 2):
+        loaded = pm.Module.load(str(tmp_path / f"model.{it}"))
+        assert loaded.modules[0].propagateBack
+        out = loaded.forward(x)
+        assert loaded.backward(x, np.ones_like(out)).shape == (4, 6)
+
+
+def test_optimize_that_raises_leaves_the_flag_as_it_was(rng):
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    y[30:] = 7  # out of range: the criterion raises in the middle of the epoch
+    for before in (True, False):
+        model = pm.Sequential().add(pm.Linear(6, 5)).add(pm.Linear(5, 3))
+        model.modules[0].propagateBack = before
+        opt = pm.Optimizer(model, (x, y), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                           pm.MaxEpoch(2), 8).setProgressBar(False)
+        pm.setSeed(0)
+        with pytest.raises(ValueError):
+            opt.optimize()
+        assert opt.state["iteration"] < 10  # it stopped in the middle
+        assert model.modules[0].propagateBack is before

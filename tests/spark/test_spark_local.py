@@ -241,3 +241,123 @@ def test_an_empty_partition_stops_before_training(sc):
         opt.optimize()
     assert opt.state["iteration"] == 0
     np.testing.assert_array_equal(model.getParameters()[0], before)
+
+
+# -- several inputs, what Spark is handed, what stays on the driver ------------------------------
+def _two_inputs(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    xa, xb = rng.standard_normal((n, 4)), rng.standard_normal((n, 3))
+    y = (xa[:, :3] + xb).argmax(axis=1)
+    a, b = pm.Input(), pm.Input()
+    s = pm.CAddTable()(pm.Linear(4, 5)(a), pm.Linear(3, 5)(b))
+    model = pm.Graph([a, b], pm.Linear(5, 3)(pm.Tanh()(s))).double()
+    return model, xa, xb, y
+
+
+def test_a_two_input_graph_on_spark_matches_local(sc):
+    model, xa, xb, y = _two_inputs()
+    rdd = sc.parallelize([pm.Sample([xa[i], xb[i]], y[i]) for i in range(48)], 2)
+    methods = [pm.Top1Accuracy(), pm.Loss(pm.CrossEntropyCriterion())]
+    for (r, _), (r0, _) in zip(model.evaluate(rdd, methods, 8),
+                               model.evaluate(([xa, xb], y), methods)):
+        assert r.result()[1] == 48
+        np.testing.assert_allclose(r.result()[0], r0.result()[0], rtol=1e-12)
+    out = np.stack(model.predict(rdd).collect())
+    np.testing.assert_allclose(out, model.predict([xa, xb]), rtol=1e-12)
+    assert model.predictClass(rdd).collect() == model.predictClass([xa, xb]).tolist()
+    local = model.cloneModule()
+    summary = pm.TrainSummary()
+    opt = pm.Optimizer(model, rdd, pm.CrossEntropyCriterion(), pm.SGD(0.5), pm.MaxEpoch(2), 8)
+    opt.setValidation(pm.EveryEpoch(), rdd, [pm.Top1Accuracy()])
+    opt.setTrainSummary(summary).setProgressBar(False).optimize()
+    assert opt.state["iteration"] == 12
+
+    # the same batches, in the documented distributed order, trained locally
+    from pymodules import spark
+
+    parts = np.array_split(np.arange(48), 2)
+    epoch = [0]
+
+    def batches():
+        e = epoch[0]
+        epoch[0] += 1
+        orders = [part[spark.order(opt._source.seed, p, e, 24)] for p, part in enumerate(parts)]
+        for j in range(6):
+            idx = np.concatenate([o[j * 4:(j + 1) * 4] for o in orders])
+            yield pm.MiniBatch([xa[idx], xb[idx]], y[idx])
+
+    ref = pm.TrainSummary()
+    pm.Optimizer(local, pm.DataSet.iterable(batches), pm.CrossEntropyCriterion(), pm.SGD(0.5),
+                 pm.MaxEpoch(2), 8).setTrainSummary(ref).setProgressBar(False).optimize()
+    np.testing.assert_allclose(summary.readScalar("Loss")[:, 1], ref.readScalar("Loss")[:, 1],
+                               rtol=1e-10)
+    np.testing.assert_allclose(model.getParameters()[0], local.getParameters()[0], rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_a_dataframe_says_an_rdd_of_sample_is_needed(sc):
+    from pyspark.sql import SparkSession
+
+    df = SparkSession.builder.getOrCreate().createDataFrame([(1.0, 2.0, 0), (0.5, 1.0, 1)],
+                                                            ["a", "b", "label"])
+    model = pm.Sequential().add(pm.Linear(2, 2))
+    for call in (lambda: model.evaluate(df, [pm.Top1Accuracy()]), lambda: model.predict(df),
+                 lambda: pm.Optimizer(model, df, pm.CrossEntropyCriterion()),
+                 lambda: pm.Optimizer(model, (np.ones((2, 2)), np.zeros(2)),
+                                      pm.CrossEntropyCriterion()).setValidation(
+                     pm.EveryEpoch(), df, [pm.Top1Accuracy()])):
+        with pytest.raises(TypeError, match=r"got a Spark DataFrame; pymodules takes an RDD "
+                                            r"of Sample .*df\.rdd\.map"):
+            call()
+
+
+def test_spark_training_leaves_the_model_and_its_checkpoints_whole(sc, tmp_path):
+    x, y = S.data(n=48)
+    model = S.mlp()
+    opt = pm.Optimizer(model, _rdd(sc, x, y), pm.CrossEntropyCriterion(), pm.SGD(0.1),
+                       pm.MaxIteration(2), 8).setProgressBar(False)
+    opt.setCheckpoint(str(tmp_path), pm.SeveralIteration(1)).optimize()
+    assert model.modules[0].propagateBack
+    loaded = pm.Module.load(str(tmp_path / "model.2"))
+    assert loaded.modules[0].propagateBack
+    loaded.forward(x[:3])
+    assert loaded.backward(x[:3], np.ones((3, 3))).shape == (3, 6)
+
+
+def test_tasks_use_spark_task_cpus_threads(sc, tmp_path):
+    """spark.task.cpus is 1 here: every task computes on one BLAS thread, whatever the
+    default of its Python worker (the cores of the machine)."""
+    x, y = S.data(n=48)
+    path = str(tmp_path / "threads")
+    crit = S.RecordThreads(path)
+    sc.parallelize(range(8), 8).foreach(S.two_blas_threads)  # what a worker may be left with
+    pm.Optimizer(S.mlp(), _rdd(sc, x, y), crit, pm.SGD(0.1), pm.MaxIteration(3),
+                 8).setProgressBar(False).optimize()
+    S.mlp().evaluate(_rdd(sc, x, y), [pm.Loss(crit)], 48)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 3 * 2 + 2  # 3 iterations of 2 partitions, then evaluate
+    assert all(line.endswith(" [1]") for line in lines), lines
+    assert sc.getConf().get("spark.task.cpus", "1") == "1"
+
+
+def test_several_outputs_and_targets_on_spark(sc):
+    rng = np.random.default_rng(2)
+    xa, xb = rng.standard_normal((24, 4)), rng.standard_normal((24, 3))
+    ya, yb = rng.integers(0, 3, 24), rng.integers(0, 2, 24)
+    a, b = pm.Input(), pm.Input()
+    model = pm.Graph([a, b], [pm.Linear(4, 3)(a), pm.Linear(3, 2)(b)]).double()
+    crit = pm.ParallelCriterion().add(pm.CrossEntropyCriterion()).add(
+        pm.CrossEntropyCriterion(), 0.5)
+    rdd = sc.parallelize([pm.Sample([xa[i], xb[i]], [np.array(ya[i]), np.array(yb[i])])
+                          for i in range(24)], 2)
+    [(got, _)] = model.evaluate(rdd, [pm.Loss(crit)], 8)
+    [(want, _)] = model.evaluate(([xa, xb], [ya, yb]), [pm.Loss(crit)])
+    assert got.result()[1] == 24
+    np.testing.assert_allclose(got.result()[0], want.result()[0], rtol=1e-12)
+    outs = rdd.zip(model.predict(rdd)).collect()
+    np.testing.assert_allclose(outs[5][1][1], model.predict([xa, xb])[1][5], rtol=1e-12)
+    opt = pm.Optimizer(model, rdd, crit, pm.SGD(0.5), pm.MaxEpoch(5), 8).setProgressBar(False)
+    opt.optimize()
+    [(after, _)] = model.evaluate(rdd, [pm.Loss(crit)], 8)
+    assert after.result()[0] < want.result()[0]

@@ -110,3 +110,29 @@ class FailOnce(pm.CrossEntropyCriterion):
                 os._exit(1)
             raise RuntimeError("injected task failure")
         return super().updateOutput(input, target)
+
+
+class RecordThreads(pm.CrossEntropyCriterion):
+    """CrossEntropyCriterion that appends, at every forward, the BLAS threads of the process
+    it runs in to the file ``path``."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def updateOutput(self, input, target):
+        from threadpoolctl import threadpool_info
+
+        counts = sorted({lib["num_threads"] for lib in threadpool_info()
+                         if lib["user_api"] == "blas"})
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()} {counts}\n")
+        return super().updateOutput(input, target)
+
+
+def two_blas_threads(_):
+    """Leave this Python worker's BLAS (the engine's included) on two threads."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(2, user_api="blas")

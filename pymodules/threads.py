@@ -1,0 +1,156 @@
+"""Threads: how many the BLAS under the engine may use, and when training uses them.
+
+``setNumThreads(n)`` / ``getNumThreads()`` set and read the BLAS threads of this process
+(the engine's kernels are single-threaded loops around BLAS calls); the default is the
+cores available to the process. They act on every BLAS library loaded in the process
+(scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
+
+A training step (and a batch of evaluate or predict) runs on one thread unless it is long
+(``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
+them; when other processes keep the cores busy, a thread may wait a whole scheduler time
+slice (milliseconds) before it runs, at every product. The MLP 784-256-256-10 at batch 64
+(about 1 ms on one thread, 9 products a step) took 117 ms a step on two threads against two
+busy processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way: a
+short step gains at most half on a quiet machine and loses up to 70x on a busy one. A step
+of 0.1 s or more on one thread hides such waits (measured: two threads against two busy
+processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule then times
+both counts on the run's own steps and keeps the faster.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+#: A training step that takes at least this long (seconds) on one thread runs on
+#: getNumThreads() threads; shorter ones run on one (see the module's documentation).
+PARALLEL_STEP = 0.1
+
+_lock = threading.Lock()
+_state = {"threads": None, "libraries": None}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process."""
+    libs = _state["libraries"]
+    if libs is None:
+        import scipy.linalg.cython_blas  # noqa: F401 (the engine's BLAS, loaded first)
+        from threadpoolctl import ThreadpoolController
+
+        libs = _state["libraries"] = [
+            lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return libs
+
+
+def use_threads(n: int) -> None:
+    """Let the BLAS libraries use ``n`` threads now (nothing is done when they already
+    do): the Optimizer's size rule and Spark's tasks call this around their work."""
+    n = int(n)
+    with _lock:
+        for lib in _libraries():
+            if lib.get_num_threads() != n:
+                lib.set_num_threads(n)
+
+
+def blas_threads() -> list[int]:
+    """The threads each BLAS library of the process is set to use now."""
+    with _lock:
+        return [lib.get_num_threads() for lib in _libraries()]
+
+
+def _restore(counts):
+    with _lock:
+        for lib, n in zip(_libraries(), counts):
+            if lib.get_num_threads() != n:
+                lib.set_num_threads(n)
+
+
+def setNumThreads(n) -> None:
+    """Use at most ``n`` BLAS threads in this process (``pm.setNumThreads``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"setNumThreads: n must be a positive int, got {n!r}")
+    _state["threads"] = int(n)
+    use_threads(int(n))
+
+
+def getNumThreads() -> int:
+    """The BLAS threads this process may use: what ``setNumThreads`` set, else the cores
+    available to the process. (A BLAS limited further, by ``OPENBLAS_NUM_THREADS`` or
+    threadpoolctl, keeps its limit: runs of steps never raise it.)"""
+    n = _state["threads"]
+    return available_cores() if n is None else n
+
+
+def task_cpus() -> int:
+    """The cores of the running Spark task (``spark.task.cpus``, 1 by default), or 1."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:
+        return 1
+    try:
+        return max(1, int(ctx.cpus()))
+    except (AttributeError, TypeError, ValueError):
+        return max(1, int(ctx.getLocalProperty("spark.task.cpus") or 1))
+
+
+class StepThreads:
+    """The size rule of one run of steps (training, evaluate, predict). Steps run on one
+    thread; once ``TIMED`` of them are timed (after one to warm up), a run whose steps take
+    at least ``PARALLEL_STEP`` times ``TIMED`` steps on ``getNumThreads()`` threads (or
+    fewer when the BLAS was limited further, e.g. by threadpoolctl) and keeps the faster.
+    ``before()`` before a step, ``after(seconds)`` with its time; ``close()`` gives the BLAS
+    back the threads it had."""
+
+    #: steps timed for each choice (after one step that warms up)
+    TIMED = 3
+
+    def __init__(self):
+        self.saved = blas_threads()
+        self.most = min(getNumThreads(), max(self.saved, default=1))
+        self.now = 1
+        self.times = {1: [], self.most: []}
+        self.decided = self.most == 1
+
+    def before(self):
+        use_threads(self.now)
+
+    def after(self, seconds):
+        if self.decided:
+            return
+        times = self.times[self.now]
+        times.append(seconds)
+        if self.now == 1:
+            if len(times) <= self.TIMED:
+                return
+            if float(np.median(times[1:])) < PARALLEL_STEP:
+                self.decided = True  # short steps: threads cannot pay (module documentation)
+                return
+            self.now = self.most  # long steps: time them on every thread
+        elif len(times) == self.TIMED:
+            one = float(np.median(self.times[1][1:]))
+            if float(np.median(times)) >= one:
+                self.now = 1
+            self.decided = True
+
+    def run(self, f, *args):
+        """``f(*args)`` as one step under the rule."""
+        self.before()
+        start = time.perf_counter()
+        result = f(*args)
+        self.after(time.perf_counter() - start)
+        return result
+
+    def close(self):
+        _restore(self.saved)

@@ -250,7 +250,8 @@ def _predict(module, data, batchSize, threads):
             parts.append([np.array(o, copy=True) for o in out])
             continue
         if out.ndim == 0 or (out.ndim == 1 and m > 1):
-            raise ValueError(f"predict: {module} returned shape {out.shape} for a batch of {m}")
+            raise ValueError(f"predict: {module.getName()} returned shape {out.shape} "
+                             f"for a batch of {m}")
         if out.ndim == 1:  # a module that drops the batch axis of a batch of one
             out = out.reshape(1, -1)
         if n is None:

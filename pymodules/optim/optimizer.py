@@ -122,8 +122,12 @@ def _check_filesystem(path: str):
     module, extra = _FILESYSTEMS.get(scheme, ("fsspec", "s3"))
     try:
         import fsspec
+        from fsspec.registry import known_implementations, registry
 
-        importlib.import_module(module)
+        # a filesystem the user registered for the scheme needs no package of ours
+        known = known_implementations.get(scheme, {}).get("class", "").split(".")[0]
+        if registry.get(scheme) is None or registry[scheme].__module__.split(".")[0] == known:
+            importlib.import_module(module)
         fsspec.get_filesystem_class(scheme)
     except ImportError as err:
         hint = f'pip install "pymodules[{extra}]"' if scheme in _FILESYSTEMS else \

@@ -245,3 +245,8 @@ def test_predict_shape_errors_name_the_path_not_the_printed_model(rng):
     message = str(err.value)
     assert "\n" not in message and message.startswith(
         f"{bad.getName()}/{bad.modules[1].getName()}: ")
+    # an output that is not batch-first
+    flat = pm.Sequential(pm.Linear(4, 2), pm.Select(0, 0))
+    with pytest.raises(ValueError) as err:
+        flat.predict(rng.standard_normal((3, 4)).astype(np.float32))
+    assert str(err.value).startswith(f"predict: {flat.getName()} returned shape (2,)")

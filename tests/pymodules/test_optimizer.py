@@ -1,3 +1,4 @@
+import importlib
 import logging
 import re
 
@@ -453,3 +454,21 @@ def test_the_bar_is_drawn_on_a_terminal_that_reports_no_size():
     assert proc.wait(timeout=120) == 0
     drawn = [int(p) for p in re.findall(rb"epoch \d+: +(\d+)%\|", out)]
     assert drawn and max(drawn) > 0  # drawn, and advancing
+
+
+def test_a_checkpoint_url_on_a_registered_filesystem_needs_no_extra(rng, monkeypatch, tmp_path):
+    import sys
+
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.local import LocalFileSystem
+
+    class Mine(LocalFileSystem):
+        protocol = ("hdfs",)
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # not installed
+    monkeypatch.setitem(importlib.import_module("fsspec.registry")._registry, "hdfs", Mine)
+    x, y = _data(rng)
+    opt = pm.Optimizer(_model(), (x, y), pm.CrossEntropyCriterion())
+    opt.setCheckpoint("hdfs://namenode:8020/run", pm.EveryEpoch())
+    assert opt._checkpoint[0] == "hdfs://namenode:8020/run"
+    assert fsspec.get_filesystem_class("hdfs") is Mine

@@ -51,6 +51,9 @@ def temp_hdfs(root: str) -> None:
     class TempHDFS(LocalFileSystem):
         protocol = ("hdfs",)
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(auto_mkdir=True)  # HDFS creates the parents of a new file
+
         @classmethod
         def _strip_protocol(cls, path):
             path = fsspec.utils.stringify_path(path)

@@ -12,6 +12,7 @@ import pymodules as pm
 from pymodules import persistence
 
 fsspec = pytest.importorskip("fsspec")
+from readme_blocks import temp_hdfs_class  # noqa: E402
 
 
 def _model():
@@ -74,29 +75,10 @@ def test_local_paths_refuse_storage_options(tmp_path):
 # -- hdfs:// ----------------------------------------------------------------------------------
 @pytest.fixture
 def hdfs_root(tmp_path):
-    """hdfs://host:port/path served by a local filesystem rooted at a temp folder.
-
-    fsspec's own "hdfs" implementation needs pyarrow and a running HDFS; what pymodules
-    relies on is the fsspec interface (open, exists, mv), which this stand-in provides
-    with the same semantics as a non-object store: files visible while written.
-    """
-    from fsspec.implementations.local import LocalFileSystem
-
+    """hdfs://host:port/path served by a local filesystem rooted at a temp folder."""
     root = str(tmp_path / "hdfs")
     os.makedirs(root)
-
-    class TempHDFS(LocalFileSystem):
-        protocol = ("hdfs",)
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            path = fsspec.utils.stringify_path(path)
-            if path.startswith("hdfs://"):
-                rest = path[len("hdfs://"):]
-                path = root + "/" + (rest.split("/", 1)[1] if "/" in rest else "")
-            elif not path.startswith(root):
-                path = root + "/" + path.lstrip("/")
-            return LocalFileSystem._strip_protocol(path)
+    TempHDFS = temp_hdfs_class(root)
 
     # registration is process-wide: the previous entry is put back below
     registry = importlib.import_module("fsspec.registry")._registry

@@ -43,8 +43,13 @@ def needs_spark(code: str) -> bool:
     return re.search(r"^\s*(from|import) pyspark", code, re.M) is not None
 
 
-def temp_hdfs(root: str) -> None:
-    """Register ``hdfs://host:port/path`` as the local folder ``root``/path, process-wide."""
+def temp_hdfs_class(root: str):
+    """An fsspec filesystem serving ``hdfs://host:port/path`` as the local folder root/path.
+
+    fsspec's own "hdfs" needs pyarrow and a running HDFS; pymodules relies on the fsspec
+    interface (open, exists, mv), which this provides with a non-object store's semantics:
+    files visible while written, parents made on write.
+    """
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
@@ -64,7 +69,14 @@ def temp_hdfs(root: str) -> None:
                 path = root + "/" + path.lstrip("/")
             return LocalFileSystem._strip_protocol(path)
 
-    fsspec.register_implementation("hdfs", TempHDFS, clobber=True)
+    return TempHDFS
+
+
+def temp_hdfs(root: str) -> None:
+    """Register temp_hdfs_class(root) for hdfs://, process-wide."""
+    import fsspec
+
+    fsspec.register_implementation("hdfs", temp_hdfs_class(root), clobber=True)
 
 
 def moto_s3(bucket: str):

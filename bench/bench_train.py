@@ -45,13 +45,18 @@ def median_us(steps, runs, warmup=20, block=25):
             for s in steps]
 
 
-def pymodules_step(x, y, dtype):
+def mlp(dtype):
+    """The benchmark's MLP (SIZES, ReLU between, LogSoftMax last), seeded, in ``dtype``."""
     pm.setSeed(0)
     model = pm.Sequential()
     for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
         model.add(pm.Linear(a, b, dtype=dtype))
         model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
-    model.float() if dtype == np.float32 else model.double()
+    return model.float() if dtype == np.float32 else model.double()
+
+
+def pymodules_step(x, y, dtype):
+    model = mlp(dtype)
     crit = pm.ClassNLLCriterion()
     method = pm.SGD(0.01, momentum=0.9, dampening=0.0)
     weights, grads = model.getParameters()
@@ -145,12 +150,7 @@ def busy_processes(n, seconds=600):
 def optimizer_step_us(x, y, dtype, runs):
     """Median time of the Optimizer's steps (its TrainSummary throughput) at the default
     threads, in microseconds."""
-    pm.setSeed(0)
-    model = pm.Sequential()
-    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
-        model.add(pm.Linear(a, b, dtype=dtype))
-        model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
-    model.float() if dtype == np.float32 else model.double()
+    model = mlp(dtype)
     summary = pm.TrainSummary()
     opt = pm.Optimizer(model, (x, y), pm.ClassNLLCriterion(),
                        pm.SGD(0.01, momentum=0.9, dampening=0.0),

@@ -25,7 +25,7 @@ from pymodules.validation import (
     ValidationResult,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place of the version (pyproject.toml reads it)
 
 
 def engine_type() -> str:

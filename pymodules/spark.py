@@ -38,7 +38,7 @@ import numpy as np
 
 from pymodules import random as _random
 from pymodules.data import each, rows, samples_arrays
-from pymodules.validation import _methods
+from pymodules.validation import validation_methods
 
 # -- the model on the executors --------------------------------------------------------
 #: Modules rebuilt in this Python worker, by broadcast key (the most recent few).
@@ -145,13 +145,13 @@ def _evaluate_partition(records, shipped, methods, per):
 
 
 def _sum_results(a, b):
-    return [y if x is None else x if y is None else x + y for x, y in zip(a, b)]
+    return [y if x is None else x if y is None else x + y for x, y in zip(a, b, strict=True)]
 
 
 def evaluate(module, rdd, vMethods, batchSize=None):
     """Eval mode, then every method over an RDD of Sample: [(result, method), ...].
     Each partition evaluates its records in batches of ``batchSize / partitions``."""
-    methods = _methods(vMethods)
+    methods = validation_methods(vMethods)
     per = _per_partition(batchSize, rdd.getNumPartitions())
     module.evaluate()
     shipped = _Shipped(rdd.context, module)
@@ -162,7 +162,7 @@ def evaluate(module, rdd, vMethods, batchSize=None):
         shipped.release()
     if any(r is None for r in results):
         raise ValueError("evaluate: the RDD is empty")
-    return list(zip(results, methods))
+    return list(zip(results, methods, strict=True))
 
 
 def _predict_partition(records, shipped, per):
@@ -241,11 +241,11 @@ def _size(item):
 
 
 def _train_mode(module):
-    from pymodules.optim.optimizer import _data_reader
+    from pymodules.optim.optimizer import data_reader
 
     module.training()
     weights, grads = module.getParameters()
-    return module, weights, grads, _data_reader(module)
+    return module, weights, grads, data_reader(module)
 
 
 def _take(value, idx):
@@ -271,7 +271,7 @@ def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, 
 
 
 def _sum_gradients(a, b):
-    return a[0] + b[0], a[1] + b[1], [p + q for p, q in zip(a[2], b[2])]
+    return a[0] + b[0], a[1] + b[1], [p + q for p, q in zip(a[2], b[2], strict=True)]
 
 
 class DistributedGradient:

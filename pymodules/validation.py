@@ -179,7 +179,9 @@ class MAE(ValidationMethod):
         return ContiguousResult(per_sample, n, "MAE")
 
 
-def _methods(vMethods):
+def validation_methods(vMethods) -> list[ValidationMethod]:
+    """``vMethods`` (one ValidationMethod, a list or tuple of them, or None for
+    Top1Accuracy) as a list, each checked."""
     if vMethods is None:
         return [Top1Accuracy()]
     methods = list(vMethods) if isinstance(vMethods, (list, tuple)) else [vMethods]
@@ -200,7 +202,7 @@ def _batch_size(batchSize):
 
 def evaluate_dataset(module, dataset, vMethods, batchSize=None):
     """Eval mode, then every method over the dataset: [(result, method), ...]."""
-    methods = _methods(vMethods)
+    methods = validation_methods(vMethods)
     if is_rdd(dataset):
         from pymodules import spark
 
@@ -219,7 +221,7 @@ def evaluate_dataset(module, dataset, vMethods, batchSize=None):
                 results[i] = r if results[i] is None else results[i] + r
     finally:
         threads.close()
-    return list(zip(results, methods))
+    return list(zip(results, methods, strict=True))
 
 
 def predict_dataset(module, dataset, batchSize=None):

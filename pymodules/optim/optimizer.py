@@ -29,7 +29,8 @@ from pymodules.nn.module import Module
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
 from pymodules.persistence import load_state, save_state
-from pymodules.validation import _methods, evaluate_dataset, is_rdd
+from pymodules.persistence.storage import is_url, join
+from pymodules.validation import evaluate_dataset, is_rdd, validation_methods
 
 log = logging.getLogger("pymodules.optim")
 
@@ -116,7 +117,7 @@ class _RedirectToBar:
 
 def _check_filesystem(path: str):
     """Fail now, not at the first checkpoint, when the filesystem of a URL is missing."""
-    if "://" not in path:
+    if not is_url(path):
         return
     scheme = path.split("://", 1)[0].lower()
     module, extra = _FILESYSTEMS.get(scheme, ("fsspec", "s3"))
@@ -220,7 +221,7 @@ class Optimizer:
         if not is_rdd(dataset):
             dataset = to_dataset(dataset, "validation set", need_labels=True)
         self._validation = (_trigger(trigger, "the validation trigger"), dataset,
-                            _methods(vMethods), batchSize or self.batchSize)
+                            validation_methods(vMethods), batchSize or self.batchSize)
         return self
 
     def setCheckpoint(self, path, trigger, overWrite=True):
@@ -240,7 +241,7 @@ class Optimizer:
         restored, so that optimize() goes on exactly as the saved run would have."""
         if iteration is None:
             iteration = _latest_checkpoint(str(path))
-        name = _join(str(path), f"{{}}.{int(iteration)}")
+        name = join(str(path), f"{{}}.{int(iteration)}")
         model = Module.load(name.format("model"))
         self.model.setWeightsBias(model.getWeightsBias())
         self.model.setExtraParameter(model.getExtraParameter())
@@ -427,9 +428,9 @@ class Optimizer:
         if not trigger(self.state):
             return
         it = self.state["iteration"]
-        if "://" not in path:
+        if not is_url(path):
             os.makedirs(path, exist_ok=True)
-        name = _join(path, f"{{}}.{it}")
+        name = join(path, f"{{}}.{it}")
         self.model.save(name.format("model"), overWrite=overwrite)
         self.optimMethod.save(name.format("optimMethod"), overWrite=overwrite)
         save_state(name.format("optimizer"), {  # last: marks the checkpoint complete
@@ -459,7 +460,7 @@ class LocalGradient:
         self.model, self.criterion = model, criterion
         self._dtype = model.dtype
         self._grad = model.getParameters()[1]
-        self._reader = _data_reader(model)
+        self._reader = data_reader(model)
 
     def stop(self):
         pass
@@ -503,7 +504,7 @@ def batch_gradient(model, criterion, reader, input, target, grad):
     """The loss of one batch; its gradient goes into ``grad`` (zeroed first).
 
     Nothing reads the gradient with respect to the data, so ``reader`` (the layer that takes
-    the data, ``_data_reader``) skips its gradInput, the largest product of an MLP's first
+    the data, ``data_reader``) skips its gradInput, the largest product of an MLP's first
     layer (PyTorch skips it too). Its ``propagateBack`` is changed for this call only: a
     model saved, validated or handed back between batches keeps the user's setting."""
     propagate = reader.propagateBack
@@ -518,7 +519,7 @@ def batch_gradient(model, criterion, reader, input, target, grad):
     return loss
 
 
-def _data_reader(model):
+def data_reader(model):
     """The leaf that reads the model's input: the first child down a chain of Sequential."""
     from pymodules.nn import Sequential
 
@@ -527,13 +528,9 @@ def _data_reader(model):
     return model
 
 
-def _join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
-
-
 def _latest_checkpoint(path: str) -> int:
     """The highest iteration with a complete checkpoint (its optimizer.<n> file) in path."""
-    if "://" in path:
+    if is_url(path):
         import fsspec
 
         fs, folder = fsspec.core.url_to_fs(path)

@@ -18,6 +18,7 @@ import pytest
 
 import pymodules as pm
 from pymodules import persistence
+from pymodules.persistence import archive, codec, registry, storage, weights
 
 # -- one example of every module class ----------------------------------------------------
 # {class: [(module factory, input factory or None for classes that do not compute alone)]}.
@@ -299,7 +300,7 @@ def test_unregistered_classes_are_refused_then_registered(tmp_path):
         Twice(3.0).save(tmp_path / "t.pm")
         assert pm.load(tmp_path / "t.pm").factor == 3.0
     finally:
-        persistence._registered.pop("Twice")
+        registry._registered.pop("Twice")
     with pytest.raises(pm.FileFormatError, match="unknown class 'Twice'"):
         pm.load(tmp_path / "t.pm")
 
@@ -388,7 +389,7 @@ def test_weights_include_extra_state(tmp_path):
         b.loadModelWeights(a)
         assert np.array_equal(b.runningMean, a.runningMean)
     finally:
-        persistence._registered.pop("WithStats")
+        registry._registered.pop("WithStats")
 
 
 def test_duplicate_names_cannot_be_saved_by_name(tmp_path):
@@ -586,7 +587,7 @@ def test_zip_bombs_and_oversized_entries_are_refused_before_reading(saved, tmp_p
         pm.load(tmp_path / "h.pm")
     # a definition too long to be read
     entries = _entries(saved)
-    entries["definition.json"] = b" " * (persistence._MAX_JSON + 1)
+    entries["definition.json"] = b" " * (archive.MAX_JSON + 1)
     _craft(tmp_path / "j.pm", entries)
     with pytest.raises(pm.FileFormatError, match="more than the limit"):
         pm.load(tmp_path / "j.pm")
@@ -680,15 +681,15 @@ def test_racing_processes_leave_one_valid_file(overWrite, tmp_path):
 
 _KILLED = """
 import sys, pymodules as pm
-from pymodules import persistence
-put = persistence._ZipWriter._put
+from pymodules.persistence import archive
+put = archive._ZipWriter._put
 def pause_midway(self, data):
     put(self, data)
     if self.offset > 1 << 20:
         print("midway", flush=True)
         sys.stdin.read()  # wait here for SIGKILL
-persistence._ZipWriter._put = pause_midway
-persistence._CHUNK = 1 << 18
+archive._ZipWriter._put = pause_midway
+archive.CHUNK = 1 << 18
 pm.Linear(2000, 1000).setName("new").save(sys.argv[1], overWrite=True)
 """
 
@@ -714,7 +715,7 @@ def test_a_save_killed_midway_leaves_the_old_file(tmp_path):
 
 def test_chunked_reads_and_writes_check_the_crc(tmp_path, monkeypatch):
     """Large arrays are written and read in chunks, their CRC on a worker thread."""
-    monkeypatch.setattr(persistence, "_CHUNK", 4096)
+    monkeypatch.setattr(archive, "CHUNK", 4096)
     m = pm.Linear(300, 200)
     m.save(tmp_path / "m.pm")
     r = pm.load(tmp_path / "m.pm")
@@ -729,7 +730,7 @@ def test_chunked_reads_and_writes_check_the_crc(tmp_path, monkeypatch):
 def test_files_are_those_zlib_crc32_would_write(tmp_path, monkeypatch):
     """The engine's CRC-32 leaves the format as it was: zip readers verify it with zlib's,
     and a save that used zlib.crc32 writes the same bytes."""
-    monkeypatch.setattr(persistence, "_CHUNK", 4096)  # several chunks, on the worker
+    monkeypatch.setattr(archive, "CHUNK", 4096)  # several chunks, on the worker
     m = pm.Sequential().add(pm.Linear(300, 200)).add(pm.Linear(200, 7))
     m.save(tmp_path / "a.pm")
     with zipfile.ZipFile(tmp_path / "a.pm") as zf:
@@ -738,7 +739,7 @@ def test_files_are_those_zlib_crc32_would_write(tmp_path, monkeypatch):
         for info in zf.infolist():
             if info.filename != "checksum.json":
                 assert sums[info.filename]["crc32"] == zlib.crc32(zf.read(info)) == info.CRC
-    monkeypatch.setattr(persistence, "crc32", zlib.crc32)
+    monkeypatch.setattr(archive, "crc32", zlib.crc32)
     m.save(tmp_path / "b.pm")
     assert (tmp_path / "a.pm").read_bytes() == (tmp_path / "b.pm").read_bytes()
     assert np.array_equal(pm.load(tmp_path / "a.pm").modules[0].weight, m.modules[0].weight)
@@ -831,23 +832,23 @@ def test_an_overwritten_file_is_released(tmp_path):
 
 def test_writeback_steps_cover_the_file(tmp_path, monkeypatch):
     """With a small writeback step, a save hands every byte to the disk in order."""
-    if persistence._start_writeback is None:
+    if storage._start_writeback is None:
         pytest.skip("no sync_file_range here")
     ranges = []
-    real = persistence._start_writeback
+    real = storage._start_writeback
 
     def record(fd, offset, length, flags):
         ranges.append((offset, length))
         return real(fd, offset, length, flags)
 
-    monkeypatch.setattr(persistence, "_start_writeback", record)
-    monkeypatch.setattr(persistence, "_WRITEBACK_STEP", 64 << 10)
-    monkeypatch.setattr(persistence, "_CHUNK", 16 << 10)
+    monkeypatch.setattr(storage, "_start_writeback", record)
+    monkeypatch.setattr(storage, "_WRITEBACK_STEP", 64 << 10)
+    monkeypatch.setattr(archive, "CHUNK", 16 << 10)
     m = pm.Linear(300, 200, dtype=np.float64)
     m.save(tmp_path / "m.pm")
     assert len(ranges) >= 7
     assert ranges[0][0] == 0
-    assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
+    assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False))
     assert ranges[-1][0] + ranges[-1][1] <= os.path.getsize(tmp_path / "m.pm")
     assert np.array_equal(pm.load(tmp_path / "m.pm").weight, m.weight)
 
@@ -1061,18 +1062,28 @@ def test_a_load_that_matches_nothing_raises(matchAll, tmp_path):
         with pytest.raises(ValueError, match=r"no name matches, and the trees differ in "
                                              r"structure"):
             load()
-    assert all(np.array_equal(x, y) for x, y in zip(before, _weights_of(b)))
+    assert all(np.array_equal(x, y) for x, y in zip(before, _weights_of(b), strict=True))
 
 
 def test_weight_files_without_positions_still_load_by_name(tmp_path):
     a, b = _pair()
-    w = persistence._Writer()  # the layout of files written before positions were saved
-    table, _ = persistence._weight_table(a)
-    w.definition = {"kind": "weights", "weights": {
-        name: {attr: w.encode(x) for attr, x in arrays.items()} for name, arrays in table.items()}}
-    persistence._write(w, tmp_path / "old.pm", False, None)
+    enc = codec.Encoder()  # the layout of files written before positions were saved
+    table, _ = weights.weight_table(a)
+    definition = {"kind": "weights", "weights": {name: {attr: enc.encode(x) for attr, x in
+                                                        arrays.items()}
+                                                  for name, arrays in table.items()}}
+    persistence._write(tmp_path / "old.pm", definition, enc.arrays, False, None)
     b.loadWeights(tmp_path / "old.pm")
-    assert all(np.array_equal(x, y) for x, y in zip(_weights_of(a), _weights_of(b)))
+    assert all(np.array_equal(x, y) for x, y in zip(_weights_of(a), _weights_of(b), strict=True))
     c = pm.Sequential(pm.Linear(4, 3), pm.Linear(3, 2))
     with pytest.raises(ValueError, match=r"no module matches .*old.pm by name$"):
         c.loadWeights(tmp_path / "old.pm", matchAll=False)
+
+
+def test_files_record_the_version_the_package_is_installed_as(tmp_path):
+    """pymodules.__version__ is the one source: pyproject.toml reads it, files record it."""
+    import importlib.metadata
+
+    pm.Linear(2, 2).save(tmp_path / "m.pm")
+    assert _definition(tmp_path / "m.pm")["libraryVersion"] == pm.__version__
+    assert importlib.metadata.version("pymodules") == pm.__version__

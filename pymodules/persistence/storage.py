@@ -1,0 +1,221 @@
+"""Where files live: local paths and fsspec URLs, written atomically.
+
+A path is a local path or an fsspec URL (``s3://bucket/key``, ``hdfs://host:port/path``,
+``memory://``); fsspec is imported only for URLs. A local file is written to a temporary
+file in the same folder, synced, then renamed (``overWrite=False`` links it in place,
+which fails if the path exists, so two racing saves cannot both win); object stores
+receive whole objects; other filesystems a temporary file that is then moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import threading
+
+# fsspec protocols whose uploads appear whole when closed; other filesystems get a
+# temporary file and a move.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory",
+                  "oss", "r2"}
+
+
+def is_url(path) -> bool:
+    """Whether ``path`` is a URL (``scheme://...``, read through fsspec), not a local path."""
+    return isinstance(path, str) and "://" in path
+
+
+def join(folder: str, name: str) -> str:
+    """``name`` inside ``folder``, a local folder or a URL."""
+    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else os.path.join(folder, name)
+
+
+@contextlib.contextmanager
+def open_write(path, overWrite, storage_options):
+    """(binary file, seekable) to write ``path`` through; what it holds appears at ``path``
+    only when the block ends without an exception, and whole."""
+    if is_url(path):
+        yield from _remote_write(path, overWrite, storage_options)
+        return
+    if storage_options:
+        raise TypeError("storage_options apply to URLs only, not to local path "
+                        f"{os.fspath(path)!r}")
+    path = os.path.abspath(os.fspath(path))
+    if not overWrite and os.path.lexists(path):
+        raise _exists(path)
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield _WritingBack(f), True
+            f.flush()
+            os.fsync(f.fileno())
+        if overWrite:
+            replaced = _hold(path)
+            try:
+                os.replace(tmp, path)
+            finally:
+                _release_later(replaced)
+        else:
+            _link_exclusive(tmp, path)
+        _fsync_folder(folder)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _sync_file_range():
+    """Linux's sync_file_range(2), which starts the writeback of a byte range without
+    waiting for it; None where the C library lacks it."""
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, ImportError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+_start_writeback = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+_WRITEBACK_STEP = 32 << 20
+
+
+class _WritingBack:
+    """A local file being written that hands each 32 MiB it receives to the disk at once,
+    so that the fsync which ends a save waits for the last step only, not for the whole
+    file: the disk writes while the next arrays are copied into the page cache. A step the
+    kernel refuses only loses that overlap; the fsync still covers every byte."""
+
+    def __init__(self, f):
+        self.f, self.fd = f, f.fileno()
+        self.done = self.pos = 0  # bytes handed to the disk; bytes written
+
+    def write(self, b) -> int:
+        n = self.f.write(b)
+        self.pos += n
+        if _start_writeback is not None and self.pos - self.done >= _WRITEBACK_STEP:
+            self.f.flush()
+            _start_writeback(self.fd, self.done, self.pos - self.done, _SYNC_FILE_RANGE_WRITE)
+            self.done = self.pos
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = self.f.seek(offset, whence)
+        return self.pos
+
+
+def _hold(path: str) -> int | None:
+    """An open descriptor on the file at ``path``, if any: while it is open, replacing the
+    file does not free the old one's blocks."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
+    except OSError:
+        return None
+
+
+def _release_later(fd: int | None) -> None:
+    """Close ``fd`` on a thread: the last close of a replaced file frees its blocks, which
+    for a large file takes as long as writing a good part of it, and the save need not
+    wait for that. A process that exits first closes it all the same."""
+    if fd is not None:
+        threading.Thread(target=os.close, args=(fd,), name="pymodules-release").start()
+
+
+def _link_exclusive(tmp: str, path: str) -> None:
+    """Put ``tmp`` at ``path`` unless something is there; of two racing calls, one wins."""
+    try:
+        os.link(tmp, path)  # atomic, and fails when path exists
+    except FileExistsError:
+        raise _exists(path) from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                             errno.EXDEV, errno.ENOSYS):
+            raise
+        # No hard links on this filesystem: reserve the name exclusively, then replace
+        # the (briefly empty) reservation with the complete file.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            raise _exists(path) from None
+        os.replace(tmp, path)
+
+
+def _fsync_folder(folder: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _exists(path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, "File exists (pass overWrite=True to replace it)",
+                           str(path))
+
+
+def filesystem(url, storage_options):
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"{url}: URLs need fsspec (pip install 'pymodules[s3]' for S3, "
+                          "'pymodules[hdfs]' for HDFS)") from None
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def _remote_write(url, overWrite, storage_options):
+    fs, path = filesystem(url, storage_options)
+    if not overWrite and fs.exists(path):
+        raise _exists(url)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & _OBJECT_STORES:
+        # An object appears whole when its upload completes; "xb" makes the store itself
+        # refuse an existing key where it can (S3 conditional writes).
+        f = fs.open(path, "wb" if overWrite else _exclusive_mode(fs), autocommit=True)
+        try:
+            yield f, False
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.discard()
+            f.closed = True  # a close() now would upload the partial object
+            raise
+        f.close()
+        return
+    # A filesystem whose files are visible while written: write aside, then move.
+    folder, base = path.rsplit("/", 1) if "/" in path else ("", path)
+    tmp = f"{folder}/.{base}.{secrets.token_hex(6)}.part" if folder else \
+        f".{base}.{secrets.token_hex(6)}.part"
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f, False
+        if not overWrite and fs.exists(path):
+            raise _exists(url)
+        fs.mv(tmp, path)
+    finally:
+        with contextlib.suppress(Exception):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+
+
+def _exclusive_mode(fs) -> str:
+    return "xb" if type(fs).__module__.startswith("s3fs") else "wb"
+
+
+
+@contextlib.contextmanager
+def open_read(path, storage_options):
+    """(seekable binary file, its size, its name for messages) to read ``path`` from."""
+    if is_url(path):
+        fs, p = filesystem(path, storage_options)
+        with fs.open(p, "rb") as f:
+            yield f, fs.size(p), path
+        return
+    if storage_options:
+        raise TypeError(f"storage_options apply to URLs only, not to local path {path!r}")
+    with open(os.fspath(path), "rb") as f:
+        yield f, os.fstat(f.fileno()).st_size, os.fspath(path)

@@ -5,7 +5,7 @@ Goal: save + load within 2x of np.save + np.load, and peak extra memory (tracema
 within 1.2x of the model's size. pymodules' save also fsyncs the file before renaming it
 into place (atomic writes); the "np.save+fsync" column shows what that costs NumPy.
 
-    python bench/bench_io.py [--repeats 7] [--dir /tmp]
+    python bench/bench_io.py [--repeats 7] [--dir /tmp] [--dtypes float32 float64]
 """
 
 import argparse
@@ -74,6 +74,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
+                        choices=["float32", "float64"])
     args = parser.parse_args()
     try:
         import torch
@@ -87,16 +89,16 @@ def main():
     root = tempfile.mkdtemp(dir=args.dir)
     try:
         with threadpool_limits(1):
-            run(root, args.repeats, torch)
+            run(root, args.repeats, torch, [np.dtype(d).type for d in args.dtypes])
     finally:
         shutil.rmtree(root)
 
 
-def run(root, repeats, torch):
+def run(root, repeats, torch, dtypes):
     print(f"{'operation':<10} {'of':<7}{'dtype':<8} {'model':<18} {'pymodules s':>11} "
           f"{'np.save/load s':>14} {'ratio':>6} {'np+fsync s':>10} {'ratio':>6} "
           f"{'torch s':>8} {'ratio':>6}")
-    mem_rows = [bench_dtype(root, dtype, repeats, torch) for dtype in (np.float32, np.float64)]
+    mem_rows = [bench_dtype(root, dtype, repeats, torch) for dtype in dtypes]
     print()
     print(f"{'dtype':<8} {'params MB':>9} {'save peak':>10} {'load peak':>10} "
           f"{'np.load peak':>12}")

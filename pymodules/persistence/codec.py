@@ -194,12 +194,11 @@ class Decoder:
     def __init__(self, archive: Archive, definition: dict, modules=True):
         self.archive = archive
         self.allow_modules = modules
-        self.module_defs = definition.get("modules", []) if modules else []
-        self.node_defs = definition.get("nodes", []) if modules else []
-        if not isinstance(self.module_defs, list) or not isinstance(self.node_defs, list):
+        self.tables = {"module": definition.get("modules", []) if modules else [],
+                       "node": definition.get("nodes", []) if modules else []}
+        if not all(isinstance(t, list) for t in self.tables.values()):
             raise archive.error("garbled module or node table")
-        self.built_modules: dict[int, Module] = {}
-        self.built_nodes: dict[int, object] = {}
+        self.built: dict[tuple[str, int], object] = {}  # ("module" or "node", index): built
         self.building: set = set()
         self.registry = registry()
 
@@ -278,13 +277,28 @@ class Decoder:
             raise self.error(f"garbled {what} {i}")
         return table[i]
 
+    def _once(self, kind: str, i, build, cycle: str):
+        """What entry ``i`` of the ``kind`` table builds into, built once; ``cycle`` is the
+        error when building it needs itself."""
+        d = self._index(i, self.tables[kind], kind)
+        key = (kind, i)
+        if key in self.built:
+            return self.built[key]
+        if key in self.building:
+            raise self.error(cycle)
+        self.building.add(key)
+        obj = build(i, d)
+        self.building.discard(key)
+        self.built[key] = obj
+        return obj
+
     def module(self, i) -> Module:
-        d = self._index(i, self.module_defs, "module")
-        if i in self.built_modules:
-            return self.built_modules[i]
-        if ("module", i) in self.building:
-            raise self.error(f"module {i} contains itself")
-        self.building.add(("module", i))
+        return self._once("module", i, self._module, f"module {i} contains itself")
+
+    def node(self, i):
+        return self._once("node", i, self._node, f"graph node {i} is its own predecessor")
+
+    def _module(self, i: int, d: dict) -> Module:
         cls = self.lookup(d.get("class"))
         if not issubclass(cls, Module):
             raise self.error(f"{cls.__name__} is not a module")
@@ -306,8 +320,6 @@ class Decoder:
                 raise
             raise self.error(f"cannot restore {cls.__name__} {d.get('name')!r}: {err}") \
                 from None
-        self.building.discard(("module", i))
-        self.built_modules[i] = m
         return m
 
     def _restore(self, m: Module, d: dict) -> None:
@@ -360,13 +372,7 @@ class Decoder:
             m.add(child)
         m.train = train
 
-    def node(self, i):
-        d = self._index(i, self.node_defs, "node")
-        if i in self.built_nodes:
-            return self.built_nodes[i]
-        if ("node", i) in self.building:
-            raise self.error(f"graph node {i} is its own predecessor")
-        self.building.add(("node", i))
+    def _node(self, i: int, d: dict):
         prev = d.get("prev", [])
         if not isinstance(prev, list):
             raise self.error(f"garbled graph node {i}")
@@ -374,7 +380,4 @@ class Decoder:
         element = self.value(d.get("element"))
         if not isinstance(element, Module):
             raise self.error(f"graph node {i} holds no module")
-        n = element.inputs(*prev_nodes)
-        self.building.discard(("node", i))
-        self.built_nodes[i] = n
-        return n
+        return element.inputs(*prev_nodes)

@@ -7,10 +7,18 @@ other entry, written last). Reading checks the whole directory before reading an
 entry at most once, in bounded steps, and checks its CRC-32; every problem is a
 ``FileFormatError`` saying why.
 
-The zip records are written here, not by ``zipfile``: its writer and reader compute the
-CRC-32 with zlib, serially, and zlib (about 0.85 GB/s here) would take longer than writing
-or reading the file; the engine's CRC kernel runs at 10+ GB/s, on a worker thread while
-the data is written or read. ``zipfile`` reads the central directory.
+``zipfile`` reads the central directory; the zip records are written, and entries read,
+here. ``ZipFile.open`` computes the CRC-32 with zlib, serially, on the calling thread
+(about 0.85 GB/s with this machine's zlib 1.2.13), against 10+ GB/s for the engine's
+kernel, which runs on a worker thread while the data is written or read. Measured with
+bench/bench_io.py (float32, 400 MB, the same rounds): save+load was 2.0-2.7x
+np.save+np.load through ``zipfile`` and 2.1-2.8x with ``zlib.crc32`` in this writer,
+against 1.2-1.9x as it is (the limit is 1.6x on a quiet machine).
+
+Checked on top of ``zipfile``, which accepts them: duplicate names, names other than
+pymodules' own, compressed or encrypted entries, sizes beyond the file's, definitions
+over ``MAX_JSON`` and .npy headers over ``MAX_NPY_HEADER`` (refused before being read),
+and entries the checksum list does not match.
 """
 
 from __future__ import annotations

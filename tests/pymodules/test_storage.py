@@ -72,6 +72,19 @@ def test_local_paths_refuse_storage_options(tmp_path):
         _model().save(tmp_path / "m.pm", storage_options={"anon": True})
 
 
+def test_is_url_and_join():
+    from pathlib import Path
+
+    from pymodules.persistence.storage import is_url, join
+
+    assert is_url("s3://bucket/key") and is_url("memory://x") and is_url("hdfs://nn:8020/a")
+    assert not is_url("/tmp/models/m.pm") and not is_url("models/m.pm")
+    assert not is_url(Path("/tmp/x"))  # a Path is always local
+    assert join("s3://bucket/run/", "model.3") == "s3://bucket/run/model.3"
+    assert join("hdfs://nn:8020/run", "model.3") == "hdfs://nn:8020/run/model.3"
+    assert join("run", "model.3") == os.path.join("run", "model.3")
+
+
 # -- hdfs:// ----------------------------------------------------------------------------------
 @pytest.fixture
 def hdfs_root(tmp_path):

@@ -5,6 +5,13 @@ A path is a local path or an fsspec URL (``s3://bucket/key``, ``hdfs://host:port
 file in the same folder, synced, then renamed (``overWrite=False`` links it in place,
 which fails if the path exists, so two racing saves cannot both win); object stores
 receive whole objects; other filesystems a temporary file that is then moved.
+
+Two things keep a local save of a large model close to np.save: the writeback of each
+32 MiB is started as it is written (Linux's sync_file_range, through ctypes), and a
+replaced file is closed, which frees its blocks, on a thread. Measured with
+bench/bench_io.py (float32, 400 MB, paired rounds, median of the minima): a save took
+0.62 s without the first against 0.38 s (6 rounds), 0.45 s without the second against
+0.30 s (4 rounds).
 """
 
 from __future__ import annotations

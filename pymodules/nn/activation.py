@@ -38,21 +38,15 @@ class _Elementwise(Module):
         self._abc = tuple(float(s) for s in scalars)
 
     def updateOutput(self, input):
-        try:
-            out = input if self.inplace else resized(self.output, input, -1, self.dtype)
-            activation_update_output(input, out, self._code, *self._abc)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = input if self.inplace else resized(self.output, input, -1, self.dtype)
+        activation_update_output(input, out, self._code, *self._abc)
         self.output = out
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
-            activation_update_grad_input(input, self.output, gradOutput, gi, self._code,
-                                         *self._abc)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
+        activation_update_grad_input(input, self.output, gradOutput, gi, self._code,
+                                     *self._abc)
         self.gradInput = gi
         return gi
 
@@ -60,12 +54,12 @@ class _Elementwise(Module):
         return "inplace" if self.inplace else ""
 
 
-
 class _Unary(_Elementwise):
     """An elementwise layer whose only argument is its dtype."""
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype=dtype)
+
 
 class Threshold(_Elementwise):
     """``y = x if x > th else v``."""
@@ -255,27 +249,18 @@ class PReLU(Module):
         return self
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            prelu_update_output(input, out, self.weight, self._shared)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        prelu_update_output(input, out, self.weight, self._shared)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            prelu_update_grad_input(input, gradOutput, gi, self.weight, self._shared)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        prelu_update_grad_input(input, gradOutput, gi, self.weight, self._shared)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            prelu_acc_grad_parameters(input, gradOutput, self.gradWeight, self._shared,
-                                      self.scaleW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        prelu_acc_grad_parameters(input, gradOutput, self.gradWeight, self._shared,
+                                  self.scaleW)
 
     def extraRepr(self):
         return f"{self.nOutputPlane}"
@@ -291,19 +276,13 @@ class _SoftMaxBase(Module):
         super().__init__(dtype)
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            softmax_update_output(input, out, self._negate)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        softmax_update_output(input, out, self._negate)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            softmax_update_grad_input(self.output, gradOutput, gi, self._negate)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        softmax_update_grad_input(self.output, gradOutput, gi, self._negate)
         return gi
 
 
@@ -324,17 +303,11 @@ class LogSoftMax(Module):
         super().__init__(dtype)
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            log_softmax_update_output(input, out)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        log_softmax_update_output(input, out)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            log_softmax_update_grad_input(self.output, gradOutput, gi)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        log_softmax_update_grad_input(self.output, gradOutput, gi)
         return gi

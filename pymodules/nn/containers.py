@@ -4,9 +4,10 @@ import copy
 
 import numpy as np
 
+from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.table import join, split
 from pymodules.nn.module import Module, _now, whole
-from pymodules.nn.table import axis_of, buffer, sum_into
+from pymodules.nn.table import axis_of, sum_into
 
 
 class Container(Module):
@@ -38,13 +39,11 @@ class Container(Module):
         for child in self.modules:
             yield from child._slots()
 
-    def _child_error(self, err, child):
-        """``err`` from ``child`` retold with this container's name in front of its path."""
-        return type(err)(f"{self.getName()}/{err}")
+    _tables = True  # its input may be a table, or an array, or a table of tables
 
-    def _error(self, err):
+    def _label(self):
         # The name only: str() of a container prints the whole tree.
-        return type(err)(f"{self.getName()}: {err}")
+        return self.getName()
 
     def getParametersTable(self):
         table = {}
@@ -93,25 +92,17 @@ class Sequential(Container):
 
     def updateOutput(self, input):
         x = input
-        child = None
-        try:
-            for child in self.modules:
-                x = child.forward(x)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        for child in self.modules:
+            x = child.forward(x)
         self.output = x
         return x
 
     def _walk_back(self, input, gradOutput, step):
         """Run ``step(child, childInput, gradOutput)`` from the last child to the first."""
         g = gradOutput
-        child = None
-        try:
-            for i in range(len(self.modules) - 1, -1, -1):
-                child = self.modules[i]
-                g = step(child, self.modules[i - 1].output if i else input, g)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        for i in range(len(self.modules) - 1, -1, -1):
+            child = self.modules[i]
+            g = step(child, self.modules[i - 1].output if i else input, g)
         return g
 
     def backward(self, input, gradOutput):
@@ -170,13 +161,9 @@ class _Branches(Container):
 
     def _run_back(self, input, gradOutput, step):
         gos = self._child_grads(gradOutput)
-        child = None
         grads = []
-        try:
-            for child, go in zip(self.modules, gos):
-                grads.append(step(child, input, go))
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        for child, go in zip(self.modules, gos):
+            grads.append(step(child, input, go))
         return grads
 
     def backward(self, input, gradOutput):
@@ -213,45 +200,32 @@ class Concat(_Branches):
             self.add(m)
 
     def updateOutput(self, input):
-        outs = self._outs = _reuse(self._outs, len(self.modules))
+        outs = self._outs = resized_list(self._outs, len(self.modules))
         if not outs:
             raise ValueError(f"{self.getName()}: has no children")
-        child = None
+        for i, child in enumerate(self.modules):
+            outs[i] = child.forward(input)
+        first = outs[0]
+        axis = self._axis = axis_of(self.dimension, first.ndim)
+        size = sum(o.shape[axis] if o.ndim == first.ndim else 0 for o in outs)
+        shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
+        out = self.output = resized(self.output, shape, -1, first.dtype)
         try:
-            for i, child in enumerate(self.modules):
-                outs[i] = child.forward(input)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        try:
-            first = outs[0]
-            axis = self._axis = axis_of(self.dimension, first.ndim)
-            size = sum(o.shape[axis] if o.ndim == first.ndim else 0 for o in outs)
-            shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
-            out = self.output = buffer(self.output, shape, first.dtype)
-            try:
-                join(outs, out, axis, 0, False, "child output", "output")
-            except ValueError:
-                if all(o.flags.c_contiguous for o in outs):
-                    raise
-                join([np.ascontiguousarray(o) for o in outs], out, axis, 0, False,
-                     "child output", "output")
-        except (TypeError, ValueError, AttributeError, IndexError) as err:
-            raise self._error(err) from None
+            join(outs, out, axis, 0, False, "child output", "output")
+        except ValueError:
+            if all(o.flags.c_contiguous for o in outs):
+                raise
+            join([np.ascontiguousarray(o) for o in outs], out, axis, 0, False,
+                 "child output", "output")
         return out
 
     def _child_grads(self, gradOutput):
         """The band of gradOutput that belongs to each child, as contiguous arrays."""
-        gos = _reuse(self._gradOutputs, len(self.modules))
+        gos = resized_list(self._gradOutputs, len(self.modules))
         self._gradOutputs = gos
         for i, o in enumerate(self._outs):
-            gos[i] = buffer(gos[i], o.shape, o.dtype)
-        try:
-            split(gradOutput, gos, self._axis, 0, False, "gradOutput", "child gradOutput")
-        except (TypeError, ValueError) as err:
-            if not isinstance(gradOutput, np.ndarray) or gradOutput.flags.c_contiguous:
-                raise self._error(err) from None
-            split(np.ascontiguousarray(gradOutput), gos, self._axis, 0, False,
-                  "gradOutput", "child gradOutput")
+            gos[i] = resized(gos[i], o)
+        split(gradOutput, gos, self._axis, 0, False, "gradOutput", "child gradOutput")
         return gos
 
     def __str__(self):
@@ -274,13 +248,9 @@ class ConcatTable(_Branches):
         self._gradSum = None
 
     def updateOutput(self, input):
-        out = self.output = _reuse(self.output, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                out[i] = child.forward(input)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        out = self.output = resized_list(self.output, len(self.modules))
+        for i, child in enumerate(self.modules):
+            out[i] = child.forward(input)
         return out
 
     def _child_grads(self, gradOutput):
@@ -298,25 +268,17 @@ class ParallelTable(Container):
 
     def updateOutput(self, input):
         _check_table(self, input, len(self.modules), "input")
-        out = self.output = _reuse(self.output, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                out[i] = child.forward(input[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        out = self.output = resized_list(self.output, len(self.modules))
+        for i, child in enumerate(self.modules):
+            out[i] = child.forward(input[i])
         return out
 
     def _run_back(self, input, gradOutput, step):
         _check_table(self, input, len(self.modules), "input")
         _check_table(self, gradOutput, len(self.modules), "gradOutput")
-        gi = _reuse(self.gradInput, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                gi[i] = step(child, input[i], gradOutput[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        gi = resized_list(self.gradInput, len(self.modules))
+        for i, child in enumerate(self.modules):
+            gi[i] = step(child, input[i], gradOutput[i])
         return gi
 
     def backward(self, input, gradOutput):
@@ -377,26 +339,18 @@ class MapTable(Container):
     def updateOutput(self, input):
         _check_table(self, input, None, "input")
         replicas = self._replicas(len(input))
-        out = self.output = _reuse(self.output, len(input))
-        child = None
-        try:
-            for i, child in enumerate(replicas):
-                out[i] = child.forward(input[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        out = self.output = resized_list(self.output, len(input))
+        for i, child in enumerate(replicas):
+            out[i] = child.forward(input[i])
         return out
 
     def _run_back(self, input, gradOutput, step):
         _check_table(self, input, None, "input")
         _check_table(self, gradOutput, len(input), "gradOutput")
         replicas = self._replicas(len(input))
-        gi = _reuse(self.gradInput, len(input))
-        child = None
-        try:
-            for i, child in enumerate(replicas):
-                gi[i] = step(child, input[i], gradOutput[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        gi = resized_list(self.gradInput, len(input))
+        for i, child in enumerate(replicas):
+            gi[i] = step(child, input[i], gradOutput[i])
         return gi
 
     def backward(self, input, gradOutput):
@@ -430,10 +384,6 @@ def _state_arrays(m):
 
 def _acc_only(child, input, gradOutput):
     child.accGradParameters(input, gradOutput)
-
-
-def _reuse(buf, n):
-    return buf if isinstance(buf, list) and len(buf) == n else [None] * n
 
 
 def _check_table(module, t, n, what):

@@ -77,9 +77,7 @@ class _Pooling(Module):
         return shape[:-2] + (h, w), kW, kH
 
     def _output(self, shape):
-        out = self.output
-        if out.shape != shape:
-            out = self.output = np.empty(shape, self.dtype)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
         return out
 
     def extraRepr(self):
@@ -106,24 +104,18 @@ class SpatialMaxPooling(_Pooling):
         self.indices = None
 
     def updateOutput(self, input):
-        try:
-            shape = self._plan(input)[0]
-            out = self._output(shape)
-            idx = self.indices
-            if idx is None or idx.shape != shape:
-                idx = self.indices = np.empty(shape, np.intp)
-            max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
-                                   self.padW, self.padH, self.ceilMode)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape = self._plan(input)[0]
+        out = self._output(shape)
+        idx = self.indices
+        if idx is None or idx.shape != shape:
+            idx = self.indices = np.empty(shape, np.intp)
+        max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
+                               self.padW, self.padH, self.ceilMode)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        max_pool_update_grad_input(input, gradOutput, gi, self.indices)
         return gi
 
 
@@ -156,24 +148,18 @@ class SpatialAveragePooling(_Pooling):
         return (shape[-1], shape[-2]) if self.globalPooling else (self.kW, self.kH)
 
     def updateOutput(self, input):
-        try:
-            shape, kW, kH = self._plan(input)
-            out = self._output(shape)
-            avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
-                                   self.ceilMode, self.countIncludePad, self.divide)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape, kW, kH = self._plan(input)
+        out = self._output(shape)
+        avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
+                               self.ceilMode, self.countIncludePad, self.divide)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            _, kW, kH = self._plan(input)
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            avg_pool_update_grad_input(input, gradOutput, gi, kW, kH, self.dW, self.dH,
-                                       self.padW, self.padH, self.ceilMode,
-                                       self.countIncludePad, self.divide)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        _, kW, kH = self._plan(input)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        avg_pool_update_grad_input(input, gradOutput, gi, kW, kH, self.dW, self.dH,
+                                   self.padW, self.padH, self.ceilMode,
+                                   self.countIncludePad, self.divide)
         return gi
 
     def extraRepr(self):
@@ -198,27 +184,21 @@ class TemporalMaxPooling(Module):
         self.indices = None
 
     def updateOutput(self, input):
-        try:
-            shape = input.shape
-            if len(shape) in (2, 3):
-                shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
-            out = self.output
-            if out.shape != shape:
-                out = self.output = np.empty(shape, self.dtype)
-            idx = self.indices
-            if idx is None or idx.shape != shape:
-                idx = self.indices = np.empty(shape, np.intp)
-            temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape = input.shape
+        if len(shape) in (2, 3):
+            shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
+        out = self.output
+        if out.shape != shape:
+            out = self.output = np.empty(shape, self.dtype)
+        idx = self.indices
+        if idx is None or idx.shape != shape:
+            idx = self.indices = np.empty(shape, np.intp)
+        temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
         return gi
 
     def extraRepr(self):

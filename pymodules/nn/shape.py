@@ -11,9 +11,10 @@ import math
 
 import numpy as np
 
+from pymodules.engine.buffers import resized
 from pymodules.engine.table import join, split
 from pymodules.nn.module import Module, whole
-from pymodules.nn.table import _ERRORS, axis_of, buffer, recover
+from pymodules.nn.table import axis_of
 
 INTMAX = 2147483647
 INTMIN = -2147483648
@@ -203,22 +204,16 @@ class Narrow(Module):
         if math.prod(x.shape[:axis]) <= 1:  # a contiguous band: a view, as in Torch
             self.output = x[(slice(None),) * axis + (slice(start, start + length),)]
             return self.output
-        try:
-            shape = x.shape[:axis] + (length,) + x.shape[axis + 1:]
-            out = self.output = self._copy = buffer(self._copy, shape, x.dtype)
-            split(x, [out], axis, start, False, "input", "output")
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        shape = x.shape[:axis] + (length,) + x.shape[axis + 1:]
+        out = self.output = self._copy = resized(self._copy, shape, -1, x.dtype)
+        split(x, [out], axis, start, False, "input", "output")
         return out
 
     def updateGradInput(self, input, gradOutput):
         x = _array(self, input)
         axis, start, _ = self._band
-        try:
-            gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
-            join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, x)
+        join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
         return gi
 
     def extraRepr(self):
@@ -251,22 +246,16 @@ class Select(Module):
         if math.prod(x.shape[:axis]) <= 1:
             self.output = x[(slice(None),) * axis + (index,)]
             return self.output
-        try:
-            shape = x.shape[:axis] + x.shape[axis + 1:]
-            out = self.output = self._copy = buffer(self._copy, shape, x.dtype)
-            split(x, [out], axis, index, True, "input", "output")
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        shape = x.shape[:axis] + x.shape[axis + 1:]
+        out = self.output = self._copy = resized(self._copy, shape, -1, x.dtype)
+        split(x, [out], axis, index, True, "input", "output")
         return out
 
     def updateGradInput(self, input, gradOutput):
         x = _array(self, input)
         axis, index = self._at
-        try:
-            gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
-            join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, x)
+        join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
         return gi
 
     def extraRepr(self):
@@ -292,13 +281,10 @@ class Transpose(Module):
     def updateOutput(self, input):
         x = _array(self, input)
         if self._perm is None or len(self._perm) != x.ndim:
-            try:
-                self._perm = self._axes(x.ndim)
-            except ValueError as err:
-                raise self._error(err) from None
+            self._perm = self._axes(x.ndim)
             self._inverse = tuple(np.argsort(self._perm))
         xt = x.transpose(self._perm)
-        out = self.output = buffer(self.output, xt.shape, x.dtype)
+        out = self.output = resized(self.output, xt.shape, -1, x.dtype)
         np.copyto(out, xt)
         return out
 
@@ -308,7 +294,7 @@ class Transpose(Module):
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
-        gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
+        gi = self.gradInput = resized(self.gradInput, x)
         np.copyto(gi, g.transpose(self._inverse))
         return gi
 
@@ -331,13 +317,10 @@ class Replicate(Module):
 
     def updateOutput(self, input):
         x = _array(self, input)
-        try:
-            axis = self._axis = axis_of(self.dim, x.ndim + 1,
-                                        self.nDim + 1 if 0 < self.nDim < INTMAX else None)
-        except ValueError as err:
-            raise self._error(err) from None
+        axis = self._axis = axis_of(self.dim, x.ndim + 1,
+                                    self.nDim + 1 if 0 < self.nDim < INTMAX else None)
         shape = x.shape[:axis] + (self.nFeatures,) + x.shape[axis:]
-        out = self.output = buffer(self.output, shape, x.dtype)
+        out = self.output = resized(self.output, shape, -1, x.dtype)
         np.copyto(out, np.expand_dims(x, axis))
         return out
 
@@ -347,7 +330,7 @@ class Replicate(Module):
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
-        gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
+        gi = self.gradInput = resized(self.gradInput, x)
         np.sum(g, axis=self._axis, out=gi)
         return gi
 
@@ -378,7 +361,7 @@ def _contiguous(module, x, attr, what):
     x = _array(module, x, what)
     if x.flags.c_contiguous:
         return x
-    out = buffer(getattr(module, attr), x.shape, x.dtype)
+    out = resized(getattr(module, attr), x)
     setattr(module, attr, out)
     np.copyto(out, x)
     return out

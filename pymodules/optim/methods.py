@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from pymodules.engine import optim as K
+from pymodules.facade import REFUSALS, Facade
 from pymodules.optim.schedules import Default, LearningRateSchedule
 
 _SCHEDULE = "schedule."
@@ -28,7 +29,7 @@ _TORCH_NAMES = {
 }
 
 
-class OptimMethod:
+class OptimMethod(Facade):
     """Base of the optimisation methods (BigDL's OptimMethod)."""
 
     learningRate = 0.0
@@ -74,10 +75,14 @@ class OptimMethod:
         return x
 
     def _run(self, kernel, *args):
+        """``kernel(*args)``; a refusal is retold with this method's name (the facade)."""
         try:
             kernel(*args)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{self}: {err}") from None
+        except REFUSALS as err:
+            self._refused(err, kernel, args)
+
+    def _fixed(self, args):
+        return None  # the flat parameter vectors are the method's own, nothing to fix
 
     # -- state -------------------------------------------------------------------------
     def _schedule(self):

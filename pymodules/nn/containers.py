@@ -45,6 +45,26 @@ class Container(Module):
         # The name only: str() of a container prints the whole tree.
         return self.getName()
 
+    # -- the backward walk: each container says how it runs a step over its children --------
+    def _walk_back(self, input, gradOutput, step):
+        """Run ``step(child, childInput, childGradOutput)`` over the children (last to first
+        where the order matters) and return the gradient of the input."""
+        raise NotImplementedError(f"{type(self).__name__} does not define _walk_back")
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        self.gradInput = self._walk_back(input, gradOutput, _backward)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        # Each child needs the gradient of its output, so gradInputs are passed on the way.
+        self._walk_back(input, gradOutput, _acc_and_pass)
+
     def getParametersTable(self):
         table = {}
         for child in self.modules:
@@ -105,20 +125,6 @@ class Sequential(Container):
             g = step(child, self.modules[i - 1].output if i else input, g)
         return g
 
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._walk_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        # Each child needs the gradient of its output, so gradInputs are computed on the way.
-        self._walk_back(input, gradOutput, _acc_and_pass)
-
     def toGraph(self):
         """A Graph running the same children (shared, not copied) in the same order."""
         from pymodules.nn.graph import Graph, Input
@@ -159,27 +165,11 @@ class _Branches(Container):
         """The gradOutput of each child, in order."""
         raise NotImplementedError
 
-    def _run_back(self, input, gradOutput, step):
+    def _walk_back(self, input, gradOutput, step):
         gos = self._child_grads(gradOutput)
-        grads = []
-        for child, go in zip(self.modules, gos):
-            grads.append(step(child, input, go))
-        return grads
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        grads = self._run_back(input, gradOutput, _backward)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        grads = self._run_back(input, gradOutput, _update_grad_input)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+        grads = [step(child, input, go) for child, go in zip(self.modules, gos)]
+        self._gradSum = sum_into(self._gradSum, grads)
+        return self._gradSum
 
 
 class Concat(_Branches):
@@ -258,44 +248,44 @@ class ConcatTable(_Branches):
         return gradOutput
 
 
-class ParallelTable(Container):
-    """Child i runs on entry i of the input table; the output is the table of their outputs."""
+class _PerEntry(Container):
+    """Containers whose member i runs on entry i of the input table (ParallelTable,
+    MapTable); the output and the gradient of the input are tables too."""
 
     def __init__(self):
         super().__init__()
         self.output = []
         self.gradInput = []
 
+    def _members(self, input):
+        """The module that runs on each entry of ``input``, in order."""
+        raise NotImplementedError
+
     def updateOutput(self, input):
-        _check_table(self, input, len(self.modules), "input")
-        out = self.output = resized_list(self.output, len(self.modules))
-        for i, child in enumerate(self.modules):
+        members = self._members(input)
+        out = self.output = resized_list(self.output, len(members))
+        for i, child in enumerate(members):
             out[i] = child.forward(input[i])
         return out
 
-    def _run_back(self, input, gradOutput, step):
-        _check_table(self, input, len(self.modules), "input")
-        _check_table(self, gradOutput, len(self.modules), "gradOutput")
-        gi = resized_list(self.gradInput, len(self.modules))
-        for i, child in enumerate(self.modules):
+    def _walk_back(self, input, gradOutput, step):
+        members = self._members(input)
+        _check_table(self, gradOutput, len(members), "gradOutput")
+        gi = resized_list(self.gradInput, len(members))
+        for i, child in enumerate(members):
             gi[i] = step(child, input[i], gradOutput[i])
         return gi
 
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._run_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
 
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
+class ParallelTable(_PerEntry):
+    """Child i runs on entry i of the input table; the output is the table of their outputs."""
 
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+    def _members(self, input):
+        _check_table(self, input, len(self.modules), "input")
+        return self.modules
 
 
-class MapTable(Container):
+class MapTable(_PerEntry):
     """Applies one module to every entry of the input table.
 
     Entry i > 0 runs on a clone that shares the module's parameters, gradients and running
@@ -305,8 +295,6 @@ class MapTable(Container):
 
     def __init__(self, module=None):
         super().__init__()
-        self.output = []
-        self.gradInput = []
         self._clones = []
         if module is not None:
             self.add(module)
@@ -336,35 +324,9 @@ class MapTable(Container):
                 c._train, c.scaleW, c.scaleB = b._train, b.scaleW, b.scaleB
         return [base, *self._clones[:n - 1]]
 
-    def updateOutput(self, input):
+    def _members(self, input):
         _check_table(self, input, None, "input")
-        replicas = self._replicas(len(input))
-        out = self.output = resized_list(self.output, len(input))
-        for i, child in enumerate(replicas):
-            out[i] = child.forward(input[i])
-        return out
-
-    def _run_back(self, input, gradOutput, step):
-        _check_table(self, input, None, "input")
-        _check_table(self, gradOutput, len(input), "gradOutput")
-        replicas = self._replicas(len(input))
-        gi = resized_list(self.gradInput, len(input))
-        for i, child in enumerate(replicas):
-            gi[i] = step(child, input[i], gradOutput[i])
-        return gi
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._run_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+        return self._replicas(len(input))
 
     def _cleared(self):
         return {**super()._cleared(), "_clones": []}
@@ -380,10 +342,6 @@ def _state_attrs(m):
 
 def _state_arrays(m):
     return [a for a in (getattr(m, attr, None) for attr in _state_attrs(m)) if a is not None]
-
-
-def _acc_only(child, input, gradOutput):
-    child.accGradParameters(input, gradOutput)
 
 
 def _check_table(module, t, n, what):

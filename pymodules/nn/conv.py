@@ -23,6 +23,7 @@ from pymodules.engine.conv import (
     temporal_conv_update_grad_input,
     temporal_conv_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import whole
 
@@ -62,10 +63,9 @@ class _Weighted(Initializable):
     def _plan(self, input):
         """(output shape, columns shape, ...) for ``input``'s shape and the module's dtype; the
         last one is remembered."""
-        key = (getattr(input, "shape", None), self.dtype)
+        key = (shape_of(input), self.dtype)
         if key != self._seen:
-            # Not an array: a plan of nothing, which the kernel refuses with the reason.
-            self._planned = self._layout(input) if key[0] is not None else _NO_PLAN
+            self._planned = self._layout(input) if key[0] else _NO_PLAN
             self._seen = key
         return self._planned
 

@@ -10,6 +10,7 @@ from pymodules.engine.embedding import (
     lookup_table_update_grad_input,
     lookup_table_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.init import RandomNormal
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import whole
@@ -51,8 +52,8 @@ class LookupTable(Initializable):
         self._build((self.nIndex, self.nOutput), None, weightInit=RandomNormal(0.0, 1.0))
 
     def updateOutput(self, input):
-        shape = getattr(input, "shape", ()) + (self.nOutput,)  # not an array: the kernel says why
-        out = self.output = resized(self.output, shape, -1, self.dtype)
+        out = self.output = resized(self.output, shape_of(input) + (self.nOutput,), -1,
+                                    self.dtype)
         lookup_table_update_output(input, out, self.weight, self.maxNorm, self.normType)
         return out
 

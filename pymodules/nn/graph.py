@@ -12,7 +12,7 @@ backward runs them in reverse, summing the gradients of the consumers of a node.
 import numpy as np
 
 from pymodules.nn.containers import Container
-from pymodules.nn.module import Module, _now, _postfix
+from pymodules.nn.module import Module, _postfix
 from pymodules.nn.shape import Identity
 from pymodules.nn.table import sum_into, zeros_like
 
@@ -258,16 +258,6 @@ class Graph(Container):
         out[:] = result
         return out
 
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._walk_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
     def accGradParameters(self, input, gradOutput):
         # Uses each node's gradOutput from the updateGradInput that preceded.
         for k in range(len(self._steps) - 1, -1, -1):
@@ -318,10 +308,3 @@ class Graph(Container):
 
 Model = Graph
 
-
-def _backward(element, input, gradOutput):
-    return element.backward(input, gradOutput)
-
-
-def _update_grad_input(element, input, gradOutput):
-    return element.updateGradInput(input, gradOutput)

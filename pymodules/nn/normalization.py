@@ -18,6 +18,7 @@ from pymodules.engine.normalization import (
     normalize_update_grad_input,
     normalize_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.init import RandomUniform, Zeros
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import Module, whole
@@ -117,7 +118,7 @@ class Normalize(Module):
         self._norm = None
 
     def _lines(self, input):
-        shape = getattr(input, "shape", ())  # not an array: the kernel says why
+        shape = shape_of(input)
         axis = 0 if len(shape) == 1 else 1
         return (math.prod(shape[:axis] + shape[axis + 1:]),)
 

@@ -18,6 +18,7 @@ from pymodules.engine.pooling import (
     temporal_max_pool_update_grad_input,
     temporal_max_pool_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.module import Module, whole
 
 _NOT_SEEN = object()
@@ -62,7 +63,7 @@ class _Pooling(Module):
 
     def _plan(self, input):
         """(output shape, kernel width, kernel height) for ``input``'s shape, remembered."""
-        shape = input.shape
+        shape = shape_of(input)
         if shape != self._seen:
             self._planned = self._layout(shape)
             self._seen = shape
@@ -184,12 +185,10 @@ class TemporalMaxPooling(Module):
         self.indices = None
 
     def updateOutput(self, input):
-        shape = input.shape
+        shape = shape_of(input)
         if len(shape) in (2, 3):
             shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
-        out = self.output
-        if out.shape != shape:
-            out = self.output = np.empty(shape, self.dtype)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
         idx = self.indices
         if idx is None or idx.shape != shape:
             idx = self.indices = np.empty(shape, np.intp)

@@ -13,17 +13,12 @@ import numpy as np
 
 from pymodules.engine.buffers import resized
 from pymodules.engine.table import join, split
+from pymodules.facade import require_array
 from pymodules.nn.module import Module, whole
 from pymodules.nn.table import axis_of
 
 INTMAX = 2147483647
 INTMIN = -2147483648
-
-
-def _array(module, x, what="input"):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{module}: {what} must be a numpy.ndarray, got {type(x).__name__}")
-    return x
 
 
 def _sizes(owner, what, size):
@@ -50,13 +45,13 @@ class _Reshaping(Module):
         raise NotImplementedError
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         self.output = x.reshape(self._shape(x))
         return self.output
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.size != x.size:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, expected "
                              f"{self._shape(x)}")
@@ -199,7 +194,7 @@ class Narrow(Module):
         return axis, start, length
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         axis, start, length = self._band = self._locate(x)
         if math.prod(x.shape[:axis]) <= 1:  # a contiguous band: a view, as in Torch
             self.output = x[(slice(None),) * axis + (slice(start, start + length),)]
@@ -210,7 +205,7 @@ class Narrow(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
+        x = require_array(input)
         axis, start, _ = self._band
         gi = self.gradInput = resized(self.gradInput, x)
         join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
@@ -235,7 +230,7 @@ class Select(Module):
         self._copy = None
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         axis = axis_of(self.dim, x.ndim)
         size = x.shape[axis]
         index = self.index + size if self.index < 0 else self.index
@@ -252,7 +247,7 @@ class Select(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
+        x = require_array(input)
         axis, index = self._at
         gi = self.gradInput = resized(self.gradInput, x)
         join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
@@ -279,7 +274,7 @@ class Transpose(Module):
         return tuple(perm)
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         if self._perm is None or len(self._perm) != x.ndim:
             self._perm = self._axes(x.ndim)
             self._inverse = tuple(np.argsort(self._perm))
@@ -289,8 +284,8 @@ class Transpose(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
@@ -316,7 +311,7 @@ class Replicate(Module):
         self._axis = 0
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         axis = self._axis = axis_of(self.dim, x.ndim + 1,
                                     self.nDim + 1 if 0 < self.nDim < INTMAX else None)
         shape = x.shape[:axis] + (self.nFeatures,) + x.shape[axis:]
@@ -325,8 +320,8 @@ class Replicate(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
@@ -358,7 +353,7 @@ class Contiguous(Module):
 
 def _contiguous(module, x, attr, what):
     """``x`` if C-contiguous, else its copy in the private buffer ``attr``."""
-    x = _array(module, x, what)
+    x = require_array(x, what)
     if x.flags.c_contiguous:
         return x
     out = resized(getattr(module, attr), x)

@@ -22,6 +22,7 @@ from pymodules.engine.table import (
     join,
     split,
 )
+from pymodules.facade import require_array
 from pymodules.nn.module import Module, whole
 
 
@@ -144,7 +145,7 @@ class CAddTable(_TableModule):
     def updateGradInput(self, input, gradOutput):
         x = _table(self, input)
         gi = self.gradInput = _grad_buffers(self.gradInput, x)
-        if any(a.shape != gradOutput.shape for a in x):
+        if any(a.shape != require_array(gradOutput, "gradOutput").shape for a in x):
             for g in gi:
                 _sum_to(gradOutput, g)
             return gi
@@ -295,7 +296,7 @@ class SplitTable(_TableModule):
         self._axis = 0
 
     def updateOutput(self, input):
-        axis = self._axis = axis_of(self.dimension, input.ndim, self.nInputDims)
+        axis = self._axis = axis_of(self.dimension, require_array(input).ndim, self.nInputDims)
         shape = input.shape[:axis] + input.shape[axis + 1:]
         out, n = self.output, input.shape[axis]
         # The slices are made together, so the first one speaks for all of them.

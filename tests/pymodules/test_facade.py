@@ -114,3 +114,29 @@ def test_contiguous_copies_only_what_needs_it(rng):
         contiguous([a, [1.0]], "input", tables=True)
     with pytest.raises(TypeError, match="input must be a numpy.ndarray, got list"):
         contiguous([a], "input")
+
+
+def _examples():
+    """Every module class of the library, built as the persistence tests build it."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).with_name("test_persistence.py")
+    spec = importlib.util.spec_from_file_location("_persistence_examples", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for cls, makers in module.EXAMPLES.items():
+        if cls is pm.Identity:  # passes any activity through, as BigDL's
+            continue
+        for i, (make, shape) in enumerate(makers):
+            if shape is not None:
+                yield pytest.param(make, id=f"{cls.__name__}{i}")
+
+
+@pytest.mark.parametrize("make", list(_examples()))
+@pytest.mark.parametrize("bad", [None, "text", 3.5])
+def test_no_module_answers_a_non_array_with_an_attribute_error(make, bad):
+    m = make()
+    with pytest.raises((TypeError, ValueError)) as info:
+        m.forward(bad)
+    assert str(info.value).startswith(m.getName()), str(info.value)

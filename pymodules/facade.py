@@ -101,14 +101,15 @@ def contiguous(arg, what: str, tables: bool = False):
         return arg if arg.flags.c_contiguous else np.ascontiguousarray(arg)
     if tables and isinstance(arg, (list, tuple)):
         items = [contiguous(a, f"{what} {i}", True) for i, a in enumerate(arg)]
-        return arg if all(f is a for f, a in zip(items, arg)) else items
+        return arg if all(f is a for f, a in zip(items, arg, strict=True)) else items
     raise TypeError(f"{what} must be a numpy.ndarray, got {type(arg).__name__}")
 
 
 def fixed_arguments(args, names, tables: bool = False):
     """:func:`contiguous` over ``args`` (named ``names``); None when all were already fine."""
-    fixed = [contiguous(a, what, tables) for a, what in zip(args, names)]
-    return None if all(f is a for f, a in zip(fixed, args)) else fixed
+    # forward has one argument, backward two: ``names`` covers the longest.
+    fixed = [contiguous(a, what, tables) for a, what in zip(args, names, strict=False)]
+    return None if all(f is a for f, a in zip(fixed, args, strict=True)) else fixed
 
 
 def _gate(name: str, fn):

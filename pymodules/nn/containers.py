@@ -167,7 +167,7 @@ class _Branches(Container):
 
     def _walk_back(self, input, gradOutput, step):
         gos = self._child_grads(gradOutput)
-        grads = [step(child, input, go) for child, go in zip(self.modules, gos)]
+        grads = [step(child, input, go) for child, go in zip(self.modules, gos, strict=True)]
         self._gradSum = sum_into(self._gradSum, grads)
         return self._gradSum
 
@@ -318,7 +318,7 @@ class MapTable(_PerEntry):
             self._clones.append(copy.deepcopy(base, shared))
         base_tree = list(base.modules_preorder())
         for clone in self._clones[:n - 1]:
-            for b, c in zip(base_tree, clone.modules_preorder()):
+            for b, c in zip(base_tree, clone.modules_preorder(), strict=True):
                 for attr in _state_attrs(b):
                     setattr(c, attr, getattr(b, attr))
                 c._train, c.scaleW, c.scaleB = b._train, b.scaleW, b.scaleB

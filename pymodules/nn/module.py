@@ -535,10 +535,10 @@ def _copy_into(module: Module, what: str, targets, arrays) -> None:
     arrays = list(arrays)
     if len(arrays) != len(targets):
         raise ValueError(f"{module}: {what} got {len(arrays)} arrays, expected {len(targets)}")
-    for i, (dst, src) in enumerate(zip(targets, arrays)):
+    for i, (dst, src) in enumerate(zip(targets, arrays, strict=True)):
         src = np.asarray(src)
         if src.shape != dst.shape:
             raise ValueError(
                 f"{module}: {what} array {i} has shape {src.shape}, expected {dst.shape}")
-    for dst, src in zip(targets, arrays):
+    for dst, src in zip(targets, arrays, strict=True):
         dst[...] = src

@@ -30,7 +30,7 @@ from pymodules.nn.module import Module, whole
 def zeros_like(buf, t):
     """A table shaped like ``t`` holding zeros, reusing ``buf``'s arrays where they fit."""
     if isinstance(t, (list, tuple)):
-        return [zeros_like(b, x) for b, x in zip(resized_list(buf, len(t)), t)]
+        return [zeros_like(b, x) for b, x in zip(resized_list(buf, len(t)), t, strict=True)]
     z = resized(buf, t)
     z.fill(0)
     return z
@@ -103,7 +103,8 @@ def _table(module, input, lo=1, arrays=True):
 
 def _grad_buffers(buf, like):
     """A list of arrays shaped like the arrays of ``like``, reusing ``buf``'s."""
-    return [resized(b, x.shape, -1, x.dtype) for b, x in zip(resized_list(buf, len(like)), like)]
+    old = resized_list(buf, len(like))
+    return [resized(b, x.shape, -1, x.dtype) for b, x in zip(old, like, strict=True)]
 
 
 class _TableModule(Module):

@@ -43,7 +43,7 @@ class OptimMethod(Facade):
             ours = _TORCH_NAMES.get(key)
             if key not in params and ours and all(o in params for o in ours):
                 value = kwargs[key]
-                spelled = (", ".join(f"{o}={v!r}" for o, v in zip(ours, value))
+                spelled = (", ".join(f"{o}={v!r}" for o, v in zip(ours, value, strict=False))
                            if len(ours) > 1 and isinstance(value, (tuple, list))
                            and len(value) == len(ours) else f"{ours[0]}={value!r}")
                 raise TypeError(f"{cls.__name__}: no argument {key!r} (PyTorch's name); "
@@ -354,7 +354,7 @@ class LBFGS(OptimMethod):
                     dirs.append(s)
                     stps.append(y)
                     h_diag = ys / float(y @ y)
-                ro = [1.0 / float(sp @ dr) for sp, dr in zip(stps, dirs)]
+                ro = [1.0 / float(sp @ dr) for sp, dr in zip(stps, dirs, strict=True)]
                 al = [0.0] * len(dirs)
                 q = -g
                 for i in range(len(dirs) - 1, -1, -1):

@@ -58,7 +58,17 @@ class Criterion(Facade, Recorded):
 
         return copy.deepcopy(self)
 
+    #: per-class or per-element weights of the criteria that take them (None: unweighted).
+    weights = None
+
     # -- buffers and errors --------------------------------------------------------------
+    def _weights_for(self, input):
+        """``weights`` in ``input``'s dtype (converted once, when the dtype changes)."""
+        w = self.weights
+        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
+            w = self.weights = w.astype(input.dtype)
+        return w
+
     def _grad_like(self, input) -> np.ndarray:
         """gradInput reshaped to ``input``, reused when it already fits."""
         return resized(self.gradInput, input, -1, getattr(input, "dtype", np.float32))

@@ -18,12 +18,6 @@ class _ClassCriterion(Criterion):
         self.weights = _weights(weights, type(self).__name__)
         self.paddingValue = whole(self, "paddingValue", paddingValue)
 
-    def _weights_for(self, input):
-        w = self.weights
-        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
-            w = self.weights = w.astype(input.dtype)
-        return w
-
     def _convert_target(self, target, input):
         return class_labels(target)
 

@@ -24,12 +24,6 @@ class _Pointwise(Criterion):
     _param = 0.0
     weights = None
 
-    def _weights_for(self, input):
-        w = self.weights
-        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
-            w = self.weights = w.astype(input.dtype)
-        return w
-
     def updateOutput(self, input, target):
         return K.pointwise_update_output(self._op, input, target, self._weights_for(input),
                                          self._param, self.sizeAverage)

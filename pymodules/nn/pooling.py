@@ -23,6 +23,8 @@ from pymodules.nn.module import Module, whole
 
 _NOT_SEEN = object()
 
+_INDEX = np.dtype(np.intp)  # the argmax indices of max pooling
+
 
 def _check_window(owner, kW, kH, dW, dH, padW, padH):
     if min(kW, kH, dW, dH) < 1:
@@ -77,10 +79,6 @@ class _Pooling(Module):
         w = output_size(shape[-1], kW, self.dW, self.padW, 1, self.ceilMode)
         return shape[:-2] + (h, w), kW, kH
 
-    def _output(self, shape):
-        out = self.output = resized(self.output, shape, -1, self.dtype)
-        return out
-
     def extraRepr(self):
         return f"{self.kW}, {self.kH}, {self.dW}, {self.dH}, {self.padW}, {self.padH}" + (
             ", ceil" if self.ceilMode else "")
@@ -106,10 +104,8 @@ class SpatialMaxPooling(_Pooling):
 
     def updateOutput(self, input):
         shape = self._plan(input)[0]
-        out = self._output(shape)
-        idx = self.indices
-        if idx is None or idx.shape != shape:
-            idx = self.indices = np.empty(shape, np.intp)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
         max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
                                self.padW, self.padH, self.ceilMode)
         return out
@@ -150,7 +146,7 @@ class SpatialAveragePooling(_Pooling):
 
     def updateOutput(self, input):
         shape, kW, kH = self._plan(input)
-        out = self._output(shape)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
         avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
                                self.ceilMode, self.countIncludePad, self.divide)
         return out
@@ -189,9 +185,7 @@ class TemporalMaxPooling(Module):
         if len(shape) in (2, 3):
             shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
         out = self.output = resized(self.output, shape, -1, self.dtype)
-        idx = self.indices
-        if idx is None or idx.shape != shape:
-            idx = self.indices = np.empty(shape, np.intp)
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
         temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
         return out
 

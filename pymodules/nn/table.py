@@ -253,17 +253,22 @@ class CMaxTable(_TableModule):
 
 
 # -- joining and splitting ---------------------------------------------------------------------
-class JoinTable(_TableModule):
-    """Concatenates the arrays of a table along ``dimension``.
-
-    ``nInputDims``: the rank of one sample (see the module docstring); -1 for none.
-    """
+class _AlongDimension(_TableModule):
+    """Join and split: along ``dimension``; ``nInputDims``, the rank of one sample (see the
+    module docstring), -1 for none."""
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
         self.dimension = whole(self, "dimension", dimension)
         self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
+
+    def extraRepr(self):
+        return f"dimension={self.dimension}"
+
+
+class JoinTable(_AlongDimension):
+    """Concatenates the arrays of a table along ``dimension``."""
 
     def updateOutput(self, input):
         x = _table(self, input)
@@ -283,18 +288,9 @@ class JoinTable(_TableModule):
         split(gradOutput, gi, self._axis, 0, False, "gradOutput", "gradInput")
         return gi
 
-    def extraRepr(self):
-        return f"dimension={self.dimension}"
 
-
-class SplitTable(_TableModule):
+class SplitTable(_AlongDimension):
     """Splits an array along ``dimension`` into a table of its slices (the axis removed)."""
-
-    def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
-        super().__init__(dtype)
-        self.dimension = whole(self, "dimension", dimension)
-        self.nInputDims = whole(self, "nInputDims", nInputDims)
-        self._axis = 0
 
     def updateOutput(self, input):
         axis = self._axis = axis_of(self.dimension, require_array(input).ndim, self.nInputDims)
@@ -319,9 +315,6 @@ class SplitTable(_TableModule):
         if gradOutput:
             join(gradOutput, gi, self._axis, 0, True, "gradOutput", "gradInput")
         return gi
-
-    def extraRepr(self):
-        return f"dimension={self.dimension}"
 
 
 # -- selecting ---------------------------------------------------------------------------------

@@ -6,7 +6,12 @@ values (+-0, +-inf, NaN, overflow and underflow thresholds) and lengths that are
 of any vector width, so that the scalar tails run too.
 """
 
+import platform
+import re
+from pathlib import Path
+
 import numpy as np
+import pymodules.engine
 import pytest
 from pymodules.engine.activation import (
     elu_update_grad_input,
@@ -110,6 +115,71 @@ def test_log_accuracy_including_subnormals(dtype, rng):
     x = x.astype(dtype)
     _assert_close(_run("log", x), np.log(x.astype(np.float64)), dtype)
 
+
+
+# -- the accuracy table of engine/vecmath.h -------------------------------------------------------
+
+LONG = np.longdouble
+HIGH_PRECISION = np.finfo(LONG).nmant >= 63  # x86's 80-bit or IEEE quad long double
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# name: reference of the same formula as REFERENCES, evaluated in long double
+LONG_REFERENCES = {
+    "exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid,
+    "soft_plus": lambda x: np.where(2 * x > 20, x, np.logaddexp(LONG(0), 2 * x) / 2),
+    "elu": lambda x: np.where(x > 0, x, LONG(1.5) * np.expm1(x)),
+}
+
+
+def _accuracy(name, dtype, rng):
+    """(max error in ulps, max relative error, number of samples) over the normal results.
+
+    The reference is the long double value, not rounded: a correctly rounded function would
+    show 0.5 ulp. ulp = 2^(e - p) for a reference in [2^(e-1), 2^e), p the dtype's precision."""
+    info = np.finfo(dtype)
+    if name == "log":
+        x = np.exp(rng.uniform(np.log(info.smallest_subnormal), np.log(info.max), 300_001))
+    else:
+        x = _spread(*REFERENCES[name][2][dtype], rng)
+    x = x.astype(dtype)
+    y = _run(name, x, *(REFERENCES[name][0] if name in REFERENCES else ()))
+    with np.errstate(all="ignore"):
+        ref = LONG_REFERENCES[name](x.astype(LONG))
+    normal = np.isfinite(ref) & (np.abs(ref) >= info.tiny) & (np.abs(ref) <= info.max)
+    ref, err = ref[normal], np.abs(y[normal].astype(LONG) - ref[normal])
+    ulp = np.ldexp(LONG(1), np.frexp(ref)[1] - info.nmant - 1)
+    return float((err / ulp).max()), float((err / np.abs(ref)).max()), int(normal.sum())
+
+
+def _table():
+    """{name: (float32 ulp, float32 rel, float64 ulp, float64 rel)} from vecmath.h's comment."""
+    text = (Path(pymodules.engine.__file__).parent / "vecmath.h").read_text()
+    rows = re.findall(r"^ {5}([a-z_]+) +([0-9.]+) +([0-9.e-]+) +([0-9.]+) +([0-9.e-]+)$", text,
+                      re.MULTILINE)
+    return {name: tuple(float(v) for v in values) for name, *values in rows}
+
+
+@pytest.mark.skipif(not HIGH_PRECISION, reason="needs a long double wider than double")
+def test_accuracy_table(rng):
+    """The figures of vecmath.h's table hold (measured on x86-64, where every target_clones
+    version computes the same operations: no FMA contraction); elsewhere within 0.5 ulp."""
+    table = _table()
+    assert set(table) == set(LONG_REFERENCES)
+    slack = 0 if platform.machine() in ("x86_64", "AMD64") else 0.5
+    for name in LONG_REFERENCES:
+        for i, dtype in enumerate(DTYPES):
+            max_ulp, max_rel, n = _accuracy(name, dtype, rng)
+            assert n > 100_000
+            bound_ulp, bound_rel = table[name][2 * i], table[name][2 * i + 1]
+            eps = np.finfo(dtype).eps
+            assert max_ulp <= bound_ulp + slack, (name, dtype, max_ulp)
+            assert max_rel <= bound_rel + slack * eps, (name, dtype, max_rel)
+            assert max_rel <= ULPS * eps
 
 NAN, INF = np.nan, np.inf
 SPECIALS = {

@@ -28,7 +28,7 @@ cnp.import_array()
 
 
 cdef struct Arrays:
-    # The checked arrays of an elementwise kernel: their dtype, size and data.
+    # The checked arrays of an elementwise kernel: their dtype, size (may be 0) and data.
     bint f64
     Py_ssize_t n
     void *x   # input
@@ -37,8 +37,8 @@ cdef struct Arrays:
     void *gi  # gradInput
 
 
-cdef bint forward_arrays(input, output, Arrays *a) except -1:
-    """Checks of a forward, the arrays into ``a``; False when there is nothing to compute.
+cdef Arrays forward_arrays(input, output) except *:
+    """The arrays of a forward, checked.
 
     Same shape, C-contiguous, ``output``'s dtype (float32 or float64), ``output`` writeable
     and either ``input`` itself or disjoint from it.
@@ -48,15 +48,16 @@ cdef bint forward_arrays(input, output, Arrays *a) except -1:
     cdef cnp.ndarray x = array(input, "input", t, False)
     shape_is(y, "output", shape(x))
     same_or_disjoint(y, "output", x, "input")
+    cdef Arrays a
     a.f64 = t == cnp.NPY_FLOAT64
     a.n = cnp.PyArray_SIZE(x)
     a.x = cnp.PyArray_DATA(x)
     a.y = cnp.PyArray_DATA(y)
-    return a.n != 0
+    return a
 
 
-cdef bint backward_arrays(input, output, grad_output, grad_input, Arrays *a) except -1:
-    """Checks of a backward, the arrays into ``a``; False when there is nothing to compute.
+cdef Arrays backward_arrays(input, output, grad_output, grad_input) except *:
+    """The arrays of a backward, checked.
 
     Same shape, C-contiguous, ``grad_input``'s dtype, ``grad_input`` writeable, either
     ``grad_output`` itself or disjoint from it, and disjoint from ``input`` and ``output``.
@@ -73,256 +74,227 @@ cdef bint backward_arrays(input, output, grad_output, grad_input, Arrays *a) exc
     same_or_disjoint(gi, "gradInput", go, "gradOutput")
     disjoint(gi, "gradInput", x, "input")
     disjoint(gi, "gradInput", y, "output")
+    cdef Arrays a
     a.f64 = t == cnp.NPY_FLOAT64
     a.n = cnp.PyArray_SIZE(x)
     a.x = cnp.PyArray_DATA(x)
     a.y = cnp.PyArray_DATA(y)
     a.go = cnp.PyArray_DATA(go)
     a.gi = cnp.PyArray_DATA(gi)
-    return a.n != 0
+    return a
 
 
 def threshold_update_output(input, output, double th, double v):
     """output := input > th ? input : v (ReLU: th = v = 0)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_threshold_fwd(a.f64, a.x, a.y, a.n, th, v)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_threshold_fwd(a.f64, a.x, a.y, a.n, th, v)
 
 
 def threshold_update_grad_input(input, output, grad_output, grad_input, double th, double v):
     """grad_input := input > th ? grad_output : 0."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
 
 
 def leaky_relu_update_output(input, output, double negval):
     """output := input > 0 ? input : negval * input."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_leaky_relu_fwd(a.f64, a.x, a.y, a.n, negval)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_leaky_relu_fwd(a.f64, a.x, a.y, a.n, negval)
 
 
 def leaky_relu_update_grad_input(input, output, grad_output, grad_input, double negval):
     """grad_input := input > 0 ? grad_output : negval * grad_output."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_leaky_relu_bwd(a.f64, a.x, a.go, a.gi, a.n, negval)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_leaky_relu_bwd(a.f64, a.x, a.go, a.gi, a.n, negval)
 
 
 def elu_update_output(input, output, double alpha):
     """output := input > 0 ? input : alpha * (exp(input) - 1)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_elu_fwd(a.f64, a.x, a.y, a.n, alpha)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_elu_fwd(a.f64, a.x, a.y, a.n, alpha)
 
 
 def elu_update_grad_input(input, output, grad_output, grad_input, double alpha):
     """grad_input := input > 0 ? grad_output : grad_output * (output + alpha)."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_elu_bwd(a.f64, a.x, a.y, a.go, a.gi, a.n, alpha)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_elu_bwd(a.f64, a.x, a.y, a.go, a.gi, a.n, alpha)
 
 
 def hard_tanh_update_output(input, output, double min_value, double max_value):
     """output := min(max(input, min_value), max_value)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_hard_tanh_fwd(a.f64, a.x, a.y, a.n, min_value, max_value)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_hard_tanh_fwd(a.f64, a.x, a.y, a.n, min_value, max_value)
 
 
 def hard_tanh_update_grad_input(input, output, grad_output, grad_input, double min_value,
                                 double max_value):
     """grad_input := min_value < input < max_value ? grad_output : 0."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_hard_tanh_bwd(a.f64, a.x, a.go, a.gi, a.n, min_value, max_value)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_hard_tanh_bwd(a.f64, a.x, a.go, a.gi, a.n, min_value, max_value)
 
 
 def tanh_update_output(input, output):
     """output := tanh(input)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_tanh_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_tanh_fwd(a.f64, a.x, a.y, a.n)
 
 
 def tanh_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output * (1 - output^2)."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_tanh_bwd(a.f64, a.y, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_tanh_bwd(a.f64, a.y, a.go, a.gi, a.n)
 
 
 def sigmoid_update_output(input, output):
     """output := 1 / (1 + exp(-input))."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_sigmoid_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_sigmoid_fwd(a.f64, a.x, a.y, a.n)
 
 
 def sigmoid_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output * output * (1 - output)."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_sigmoid_bwd(a.f64, a.y, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_sigmoid_bwd(a.f64, a.y, a.go, a.gi, a.n)
 
 
 def hard_sigmoid_update_output(input, output):
     """output := min(max(0.2 * input + 0.5, 0), 1)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_hard_sigmoid_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_hard_sigmoid_fwd(a.f64, a.x, a.y, a.n)
 
 
 def hard_sigmoid_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := -2.5 < input < 2.5 ? 0.2 * grad_output : 0."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_hard_sigmoid_bwd(a.f64, a.x, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_hard_sigmoid_bwd(a.f64, a.x, a.go, a.gi, a.n)
 
 
 def soft_plus_update_output(input, output, double beta, double threshold):
     """output := beta * input > threshold ? input : log(1 + exp(beta * input)) / beta."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_soft_plus_fwd(a.f64, a.x, a.y, a.n, beta, threshold)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_soft_plus_fwd(a.f64, a.x, a.y, a.n, beta, threshold)
 
 
 def soft_plus_update_grad_input(input, output, grad_output, grad_input, double beta,
                                 double threshold):
     """grad_input := grad_output * sigmoid(beta * input), or grad_output above the threshold."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_soft_plus_bwd(a.f64, a.x, a.go, a.gi, a.n, beta, threshold)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_soft_plus_bwd(a.f64, a.x, a.go, a.gi, a.n, beta, threshold)
 
 
 def soft_sign_update_output(input, output):
     """output := input / (1 + |input|)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_soft_sign_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_soft_sign_fwd(a.f64, a.x, a.y, a.n)
 
 
 def soft_sign_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output / (1 + |input|)^2."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_soft_sign_bwd(a.f64, a.x, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_soft_sign_bwd(a.f64, a.x, a.go, a.gi, a.n)
 
 
 def abs_update_output(input, output):
     """output := |input|."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_abs_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_abs_fwd(a.f64, a.x, a.y, a.n)
 
 
 def abs_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := sign(input) * grad_output (0 at 0)."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_abs_bwd(a.f64, a.x, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_abs_bwd(a.f64, a.x, a.go, a.gi, a.n)
 
 
 def square_update_output(input, output):
     """output := input^2."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_square_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_square_fwd(a.f64, a.x, a.y, a.n)
 
 
 def square_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := 2 * input * grad_output."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_square_bwd(a.f64, a.x, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_square_bwd(a.f64, a.x, a.go, a.gi, a.n)
 
 
 def sqrt_update_output(input, output):
     """output := sqrt(input)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_sqrt_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_sqrt_fwd(a.f64, a.x, a.y, a.n)
 
 
 def sqrt_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output / (2 * output)."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_sqrt_bwd(a.f64, a.y, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_sqrt_bwd(a.f64, a.y, a.go, a.gi, a.n)
 
 
 def exp_update_output(input, output):
     """output := exp(input)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_exp_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_exp_fwd(a.f64, a.x, a.y, a.n)
 
 
 def exp_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output * output."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_exp_bwd(a.f64, a.y, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_exp_bwd(a.f64, a.y, a.go, a.gi, a.n)
 
 
 def log_update_output(input, output):
     """output := log(input)."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_log_fwd(a.f64, a.x, a.y, a.n)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_log_fwd(a.f64, a.x, a.y, a.n)
 
 
 def log_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output / input."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_log_bwd(a.f64, a.x, a.go, a.gi, a.n)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_log_bwd(a.f64, a.x, a.go, a.gi, a.n)
 
 
 def power_update_output(input, output, double power, double scale, double shift):
     """output := (shift + scale * input) ** power."""
-    cdef Arrays a
-    if forward_arrays(input, output, &a):
-        with nogil:
-            pm_power_fwd(a.f64, a.x, a.y, a.n, power, scale, shift)
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_power_fwd(a.f64, a.x, a.y, a.n, power, scale, shift)
 
 
 def power_update_grad_input(input, output, grad_output, grad_input, double power, double scale,
                             double shift):
     """grad_input := power * scale * (shift + scale * input) ** (power - 1) * grad_output."""
-    cdef Arrays a
-    if backward_arrays(input, output, grad_output, grad_input, &a):
-        with nogil:
-            pm_power_bwd(a.f64, a.x, a.go, a.gi, a.n, power, scale, shift)
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_power_bwd(a.f64, a.x, a.go, a.gi, a.n, power, scale, shift)
 
 
 # -- PReLU ------------------------------------------------------------------------------------

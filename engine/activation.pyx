@@ -6,13 +6,12 @@ after the arrays. Arrays of any shape, float32 or float64; ``output`` may be ``i
 ``grad_input`` may be ``grad_output`` (in place). Every backward takes the forward's input, output
 and scalars, whichever its derivative reads (Tanh, Sigmoid, Sqrt and Exp read the output, ELU
 both), so that one call serves every layer.
-The loops are in vecmath.h (pm_tanh_fwd, pm_tanh_bwd, ...), vectorised for the functions of the
-exponential family.
+The loops are in vecmath.h (pm_tanh_fwd, pm_tanh_bwd, ..., pm_prelu_fwd), vectorised, with the
+functions of the exponential family written there.
 """
 
 cimport numpy as cnp
 
-from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
 from engine._inplace cimport same_or_disjoint
 from engine.vecmath cimport (
@@ -21,7 +20,7 @@ from engine.vecmath cimport (
     pm_sigmoid_bwd, pm_hard_sigmoid_fwd, pm_hard_sigmoid_bwd, pm_soft_plus_fwd, pm_soft_plus_bwd,
     pm_soft_sign_fwd, pm_soft_sign_bwd, pm_abs_fwd, pm_abs_bwd, pm_square_fwd, pm_square_bwd,
     pm_sqrt_fwd, pm_sqrt_bwd, pm_exp_fwd, pm_exp_bwd, pm_log_fwd, pm_log_bwd, pm_power_fwd,
-    pm_power_bwd,
+    pm_power_bwd, pm_prelu_fwd, pm_prelu_bwd, pm_prelu_acc,
 )
 
 cnp.import_array()
@@ -342,27 +341,9 @@ def prelu_update_output(input, output, weight, bint shared):
     disjoint(y, "output", w, "weight")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_forward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                           <float *> cnp.PyArray_DATA(w), outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_forward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                           <double *> cnp.PyArray_DATA(w), outer, ch, inner)
-
-
-cdef void _prelu_forward(const floating *x, floating *y, const floating *w,
-                         Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef floating a, v
-    for o in range(outer):
-        for k in range(ch):
-            a = w[k]
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                v = x[i]
-                y[i] = v if v > 0 else a * v
+    with nogil:
+        pm_prelu_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                     cnp.PyArray_DATA(w), outer, ch, inner)
 
 
 def prelu_update_grad_input(input, grad_output, grad_input, weight, bint shared):
@@ -381,29 +362,9 @@ def prelu_update_grad_input(input, grad_output, grad_input, weight, bint shared)
     disjoint(gi, "gradInput", w, "weight")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_backward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                            <float *> cnp.PyArray_DATA(gi), <float *> cnp.PyArray_DATA(w),
-                            outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_backward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                            <double *> cnp.PyArray_DATA(gi), <double *> cnp.PyArray_DATA(w),
-                            outer, ch, inner)
-
-
-cdef void _prelu_backward(const floating *x, const floating *go, floating *gi,
-                          const floating *w, Py_ssize_t outer, Py_ssize_t ch,
-                          Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef floating a
-    for o in range(outer):
-        for k in range(ch):
-            a = w[k]
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                gi[i] = go[i] if x[i] > 0 else a * go[i]
+    with nogil:
+        pm_prelu_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                     cnp.PyArray_DATA(gi), cnp.PyArray_DATA(w), outer, ch, inner)
 
 
 def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, double scale):
@@ -419,25 +380,6 @@ def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, doub
     disjoint(gw, "gradWeight", go, "gradOutput")
     if scale == 0 or cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_acc(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                       <float *> cnp.PyArray_DATA(gw), scale, outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_acc(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                       <double *> cnp.PyArray_DATA(gw), scale, outer, ch, inner)
-
-
-cdef void _prelu_acc(const floating *x, const floating *go, floating *gw, double scale,
-                     Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef double s
-    for k in range(ch):
-        s = 0
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                if x[i] <= 0:
-                    s += x[i] * go[i]
-        gw[k] += <floating> (scale * s)
+    with nogil:
+        pm_prelu_acc(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                     cnp.PyArray_DATA(gw), scale, outer, ch, inner)

@@ -43,6 +43,13 @@ cdef extern from "vecmath.h" nogil:
     void pm_log_bwd(bint f64, const void *x, const void *go, void *gi, Py_ssize_t n)
     void pm_power_bwd(bint f64, const void *x, const void *go, void *gi, Py_ssize_t n,
                       double power, double scale, double shift)
+    # PReLU over (outer, ch, inner), slope w[c]; the gradient of w is summed in double
+    void pm_prelu_fwd(bint f64, const void *x, void *y, const void *w, Py_ssize_t outer,
+                      Py_ssize_t ch, Py_ssize_t inner)
+    void pm_prelu_bwd(bint f64, const void *x, const void *go, void *gi, const void *w,
+                      Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner)
+    void pm_prelu_acc(bint f64, const void *x, const void *go, void *gw, double scale,
+                      Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner)
     # SoftMax (sign 1), SoftMin (sign -1), LogSoftMax (take_log) along n
     void pm_softmax_fwd(bint f64, const void *x, void *y, Py_ssize_t outer, Py_ssize_t n,
                         Py_ssize_t inner, double sign, bint take_log)

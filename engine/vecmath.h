@@ -13,7 +13,7 @@
    accumulate in double. bench/bench_layers.py, one AVX-512 core: 2-7x faster than the NumPy
    expressions of the same results (Sigmoid, the backward passes, softmax, batch normalisation),
    from 1.7x faster (float32 exp) to 1.4x slower (float32 tanh) than NumPy's own SIMD np.exp and
-   np.tanh, 4-6x faster than torch's tanh; the branchy loops (LeakyReLU, HardTanh, Abs, ...)
+   np.tanh, 4-6x faster than torch's tanh; the branchy loops (LeakyReLU, PReLU, HardTanh, Abs, ...)
    became selects, 10-100x faster than the Cython loops they replace on random signs.
 
    Accuracy, measured by tests/engine/test_vecmath_kernels.py::test_accuracy_table (which checks

@@ -2,7 +2,7 @@
 
 Every input is seen as (outer, channels, inner): the statistic of a channel runs over outer
 and inner. Sums accumulate in double whatever the dtype. The batch-normalisation and LRN loops
-are in _vecmath.h (vectorised partial sums; features run a block of channels along each row;
+are in vecmath.h (vectorised partial sums; features run a block of channels along each row;
 LRN slides its window over a block of neighbouring positions at once).
 """
 
@@ -12,11 +12,7 @@ from libc.math cimport sqrt, pow, fabs
 
 from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, vector_of, shape_is, disjoint
-from engine._vecmath cimport (
-    pm_bn_forward_f32, pm_bn_forward_f64, pm_bn_backward_f32, pm_bn_backward_f64, pm_bn_acc_f32,
-    pm_bn_acc_f64, pm_lrn_forward_f32, pm_lrn_forward_f64, pm_lrn_backward_f32,
-    pm_lrn_backward_f64,
-)
+from engine.vecmath cimport pm_bn_fwd, pm_bn_bwd, pm_bn_acc, pm_lrn_fwd, pm_lrn_bwd
 
 cnp.import_array()
 
@@ -100,28 +96,10 @@ def batchnorm_update_output(input, output, weight, bias, running_mean, running_v
     cdef void *bp = _ptr(b)
     if c == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_forward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                        <float *> wp, <float *> bp, <float *> cnp.PyArray_DATA(rm),
-                        <float *> cnp.PyArray_DATA(rv), <float *> cnp.PyArray_DATA(sm),
-                        <float *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
-    else:
-        with nogil:
-            _bn_forward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                        <double *> wp, <double *> bp, <double *> cnp.PyArray_DATA(rm),
-                        <double *> cnp.PyArray_DATA(rv), <double *> cnp.PyArray_DATA(sm),
-                        <double *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
-
-
-cdef inline void _bn_forward(const floating *x, floating *y, const floating *w,
-                             const floating *b, floating *rm, floating *rv, floating *sm,
-                             floating *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                             bint train, double momentum, double eps) noexcept nogil:
-    if floating is float:
-        pm_bn_forward_f32(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
-    else:
-        pm_bn_forward_f64(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
+    with nogil:
+        pm_bn_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), wp, bp,
+                  cnp.PyArray_DATA(rm), cnp.PyArray_DATA(rv), cnp.PyArray_DATA(sm),
+                  cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
 
 
 def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mean,
@@ -149,28 +127,10 @@ def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mea
     cdef void *wp = _ptr(w)
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_backward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                         <float *> cnp.PyArray_DATA(gi), <float *> wp,
-                         <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
-                         outer, ch, inner, train)
-    else:
-        with nogil:
-            _bn_backward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                         <double *> cnp.PyArray_DATA(gi), <double *> wp,
-                         <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
-                         outer, ch, inner, train)
-
-
-cdef inline void _bn_backward(const floating *x, const floating *go, floating *gi,
-                              const floating *w, const floating *sm, const floating *si,
-                              Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                              bint train) noexcept nogil:
-    if floating is float:
-        pm_bn_backward_f32(x, go, gi, w, sm, si, outer, ch, inner, train)
-    else:
-        pm_bn_backward_f64(x, go, gi, w, sm, si, outer, ch, inner, train)
+    with nogil:
+        pm_bn_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                  cnp.PyArray_DATA(gi), wp, cnp.PyArray_DATA(sm), cnp.PyArray_DATA(si), outer,
+                  ch, inner, train)
 
 
 def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, save_mean,
@@ -195,28 +155,10 @@ def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, sa
     cdef void *gbp = _ptr(gb)
     if cnp.PyArray_SIZE(x) == 0 or (scale_w == 0 and scale_b == 0):
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_acc(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                    <float *> cnp.PyArray_DATA(gw), <float *> gbp,
-                    <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
-                    outer, ch, inner, scale_w, scale_b)
-    else:
-        with nogil:
-            _bn_acc(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                    <double *> cnp.PyArray_DATA(gw), <double *> gbp,
-                    <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
-                    outer, ch, inner, scale_w, scale_b)
-
-
-cdef inline void _bn_acc(const floating *x, const floating *go, floating *gw, floating *gb,
-                         const floating *sm, const floating *si, Py_ssize_t outer,
-                         Py_ssize_t ch, Py_ssize_t inner, double scale_w,
-                         double scale_b) noexcept nogil:
-    if floating is float:
-        pm_bn_acc_f32(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
-    else:
-        pm_bn_acc_f64(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
+    with nogil:
+        pm_bn_acc(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                  cnp.PyArray_DATA(gw), gbp, cnp.PyArray_DATA(sm), cnp.PyArray_DATA(si), outer,
+                  ch, inner, scale_w, scale_b)
 
 
 # -- Normalize --------------------------------------------------------------------------------
@@ -393,23 +335,9 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
         raise ValueError(f"size must be odd and positive, got {size}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _lrn(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                 <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
-    else:
-        with nogil:
-            _lrn(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                 <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
-
-
-cdef inline void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer,
-                      Py_ssize_t ch, Py_ssize_t inner, int size, double alpha, double beta,
-                      double k) noexcept nogil:
-    if floating is float:
-        pm_lrn_forward_f32(x, y, sc, outer, ch, inner, size, alpha, beta, k)
-    else:
-        pm_lrn_forward_f64(x, y, sc, outer, ch, inner, size, alpha, beta, k)
+    with nogil:
+        pm_lrn_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                   cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
 
 
 def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
@@ -434,23 +362,7 @@ def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int siz
         raise ValueError(f"size must be odd and positive, got {size}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _lrn_grad(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                      <float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi),
-                      <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
-    else:
-        with nogil:
-            _lrn_grad(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                      <double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi),
-                      <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
-
-
-cdef inline void _lrn_grad(const floating *x, const floating *y, const floating *go,
-                           floating *gi, const floating *sc, Py_ssize_t outer, Py_ssize_t ch,
-                           Py_ssize_t inner, int size, double alpha,
-                           double beta) noexcept nogil:
-    if floating is float:
-        pm_lrn_backward_f32(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
-    else:
-        pm_lrn_backward_f64(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
+    with nogil:
+        pm_lrn_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                   cnp.PyArray_DATA(go), cnp.PyArray_DATA(gi), cnp.PyArray_DATA(sc), outer, ch,
+                   inner, size, alpha, beta)

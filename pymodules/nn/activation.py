@@ -1,19 +1,47 @@
 """Activations: elementwise transfer functions, PReLU and the softmax family.
 
-Every elementwise layer is one op code of the engine's activation kernels. Layers with an
-in-place flag (``ip`` / ``inplace``) write their output into the input and, in backward, their
-gradInput into gradOutput, as Torch does: the caller's arrays are then overwritten.
+Every elementwise layer calls the engine's pair of kernels named after its function
+(``tanh_update_output``, ``tanh_update_grad_input``). Layers with an in-place flag (``ip`` /
+``inplace``) write their output into the input and, in backward, their gradInput into
+gradOutput, as Torch does: the caller's arrays are then overwritten.
 """
 
 import numpy as np
 
 from pymodules.engine.activation import (
-    OP,
-    activation_update_grad_input,
-    activation_update_output,
+    abs_update_grad_input,
+    abs_update_output,
+    elu_update_grad_input,
+    elu_update_output,
+    exp_update_grad_input,
+    exp_update_output,
+    hard_sigmoid_update_grad_input,
+    hard_sigmoid_update_output,
+    hard_tanh_update_grad_input,
+    hard_tanh_update_output,
+    leaky_relu_update_grad_input,
+    leaky_relu_update_output,
+    log_update_grad_input,
+    log_update_output,
+    power_update_grad_input,
+    power_update_output,
     prelu_acc_grad_parameters,
     prelu_update_grad_input,
     prelu_update_output,
+    sigmoid_update_grad_input,
+    sigmoid_update_output,
+    soft_plus_update_grad_input,
+    soft_plus_update_output,
+    soft_sign_update_grad_input,
+    soft_sign_update_output,
+    sqrt_update_grad_input,
+    sqrt_update_output,
+    square_update_grad_input,
+    square_update_output,
+    tanh_update_grad_input,
+    tanh_update_output,
+    threshold_update_grad_input,
+    threshold_update_output,
 )
 from pymodules.engine.buffers import resized
 from pymodules.engine.softmax import (
@@ -27,26 +55,25 @@ from pymodules.nn.module import Module, whole
 
 
 class _Elementwise(Module):
-    """y = f(x) elementwise on any shape, f the engine op ``_op`` with scalars ``_abc``."""
+    """y = f(x) elementwise on any shape: the engine's kernels ``_forward`` and ``_backward``
+    (static methods: f_update_output and f_update_grad_input) with the scalars ``_abc``."""
 
-    _op = ""
+    _forward = _backward = None
 
-    def __init__(self, inplace=False, scalars=(0.0, 0.0, 0.0), dtype=np.float32):
+    def __init__(self, inplace=False, scalars=(), dtype=np.float32):
         super().__init__(dtype)
         self.inplace = bool(inplace)
-        self._code = OP[self._op]
         self._abc = tuple(float(s) for s in scalars)
 
     def updateOutput(self, input):
         out = input if self.inplace else resized(self.output, input, -1, self.dtype)
-        activation_update_output(input, out, self._code, *self._abc)
+        self._forward(input, out, *self._abc)
         self.output = out
         return out
 
     def updateGradInput(self, input, gradOutput):
         gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
-        activation_update_grad_input(input, self.output, gradOutput, gi, self._code,
-                                     *self._abc)
+        self._backward(input, self.output, gradOutput, gi, *self._abc)
         self.gradInput = gi
         return gi
 
@@ -64,14 +91,15 @@ class _Unary(_Elementwise):
 class Threshold(_Elementwise):
     """``y = x if x > th else v``."""
 
-    _op = "threshold"
+    _forward = staticmethod(threshold_update_output)
+    _backward = staticmethod(threshold_update_grad_input)
 
     def __init__(self, th=1e-6, v=0.0, ip=False, dtype=np.float32):
         # In place, the backward reads the gate from the overwritten input: a replaced value
         # v above th would open it.
         if ip and v > th:
             raise ValueError(f"Threshold: in place needs v <= th, got v {v} > th {th}")
-        super().__init__(ip, (th, v, 0.0), dtype)
+        super().__init__(ip, (th, v), dtype)
         self.th, self.v = float(th), float(v)
 
     def extraRepr(self):
@@ -91,13 +119,14 @@ class ReLU(Threshold):
 class HardTanh(_Elementwise):
     """``y = min(max(x, minValue), maxValue)``."""
 
-    _op = "hard_tanh"
+    _forward = staticmethod(hard_tanh_update_output)
+    _backward = staticmethod(hard_tanh_update_grad_input)
 
     def __init__(self, minValue=-1.0, maxValue=1.0, inplace=False, dtype=np.float32):
         if maxValue < minValue:
             raise ValueError(f"{type(self).__name__}: maxValue {maxValue} is below minValue "
                              f"{minValue}")
-        super().__init__(inplace, (minValue, maxValue, 0.0), dtype)
+        super().__init__(inplace, (minValue, maxValue), dtype)
         self.minValue, self.maxValue = float(minValue), float(maxValue)
 
     def extraRepr(self):
@@ -124,10 +153,11 @@ class Clamp(HardTanh):
 class LeakyReLU(_Elementwise):
     """``y = x if x > 0 else negval * x``."""
 
-    _op = "leaky_relu"
+    _forward = staticmethod(leaky_relu_update_output)
+    _backward = staticmethod(leaky_relu_update_grad_input)
 
     def __init__(self, negval=0.01, inplace=False, dtype=np.float32):
-        super().__init__(inplace, (negval, 0.0, 0.0), dtype)
+        super().__init__(inplace, (negval,), dtype)
         self.negval = float(negval)
 
     def extraRepr(self):
@@ -137,10 +167,11 @@ class LeakyReLU(_Elementwise):
 class ELU(_Elementwise):
     """``y = x if x > 0 else alpha * (exp(x) - 1)``."""
 
-    _op = "elu"
+    _forward = staticmethod(elu_update_output)
+    _backward = staticmethod(elu_update_grad_input)
 
     def __init__(self, alpha=1.0, inplace=False, dtype=np.float32):
-        super().__init__(inplace, (alpha, 0.0, 0.0), dtype)
+        super().__init__(inplace, (alpha,), dtype)
         self.alpha = float(alpha)
 
     def extraRepr(self):
@@ -148,31 +179,35 @@ class ELU(_Elementwise):
 
 
 class Tanh(_Unary):
-    _op = "tanh"
+    _forward = staticmethod(tanh_update_output)
+    _backward = staticmethod(tanh_update_grad_input)
 
 
 class Sigmoid(_Unary):
     """``y = 1 / (1 + exp(-x))``."""
 
-    _op = "sigmoid"
+    _forward = staticmethod(sigmoid_update_output)
+    _backward = staticmethod(sigmoid_update_grad_input)
 
 
 class HardSigmoid(_Unary):
     """``y = min(max(0.2 x + 0.5, 0), 1)`` (BigDL's, as Keras; not PyTorch's x / 6 + 0.5)."""
 
-    _op = "hard_sigmoid"
+    _forward = staticmethod(hard_sigmoid_update_output)
+    _backward = staticmethod(hard_sigmoid_update_grad_input)
 
 
 class SoftPlus(_Elementwise):
     """``y = log(1 + exp(beta x)) / beta``; linear where ``beta x > 20``."""
 
-    _op = "soft_plus"
+    _forward = staticmethod(soft_plus_update_output)
+    _backward = staticmethod(soft_plus_update_grad_input)
     threshold = 20.0
 
     def __init__(self, beta=1.0, dtype=np.float32):
         if beta == 0:
             raise ValueError("SoftPlus: beta must be non-zero")
-        super().__init__(False, (beta, self.threshold, 0.0), dtype)
+        super().__init__(False, (beta, self.threshold), dtype)
         self.beta = float(beta)
 
     def extraRepr(self):
@@ -182,17 +217,20 @@ class SoftPlus(_Elementwise):
 class SoftSign(_Unary):
     """``y = x / (1 + |x|)``."""
 
-    _op = "soft_sign"
+    _forward = staticmethod(soft_sign_update_output)
+    _backward = staticmethod(soft_sign_update_grad_input)
 
 
 class Abs(_Unary):
-    _op = "abs"
+    _forward = staticmethod(abs_update_output)
+    _backward = staticmethod(abs_update_grad_input)
 
 
 class Power(_Elementwise):
     """``y = (shift + scale * x) ** power``."""
 
-    _op = "power"
+    _forward = staticmethod(power_update_output)
+    _backward = staticmethod(power_update_grad_input)
 
     def __init__(self, power, scale=1.0, shift=0.0, dtype=np.float32):
         super().__init__(False, (power, scale, shift), dtype)
@@ -203,19 +241,23 @@ class Power(_Elementwise):
 
 
 class Square(_Unary):
-    _op = "square"
+    _forward = staticmethod(square_update_output)
+    _backward = staticmethod(square_update_grad_input)
 
 
 class Sqrt(_Unary):
-    _op = "sqrt"
+    _forward = staticmethod(sqrt_update_output)
+    _backward = staticmethod(sqrt_update_grad_input)
 
 
 class Exp(_Unary):
-    _op = "exp"
+    _forward = staticmethod(exp_update_output)
+    _backward = staticmethod(exp_update_grad_input)
 
 
 class Log(_Unary):
-    _op = "log"
+    _forward = staticmethod(log_update_output)
+    _backward = staticmethod(log_update_grad_input)
 
 
 class PReLU(Module):

@@ -217,6 +217,18 @@ cdef int _classes(cnp.ndarray x, object target, int64_t ignore_index,
     return 0
 
 
+cdef cnp.ndarray _class_output(object out, str out_what, cnp.ndarray x, str x_what,
+                               object target, int64_t ignore_index, cnp.npy_intp *n,
+                               cnp.npy_intp *k):
+    """An array a class loss writes, shaped like its input ``x`` (checked with the target by
+    _classes) and sharing no memory with it."""
+    cdef cnp.ndarray a = array(out, out_what, cnp.PyArray_TYPE(x), True)
+    _classes(x, target, ignore_index, n, k)
+    shape_is(a, out_what, shape(x))
+    disjoint(a, out_what, x, x_what)
+    return a
+
+
 def class_nll_update_output(input, target, weights, int64_t ignore_index, bint size_average,
                             bint log_prob_as_input):
     """-sum_i w[t_i] * input[i, t_i] (log-probabilities; -log of clamped probabilities
@@ -276,11 +288,9 @@ def class_nll_update_grad_input(input, target, grad_input, weights, int64_t igno
     """grad_input := d class_nll_update_output / d input (zero off the target classes)."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray g = array(grad_input, "gradInput", t, True)
     cdef cnp.npy_intp n, k
-    _classes(x, target, ignore_index, &n, &k)
-    shape_is(g, "gradInput", shape(x))
-    disjoint(g, "gradInput", x, "input")
+    cdef cnp.ndarray g = _class_output(grad_input, "gradInput", x, "input", target,
+                                       ignore_index, &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, x)
     cdef const int64_t *lab = _labels(target)
     if n == 0 or k == 0:
@@ -329,11 +339,9 @@ def cross_entropy_update_output(input, target, log_prob, weights, int64_t ignore
     """log_prob := log_softmax(input) by rows; return its class NLL (class_nll_update_output)."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray lp = array(log_prob, "logProb", t, True)
     cdef cnp.npy_intp n, k
-    _classes(x, target, ignore_index, &n, &k)
-    shape_is(lp, "logProb", shape(x))
-    disjoint(lp, "logProb", x, "input")
+    cdef cnp.ndarray lp = _class_output(log_prob, "logProb", x, "input", target, ignore_index,
+                                        &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, x)
     cdef const int64_t *lab = _labels(target)
     cdef double loss, total
@@ -379,11 +387,9 @@ def cross_entropy_update_grad_input(log_prob, target, grad_input, weights, int64
     cross_entropy_update_output."""
     cdef int t = float_type(log_prob, "logProb")
     cdef cnp.ndarray lp = array(log_prob, "logProb", t, False)
-    cdef cnp.ndarray g = array(grad_input, "gradInput", t, True)
     cdef cnp.npy_intp n, k
-    _classes(lp, target, ignore_index, &n, &k)
-    shape_is(g, "gradInput", shape(lp))
-    disjoint(g, "gradInput", lp, "logProb")
+    cdef cnp.ndarray g = _class_output(grad_input, "gradInput", lp, "logProb", target,
+                                       ignore_index, &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, lp)
     cdef const int64_t *lab = _labels(target)
     if n == 0 or k == 0:

@@ -22,9 +22,13 @@ cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef int _check_p(double p) except -1:
+cdef int _check(double p, cnp.ndarray out, str out_what, cnp.ndarray src,
+                str src_what) except -1:
+    """The drop probability, and ``out`` shaped like ``src``: in place or disjoint from it."""
     if not (0 <= p < 1):
         raise ValueError(f"the drop probability must lie in [0, 1), got {p}")
+    shape_is(out, out_what, shape(src))
+    same_or_disjoint(out, out_what, src, src_what)
     return 0
 
 
@@ -38,9 +42,7 @@ def dropout_update_output(input, output, noise, double p, bint scale, bint train
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray r = None
-    _check_p(p)
-    shape_is(y, "output", shape(x))
-    same_or_disjoint(y, "output", x, "input")
+    _check(p, y, "output", x, "input")
     if train:
         r = array(noise, "noise", t, True)
         shape_is(r, "noise", shape(x))
@@ -99,9 +101,7 @@ def dropout_update_grad_input(grad_output, grad_input, noise, double p, bint sca
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray r = None
-    _check_p(p)
-    shape_is(gi, "gradInput", shape(go))
-    same_or_disjoint(gi, "gradInput", go, "gradOutput")
+    _check(p, gi, "gradInput", go, "gradOutput")
     if train:
         r = array(noise, "noise", t, False)
         if shape(r) != shape(go):

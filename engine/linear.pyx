@@ -50,6 +50,20 @@ cdef int _rows(cnp.ndarray x, str what, int k) except -1:
     return 1 if d == 1 else dim(x, 0)
 
 
+cdef inline int _layer(cnp.ndarray w, str w_what, cnp.ndarray b, str b_what, cnp.ndarray x,
+                       cnp.ndarray y, str y_what, int *n, int *k) except -1:
+    """Sizes of a Linear call: w (m, k), b (m,) or None, x (k,) or (n, k) and y (m,) or
+    (n, m) alike; return m."""
+    ndim(w, w_what, 2, 2)
+    cdef int m = dim(w, 0)
+    k[0] = dim(w, 1)
+    if b is not None:
+        vector_of(b, b_what, m)
+    n[0] = _rows(x, "input", k[0])
+    rows_of(y, y_what, cnp.PyArray_NDIM(x), n[0], m)
+    return m
+
+
 # OpenBLAS core types by the kernels they run; the rule of the transposed forward is chosen by
 # the family of the core scipy's OpenBLAS picked (it can differ from the CPU's best: the
 # OPENBLAS_CORETYPE environment variable overrides it).
@@ -174,12 +188,7 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
-    ndim(w, "weight", 2, 2)
-    cdef int m = dim(w, 0), k = dim(w, 1)
-    if b is not None:
-        vector_of(b, "bias", m)
-    cdef int n = _rows(x, "input", k)
-    rows_of(y, "output", cnp.PyArray_NDIM(x), n, m)
+    cdef int n, k, m = _layer(w, "weight", b, "bias", x, y, "output", &n, &k)
     disjoint_from(y, "output", x, "input", w, "weight", b, "bias")
     cdef cnp.ndarray s = None
     if transposed is None:
@@ -249,10 +258,7 @@ def linear_update_grad_input(input, grad_output, grad_input, weight):
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
-    ndim(w, "weight", 2, 2)
-    cdef int m = dim(w, 0), k = dim(w, 1)
-    cdef int n = _rows(x, "input", k)
-    rows_of(go, "gradOutput", cnp.PyArray_NDIM(x), n, m)
+    cdef int n, k, m = _layer(w, "weight", None, None, x, go, "gradOutput", &n, &k)
     rows_of(gi, "gradInput", cnp.PyArray_NDIM(x), n, k)
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
     with nogil:
@@ -285,12 +291,7 @@ def linear_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gb = array_or_none(grad_bias, "gradBias", t, True)
-    ndim(gw, "gradWeight", 2, 2)
-    cdef int m = dim(gw, 0), k = dim(gw, 1)
-    if gb is not None:
-        vector_of(gb, "gradBias", m)
-    cdef int n = _rows(x, "input", k)
-    rows_of(go, "gradOutput", cnp.PyArray_NDIM(x), n, m)
+    cdef int n, k, m = _layer(gw, "gradWeight", gb, "gradBias", x, go, "gradOutput", &n, &k)
     disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
     disjoint_from(gb, "gradBias", x, "input", go, "gradOutput")
     with nogil:

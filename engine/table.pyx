@@ -277,17 +277,27 @@ cdef void **_pointers(list xs) except NULL:
 
 def cadd_update_output(inputs, output):
     """output := inputs[0] + inputs[1] + ..., all of one shape."""
+    _fold(inputs, output, False)
+
+
+cdef int _fold(object inputs, object output, bint product) except -1:
+    """output := the sum, or the ``product``, of the inputs."""
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef list xs = _inputs(inputs, y, t)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
     cdef void **p = _pointers(xs)
     with nogil:
-        if t == cnp.NPY_FLOAT32:
+        if t == cnp.NPY_FLOAT32 and product:
+            _prod(<const float **> p, n, -1, f32(y), NULL, size)
+        elif t == cnp.NPY_FLOAT32:
             _sum(<const float **> p, n, f32(y), size)
+        elif product:
+            _prod(<const double **> p, n, -1, f64(y), NULL, size)
         else:
             _sum(<const double **> p, n, f64(y), size)
     free(p)
+    return 0
 
 
 cdef void _sum(const floating **x, Py_ssize_t n, floating *y, Py_ssize_t size) noexcept nogil:
@@ -373,17 +383,7 @@ cdef void _neg_copy(const floating *go, floating *g0, floating *g1,
 
 def cmul_update_output(inputs, output):
     """output := inputs[0] * inputs[1] * ..., elementwise."""
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef list xs = _inputs(inputs, y, t)
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
-    cdef void **p = _pointers(xs)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _prod(<const float **> p, n, -1, f32(y), NULL, size)
-        else:
-            _prod(<const double **> p, n, -1, f64(y), NULL, size)
-    free(p)
+    _fold(inputs, output, True)
 
 
 cdef void _prod(const floating **x, Py_ssize_t n, Py_ssize_t skip, floating *y,

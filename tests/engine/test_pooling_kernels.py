@@ -180,3 +180,18 @@ def test_temporal_max_pool_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"indices holds -1, outside \[0, 4\)"):
         P.temporal_max_pool_update_grad_input(np.zeros((4, 2)), np.zeros((2, 2)),
                                               np.zeros((4, 2)), np.full((2, 2), -1, np.intp))
+
+
+def test_pooling_gives_the_same_output_size_as_conv():
+    from pymodules.engine import conv
+
+    for size in range(0, 9):
+        for k in range(1, 4):
+            for s in range(1, 3):
+                for p in (-1, 0, 1):
+                    for ceil in (False, True):
+                        assert P.output_size(size, k, s, p, 1, ceil) == \
+                            conv.output_size(size, k, s, p, 1, ceil)
+    assert P.output_size(7, 3) == 5
+    with pytest.raises(ValueError, match="bad window: size 4, kernel 0"):
+        P.output_size(4, 0)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from pymodules.engine import pooling as P
 from pymodules.engine.conv import output_size
 
@@ -65,8 +64,8 @@ def test_max_pool_against_loops(xshape, k, s, p, ceil, dtype, batched, rng):
             r, c = np.unravel_index(np.argmax(win), win.shape)
             gref[lead][rows.start + r, cols.start + c] += go[lead][oy, ox]
     np.testing.assert_array_equal(y, ref)
-    np.testing.assert_array_equal(np.take_along_axis(flat, idx.reshape(flat.shape[:-1] + (oh * ow,)),
-                                                     -1).reshape(y.shape), y)
+    np.testing.assert_array_equal(
+        np.take_along_axis(flat, idx.reshape(flat.shape[:-1] + (oh * ow,)), -1).reshape(y.shape), y)
     gi = np.full_like(x, np.nan)
     P.max_pool_update_grad_input(x, go, gi, idx)
     np.testing.assert_allclose(gi, gref, rtol=tol(dtype), atol=tol(dtype))

@@ -804,6 +804,17 @@ cdef tuple _seq_shape(cnp.ndarray like, int frames, int size):
     return (frames, size)
 
 
+cdef int _seq_shapes(Seq *q, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarray b,
+                     str b_what, cnp.ndarray out, str out_what, int kernel_w,
+                     int stride_w) except -1:
+    """Fill ``q`` (_temporal_geometry); check the bias (or None) and the array shaped like the
+    output; return the batch size."""
+    cdef int n = _temporal_geometry(q, x, w, w_what, kernel_w, stride_w)
+    _vector(b, b_what, q.O)
+    shape_is(out, out_what, _seq_shape(x, q.To, q.O))
+    return n
+
+
 def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int stride_w):
     """output[t] := weight @ input[t*dW : t*dW + kW].ravel() + bias.
 
@@ -816,9 +827,7 @@ def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int s
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
-    _vector(b, "bias", q.O)
-    shape_is(y, "output", _seq_shape(x, q.To, q.O))
+    cdef int n = _seq_shapes(&q, x, w, "weight", b, "bias", y, "output", kernel_w, stride_w)
     disjoint_from(y, "output", x, "input", w, "weight", b, "bias")
     with nogil:
         if t == cnp.NPY_FLOAT32:
@@ -857,8 +866,8 @@ def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, int 
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
-    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
+    cdef int n = _seq_shapes(&q, x, w, "weight", None, None, go, "gradOutput", kernel_w,
+                             stride_w)
     shape_is(gi, "gradInput", shape(x))
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
     with nogil:
@@ -896,9 +905,8 @@ def temporal_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gb = array_or_none(grad_bias, "gradBias", t, True)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, gw, "gradWeight", kernel_w, stride_w)
-    _vector(gb, "gradBias", q.O)
-    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
+    cdef int n = _seq_shapes(&q, x, gw, "gradWeight", gb, "gradBias", go, "gradOutput",
+                             kernel_w, stride_w)
     disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
     disjoint_from(gb, "gradBias", x, "input", go, "gradOutput", gw, "gradWeight")
     with nogil:

@@ -220,6 +220,17 @@ cdef int _lines(cnp.ndarray x, Py_ssize_t *outer, Py_ssize_t *n, Py_ssize_t *inn
     return 0
 
 
+cdef int _output_with(cnp.ndarray y, cnp.ndarray x, cnp.ndarray aux, str aux_what,
+                      tuple aux_shape) except -1:
+    """The output, shaped like the input, and a second array the forward writes (``aux``,
+    kept for the backward), none overlapping another."""
+    shape_is(y, "output", shape(x))
+    shape_is(aux, aux_what, aux_shape)
+    disjoint(y, "output", x, "input")
+    disjoint_from(aux, aux_what, x, "input", y, "output")
+    return 0
+
+
 def normalize_update_output(input, output, norm, double p, double eps):
     """output := input / ||input||_p along each line, ||x||_p = (sum |x|^p + eps)^(1/p), or
     max |x| + eps for p = inf (or DBL_MAX). ``norm`` (outer * inner,) receives the norms.
@@ -230,10 +241,7 @@ def normalize_update_output(input, output, norm, double p, double eps):
     cdef cnp.ndarray nm = array(norm, "norm", t, True)
     cdef Py_ssize_t outer, n, inner
     _lines(x, &outer, &n, &inner)
-    shape_is(y, "output", shape(x))
-    vector_of(nm, "norm", outer * inner)
-    disjoint(y, "output", x, "input")
-    disjoint_from(nm, "norm", x, "input", y, "output")
+    _output_with(y, x, nm, "norm", (outer * inner,))
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p}")
     if cnp.PyArray_SIZE(x) == 0:
@@ -358,10 +366,7 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
     cdef cnp.ndarray sc = array(scale, "scale", t, True)
     cdef Py_ssize_t outer, ch, inner
     _images(x, &outer, &ch, &inner)
-    shape_is(y, "output", shape(x))
-    shape_is(sc, "scale", shape(x))
-    disjoint(y, "output", x, "input")
-    disjoint_from(sc, "scale", x, "input", y, "output")
+    _output_with(y, x, sc, "scale", shape(x))
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be odd and positive, got {size}")
     if cnp.PyArray_SIZE(x) == 0:

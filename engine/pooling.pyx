@@ -294,11 +294,7 @@ def avg_pool_update_output(input, output, int kernel_w, int kernel_h, int stride
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
     shape_is(y, "output", _pooled_shape(x, &p))
     disjoint(y, "output", x, "input")
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _avg(f32(x), f32(y), &p, count_include_pad, divide, False)
-        else:
-            _avg(f64(x), f64(y), &p, count_include_pad, divide, False)
+    _avg_of(t, x, y, &p, count_include_pad, divide, False)
 
 
 def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int kernel_h,
@@ -314,11 +310,17 @@ def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int
     shape_is(go, "gradOutput", _pooled_shape(x, &p))
     shape_is(gi, "gradInput", shape(x))
     disjoint(gi, "gradInput", go, "gradOutput")
+    _avg_of(t, gi, go, &p, count_include_pad, divide, True)
+
+
+cdef void _avg_of(int t, cnp.ndarray x, cnp.ndarray y, const Pool *p, bint include_pad,
+                  bint divide, bint adjoint) noexcept:
+    """_avg of t's type on checked arguments."""
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _avg(f32(gi), f32(go), &p, count_include_pad, divide, True)
+            _avg(f32(x), f32(y), p, include_pad, divide, adjoint)
         else:
-            _avg(f64(gi), f64(go), &p, count_include_pad, divide, True)
+            _avg(f64(x), f64(y), p, include_pad, divide, adjoint)
 
 
 cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint divide,

@@ -292,27 +292,20 @@ cdef inline void _mm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
-cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
-    """y[p, :] := b[p] for a (planes, size) block."""
+cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size,
+                       bint add) noexcept nogil:
+    """y[p, :] := b[p] (+= with ``add``) for a (planes, size) block."""
     cdef int p
     cdef size_t i
     cdef floating v
     for p in range(planes):
         v = b[p]
-        for i in range(size):
-            y[i] = v
-        y += size
-
-
-cdef void _add_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
-    """y[p, :] += b[p] for a (planes, size) block."""
-    cdef int p
-    cdef size_t i
-    cdef floating v
-    for p in range(planes):
-        v = b[p]
-        for i in range(size):
-            y[i] += v
+        if add:
+            for i in range(size):
+                y[i] += v
+        else:
+            for i in range(size):
+                y[i] = v
         y += size
 
 
@@ -363,7 +356,7 @@ cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
         yn = y + s * ys
         beta = 0
         if b != NULL:
-            _fill_planes(yn, b, g.M, P)
+            _fill_planes(yn, b, g.M, P, False)
             beta = 1
         for r in range(g.G):
             _mm(NoTrans, NoTrans, Mg, P, Kg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
@@ -634,7 +627,7 @@ cdef void _forward_core(const floating *x, floating *y, const floating *w, const
     _image_from_grid(x, y, w, cols, g, n)
     if b != NULL:
         for s in range(n):
-            _add_planes(y + s * g.C * size, b, g.C, size)
+            _fill_planes(y + s * g.C * size, b, g.C, size, True)
 
 
 def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,

@@ -217,9 +217,9 @@ cdef int _classes(cnp.ndarray x, object target, int64_t ignore_index,
     return 0
 
 
-cdef cnp.ndarray _class_output(object out, str out_what, cnp.ndarray x, str x_what,
-                               object target, int64_t ignore_index, cnp.npy_intp *n,
-                               cnp.npy_intp *k):
+cdef inline cnp.ndarray _class_output(object out, str out_what, cnp.ndarray x, str x_what,
+                                      object target, int64_t ignore_index, cnp.npy_intp *n,
+                                      cnp.npy_intp *k):
     """An array a class loss writes, shaped like its input ``x`` (checked with the target by
     _classes) and sharing no memory with it."""
     cdef cnp.ndarray a = array(out, out_what, cnp.PyArray_TYPE(x), True)

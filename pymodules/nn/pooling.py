@@ -9,12 +9,12 @@ SAME padding), worked out once per input shape. Max pooling keeps the argmax of 
 import numpy as np
 
 from pymodules.engine.buffers import resized
-from pymodules.engine.conv import output_size
 from pymodules.engine.pooling import (
     avg_pool_update_grad_input,
     avg_pool_update_output,
     max_pool_update_grad_input,
     max_pool_update_output,
+    output_size,
     temporal_max_pool_update_grad_input,
     temporal_max_pool_update_output,
 )

@@ -8,40 +8,11 @@ gradOutput, as Torch does: the caller's arrays are then overwritten.
 
 import numpy as np
 
+from pymodules.engine import activation as _kernels
 from pymodules.engine.activation import (
-    abs_update_grad_input,
-    abs_update_output,
-    elu_update_grad_input,
-    elu_update_output,
-    exp_update_grad_input,
-    exp_update_output,
-    hard_sigmoid_update_grad_input,
-    hard_sigmoid_update_output,
-    hard_tanh_update_grad_input,
-    hard_tanh_update_output,
-    leaky_relu_update_grad_input,
-    leaky_relu_update_output,
-    log_update_grad_input,
-    log_update_output,
-    power_update_grad_input,
-    power_update_output,
     prelu_acc_grad_parameters,
     prelu_update_grad_input,
     prelu_update_output,
-    sigmoid_update_grad_input,
-    sigmoid_update_output,
-    soft_plus_update_grad_input,
-    soft_plus_update_output,
-    soft_sign_update_grad_input,
-    soft_sign_update_output,
-    sqrt_update_grad_input,
-    sqrt_update_output,
-    square_update_grad_input,
-    square_update_output,
-    tanh_update_grad_input,
-    tanh_update_output,
-    threshold_update_grad_input,
-    threshold_update_output,
 )
 from pymodules.engine.buffers import resized
 from pymodules.engine.softmax import (
@@ -55,10 +26,17 @@ from pymodules.nn.module import Module, whole
 
 
 class _Elementwise(Module):
-    """y = f(x) elementwise on any shape: the engine's kernels ``_forward`` and ``_backward``
-    (static methods: f_update_output and f_update_grad_input) with the scalars ``_abc``."""
+    """y = f(x) elementwise on any shape, with the scalars ``_abc``: a subclass names f, as
+    ``class Tanh(_Unary, kernel="tanh")``, and runs the engine's ``tanh_update_output`` and
+    ``tanh_update_grad_input``."""
 
     _forward = _backward = None
+
+    def __init_subclass__(cls, kernel=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if kernel is not None:
+            cls._forward = staticmethod(getattr(_kernels, f"{kernel}_update_output"))
+            cls._backward = staticmethod(getattr(_kernels, f"{kernel}_update_grad_input"))
 
     def __init__(self, inplace=False, scalars=(), dtype=np.float32):
         super().__init__(dtype)
@@ -88,11 +66,8 @@ class _Unary(_Elementwise):
         super().__init__(dtype=dtype)
 
 
-class Threshold(_Elementwise):
+class Threshold(_Elementwise, kernel="threshold"):
     """``y = x if x > th else v``."""
-
-    _forward = staticmethod(threshold_update_output)
-    _backward = staticmethod(threshold_update_grad_input)
 
     def __init__(self, th=1e-6, v=0.0, ip=False, dtype=np.float32):
         # In place, the backward reads the gate from the overwritten input: a replaced value
@@ -116,11 +91,8 @@ class ReLU(Threshold):
         return "inplace" if self.inplace else ""
 
 
-class HardTanh(_Elementwise):
+class HardTanh(_Elementwise, kernel="hard_tanh"):
     """``y = min(max(x, minValue), maxValue)``."""
-
-    _forward = staticmethod(hard_tanh_update_output)
-    _backward = staticmethod(hard_tanh_update_grad_input)
 
     def __init__(self, minValue=-1.0, maxValue=1.0, inplace=False, dtype=np.float32):
         if maxValue < minValue:
@@ -150,11 +122,8 @@ class Clamp(HardTanh):
         super().__init__(min, max, False, dtype)
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(_Elementwise, kernel="leaky_relu"):
     """``y = x if x > 0 else negval * x``."""
-
-    _forward = staticmethod(leaky_relu_update_output)
-    _backward = staticmethod(leaky_relu_update_grad_input)
 
     def __init__(self, negval=0.01, inplace=False, dtype=np.float32):
         super().__init__(inplace, (negval,), dtype)
@@ -164,11 +133,8 @@ class LeakyReLU(_Elementwise):
         return f"{self.negval}" + (", inplace" if self.inplace else "")
 
 
-class ELU(_Elementwise):
+class ELU(_Elementwise, kernel="elu"):
     """``y = x if x > 0 else alpha * (exp(x) - 1)``."""
-
-    _forward = staticmethod(elu_update_output)
-    _backward = staticmethod(elu_update_grad_input)
 
     def __init__(self, alpha=1.0, inplace=False, dtype=np.float32):
         super().__init__(inplace, (alpha,), dtype)
@@ -178,30 +144,21 @@ class ELU(_Elementwise):
         return f"{self.alpha}" + (", inplace" if self.inplace else "")
 
 
-class Tanh(_Unary):
-    _forward = staticmethod(tanh_update_output)
-    _backward = staticmethod(tanh_update_grad_input)
+class Tanh(_Unary, kernel="tanh"):
+    """``y = tanh(x)``."""
 
 
-class Sigmoid(_Unary):
+class Sigmoid(_Unary, kernel="sigmoid"):
     """``y = 1 / (1 + exp(-x))``."""
 
-    _forward = staticmethod(sigmoid_update_output)
-    _backward = staticmethod(sigmoid_update_grad_input)
 
-
-class HardSigmoid(_Unary):
+class HardSigmoid(_Unary, kernel="hard_sigmoid"):
     """``y = min(max(0.2 x + 0.5, 0), 1)`` (BigDL's, as Keras; not PyTorch's x / 6 + 0.5)."""
 
-    _forward = staticmethod(hard_sigmoid_update_output)
-    _backward = staticmethod(hard_sigmoid_update_grad_input)
 
-
-class SoftPlus(_Elementwise):
+class SoftPlus(_Elementwise, kernel="soft_plus"):
     """``y = log(1 + exp(beta x)) / beta``; linear where ``beta x > 20``."""
 
-    _forward = staticmethod(soft_plus_update_output)
-    _backward = staticmethod(soft_plus_update_grad_input)
     threshold = 20.0
 
     def __init__(self, beta=1.0, dtype=np.float32):
@@ -214,23 +171,16 @@ class SoftPlus(_Elementwise):
         return f"{self.beta}"
 
 
-class SoftSign(_Unary):
+class SoftSign(_Unary, kernel="soft_sign"):
     """``y = x / (1 + |x|)``."""
 
-    _forward = staticmethod(soft_sign_update_output)
-    _backward = staticmethod(soft_sign_update_grad_input)
+
+class Abs(_Unary, kernel="abs"):
+    """``y = |x|``."""
 
 
-class Abs(_Unary):
-    _forward = staticmethod(abs_update_output)
-    _backward = staticmethod(abs_update_grad_input)
-
-
-class Power(_Elementwise):
+class Power(_Elementwise, kernel="power"):
     """``y = (shift + scale * x) ** power``."""
-
-    _forward = staticmethod(power_update_output)
-    _backward = staticmethod(power_update_grad_input)
 
     def __init__(self, power, scale=1.0, shift=0.0, dtype=np.float32):
         super().__init__(False, (power, scale, shift), dtype)
@@ -240,24 +190,20 @@ class Power(_Elementwise):
         return f"{self.power}, {self.scale}, {self.shift}"
 
 
-class Square(_Unary):
-    _forward = staticmethod(square_update_output)
-    _backward = staticmethod(square_update_grad_input)
+class Square(_Unary, kernel="square"):
+    """``y = x * x``."""
 
 
-class Sqrt(_Unary):
-    _forward = staticmethod(sqrt_update_output)
-    _backward = staticmethod(sqrt_update_grad_input)
+class Sqrt(_Unary, kernel="sqrt"):
+    """``y = sqrt(x)``."""
 
 
-class Exp(_Unary):
-    _forward = staticmethod(exp_update_output)
-    _backward = staticmethod(exp_update_grad_input)
+class Exp(_Unary, kernel="exp"):
+    """``y = exp(x)``."""
 
 
-class Log(_Unary):
-    _forward = staticmethod(log_update_output)
-    _backward = staticmethod(log_update_grad_input)
+class Log(_Unary, kernel="log"):
+    """``y = log(x)``."""
 
 
 class PReLU(Module):

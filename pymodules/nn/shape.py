@@ -58,6 +58,14 @@ class _Reshaping(Module):
         self.gradInput = g.reshape(x.shape)
         return self.gradInput
 
+    @staticmethod
+    def _fits(shape, x, as_what):
+        """``shape`` if it holds exactly ``x``'s elements, else a ValueError."""
+        if math.prod(shape) != x.size:
+            raise ValueError(f"input of shape {x.shape} ({x.size} elements) cannot be "
+                             f"{as_what}")
+        return shape
+
 
 class Reshape(_Reshaping):
     """Reshapes to ``size`` (per sample in batch mode).
@@ -77,10 +85,7 @@ class Reshape(_Reshaping):
         whole = self.batchMode is False or (
             self.batchMode is None and x.size == self._n and (x.ndim == 0 or x.shape[0] != 1))
         shape = self.size if whole else (x.shape[0] if x.ndim else 1,) + self.size
-        if math.prod(shape) != x.size:
-            raise ValueError(f"{self}: input of shape {x.shape} ({x.size} elements) cannot "
-                             f"be reshaped to {shape}")
-        return shape
+        return self._fits(shape, x, f"reshaped to {shape}")
 
     def extraRepr(self):
         return "x".join(map(str, self.size))
@@ -117,11 +122,7 @@ class View(_Reshaping):
                 raise ValueError(f"{self}: {per_sample} elements per sample do not fill "
                                  f"{sizes}")
             sizes = tuple(per_sample // self._n if s == -1 else s for s in sizes)
-        shape = batch + sizes
-        if math.prod(shape) != x.size:
-            raise ValueError(f"{self}: input of shape {x.shape} ({x.size} elements) cannot "
-                             f"be viewed as {sizes}")
-        return shape
+        return self._fits(batch + sizes, x, f"viewed as {sizes}")
 
     def extraRepr(self):
         return "x".join(map(str, self.sizes))

@@ -59,123 +59,140 @@ def bench_activations():
            "memory-bandwidth bound)")
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
-        n = 1 << 20
-        x = rng.standard_normal(n).astype(dtype)
-        out = np.empty_like(x)
-        relu = pm.ReLU(dtype=dtype)
-        tx = _torch(x)
-        tout = None if torch is None else torch.empty_like(tx)
-        row("ReLU forward", dtype, (n,), lambda: relu.forward(x), "np.copyto",
-            lambda: np.copyto(out, x),
-            None if torch is None else lambda: torch.clamp_min(tx, 0, out=tout))
-        g = rng.standard_normal(n).astype(dtype)
-        relu.forward(x)
-        tg = _torch(g)
-        row("ReLU backward", dtype, (n,), lambda: relu.updateGradInput(x, g), "np.multiply",
-            lambda: np.multiply(g, x > 0, out=out),
-            None if torch is None else lambda: torch.ops.aten.threshold_backward(tg, tx, 0))
-        tanh = pm.Tanh(dtype=dtype)
-        row("Tanh forward", dtype, (n,), lambda: tanh.forward(x), "np.tanh",
-            lambda: np.tanh(x, out=out),
-            None if torch is None else lambda: torch.tanh(tx, out=tout))
-        tanh.forward(x)
-        tanh_out = torch.tanh(tx) if torch is not None else None
-        row("Tanh backward", dtype, (n,), lambda: tanh.updateGradInput(x, g), "NumPy",
-            lambda: np.multiply(g, 1 - tanh.output * tanh.output, out=out),
-            None if torch is None else
-            lambda: torch.ops.aten.tanh_backward(tg, tanh_out, grad_input=tout))
-        sigmoid = pm.Sigmoid(dtype=dtype)
+        # One function per group: each closure sees the arrays and layers of its own dtype.
+        _pointwise_rows(dtype, rng)
+        _softmax_rows(dtype, rng)
+        _batchnorm_rows(dtype, rng)
+        _lrn_rows(dtype, rng)
 
-        def np_sigmoid():
-            np.negative(x, out=out)
-            np.exp(out, out=out)
-            np.add(out, 1, out=out)
-            np.reciprocal(out, out=out)
 
-        row("Sigmoid forward", dtype, (n,), lambda: sigmoid.forward(x), "NumPy", np_sigmoid,
-            None if torch is None else lambda: torch.sigmoid(tx, out=tout))
-        exp = pm.Exp(dtype=dtype)
-        row("Exp forward", dtype, (n,), lambda: exp.forward(x), "np.exp",
-            lambda: np.exp(x, out=out),
-            None if torch is None else lambda: torch.exp(tx, out=tout))
-        for shape in ((128, 10), (64, 1000)):
-            z = rng.standard_normal(shape).astype(dtype)
-            lsm = pm.LogSoftMax(dtype=dtype)
-            tz = _torch(z)
+def _pointwise_rows(dtype, rng):
+    n = 1 << 20
+    x = rng.standard_normal(n).astype(dtype)
+    out = np.empty_like(x)
+    relu = pm.ReLU(dtype=dtype)
+    tx = _torch(x)
+    tout = None if torch is None else torch.empty_like(tx)
+    row("ReLU forward", dtype, (n,), lambda: relu.forward(x), "np.copyto",
+        lambda: np.copyto(out, x),
+        None if torch is None else lambda: torch.clamp_min(tx, 0, out=tout))
+    g = rng.standard_normal(n).astype(dtype)
+    relu.forward(x)
+    tg = _torch(g)
+    row("ReLU backward", dtype, (n,), lambda: relu.updateGradInput(x, g), "np.multiply",
+        lambda: np.multiply(g, x > 0, out=out),
+        None if torch is None else lambda: torch.ops.aten.threshold_backward(tg, tx, 0))
+    tanh = pm.Tanh(dtype=dtype)
+    row("Tanh forward", dtype, (n,), lambda: tanh.forward(x), "np.tanh",
+        lambda: np.tanh(x, out=out),
+        None if torch is None else lambda: torch.tanh(tx, out=tout))
+    tanh.forward(x)
+    tanh_out = torch.tanh(tx) if torch is not None else None
+    row("Tanh backward", dtype, (n,), lambda: tanh.updateGradInput(x, g), "NumPy",
+        lambda: np.multiply(g, 1 - tanh.output * tanh.output, out=out),
+        None if torch is None else
+        lambda: torch.ops.aten.tanh_backward(tg, tanh_out, grad_input=tout))
+    sigmoid = pm.Sigmoid(dtype=dtype)
 
-            def np_lsm(z=z):
-                m = z.max(axis=1, keepdims=True)
-                return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    def np_sigmoid():
+        np.negative(x, out=out)
+        np.exp(out, out=out)
+        np.add(out, 1, out=out)
+        np.reciprocal(out, out=out)
 
-            row("LogSoftMax forward", dtype, shape, lambda lsm=lsm, z=z: lsm.forward(z),
-                "NumPy", np_lsm,
-                None if torch is None else lambda tz=tz: torch.log_softmax(tz, 1))
-            gz = rng.standard_normal(shape).astype(dtype)
-            lsm.forward(z)
-            tgz = _torch(gz)
-            ty = None if torch is None else torch.log_softmax(tz, 1)
-            row("LogSoftMax backward", dtype, shape,
-                lambda lsm=lsm, z=z, gz=gz: lsm.updateGradInput(z, gz), "NumPy",
-                lambda lsm=lsm, gz=gz: gz - np.exp(lsm.output) * gz.sum(axis=1, keepdims=True),
-                None if torch is None else lambda tgz=tgz, ty=ty:
-                torch.ops.aten._log_softmax_backward_data(tgz, ty, 1, ty.dtype))
-        for shape in ((64, 10, 12, 12),):
-            z = rng.standard_normal(shape).astype(dtype)
-            sm = pm.SoftMax(dtype=dtype)
-            tz = _torch(z)
+    row("Sigmoid forward", dtype, (n,), lambda: sigmoid.forward(x), "NumPy", np_sigmoid,
+        None if torch is None else lambda: torch.sigmoid(tx, out=tout))
+    exp = pm.Exp(dtype=dtype)
+    row("Exp forward", dtype, (n,), lambda: exp.forward(x), "np.exp",
+        lambda: np.exp(x, out=out),
+        None if torch is None else lambda: torch.exp(tx, out=tout))
 
-            def np_sm(z=z):
-                e = np.exp(z - z.max(axis=1, keepdims=True))
-                return e / e.sum(axis=1, keepdims=True)
 
-            row("SoftMax forward (chan.)", dtype, shape, lambda sm=sm, z=z: sm.forward(z),
-                "NumPy", np_sm, None if torch is None else lambda tz=tz: torch.softmax(tz, 1))
-        for shape in ((64, 256), (64, 6, 24, 24), (16, 64, 16, 16)):
-            z = rng.standard_normal(shape).astype(dtype)
-            gz = rng.standard_normal(shape).astype(dtype)
-            cls = pm.BatchNormalization if len(shape) == 2 else pm.SpatialBatchNormalization
-            bn = cls(shape[1], dtype=dtype)
-            axes = (0,) if len(shape) == 2 else (0, 2, 3)
+def _softmax_rows(dtype, rng):
+    for shape in ((128, 10), (64, 1000)):
+        z = rng.standard_normal(shape).astype(dtype)
+        lsm = pm.LogSoftMax(dtype=dtype)
+        tz = _torch(z)
 
-            def np_bn(z=z, axes=axes):
-                mean = z.mean(axis=axes, keepdims=True)
-                return (z - mean) / np.sqrt(z.var(axis=axes, keepdims=True) + 1e-5)
+        def np_lsm(z=z):
+            m = z.max(axis=1, keepdims=True)
+            return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
-            tbn = tz = tgz = None
-            if torch is not None:
-                tcls = torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d
-                tbn = tcls(shape[1]).to(torch.float32 if dtype == np.float32 else torch.float64)
-                tz, tgz = torch.from_numpy(z), torch.from_numpy(gz)
-            row("BN forward (train)", dtype, shape, lambda bn=bn, z=z: bn.forward(z), "NumPy",
-                np_bn, None if torch is None else lambda tbn=tbn, tz=tz: tbn(tz))
+        row("LogSoftMax forward", dtype, shape, lambda lsm=lsm, z=z: lsm.forward(z),
+            "NumPy", np_lsm,
+            None if torch is None else lambda tz=tz: torch.log_softmax(tz, 1))
+        gz = rng.standard_normal(shape).astype(dtype)
+        lsm.forward(z)
+        tgz = _torch(gz)
+        ty = None if torch is None else torch.log_softmax(tz, 1)
+        row("LogSoftMax backward", dtype, shape,
+            lambda lsm=lsm, z=z, gz=gz: lsm.updateGradInput(z, gz), "NumPy",
+            lambda lsm=lsm, gz=gz: gz - np.exp(lsm.output) * gz.sum(axis=1, keepdims=True),
+            None if torch is None else lambda tgz=tgz, ty=ty:
+            torch.ops.aten._log_softmax_backward_data(tgz, ty, 1, ty.dtype))
+    for shape in ((64, 10, 12, 12),):
+        z = rng.standard_normal(shape).astype(dtype)
+        sm = pm.SoftMax(dtype=dtype)
+        tz = _torch(z)
 
-            def ours_fb(bn=bn, z=z, gz=gz):
-                bn.forward(z)
-                bn.backward(z, gz)
+        def np_sm(z=z):
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
 
-            def torch_fb(tbn=tbn, tz=tz, tgz=tgz):
-                t = tz.detach().requires_grad_()
-                tbn(t).backward(tgz)
+        row("SoftMax forward (chan.)", dtype, shape, lambda sm=sm, z=z: sm.forward(z),
+            "NumPy", np_sm, None if torch is None else lambda tz=tz: torch.softmax(tz, 1))
 
-            row("BN forward+backward", dtype, shape, ours_fb, None, None,
-                None if torch is None else torch_fb)
-        shape = (16, 32, 16, 16)
+
+def _batchnorm_rows(dtype, rng):
+    for shape in ((64, 256), (64, 6, 24, 24), (16, 64, 16, 16)):
         z = rng.standard_normal(shape).astype(dtype)
         gz = rng.standard_normal(shape).astype(dtype)
-        lrn = pm.SpatialCrossMapLRN(5, 1e-4, 0.75, 2.0, dtype=dtype)
+        cls = pm.BatchNormalization if len(shape) == 2 else pm.SpatialBatchNormalization
+        bn = cls(shape[1], dtype=dtype)
+        axes = (0,) if len(shape) == 2 else (0, 2, 3)
 
-        def lrn_fb():
-            lrn.forward(z)
-            lrn.backward(z, gz)
+        def np_bn(z=z, axes=axes):
+            mean = z.mean(axis=axes, keepdims=True)
+            return (z - mean) / np.sqrt(z.var(axis=axes, keepdims=True) + 1e-5)
 
-        tz, tgz = _torch(z), _torch(gz)
+        tbn = tz = tgz = None
+        if torch is not None:
+            tcls = torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d
+            tbn = tcls(shape[1]).to(torch.float32 if dtype == np.float32 else torch.float64)
+            tz, tgz = torch.from_numpy(z), torch.from_numpy(gz)
+        row("BN forward (train)", dtype, shape, lambda bn=bn, z=z: bn.forward(z), "NumPy",
+            np_bn, None if torch is None else lambda tbn=tbn, tz=tz: tbn(tz))
 
-        def torch_lrn_fb():
+        def ours_fb(bn=bn, z=z, gz=gz):
+            bn.forward(z)
+            bn.backward(z, gz)
+
+        def torch_fb(tbn=tbn, tz=tz, tgz=tgz):
             t = tz.detach().requires_grad_()
-            torch.nn.functional.local_response_norm(t, 5, 1e-4, 0.75, 2.0).backward(tgz)
+            tbn(t).backward(tgz)
 
-        row("LRN forward+backward", dtype, shape, lrn_fb, None, None,
-            None if torch is None else torch_lrn_fb)
+        row("BN forward+backward", dtype, shape, ours_fb, None, None,
+            None if torch is None else torch_fb)
+
+
+def _lrn_rows(dtype, rng):
+    shape = (16, 32, 16, 16)
+    z = rng.standard_normal(shape).astype(dtype)
+    gz = rng.standard_normal(shape).astype(dtype)
+    lrn = pm.SpatialCrossMapLRN(5, 1e-4, 0.75, 2.0, dtype=dtype)
+
+    def lrn_fb():
+        lrn.forward(z)
+        lrn.backward(z, gz)
+
+    tz, tgz = _torch(z), _torch(gz)
+
+    def torch_lrn_fb():
+        t = tz.detach().requires_grad_()
+        torch.nn.functional.local_response_norm(t, 5, 1e-4, 0.75, 2.0).backward(tgz)
+
+    row("LRN forward+backward", dtype, shape, lrn_fb, None, None,
+        None if torch is None else torch_lrn_fb)
 
 
 # -- convolution and LeNet ---------------------------------------------------------------------
@@ -189,24 +206,28 @@ def bench_conv():
     header("SpatialConvolution 16 -> 32, 3x3, pad 1 (ratio = ours / torch, target <= 1.4)")
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
-        shape = (32, 16, 28, 28)
-        x = rng.standard_normal(shape).astype(dtype)
-        m = pm.SpatialConvolution(16, 32, 3, 3, 1, 1, 1, 1, dtype=dtype)
-        g = rng.standard_normal((32, 32, 28, 28)).astype(dtype)
-        m.forward(x)
-        tx, tg = _torch(x), _torch(g)
-        tw = None if torch is None else torch.from_numpy(m.weight)
-        fwd = None if torch is None else _conv_torch(m.weight, m.bias, 1)
-        row("conv forward", dtype, shape, lambda: m.forward(x), None, None,
-            None if torch is None else lambda: fwd(tx))
+        _conv_rows(dtype, rng)  # each dtype's closures in a scope of their own
 
-        def torch_bwd():
-            # gradInput, gradWeight and gradBias, without re-running the forward
-            torch.ops.aten.convolution_backward(tg, tx, tw, [32], [1, 1], [1, 1], [1, 1], False,
-                                                [0, 0], 1, [True, True, True])
 
-        row("conv backward", dtype, shape, lambda: m.backward(x, g), None, None,
-            None if torch is None else torch_bwd)
+def _conv_rows(dtype, rng):
+    shape = (32, 16, 28, 28)
+    x = rng.standard_normal(shape).astype(dtype)
+    m = pm.SpatialConvolution(16, 32, 3, 3, 1, 1, 1, 1, dtype=dtype)
+    g = rng.standard_normal((32, 32, 28, 28)).astype(dtype)
+    m.forward(x)
+    tx, tg = _torch(x), _torch(g)
+    tw = None if torch is None else torch.from_numpy(m.weight)
+    fwd = None if torch is None else _conv_torch(m.weight, m.bias, 1)
+    row("conv forward", dtype, shape, lambda: m.forward(x), None, None,
+        None if torch is None else lambda: fwd(tx))
+
+    def torch_bwd():
+        # gradInput, gradWeight and gradBias, without re-running the forward
+        torch.ops.aten.convolution_backward(tg, tx, tw, [32], [1, 1], [1, 1], [1, 1], False,
+                                            [0, 0], 1, [True, True, True])
+
+    row("conv backward", dtype, shape, lambda: m.backward(x, g), None, None,
+        None if torch is None else torch_bwd)
 
 
 def _lenet_layers(full):
@@ -251,7 +272,7 @@ def _lenet_rows(name, full, dtype, batch):
         net = torch.nn.Sequential(*tlayers).to(torch.float32 if dtype == np.float32
                                                else torch.float64)
         with torch.no_grad():
-            for p, w in zip(net.parameters(), model.parameters()[0]):
+            for p, w in zip(net.parameters(), model.parameters()[0], strict=True):
                 p.copy_(torch.from_numpy(w))
         tx, tg = torch.from_numpy(x), torch.from_numpy(g)
 

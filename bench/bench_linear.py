@@ -280,7 +280,7 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(OPS), figsize=(5 * len(OPS), 4.5), sharey=True)
-    for ax, op in zip(np.atleast_1d(axes), OPS):
+    for ax, op in zip(np.atleast_1d(axes), OPS, strict=True):
         sel = [r for r in rows if r[0] == op]
         labels = [f"{r[1][5:]}/{r[2]}t {r[3][0]}x{r[3][1]}x{r[3][2]}" for r in sel]
         xs = np.arange(len(sel))

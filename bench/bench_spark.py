@@ -16,6 +16,7 @@ Usage: python bench/bench_spark.py [--runs 5] [--iterations 30]
 """
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -44,7 +45,7 @@ def median_s(fn, runs, warmup=1):
 
 def mlp(sizes):
     model = pm.Sequential()
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         model.add(pm.Linear(a, b))
         if i < len(sizes) - 2:
             model.add(pm.ReLU())
@@ -63,7 +64,7 @@ def bench_evaluate(sc, runs):
     x, y = data(n, k, 10, 0)
     pm.setSeed(0)
     model = mlp((k, 256, 10))
-    rdd = sc.parallelize([pm.Sample(a, b) for a, b in zip(x, y)], 2).cache()
+    rdd = sc.parallelize([pm.Sample(a, b) for a, b in zip(x, y, strict=True)], 2).cache()
     rdd.count()
     methods = [pm.Top1Accuracy()]
     local = median_s(lambda: model.evaluate((x, y), methods), runs)
@@ -82,7 +83,7 @@ def bench_evaluate(sc, runs):
 def bench_training(sc, iterations, runs):
     n, k, batch = 20_000, 100, 256
     x, y = data(n, k, 10, 1)
-    rdd = sc.parallelize([pm.Sample(a, b) for a, b in zip(x, y)], 2).cache()
+    rdd = sc.parallelize([pm.Sample(a, b) for a, b in zip(x, y, strict=True)], 2).cache()
     rdd.count()
 
     def per_iteration(training_set):

@@ -15,6 +15,7 @@ same step with every BLAS thread forced on, to show what the Optimizer's size ru
 
 import argparse
 import contextlib
+import itertools
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ def mlp(dtype):
     """The benchmark's MLP (SIZES, ReLU between, LogSoftMax last), seeded, in ``dtype``."""
     pm.setSeed(0)
     model = pm.Sequential()
-    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
         model.add(pm.Linear(a, b, dtype=dtype))
         model.add(pm.ReLU() if i < len(SIZES) - 2 else pm.LogSoftMax())
     return model.float() if dtype == np.float32 else model.double()
@@ -76,7 +77,8 @@ def pymodules_step(x, y, dtype):
 
 def numpy_step(x, y, dtype):
     rng = np.random.default_rng(0)
-    ws = [rng.uniform(-1, 1, (b, a)).astype(dtype) / np.sqrt(a) for a, b in zip(SIZES, SIZES[1:])]
+    ws = [rng.uniform(-1, 1, (b, a)).astype(dtype) / np.sqrt(a)
+          for a, b in itertools.pairwise(SIZES)]
     bs = [np.zeros(b, dtype) for b in SIZES[1:]]
     vel = [np.zeros_like(p) for p in ws + bs]
     n = len(x)
@@ -84,7 +86,7 @@ def numpy_step(x, y, dtype):
 
     def step():
         acts = [x]
-        for i, (w, b) in enumerate(zip(ws, bs)):
+        for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
             z = acts[-1] @ w.T + b
             acts.append(np.maximum(z, 0) if i < len(ws) - 1 else z)
         z = acts[-1]
@@ -99,7 +101,7 @@ def numpy_step(x, y, dtype):
             grads_b.insert(0, g.sum(0))
             if i:
                 g = (g @ ws[i]) * (acts[i] > 0)
-        for p, gp, v in zip(ws + bs, grads_w + grads_b, vel):
+        for p, gp, v in zip(ws + bs, grads_w + grads_b, vel, strict=True):
             v *= 0.9
             v += gp
             p -= 0.01 * v
@@ -115,7 +117,7 @@ def torch_step(x, y, dtype):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     layers = []
-    for i, (a, b) in enumerate(zip(SIZES, SIZES[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
         layers.append(torch.nn.Linear(a, b))
         layers.append(torch.nn.ReLU() if i < len(SIZES) - 2 else torch.nn.LogSoftmax(dim=1))
     net = torch.nn.Sequential(*layers).to(torch.float32 if dtype == np.float32 else torch.float64)

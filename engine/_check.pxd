@@ -1,5 +1,15 @@
 # Argument checks shared by every Python-callable kernel. They hold the GIL, raise with the
 # numbers, and run before any C touches the data; the nogil code after them assumes them.
+#
+# The entry of a kernel checks its arrays, then dispatches on the dtype in one line pair:
+#
+#     if t == cnp.NPY_FLOAT32:
+#         _core(f32(x), f32(y), n)
+#     else:
+#         _core(f64(x), f64(y), n)
+#
+# where ``_core`` is a fused (float/double) nogil function and f32/f64 give the data of a
+# checked array (or NULL for None) as the pointer type of that instance.
 
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
@@ -35,10 +45,28 @@ cdef inline cnp.ndarray array(object obj, str what, int typenum, bint writeable)
     if t != typenum:
         raise TypeError(f"{what} has dtype {_dtype_name(t)}, expected {_dtype_name(typenum)}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{what} is not C-contiguous (shape {shape(a)}, strides {(<object> a).strides})")
+        raise ValueError(f"{what} is not C-contiguous (shape {shape(a)}, "
+                         f"strides {(<object> a).strides})")
     if writeable and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"{what} is read-only")
     return a
+
+
+cdef inline cnp.ndarray array_or_none(object obj, str what, int typenum, bint writeable):
+    """None for None (an optional argument), else ``array(obj, what, typenum, writeable)``."""
+    if obj is None:
+        return None
+    return array(obj, what, typenum, writeable)
+
+
+cdef inline float *f32(cnp.ndarray a) noexcept nogil:
+    """The data of a checked float32 array; NULL for None."""
+    return NULL if a is None else <float *> cnp.PyArray_DATA(a)
+
+
+cdef inline double *f64(cnp.ndarray a) noexcept nogil:
+    """The data of a checked float64 array; NULL for None."""
+    return NULL if a is None else <double *> cnp.PyArray_DATA(a)
 
 
 cdef inline int ndim(cnp.ndarray a, str what, int lo, int hi) except -1:
@@ -90,4 +118,17 @@ cdef inline int disjoint(object out, str out_what, object other, str other_what)
     cdef cnp.npy_intp nb = cnp.PyArray_NBYTES(<cnp.ndarray> other)
     if na and nb and a0 < b0 + nb and b0 < a0 + na:
         raise ValueError(f"{out_what} overlaps {other_what} in memory")
+    return 0
+
+
+cdef inline int disjoint_from(object out, str out_what, object a, str a_what,
+                              object b=None, str b_what=None, object c=None, str c_what=None,
+                              object d=None, str d_what=None, object e=None,
+                              str e_what=None) except -1:
+    """``out`` (written) shares no byte with any of a, b, c, d, e (each may be None)."""
+    disjoint(out, out_what, a, a_what)
+    disjoint(out, out_what, b, b_what)
+    disjoint(out, out_what, c, c_what)
+    disjoint(out, out_what, d, d_what)
+    disjoint(out, out_what, e, e_what)
     return 0

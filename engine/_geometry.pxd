@@ -1,5 +1,6 @@
-# Sliding-window arithmetic shared by convolution and pooling: the one place for it. The
-# facades reach it through ``output_size`` in conv.pyx; kernels cimport it.
+# Sliding-window arithmetic shared by convolution and pooling: the one place for it. Kernels
+# cimport it; Python reaches it through ``output_size`` of conv.pyx and of pooling.pyx (both
+# ``window_positions``) and ``full_output_size`` of conv.pyx.
 
 
 cdef inline int out_size(int size, int kernel, int stride, int pad, int dilation,
@@ -42,3 +43,13 @@ cdef inline int full_size(int size, int kernel, int stride, int pad, int adj) no
     if size <= 0:
         return 0
     return (size - 1) * stride - 2 * pad + kernel + adj
+
+
+cdef inline int window_positions(int size, int kernel, int stride, int pad, int dilation,
+                                 bint ceil_mode) except -1:
+    """out_size for Python callers: the window checked first, the pads dropped."""
+    cdef int pads[2]
+    if kernel < 1 or stride < 1 or dilation < 1 or pad < -1 or size < 0:
+        raise ValueError(f"bad window: size {size}, kernel {kernel}, stride {stride}, "
+                         f"pad {pad}, dilation {dilation}")
+    return out_size(size, kernel, stride, pad, dilation, ceil_mode, pads)

@@ -1,212 +1,71 @@
 """Kernels of the elementwise activations (ReLU, Tanh, ..., Power) and of PReLU.
 
-One validating entry point per method serves every elementwise function, selected by an op
-code from ``OP``; the switch sits outside the loops, so each function is its own tight loop
-that the compiler can vectorise. Arrays of any shape; an output may be its input (in place).
-Tanh, Sigmoid, Exp, Log, SoftPlus and ELU (forward and backward) run the vectorised loops of
-_vecmath.h instead of scalar libm calls.
+One pair of kernels per function, named after it: ``tanh_update_output(input, output)`` and
+``tanh_update_grad_input(input, output, grad_output, grad_input)``, with the function's scalars
+after the arrays. Arrays of any shape, float32 or float64; ``output`` may be ``input`` and
+``grad_input`` may be ``grad_output`` (in place). Every backward takes the forward's input, output
+and scalars, whichever its derivative reads (Tanh, Sigmoid, Sqrt and Exp read the output, ELU
+both), so that one call serves every layer.
+The loops are in vecmath.h (pm_tanh_fwd, pm_tanh_bwd, ..., pm_prelu_fwd), vectorised, with the
+functions of the exponential family written there.
 """
 
 cimport numpy as cnp
-from libc.math cimport sqrt, sqrtf, pow, powf, fabs, fabsf
 
-from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
 from engine._inplace cimport same_or_disjoint
-from engine._vecmath cimport (
-    pm_vexp_f32, pm_vexp_f64, pm_vlog_f32, pm_vlog_f64, pm_vtanh_f32, pm_vtanh_f64,
-    pm_vsigmoid_f32, pm_vsigmoid_f64, pm_vsoftplus_f32, pm_vsoftplus_f64, pm_velu_f32,
-    pm_velu_f64, pm_vtanh_bwd_f32, pm_vtanh_bwd_f64, pm_vsigmoid_bwd_f32, pm_vsigmoid_bwd_f64,
-    pm_vmul_f32, pm_vmul_f64, pm_velu_bwd_f32, pm_velu_bwd_f64, pm_vsoftplus_bwd_f32,
-    pm_vsoftplus_bwd_f64,
+from engine.vecmath cimport (
+    pm_threshold_fwd, pm_threshold_bwd, pm_leaky_relu_fwd, pm_leaky_relu_bwd, pm_elu_fwd,
+    pm_elu_bwd, pm_hard_tanh_fwd, pm_hard_tanh_bwd, pm_tanh_fwd, pm_tanh_bwd, pm_sigmoid_fwd,
+    pm_sigmoid_bwd, pm_hard_sigmoid_fwd, pm_hard_sigmoid_bwd, pm_soft_plus_fwd, pm_soft_plus_bwd,
+    pm_soft_sign_fwd, pm_soft_sign_bwd, pm_abs_fwd, pm_abs_bwd, pm_square_fwd, pm_square_bwd,
+    pm_sqrt_fwd, pm_sqrt_bwd, pm_exp_fwd, pm_exp_bwd, pm_log_fwd, pm_log_bwd, pm_power_fwd,
+    pm_power_bwd, pm_prelu_fwd, pm_prelu_bwd, pm_prelu_acc,
 )
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    /* ReLU is memory-bound, but the baseline x86-64 flags vectorise it with 16-byte SSE2 only,
-       about 2x slower than memcpy on AVX2/AVX-512 machines. GCC's target_clones also compiles
-       the loop for wider vectors and picks the version at load time. Remove when the build
-       targets a wider ISA. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define PM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define PM_CLONES
-    #endif
-    #define PM_THRESHOLD(T, NAME)                                                          \
-    PM_CLONES static void NAME##_fwd(const T *x, T *y, Py_ssize_t n, T th, T v) {          \
-        for (Py_ssize_t i = 0; i < n; i++) { T a = x[i]; y[i] = a > th ? a : v; }          \
-    }                                                                                      \
-    PM_CLONES static void NAME##_bwd(const T *x, const T *go, T *gi, Py_ssize_t n, T th) { \
-        for (Py_ssize_t i = 0; i < n; i++) gi[i] = x[i] > th ? go[i] : (T) 0;              \
-    }
-    PM_THRESHOLD(float, pm_threshold_f32)
-    PM_THRESHOLD(double, pm_threshold_f64)
-    """
-    void pm_threshold_f32_fwd(const float *x, float *y, Py_ssize_t n, float th,
-                              float v) noexcept nogil
-    void pm_threshold_f64_fwd(const double *x, double *y, Py_ssize_t n, double th,
-                              double v) noexcept nogil
-    void pm_threshold_f32_bwd(const float *x, const float *go, float *gi, Py_ssize_t n,
-                              float th) noexcept nogil
-    void pm_threshold_f64_bwd(const double *x, const double *go, double *gi, Py_ssize_t n,
-                              double th) noexcept nogil
 
-cdef enum:
-    THRESHOLD     # y = x > a ? x : b
-    LEAKY_RELU    # y = x > 0 ? x : a x
-    ELU           # y = x > 0 ? x : a (exp(x) - 1)
-    HARD_TANH     # y = min(max(x, a), b)
-    TANH
-    SIGMOID
-    HARD_SIGMOID  # y = min(max(0.2 x + 0.5, 0), 1)
-    SOFT_PLUS     # y = a x > b ? x : log(1 + exp(a x)) / a
-    SOFT_SIGN     # y = x / (1 + |x|)
-    ABS
-    SQUARE
-    SQRT
-    EXP
-    LOG
-    POWER         # y = (c + b x) ** a
-    N_OPS
-
-#: op codes by name, for the facade.
-OP = {
-    "threshold": THRESHOLD, "leaky_relu": LEAKY_RELU, "elu": ELU, "hard_tanh": HARD_TANH,
-    "tanh": TANH, "sigmoid": SIGMOID, "hard_sigmoid": HARD_SIGMOID, "soft_plus": SOFT_PLUS,
-    "soft_sign": SOFT_SIGN, "abs": ABS, "square": SQUARE, "sqrt": SQRT, "exp": EXP, "log": LOG,
-    "power": POWER,
-}
+cdef struct Arrays:
+    # The checked arrays of an elementwise kernel: their dtype, size (may be 0) and data.
+    bint f64
+    Py_ssize_t n
+    void *x   # input
+    void *y   # output
+    void *go  # gradOutput
+    void *gi  # gradInput
 
 
-cdef inline floating _pow(floating v, floating e) noexcept nogil:
-    if floating is float:
-        return powf(v, e)
-    else:
-        return pow(v, e)
+cdef Arrays forward_arrays(input, output) except *:
+    """The arrays of a forward, checked.
 
-
-cdef int _check_op(int op) except -1:
-    if op < 0 or op >= N_OPS:
-        raise ValueError(f"unknown activation op {op}")
-    return 0
-
-
-def activation_update_output(input, output, int op, double a=0, double b=0, double c=0):
-    """output := f(input) elementwise, f chosen by ``op`` with scalars a, b, c; any shape.
-
-    ``output`` may be ``input`` itself (in place); the dtype is ``output``'s.
+    Same shape, C-contiguous, ``output``'s dtype (float32 or float64), ``output`` writeable
+    and either ``input`` itself or disjoint from it.
     """
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
-    _check_op(op)
     shape_is(y, "output", shape(x))
     same_or_disjoint(y, "output", x, "input")
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    if n == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _update_output(op, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                           n, <float> a, <float> b, <float> c)
-    else:
-        with nogil:
-            _update_output(op, <double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                           n, a, b, c)
+    cdef Arrays a
+    a.f64 = t == cnp.NPY_FLOAT64
+    a.n = cnp.PyArray_SIZE(x)
+    a.x = cnp.PyArray_DATA(x)
+    a.y = cnp.PyArray_DATA(y)
+    return a
 
 
-cdef void _update_output(int op, const floating *x, floating *y, Py_ssize_t n,
-                         floating a, floating b, floating c) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v
-    if op == THRESHOLD:
-        if floating is float:
-            pm_threshold_f32_fwd(x, y, n, a, b)
-        else:
-            pm_threshold_f64_fwd(x, y, n, a, b)
-    elif op == LEAKY_RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0 else a * v
-    elif op == ELU:
-        if floating is float:
-            pm_velu_f32(x, y, n, a)
-        else:
-            pm_velu_f64(x, y, n, a)
-    elif op == HARD_TANH:
-        for i in range(n):
-            v = x[i]
-            y[i] = a if v < a else (b if v > b else v)
-    elif op == TANH:
-        if floating is float:
-            pm_vtanh_f32(x, y, n)
-        else:
-            pm_vtanh_f64(x, y, n)
-    elif op == SIGMOID:
-        if floating is float:
-            pm_vsigmoid_f32(x, y, n)
-        else:
-            pm_vsigmoid_f64(x, y, n)
-    elif op == HARD_SIGMOID:
-        for i in range(n):
-            v = x[i]
-            y[i] = 1 if v > 2.5 else (0 if v < -2.5 else <floating> 0.2 * v + <floating> 0.5)
-    elif op == SOFT_PLUS:
-        if floating is float:
-            pm_vsoftplus_f32(x, y, n, a, b)
-        else:
-            pm_vsoftplus_f64(x, y, n, a, b)
-    elif op == SOFT_SIGN:
-        for i in range(n):
-            v = x[i]
-            y[i] = v / (1 + (fabsf(v) if floating is float else fabs(v)))
-    elif op == ABS:
-        for i in range(n):
-            y[i] = fabsf(x[i]) if floating is float else fabs(x[i])
-    elif op == SQUARE:
-        for i in range(n):
-            y[i] = x[i] * x[i]
-    elif op == SQRT:
-        for i in range(n):
-            y[i] = sqrtf(x[i]) if floating is float else sqrt(x[i])
-    elif op == EXP:
-        if floating is float:
-            pm_vexp_f32(x, y, n)
-        else:
-            pm_vexp_f64(x, y, n)
-    elif op == LOG:
-        if floating is float:
-            pm_vlog_f32(x, y, n)
-        else:
-            pm_vlog_f64(x, y, n)
-    elif op == POWER:
-        if a == 1:
-            for i in range(n):
-                y[i] = c + b * x[i]
-        elif a == 2:
-            for i in range(n):
-                v = c + b * x[i]
-                y[i] = v * v
-        else:
-            for i in range(n):
-                y[i] = _pow(c + b * x[i], a)
+cdef Arrays backward_arrays(input, output, grad_output, grad_input) except *:
+    """The arrays of a backward, checked.
 
-
-def activation_update_grad_input(input, output, grad_output, grad_input, int op,
-                                 double a=0, double b=0, double c=0):
-    """grad_input := f'(input) * grad_output elementwise, for the ``op`` of the forward.
-
-    ``output`` is the forward's (Tanh, Sigmoid, ELU, Exp and Sqrt read it); ``grad_input``
-    may be ``grad_output`` itself (in place).
+    Same shape, C-contiguous, ``grad_input``'s dtype, ``grad_input`` writeable, either
+    ``grad_output`` itself or disjoint from it, and disjoint from ``input`` and ``output``.
     """
     cdef int t = float_type(grad_input, "gradInput")
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    _check_op(op)
     cdef tuple s = shape(x)
     shape_is(y, "output", s)
     shape_is(go, "gradOutput", s)
@@ -214,97 +73,227 @@ def activation_update_grad_input(input, output, grad_output, grad_input, int op,
     same_or_disjoint(gi, "gradInput", go, "gradOutput")
     disjoint(gi, "gradInput", x, "input")
     disjoint(gi, "gradInput", y, "output")
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    if n == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _update_grad_input(op, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                               <float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi),
-                               n, <float> a, <float> b, <float> c)
-    else:
-        with nogil:
-            _update_grad_input(op, <double *> cnp.PyArray_DATA(x),
-                               <double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
-                               <double *> cnp.PyArray_DATA(gi), n, a, b, c)
+    cdef Arrays a
+    a.f64 = t == cnp.NPY_FLOAT64
+    a.n = cnp.PyArray_SIZE(x)
+    a.x = cnp.PyArray_DATA(x)
+    a.y = cnp.PyArray_DATA(y)
+    a.go = cnp.PyArray_DATA(go)
+    a.gi = cnp.PyArray_DATA(gi)
+    return a
 
 
-cdef void _update_grad_input(int op, const floating *x, const floating *y, const floating *go,
-                             floating *gi, Py_ssize_t n,
-                             floating a, floating b, floating c) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v, g
-    if op == THRESHOLD:
-        if floating is float:
-            pm_threshold_f32_bwd(x, go, gi, n, a)
-        else:
-            pm_threshold_f64_bwd(x, go, gi, n, a)
-    elif op == LEAKY_RELU:
-        for i in range(n):
-            g = go[i]
-            gi[i] = g if x[i] > 0 else a * g
-    elif op == ELU:
-        # From the output, as Torch does: it survives an in-place forward.
-        if floating is float:
-            pm_velu_bwd_f32(x, y, go, gi, n, a)
-        else:
-            pm_velu_bwd_f64(x, y, go, gi, n, a)
-    elif op == HARD_TANH:
-        for i in range(n):
-            v = x[i]
-            gi[i] = go[i] if (v > a and v < b) else 0
-    elif op == TANH:  # 1 - y^2
-        if floating is float:
-            pm_vtanh_bwd_f32(y, go, gi, n)
-        else:
-            pm_vtanh_bwd_f64(y, go, gi, n)
-    elif op == SIGMOID:  # y (1 - y)
-        if floating is float:
-            pm_vsigmoid_bwd_f32(y, go, gi, n)
-        else:
-            pm_vsigmoid_bwd_f64(y, go, gi, n)
-    elif op == HARD_SIGMOID:
-        for i in range(n):
-            v = x[i]
-            gi[i] = <floating> 0.2 * go[i] if (v > -2.5 and v < 2.5) else 0
-    elif op == SOFT_PLUS:
-        # d/dx log(1 + exp(a x)) / a = sigmoid(a x)
-        if floating is float:
-            pm_vsoftplus_bwd_f32(x, go, gi, n, a, b)
-        else:
-            pm_vsoftplus_bwd_f64(x, go, gi, n, a, b)
-    elif op == SOFT_SIGN:
-        for i in range(n):
-            v = 1 + (fabsf(x[i]) if floating is float else fabs(x[i]))
-            gi[i] = go[i] / (v * v)
-    elif op == ABS:
-        for i in range(n):
-            v = x[i]
-            gi[i] = go[i] if v > 0 else (-go[i] if v < 0 else 0)
-    elif op == SQUARE:
-        for i in range(n):
-            gi[i] = 2 * x[i] * go[i]
-    elif op == SQRT:
-        for i in range(n):
-            gi[i] = <floating> 0.5 * go[i] / y[i]
-    elif op == EXP:
-        if floating is float:
-            pm_vmul_f32(y, go, gi, n)
-        else:
-            pm_vmul_f64(y, go, gi, n)
-    elif op == LOG:
-        for i in range(n):
-            gi[i] = go[i] / x[i]
-    elif op == POWER:
-        if a == 1:
-            for i in range(n):
-                gi[i] = b * go[i]
-        elif a == 2:
-            for i in range(n):
-                gi[i] = 2 * b * (c + b * x[i]) * go[i]
-        else:
-            for i in range(n):
-                gi[i] = a * b * _pow(c + b * x[i], a - 1) * go[i]
+def threshold_update_output(input, output, double th, double v):
+    """output := input > th ? input : v (ReLU: th = v = 0)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_threshold_fwd(a.f64, a.x, a.y, a.n, th, v)
+
+
+def threshold_update_grad_input(input, output, grad_output, grad_input, double th, double v):
+    """grad_input := input > th ? grad_output : 0."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
+
+
+def leaky_relu_update_output(input, output, double negval):
+    """output := input > 0 ? input : negval * input."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_leaky_relu_fwd(a.f64, a.x, a.y, a.n, negval)
+
+
+def leaky_relu_update_grad_input(input, output, grad_output, grad_input, double negval):
+    """grad_input := input > 0 ? grad_output : negval * grad_output."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_leaky_relu_bwd(a.f64, a.x, a.go, a.gi, a.n, negval)
+
+
+def elu_update_output(input, output, double alpha):
+    """output := input > 0 ? input : alpha * (exp(input) - 1)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_elu_fwd(a.f64, a.x, a.y, a.n, alpha)
+
+
+def elu_update_grad_input(input, output, grad_output, grad_input, double alpha):
+    """grad_input := input > 0 ? grad_output : grad_output * (output + alpha)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_elu_bwd(a.f64, a.x, a.y, a.go, a.gi, a.n, alpha)
+
+
+def hard_tanh_update_output(input, output, double min_value, double max_value):
+    """output := min(max(input, min_value), max_value)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_hard_tanh_fwd(a.f64, a.x, a.y, a.n, min_value, max_value)
+
+
+def hard_tanh_update_grad_input(input, output, grad_output, grad_input, double min_value,
+                                double max_value):
+    """grad_input := min_value < input < max_value ? grad_output : 0."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_hard_tanh_bwd(a.f64, a.x, a.go, a.gi, a.n, min_value, max_value)
+
+
+def tanh_update_output(input, output):
+    """output := tanh(input)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_tanh_fwd(a.f64, a.x, a.y, a.n)
+
+
+def tanh_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output * (1 - output^2)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_tanh_bwd(a.f64, a.y, a.go, a.gi, a.n)
+
+
+def sigmoid_update_output(input, output):
+    """output := 1 / (1 + exp(-input))."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_sigmoid_fwd(a.f64, a.x, a.y, a.n)
+
+
+def sigmoid_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output * output * (1 - output)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_sigmoid_bwd(a.f64, a.y, a.go, a.gi, a.n)
+
+
+def hard_sigmoid_update_output(input, output):
+    """output := min(max(0.2 * input + 0.5, 0), 1)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_hard_sigmoid_fwd(a.f64, a.x, a.y, a.n)
+
+
+def hard_sigmoid_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := -2.5 < input < 2.5 ? 0.2 * grad_output : 0."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_hard_sigmoid_bwd(a.f64, a.x, a.go, a.gi, a.n)
+
+
+def soft_plus_update_output(input, output, double beta, double threshold):
+    """output := beta * input > threshold ? input : log(1 + exp(beta * input)) / beta."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_soft_plus_fwd(a.f64, a.x, a.y, a.n, beta, threshold)
+
+
+def soft_plus_update_grad_input(input, output, grad_output, grad_input, double beta,
+                                double threshold):
+    """grad_input := grad_output * sigmoid(beta * input), or grad_output above the threshold."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_soft_plus_bwd(a.f64, a.x, a.go, a.gi, a.n, beta, threshold)
+
+
+def soft_sign_update_output(input, output):
+    """output := input / (1 + |input|)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_soft_sign_fwd(a.f64, a.x, a.y, a.n)
+
+
+def soft_sign_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output / (1 + |input|)^2."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_soft_sign_bwd(a.f64, a.x, a.go, a.gi, a.n)
+
+
+def abs_update_output(input, output):
+    """output := |input|."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_abs_fwd(a.f64, a.x, a.y, a.n)
+
+
+def abs_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := sign(input) * grad_output (0 at 0)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_abs_bwd(a.f64, a.x, a.go, a.gi, a.n)
+
+
+def square_update_output(input, output):
+    """output := input^2."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_square_fwd(a.f64, a.x, a.y, a.n)
+
+
+def square_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := 2 * input * grad_output."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_square_bwd(a.f64, a.x, a.go, a.gi, a.n)
+
+
+def sqrt_update_output(input, output):
+    """output := sqrt(input)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_sqrt_fwd(a.f64, a.x, a.y, a.n)
+
+
+def sqrt_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output / (2 * output)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_sqrt_bwd(a.f64, a.y, a.go, a.gi, a.n)
+
+
+def exp_update_output(input, output):
+    """output := exp(input)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_exp_fwd(a.f64, a.x, a.y, a.n)
+
+
+def exp_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output * output."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_exp_bwd(a.f64, a.y, a.go, a.gi, a.n)
+
+
+def log_update_output(input, output):
+    """output := log(input)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_log_fwd(a.f64, a.x, a.y, a.n)
+
+
+def log_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output / input."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_log_bwd(a.f64, a.x, a.go, a.gi, a.n)
+
+
+def power_update_output(input, output, double power, double scale, double shift):
+    """output := (shift + scale * input) ** power."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        pm_power_fwd(a.f64, a.x, a.y, a.n, power, scale, shift)
+
+
+def power_update_grad_input(input, output, grad_output, grad_input, double power, double scale,
+                            double shift):
+    """grad_input := power * scale * (shift + scale * input) ** (power - 1) * grad_output."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        pm_power_bwd(a.f64, a.x, a.go, a.gi, a.n, power, scale, shift)
 
 
 # -- PReLU ------------------------------------------------------------------------------------
@@ -352,27 +341,9 @@ def prelu_update_output(input, output, weight, bint shared):
     disjoint(y, "output", w, "weight")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_forward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                           <float *> cnp.PyArray_DATA(w), outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_forward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                           <double *> cnp.PyArray_DATA(w), outer, ch, inner)
-
-
-cdef void _prelu_forward(const floating *x, floating *y, const floating *w,
-                         Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef floating a, v
-    for o in range(outer):
-        for k in range(ch):
-            a = w[k]
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                v = x[i]
-                y[i] = v if v > 0 else a * v
+    with nogil:
+        pm_prelu_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                     cnp.PyArray_DATA(w), outer, ch, inner)
 
 
 def prelu_update_grad_input(input, grad_output, grad_input, weight, bint shared):
@@ -391,29 +362,9 @@ def prelu_update_grad_input(input, grad_output, grad_input, weight, bint shared)
     disjoint(gi, "gradInput", w, "weight")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_backward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                            <float *> cnp.PyArray_DATA(gi), <float *> cnp.PyArray_DATA(w),
-                            outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_backward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                            <double *> cnp.PyArray_DATA(gi), <double *> cnp.PyArray_DATA(w),
-                            outer, ch, inner)
-
-
-cdef void _prelu_backward(const floating *x, const floating *go, floating *gi,
-                          const floating *w, Py_ssize_t outer, Py_ssize_t ch,
-                          Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef floating a
-    for o in range(outer):
-        for k in range(ch):
-            a = w[k]
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                gi[i] = go[i] if x[i] > 0 else a * go[i]
+    with nogil:
+        pm_prelu_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                     cnp.PyArray_DATA(gi), cnp.PyArray_DATA(w), outer, ch, inner)
 
 
 def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, double scale):
@@ -429,25 +380,6 @@ def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, doub
     disjoint(gw, "gradWeight", go, "gradOutput")
     if scale == 0 or cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _prelu_acc(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                       <float *> cnp.PyArray_DATA(gw), scale, outer, ch, inner)
-    else:
-        with nogil:
-            _prelu_acc(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                       <double *> cnp.PyArray_DATA(gw), scale, outer, ch, inner)
-
-
-cdef void _prelu_acc(const floating *x, const floating *go, floating *gw, double scale,
-                     Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o, k, i, base
-    cdef double s
-    for k in range(ch):
-        s = 0
-        for o in range(outer):
-            base = (o * ch + k) * inner
-            for i in range(base, base + inner):
-                if x[i] <= 0:
-                    s += x[i] * go[i]
-        gw[k] += <floating> (scale * s)
+    with nogil:
+        pm_prelu_acc(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                     cnp.PyArray_DATA(gw), scale, outer, ch, inner)

@@ -1,16 +1,30 @@
-"""Output buffers: reuse the caller's array when its shape already fits."""
+"""Output and scratch buffers: the caller's array is reused when its shape already fits.
+
+This is the one buffer rule of the modules (it lives here, compiled, because the check runs
+on every call: the Python version, tuple building and comparing, costs two to three times as
+much). Layout and write access are the kernel's to check, with the reason in its error.
+"""
+
+import numpy as _np
 
 cimport numpy as cnp
 
 cnp.import_array()
 
 
-def resized(buf, like, Py_ssize_t last, dtype):
-    """``buf`` if it is ``like.shape[:-1] + (last,)`` of ``dtype``, else a new empty array.
+def resized(buf, like, Py_ssize_t last=-1, dtype=None):
+    """``buf`` if it already has the wanted shape and dtype, else a new empty array.
 
-    ``last < 0`` means ``like``'s own last size. A ``like`` that is not an array of rank 1 or
-    more returns ``buf`` unchanged: the kernel that follows rejects it with the reason.
+    ``like`` is a shape (a tuple of ints) or an array; for an array the shape is its own with
+    the last size replaced by ``last`` when ``last >= 0``, and ``dtype`` defaults to its dtype.
+    A ``like`` that is neither, or an array of rank 0, returns ``buf`` unchanged: the kernel
+    that follows refuses it and says why.
     """
+    if isinstance(like, tuple):
+        if cnp.PyArray_Check(buf) and (<object> buf).shape == like and \
+                (<object> buf).dtype == dtype:
+            return buf
+        return _np.empty(like, dtype)
     if not cnp.PyArray_Check(like):
         return buf
     cdef cnp.ndarray x = <cnp.ndarray> like
@@ -20,13 +34,12 @@ def resized(buf, like, Py_ssize_t last, dtype):
     cdef cnp.npy_intp *dx = cnp.PyArray_DIMS(x)
     if last < 0:
         last = dx[nd - 1]
+    cdef int t = cnp.PyArray_TYPE(x) if dtype is None else (<cnp.dtype> dtype).type_num
     cdef cnp.ndarray b
     cdef cnp.npy_intp *db
-    cdef int t = (<cnp.dtype> dtype).type_num
     if cnp.PyArray_Check(buf):
         b = <cnp.ndarray> buf
         db = cnp.PyArray_DIMS(b)
-        # Layout and write access are the kernel's to check, with the reason in its error.
         if cnp.PyArray_NDIM(b) == nd and cnp.PyArray_TYPE(b) == t and db[nd - 1] == last:
             for i in range(nd - 1):
                 if db[i] != dx[i]:
@@ -35,6 +48,14 @@ def resized(buf, like, Py_ssize_t last, dtype):
                 return buf
     return cnp.PyArray_EMPTY(nd, dx, t, 0) if last == dx[nd - 1] else \
         _empty(nd, dx, last, t)
+
+
+def resized_list(buf, Py_ssize_t n):
+    """``buf`` if it is a list of ``n`` slots, else a new list of ``n`` Nones: the reused
+    holder of a table's arrays."""
+    if type(buf) is list and len(<list> buf) == n:
+        return buf
+    return [None] * n
 
 
 cdef cnp.ndarray _empty(int nd, cnp.npy_intp *dx, cnp.npy_intp last, int t):

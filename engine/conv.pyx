@@ -20,8 +20,11 @@ from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating, gemm, gemv, BLAS_Trans, NoTrans, Trans
-from engine._check cimport shape, float_type, array, ndim, dim, vector_of, shape_is, disjoint
-from engine._geometry cimport out_size, full_size
+from engine._check cimport (
+    shape, float_type, array, array_or_none, f32, f64, ndim, dim, vector_of, shape_is,
+    disjoint_from,
+)
+from engine._geometry cimport out_size, full_size, window_positions
 
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
@@ -38,11 +41,7 @@ def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
 
     ``pad = -1`` is SAME padding; ``ceil_mode`` counts a last partial window.
     """
-    cdef int pads[2]
-    if kernel < 1 or stride < 1 or dilation < 1 or pad < -1 or size < 0:
-        raise ValueError(f"bad window: size {size}, kernel {kernel}, stride {stride}, "
-                         f"pad {pad}, dilation {dilation}")
-    return out_size(size, kernel, stride, pad, dilation, ceil_mode, pads)
+    return window_positions(size, kernel, stride, pad, dilation, ceil_mode)
 
 
 def full_output_size(int size, int kernel, int stride=1, int pad=0, int adj=0):
@@ -170,10 +169,6 @@ cdef int _vector(cnp.ndarray b, str what, int n) except -1:
     return 0
 
 
-cdef inline void *_p(cnp.ndarray a) noexcept nogil:
-    return NULL if a is None else cnp.PyArray_DATA(a)
-
-
 # -- cores (checked input) --------------------------------------------------------------------
 
 cdef inline void _span(int start, int stride, int size, int n, int *lo, int *hi) noexcept nogil:
@@ -297,27 +292,20 @@ cdef inline void _mm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
-cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
-    """y[p, :] := b[p] for a (planes, size) block."""
+cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size,
+                       bint add) noexcept nogil:
+    """y[p, :] := b[p] (+= with ``add``) for a (planes, size) block."""
     cdef int p
     cdef size_t i
     cdef floating v
     for p in range(planes):
         v = b[p]
-        for i in range(size):
-            y[i] = v
-        y += size
-
-
-cdef void _add_planes(floating *y, const floating *b, int planes, size_t size) noexcept nogil:
-    """y[p, :] += b[p] for a (planes, size) block."""
-    cdef int p
-    cdef size_t i
-    cdef floating v
-    for p in range(planes):
-        v = b[p]
-        for i in range(size):
-            y[i] += v
+        if add:
+            for i in range(size):
+                y[i] += v
+        else:
+            for i in range(size):
+                y[i] = v
         y += size
 
 
@@ -368,12 +356,11 @@ cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
         yn = y + s * ys
         beta = 0
         if b != NULL:
-            _fill_planes(yn, b, g.M, P)
+            _fill_planes(yn, b, g.M, P, False)
             beta = 1
         for r in range(g.G):
             _mm(NoTrans, NoTrans, Mg, P, Kg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
                 src + <size_t> r * Kg * P, P, beta, yn + <size_t> r * Mg * P, P)
-
 
 
 # The transposed forward (float32, one group, where _rows_scratch says it pays): the GEMM
@@ -536,7 +523,30 @@ cdef void _acc_weight_t(const float *x, const float *y, float *gw, float *cols,
             gw[<size_t> m * K + k] += scale * gwt[<size_t> k * g.M + m]
 
 
-# -- SpatialConvolution and SpatialDilatedConvolution -----------------------------------------
+# -- SpatialConvolution, SpatialDilatedConvolution, SpatialFullConvolution --------------------
+#
+# The convolution and its transpose share their entries: ``full`` picks the transposed one,
+# whose input is the grid and whose (a, b) window arguments are adjustments, not dilations.
+
+cdef int _geometry(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw,
+                   int sh, int pw, int ph, int aw, int ah, int groups) except -1:
+    """Fill ``g`` for the (transposed, if ``full``) convolution of ``x``; return the batch."""
+    if full:
+        return _full_geometry(g, x, w, wwhat, sw, sh, pw, ph, aw, ah, groups)
+    return _conv_geometry(g, x, w, wwhat, sw, sh, pw, ph, aw, ah, groups)
+
+
+cdef int _shapes(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarray b,
+                 str b_what, cnp.ndarray out, str out_what, cnp.ndarray cols, int sw, int sh,
+                 int pw, int ph, int aw, int ah, int groups) except -1:
+    """Fill ``g`` (_geometry); check the bias (or None), the array shaped like the output and
+    the columns against it; return the batch size."""
+    cdef int n = _geometry(g, full, x, w, w_what, sw, sh, pw, ph, aw, ah, groups)
+    _vector(b, b_what, g.C if full else g.M)
+    shape_is(out, out_what, _image_shape(x, g) if full else _grid_shape(x, g))
+    shape_is(cols, "columns", _columns_shape(g))
+    return n
+
 
 def conv_scratch_size(input, weight, int stride_w, int stride_h, int pad_w, int pad_h,
                       int dilation_w, int dilation_h, int n_group):
@@ -562,61 +572,82 @@ def conv_update_output(input, output, weight, bias, columns, int stride_w, int s
     a vector of conv_scratch_size(...) numbers, runs the faster transposed forward where that
     size is not 0; None keeps the plain one.
     """
+    _forward(input, output, weight, bias, columns, stride_w, stride_h, pad_w, pad_h, dilation_w,
+             dilation_h, n_group, False, scratch)
+
+
+def full_conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
+                            int pad_w, int pad_h, int adj_w, int adj_h, int n_group):
+    """output := the transposed convolution of input by weight, + bias.
+
+    (N, C, H, W) x (C, O/g, kH, kW) -> (N, O, oH, oW), oH = (H - 1) * stride_h - 2 * pad_h
+    + kH + adj_h; (C, H, W) -> (O, oH, oW). ``columns`` is scratch of shape (O*kH*kW, H*W).
+    """
+    _forward(input, output, weight, bias, columns, stride_w, stride_h, pad_w, pad_h, adj_w,
+             adj_h, n_group, True, None)
+
+
+cdef int _forward(input, output, weight, bias, columns, int sw, int sh, int pw, int ph, int aw,
+                  int ah, int groups, bint full, scratch) except -1:
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray cols = array(columns, "columns", t, True)
-    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
+    cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
     cdef Geom g
-    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
-                                dilation_w, dilation_h, n_group)
-    _vector(b, "bias", g.M)
-    shape_is(y, "output", _grid_shape(x, &g))
-    shape_is(cols, "columns", _columns_shape(&g))
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (cols, "columns")):
-        disjoint(y, "output", other, what)
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
-        disjoint(cols, "columns", other, what)
+    cdef int n = _shapes(&g, full, x, w, "weight", b, "bias", y, "output", cols, sw, sh, pw, ph,
+                         aw, ah, groups)
+    disjoint_from(y, "output", x, "input", w, "weight", b, "bias", cols, "columns")
+    disjoint_from(cols, "columns", x, "input", w, "weight", b, "bias")
     cdef cnp.ndarray sc = None
     cdef Py_ssize_t size = _rows_scratch(&g) if t == cnp.NPY_FLOAT32 else 0
     if scratch is not None:
         sc = array(scratch, "scratch", t, True)
         vector_of(sc, "scratch", size)
-        for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (y, "output"),
-                            (cols, "columns")):
-            disjoint(sc, "scratch", other, what)
-    if sc is not None and size and n:
-        with nogil:
-            _grid_from_image_t(<float *> _p(x), <float *> _p(y), <float *> _p(w),
-                               <float *> _p(b), <float *> _p(cols), <float *> _p(sc), &g, n)
-    elif t == cnp.NPY_FLOAT32:
-        with nogil:
-            _grid_from_image(<float *> _p(x), <float *> _p(y), <float *> _p(w),
-                             <float *> _p(b), <float *> _p(cols), &g, n)
-    else:
-        with nogil:
-            _grid_from_image(<double *> _p(x), <double *> _p(y), <double *> _p(w),
-                             <double *> _p(b), <double *> _p(cols), &g, n)
-
-
-cdef int _check_grad_input(cnp.ndarray go, tuple go_shape, cnp.ndarray gi, cnp.ndarray x,
-                           cnp.ndarray w, cnp.ndarray cols, const Geom *g) except -1:
-    """The shapes and the non-overlap of a (transposed) convolution's gradInput arguments."""
-    shape_is(go, "gradOutput", go_shape)
-    shape_is(gi, "gradInput", shape(x))
-    shape_is(cols, "columns", _columns_shape(g))
-    for other, what in ((go, "gradOutput"), (w, "weight"), (cols, "columns")):
-        disjoint(gi, "gradInput", other, what)
-    for other, what in ((go, "gradOutput"), (w, "weight")):
-        disjoint(cols, "columns", other, what)
+        disjoint_from(sc, "scratch", x, "input", w, "weight", b, "bias", y, "output",
+                      cols, "columns")
+    with nogil:
+        if sc is not None and size and n:
+            _grid_from_image_t(f32(x), f32(y), f32(w), f32(b), f32(cols), f32(sc), &g, n)
+        elif t == cnp.NPY_FLOAT32:
+            _forward_core(f32(x), f32(y), f32(w), f32(b), f32(cols), &g, n, full)
+        else:
+            _forward_core(f64(x), f64(y), f64(w), f64(b), f64(cols), &g, n, full)
     return 0
+
+
+cdef void _forward_core(const floating *x, floating *y, const floating *w, const floating *b,
+                        floating *cols, const Geom *g, int n, bint full) noexcept nogil:
+    cdef int s
+    cdef size_t size = <size_t> g.H * g.W
+    if not full:
+        _grid_from_image(x, y, w, b, cols, g, n)
+        return
+    _image_from_grid(x, y, w, cols, g, n)
+    if b != NULL:
+        for s in range(n):
+            _fill_planes(y + s * g.C * size, b, g.C, size, True)
 
 
 def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
                            int stride_h, int pad_w, int pad_h, int dilation_w, int dilation_h,
                            int n_group):
     """grad_input := the adjoint of the convolution applied to grad_output (shape of input)."""
+    _backward(input, grad_output, grad_input, weight, columns, stride_w, stride_h, pad_w, pad_h,
+              dilation_w, dilation_h, n_group, False)
+
+
+def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
+                                int stride_h, int pad_w, int pad_h, int adj_w, int adj_h,
+                                int n_group):
+    """grad_input := the convolution of grad_output by weight (shape of input)."""
+    _backward(input, grad_output, grad_input, weight, columns, stride_w, stride_h, pad_w, pad_h,
+              adj_w, adj_h, n_group, True)
+
+
+cdef int _backward(input, grad_output, grad_input, weight, columns, int sw, int sh, int pw,
+                   int ph, int aw, int ah, int groups, bint full) except -1:
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -624,17 +655,25 @@ def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int 
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray cols = array(columns, "columns", t, True)
     cdef Geom g
-    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
-                                dilation_w, dilation_h, n_group)
-    _check_grad_input(go, _grid_shape(x, &g), gi, x, w, cols, &g)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _image_from_grid(<float *> _p(go), <float *> _p(gi), <float *> _p(w),
-                             <float *> _p(cols), &g, n)
+    cdef int n = _shapes(&g, full, x, w, "weight", None, None, go, "gradOutput", cols, sw, sh,
+                         pw, ph, aw, ah, groups)
+    shape_is(gi, "gradInput", shape(x))
+    disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight", cols, "columns")
+    disjoint_from(cols, "columns", go, "gradOutput", w, "weight")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _backward_core(f32(go), f32(gi), f32(w), f32(cols), &g, n, full)
+        else:
+            _backward_core(f64(go), f64(gi), f64(w), f64(cols), &g, n, full)
+    return 0
+
+
+cdef void _backward_core(const floating *go, floating *gi, const floating *w, floating *cols,
+                         const Geom *g, int n, bint full) noexcept nogil:
+    if full:
+        _grid_from_image(go, gi, w, NULL, cols, g, n)
     else:
-        with nogil:
-            _image_from_grid(<double *> _p(go), <double *> _p(gi), <double *> _p(w),
-                             <double *> _p(cols), &g, n)
+        _image_from_grid(go, gi, w, cols, g, n)
 
 
 def conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
@@ -646,133 +685,8 @@ def conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns
     A scale of 0 skips its term; ``grad_bias`` may be None. ``scratch``, as for
     conv_update_output, runs the faster transposed weight gradient where its size is not 0.
     """
-    cdef int t = float_type(grad_weight, "gradWeight")
-    cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray cols = array(columns, "columns", t, True)
-    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
-    cdef Geom g
-    cdef int n = _conv_geometry(&g, x, gw, "gradWeight", stride_w, stride_h, pad_w, pad_h,
-                                dilation_w, dilation_h, n_group)
-    _vector(gb, "gradBias", g.M)
-    shape_is(go, "gradOutput", _grid_shape(x, &g))
-    shape_is(cols, "columns", _columns_shape(&g))
-    _disjoint_acc(x, go, gw, gb, cols)
-    cdef cnp.ndarray sc = None
-    cdef Py_ssize_t size = _rows_scratch(&g) if t == cnp.NPY_FLOAT32 else 0
-    if scratch is not None:
-        sc = array(scratch, "scratch", t, True)
-        vector_of(sc, "scratch", size)
-        for other, what in ((x, "input"), (go, "gradOutput"), (gw, "gradWeight"),
-                            (gb, "gradBias"), (cols, "columns")):
-            disjoint(sc, "scratch", other, what)
-    if sc is not None and size and n:
-        with nogil:
-            if scale_w != 0:
-                _acc_weight_t(<float *> _p(x), <float *> _p(go), <float *> _p(gw),
-                              <float *> _p(cols), <float *> _p(sc), &g, n, <float> scale_w)
-            _conv_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw), <float *> _p(gb),
-                      <float *> _p(cols), &g, n, <float> 0, <float> scale_b)
-    elif t == cnp.NPY_FLOAT32:
-        with nogil:
-            _conv_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw), <float *> _p(gb),
-                      <float *> _p(cols), &g, n, <float> scale_w, <float> scale_b)
-    else:
-        with nogil:
-            _conv_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
-                      <double *> _p(gb), <double *> _p(cols), &g, n, scale_w, scale_b)
-
-
-cdef int _disjoint_acc(cnp.ndarray x, cnp.ndarray go, cnp.ndarray gw, cnp.ndarray gb,
-                       cnp.ndarray cols) except -1:
-    for out, ow in ((gw, "gradWeight"), (gb, "gradBias"), (cols, "columns")):
-        for other, what in ((x, "input"), (go, "gradOutput"), (gw, "gradWeight"),
-                            (gb, "gradBias"), (cols, "columns")):
-            if out is not other:
-                disjoint(out, ow, other, what)
-    return 0
-
-
-cdef void _conv_acc(const floating *x, const floating *go, floating *gw, floating *gb,
-                    floating *cols, const Geom *g, int n, floating scale_w,
-                    floating scale_b) noexcept nogil:
-    cdef int s
-    cdef size_t P = <size_t> g.oH * g.oW
-    if scale_w != 0:
-        _acc_weight(x, go, gw, cols, g, n, scale_w)
-    if scale_b != 0 and gb != NULL:
-        for s in range(n):
-            _acc_planes(go + s * g.M * P, gb, g.M, P, scale_b)
-
-
-# -- SpatialFullConvolution -------------------------------------------------------------------
-
-def full_conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
-                            int pad_w, int pad_h, int adj_w, int adj_h, int n_group):
-    """output := the transposed convolution of input by weight, + bias.
-
-    (N, C, H, W) x (C, O/g, kH, kW) -> (N, O, oH, oW), oH = (H - 1) * stride_h - 2 * pad_h
-    + kH + adj_h; (C, H, W) -> (O, oH, oW). ``columns`` is scratch of shape (O*kH*kW, H*W).
-    """
-    cdef int t = float_type(weight, "weight")
-    cdef cnp.ndarray w = array(weight, "weight", t, False)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray cols = array(columns, "columns", t, True)
-    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
-    cdef Geom g
-    cdef int n = _full_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
-                                adj_w, adj_h, n_group)
-    _vector(b, "bias", g.C)
-    shape_is(y, "output", _image_shape(x, &g))
-    shape_is(cols, "columns", _columns_shape(&g))
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (cols, "columns")):
-        disjoint(y, "output", other, what)
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
-        disjoint(cols, "columns", other, what)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _full_forward(<float *> _p(x), <float *> _p(y), <float *> _p(w), <float *> _p(b),
-                          <float *> _p(cols), &g, n)
-    else:
-        with nogil:
-            _full_forward(<double *> _p(x), <double *> _p(y), <double *> _p(w),
-                          <double *> _p(b), <double *> _p(cols), &g, n)
-
-
-cdef void _full_forward(const floating *x, floating *y, const floating *w, const floating *b,
-                        floating *cols, const Geom *g, int n) noexcept nogil:
-    cdef int s
-    cdef size_t size = <size_t> g.H * g.W
-    _image_from_grid(x, y, w, cols, g, n)
-    if b != NULL:
-        for s in range(n):
-            _add_planes(y + s * g.C * size, b, g.C, size)
-
-
-def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
-                                int stride_h, int pad_w, int pad_h, int adj_w, int adj_h,
-                                int n_group):
-    """grad_input := the convolution of grad_output by weight (shape of input)."""
-    cdef int t = float_type(weight, "weight")
-    cdef cnp.ndarray w = array(weight, "weight", t, False)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
-    cdef cnp.ndarray cols = array(columns, "columns", t, True)
-    cdef Geom g
-    cdef int n = _full_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
-                                adj_w, adj_h, n_group)
-    _check_grad_input(go, _image_shape(x, &g), gi, x, w, cols, &g)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _grid_from_image(<float *> _p(go), <float *> _p(gi), <float *> _p(w), <float *> NULL,
-                             <float *> _p(cols), &g, n)
-    else:
-        with nogil:
-            _grid_from_image(<double *> _p(go), <double *> _p(gi), <double *> _p(w),
-                             <double *> NULL, <double *> _p(cols), &g, n)
+    _acc(input, grad_output, grad_weight, grad_bias, columns, stride_w, stride_h, pad_w, pad_h,
+         dilation_w, dilation_h, n_group, scale_w, scale_b, False, scratch)
 
 
 def full_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
@@ -782,39 +696,66 @@ def full_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, co
 
     A scale of 0 skips its term; ``grad_bias`` may be None.
     """
+    _acc(input, grad_output, grad_weight, grad_bias, columns, stride_w, stride_h, pad_w, pad_h,
+         adj_w, adj_h, n_group, scale_w, scale_b, True, None)
+
+
+cdef int _acc(input, grad_output, grad_weight, grad_bias, columns, int sw, int sh, int pw,
+              int ph, int aw, int ah, int groups, double scale_w, double scale_b, bint full,
+              scratch) except -1:
     cdef int t = float_type(grad_weight, "gradWeight")
     cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray cols = array(columns, "columns", t, True)
-    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
+    cdef cnp.ndarray gb = array_or_none(grad_bias, "gradBias", t, True)
     cdef Geom g
-    cdef int n = _full_geometry(&g, x, gw, "gradWeight", stride_w, stride_h, pad_w, pad_h,
-                                adj_w, adj_h, n_group)
-    _vector(gb, "gradBias", g.C)
-    shape_is(go, "gradOutput", _image_shape(x, &g))
-    shape_is(cols, "columns", _columns_shape(&g))
-    _disjoint_acc(x, go, gw, gb, cols)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _full_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw), <float *> _p(gb),
-                      <float *> _p(cols), &g, n, <float> scale_w, <float> scale_b)
-    else:
-        with nogil:
-            _full_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
-                      <double *> _p(gb), <double *> _p(cols), &g, n, scale_w, scale_b)
+    cdef int n = _shapes(&g, full, x, gw, "gradWeight", gb, "gradBias", go, "gradOutput", cols,
+                         sw, sh, pw, ph, aw, ah, groups)
+    disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias",
+                  cols, "columns")
+    disjoint_from(gb, "gradBias", x, "input", go, "gradOutput", gw, "gradWeight",
+                  cols, "columns")
+    disjoint_from(cols, "columns", x, "input", go, "gradOutput", gw, "gradWeight",
+                  gb, "gradBias")
+    cdef cnp.ndarray sc = None
+    cdef Py_ssize_t size = _rows_scratch(&g) if t == cnp.NPY_FLOAT32 else 0
+    if scratch is not None:
+        sc = array(scratch, "scratch", t, True)
+        vector_of(sc, "scratch", size)
+        disjoint_from(sc, "scratch", x, "input", go, "gradOutput", gw, "gradWeight",
+                      gb, "gradBias", cols, "columns")
+    with nogil:
+        if sc is not None and size and n:
+            if scale_w != 0:
+                _acc_weight_t(f32(x), f32(go), f32(gw), f32(cols), f32(sc), &g, n,
+                              <float> scale_w)
+            _acc_core(f32(x), f32(go), f32(gw), f32(gb), f32(cols), &g, n, full, 0,
+                      <float> scale_b)
+        elif t == cnp.NPY_FLOAT32:
+            _acc_core(f32(x), f32(go), f32(gw), f32(gb), f32(cols), &g, n, full,
+                      <float> scale_w, <float> scale_b)
+        else:
+            _acc_core(f64(x), f64(go), f64(gw), f64(gb), f64(cols), &g, n, full, scale_w,
+                      scale_b)
+    return 0
 
 
-cdef void _full_acc(const floating *x, const floating *go, floating *gw, floating *gb,
-                    floating *cols, const Geom *g, int n, floating scale_w,
+cdef void _acc_core(const floating *x, const floating *go, floating *gw, floating *gb,
+                    floating *cols, const Geom *g, int n, bint full, floating scale_w,
                     floating scale_b) noexcept nogil:
-    cdef int s
-    cdef size_t size = <size_t> g.H * g.W
+    """The weight gradient sums grid (x) image over the samples; the bias gradient sums
+    grad_output, the grid of a convolution and the image of a transposed one, per plane."""
+    cdef int s, planes = g.C if full else g.M
+    cdef size_t size = <size_t> g.H * g.W if full else <size_t> g.oH * g.oW
     if scale_w != 0:
-        _acc_weight(go, x, gw, cols, g, n, scale_w)
+        if full:
+            _acc_weight(go, x, gw, cols, g, n, scale_w)
+        else:
+            _acc_weight(x, go, gw, cols, g, n, scale_w)
     if scale_b != 0 and gb != NULL:
         for s in range(n):
-            _acc_planes(go + s * g.C * size, gb, g.C, size, scale_b)
+            _acc_planes(go + s * planes * size, gb, planes, size, scale_b)
 
 
 # -- TemporalConvolution ----------------------------------------------------------------------
@@ -856,6 +797,17 @@ cdef tuple _seq_shape(cnp.ndarray like, int frames, int size):
     return (frames, size)
 
 
+cdef int _seq_shapes(Seq *q, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarray b,
+                     str b_what, cnp.ndarray out, str out_what, int kernel_w,
+                     int stride_w) except -1:
+    """Fill ``q`` (_temporal_geometry); check the bias (or None) and the array shaped like the
+    output; return the batch size."""
+    cdef int n = _temporal_geometry(q, x, w, w_what, kernel_w, stride_w)
+    _vector(b, b_what, q.O)
+    shape_is(out, out_what, _seq_shape(x, q.To, q.O))
+    return n
+
+
 def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int stride_w):
     """output[t] := weight @ input[t*dW : t*dW + kW].ravel() + bias.
 
@@ -866,21 +818,15 @@ def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int s
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
+    cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
-    _vector(b, "bias", q.O)
-    shape_is(y, "output", _seq_shape(x, q.To, q.O))
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias")):
-        disjoint(y, "output", other, what)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _temporal_forward(<float *> _p(x), <float *> _p(y), <float *> _p(w),
-                              <float *> _p(b), &q, n)
-    else:
-        with nogil:
-            _temporal_forward(<double *> _p(x), <double *> _p(y), <double *> _p(w),
-                              <double *> _p(b), &q, n)
+    cdef int n = _seq_shapes(&q, x, w, "weight", b, "bias", y, "output", kernel_w, stride_w)
+    disjoint_from(y, "output", x, "input", w, "weight", b, "bias")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _temporal_forward(f32(x), f32(y), f32(w), f32(b), &q, n)
+        else:
+            _temporal_forward(f64(x), f64(y), f64(w), f64(b), &q, n)
 
 
 cdef void _temporal_forward(const floating *x, floating *y, const floating *w,
@@ -913,17 +859,15 @@ def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, int 
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, w, "weight", kernel_w, stride_w)
-    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
+    cdef int n = _seq_shapes(&q, x, w, "weight", None, None, go, "gradOutput", kernel_w,
+                             stride_w)
     shape_is(gi, "gradInput", shape(x))
-    disjoint(gi, "gradInput", go, "gradOutput")
-    disjoint(gi, "gradInput", w, "weight")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _temporal_backward(<float *> _p(go), <float *> _p(gi), <float *> _p(w), &q, n)
-    else:
-        with nogil:
-            _temporal_backward(<double *> _p(go), <double *> _p(gi), <double *> _p(w), &q, n)
+    disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _temporal_backward(f32(go), f32(gi), f32(w), &q, n)
+        else:
+            _temporal_backward(f64(go), f64(gi), f64(w), &q, n)
 
 
 cdef void _temporal_backward(const floating *go, floating *gi, const floating *w,
@@ -952,24 +896,18 @@ def temporal_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias
     cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
+    cdef cnp.ndarray gb = array_or_none(grad_bias, "gradBias", t, True)
     cdef Seq q
-    cdef int n = _temporal_geometry(&q, x, gw, "gradWeight", kernel_w, stride_w)
-    _vector(gb, "gradBias", q.O)
-    shape_is(go, "gradOutput", _seq_shape(x, q.To, q.O))
-    for out, ow in ((gw, "gradWeight"), (gb, "gradBias")):
-        for other, what in ((x, "input"), (go, "gradOutput"), (gw, "gradWeight"),
-                            (gb, "gradBias")):
-            if out is not other:
-                disjoint(out, ow, other, what)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _temporal_acc(<float *> _p(x), <float *> _p(go), <float *> _p(gw),
-                          <float *> _p(gb), &q, n, <float> scale_w, <float> scale_b)
-    else:
-        with nogil:
-            _temporal_acc(<double *> _p(x), <double *> _p(go), <double *> _p(gw),
-                          <double *> _p(gb), &q, n, scale_w, scale_b)
+    cdef int n = _seq_shapes(&q, x, gw, "gradWeight", gb, "gradBias", go, "gradOutput",
+                             kernel_w, stride_w)
+    disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
+    disjoint_from(gb, "gradBias", x, "input", go, "gradOutput", gw, "gradWeight")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _temporal_acc(f32(x), f32(go), f32(gw), f32(gb), &q, n, <float> scale_w,
+                          <float> scale_b)
+        else:
+            _temporal_acc(f64(x), f64(go), f64(gw), f64(gb), &q, n, scale_w, scale_b)
 
 
 cdef void _temporal_acc(const floating *x, const floating *go, floating *gw, floating *gb,

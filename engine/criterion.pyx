@@ -11,7 +11,9 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from engine.blas cimport floating, dot
-from engine._check cimport float_type, array, ndim, dim, shape, shape_is, disjoint
+from engine._check cimport (
+    float_type, array, f32, f64, ndim, dim, shape, shape_is, disjoint, disjoint_from,
+)
 
 cnp.import_array()
 
@@ -84,22 +86,15 @@ def pointwise_update_output(int op, input, target, weights, double param, bint s
     cdef cnp.ndarray y = array(target, "target", t, False)
     cdef Py_ssize_t n = _pair(x, y)
     cdef cnp.ndarray w = _trailing_weights(weights, t, x)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
     cdef Py_ssize_t c = cnp.PyArray_SIZE(w) if w is not None else 1
     cdef double loss
     if n == 0:
         return 0.0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            loss = _pointwise_loss(op, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                                   <float *> wp,
-                                   n, c, param)
-    else:
-        with nogil:
-            loss = _pointwise_loss(op, <double *> cnp.PyArray_DATA(x),
-                                   <double *> cnp.PyArray_DATA(y),
-                                   <double *> wp,
-                                   n, c, param)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = _pointwise_loss(op, f32(x), f32(y), f32(w), n, c, param)
+        else:
+            loss = _pointwise_loss(op, f64(x), f64(y), f64(w), n, c, param)
     return loss / n if size_average else loss
 
 
@@ -148,26 +143,17 @@ def pointwise_update_grad_input(int op, input, target, grad_input, weights, doub
     cdef cnp.ndarray g = array(grad_input, "gradInput", t, True)
     cdef Py_ssize_t n = _pair(x, y)
     shape_is(g, "gradInput", shape(x))
-    disjoint(g, "gradInput", x, "input")
-    disjoint(g, "gradInput", y, "target")
+    disjoint_from(g, "gradInput", x, "input", y, "target")
     cdef cnp.ndarray w = _trailing_weights(weights, t, x)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
     cdef Py_ssize_t c = cnp.PyArray_SIZE(w) if w is not None else 1
     cdef double scale = 1.0 / n if size_average and n > 0 else 1.0
     if n == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _pointwise_grad(op, <float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                            <float *> cnp.PyArray_DATA(g),
-                            <float *> wp,
-                            n, c, param, scale)
-    else:
-        with nogil:
-            _pointwise_grad(op, <double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                            <double *> cnp.PyArray_DATA(g),
-                            <double *> wp,
-                            n, c, param, scale)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _pointwise_grad(op, f32(x), f32(y), f32(g), f32(w), n, c, param, scale)
+        else:
+            _pointwise_grad(op, f64(x), f64(y), f64(g), f64(w), n, c, param, scale)
 
 
 cdef void _pointwise_grad(int op, const floating *x, const floating *y, floating *g,
@@ -231,6 +217,18 @@ cdef int _classes(cnp.ndarray x, object target, int64_t ignore_index,
     return 0
 
 
+cdef inline cnp.ndarray _class_output(object out, str out_what, cnp.ndarray x, str x_what,
+                                      object target, int64_t ignore_index, cnp.npy_intp *n,
+                                      cnp.npy_intp *k):
+    """An array a class loss writes, shaped like its input ``x`` (checked with the target by
+    _classes) and sharing no memory with it."""
+    cdef cnp.ndarray a = array(out, out_what, cnp.PyArray_TYPE(x), True)
+    _classes(x, target, ignore_index, n, k)
+    shape_is(a, out_what, shape(x))
+    disjoint(a, out_what, x, x_what)
+    return a
+
+
 def class_nll_update_output(input, target, weights, int64_t ignore_index, bint size_average,
                             bint log_prob_as_input):
     """-sum_i w[t_i] * input[i, t_i] (log-probabilities; -log of clamped probabilities
@@ -242,21 +240,25 @@ def class_nll_update_output(input, target, weights, int64_t ignore_index, bint s
     cdef cnp.npy_intp n, k
     _classes(x, target, ignore_index, &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, x)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
     cdef double loss, total
-    cdef const int64_t *lab = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    cdef const int64_t *lab = _labels(target)
     if n == 0:
         return 0.0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            loss = _nll(<float *> cnp.PyArray_DATA(x), lab,
-                        <float *> wp,
-                        n, k, ignore_index, log_prob_as_input, &total)
-    else:
-        with nogil:
-            loss = _nll(<double *> cnp.PyArray_DATA(x), lab,
-                        <double *> wp,
-                        n, k, ignore_index, log_prob_as_input, &total)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = _nll(f32(x), lab, f32(w), n, k, ignore_index, log_prob_as_input, &total)
+        else:
+            loss = _nll(f64(x), lab, f64(w), n, k, ignore_index, log_prob_as_input, &total)
+    return _average(loss, total, size_average)
+
+
+cdef inline const int64_t *_labels(object target) noexcept:
+    """The labels of a target _classes checked."""
+    return <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+
+
+cdef inline double _average(double loss, double total, bint size_average) noexcept:
+    """A summed class loss, divided by the total weight of its rows if averaged."""
     if size_average:
         return loss / total if total > 0 else 0.0
     return loss
@@ -286,26 +288,20 @@ def class_nll_update_grad_input(input, target, grad_input, weights, int64_t igno
     """grad_input := d class_nll_update_output / d input (zero off the target classes)."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray g = array(grad_input, "gradInput", t, True)
     cdef cnp.npy_intp n, k
-    _classes(x, target, ignore_index, &n, &k)
-    shape_is(g, "gradInput", shape(x))
-    disjoint(g, "gradInput", x, "input")
+    cdef cnp.ndarray g = _class_output(grad_input, "gradInput", x, "input", target,
+                                       ignore_index, &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, x)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
-    cdef const int64_t *lab = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    cdef const int64_t *lab = _labels(target)
     if n == 0 or k == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _nll_grad(<float *> cnp.PyArray_DATA(x), lab, <float *> cnp.PyArray_DATA(g),
-                      <float *> wp,
-                      n, k, ignore_index, size_average, log_prob_as_input)
-    else:
-        with nogil:
-            _nll_grad(<double *> cnp.PyArray_DATA(x), lab, <double *> cnp.PyArray_DATA(g),
-                      <double *> wp,
-                      n, k, ignore_index, size_average, log_prob_as_input)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _nll_grad(f32(x), lab, f32(g), f32(w), n, k, ignore_index, size_average,
+                      log_prob_as_input)
+        else:
+            _nll_grad(f64(x), lab, f64(g), f64(w), n, k, ignore_index, size_average,
+                      log_prob_as_input)
 
 
 cdef double _norm(const int64_t *lab, const floating *w, cnp.npy_intp n, int64_t ignore,
@@ -343,34 +339,29 @@ def cross_entropy_update_output(input, target, log_prob, weights, int64_t ignore
     """log_prob := log_softmax(input) by rows; return its class NLL (class_nll_update_output)."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray lp = array(log_prob, "logProb", t, True)
     cdef cnp.npy_intp n, k
-    _classes(x, target, ignore_index, &n, &k)
-    shape_is(lp, "logProb", shape(x))
-    disjoint(lp, "logProb", x, "input")
+    cdef cnp.ndarray lp = _class_output(log_prob, "logProb", x, "input", target, ignore_index,
+                                        &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, x)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
-    cdef const int64_t *lab = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    cdef const int64_t *lab = _labels(target)
     cdef double loss, total
     if n == 0:
         return 0.0
     if k == 0:
         raise ValueError("input has 0 classes")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _log_softmax(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(lp), n, k)
-            loss = _nll(<float *> cnp.PyArray_DATA(lp), lab,
-                        <float *> wp,
-                        n, k, ignore_index, True, &total)
-    else:
-        with nogil:
-            _log_softmax(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(lp), n, k)
-            loss = _nll(<double *> cnp.PyArray_DATA(lp), lab,
-                        <double *> wp,
-                        n, k, ignore_index, True, &total)
-    if size_average:
-        return loss / total if total > 0 else 0.0
-    return loss
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = _cross_entropy(f32(x), f32(lp), lab, f32(w), n, k, ignore_index, &total)
+        else:
+            loss = _cross_entropy(f64(x), f64(lp), lab, f64(w), n, k, ignore_index, &total)
+    return _average(loss, total, size_average)
+
+
+cdef double _cross_entropy(const floating *x, floating *lp, const int64_t *lab,
+                           const floating *w, cnp.npy_intp n, cnp.npy_intp k, int64_t ignore,
+                           double *total) noexcept nogil:
+    _log_softmax(x, lp, n, k)
+    return _nll(lp, lab, w, n, k, ignore, True, total)
 
 
 cdef void _log_softmax(const floating *x, floating *y, cnp.npy_intp n,
@@ -396,27 +387,18 @@ def cross_entropy_update_grad_input(log_prob, target, grad_input, weights, int64
     cross_entropy_update_output."""
     cdef int t = float_type(log_prob, "logProb")
     cdef cnp.ndarray lp = array(log_prob, "logProb", t, False)
-    cdef cnp.ndarray g = array(grad_input, "gradInput", t, True)
     cdef cnp.npy_intp n, k
-    _classes(lp, target, ignore_index, &n, &k)
-    shape_is(g, "gradInput", shape(lp))
-    disjoint(g, "gradInput", lp, "logProb")
+    cdef cnp.ndarray g = _class_output(grad_input, "gradInput", lp, "logProb", target,
+                                       ignore_index, &n, &k)
     cdef cnp.ndarray w = _weights(weights, t, lp)
-    cdef void *wp = NULL if w is None else cnp.PyArray_DATA(w)
-    cdef const int64_t *lab = <const int64_t *> cnp.PyArray_DATA(<cnp.ndarray> target)
+    cdef const int64_t *lab = _labels(target)
     if n == 0 or k == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _cross_entropy_grad(<float *> cnp.PyArray_DATA(lp), lab, <float *> cnp.PyArray_DATA(g),
-                                <float *> wp,
-                                n, k, ignore_index, size_average)
-    else:
-        with nogil:
-            _cross_entropy_grad(<double *> cnp.PyArray_DATA(lp), lab,
-                                <double *> cnp.PyArray_DATA(g),
-                                <double *> wp,
-                                n, k, ignore_index, size_average)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _cross_entropy_grad(f32(lp), lab, f32(g), f32(w), n, k, ignore_index, size_average)
+        else:
+            _cross_entropy_grad(f64(lp), lab, f64(g), f64(w), n, k, ignore_index, size_average)
 
 
 cdef void _cross_entropy_grad(const floating *lp, const int64_t *lab, floating *g,
@@ -448,25 +430,22 @@ def kld_update_output(mean, log_var, bint size_average):
     cdef int t = float_type(mean, "mean")
     cdef cnp.ndarray mu = array(mean, "mean", t, False)
     cdef cnp.ndarray lv = array(log_var, "logVar", t, False)
-    cdef cnp.npy_intp rows = _kld_rows(mu, lv), n = cnp.PyArray_SIZE(mu), i
-    cdef double s = 0
-    cdef const float *mf
-    cdef const float *lf
-    cdef const double *md
-    cdef const double *ld
-    if t == cnp.NPY_FLOAT32:
-        mf = <const float *> cnp.PyArray_DATA(mu)
-        lf = <const float *> cnp.PyArray_DATA(lv)
-        with nogil:
-            for i in range(n):
-                s += exp(lf[i]) + <double> mf[i] * mf[i] - 1 - lf[i]
-    else:
-        md = <const double *> cnp.PyArray_DATA(mu)
-        ld = <const double *> cnp.PyArray_DATA(lv)
-        with nogil:
-            for i in range(n):
-                s += exp(ld[i]) + md[i] * md[i] - 1 - ld[i]
+    cdef cnp.npy_intp rows = _kld_rows(mu, lv), n = cnp.PyArray_SIZE(mu)
+    cdef double s
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            s = _kld(f32(mu), f32(lv), n)
+        else:
+            s = _kld(f64(mu), f64(lv), n)
     return 0.5 * s / (rows if size_average and rows > 0 else 1)
+
+
+cdef double _kld(const floating *mu, const floating *lv, cnp.npy_intp n) noexcept nogil:
+    cdef double s = 0
+    cdef cnp.npy_intp i
+    for i in range(n):
+        s += exp(lv[i]) + <double> mu[i] * mu[i] - 1 - lv[i]
+    return s
 
 
 def kld_update_grad_input(mean, log_var, grad_mean, grad_log_var, bint size_average):
@@ -479,19 +458,15 @@ def kld_update_grad_input(mean, log_var, grad_mean, grad_log_var, bint size_aver
     cdef cnp.npy_intp rows = _kld_rows(mu, lv), n = cnp.PyArray_SIZE(mu)
     shape_is(gm, "gradMean", shape(mu))
     shape_is(gl, "gradLogVar", shape(mu))
-    for out, name in ((gm, "gradMean"), (gl, "gradLogVar")):
-        disjoint(out, name, mu, "mean")
-        disjoint(out, name, lv, "logVar")
+    disjoint_from(gm, "gradMean", mu, "mean", lv, "logVar")
+    disjoint_from(gl, "gradLogVar", mu, "mean", lv, "logVar")
     disjoint(gm, "gradMean", gl, "gradLogVar")
     cdef double b = rows if size_average and rows > 0 else 1
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _kld_grad(<float *> cnp.PyArray_DATA(mu), <float *> cnp.PyArray_DATA(lv),
-                      <float *> cnp.PyArray_DATA(gm), <float *> cnp.PyArray_DATA(gl), n, b)
-    else:
-        with nogil:
-            _kld_grad(<double *> cnp.PyArray_DATA(mu), <double *> cnp.PyArray_DATA(lv),
-                      <double *> cnp.PyArray_DATA(gm), <double *> cnp.PyArray_DATA(gl), n, b)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _kld_grad(f32(mu), f32(lv), f32(gm), f32(gl), n, b)
+        else:
+            _kld_grad(f64(mu), f64(lv), f64(gm), f64(gl), n, b)
 
 
 cdef void _kld_grad(const floating *mu, const floating *lv, floating *gm, floating *gl,
@@ -531,14 +506,11 @@ def cosine_embedding_update_output(input1, input2, target, double margin, bint s
     cdef double loss
     if n == 0:
         return 0.0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            loss = _cosine(<float *> cnp.PyArray_DATA(x1), <float *> cnp.PyArray_DATA(x2),
-                           <float *> cnp.PyArray_DATA(y), NULL, NULL, n, k, margin, 1.0)
-    else:
-        with nogil:
-            loss = _cosine(<double *> cnp.PyArray_DATA(x1), <double *> cnp.PyArray_DATA(x2),
-                           <double *> cnp.PyArray_DATA(y), NULL, NULL, n, k, margin, 1.0)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = _cosine(f32(x1), f32(x2), f32(y), NULL, NULL, n, k, margin, 1.0)
+        else:
+            loss = _cosine(f64(x1), f64(x2), f64(y), NULL, NULL, n, k, margin, 1.0)
     return loss / n if size_average else loss
 
 
@@ -556,24 +528,17 @@ def cosine_embedding_update_grad_input(input1, input2, target, grad_input1, grad
     _cosine_args(x1, x2, y, &n, &k)
     shape_is(g1, "gradInput[0]", shape(x1))
     shape_is(g2, "gradInput[1]", shape(x1))
-    for g, gname in ((g1, "gradInput[0]"), (g2, "gradInput[1]")):
-        disjoint(g, gname, x1, "input[0]")
-        disjoint(g, gname, x2, "input[1]")
-        disjoint(g, gname, y, "target")
+    disjoint_from(g1, "gradInput[0]", x1, "input[0]", x2, "input[1]", y, "target")
+    disjoint_from(g2, "gradInput[1]", x1, "input[0]", x2, "input[1]", y, "target")
     disjoint(g1, "gradInput[0]", g2, "gradInput[1]")
     if n == 0:
         return
     cdef double scale = 1.0 / n if size_average else 1.0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _cosine(<float *> cnp.PyArray_DATA(x1), <float *> cnp.PyArray_DATA(x2),
-                    <float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(g1),
-                    <float *> cnp.PyArray_DATA(g2), n, k, margin, scale)
-    else:
-        with nogil:
-            _cosine(<double *> cnp.PyArray_DATA(x1), <double *> cnp.PyArray_DATA(x2),
-                    <double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(g1),
-                    <double *> cnp.PyArray_DATA(g2), n, k, margin, scale)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _cosine(f32(x1), f32(x2), f32(y), f32(g1), f32(g2), n, k, margin, scale)
+        else:
+            _cosine(f64(x1), f64(x2), f64(y), f64(g1), f64(g2), n, k, margin, scale)
 
 
 cdef double _cosine(const floating *x1, const floating *x2, const floating *y,

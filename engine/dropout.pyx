@@ -9,7 +9,7 @@ cimport numpy as cnp
 from libc.stdint cimport uint64_t
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, shape_is, disjoint
+from engine._check cimport shape, float_type, array, f32, f64, shape_is, disjoint, disjoint_from
 from engine._inplace cimport same_or_disjoint
 
 cnp.import_array()
@@ -22,9 +22,13 @@ cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef int _check_p(double p) except -1:
+cdef int _check(double p, cnp.ndarray out, str out_what, cnp.ndarray src,
+                str src_what) except -1:
+    """The drop probability, and ``out`` shaped like ``src``: in place or disjoint from it."""
     if not (0 <= p < 1):
         raise ValueError(f"the drop probability must lie in [0, 1), got {p}")
+    shape_is(out, out_what, shape(src))
+    same_or_disjoint(out, out_what, src, src_what)
     return 0
 
 
@@ -38,14 +42,11 @@ def dropout_update_output(input, output, noise, double p, bint scale, bint train
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray r = None
-    _check_p(p)
-    shape_is(y, "output", shape(x))
-    same_or_disjoint(y, "output", x, "input")
+    _check(p, y, "output", x, "input")
     if train:
         r = array(noise, "noise", t, True)
         shape_is(r, "noise", shape(x))
-        disjoint(r, "noise", x, "input")
-        disjoint(r, "noise", y, "output")
+        disjoint_from(r, "noise", x, "input", y, "output")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef double keep = 1.0 / (1 - p) if scale else 1.0
     cdef double factor = 1.0 if scale else 1 - p
@@ -53,22 +54,20 @@ def dropout_update_output(input, output, noise, double p, bint scale, bint train
     cdef uint64_t cut = <uint64_t> (p * 9007199254740992.0)
     if n == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            if train:
-                _draw(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                      <float *> cnp.PyArray_DATA(r), n, <float> keep, cut, seed)
-            else:
-                _scale(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y), n,
-                       <float> factor)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _forward(f32(x), f32(y), f32(r), n, keep, factor, cut, seed)
+        else:
+            _forward(f64(x), f64(y), f64(r), n, keep, factor, cut, seed)
+
+
+cdef void _forward(const floating *x, floating *y, floating *r, Py_ssize_t n, double keep,
+                   double factor, uint64_t cut, uint64_t seed) noexcept nogil:
+    """Training (a noise buffer r): draw the mask; evaluation (r NULL): scale."""
+    if r != NULL:
+        _draw(x, y, r, n, <floating> keep, cut, seed)
     else:
-        with nogil:
-            if train:
-                _draw(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                      <double *> cnp.PyArray_DATA(r), n, keep, cut, seed)
-            else:
-                _scale(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y), n,
-                       factor)
+        _scale(x, y, n, <floating> factor)
 
 
 cdef void _draw(const floating *x, floating *y, floating *r, Py_ssize_t n, floating keep,
@@ -102,9 +101,7 @@ def dropout_update_grad_input(grad_output, grad_input, noise, double p, bint sca
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray r = None
-    _check_p(p)
-    shape_is(gi, "gradInput", shape(go))
-    same_or_disjoint(gi, "gradInput", go, "gradOutput")
+    _check(p, gi, "gradInput", go, "gradOutput")
     if train:
         r = array(noise, "noise", t, False)
         if shape(r) != shape(go):
@@ -115,25 +112,19 @@ def dropout_update_grad_input(grad_output, grad_input, noise, double p, bint sca
     cdef double factor = 1.0 if scale else 1 - p
     if n == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            if train:
-                _mul(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(r),
-                     <float *> cnp.PyArray_DATA(gi), n)
-            else:
-                _scale(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi), n,
-                       <float> factor)
-    else:
-        with nogil:
-            if train:
-                _mul(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(r),
-                     <double *> cnp.PyArray_DATA(gi), n)
-            else:
-                _scale(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi), n,
-                       factor)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _backward(f32(go), f32(r), f32(gi), n, factor)
+        else:
+            _backward(f64(go), f64(r), f64(gi), n, factor)
 
 
-cdef void _mul(const floating *a, const floating *b, floating *c, Py_ssize_t n) noexcept nogil:
+cdef void _backward(const floating *go, const floating *r, floating *gi, Py_ssize_t n,
+                    double factor) noexcept nogil:
+    """Training (the forward's noise r): multiply by it; evaluation (r NULL): scale."""
     cdef Py_ssize_t i
+    if r == NULL:
+        _scale(go, gi, n, <floating> factor)
+        return
     for i in range(n):
-        c[i] = a[i] * b[i]
+        gi[i] = go[i] * r[i]

@@ -10,7 +10,7 @@ from libc.math cimport pow, fabs, sqrt
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating, axpy
-from engine._check cimport shape, float_type, array, ndim, dim, shape_is, disjoint
+from engine._check cimport shape, float_type, array, f32, f64, ndim, dim, shape_is, disjoint_from
 
 cnp.import_array()
 
@@ -91,6 +91,14 @@ cdef inline Py_ssize_t _at(void *p, int kind, Py_ssize_t i) noexcept nogil:
     return <Py_ssize_t> (<double *> p)[i]
 
 
+cdef Py_ssize_t _table(cnp.ndarray w, str w_what, cnp.ndarray rows, str rows_what,
+                       cnp.ndarray x) except -1:
+    """Rows of a (nIndex, d) table ``w``, whose ``rows`` are shaped like the indices x + (d,)."""
+    ndim(w, w_what, 2, 2)
+    shape_is(rows, rows_what, shape(x) + (dim(w, 1),))
+    return dim(w, 0)
+
+
 def lookup_table_update_output(input, output, weight, double max_norm, double norm_type):
     """output[..., :] := weight[input[...], :]: (n,) -> (n, d), (b, n) -> (b, n, d).
 
@@ -103,25 +111,20 @@ def lookup_table_update_output(input, output, weight, double max_norm, double no
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef int kind = _index_kind(input)
     cdef cnp.ndarray x = <cnp.ndarray> input
-    ndim(w, "weight", 2, 2)
-    cdef Py_ssize_t n_index = dim(w, 0), d = dim(w, 1), n = cnp.PyArray_SIZE(x), i
-    shape_is(y, "output", shape(x) + (d,))
-    disjoint(y, "output", w, "weight")
-    disjoint(y, "output", x, "input")
+    cdef Py_ssize_t n_index = _table(w, "weight", y, "output", x), d = dim(w, 1)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    disjoint_from(y, "output", w, "weight", x, "input")
     if renorm and not norm_type > 0:
         raise ValueError(f"normType must be > 0, got {norm_type}")
     _check_indices(x, kind, n_index)
     if n == 0 or d == 0:
         return
     cdef void *p = cnp.PyArray_DATA(x)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _lookup(p, kind, n, <float *> cnp.PyArray_DATA(w), <float *> cnp.PyArray_DATA(y),
-                    d, renorm, max_norm, norm_type)
-    else:
-        with nogil:
-            _lookup(p, kind, n, <double *> cnp.PyArray_DATA(w), <double *> cnp.PyArray_DATA(y),
-                    d, renorm, max_norm, norm_type)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _lookup(p, kind, n, f32(w), f32(y), d, renorm, max_norm, norm_type)
+        else:
+            _lookup(p, kind, n, f64(w), f64(y), d, renorm, max_norm, norm_type)
 
 
 cdef void _lookup(void *idx, int kind, Py_ssize_t n, floating *w, floating *y, Py_ssize_t d,
@@ -166,11 +169,9 @@ def lookup_table_acc_grad_parameters(input, grad_output, grad_weight, Py_ssize_t
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef int kind = _index_kind(input)
     cdef cnp.ndarray x = <cnp.ndarray> input
-    ndim(gw, "gradWeight", 2, 2)
-    cdef Py_ssize_t n_index = dim(gw, 0), d = dim(gw, 1), n = cnp.PyArray_SIZE(x)
-    shape_is(go, "gradOutput", shape(x) + (d,))
-    disjoint(gw, "gradWeight", go, "gradOutput")
-    disjoint(gw, "gradWeight", x, "input")
+    cdef Py_ssize_t n_index = _table(gw, "gradWeight", go, "gradOutput", x), d = dim(gw, 1)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    disjoint_from(gw, "gradWeight", go, "gradOutput", x, "input")
     cdef cnp.ndarray cnt = None
     if counts is not None:
         cnt = array(counts, "counts", cnp.NPY_FLOAT64, True)
@@ -179,15 +180,12 @@ def lookup_table_acc_grad_parameters(input, grad_output, grad_weight, Py_ssize_t
     if n == 0 or d == 0 or scale == 0:
         return
     cdef void *p = cnp.PyArray_DATA(x)
-    cdef double *cp = NULL if cnt is None else <double *> cnp.PyArray_DATA(cnt)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _acc(p, kind, n, <float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gw),
-                 d, padding, cp, scale)
-    else:
-        with nogil:
-            _acc(p, kind, n, <double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gw),
-                 d, padding, cp, scale)
+    cdef double *cp = NULL if cnt is None else f64(cnt)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc(p, kind, n, f32(go), f32(gw), d, padding, cp, scale)
+        else:
+            _acc(p, kind, n, f64(go), f64(gw), d, padding, cp, scale)
 
 
 cdef void _acc(void *idx, int kind, Py_ssize_t n, const floating *go, floating *gw,

@@ -1,7 +1,9 @@
 """Kernels of Linear: y = x @ W.T + b, for a vector (k,) or a batch (n, k).
 
-A batch of one runs on gemv/ger, which beat a 1-row gemm by an order of magnitude on
-small layers; larger batches fold the bias into the gemm as beta = 1.
+A batch of one runs its forward and gradInput on gemv, which beats a 1-row gemm by an order
+of magnitude on small layers; its weight gradient, an outer product, stays a gemm with k = 1,
+faster than ger (see _acc_grad_parameters). Larger batches fold the bias into the gemm as
+beta = 1.
 
 A float32 forward of a small batch into a wide layer runs transposed: y.T = W x.T into a
 scratch the caller keeps (``linear_scratch_size`` says when and how large), then one
@@ -28,7 +30,9 @@ cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating, gemm, gemv, axpy, NoTrans, Trans
-from engine._check cimport float_type, array, ndim, dim, vector_of, rows_of, disjoint
+from engine._check cimport (
+    float_type, array, array_or_none, f32, f64, ndim, dim, vector_of, rows_of, disjoint_from,
+)
 
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
@@ -44,6 +48,20 @@ cdef int _rows(cnp.ndarray x, str what, int k) except -1:
     if feats != k:
         raise ValueError(f"{what} has {feats} features, expected {k}")
     return 1 if d == 1 else dim(x, 0)
+
+
+cdef inline int _layer(cnp.ndarray w, str w_what, cnp.ndarray b, str b_what, cnp.ndarray x,
+                       cnp.ndarray y, str y_what, int *n, int *k) except -1:
+    """Sizes of a Linear call: w (m, k), b (m,) or None, x (k,) or (n, k) and y (m,) or
+    (n, m) alike; return m."""
+    ndim(w, w_what, 2, 2)
+    cdef int m = dim(w, 0)
+    k[0] = dim(w, 1)
+    if b is not None:
+        vector_of(b, b_what, m)
+    n[0] = _rows(x, "input", k[0])
+    rows_of(y, y_what, cnp.PyArray_NDIM(x), n[0], m)
+    return m
 
 
 # OpenBLAS core types by the kernels they run; the rule of the transposed forward is chosen by
@@ -169,16 +187,9 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray b = None if bias is None else array(bias, "bias", t, False)
-    ndim(w, "weight", 2, 2)
-    cdef int m = dim(w, 0), k = dim(w, 1)
-    if b is not None:
-        vector_of(b, "bias", m)
-    cdef int n = _rows(x, "input", k)
-    rows_of(y, "output", cnp.PyArray_NDIM(x), n, m)
-    disjoint(y, "output", x, "input")
-    disjoint(y, "output", w, "weight")
-    disjoint(y, "output", b, "bias")
+    cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
+    cdef int n, k, m = _layer(w, "weight", b, "bias", x, y, "output", &n, &k)
+    disjoint_from(y, "output", x, "input", w, "weight", b, "bias")
     cdef cnp.ndarray s = None
     if transposed is None:
         transposed = scratch is not None and cnp.PyArray_NDIM(x) == 2 and _transposes(t, n, k, m)
@@ -194,22 +205,14 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
         if dim(s, 0) < <Py_ssize_t> n * m:
             raise ValueError(f"scratch has {dim(s, 0)} elements, the transposed forward "
                              f"needs {n * m}")
-        for other, what in ((y, "output"), (x, "input"), (w, "weight"), (b, "bias")):
-            disjoint(s, "scratch", other, what)
-    cdef void *bp = NULL if b is None else cnp.PyArray_DATA(b)
-    if s is not None:
-        with nogil:
-            _update_output_t(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                             <float *> cnp.PyArray_DATA(w), <float *> bp,
-                             <float *> cnp.PyArray_DATA(s), n, k, m)
-    elif t == cnp.NPY_FLOAT32:
-        with nogil:
-            _update_output(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                           <float *> cnp.PyArray_DATA(w), <float *> bp, n, k, m)
-    else:
-        with nogil:
-            _update_output(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                           <double *> cnp.PyArray_DATA(w), <double *> bp, n, k, m)
+        disjoint_from(s, "scratch", y, "output", x, "input", w, "weight", b, "bias")
+    with nogil:
+        if s is not None:
+            _update_output_t(f32(x), f32(y), f32(w), f32(b), f32(s), n, k, m)
+        elif t == cnp.NPY_FLOAT32:
+            _update_output(f32(x), f32(y), f32(w), f32(b), n, k, m)
+        else:
+            _update_output(f64(x), f64(y), f64(w), f64(b), n, k, m)
 
 
 cdef void _update_output(const floating *x, floating *y, const floating *w,
@@ -255,21 +258,14 @@ def linear_update_grad_input(input, grad_output, grad_input, weight):
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
-    ndim(w, "weight", 2, 2)
-    cdef int m = dim(w, 0), k = dim(w, 1)
-    cdef int n = _rows(x, "input", k)
-    rows_of(go, "gradOutput", cnp.PyArray_NDIM(x), n, m)
+    cdef int n, k, m = _layer(w, "weight", None, None, x, go, "gradOutput", &n, &k)
     rows_of(gi, "gradInput", cnp.PyArray_NDIM(x), n, k)
-    disjoint(gi, "gradInput", go, "gradOutput")
-    disjoint(gi, "gradInput", w, "weight")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _update_grad_input(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi),
-                               <float *> cnp.PyArray_DATA(w), n, k, m)
-    else:
-        with nogil:
-            _update_grad_input(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi),
-                               <double *> cnp.PyArray_DATA(w), n, k, m)
+    disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _update_grad_input(f32(go), f32(gi), f32(w), n, k, m)
+        else:
+            _update_grad_input(f64(go), f64(gi), f64(w), n, k, m)
 
 
 cdef void _update_grad_input(const floating *go, floating *gi, const floating *w,
@@ -294,29 +290,16 @@ def linear_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
     cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray gb = None if grad_bias is None else array(grad_bias, "gradBias", t, True)
-    ndim(gw, "gradWeight", 2, 2)
-    cdef int m = dim(gw, 0), k = dim(gw, 1)
-    if gb is not None:
-        vector_of(gb, "gradBias", m)
-    cdef int n = _rows(x, "input", k)
-    rows_of(go, "gradOutput", cnp.PyArray_NDIM(x), n, m)
-    disjoint(gw, "gradWeight", x, "input")
-    disjoint(gw, "gradWeight", go, "gradOutput")
-    disjoint(gw, "gradWeight", gb, "gradBias")
-    disjoint(gb, "gradBias", x, "input")
-    disjoint(gb, "gradBias", go, "gradOutput")
-    cdef void *gbp = NULL if gb is None else cnp.PyArray_DATA(gb)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _acc_grad_parameters(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                                 <float *> cnp.PyArray_DATA(gw), <float *> gbp,
-                                 <float> scale_w, <float> scale_b, n, k, m)
-    else:
-        with nogil:
-            _acc_grad_parameters(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                                 <double *> cnp.PyArray_DATA(gw), <double *> gbp,
-                                 scale_w, scale_b, n, k, m)
+    cdef cnp.ndarray gb = array_or_none(grad_bias, "gradBias", t, True)
+    cdef int n, k, m = _layer(gw, "gradWeight", gb, "gradBias", x, go, "gradOutput", &n, &k)
+    disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
+    disjoint_from(gb, "gradBias", x, "input", go, "gradOutput")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_grad_parameters(f32(x), f32(go), f32(gw), f32(gb), <float> scale_w,
+                                 <float> scale_b, n, k, m)
+        else:
+            _acc_grad_parameters(f64(x), f64(go), f64(gw), f64(gb), scale_w, scale_b, n, k, m)
 
 
 cdef void _acc_grad_parameters(const floating *x, const floating *go, floating *gw,

@@ -2,7 +2,7 @@
 
 Every input is seen as (outer, channels, inner): the statistic of a channel runs over outer
 and inner. Sums accumulate in double whatever the dtype. The batch-normalisation and LRN loops
-are in _vecmath.h (vectorised partial sums; features run a block of channels along each row;
+are in vecmath.h (vectorised partial sums; features run a block of channels along each row;
 LRN slides its window over a block of neighbouring positions at once).
 """
 
@@ -11,12 +11,10 @@ from libc.float cimport DBL_MAX
 from libc.math cimport sqrt, pow, fabs
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, ndim, vector_of, shape_is, disjoint
-from engine._vecmath cimport (
-    pm_bn_forward_f32, pm_bn_forward_f64, pm_bn_backward_f32, pm_bn_backward_f64, pm_bn_acc_f32,
-    pm_bn_acc_f64, pm_lrn_forward_f32, pm_lrn_forward_f64, pm_lrn_backward_f32,
-    pm_lrn_backward_f64,
+from engine._check cimport (
+    shape, float_type, array, f32, f64, ndim, vector_of, shape_is, disjoint, disjoint_from,
 )
+from engine.vecmath cimport pm_bn_fwd, pm_bn_bwd, pm_bn_acc, pm_lrn_fwd, pm_lrn_bwd
 
 cnp.import_array()
 
@@ -53,6 +51,21 @@ cdef int _bn_layout(cnp.ndarray x, int layout, bint train, Py_ssize_t c_expected
     return 0
 
 
+cdef cnp.ndarray _bn_input(object input, int t, int layout, bint train, Py_ssize_t c,
+                           Py_ssize_t *outer, Py_ssize_t *ch, Py_ssize_t *inner):
+    """The input of a batch normalisation, its (outer, channels, inner) sizes filled."""
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    _bn_layout(x, layout, train, c, outer, ch, inner)
+    return x
+
+
+cdef cnp.ndarray _shaped_like(object obj, str what, int t, bint writeable, cnp.ndarray x):
+    """An array of type ``t`` shaped like ``x``."""
+    cdef cnp.ndarray a = array(obj, what, t, writeable)
+    shape_is(a, what, shape(x))
+    return a
+
+
 cdef cnp.ndarray _vec(object obj, str what, int t, bint writeable, Py_ssize_t c):
     if obj is None:
         return None
@@ -62,6 +75,7 @@ cdef cnp.ndarray _vec(object obj, str what, int t, bint writeable, Py_ssize_t c)
 
 
 cdef inline void *_ptr(cnp.ndarray a):
+    """The data of an optional array; NULL for None."""
     return NULL if a is None else cnp.PyArray_DATA(a)
 
 
@@ -83,45 +97,25 @@ def batchnorm_update_output(input, output, weight, bias, running_mean, running_v
     cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, True, c)
     cdef cnp.ndarray w = _vec(weight, "weight", t, False, c)
     cdef cnp.ndarray b = _vec(bias, "bias", t, False, c)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t outer, ch, inner
-    _bn_layout(x, layout, train, c, &outer, &ch, &inner)
-    shape_is(y, "output", shape(x))
+    cdef cnp.ndarray x = _bn_input(input, t, layout, train, c, &outer, &ch, &inner)
+    cdef cnp.ndarray y = _shaped_like(output, "output", t, True, x)
     if train and outer * inner <= 1:
         raise ValueError(f"training needs more than one value per channel, got input shape "
                          f"{shape(x)}")
-    for other, what in ((x, "input"), (w, "weight"), (b, "bias"), (rm, "runningMean"),
-                        (rv, "runningVar"), (sm, "saveMean"), (si, "saveInvstd")):
-        disjoint(y, "output", other, what)
+    disjoint_from(y, "output", x, "input", w, "weight", b, "bias", rm, "runningMean",
+                  rv, "runningVar")
+    disjoint_from(y, "output", sm, "saveMean", si, "saveInvstd")
     if not 0 <= momentum <= 1:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
     cdef void *wp = _ptr(w)
     cdef void *bp = _ptr(b)
     if c == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_forward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                        <float *> wp, <float *> bp, <float *> cnp.PyArray_DATA(rm),
-                        <float *> cnp.PyArray_DATA(rv), <float *> cnp.PyArray_DATA(sm),
-                        <float *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
-    else:
-        with nogil:
-            _bn_forward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                        <double *> wp, <double *> bp, <double *> cnp.PyArray_DATA(rm),
-                        <double *> cnp.PyArray_DATA(rv), <double *> cnp.PyArray_DATA(sm),
-                        <double *> cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
-
-
-cdef inline void _bn_forward(const floating *x, floating *y, const floating *w,
-                             const floating *b, floating *rm, floating *rv, floating *sm,
-                             floating *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                             bint train, double momentum, double eps) noexcept nogil:
-    if floating is float:
-        pm_bn_forward_f32(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
-    else:
-        pm_bn_forward_f64(x, y, w, b, rm, rv, sm, si, outer, ch, inner, train, momentum, eps)
+    with nogil:
+        pm_bn_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), wp, bp,
+                  cnp.PyArray_DATA(rm), cnp.PyArray_DATA(rv), cnp.PyArray_DATA(sm),
+                  cnp.PyArray_DATA(si), outer, ch, inner, train, momentum, eps)
 
 
 def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mean,
@@ -136,41 +130,19 @@ def batchnorm_update_grad_input(input, grad_output, grad_input, weight, save_mea
     vector_of(sm, "saveMean", c)
     cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, False, c)
     cdef cnp.ndarray w = _vec(weight, "weight", t, False, c)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Py_ssize_t outer, ch, inner
-    _bn_layout(x, layout, train, c, &outer, &ch, &inner)
-    shape_is(go, "gradOutput", shape(x))
-    shape_is(gi, "gradInput", shape(x))
-    for other, what in ((x, "input"), (go, "gradOutput"), (w, "weight"), (sm, "saveMean"),
-                        (si, "saveInvstd")):
-        disjoint(gi, "gradInput", other, what)
+    cdef cnp.ndarray x = _bn_input(input, t, layout, train, c, &outer, &ch, &inner)
+    cdef cnp.ndarray go = _shaped_like(grad_output, "gradOutput", t, False, x)
+    cdef cnp.ndarray gi = _shaped_like(grad_input, "gradInput", t, True, x)
+    disjoint_from(gi, "gradInput", x, "input", go, "gradOutput", w, "weight", sm, "saveMean",
+                  si, "saveInvstd")
     cdef void *wp = _ptr(w)
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_backward(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                         <float *> cnp.PyArray_DATA(gi), <float *> wp,
-                         <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
-                         outer, ch, inner, train)
-    else:
-        with nogil:
-            _bn_backward(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                         <double *> cnp.PyArray_DATA(gi), <double *> wp,
-                         <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
-                         outer, ch, inner, train)
-
-
-cdef inline void _bn_backward(const floating *x, const floating *go, floating *gi,
-                              const floating *w, const floating *sm, const floating *si,
-                              Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
-                              bint train) noexcept nogil:
-    if floating is float:
-        pm_bn_backward_f32(x, go, gi, w, sm, si, outer, ch, inner, train)
-    else:
-        pm_bn_backward_f64(x, go, gi, w, sm, si, outer, ch, inner, train)
+    with nogil:
+        pm_bn_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                  cnp.PyArray_DATA(gi), wp, cnp.PyArray_DATA(sm), cnp.PyArray_DATA(si), outer,
+                  ch, inner, train)
 
 
 def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, save_mean,
@@ -183,40 +155,18 @@ def batchnorm_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, sa
     cdef cnp.ndarray gb = _vec(grad_bias, "gradBias", t, True, c)
     cdef cnp.ndarray sm = _vec(save_mean, "saveMean", t, False, c)
     cdef cnp.ndarray si = _vec(save_invstd, "saveInvstd", t, False, c)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t outer, ch, inner
-    _bn_layout(x, layout, False, c, &outer, &ch, &inner)
-    shape_is(go, "gradOutput", shape(x))
-    for other, what in ((x, "input"), (go, "gradOutput"), (gb, "gradBias")):
-        disjoint(gw, "gradWeight", other, what)
-    disjoint(gb, "gradBias", x, "input")
-    disjoint(gb, "gradBias", go, "gradOutput")
+    cdef cnp.ndarray x = _bn_input(input, t, layout, False, c, &outer, &ch, &inner)
+    cdef cnp.ndarray go = _shaped_like(grad_output, "gradOutput", t, False, x)
+    disjoint_from(gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
+    disjoint_from(gb, "gradBias", x, "input", go, "gradOutput")
     cdef void *gbp = _ptr(gb)
     if cnp.PyArray_SIZE(x) == 0 or (scale_w == 0 and scale_b == 0):
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _bn_acc(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                    <float *> cnp.PyArray_DATA(gw), <float *> gbp,
-                    <float *> cnp.PyArray_DATA(sm), <float *> cnp.PyArray_DATA(si),
-                    outer, ch, inner, scale_w, scale_b)
-    else:
-        with nogil:
-            _bn_acc(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                    <double *> cnp.PyArray_DATA(gw), <double *> gbp,
-                    <double *> cnp.PyArray_DATA(sm), <double *> cnp.PyArray_DATA(si),
-                    outer, ch, inner, scale_w, scale_b)
-
-
-cdef inline void _bn_acc(const floating *x, const floating *go, floating *gw, floating *gb,
-                         const floating *sm, const floating *si, Py_ssize_t outer,
-                         Py_ssize_t ch, Py_ssize_t inner, double scale_w,
-                         double scale_b) noexcept nogil:
-    if floating is float:
-        pm_bn_acc_f32(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
-    else:
-        pm_bn_acc_f64(x, go, gw, gb, sm, si, outer, ch, inner, scale_w, scale_b)
+    with nogil:
+        pm_bn_acc(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
+                  cnp.PyArray_DATA(gw), gbp, cnp.PyArray_DATA(sm), cnp.PyArray_DATA(si), outer,
+                  ch, inner, scale_w, scale_b)
 
 
 # -- Normalize --------------------------------------------------------------------------------
@@ -236,6 +186,17 @@ cdef int _lines(cnp.ndarray x, Py_ssize_t *outer, Py_ssize_t *n, Py_ssize_t *inn
     return 0
 
 
+cdef int _output_with(cnp.ndarray y, cnp.ndarray x, cnp.ndarray aux, str aux_what,
+                      tuple aux_shape) except -1:
+    """The output, shaped like the input, and a second array the forward writes (``aux``,
+    kept for the backward), none overlapping another."""
+    shape_is(y, "output", shape(x))
+    shape_is(aux, aux_what, aux_shape)
+    disjoint(y, "output", x, "input")
+    disjoint_from(aux, aux_what, x, "input", y, "output")
+    return 0
+
+
 def normalize_update_output(input, output, norm, double p, double eps):
     """output := input / ||input||_p along each line, ||x||_p = (sum |x|^p + eps)^(1/p), or
     max |x| + eps for p = inf (or DBL_MAX). ``norm`` (outer * inner,) receives the norms.
@@ -246,23 +207,16 @@ def normalize_update_output(input, output, norm, double p, double eps):
     cdef cnp.ndarray nm = array(norm, "norm", t, True)
     cdef Py_ssize_t outer, n, inner
     _lines(x, &outer, &n, &inner)
-    shape_is(y, "output", shape(x))
-    vector_of(nm, "norm", outer * inner)
-    disjoint(y, "output", x, "input")
-    disjoint(nm, "norm", x, "input")
-    disjoint(nm, "norm", y, "output")
+    _output_with(y, x, nm, "norm", (outer * inner,))
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _normalize(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                       <float *> cnp.PyArray_DATA(nm), outer, n, inner, p, eps)
-    else:
-        with nogil:
-            _normalize(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                       <double *> cnp.PyArray_DATA(nm), outer, n, inner, p, eps)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _normalize(f32(x), f32(y), f32(nm), outer, n, inner, p, eps)
+        else:
+            _normalize(f64(x), f64(y), f64(nm), outer, n, inner, p, eps)
 
 
 cdef inline double _abs_pow(double v, double p) noexcept nogil:
@@ -308,22 +262,16 @@ def normalize_update_grad_input(input, grad_output, grad_input, norm, double p):
     shape_is(go, "gradOutput", shape(x))
     shape_is(gi, "gradInput", shape(x))
     vector_of(nm, "norm", outer * inner)
-    for other, what in ((x, "input"), (go, "gradOutput"), (nm, "norm")):
-        disjoint(gi, "gradInput", other, what)
+    disjoint_from(gi, "gradInput", x, "input", go, "gradOutput", nm, "norm")
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _normalize_grad(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(go),
-                            <float *> cnp.PyArray_DATA(gi), <float *> cnp.PyArray_DATA(nm),
-                            outer, n, inner, p)
-    else:
-        with nogil:
-            _normalize_grad(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(go),
-                            <double *> cnp.PyArray_DATA(gi), <double *> cnp.PyArray_DATA(nm),
-                            outer, n, inner, p)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _normalize_grad(f32(x), f32(go), f32(gi), f32(nm), outer, n, inner, p)
+        else:
+            _normalize_grad(f64(x), f64(go), f64(gi), f64(nm), outer, n, inner, p)
 
 
 cdef void _normalize_grad(const floating *x, const floating *go, floating *gi,
@@ -384,32 +332,14 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
     cdef cnp.ndarray sc = array(scale, "scale", t, True)
     cdef Py_ssize_t outer, ch, inner
     _images(x, &outer, &ch, &inner)
-    shape_is(y, "output", shape(x))
-    shape_is(sc, "scale", shape(x))
-    disjoint(y, "output", x, "input")
-    disjoint(sc, "scale", x, "input")
-    disjoint(sc, "scale", y, "output")
+    _output_with(y, x, sc, "scale", shape(x))
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be odd and positive, got {size}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _lrn(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                 <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
-    else:
-        with nogil:
-            _lrn(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                 <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
-
-
-cdef inline void _lrn(const floating *x, floating *y, floating *sc, Py_ssize_t outer,
-                      Py_ssize_t ch, Py_ssize_t inner, int size, double alpha, double beta,
-                      double k) noexcept nogil:
-    if floating is float:
-        pm_lrn_forward_f32(x, y, sc, outer, ch, inner, size, alpha, beta, k)
-    else:
-        pm_lrn_forward_f64(x, y, sc, outer, ch, inner, size, alpha, beta, k)
+    with nogil:
+        pm_lrn_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                   cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
 
 
 def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
@@ -428,29 +358,12 @@ def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int siz
     cdef tuple s = shape(x)
     for a, what in ((y, "output"), (go, "gradOutput"), (gi, "gradInput"), (sc, "scale")):
         shape_is(a, what, s)
-    for a, what in ((x, "input"), (y, "output"), (go, "gradOutput"), (sc, "scale")):
-        disjoint(gi, "gradInput", a, what)
+    disjoint_from(gi, "gradInput", x, "input", y, "output", go, "gradOutput", sc, "scale")
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be odd and positive, got {size}")
     if cnp.PyArray_SIZE(x) == 0:
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _lrn_grad(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                      <float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(gi),
-                      <float *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
-    else:
-        with nogil:
-            _lrn_grad(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                      <double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(gi),
-                      <double *> cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta)
-
-
-cdef inline void _lrn_grad(const floating *x, const floating *y, const floating *go,
-                           floating *gi, const floating *sc, Py_ssize_t outer, Py_ssize_t ch,
-                           Py_ssize_t inner, int size, double alpha,
-                           double beta) noexcept nogil:
-    if floating is float:
-        pm_lrn_backward_f32(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
-    else:
-        pm_lrn_backward_f64(x, y, go, gi, sc, outer, ch, inner, size, alpha, beta)
+    with nogil:
+        pm_lrn_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y),
+                   cnp.PyArray_DATA(go), cnp.PyArray_DATA(gi), cnp.PyArray_DATA(sc), outer, ch,
+                   inner, size, alpha, beta)

@@ -7,11 +7,10 @@ caller computes.
 """
 
 cimport numpy as cnp
-from numpy cimport PyArray_DATA as _data
 from libc.math cimport fabs, sqrt
 
 from engine.blas cimport floating, dot, scal
-from engine._check cimport float_type, array, vector_of, disjoint, shape
+from engine._check cimport float_type, array, f32, f64, vector_of, disjoint, shape
 
 cnp.import_array()
 
@@ -21,6 +20,13 @@ cdef cnp.ndarray _param(object x, int t):
     if cnp.PyArray_NDIM(a) != 1:
         raise ValueError(f"x must be the flat 1-D parameter vector, got shape {shape(a)}")
     return a
+
+
+cdef cnp.ndarray _grad(object grad, cnp.ndarray x, int t):
+    """The gradient: a vector as long as x, of its dtype, sharing no memory with it."""
+    cdef cnp.ndarray g = _like(grad, "grad", x, t, False, (), ())
+    disjoint(x, "x", g, "grad")
+    return g
 
 
 cdef cnp.ndarray _like(object obj, str what, cnp.ndarray x, int t, bint writeable,
@@ -43,23 +49,20 @@ def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double
     """
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray b = None
     if momentum != 0:
         if momentum_buffer is None:
             raise ValueError("momentum != 0 needs a momentum buffer")
         b = _like(momentum_buffer, "momentum buffer", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    cdef void *bp = NULL if b is None else _data(b)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _sgd(<float *> _data(xa), <float *> _data(g), <float *> bp, n, clr, weight_decay,
-                 momentum, dampening, nesterov, first)
-    else:
-        with nogil:
-            _sgd(<double *> _data(xa), <double *> _data(g), <double *> bp, n, clr, weight_decay,
-                 momentum, dampening, nesterov, first)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _sgd(f32(xa), f32(g), f32(b), n, clr, weight_decay, momentum, dampening, nesterov,
+                 first)
+        else:
+            _sgd(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, dampening, nesterov,
+                 first)
 
 
 cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, double clr,
@@ -101,21 +104,15 @@ def adam_update(x, grad, m, v, double step, double beta1, double beta2, double e
     """
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray ma = _like(m, "m", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.ndarray va = _like(v, "v", xa, t, True, (xa, g, ma), ("x", "grad", "m"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _adam(<float *> _data(xa), <float *> _data(g), <float *> _data(ma),
-                  <float *> _data(va), n,
-                  step, beta1, beta2, eps, decay)
-    else:
-        with nogil:
-            _adam(<double *> _data(xa), <double *> _data(g), <double *> _data(ma),
-                  <double *> _data(va), n,
-                  step, beta1, beta2, eps, decay)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _adam(f32(xa), f32(g), f32(ma), f32(va), n, step, beta1, beta2, eps, decay)
+        else:
+            _adam(f64(xa), f64(g), f64(ma), f64(va), n, step, beta1, beta2, eps, decay)
 
 
 cdef void _adam(floating *x, const floating *g, floating *m, floating *v, cnp.npy_intp n,
@@ -135,18 +132,14 @@ def adagrad_update(x, grad, variance, double clr, double weight_decay, double ep
     """var += g^2; x -= clr * g / (sqrt(var) + eps), with g = grad + weight_decay * x."""
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray va = _like(variance, "variance", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _adagrad(<float *> _data(xa), <float *> _data(g), <float *> _data(va), n, clr,
-                     weight_decay, eps)
-    else:
-        with nogil:
-            _adagrad(<double *> _data(xa), <double *> _data(g), <double *> _data(va), n, clr,
-                     weight_decay, eps)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _adagrad(f32(xa), f32(g), f32(va), n, clr, weight_decay, eps)
+        else:
+            _adagrad(f64(xa), f64(g), f64(va), n, clr, weight_decay, eps)
 
 
 cdef void _adagrad(floating *x, const floating *g, floating *var, cnp.npy_intp n, double clr,
@@ -164,19 +157,14 @@ def rmsprop_update(x, grad, mean_square, double clr, double decay_rate, double e
     """ms := rho ms + (1 - rho) g^2; x -= clr * g / (sqrt(ms) + eps)."""
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray ms = _like(mean_square, "meanSquare", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _rmsprop(<float *> _data(xa), <float *> _data(g), <float *> _data(ms), n, clr,
-                     decay_rate, eps)
-    else:
-        with nogil:
-            _rmsprop(<double *> _data(xa), <double *> _data(g), <double *> _data(ms), n, clr,
-                     decay_rate,
-                     eps)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _rmsprop(f32(xa), f32(g), f32(ms), n, clr, decay_rate, eps)
+        else:
+            _rmsprop(f64(xa), f64(g), f64(ms), n, clr, decay_rate, eps)
 
 
 cdef void _rmsprop(floating *x, const floating *g, floating *ms, cnp.npy_intp n, double clr,
@@ -195,22 +183,16 @@ def adadelta_update(x, grad, mean_square, mean_delta, double clr, double decay_r
     md := rho md + (1 - rho) d^2."""
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray ms = _like(mean_square, "meanSquare", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.ndarray md = _like(mean_delta, "meanDelta", xa, t, True, (xa, g, ms),
                                 ("x", "grad", "meanSquare"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _adadelta(<float *> _data(xa), <float *> _data(g), <float *> _data(ms),
-                      <float *> _data(md), n,
-                      clr, decay_rate, eps)
-    else:
-        with nogil:
-            _adadelta(<double *> _data(xa), <double *> _data(g), <double *> _data(ms),
-                      <double *> _data(md),
-                      n, clr, decay_rate, eps)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _adadelta(f32(xa), f32(g), f32(ms), f32(md), n, clr, decay_rate, eps)
+        else:
+            _adadelta(f64(xa), f64(g), f64(ms), f64(md), n, clr, decay_rate, eps)
 
 
 cdef void _adadelta(floating *x, const floating *g, floating *ms, floating *md, cnp.npy_intp n,
@@ -231,21 +213,15 @@ def adamax_update(x, grad, m, u, double step, double beta1, double beta2, double
     step = clr / (1 - beta1^t)."""
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _like(grad, "grad", xa, t, False, (), ())
-    disjoint(xa, "x", g, "grad")
+    cdef cnp.ndarray g = _grad(grad, xa, t)
     cdef cnp.ndarray ma = _like(m, "m", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.ndarray ua = _like(u, "u", xa, t, True, (xa, g, ma), ("x", "grad", "m"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _adamax(<float *> _data(xa), <float *> _data(g), <float *> _data(ma),
-                    <float *> _data(ua), n,
-                    step, beta1, beta2, eps)
-    else:
-        with nogil:
-            _adamax(<double *> _data(xa), <double *> _data(g), <double *> _data(ma),
-                    <double *> _data(ua), n,
-                    step, beta1, beta2, eps)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _adamax(f32(xa), f32(g), f32(ma), f32(ua), n, step, beta1, beta2, eps)
+        else:
+            _adamax(f64(xa), f64(g), f64(ma), f64(ua), n, step, beta1, beta2, eps)
 
 
 cdef void _adamax(floating *x, const floating *g, floating *m, floating *u, cnp.npy_intp n,
@@ -273,12 +249,11 @@ def clip_constant(grad, double min_value, double max_value):
     if min_value > max_value:
         raise ValueError(f"clipping range [{min_value}, {max_value}] is empty")
     cdef cnp.npy_intp n = cnp.PyArray_SIZE(g)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _clip(<float *> _data(g), n, min_value, max_value)
-    else:
-        with nogil:
-            _clip(<double *> _data(g), n, min_value, max_value)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _clip(f32(g), n, min_value, max_value)
+        else:
+            _clip(f64(g), n, min_value, max_value)
 
 
 cdef void _clip(floating *g, cnp.npy_intp n, double lo, double hi) noexcept nogil:
@@ -302,12 +277,11 @@ def clip_l2_norm(grad, double max_norm):
         raise ValueError(f"grad of {n} elements exceeds the BLAS limit")
     if n == 0:
         return 0.0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            norm = _clip_norm(<float *> _data(g), <int> n, max_norm)
-    else:
-        with nogil:
-            norm = _clip_norm(<double *> _data(g), <int> n, max_norm)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            norm = _clip_norm(f32(g), <int> n, max_norm)
+        else:
+            norm = _clip_norm(f64(g), <int> n, max_norm)
     return norm
 
 

@@ -10,10 +10,21 @@ cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, ndim, dim, shape_is, disjoint
-from engine._geometry cimport out_size
+from engine._check cimport (
+    shape, float_type, array, f32, f64, ndim, dim, shape_is, disjoint, disjoint_from,
+)
+from engine._geometry cimport out_size, window_positions
 
 cnp.import_array()
+
+
+def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
+                bint ceil_mode=False):
+    """Window positions along an axis of ``size``; 0 if none fits (as conv.output_size).
+
+    ``pad = -1`` is SAME padding; ``ceil_mode`` counts a last partial window.
+    """
+    return window_positions(size, kernel, stride, pad, dilation, ceil_mode)
 
 
 cdef struct Pool:
@@ -61,13 +72,14 @@ cdef tuple _pooled_shape(cnp.ndarray x, const Pool *p):
     return _lead(x) + (p.oH, p.oW)
 
 
-cdef inline void *_p(cnp.ndarray a) noexcept nogil:
-    return cnp.PyArray_DATA(a)
+cdef inline cnp.npy_intp *_indices(cnp.ndarray a) noexcept nogil:
+    """The data of a checked intp array of indices."""
+    return <cnp.npy_intp *> cnp.PyArray_DATA(a)
 
 
 cdef int _index_range(cnp.ndarray idx, Py_ssize_t bound) except -1:
     """Every index lies in [0, bound): backward writes through them."""
-    cdef cnp.npy_intp *i = <cnp.npy_intp *> cnp.PyArray_DATA(idx)
+    cdef cnp.npy_intp *i = _indices(idx)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), j
     cdef bint bad = False
     with nogil:
@@ -98,14 +110,12 @@ def max_pool_update_output(input, output, indices, int kernel_w, int kernel_h, i
     shape_is(y, "output", _pooled_shape(x, &p))
     shape_is(idx, "indices", _pooled_shape(x, &p))
     disjoint(y, "output", x, "input")
-    disjoint(idx, "indices", x, "input")
-    disjoint(idx, "indices", y, "output")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _max_forward(<float *> _p(x), <float *> _p(y), <cnp.npy_intp *> _p(idx), &p)
-    else:
-        with nogil:
-            _max_forward(<double *> _p(x), <double *> _p(y), <cnp.npy_intp *> _p(idx), &p)
+    disjoint_from(idx, "indices", x, "input", y, "output")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _max_forward(f32(x), f32(y), _indices(idx), &p)
+        else:
+            _max_forward(f64(x), f64(y), _indices(idx), &p)
 
 
 cdef extern from *:
@@ -156,7 +166,7 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
     # random data a branch per tap is a coin toss: the branchy per-window loop took 1140 us
     # on (64, 6, 24, 24) float32 (torch 1170 us), this one 480 us (the same per-window loop
     # with masks: 540 us, its chain of dependent taps is the limit).
-    cdef Py_ssize_t c
+    cdef Py_ssize_t _plane
     cdef int oy, ox, j, h0, h1, iy, ix, w0, lo, hi
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef const floating *row
@@ -164,7 +174,7 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
     cdef cnp.npy_intp *ir
     cdef floating m, v
     cdef cnp.npy_intp take
-    for c in range(p.planes):
+    for _plane in range(p.planes):
         for oy in range(p.oH):
             h0 = oy * p.sH - p.pT
             h1 = min(h0 + p.kH, p.H)
@@ -199,41 +209,63 @@ def max_pool_update_grad_input(input, grad_output, grad_input, indices):
 
     (N, C, oH, oW) -> (N, C, H, W), shaped like input; indices as from max_pool_update_output.
     """
+    _max_backward(input, grad_output, grad_input, indices, False)
+
+
+cdef int _max_backward(input, grad_output, grad_input, indices, bint temporal) except -1:
+    """The backward of spatial or ``temporal`` max pooling: check, then _scatter_back."""
     cdef int t = float_type(grad_input, "gradInput")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
-    cdef int nd = ndim(x, "input", 3, 4)
-    if cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x):
+    cdef int nd = ndim(x, "input", 2 + (not temporal), 3 + (not temporal))
+    if temporal and (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)
+                     or dim(go, nd - 1) != dim(x, nd - 1)):
+        raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
+                         f"(outputFrames, {dim(x, nd - 1)})")
+    if not temporal and (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)):
         raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
                          f"(outputHeight, outputWidth)")
     shape_is(idx, "indices", shape(go))
     shape_is(gi, "gradInput", shape(x))
-    disjoint(gi, "gradInput", go, "gradOutput")
-    disjoint(gi, "gradInput", idx, "indices")
-    cdef int H = dim(x, nd - 2), W = dim(x, nd - 1)
-    _index_range(idx, <Py_ssize_t> H * W)
-    cdef Py_ssize_t planes = cnp.PyArray_SIZE(x) // (<Py_ssize_t> H * W) if H and W else 0
-    cdef size_t out = <size_t> dim(go, nd - 2) * dim(go, nd - 1)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _scatter(<float *> _p(go), <float *> _p(gi), <cnp.npy_intp *> _p(idx), planes,
-                     <size_t> H * W, out, 1, 1)
+    disjoint_from(gi, "gradInput", go, "gradOutput", idx, "indices")
+    cdef int H = dim(x, nd - 2), W = dim(x, nd - 1)   # temporal: frames, channels
+    cdef Py_ssize_t blocks
+    if temporal:
+        _index_range(idx, H)
+        blocks = (dim(x, 0) if nd == 3 else 1) if W else 0
+        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W, <size_t> dim(go, nd - 2) * W,
+                      W, W)
     else:
-        with nogil:
-            _scatter(<double *> _p(go), <double *> _p(gi), <cnp.npy_intp *> _p(idx), planes,
-                     <size_t> H * W, out, 1, 1)
+        _index_range(idx, <Py_ssize_t> H * W)
+        blocks = cnp.PyArray_SIZE(x) // (<Py_ssize_t> H * W) if H and W else 0
+        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W,
+                      <size_t> dim(go, nd - 2) * dim(go, nd - 1), 1, 1)
+    return 0
+
+
+cdef void _scatter_back(int t, cnp.ndarray go, cnp.ndarray gi, cnp.ndarray idx,
+                        Py_ssize_t blocks, size_t in_block, size_t out_block, size_t stride,
+                        size_t lanes) noexcept:
+    """The backward of a max pooling, on checked arguments: _scatter of t's type."""
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _scatter(f32(go), f32(gi), _indices(idx), blocks, in_block, out_block, stride,
+                     lanes)
+        else:
+            _scatter(f64(go), f64(gi), _indices(idx), blocks, in_block, out_block, stride,
+                     lanes)
 
 
 cdef void _scatter(const floating *go, floating *gi, const cnp.npy_intp *idx,
                    Py_ssize_t blocks, size_t in_block, size_t out_block, size_t stride,
                    size_t lanes) noexcept nogil:
     """gi[block][idx[j] * stride + j % lanes] += go[block][j], gi zeroed first."""
-    cdef Py_ssize_t c
+    cdef Py_ssize_t _block
     cdef size_t j
     memset(gi, 0, blocks * in_block * sizeof(floating))
-    for c in range(blocks):
+    for _block in range(blocks):
         if lanes == 1:
             for j in range(out_block):
                 gi[idx[j]] += go[j]
@@ -262,12 +294,7 @@ def avg_pool_update_output(input, output, int kernel_w, int kernel_h, int stride
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
     shape_is(y, "output", _pooled_shape(x, &p))
     disjoint(y, "output", x, "input")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _avg(<float *> _p(x), <float *> _p(y), &p, count_include_pad, divide, False)
-    else:
-        with nogil:
-            _avg(<double *> _p(x), <double *> _p(y), &p, count_include_pad, divide, False)
+    _avg_of(t, x, y, &p, count_include_pad, divide, False)
 
 
 def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int kernel_h,
@@ -283,24 +310,29 @@ def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int
     shape_is(go, "gradOutput", _pooled_shape(x, &p))
     shape_is(gi, "gradInput", shape(x))
     disjoint(gi, "gradInput", go, "gradOutput")
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _avg(<float *> _p(gi), <float *> _p(go), &p, count_include_pad, divide, True)
-    else:
-        with nogil:
-            _avg(<double *> _p(gi), <double *> _p(go), &p, count_include_pad, divide, True)
+    _avg_of(t, gi, go, &p, count_include_pad, divide, True)
+
+
+cdef void _avg_of(int t, cnp.ndarray x, cnp.ndarray y, const Pool *p, bint include_pad,
+                  bint divide, bint adjoint) noexcept:
+    """_avg of t's type on checked arguments."""
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _avg(f32(x), f32(y), p, include_pad, divide, adjoint)
+        else:
+            _avg(f64(x), f64(y), p, include_pad, divide, adjoint)
 
 
 cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint divide,
                bint adjoint) noexcept nogil:
     """y := window means of x; or, ``adjoint``, x := the transpose applied to y."""
-    cdef Py_ssize_t c
+    cdef Py_ssize_t _plane
     cdef int oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix, count
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef floating s, scale = p.kH * p.kW if not divide else 1
     if adjoint:
         memset(x, 0, p.planes * plane * sizeof(floating))
-    for c in range(p.planes):
+    for _plane in range(p.planes):
         for oy in range(p.oH):
             h0 = oy * p.sH - p.pT
             h1 = min(h0 + p.kH, p.H + p.pB)
@@ -357,17 +389,13 @@ def temporal_max_pool_update_output(input, output, indices, int kernel_w, int st
     shape_is(y, "output", expected)
     shape_is(idx, "indices", expected)
     disjoint(y, "output", x, "input")
-    disjoint(idx, "indices", x, "input")
-    disjoint(idx, "indices", y, "output")
+    disjoint_from(idx, "indices", x, "input", y, "output")
     cdef int n = dim(x, 0) if nd == 3 else 1, T = dim(x, nd - 2), C = dim(x, nd - 1)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _temporal_max(<float *> _p(x), <float *> _p(y), <cnp.npy_intp *> _p(idx),
-                          n, T, C, To, kernel_w, stride_w)
-    else:
-        with nogil:
-            _temporal_max(<double *> _p(x), <double *> _p(y), <cnp.npy_intp *> _p(idx),
-                          n, T, C, To, kernel_w, stride_w)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _temporal_max(f32(x), f32(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
+        else:
+            _temporal_max(f64(x), f64(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
 
 
 cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, int n, int T, int C,
@@ -396,31 +424,4 @@ cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, int n
 
 def temporal_max_pool_update_grad_input(input, grad_output, grad_input, indices):
     """grad_input[indices[t, c], c] += grad_output[t, c], from zero (shape of input)."""
-    cdef int t = float_type(grad_input, "gradInput")
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
-    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
-    cdef int nd = ndim(x, "input", 2, 3)
-    if (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)
-            or dim(go, nd - 1) != dim(x, nd - 1)):
-        raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
-                         f"(outputFrames, {dim(x, nd - 1)})")
-    shape_is(idx, "indices", shape(go))
-    shape_is(gi, "gradInput", shape(x))
-    disjoint(gi, "gradInput", go, "gradOutput")
-    disjoint(gi, "gradInput", idx, "indices")
-    cdef int T = dim(x, nd - 2), C = dim(x, nd - 1)
-    _index_range(idx, T)
-    cdef Py_ssize_t n = dim(x, 0) if nd == 3 else 1
-    cdef size_t out = <size_t> dim(go, nd - 2) * C
-    if C == 0:
-        n = 0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _scatter(<float *> _p(go), <float *> _p(gi), <cnp.npy_intp *> _p(idx), n,
-                     <size_t> T * C, out, C, C)
-    else:
-        with nogil:
-            _scatter(<double *> _p(go), <double *> _p(gi), <cnp.npy_intp *> _p(idx), n,
-                     <size_t> T * C, out, C, C)
+    _max_backward(input, grad_output, grad_input, indices, True)

@@ -3,7 +3,7 @@
 cimport numpy as cnp
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, shape_is, disjoint
+from engine._check cimport shape, float_type, array, f32, f64, shape_is, disjoint
 
 cnp.import_array()
 
@@ -18,14 +18,11 @@ def acc_regularization(weight, grad_weight, double l1, double l2, double scale):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(w)
     if scale == 0 or (l1 == 0 and l2 == 0):
         return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _acc_regularization(<float *> cnp.PyArray_DATA(w), <float *> cnp.PyArray_DATA(g),
-                                <float> (scale * l1), <float> (scale * l2), n)
-    else:
-        with nogil:
-            _acc_regularization(<double *> cnp.PyArray_DATA(w), <double *> cnp.PyArray_DATA(g),
-                                scale * l1, scale * l2, n)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_regularization(f32(w), f32(g), <float> (scale * l1), <float> (scale * l2), n)
+        else:
+            _acc_regularization(f64(w), f64(g), scale * l1, scale * l2, n)
 
 
 cdef void _acc_regularization(const floating *w, floating *g, floating a1, floating a2,

@@ -4,17 +4,14 @@ Torch's layout: the function runs along the features of a vector (n,) or a batch
 along the channels of an image (c, h, w) or a batch of images (b, c, h, w): the input is seen
 as (outer, n, inner) and each of the outer * inner lines of n values, stride inner, is one
 distribution. LogSoftMax takes a vector or a batch only, as in BigDL. The loops (vectorised exp,
-rows in passes of max / exp / sum / scale, channel lines in contiguous blocks) are in
-_vecmath.h.
+rows in passes of max / exp / sum / scale, channel lines in contiguous blocks) are
+pm_softmax_fwd and pm_softmax_bwd of vecmath.h.
 """
 
 cimport numpy as cnp
 
-from engine.blas cimport floating
 from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
-from engine._vecmath cimport (
-    pm_softmax_f32, pm_softmax_f64, pm_softmax_grad_f32, pm_softmax_grad_f64,
-)
+from engine.vecmath cimport pm_softmax_fwd, pm_softmax_bwd
 
 cnp.import_array()
 
@@ -39,52 +36,28 @@ def softmax_update_output(input, output, bint negate):
 
     (n,), (b, n), (c, h, w), (b, c, h, w); SoftMin is SoftMax with ``negate``.
     """
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef Py_ssize_t outer, n, inner
-    _layout(x, 4, &outer, &n, &inner)
-    shape_is(y, "output", shape(x))
-    disjoint(y, "output", x, "input")
-    if cnp.PyArray_SIZE(x) == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _softmax(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                     outer, n, inner, negate, False)
-    else:
-        with nogil:
-            _softmax(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                     outer, n, inner, negate, False)
+    _update_output(input, output, 4, negate, False)
 
 
 def log_softmax_update_output(input, output):
     """output := x - max(x) - log(sum(exp(x - max(x)))) along the features of (n,) or (b, n)."""
+    _update_output(input, output, 2, False, True)
+
+
+cdef int _update_output(input, output, int max_dims, bint negate, bint take_log) except -1:
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef Py_ssize_t outer, n, inner
-    _layout(x, 2, &outer, &n, &inner)
+    _layout(x, max_dims, &outer, &n, &inner)
     shape_is(y, "output", shape(x))
     disjoint(y, "output", x, "input")
     if cnp.PyArray_SIZE(x) == 0:
-        return
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _softmax(<float *> cnp.PyArray_DATA(x), <float *> cnp.PyArray_DATA(y),
-                     outer, n, inner, False, True)
-    else:
-        with nogil:
-            _softmax(<double *> cnp.PyArray_DATA(x), <double *> cnp.PyArray_DATA(y),
-                     outer, n, inner, False, True)
-
-
-cdef inline void _softmax(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t n,
-                          Py_ssize_t inner, bint negate, bint take_log) noexcept nogil:
-    if floating is float:
-        pm_softmax_f32(x, y, outer, n, inner, -1 if negate else 1, take_log)
-    else:
-        pm_softmax_f64(x, y, outer, n, inner, -1 if negate else 1, take_log)
+        return 0
+    with nogil:
+        pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), outer, n,
+                       inner, -1 if negate else 1, take_log)
+    return 0
 
 
 def softmax_update_grad_input(output, grad_output, grad_input, bint negate):
@@ -111,21 +84,7 @@ cdef int _grad_input(output, grad_output, grad_input, int max_dims, bint negate,
     disjoint(gi, "gradInput", go, "gradOutput")
     if cnp.PyArray_SIZE(y) == 0:
         return 0
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            _softmax_grad(<float *> cnp.PyArray_DATA(y), <float *> cnp.PyArray_DATA(go),
-                          <float *> cnp.PyArray_DATA(gi), outer, n, inner, negate, take_log)
-    else:
-        with nogil:
-            _softmax_grad(<double *> cnp.PyArray_DATA(y), <double *> cnp.PyArray_DATA(go),
-                          <double *> cnp.PyArray_DATA(gi), outer, n, inner, negate, take_log)
+    with nogil:
+        pm_softmax_bwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(y), cnp.PyArray_DATA(go),
+                       cnp.PyArray_DATA(gi), outer, n, inner, -1 if negate else 1, take_log)
     return 0
-
-
-cdef inline void _softmax_grad(const floating *y, const floating *go, floating *gi,
-                               Py_ssize_t outer, Py_ssize_t n, Py_ssize_t inner,
-                               bint negate, bint take_log) noexcept nogil:
-    if floating is float:
-        pm_softmax_grad_f32(y, go, gi, outer, n, inner, -1 if negate else 1, take_log)
-    else:
-        pm_softmax_grad_f64(y, go, gi, outer, n, inner, -1 if negate else 1, take_log)

@@ -15,7 +15,7 @@ from libc.stdlib cimport malloc, free, qsort
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, disjoint
+from engine._check cimport shape, float_type, array, f32, f64, disjoint, disjoint_from
 
 cnp.import_array()
 
@@ -92,10 +92,6 @@ cdef int _disjoint_all(list written, str what, object other, str other_what) exc
     finally:
         free(spans)
     return 0
-
-
-cdef tuple _band(tuple whole_shape, int dim, Py_ssize_t c):
-    return whole_shape[:dim] + (c,) + whole_shape[dim + 1:]
 
 
 cdef Py_ssize_t _check_bands(list parts, str parts_what, cnp.ndarray whole, str whole_what,
@@ -260,6 +256,16 @@ cdef int _same(cnp.ndarray x, str what, cnp.ndarray like, str like_what) except 
     return 0
 
 
+cdef list _inputs(object inputs, cnp.ndarray y, int t):
+    """The inputs of an n-ary op into ``y``: arrays of its type, shape and none overlapping it."""
+    cdef list xs = _parts(inputs, "input", t, False)
+    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
+    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
+    for i, x in enumerate(xs):
+        disjoint(y, "output", x, f"input {i}")
+    return xs
+
+
 cdef void **_pointers(list xs) except NULL:
     cdef void **p = <void **> malloc((len(xs) + 1) * sizeof(void *))
     if p == NULL:
@@ -271,21 +277,27 @@ cdef void **_pointers(list xs) except NULL:
 
 def cadd_update_output(inputs, output):
     """output := inputs[0] + inputs[1] + ..., all of one shape."""
+    _fold(inputs, output, False)
+
+
+cdef int _fold(object inputs, object output, bint product) except -1:
+    """output := the sum, or the ``product``, of the inputs."""
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef list xs = _parts(inputs, "input", t, False)
-    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
-    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
-    for i, x in enumerate(xs):
-        disjoint(y, "output", x, f"input {i}")
+    cdef list xs = _inputs(inputs, y, t)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
     cdef void **p = _pointers(xs)
     with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _sum(<const float **> p, n, <float *> cnp.PyArray_DATA(y), size)
+        if t == cnp.NPY_FLOAT32 and product:
+            _prod(<const float **> p, n, -1, f32(y), NULL, size)
+        elif t == cnp.NPY_FLOAT32:
+            _sum(<const float **> p, n, f32(y), size)
+        elif product:
+            _prod(<const double **> p, n, -1, f64(y), NULL, size)
         else:
-            _sum(<const double **> p, n, <double *> cnp.PyArray_DATA(y), size)
+            _sum(<const double **> p, n, f64(y), size)
     free(p)
+    return 0
 
 
 cdef void _sum(const floating **x, Py_ssize_t n, floating *y, Py_ssize_t size) noexcept nogil:
@@ -327,16 +339,13 @@ def csub_update_output(input0, input1, output):
     cdef cnp.ndarray b = array(input1, "input 1", t, False)
     _same(b, "input 1", a, "input 0")
     _same(y, "output", a, "input 0")
-    disjoint(y, "output", a, "input 0")
-    disjoint(y, "output", b, "input 1")
+    disjoint_from(y, "output", a, "input 0", b, "input 1")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _sub(<float *> cnp.PyArray_DATA(a), <float *> cnp.PyArray_DATA(b),
-                 <float *> cnp.PyArray_DATA(y), size)
+            _sub(f32(a), f32(b), f32(y), size)
         else:
-            _sub(<double *> cnp.PyArray_DATA(a), <double *> cnp.PyArray_DATA(b),
-                 <double *> cnp.PyArray_DATA(y), size)
+            _sub(f64(a), f64(b), f64(y), size)
 
 
 cdef void _sub(const floating *a, const floating *b, floating *y,
@@ -359,11 +368,9 @@ def csub_update_grad_input(grad_output, grad_input0, grad_input1):
     cdef Py_ssize_t size = cnp.PyArray_SIZE(go)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _neg_copy(<float *> cnp.PyArray_DATA(go), <float *> cnp.PyArray_DATA(g0),
-                      <float *> cnp.PyArray_DATA(g1), size)
+            _neg_copy(f32(go), f32(g0), f32(g1), size)
         else:
-            _neg_copy(<double *> cnp.PyArray_DATA(go), <double *> cnp.PyArray_DATA(g0),
-                      <double *> cnp.PyArray_DATA(g1), size)
+            _neg_copy(f64(go), f64(g0), f64(g1), size)
 
 
 cdef void _neg_copy(const floating *go, floating *g0, floating *g1,
@@ -376,21 +383,7 @@ cdef void _neg_copy(const floating *go, floating *g0, floating *g1,
 
 def cmul_update_output(inputs, output):
     """output := inputs[0] * inputs[1] * ..., elementwise."""
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef list xs = _parts(inputs, "input", t, False)
-    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
-    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
-    for i, x in enumerate(xs):
-        disjoint(y, "output", x, f"input {i}")
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
-    cdef void **p = _pointers(xs)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _prod(<const float **> p, n, -1, <float *> cnp.PyArray_DATA(y), NULL, size)
-        else:
-            _prod(<const double **> p, n, -1, <double *> cnp.PyArray_DATA(y), NULL, size)
-    free(p)
+    _fold(inputs, output, True)
 
 
 cdef void _prod(const floating **x, Py_ssize_t n, Py_ssize_t skip, floating *y,
@@ -441,11 +434,9 @@ def cmul_update_grad_input(inputs, grad_output, grad_inputs):
     with nogil:
         for k in range(n):
             if t == cnp.NPY_FLOAT32:
-                _prod(<const float **> p, n, k, <float *> q[k],
-                      <float *> cnp.PyArray_DATA(go), size)
+                _prod(<const float **> p, n, k, <float *> q[k], f32(go), size)
             else:
-                _prod(<const double **> p, n, k, <double *> q[k],
-                      <double *> cnp.PyArray_DATA(go), size)
+                _prod(<const double **> p, n, k, <double *> q[k], f64(go), size)
     free(p)
     free(q)
 
@@ -455,23 +446,18 @@ def cmax_update_output(inputs, output, indices):
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
-    cdef list xs = _parts(inputs, "input", t, False)
-    _operands(xs, "input", <cnp.ndarray> xs[0], "input 0")
-    _same(y, "output", <cnp.ndarray> xs[0], "input 0")
+    cdef list xs = _inputs(inputs, y, t)
     if shape(idx) != shape(y):
         raise ValueError(f"indices has shape {shape(idx)}, expected {shape(y)}")
     for i, x in enumerate(xs):
-        disjoint(y, "output", x, f"input {i}")
         disjoint(idx, "indices", x, f"input {i}")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
     cdef void **p = _pointers(xs)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _max(<const float **> p, n, <float *> cnp.PyArray_DATA(y),
-                 <int *> cnp.PyArray_DATA(idx), size)
+            _max(<const float **> p, n, f32(y), <int *> cnp.PyArray_DATA(idx), size)
         else:
-            _max(<const double **> p, n, <double *> cnp.PyArray_DATA(y),
-                 <int *> cnp.PyArray_DATA(idx), size)
+            _max(<const double **> p, n, f64(y), <int *> cnp.PyArray_DATA(idx), size)
     free(p)
 
 
@@ -507,11 +493,9 @@ def cmax_update_grad_input(grad_output, grad_inputs, indices):
     cdef void **q = _pointers(gs)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _scatter(<float *> cnp.PyArray_DATA(go), <float **> q, n,
-                     <int *> cnp.PyArray_DATA(idx), size)
+            _scatter(f32(go), <float **> q, n, <int *> cnp.PyArray_DATA(idx), size)
         else:
-            _scatter(<double *> cnp.PyArray_DATA(go), <double **> q, n,
-                     <int *> cnp.PyArray_DATA(idx), size)
+            _scatter(f64(go), <double **> q, n, <int *> cnp.PyArray_DATA(idx), size)
     free(q)
 
 

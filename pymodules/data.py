@@ -217,7 +217,7 @@ class ArrayDataSet(DataSet):
 
         def gather(v, buf, idx, m):
             if isinstance(v, list):
-                for a, b in zip(v, buf):
+                for a, b in zip(v, buf, strict=True):
                     np.take(a, idx, axis=0, out=b[:m])
             else:
                 np.take(v, idx, axis=0, out=buf[:m])
@@ -309,7 +309,7 @@ class IterableDataSet(DataSet):
 def samples_arrays(records, what, dtype=None, need_labels=False):
     """(features, labels) stacked from records (Sample, (features, label) or bare features),
     each one array or a list of arrays; labels is None when the records have none."""
-    feats, labels = zip(*(_record(r) for r in records))
+    feats, labels = zip(*(_record(r) for r in records), strict=True)
     first = shapes(feats[0])
     for f in feats:
         if shapes(f) != first:

@@ -71,7 +71,7 @@ def blas_threads() -> list[int]:
 
 def _restore(counts):
     with _lock:
-        for lib, n in zip(_libraries(), counts):
+        for lib, n in zip(_libraries(), counts, strict=False):
             if lib.get_num_threads() != n:
                 lib.set_num_threads(n)
 

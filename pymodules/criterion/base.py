@@ -5,28 +5,43 @@ from __future__ import annotations
 import numpy as np
 
 from pymodules.engine.buffers import resized
+from pymodules.facade import REFUSALS, Facade, contiguous, has_gate
 from pymodules.recorded import Recorded
 
 
-class Criterion(Recorded):
+class Criterion(Facade, Recorded):
     """Base of every criterion (BigDL's AbstractCriterion).
 
     ``forward(input, target)`` returns the loss as a float (kept in ``output``);
     ``backward(input, target)`` returns ``gradInput``, reused in place by the next call.
+    ``updateOutput``/``updateGradInput`` are kernel calls; ``pymodules.facade`` names the
+    criterion in a kernel's refusal.
     """
+
+    _GATED = ("updateOutput", "updateGradInput", "forward", "backward")
 
     def __init__(self, sizeAverage=True):
         self.sizeAverage = bool(sizeAverage)
         self.output = 0.0
         self.gradInput = np.empty(0, np.float32)
 
+    @has_gate
     def forward(self, input, target) -> float:
-        self.output = float(self.updateOutput(input, target))
+        try:
+            loss = self._updateOutput(input, target)
+        except REFUSALS as err:
+            loss = self._refused(err, self.updateOutput, (input, target))
+        self.output = float(loss)
         return self.output
 
+    @has_gate
     def backward(self, input, target):
-        self.gradInput = self.updateGradInput(input, target)
-        return self.gradInput
+        try:
+            gradInput = self._updateGradInput(input, target)
+        except REFUSALS as err:
+            gradInput = self._refused(err, self.updateGradInput, (input, target))
+        self.gradInput = gradInput
+        return gradInput
 
     def updateOutput(self, input, target) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not define updateOutput")
@@ -34,30 +49,39 @@ class Criterion(Recorded):
     def updateGradInput(self, input, target):
         raise NotImplementedError(f"{type(self).__name__} does not define updateGradInput")
 
+    # The raw methods forward and backward run inside their own gate.
+    _updateOutput = updateOutput
+    _updateGradInput = updateGradInput
+
     def cloneCriterion(self) -> Criterion:
         import copy
 
         return copy.deepcopy(self)
 
+    #: per-class or per-element weights of the criteria that take them (None: unweighted).
+    weights = None
+
     # -- buffers and errors --------------------------------------------------------------
+    def _weights_for(self, input):
+        """``weights`` in ``input``'s dtype (converted once, when the dtype changes)."""
+        w = self.weights
+        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
+            w = self.weights = w.astype(input.dtype)
+        return w
+
     def _grad_like(self, input) -> np.ndarray:
         """gradInput reshaped to ``input``, reused when it already fits."""
         return resized(self.gradInput, input, -1, getattr(input, "dtype", np.float32))
 
-    def _recover(self, err: Exception, method, input, target):
-        """A kernel refused (input, target): retry with a contiguous input and a target of the
-        input's float type (a label vector becomes int64), otherwise re-raise with our name."""
-        if not isinstance(input, np.ndarray):
-            raise TypeError(f"{self}: input must be a numpy.ndarray, got "
-                            f"{type(input).__name__}") from None
-        if input.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{self}: input has dtype {input.dtype}, expected float32 or "
-                            f"float64") from None
-        fixed_input = np.ascontiguousarray(input)
-        fixed_target = self._convert_target(target, input)
-        if fixed_input is not input or fixed_target is not target:
-            return method(fixed_input, fixed_target)
-        raise type(err)(f"{self}: {err}") from None
+    def _fixed(self, args):
+        """(input, target) as the kernels take them: a contiguous float input, a target of
+        its dtype; None when they already were."""
+        input, target = args
+        x = contiguous(input, "input")
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"input has dtype {x.dtype}, expected float32 or float64")
+        t = self._convert_target(target, x)
+        return None if x is input and t is target else [x, t]
 
     def _convert_target(self, target, input):
         """``target`` as a contiguous array of ``input``'s dtype (or itself if it already is)."""

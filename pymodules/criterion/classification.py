@@ -18,23 +18,8 @@ class _ClassCriterion(Criterion):
         self.weights = _weights(weights, type(self).__name__)
         self.paddingValue = whole(self, "paddingValue", paddingValue)
 
-    def _weights_for(self, input):
-        w = self.weights
-        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
-            w = self.weights = w.astype(input.dtype)
-        return w
-
-    def _recover(self, err, method, input, target):
-        try:
-            labels = class_labels(target)
-        except (TypeError, ValueError) as bad:
-            raise type(bad)(f"{self}: {bad}") from None
-        if labels is not target:
-            return method(input, labels)
-        return super()._recover(err, method, input, target)
-
     def _convert_target(self, target, input):
-        return target
+        return class_labels(target)
 
 
 class ClassNLLCriterion(_ClassCriterion):
@@ -53,21 +38,15 @@ class ClassNLLCriterion(_ClassCriterion):
         self.logProbAsInput = bool(logProbAsInput)
 
     def updateOutput(self, input, target):
-        try:
-            return K.class_nll_update_output(input, target, self._weights_for(input),
-                                             self.paddingValue, self.sizeAverage,
-                                             self.logProbAsInput)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input, target)
+        return K.class_nll_update_output(input, target, self._weights_for(input),
+                                         self.paddingValue, self.sizeAverage,
+                                         self.logProbAsInput)
 
     def updateGradInput(self, input, target):
-        try:
-            g = self.gradInput = self._grad_like(input)
-            K.class_nll_update_grad_input(input, target, g, self._weights_for(input),
-                                          self.paddingValue, self.sizeAverage,
-                                          self.logProbAsInput)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, target)
+        g = self.gradInput = self._grad_like(input)
+        K.class_nll_update_grad_input(input, target, g, self._weights_for(input),
+                                      self.paddingValue, self.sizeAverage,
+                                      self.logProbAsInput)
         return g
 
 
@@ -84,22 +63,16 @@ class CrossEntropyCriterion(_ClassCriterion):
         self._logProb = np.empty(0, np.float32)
 
     def updateOutput(self, input, target):
-        try:
-            lp = self._logProb = self._grad_like_attr("_logProb", input)
-            return K.cross_entropy_update_output(input, target, lp, self._weights_for(input),
-                                                 self.paddingValue, self.sizeAverage)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input, target)
+        lp = self._logProb = self._grad_like_attr("_logProb", input)
+        return K.cross_entropy_update_output(input, target, lp, self._weights_for(input),
+                                             self.paddingValue, self.sizeAverage)
 
     def updateGradInput(self, input, target):
         # Assumes updateOutput(input, target) ran before, as Module.backward does.
-        try:
-            g = self.gradInput = self._grad_like(input)
-            K.cross_entropy_update_grad_input(self._logProb, target, g,
-                                              self._weights_for(input), self.paddingValue,
-                                              self.sizeAverage)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, target)
+        g = self.gradInput = self._grad_like(input)
+        K.cross_entropy_update_grad_input(self._logProb, target, g,
+                                          self._weights_for(input), self.paddingValue,
+                                          self.sizeAverage)
         return g
 
     def _grad_like_attr(self, attr, input):

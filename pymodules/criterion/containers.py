@@ -9,7 +9,7 @@ from pymodules.nn.module import whole
 def _accumulate(acc, g, weight):
     """acc += weight * g, for arrays or nested lists of arrays (acc updated in place)."""
     if isinstance(g, list):
-        for a, b in zip(acc, g):
+        for a, b in zip(acc, g, strict=True):
             _accumulate(a, b, weight)
     else:
         acc += weight * g if weight != 1 else g
@@ -24,7 +24,7 @@ def _zero(acc, g):
     if isinstance(g, list):
         if not isinstance(acc, list) or len(acc) != len(g):
             return _like(g)
-        return [_zero(a, b) for a, b in zip(acc, g)]
+        return [_zero(a, b) for a, b in zip(acc, g, strict=True)]
     if not isinstance(acc, np.ndarray) or acc.shape != g.shape or acc.dtype != g.dtype:
         return np.zeros_like(g)
     acc.fill(0)
@@ -54,16 +54,19 @@ class ParallelCriterion(Criterion):
             raise ValueError(f"{self}: input must be a list of {len(self.criterions)} "
                              f"(one per criterion), got {got}")
 
+    def _triples(self, input):
+        return zip(self.criterions, self.weights, input, strict=True)
+
     def updateOutput(self, input, target):
         self._check(input)
         return sum(w * c.forward(x, self._target(target, i))
-                   for i, (c, w, x) in enumerate(zip(self.criterions, self.weights, input)))
+                   for i, (c, w, x) in enumerate(self._triples(input)))
 
     def updateGradInput(self, input, target):
         self._check(input)
         grads = self.gradInput if isinstance(self.gradInput, list) else []
         grads = grads[:len(input)] + [None] * (len(input) - len(grads))
-        for i, (c, w, x) in enumerate(zip(self.criterions, self.weights, input)):
+        for i, (c, w, x) in enumerate(self._triples(input)):
             g = c.backward(x, self._target(target, i))
             grads[i] = _zero(grads[i], g)
             _accumulate(grads[i], g, w)
@@ -71,7 +74,7 @@ class ParallelCriterion(Criterion):
         return grads
 
     def extraRepr(self):
-        return ", ".join(f"{w} * {c}" for c, w in zip(self.criterions, self.weights))
+        return ", ".join(f"{w} * {c}" for c, w in zip(self.criterions, self.weights, strict=True))
 
 
 class MultiCriterion(Criterion):
@@ -88,11 +91,12 @@ class MultiCriterion(Criterion):
         return self
 
     def updateOutput(self, input, target):
-        return sum(w * c.forward(input, target) for c, w in zip(self.criterions, self.weights))
+        pairs = zip(self.criterions, self.weights, strict=True)
+        return sum(w * c.forward(input, target) for c, w in pairs)
 
     def updateGradInput(self, input, target):
         acc = None
-        for c, w in zip(self.criterions, self.weights):
+        for c, w in zip(self.criterions, self.weights, strict=True):
             g = c.backward(input, target)
             if acc is None:
                 acc = self.gradInput = _zero(self.gradInput, g)
@@ -100,7 +104,7 @@ class MultiCriterion(Criterion):
         return acc
 
     def extraRepr(self):
-        return ", ".join(f"{w} * {c}" for c, w in zip(self.criterions, self.weights))
+        return ", ".join(f"{w} * {c}" for c, w in zip(self.criterions, self.weights, strict=True))
 
 
 class TimeDistributedCriterion(Criterion):

@@ -24,26 +24,14 @@ class _Pointwise(Criterion):
     _param = 0.0
     weights = None
 
-    def _weights_for(self, input):
-        w = self.weights
-        if w is not None and w.dtype != getattr(input, "dtype", w.dtype):
-            w = self.weights = w.astype(input.dtype)
-        return w
-
     def updateOutput(self, input, target):
-        try:
-            return K.pointwise_update_output(self._op, input, target, self._weights_for(input),
-                                             self._param, self.sizeAverage)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input, target)
+        return K.pointwise_update_output(self._op, input, target, self._weights_for(input),
+                                         self._param, self.sizeAverage)
 
     def updateGradInput(self, input, target):
-        try:
-            g = self.gradInput = self._grad_like(input)
-            K.pointwise_update_grad_input(self._op, input, target, g, self._weights_for(input),
-                                          self._param, self.sizeAverage)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, target)
+        g = self.gradInput = self._grad_like(input)
+        K.pointwise_update_grad_input(self._op, input, target, g, self._weights_for(input),
+                                      self._param, self.sizeAverage)
         return g
 
 

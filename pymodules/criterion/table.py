@@ -30,13 +30,15 @@ class _TableCriterion(Criterion):
         g[1] = resized(g[1], b, -1, b.dtype)
         return g
 
-    def _retry(self, err, method, input, target):
-        a, b = input
+    def _fixed(self, args):
+        """[x1, x2] contiguous, x2 in x1's dtype, and the target too; None if they were."""
+        input, target = args
+        a, b = _pair(self, input, "x1, x2")
         fixed = [np.ascontiguousarray(a), np.ascontiguousarray(b, dtype=a.dtype)]
         t = target if target is None else self._convert_target(target, a)
-        if fixed[0] is not a or fixed[1] is not b or t is not target:
-            return method(fixed, t)
-        raise type(err)(f"{self}: {err}") from None
+        if fixed[0] is a and fixed[1] is b and t is target:
+            return None
+        return [fixed, t]
 
 
 class KLDCriterion(_TableCriterion):
@@ -48,18 +50,12 @@ class KLDCriterion(_TableCriterion):
 
     def updateOutput(self, input, target=None):
         mean, log_var = _pair(self, input, "mean, logVar")
-        try:
-            return K.kld_update_output(mean, log_var, self.sizeAverage)
-        except (TypeError, ValueError) as err:
-            return self._retry(err, self.updateOutput, input, None)
+        return K.kld_update_output(mean, log_var, self.sizeAverage)
 
     def updateGradInput(self, input, target=None):
         mean, log_var = _pair(self, input, "mean, logVar")
-        try:
-            g = self._grads(mean, log_var)
-            K.kld_update_grad_input(mean, log_var, g[0], g[1], self.sizeAverage)
-        except (TypeError, ValueError) as err:
-            return self._retry(err, self.updateGradInput, input, None)
+        g = self._grads(mean, log_var)
+        K.kld_update_grad_input(mean, log_var, g[0], g[1], self.sizeAverage)
         return g
 
 
@@ -73,19 +69,13 @@ class CosineEmbeddingCriterion(_TableCriterion):
 
     def updateOutput(self, input, target):
         a, b = _pair(self, input, "x1, x2")
-        try:
-            return K.cosine_embedding_update_output(a, b, target, self.margin, self.sizeAverage)
-        except (TypeError, ValueError) as err:
-            return self._retry(err, self.updateOutput, input, target)
+        return K.cosine_embedding_update_output(a, b, target, self.margin, self.sizeAverage)
 
     def updateGradInput(self, input, target):
         a, b = _pair(self, input, "x1, x2")
-        try:
-            g = self._grads(a, b)
-            K.cosine_embedding_update_grad_input(a, b, target, g[0], g[1], self.margin,
-                                                 self.sizeAverage)
-        except (TypeError, ValueError) as err:
-            return self._retry(err, self.updateGradInput, input, target)
+        g = self._grads(a, b)
+        K.cosine_embedding_update_grad_input(a, b, target, g[0], g[1], self.margin,
+                                             self.sizeAverage)
         return g
 
     def extraRepr(self):

@@ -21,6 +21,7 @@ import numpy as np
 
 import pymodules as pm
 
+
 def load_digits(seed=0):
     """(train, test) pairs of images (n, 1, 8, 8) in [0, 1] and 0-based labels."""
     try:

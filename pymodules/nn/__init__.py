@@ -32,7 +32,6 @@ from pymodules.nn.containers import (
     ParallelTable,
     Sequential,
 )
-from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.conv import (
     SpatialConvolution,
     SpatialDilatedConvolution,
@@ -41,6 +40,7 @@ from pymodules.nn.conv import (
 )
 from pymodules.nn.dropout import Dropout
 from pymodules.nn.embedding import LookupTable
+from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
     ConstInitMethod,
     InitializationMethod,

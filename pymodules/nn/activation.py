@@ -1,16 +1,15 @@
 """Activations: elementwise transfer functions, PReLU and the softmax family.
 
-Every elementwise layer is one op code of the engine's activation kernels. Layers with an
-in-place flag (``ip`` / ``inplace``) write their output into the input and, in backward, their
-gradInput into gradOutput, as Torch does: the caller's arrays are then overwritten.
+Every elementwise layer calls the engine's pair of kernels named after its function
+(``tanh_update_output``, ``tanh_update_grad_input``). Layers with an in-place flag (``ip`` /
+``inplace``) write their output into the input and, in backward, their gradInput into
+gradOutput, as Torch does: the caller's arrays are then overwritten.
 """
 
 import numpy as np
 
+from pymodules.engine import activation as _kernels
 from pymodules.engine.activation import (
-    OP,
-    activation_update_grad_input,
-    activation_update_output,
     prelu_acc_grad_parameters,
     prelu_update_grad_input,
     prelu_update_output,
@@ -27,38 +26,37 @@ from pymodules.nn.module import Module, whole
 
 
 class _Elementwise(Module):
-    """y = f(x) elementwise on any shape, f the engine op ``_op`` with scalars ``_abc``."""
+    """y = f(x) elementwise on any shape, with the scalars ``_abc``: a subclass names f, as
+    ``class Tanh(_Unary, kernel="tanh")``, and runs the engine's ``tanh_update_output`` and
+    ``tanh_update_grad_input``."""
 
-    _op = ""
+    _forward = _backward = None
 
-    def __init__(self, inplace=False, scalars=(0.0, 0.0, 0.0), dtype=np.float32):
+    def __init_subclass__(cls, kernel=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if kernel is not None:
+            cls._forward = staticmethod(getattr(_kernels, f"{kernel}_update_output"))
+            cls._backward = staticmethod(getattr(_kernels, f"{kernel}_update_grad_input"))
+
+    def __init__(self, inplace=False, scalars=(), dtype=np.float32):
         super().__init__(dtype)
         self.inplace = bool(inplace)
-        self._code = OP[self._op]
         self._abc = tuple(float(s) for s in scalars)
 
     def updateOutput(self, input):
-        try:
-            out = input if self.inplace else resized(self.output, input, -1, self.dtype)
-            activation_update_output(input, out, self._code, *self._abc)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = input if self.inplace else resized(self.output, input, -1, self.dtype)
+        self._forward(input, out, *self._abc)
         self.output = out
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
-            activation_update_grad_input(input, self.output, gradOutput, gi, self._code,
-                                         *self._abc)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
+        self._backward(input, self.output, gradOutput, gi, *self._abc)
         self.gradInput = gi
         return gi
 
     def extraRepr(self):
         return "inplace" if self.inplace else ""
-
 
 
 class _Unary(_Elementwise):
@@ -67,17 +65,16 @@ class _Unary(_Elementwise):
     def __init__(self, dtype=np.float32):
         super().__init__(dtype=dtype)
 
-class Threshold(_Elementwise):
-    """``y = x if x > th else v``."""
 
-    _op = "threshold"
+class Threshold(_Elementwise, kernel="threshold"):
+    """``y = x if x > th else v``."""
 
     def __init__(self, th=1e-6, v=0.0, ip=False, dtype=np.float32):
         # In place, the backward reads the gate from the overwritten input: a replaced value
         # v above th would open it.
         if ip and v > th:
             raise ValueError(f"Threshold: in place needs v <= th, got v {v} > th {th}")
-        super().__init__(ip, (th, v, 0.0), dtype)
+        super().__init__(ip, (th, v), dtype)
         self.th, self.v = float(th), float(v)
 
     def extraRepr(self):
@@ -94,16 +91,14 @@ class ReLU(Threshold):
         return "inplace" if self.inplace else ""
 
 
-class HardTanh(_Elementwise):
+class HardTanh(_Elementwise, kernel="hard_tanh"):
     """``y = min(max(x, minValue), maxValue)``."""
-
-    _op = "hard_tanh"
 
     def __init__(self, minValue=-1.0, maxValue=1.0, inplace=False, dtype=np.float32):
         if maxValue < minValue:
             raise ValueError(f"{type(self).__name__}: maxValue {maxValue} is below minValue "
                              f"{minValue}")
-        super().__init__(inplace, (minValue, maxValue, 0.0), dtype)
+        super().__init__(inplace, (minValue, maxValue), dtype)
         self.minValue, self.maxValue = float(minValue), float(maxValue)
 
     def extraRepr(self):
@@ -127,78 +122,65 @@ class Clamp(HardTanh):
         super().__init__(min, max, False, dtype)
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(_Elementwise, kernel="leaky_relu"):
     """``y = x if x > 0 else negval * x``."""
 
-    _op = "leaky_relu"
-
     def __init__(self, negval=0.01, inplace=False, dtype=np.float32):
-        super().__init__(inplace, (negval, 0.0, 0.0), dtype)
+        super().__init__(inplace, (negval,), dtype)
         self.negval = float(negval)
 
     def extraRepr(self):
         return f"{self.negval}" + (", inplace" if self.inplace else "")
 
 
-class ELU(_Elementwise):
+class ELU(_Elementwise, kernel="elu"):
     """``y = x if x > 0 else alpha * (exp(x) - 1)``."""
 
-    _op = "elu"
-
     def __init__(self, alpha=1.0, inplace=False, dtype=np.float32):
-        super().__init__(inplace, (alpha, 0.0, 0.0), dtype)
+        super().__init__(inplace, (alpha,), dtype)
         self.alpha = float(alpha)
 
     def extraRepr(self):
         return f"{self.alpha}" + (", inplace" if self.inplace else "")
 
 
-class Tanh(_Unary):
-    _op = "tanh"
+class Tanh(_Unary, kernel="tanh"):
+    """``y = tanh(x)``."""
 
 
-class Sigmoid(_Unary):
+class Sigmoid(_Unary, kernel="sigmoid"):
     """``y = 1 / (1 + exp(-x))``."""
 
-    _op = "sigmoid"
 
-
-class HardSigmoid(_Unary):
+class HardSigmoid(_Unary, kernel="hard_sigmoid"):
     """``y = min(max(0.2 x + 0.5, 0), 1)`` (BigDL's, as Keras; not PyTorch's x / 6 + 0.5)."""
 
-    _op = "hard_sigmoid"
 
-
-class SoftPlus(_Elementwise):
+class SoftPlus(_Elementwise, kernel="soft_plus"):
     """``y = log(1 + exp(beta x)) / beta``; linear where ``beta x > 20``."""
 
-    _op = "soft_plus"
     threshold = 20.0
 
     def __init__(self, beta=1.0, dtype=np.float32):
         if beta == 0:
             raise ValueError("SoftPlus: beta must be non-zero")
-        super().__init__(False, (beta, self.threshold, 0.0), dtype)
+        super().__init__(False, (beta, self.threshold), dtype)
         self.beta = float(beta)
 
     def extraRepr(self):
         return f"{self.beta}"
 
 
-class SoftSign(_Unary):
+class SoftSign(_Unary, kernel="soft_sign"):
     """``y = x / (1 + |x|)``."""
 
-    _op = "soft_sign"
+
+class Abs(_Unary, kernel="abs"):
+    """``y = |x|``."""
 
 
-class Abs(_Unary):
-    _op = "abs"
-
-
-class Power(_Elementwise):
+class Power(_Elementwise, kernel="power"):
     """``y = (shift + scale * x) ** power``."""
-
-    _op = "power"
 
     def __init__(self, power, scale=1.0, shift=0.0, dtype=np.float32):
         super().__init__(False, (power, scale, shift), dtype)
@@ -208,20 +190,20 @@ class Power(_Elementwise):
         return f"{self.power}, {self.scale}, {self.shift}"
 
 
-class Square(_Unary):
-    _op = "square"
+class Square(_Unary, kernel="square"):
+    """``y = x * x``."""
 
 
-class Sqrt(_Unary):
-    _op = "sqrt"
+class Sqrt(_Unary, kernel="sqrt"):
+    """``y = sqrt(x)``."""
 
 
-class Exp(_Unary):
-    _op = "exp"
+class Exp(_Unary, kernel="exp"):
+    """``y = exp(x)``."""
 
 
-class Log(_Unary):
-    _op = "log"
+class Log(_Unary, kernel="log"):
+    """``y = log(x)``."""
 
 
 class PReLU(Module):
@@ -255,27 +237,18 @@ class PReLU(Module):
         return self
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            prelu_update_output(input, out, self.weight, self._shared)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        prelu_update_output(input, out, self.weight, self._shared)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            prelu_update_grad_input(input, gradOutput, gi, self.weight, self._shared)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        prelu_update_grad_input(input, gradOutput, gi, self.weight, self._shared)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            prelu_acc_grad_parameters(input, gradOutput, self.gradWeight, self._shared,
-                                      self.scaleW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        prelu_acc_grad_parameters(input, gradOutput, self.gradWeight, self._shared,
+                                  self.scaleW)
 
     def extraRepr(self):
         return f"{self.nOutputPlane}"
@@ -291,19 +264,13 @@ class _SoftMaxBase(Module):
         super().__init__(dtype)
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            softmax_update_output(input, out, self._negate)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        softmax_update_output(input, out, self._negate)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            softmax_update_grad_input(self.output, gradOutput, gi, self._negate)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        softmax_update_grad_input(self.output, gradOutput, gi, self._negate)
         return gi
 
 
@@ -324,17 +291,11 @@ class LogSoftMax(Module):
         super().__init__(dtype)
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            log_softmax_update_output(input, out)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        log_softmax_update_output(input, out)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            log_softmax_update_grad_input(self.output, gradOutput, gi)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        log_softmax_update_grad_input(self.output, gradOutput, gi)
         return gi

@@ -4,9 +4,10 @@ import copy
 
 import numpy as np
 
+from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.table import join, split
 from pymodules.nn.module import Module, _now, whole
-from pymodules.nn.table import axis_of, buffer, sum_into
+from pymodules.nn.table import axis_of, sum_into
 
 
 class Container(Module):
@@ -38,13 +39,31 @@ class Container(Module):
         for child in self.modules:
             yield from child._slots()
 
-    def _child_error(self, err, child):
-        """``err`` from ``child`` retold with this container's name in front of its path."""
-        return type(err)(f"{self.getName()}/{err}")
+    _tables = True  # its input may be a table, or an array, or a table of tables
 
-    def _error(self, err):
+    def _label(self):
         # The name only: str() of a container prints the whole tree.
-        return type(err)(f"{self.getName()}: {err}")
+        return self.getName()
+
+    # -- the backward walk: each container says how it runs a step over its children --------
+    def _walk_back(self, input, gradOutput, step):
+        """Run ``step(child, childInput, childGradOutput)`` over the children (last to first
+        where the order matters) and return the gradient of the input."""
+        raise NotImplementedError(f"{type(self).__name__} does not define _walk_back")
+
+    def backward(self, input, gradOutput):
+        start = _now()
+        self.gradInput = self._walk_back(input, gradOutput, _backward)
+        self.backwardTime += _now() - start
+        return self.gradInput
+
+    def updateGradInput(self, input, gradOutput):
+        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
+        return self.gradInput
+
+    def accGradParameters(self, input, gradOutput):
+        # Each child needs the gradient of its output, so gradInputs are passed on the way.
+        self._walk_back(input, gradOutput, _acc_and_pass)
 
     def getParametersTable(self):
         table = {}
@@ -93,40 +112,18 @@ class Sequential(Container):
 
     def updateOutput(self, input):
         x = input
-        child = None
-        try:
-            for child in self.modules:
-                x = child.forward(x)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        for child in self.modules:
+            x = child.forward(x)
         self.output = x
         return x
 
     def _walk_back(self, input, gradOutput, step):
         """Run ``step(child, childInput, gradOutput)`` from the last child to the first."""
         g = gradOutput
-        child = None
-        try:
-            for i in range(len(self.modules) - 1, -1, -1):
-                child = self.modules[i]
-                g = step(child, self.modules[i - 1].output if i else input, g)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        for i in range(len(self.modules) - 1, -1, -1):
+            child = self.modules[i]
+            g = step(child, self.modules[i - 1].output if i else input, g)
         return g
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._walk_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        # Each child needs the gradient of its output, so gradInputs are computed on the way.
-        self._walk_back(input, gradOutput, _acc_and_pass)
 
     def toGraph(self):
         """A Graph running the same children (shared, not copied) in the same order."""
@@ -168,31 +165,11 @@ class _Branches(Container):
         """The gradOutput of each child, in order."""
         raise NotImplementedError
 
-    def _run_back(self, input, gradOutput, step):
+    def _walk_back(self, input, gradOutput, step):
         gos = self._child_grads(gradOutput)
-        child = None
-        grads = []
-        try:
-            for child, go in zip(self.modules, gos):
-                grads.append(step(child, input, go))
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        return grads
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        grads = self._run_back(input, gradOutput, _backward)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        grads = self._run_back(input, gradOutput, _update_grad_input)
-        self.gradInput = self._gradSum = sum_into(self._gradSum, grads)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+        grads = [step(child, input, go) for child, go in zip(self.modules, gos, strict=True)]
+        self._gradSum = sum_into(self._gradSum, grads)
+        return self._gradSum
 
 
 class Concat(_Branches):
@@ -213,45 +190,32 @@ class Concat(_Branches):
             self.add(m)
 
     def updateOutput(self, input):
-        outs = self._outs = _reuse(self._outs, len(self.modules))
+        outs = self._outs = resized_list(self._outs, len(self.modules))
         if not outs:
             raise ValueError(f"{self.getName()}: has no children")
-        child = None
+        for i, child in enumerate(self.modules):
+            outs[i] = child.forward(input)
+        first = outs[0]
+        axis = self._axis = axis_of(self.dimension, first.ndim)
+        size = sum(o.shape[axis] if o.ndim == first.ndim else 0 for o in outs)
+        shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
+        out = self.output = resized(self.output, shape, -1, first.dtype)
         try:
-            for i, child in enumerate(self.modules):
-                outs[i] = child.forward(input)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        try:
-            first = outs[0]
-            axis = self._axis = axis_of(self.dimension, first.ndim)
-            size = sum(o.shape[axis] if o.ndim == first.ndim else 0 for o in outs)
-            shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
-            out = self.output = buffer(self.output, shape, first.dtype)
-            try:
-                join(outs, out, axis, 0, False, "child output", "output")
-            except ValueError:
-                if all(o.flags.c_contiguous for o in outs):
-                    raise
-                join([np.ascontiguousarray(o) for o in outs], out, axis, 0, False,
-                     "child output", "output")
-        except (TypeError, ValueError, AttributeError, IndexError) as err:
-            raise self._error(err) from None
+            join(outs, out, axis, 0, False, "child output", "output")
+        except ValueError:
+            if all(o.flags.c_contiguous for o in outs):
+                raise
+            join([np.ascontiguousarray(o) for o in outs], out, axis, 0, False,
+                 "child output", "output")
         return out
 
     def _child_grads(self, gradOutput):
         """The band of gradOutput that belongs to each child, as contiguous arrays."""
-        gos = _reuse(self._gradOutputs, len(self.modules))
+        gos = resized_list(self._gradOutputs, len(self.modules))
         self._gradOutputs = gos
         for i, o in enumerate(self._outs):
-            gos[i] = buffer(gos[i], o.shape, o.dtype)
-        try:
-            split(gradOutput, gos, self._axis, 0, False, "gradOutput", "child gradOutput")
-        except (TypeError, ValueError) as err:
-            if not isinstance(gradOutput, np.ndarray) or gradOutput.flags.c_contiguous:
-                raise self._error(err) from None
-            split(np.ascontiguousarray(gradOutput), gos, self._axis, 0, False,
-                  "gradOutput", "child gradOutput")
+            gos[i] = resized(gos[i], o)
+        split(gradOutput, gos, self._axis, 0, False, "gradOutput", "child gradOutput")
         return gos
 
     def __str__(self):
@@ -274,13 +238,9 @@ class ConcatTable(_Branches):
         self._gradSum = None
 
     def updateOutput(self, input):
-        out = self.output = _reuse(self.output, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                out[i] = child.forward(input)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        out = self.output = resized_list(self.output, len(self.modules))
+        for i, child in enumerate(self.modules):
+            out[i] = child.forward(input)
         return out
 
     def _child_grads(self, gradOutput):
@@ -288,52 +248,44 @@ class ConcatTable(_Branches):
         return gradOutput
 
 
-class ParallelTable(Container):
-    """Child i runs on entry i of the input table; the output is the table of their outputs."""
+class _PerEntry(Container):
+    """Containers whose member i runs on entry i of the input table (ParallelTable,
+    MapTable); the output and the gradient of the input are tables too."""
 
     def __init__(self):
         super().__init__()
         self.output = []
         self.gradInput = []
 
+    def _members(self, input):
+        """The module that runs on each entry of ``input``, in order."""
+        raise NotImplementedError
+
     def updateOutput(self, input):
-        _check_table(self, input, len(self.modules), "input")
-        out = self.output = _reuse(self.output, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                out[i] = child.forward(input[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+        members = self._members(input)
+        out = self.output = resized_list(self.output, len(members))
+        for i, child in enumerate(members):
+            out[i] = child.forward(input[i])
         return out
 
-    def _run_back(self, input, gradOutput, step):
-        _check_table(self, input, len(self.modules), "input")
-        _check_table(self, gradOutput, len(self.modules), "gradOutput")
-        gi = _reuse(self.gradInput, len(self.modules))
-        child = None
-        try:
-            for i, child in enumerate(self.modules):
-                gi[i] = step(child, input[i], gradOutput[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
+    def _walk_back(self, input, gradOutput, step):
+        members = self._members(input)
+        _check_table(self, gradOutput, len(members), "gradOutput")
+        gi = resized_list(self.gradInput, len(members))
+        for i, child in enumerate(members):
+            gi[i] = step(child, input[i], gradOutput[i])
         return gi
 
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._run_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
 
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
+class ParallelTable(_PerEntry):
+    """Child i runs on entry i of the input table; the output is the table of their outputs."""
 
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+    def _members(self, input):
+        _check_table(self, input, len(self.modules), "input")
+        return self.modules
 
 
-class MapTable(Container):
+class MapTable(_PerEntry):
     """Applies one module to every entry of the input table.
 
     Entry i > 0 runs on a clone that shares the module's parameters, gradients and running
@@ -343,8 +295,6 @@ class MapTable(Container):
 
     def __init__(self, module=None):
         super().__init__()
-        self.output = []
-        self.gradInput = []
         self._clones = []
         if module is not None:
             self.add(module)
@@ -368,49 +318,15 @@ class MapTable(Container):
             self._clones.append(copy.deepcopy(base, shared))
         base_tree = list(base.modules_preorder())
         for clone in self._clones[:n - 1]:
-            for b, c in zip(base_tree, clone.modules_preorder()):
+            for b, c in zip(base_tree, clone.modules_preorder(), strict=True):
                 for attr in _state_attrs(b):
                     setattr(c, attr, getattr(b, attr))
                 c._train, c.scaleW, c.scaleB = b._train, b.scaleW, b.scaleB
         return [base, *self._clones[:n - 1]]
 
-    def updateOutput(self, input):
+    def _members(self, input):
         _check_table(self, input, None, "input")
-        replicas = self._replicas(len(input))
-        out = self.output = _reuse(self.output, len(input))
-        child = None
-        try:
-            for i, child in enumerate(replicas):
-                out[i] = child.forward(input[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        return out
-
-    def _run_back(self, input, gradOutput, step):
-        _check_table(self, input, None, "input")
-        _check_table(self, gradOutput, len(input), "gradOutput")
-        replicas = self._replicas(len(input))
-        gi = _reuse(self.gradInput, len(input))
-        child = None
-        try:
-            for i, child in enumerate(replicas):
-                gi[i] = step(child, input[i], gradOutput[i])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, child) from err
-        return gi
-
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._run_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._run_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
-    def accGradParameters(self, input, gradOutput):
-        self._run_back(input, gradOutput, _acc_only)
+        return self._replicas(len(input))
 
     def _cleared(self):
         return {**super()._cleared(), "_clones": []}
@@ -426,14 +342,6 @@ def _state_attrs(m):
 
 def _state_arrays(m):
     return [a for a in (getattr(m, attr, None) for attr in _state_attrs(m)) if a is not None]
-
-
-def _acc_only(child, input, gradOutput):
-    child.accGradParameters(input, gradOutput)
-
-
-def _reuse(buf, n):
-    return buf if isinstance(buf, list) and len(buf) == n else [None] * n
 
 
 def _check_table(module, t, n, what):

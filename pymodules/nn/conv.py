@@ -23,10 +23,13 @@ from pymodules.engine.conv import (
     temporal_conv_update_grad_input,
     temporal_conv_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import whole
 
 _NOT_SEEN = object()
+# The plan of an input that is not an array of the right rank: the kernel refuses it and says why.
+_NO_PLAN = ((0,), (0, 0), 0)
 
 
 def _positive(owner, **sizes):
@@ -60,22 +63,18 @@ class _Weighted(Initializable):
     def _plan(self, input):
         """(output shape, columns shape, ...) for ``input``'s shape and the module's dtype; the
         last one is remembered."""
-        key = (input.shape, self.dtype)
+        key = (shape_of(input), self.dtype)
         if key != self._seen:
-            self._planned = self._layout(input)
+            self._planned = self._layout(input) if key[0] else _NO_PLAN
             self._seen = key
         return self._planned
 
     def _output(self, shape):
-        out = self.output
-        if out.shape != shape:
-            out = self.output = np.empty(shape, self.dtype)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
         return out
 
     def _cols(self, shape):
-        cols = self._columns
-        if cols is None or cols.shape != shape:
-            cols = self._resize("_columns", shape)
+        cols = self._columns = resized(self._columns, shape, -1, self.dtype)
         return cols
 
 
@@ -112,7 +111,7 @@ class _Spatial(_Weighted):
     def _layout(self, input):
         shape = input.shape
         if len(shape) not in (3, 4):
-            return (0,), (0, 0), 0  # the kernel names the problem
+            return _NO_PLAN
         h = output_size(shape[-2], self.kernelH, self.strideH, self.padH, self.dilationH)
         w = output_size(shape[-1], self.kernelW, self.strideW, self.padW, self.dilationW)
         columns = (self.nInputPlane * self.kernelH * self.kernelW, h * w)
@@ -121,46 +120,37 @@ class _Spatial(_Weighted):
         return shape[:-3] + (self.nOutputPlane, h, w), columns, rows
 
     def _rows_scratch(self, size):
-        rows = self._rows
-        if size and (rows is None or rows.shape != (size,)):
-            rows = self._resize("_rows", (size,))
-        return rows if size else None
+        if not size:
+            return None
+        rows = self._rows = resized(self._rows, (size,), -1, self.dtype)
+        return rows
 
     def updateOutput(self, input):
-        try:
-            shape, columns, rows = self._plan(input)
-            out = self._output(shape)
-            conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
-                               self.strideW, self.strideH, self.padW, self.padH,
-                               self.dilationW, self.dilationH, self.nGroup,
-                               self._rows_scratch(rows))
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape, columns, rows = self._plan(input)
+        out = self._output(shape)
+        conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
+                           self.strideW, self.strideH, self.padW, self.padH,
+                           self.dilationW, self.dilationH, self.nGroup,
+                           self._rows_scratch(rows))
         return out
 
     def updateGradInput(self, input, gradOutput):
         if not self.propagateBack:
             return self.gradInput
-        try:
-            columns = self._plan(input)[1]
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
-                                   self.strideW, self.strideH, self.padW, self.padH,
-                                   self.dilationW, self.dilationH, self.nGroup)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        columns = self._plan(input)[1]
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
+                               self.strideW, self.strideH, self.padW, self.padH,
+                               self.dilationW, self.dilationH, self.nGroup)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            _, columns, rows = self._plan(input)
-            conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                     self._cols(columns), self.strideW, self.strideH,
-                                     self.padW, self.padH, self.dilationW, self.dilationH,
-                                     self.nGroup, self.scaleW, self.scaleB,
-                                     self._rows_scratch(rows))
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        _, columns, rows = self._plan(input)
+        conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                 self._cols(columns), self.strideW, self.strideH,
+                                 self.padW, self.padH, self.dilationW, self.dilationH,
+                                 self.nGroup, self.scaleW, self.scaleB,
+                                 self._rows_scratch(rows))
         self._regularize()
 
     def extraRepr(self):
@@ -262,33 +252,24 @@ class SpatialFullConvolution(_Weighted):
         return (self.dW, self.dH, self.padW, self.padH, self.adjW, self.adjH, self.nGroup)
 
     def updateOutput(self, input):
-        try:
-            shape, columns = self._plan(input)
-            out = self._output(shape)
-            full_conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
-                                    *self._args())
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape, columns = self._plan(input)
+        out = self._output(shape)
+        full_conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
+                                *self._args())
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            _, columns = self._plan(input)
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            full_conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
-                                        *self._args())
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        _, columns = self._plan(input)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        full_conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
+                                    *self._args())
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            _, columns = self._plan(input)
-            full_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                          self._cols(columns), *self._args(), self.scaleW,
-                                          self.scaleB)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        _, columns = self._plan(input)
+        full_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                      self._cols(columns), *self._args(), self.scaleW,
+                                      self.scaleB)
         self._regularize()
 
     def extraRepr(self):
@@ -330,32 +311,23 @@ class TemporalConvolution(_Weighted):
         return shape[:-2] + (frames, self.outputFrameSize), None
 
     def updateOutput(self, input):
-        try:
-            out = self._output(self._plan(input)[0])
-            temporal_conv_update_output(input, out, self.weight, self.bias, self.kernelW,
-                                        self.strideW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self._output(self._plan(input)[0])
+        temporal_conv_update_output(input, out, self.weight, self.bias, self.kernelW,
+                                    self.strideW)
         return out
 
     def updateGradInput(self, input, gradOutput):
         if not self.propagateBack:
             return self.gradInput
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            temporal_conv_update_grad_input(input, gradOutput, gi, self.weight, self.kernelW,
-                                            self.strideW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        temporal_conv_update_grad_input(input, gradOutput, gi, self.weight, self.kernelW,
+                                        self.strideW)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            temporal_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                              self.kernelW, self.strideW, self.scaleW,
-                                              self.scaleB)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        temporal_conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                          self.kernelW, self.strideW, self.scaleW,
+                                          self.scaleB)
         self._regularize()
 
     def extraRepr(self):

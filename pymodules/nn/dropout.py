@@ -37,27 +37,21 @@ class Dropout(Module):
         return self
 
     def updateOutput(self, input):
-        try:
-            out = input if self.inplace else resized(self.output, input, -1, self.dtype)
-            if self._train:
-                self.noise = resized(self.noise, input, -1, self.dtype)
-                seed = generator().bit_generator.random_raw()
-            else:
-                seed = 0
-            dropout_update_output(input, out, self.noise, self.p, self.scale, self._train, seed)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = input if self.inplace else resized(self.output, input, -1, self.dtype)
+        if self._train:
+            self.noise = resized(self.noise, input, -1, self.dtype)
+            seed = generator().bit_generator.random_raw()
+        else:
+            seed = 0
+        dropout_update_output(input, out, self.noise, self.p, self.scale, self._train, seed)
         self.output = out
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = gradOutput if self.inplace else resized(self.gradInput, gradOutput, -1,
-                                                         self.dtype)
-            dropout_update_grad_input(gradOutput, gi, self.noise, self.p, self.scale,
-                                      self._train)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = gradOutput if self.inplace else resized(self.gradInput, gradOutput, -1,
+                                                     self.dtype)
+        dropout_update_grad_input(gradOutput, gi, self.noise, self.p, self.scale,
+                                  self._train)
         self.gradInput = gi
         return gi
 

@@ -10,6 +10,7 @@ from pymodules.engine.embedding import (
     lookup_table_update_grad_input,
     lookup_table_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.init import RandomNormal
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import whole
@@ -51,19 +52,14 @@ class LookupTable(Initializable):
         self._build((self.nIndex, self.nOutput), None, weightInit=RandomNormal(0.0, 1.0))
 
     def updateOutput(self, input):
-        try:
-            out = self._resize("output", input.shape + (self.nOutput,))
-            lookup_table_update_output(input, out, self.weight, self.maxNorm, self.normType)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, shape_of(input) + (self.nOutput,), -1,
+                                    self.dtype)
+        lookup_table_update_output(input, out, self.weight, self.maxNorm, self.normType)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            lookup_table_update_grad_input(input, gi)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        lookup_table_update_grad_input(input, gi)
         return gi
 
     def accGradParameters(self, input, gradOutput):
@@ -73,11 +69,8 @@ class LookupTable(Initializable):
                 self._counts = np.zeros(self.nIndex, np.float64)
             counts = self._counts
         padding = -1 if self.paddingValue is None else self.paddingValue
-        try:
-            lookup_table_acc_grad_parameters(input, gradOutput, self.gradWeight, padding,
-                                             counts, self.scaleW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        lookup_table_acc_grad_parameters(input, gradOutput, self.gradWeight, padding,
+                                         counts, self.scaleW)
         self._regularize()
 
     def extraRepr(self):

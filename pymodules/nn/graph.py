@@ -12,7 +12,7 @@ backward runs them in reverse, summing the gradients of the consumers of a node.
 import numpy as np
 
 from pymodules.nn.containers import Container
-from pymodules.nn.module import Module, _now, _postfix
+from pymodules.nn.module import Module, _postfix
 from pymodules.nn.shape import Identity
 from pymodules.nn.table import sum_into, zeros_like
 
@@ -192,21 +192,17 @@ class Graph(Container):
             if len(input) != n_in:
                 raise ValueError(f"{self.getName()}: got {len(input)} inputs, expected {n_in}")
         values, fed, lists = self._values, self._inputs, self._lists
-        k, element = 0, None
-        try:
-            for k, (element, how, src) in enumerate(self._steps):
-                if how == _ONE:
-                    x = values[src]
-                elif how == _SOURCE:
-                    x = input[src] if n_in > 1 else input
-                else:
-                    x = lists[k]
-                    for i, p in enumerate(src):
-                        x[i] = values[p]
-                fed[k] = x
-                values[k] = element.forward(x)
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, element) from err
+        for k, (element, how, src) in enumerate(self._steps):
+            if how == _ONE:
+                x = values[src]
+            elif how == _SOURCE:
+                x = input[src] if n_in > 1 else input
+            else:
+                x = lists[k]
+                for i, p in enumerate(src):
+                    x[i] = values[p]
+            fed[k] = x
+            values[k] = element.forward(x)
         if len(self._outIndex) == 1:
             self.output = values[self._outIndex[0]]
         else:
@@ -236,18 +232,14 @@ class Graph(Container):
                 raise ValueError(f"{self.getName()}: gradOutput must be a list of {n_out} "
                                  f"arrays, one per output")
         gins, grads, fed, stopped = self._gins, self._grads, self._inputs, self._stopped
-        element = None
-        try:
-            for k in range(len(self._steps) - 1, -1, -1):
-                element = self._steps[k][0]
-                g = grads[k] = self._gradient(k, gradOutput, gins)
-                if g is None:
-                    gins[k] = None
-                    continue
-                gi = step(element, fed[k], g)
-                gins[k] = None if k in stopped else gi
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, element) from err
+        for k in range(len(self._steps) - 1, -1, -1):
+            element = self._steps[k][0]
+            g = grads[k] = self._gradient(k, gradOutput, gins)
+            if g is None:
+                gins[k] = None
+                continue
+            gi = step(element, fed[k], g)
+            gins[k] = None if k in stopped else gi
         return self._grad_input(input)
 
     def _grad_input(self, input):
@@ -266,26 +258,12 @@ class Graph(Container):
         out[:] = result
         return out
 
-    def backward(self, input, gradOutput):
-        start = _now()
-        self.gradInput = self._walk_back(input, gradOutput, _backward)
-        self.backwardTime += _now() - start
-        return self.gradInput
-
-    def updateGradInput(self, input, gradOutput):
-        self.gradInput = self._walk_back(input, gradOutput, _update_grad_input)
-        return self.gradInput
-
     def accGradParameters(self, input, gradOutput):
         # Uses each node's gradOutput from the updateGradInput that preceded.
-        element = None
-        try:
-            for k in range(len(self._steps) - 1, -1, -1):
-                element = self._steps[k][0]
-                if self._grads[k] is not None:
-                    element.accGradParameters(self._inputs[k], self._grads[k])
-        except (TypeError, ValueError) as err:
-            raise self._child_error(err, element) from err
+        for k in range(len(self._steps) - 1, -1, -1):
+            element = self._steps[k][0]
+            if self._grads[k] is not None:
+                element.accGradParameters(self._inputs[k], self._grads[k])
 
     # -- graph API -------------------------------------------------------------------------
     def node(self, name):
@@ -330,10 +308,3 @@ class Graph(Container):
 
 Model = Graph
 
-
-def _backward(element, input, gradOutput):
-    return element.backward(input, gradOutput)
-
-
-def _update_grad_input(element, input, gradOutput):
-    return element.updateGradInput(input, gradOutput)

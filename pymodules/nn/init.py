@@ -81,7 +81,8 @@ class Xavier(InitializationMethod):
 
 
 class MsraFiller(InitializationMethod):
-    """He: normal with std sqrt(2 / n), n the fan-in (or fan-out when not varianceNormAlongFanIn)."""
+    """He: normal with std sqrt(2 / n), n the fan-in (the fan-out when not
+    varianceNormAlongFanIn)."""
 
     def __init__(self, varianceNormAlongFanIn=True):
         self.varianceNormAlongFanIn = bool(varianceNormAlongFanIn)

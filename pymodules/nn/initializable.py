@@ -38,11 +38,12 @@ class Initializable(Module):
                 setattr(self, grad, None)
             # otherwise the gradient is made on first use (Module.__getattr__)
         self._draw()
-        for name, value in zip(_INITIAL, inits):
+        # ``inits`` may be shorter than _INITIAL (embedding passes none): missing ones are None.
+        for name, value in zip(_INITIAL, inits, strict=False):
             if value is not None:
                 self._initial(name, value)
         self._initialized = frozenset(
-            name for name, value in zip(_INITIAL[:2], inits) if value is not None)
+            name for name, value in zip(_INITIAL[:2], inits, strict=False) if value is not None)
         self._unrecord(*(f"init{n[0].upper()}{n[1:]}" for n in _INITIAL))
 
     def _accepts(self, target, value) -> bool:

@@ -39,31 +39,24 @@ class Linear(Initializable):
     _transposed = None  # where a small float32 batch's forward runs transposed
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, self.outputSize, self.dtype)
-            size = linear_scratch_size(input, self.weight)
-            linear_update_output(input, out, self.weight, self.bias,
-                                 self._resize("_transposed", (size,)) if size else None)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, self.outputSize, self.dtype)
+        size = linear_scratch_size(input, self.weight)
+        if size:
+            self._transposed = resized(self._transposed, (size,), -1, self.dtype)
+        linear_update_output(input, out, self.weight, self.bias,
+                             self._transposed if size else None)
         return out
 
     def updateGradInput(self, input, gradOutput):
         if not self.propagateBack:
             return self.gradInput
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            linear_update_grad_input(input, gradOutput, gi, self.weight)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        linear_update_grad_input(input, gradOutput, gi, self.weight)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        try:
-            linear_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                       self.scaleW, self.scaleB)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        linear_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                   self.scaleW, self.scaleB)
         self._regularize()
 
     def extraRepr(self):

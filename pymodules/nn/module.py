@@ -15,6 +15,7 @@ from time import perf_counter_ns as _now
 
 import numpy as np
 
+from pymodules.facade import REFUSALS, Facade, fixed_arguments, has_gate
 from pymodules.recorded import Recorded
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -73,8 +74,17 @@ class _Mode(int):
     __str__ = __repr__
 
 
-class Module(Recorded):
-    """Base of every layer and container (BigDL's AbstractModule)."""
+class Module(Facade, Recorded):
+    """Base of every layer and container (BigDL's AbstractModule).
+
+    A layer defines ``updateOutput``, ``updateGradInput`` and (with parameters)
+    ``accGradParameters`` as its kernel calls and their buffers; ``pymodules.facade`` turns a
+    kernel's refusal into an error naming the module.
+    """
+
+    _GATED = ("updateOutput", "updateGradInput", "accGradParameters", "forward", "backward")
+    #: whether an input or gradOutput may be a table (a list of arrays).
+    _tables = False
 
     #: (value, gradient) attribute pairs of the trainable parameters, in order.
     _params: tuple[tuple[str, str], ...] = ()
@@ -104,18 +114,26 @@ class Module(Recorded):
         self._flat = None
 
     # -- the protocol ------------------------------------------------------------------
+    @has_gate
     def forward(self, input):
         """Run updateOutput, add its time to the forward time, return ``output``."""
         start = _now()
-        output = self.updateOutput(input)
+        try:
+            output = self._updateOutput(input)
+        except REFUSALS as err:
+            output = self._refused(err, self.updateOutput, (input,))
         self.forwardTime += _now() - start
         return output
 
+    @has_gate
     def backward(self, input, gradOutput):
         """updateGradInput then accGradParameters; return ``gradInput``."""
         start = _now()
-        gradInput = self.updateGradInput(input, gradOutput)
-        self.accGradParameters(input, gradOutput)
+        try:
+            gradInput = self._updateGradInput(input, gradOutput)
+            self._accGradParameters(input, gradOutput)
+        except REFUSALS as err:
+            gradInput = self._refused(err, self.backward, (input, gradOutput))
         self.backwardTime += _now() - start
         return gradInput
 
@@ -128,33 +146,17 @@ class Module(Recorded):
     def accGradParameters(self, input, gradOutput):
         """Accumulate parameter gradients; modules without parameters do nothing."""
 
-    # -- errors ------------------------------------------------------------------------
-    def _error(self, err: Exception) -> Exception:
-        """``err`` retold with this module's description in front."""
-        return type(err)(f"{self}: {err}")
+    # The raw methods forward and backward run inside their own gate (a subclass's own
+    # definitions are put here by Facade.__init_subclass__).
+    _updateOutput = updateOutput
+    _updateGradInput = updateGradInput
+    _accGradParameters = accGradParameters
 
-    def _resize(self, attr: str, shape) -> np.ndarray:
-        """The buffer ``attr`` with ``shape``, reused when it already has it."""
-        buf = getattr(self, attr)
-        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
-            buf = np.empty(shape, self.dtype)
-            setattr(self, attr, buf)
-        return buf
+    def _fixed(self, args):
+        return fixed_arguments(args, ("input", "gradOutput"), self._tables)
 
-    def _recover(self, err: Exception, method, *arrays):
-        """Handle a kernel's refusal of the arguments of ``method`` (input, gradOutput).
-
-        Kernels take C-contiguous arrays only: a strided view from the user is copied and
-        ``method`` runs again, off the fast path instead of a check on every call. Any other
-        refusal is raised again with this module's description in front.
-        """
-        for what, a in zip(("input", "gradOutput"), arrays):
-            if not isinstance(a, np.ndarray):
-                raise TypeError(
-                    f"{self}: {what} must be a numpy.ndarray, got {type(a).__name__}") from None
-        if any(not a.flags.c_contiguous for a in arrays):
-            return method(*[np.ascontiguousarray(a) for a in arrays])
-        raise self._error(err) from None
+    def _name_of(self):
+        return self.getName()
 
     # -- parameters --------------------------------------------------------------------
     def __getattr__(self, name):
@@ -533,10 +535,10 @@ def _copy_into(module: Module, what: str, targets, arrays) -> None:
     arrays = list(arrays)
     if len(arrays) != len(targets):
         raise ValueError(f"{module}: {what} got {len(arrays)} arrays, expected {len(targets)}")
-    for i, (dst, src) in enumerate(zip(targets, arrays)):
+    for i, (dst, src) in enumerate(zip(targets, arrays, strict=True)):
         src = np.asarray(src)
         if src.shape != dst.shape:
             raise ValueError(
                 f"{module}: {what} array {i} has shape {src.shape}, expected {dst.shape}")
-    for dst, src in zip(targets, arrays):
+    for dst, src in zip(targets, arrays, strict=True):
         dst[...] = src

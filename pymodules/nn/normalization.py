@@ -18,6 +18,7 @@ from pymodules.engine.normalization import (
     normalize_update_grad_input,
     normalize_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.init import RandomUniform, Zeros
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import Module, whole
@@ -56,37 +57,30 @@ class BatchNormalization(Initializable):
                     RandomUniform(0, 1), Zeros())
 
     def _saved(self):
-        return (self._resize("_saveMean", (self.nOutput,)),
-                self._resize("_saveInvstd", (self.nOutput,)))
+        n = (self.nOutput,)
+        self._saveMean = resized(self._saveMean, n, -1, self.dtype)
+        self._saveInvstd = resized(self._saveInvstd, n, -1, self.dtype)
+        return self._saveMean, self._saveInvstd
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            batchnorm_update_output(input, out, self.weight, self.bias, self.runningMean,
-                                    self.runningVar, *self._saved(), self._layout, self._train,
-                                    self.momentum, self.eps)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        batchnorm_update_output(input, out, self.weight, self.bias, self.runningMean,
+                                self.runningVar, *self._saved(), self._layout, self._train,
+                                self.momentum, self.eps)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            batchnorm_update_grad_input(input, gradOutput, gi, self.weight, self._saveMean,
-                                        self._saveInvstd, self._layout, self._train)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        batchnorm_update_grad_input(input, gradOutput, gi, self.weight, self._saveMean,
+                                    self._saveInvstd, self._layout, self._train)
         return gi
 
     def accGradParameters(self, input, gradOutput):
         if not self.affine:
             return
-        try:
-            batchnorm_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                          self._saveMean, self._saveInvstd, self._layout,
-                                          self.scaleW, self.scaleB)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.accGradParameters, input, gradOutput)
+        batchnorm_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
+                                      self._saveMean, self._saveInvstd, self._layout,
+                                      self.scaleW, self.scaleB)
 
     def extraRepr(self):
         return f"{self.nOutput}, {self.eps}, {self.momentum}, {self.affine}"
@@ -124,24 +118,19 @@ class Normalize(Module):
         self._norm = None
 
     def _lines(self, input):
-        axis = 0 if input.ndim == 1 else 1
-        return (math.prod(input.shape[:axis] + input.shape[axis + 1:]),)
+        shape = shape_of(input)
+        axis = 0 if len(shape) == 1 else 1
+        return (math.prod(shape[:axis] + shape[axis + 1:]),)
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            norm = self._resize("_norm", self._lines(input))
-            normalize_update_output(input, out, norm, self.p, self.eps)
-        except (TypeError, ValueError, AttributeError, IndexError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        norm = self._norm = resized(self._norm, self._lines(input), -1, self.dtype)
+        normalize_update_output(input, out, norm, self.p, self.eps)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            normalize_update_grad_input(input, gradOutput, gi, self._norm, self.p)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        normalize_update_grad_input(input, gradOutput, gi, self._norm, self.p)
         return gi
 
     def extraRepr(self):
@@ -163,21 +152,15 @@ class SpatialCrossMapLRN(Module):
         self._scale = None
 
     def updateOutput(self, input):
-        try:
-            out = self.output = resized(self.output, input, -1, self.dtype)
-            scale = self._scale = resized(self._scale, input, -1, self.dtype)
-            lrn_update_output(input, out, scale, self.size, self.alpha, self.beta, self.k)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        out = self.output = resized(self.output, input, -1, self.dtype)
+        scale = self._scale = resized(self._scale, input, -1, self.dtype)
+        lrn_update_output(input, out, scale, self.size, self.alpha, self.beta, self.k)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            lrn_update_grad_input(input, self.output, gradOutput, gi, self._scale, self.size,
-                                  self.alpha, self.beta)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        lrn_update_grad_input(input, self.output, gradOutput, gi, self._scale, self.size,
+                              self.alpha, self.beta)
         return gi
 
     def extraRepr(self):

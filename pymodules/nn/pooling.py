@@ -9,18 +9,21 @@ SAME padding), worked out once per input shape. Max pooling keeps the argmax of 
 import numpy as np
 
 from pymodules.engine.buffers import resized
-from pymodules.engine.conv import output_size
 from pymodules.engine.pooling import (
     avg_pool_update_grad_input,
     avg_pool_update_output,
     max_pool_update_grad_input,
     max_pool_update_output,
+    output_size,
     temporal_max_pool_update_grad_input,
     temporal_max_pool_update_output,
 )
+from pymodules.facade import shape_of
 from pymodules.nn.module import Module, whole
 
 _NOT_SEEN = object()
+
+_INDEX = np.dtype(np.intp)  # the argmax indices of max pooling
 
 
 def _check_window(owner, kW, kH, dW, dH, padW, padH):
@@ -62,7 +65,7 @@ class _Pooling(Module):
 
     def _plan(self, input):
         """(output shape, kernel width, kernel height) for ``input``'s shape, remembered."""
-        shape = input.shape
+        shape = shape_of(input)
         if shape != self._seen:
             self._planned = self._layout(shape)
             self._seen = shape
@@ -75,12 +78,6 @@ class _Pooling(Module):
         h = output_size(shape[-2], kH, self.dH, self.padH, 1, self.ceilMode)
         w = output_size(shape[-1], kW, self.dW, self.padW, 1, self.ceilMode)
         return shape[:-2] + (h, w), kW, kH
-
-    def _output(self, shape):
-        out = self.output
-        if out.shape != shape:
-            out = self.output = np.empty(shape, self.dtype)
-        return out
 
     def extraRepr(self):
         return f"{self.kW}, {self.kH}, {self.dW}, {self.dH}, {self.padW}, {self.padH}" + (
@@ -106,24 +103,16 @@ class SpatialMaxPooling(_Pooling):
         self.indices = None
 
     def updateOutput(self, input):
-        try:
-            shape = self._plan(input)[0]
-            out = self._output(shape)
-            idx = self.indices
-            if idx is None or idx.shape != shape:
-                idx = self.indices = np.empty(shape, np.intp)
-            max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
-                                   self.padW, self.padH, self.ceilMode)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape = self._plan(input)[0]
+        out = self.output = resized(self.output, shape, -1, self.dtype)
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
+                               self.padW, self.padH, self.ceilMode)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        max_pool_update_grad_input(input, gradOutput, gi, self.indices)
         return gi
 
 
@@ -156,24 +145,18 @@ class SpatialAveragePooling(_Pooling):
         return (shape[-1], shape[-2]) if self.globalPooling else (self.kW, self.kH)
 
     def updateOutput(self, input):
-        try:
-            shape, kW, kH = self._plan(input)
-            out = self._output(shape)
-            avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
-                                   self.ceilMode, self.countIncludePad, self.divide)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape, kW, kH = self._plan(input)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
+        avg_pool_update_output(input, out, kW, kH, self.dW, self.dH, self.padW, self.padH,
+                               self.ceilMode, self.countIncludePad, self.divide)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            _, kW, kH = self._plan(input)
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            avg_pool_update_grad_input(input, gradOutput, gi, kW, kH, self.dW, self.dH,
-                                       self.padW, self.padH, self.ceilMode,
-                                       self.countIncludePad, self.divide)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        _, kW, kH = self._plan(input)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        avg_pool_update_grad_input(input, gradOutput, gi, kW, kH, self.dW, self.dH,
+                                   self.padW, self.padH, self.ceilMode,
+                                   self.countIncludePad, self.divide)
         return gi
 
     def extraRepr(self):
@@ -198,27 +181,17 @@ class TemporalMaxPooling(Module):
         self.indices = None
 
     def updateOutput(self, input):
-        try:
-            shape = input.shape
-            if len(shape) in (2, 3):
-                shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
-            out = self.output
-            if out.shape != shape:
-                out = self.output = np.empty(shape, self.dtype)
-            idx = self.indices
-            if idx is None or idx.shape != shape:
-                idx = self.indices = np.empty(shape, np.intp)
-            temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateOutput, input)
+        shape = shape_of(input)
+        if len(shape) in (2, 3):
+            shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
+        out = self.output = resized(self.output, shape, -1, self.dtype)
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-            temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        except (TypeError, ValueError, AttributeError) as err:
-            return self._recover(err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
         return gi
 
     def extraRepr(self):

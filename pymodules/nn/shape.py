@@ -11,18 +11,14 @@ import math
 
 import numpy as np
 
+from pymodules.engine.buffers import resized
 from pymodules.engine.table import join, split
+from pymodules.facade import require_array
 from pymodules.nn.module import Module, whole
-from pymodules.nn.table import _ERRORS, axis_of, buffer, recover
+from pymodules.nn.table import axis_of
 
 INTMAX = 2147483647
 INTMIN = -2147483648
-
-
-def _array(module, x, what="input"):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{module}: {what} must be a numpy.ndarray, got {type(x).__name__}")
-    return x
 
 
 def _sizes(owner, what, size):
@@ -49,18 +45,26 @@ class _Reshaping(Module):
         raise NotImplementedError
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         self.output = x.reshape(self._shape(x))
         return self.output
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.size != x.size:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, expected "
                              f"{self._shape(x)}")
         self.gradInput = g.reshape(x.shape)
         return self.gradInput
+
+    @staticmethod
+    def _fits(shape, x, as_what):
+        """``shape`` if it holds exactly ``x``'s elements, else a ValueError."""
+        if math.prod(shape) != x.size:
+            raise ValueError(f"input of shape {x.shape} ({x.size} elements) cannot be "
+                             f"{as_what}")
+        return shape
 
 
 class Reshape(_Reshaping):
@@ -81,10 +85,7 @@ class Reshape(_Reshaping):
         whole = self.batchMode is False or (
             self.batchMode is None and x.size == self._n and (x.ndim == 0 or x.shape[0] != 1))
         shape = self.size if whole else (x.shape[0] if x.ndim else 1,) + self.size
-        if math.prod(shape) != x.size:
-            raise ValueError(f"{self}: input of shape {x.shape} ({x.size} elements) cannot "
-                             f"be reshaped to {shape}")
-        return shape
+        return self._fits(shape, x, f"reshaped to {shape}")
 
     def extraRepr(self):
         return "x".join(map(str, self.size))
@@ -121,11 +122,7 @@ class View(_Reshaping):
                 raise ValueError(f"{self}: {per_sample} elements per sample do not fill "
                                  f"{sizes}")
             sizes = tuple(per_sample // self._n if s == -1 else s for s in sizes)
-        shape = batch + sizes
-        if math.prod(shape) != x.size:
-            raise ValueError(f"{self}: input of shape {x.shape} ({x.size} elements) cannot "
-                             f"be viewed as {sizes}")
-        return shape
+        return self._fits(batch + sizes, x, f"viewed as {sizes}")
 
     def extraRepr(self):
         return "x".join(map(str, self.sizes))
@@ -198,27 +195,21 @@ class Narrow(Module):
         return axis, start, length
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         axis, start, length = self._band = self._locate(x)
         if math.prod(x.shape[:axis]) <= 1:  # a contiguous band: a view, as in Torch
             self.output = x[(slice(None),) * axis + (slice(start, start + length),)]
             return self.output
-        try:
-            shape = x.shape[:axis] + (length,) + x.shape[axis + 1:]
-            out = self.output = self._copy = buffer(self._copy, shape, x.dtype)
-            split(x, [out], axis, start, False, "input", "output")
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        shape = x.shape[:axis] + (length,) + x.shape[axis + 1:]
+        out = self.output = self._copy = resized(self._copy, shape, -1, x.dtype)
+        split(x, [out], axis, start, False, "input", "output")
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
+        x = require_array(input)
         axis, start, _ = self._band
-        try:
-            gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
-            join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, x)
+        join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
         return gi
 
     def extraRepr(self):
@@ -240,7 +231,7 @@ class Select(Module):
         self._copy = None
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         axis = axis_of(self.dim, x.ndim)
         size = x.shape[axis]
         index = self.index + size if self.index < 0 else self.index
@@ -251,22 +242,16 @@ class Select(Module):
         if math.prod(x.shape[:axis]) <= 1:
             self.output = x[(slice(None),) * axis + (index,)]
             return self.output
-        try:
-            shape = x.shape[:axis] + x.shape[axis + 1:]
-            out = self.output = self._copy = buffer(self._copy, shape, x.dtype)
-            split(x, [out], axis, index, True, "input", "output")
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        shape = x.shape[:axis] + x.shape[axis + 1:]
+        out = self.output = self._copy = resized(self._copy, shape, -1, x.dtype)
+        split(x, [out], axis, index, True, "input", "output")
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
+        x = require_array(input)
         axis, index = self._at
-        try:
-            gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
-            join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, x)
+        join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
         return gi
 
     def extraRepr(self):
@@ -290,25 +275,22 @@ class Transpose(Module):
         return tuple(perm)
 
     def updateOutput(self, input):
-        x = _array(self, input)
+        x = require_array(input)
         if self._perm is None or len(self._perm) != x.ndim:
-            try:
-                self._perm = self._axes(x.ndim)
-            except ValueError as err:
-                raise self._error(err) from None
+            self._perm = self._axes(x.ndim)
             self._inverse = tuple(np.argsort(self._perm))
         xt = x.transpose(self._perm)
-        out = self.output = buffer(self.output, xt.shape, x.dtype)
+        out = self.output = resized(self.output, xt.shape, -1, x.dtype)
         np.copyto(out, xt)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
-        gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
+        gi = self.gradInput = resized(self.gradInput, x)
         np.copyto(gi, g.transpose(self._inverse))
         return gi
 
@@ -330,24 +312,21 @@ class Replicate(Module):
         self._axis = 0
 
     def updateOutput(self, input):
-        x = _array(self, input)
-        try:
-            axis = self._axis = axis_of(self.dim, x.ndim + 1,
-                                        self.nDim + 1 if 0 < self.nDim < INTMAX else None)
-        except ValueError as err:
-            raise self._error(err) from None
+        x = require_array(input)
+        axis = self._axis = axis_of(self.dim, x.ndim + 1,
+                                    self.nDim + 1 if 0 < self.nDim < INTMAX else None)
         shape = x.shape[:axis] + (self.nFeatures,) + x.shape[axis:]
-        out = self.output = buffer(self.output, shape, x.dtype)
+        out = self.output = resized(self.output, shape, -1, x.dtype)
         np.copyto(out, np.expand_dims(x, axis))
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _array(self, input)
-        g = _array(self, gradOutput, "gradOutput")
+        x = require_array(input)
+        g = require_array(gradOutput, "gradOutput")
         if g.shape != self.output.shape:
             raise ValueError(f"{self}: gradOutput has shape {g.shape}, "
                              f"expected {self.output.shape}")
-        gi = self.gradInput = buffer(self.gradInput, x.shape, x.dtype)
+        gi = self.gradInput = resized(self.gradInput, x)
         np.sum(g, axis=self._axis, out=gi)
         return gi
 
@@ -375,10 +354,10 @@ class Contiguous(Module):
 
 def _contiguous(module, x, attr, what):
     """``x`` if C-contiguous, else its copy in the private buffer ``attr``."""
-    x = _array(module, x, what)
+    x = require_array(x, what)
     if x.flags.c_contiguous:
         return x
-    out = buffer(getattr(module, attr), x.shape, x.dtype)
+    out = resized(getattr(module, attr), x)
     setattr(module, attr, out)
     np.copyto(out, x)
     return out

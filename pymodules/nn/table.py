@@ -9,6 +9,7 @@ one less on it.
 
 import numpy as np
 
+from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.table import (
     cadd_update_grad_input,
     cadd_update_output,
@@ -21,25 +22,16 @@ from pymodules.engine.table import (
     join,
     split,
 )
+from pymodules.facade import require_array
 from pymodules.nn.module import Module, whole
-
-_ERRORS = (TypeError, ValueError, AttributeError, IndexError)
 
 
 # -- helpers shared with the containers and the graph -----------------------------------------
-def buffer(buf, shape, dtype):
-    """``buf`` if it is an array of ``shape`` and ``dtype``, else a new empty one."""
-    if isinstance(buf, np.ndarray) and buf.shape == shape and buf.dtype == dtype:
-        return buf
-    return np.empty(shape, dtype)
-
-
 def zeros_like(buf, t):
     """A table shaped like ``t`` holding zeros, reusing ``buf``'s arrays where they fit."""
     if isinstance(t, (list, tuple)):
-        old = buf if isinstance(buf, list) and len(buf) == len(t) else [None] * len(t)
-        return [zeros_like(b, x) for b, x in zip(old, t)]
-    z = buffer(buf, t.shape, t.dtype)
+        return [zeros_like(b, x) for b, x in zip(resized_list(buf, len(t)), t, strict=True)]
+    z = resized(buf, t)
     z.fill(0)
     return z
 
@@ -54,13 +46,13 @@ def sum_into(buf, grads):
     if len(grads) == 1:
         return first
     if isinstance(first, (list, tuple)):
-        old = buf if isinstance(buf, list) and len(buf) == len(first) else [None] * len(first)
+        old = resized_list(buf, len(first))
         for g in grads:
             if not isinstance(g, (list, tuple)) or len(g) != len(first):
                 raise ValueError(f"gradients to sum differ in structure: {len(first)}-table "
                                  f"and {_describe(g)}")
         return [sum_into(old[i], [g[i] for g in grads]) for i in range(len(first))]
-    out = buffer(buf, first.shape, first.dtype)
+    out = resized(buf, first)
     try:
         cadd_update_output(grads, out)
     except ValueError:
@@ -74,38 +66,6 @@ def _describe(t):
     if isinstance(t, (list, tuple)):
         return f"a {len(t)}-table"
     return f"an array of shape {t.shape}" if isinstance(t, np.ndarray) else type(t).__name__
-
-
-def _fixed(t, what):
-    """(t with strided arrays made contiguous, whether any was); TypeError for non-arrays."""
-    if isinstance(t, (list, tuple)):
-        pairs = [_fixed(x, f"{what} {i}") for i, x in enumerate(t)]
-        return [p[0] for p in pairs], any(p[1] for p in pairs)
-    if not isinstance(t, np.ndarray):
-        raise TypeError(f"{what} must be a numpy.ndarray, got {type(t).__name__}")
-    if t.flags.c_contiguous:
-        return t, False
-    return np.ascontiguousarray(t), True
-
-
-def recover(module, err, method, *args):
-    """Like Module._recover, for arguments that may be tables.
-
-    Non-array items raise a named TypeError; strided arrays are made contiguous and
-    ``method`` runs again; any other refusal is raised with the module's name in front.
-    """
-    fixed = []
-    changed = False
-    for what, a in zip(("input", "gradOutput"), args):
-        try:
-            f, c = _fixed(a, what)
-        except TypeError as e:
-            raise module._error(e) from None
-        fixed.append(f)
-        changed = changed or c
-    if changed:
-        return method(*fixed)
-    raise module._error(err) from None
 
 
 def axis_of(dim, ndim, nInputDims=None, what="dimension"):
@@ -128,28 +88,29 @@ def axis_of(dim, ndim, nInputDims=None, what="dimension"):
     return axis
 
 
-def _table(module, input, lo=1):
-    """``input`` as a list of at least ``lo`` items; TypeError/ValueError naming module."""
+def _table(module, input, lo=1, arrays=True):
+    """``input`` as a list of at least ``lo`` items, arrays unless ``arrays`` is False (items
+    may then be tables too); TypeError/ValueError otherwise."""
     if not isinstance(input, (list, tuple)):
-        raise TypeError(f"{module}: input must be a table (a list of arrays), "
-                        f"got {type(input).__name__}")
+        raise TypeError(f"input must be a table (a list of arrays), got {type(input).__name__}")
     if len(input) < lo:
-        raise ValueError(f"{module}: input has {len(input)} entries, expected at least {lo}")
+        raise ValueError(f"input has {len(input)} entries, expected at least {lo}")
+    for i, a in enumerate(input if arrays else ()):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"input {i} must be a numpy.ndarray, got {type(a).__name__}")
     return input
-
-
-def _reuse_list(buf, n):
-    return buf if isinstance(buf, list) and len(buf) == n else [None] * n
 
 
 def _grad_buffers(buf, like):
     """A list of arrays shaped like the arrays of ``like``, reusing ``buf``'s."""
-    old = _reuse_list(buf, len(like))
-    return [buffer(b, x.shape, x.dtype) for b, x in zip(old, like)]
+    old = resized_list(buf, len(like))
+    return [resized(b, x.shape, -1, x.dtype) for b, x in zip(old, like, strict=True)]
 
 
 class _TableModule(Module):
     """A parameterless module whose buffers take the dtype of its input."""
+
+    _tables = True
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)
@@ -171,31 +132,25 @@ class CAddTable(_TableModule):
         self.inplace = bool(inplace)
 
     def updateOutput(self, input):
-        try:
-            x = _table(self, input)
-            first = x[0]
-            if any(a.shape != first.shape for a in x):
-                return self._broadcast_output(x)
-            out = self.output = buffer(self.output, first.shape, first.dtype)
-            cadd_update_output(x, out)
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        x = _table(self, input)
+        first = x[0]
+        if any(a.shape != first.shape for a in x):
+            return self._broadcast_output(x)
+        out = self.output = resized(self.output, first)
+        cadd_update_output(x, out)
         return out
 
     def _broadcast_output(self, x):
         return _broadcast_output(self, x, np.add)
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            x = _table(self, input)
-            gi = self.gradInput = _grad_buffers(self.gradInput, x)
-            if any(a.shape != gradOutput.shape for a in x):
-                for g in gi:
-                    _sum_to(gradOutput, g)
-                return gi
-            cadd_update_grad_input(gradOutput, gi)
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        x = _table(self, input)
+        gi = self.gradInput = _grad_buffers(self.gradInput, x)
+        if any(a.shape != require_array(gradOutput, "gradOutput").shape for a in x):
+            for g in gi:
+                _sum_to(gradOutput, g)
+            return gi
+        cadd_update_grad_input(gradOutput, gi)
         return gi
 
 
@@ -203,9 +158,9 @@ def _broadcast_output(module, x, op):
     """module.output := op(...op(x[0], x[1])..., x[-1]) under NumPy's broadcasting rules."""
     try:
         shape = np.broadcast_shapes(*[a.shape for a in x])
-    except ValueError:  # recover() puts the module's name in front
+    except ValueError:  # the facade puts the module's name in front
         raise ValueError(f"input shapes {[a.shape for a in x]} do not broadcast") from None
-    out = module.output = buffer(module.output, shape, x[0].dtype)
+    out = module.output = resized(module.output, shape, -1, x[0].dtype)
     np.copyto(out, x[0])
     for a in x[1:]:
         op(out, a, out=out)
@@ -230,22 +185,16 @@ class CSubTable(_TableModule):
     """Difference of a two-array table: [x0, x1] -> x0 - x1."""
 
     def updateOutput(self, input):
-        try:
-            x = _table(self, input, 2)
-            if len(x) != 2:
-                raise ValueError(f"input has {len(x)} entries, expected 2")
-            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
-            csub_update_output(x[0], x[1], out)
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        x = _table(self, input, 2)
+        if len(x) != 2:
+            raise ValueError(f"input has {len(x)} entries, expected 2")
+        out = self.output = resized(self.output, x[0])
+        csub_update_output(x[0], x[1], out)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = _grad_buffers(self.gradInput, _table(self, input, 2)[:2])
-            csub_update_grad_input(gradOutput, gi[0], gi[1])
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = _grad_buffers(self.gradInput, _table(self, input, 2)[:2])
+        csub_update_grad_input(gradOutput, gi[0], gi[1])
         return gi
 
 
@@ -258,31 +207,25 @@ class CMulTable(_TableModule):
     """
 
     def updateOutput(self, input):
-        try:
-            x = _table(self, input)
-            if _scalar_operand(x):
-                return _broadcast_output(self, x, np.multiply)
-            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
-            cmul_update_output(x, out)
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        x = _table(self, input)
+        if _scalar_operand(x):
+            return _broadcast_output(self, x, np.multiply)
+        out = self.output = resized(self.output, x[0])
+        cmul_update_output(x, out)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            x = _table(self, input)
-            gi = self.gradInput = _grad_buffers(self.gradInput, x)
-            if _scalar_operand(x):
-                for i, g in enumerate(gi):
-                    others = gradOutput
-                    for j, a in enumerate(x):
-                        if j != i:
-                            others = others * a
-                    _sum_to(others, g)
-                return gi
-            cmul_update_grad_input(x, gradOutput, gi)
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        x = _table(self, input)
+        gi = self.gradInput = _grad_buffers(self.gradInput, x)
+        if _scalar_operand(x):
+            for i, g in enumerate(gi):
+                others = gradOutput
+                for j, a in enumerate(x):
+                    if j != i:
+                        others = others * a
+                _sum_to(others, g)
+            return gi
+        cmul_update_grad_input(x, gradOutput, gi)
         return gi
 
 
@@ -296,31 +239,23 @@ class CMaxTable(_TableModule):
         self._indices = None
 
     def updateOutput(self, input):
-        try:
-            x = _table(self, input)
-            out = self.output = buffer(self.output, x[0].shape, x[0].dtype)
-            idx = self._indices = buffer(self._indices, x[0].shape, np.dtype(np.int32))
-            cmax_update_output(x, out, idx)
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        x = _table(self, input)
+        out = self.output = resized(self.output, x[0])
+        idx = self._indices = resized(self._indices, x[0].shape, -1, np.dtype(np.int32))
+        cmax_update_output(x, out, idx)
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            x = _table(self, input)
-            gi = self.gradInput = _grad_buffers(self.gradInput, x)
-            cmax_update_grad_input(gradOutput, gi, self._indices)
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        x = _table(self, input)
+        gi = self.gradInput = _grad_buffers(self.gradInput, x)
+        cmax_update_grad_input(gradOutput, gi, self._indices)
         return gi
 
 
 # -- joining and splitting ---------------------------------------------------------------------
-class JoinTable(_TableModule):
-    """Concatenates the arrays of a table along ``dimension``.
-
-    ``nInputDims``: the rank of one sample (see the module docstring); -1 for none.
-    """
+class _AlongDimension(_TableModule):
+    """Join and split: along ``dimension``; ``nInputDims``, the rank of one sample (see the
+    module docstring), -1 for none."""
 
     def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
         super().__init__(dtype)
@@ -328,75 +263,58 @@ class JoinTable(_TableModule):
         self.nInputDims = whole(self, "nInputDims", nInputDims)
         self._axis = 0
 
-    def updateOutput(self, input):
-        try:
-            x = _table(self, input)
-            first = x[0]
-            axis = self._axis = axis_of(self.dimension, first.ndim, self.nInputDims)
-            size = 0
-            for a in x:
-                size += a.shape[axis] if a.ndim == first.ndim else 0
-            shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
-            out = self.output = buffer(self.output, shape, first.dtype)
-            join(x, out, axis)
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
-        return out
-
-    def updateGradInput(self, input, gradOutput):
-        try:
-            x = _table(self, input)
-            gi = self.gradInput = _grad_buffers(self.gradInput, x)
-            split(gradOutput, gi, self._axis, 0, False, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
-        return gi
-
     def extraRepr(self):
         return f"dimension={self.dimension}"
 
 
-class SplitTable(_TableModule):
+class JoinTable(_AlongDimension):
+    """Concatenates the arrays of a table along ``dimension``."""
+
+    def updateOutput(self, input):
+        x = _table(self, input)
+        first = x[0]
+        axis = self._axis = axis_of(self.dimension, first.ndim, self.nInputDims)
+        size = 0
+        for a in x:
+            size += a.shape[axis] if a.ndim == first.ndim else 0
+        shape = first.shape[:axis] + (size,) + first.shape[axis + 1:]
+        out = self.output = resized(self.output, shape, -1, first.dtype)
+        join(x, out, axis)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        x = _table(self, input)
+        gi = self.gradInput = _grad_buffers(self.gradInput, x)
+        split(gradOutput, gi, self._axis, 0, False, "gradOutput", "gradInput")
+        return gi
+
+
+class SplitTable(_AlongDimension):
     """Splits an array along ``dimension`` into a table of its slices (the axis removed)."""
 
-    def __init__(self, dimension, nInputDims=-1, dtype=np.float32):
-        super().__init__(dtype)
-        self.dimension = whole(self, "dimension", dimension)
-        self.nInputDims = whole(self, "nInputDims", nInputDims)
-        self._axis = 0
-
     def updateOutput(self, input):
-        try:
-            axis = self._axis = axis_of(self.dimension, input.ndim, self.nInputDims)
-            shape = input.shape[:axis] + input.shape[axis + 1:]
-            out, n = self.output, input.shape[axis]
-            # The slices are made together, so the first one speaks for all of them.
-            if not (isinstance(out, list) and len(out) == n and n and
-                    out[0].shape == shape and out[0].dtype == input.dtype):
-                out = self.output = [np.empty(shape, input.dtype) for _ in range(n)]
-            if out:
-                split(input, out, axis, 0, True, "input", "output")
-        except _ERRORS as err:
-            return recover(self, err, self.updateOutput, input)
+        axis = self._axis = axis_of(self.dimension, require_array(input).ndim, self.nInputDims)
+        shape = input.shape[:axis] + input.shape[axis + 1:]
+        out, n = self.output, input.shape[axis]
+        # The slices are made together, so the first one speaks for all of them.
+        if not (isinstance(out, list) and len(out) == n and n and
+                out[0].shape == shape and out[0].dtype == input.dtype):
+            out = self.output = [np.empty(shape, input.dtype) for _ in range(n)]
+        if out:
+            split(input, out, axis, 0, True, "input", "output")
         return out
 
     def updateGradInput(self, input, gradOutput):
-        try:
-            gi = self.gradInput = buffer(self.gradInput, input.shape, input.dtype)
-            if not isinstance(gradOutput, (list, tuple)):
-                raise TypeError(f"gradOutput must be a table (a list of arrays), "
-                                f"got {type(gradOutput).__name__}")
-            if len(gradOutput) != input.shape[self._axis]:
-                raise ValueError(f"gradOutput has {len(gradOutput)} entries, "
-                                 f"expected {input.shape[self._axis]}")
-            if gradOutput:
-                join(gradOutput, gi, self._axis, 0, True, "gradOutput", "gradInput")
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized(self.gradInput, input)
+        if not isinstance(gradOutput, (list, tuple)):
+            raise TypeError(f"gradOutput must be a table (a list of arrays), "
+                            f"got {type(gradOutput).__name__}")
+        if len(gradOutput) != input.shape[self._axis]:
+            raise ValueError(f"gradOutput has {len(gradOutput)} entries, "
+                             f"expected {input.shape[self._axis]}")
+        if gradOutput:
+            join(gradOutput, gi, self._axis, 0, True, "gradOutput", "gradInput")
         return gi
-
-    def extraRepr(self):
-        return f"dimension={self.dimension}"
 
 
 # -- selecting ---------------------------------------------------------------------------------
@@ -413,24 +331,23 @@ class SelectTable(Module):
     The gradient is zero for the other entries (tables of zeros for nested ones).
     """
 
+    _tables = True
+
     def __init__(self, index, dtype=np.float32):
         super().__init__(dtype)
         self.index = whole(self, "index", index)
 
     def updateOutput(self, input):
-        x = _table(self, input)
+        x = _table(self, input, arrays=False)
         self.output = x[_index(self, self.index, len(x))]
         return self.output
 
     def updateGradInput(self, input, gradOutput):
-        x = _table(self, input)
+        x = _table(self, input, arrays=False)
         i = _index(self, self.index, len(x))
-        try:
-            gi = self.gradInput = _reuse_list(self.gradInput, len(x))
-            for j, a in enumerate(x):
-                gi[j] = gradOutput if j == i else zeros_like(gi[j], a)
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized_list(self.gradInput, len(x))
+        for j, a in enumerate(x):
+            gi[j] = gradOutput if j == i else zeros_like(gi[j], a)
         return gi
 
     def extraRepr(self):
@@ -442,6 +359,8 @@ class NarrowTable(Module):
 
     A negative ``length`` counts back from the end: -1 takes every entry from ``offset``.
     """
+
+    _tables = True
 
     def __init__(self, offset, length=1, dtype=np.float32):
         super().__init__(dtype)
@@ -457,25 +376,22 @@ class NarrowTable(Module):
         return start, length
 
     def updateOutput(self, input):
-        x = _table(self, input)
+        x = _table(self, input, arrays=False)
         start, length = self._span(len(x))
-        out = self.output = _reuse_list(self.output, length)
+        out = self.output = resized_list(self.output, length)
         out[:] = x[start:start + length]
         return out
 
     def updateGradInput(self, input, gradOutput):
-        x = _table(self, input)
+        x = _table(self, input, arrays=False)
         start, length = self._span(len(x))
         if not isinstance(gradOutput, (list, tuple)) or len(gradOutput) != length:
             raise ValueError(f"{self}: gradOutput must be a table of {length} entries, "
                              f"got {_describe(gradOutput)}")
-        try:
-            gi = self.gradInput = _reuse_list(self.gradInput, len(x))
-            for j, a in enumerate(x):
-                in_span = start <= j < start + length
-                gi[j] = gradOutput[j - start] if in_span else zeros_like(gi[j], a)
-        except _ERRORS as err:
-            return recover(self, err, self.updateGradInput, input, gradOutput)
+        gi = self.gradInput = resized_list(self.gradInput, len(x))
+        for j, a in enumerate(x):
+            in_span = start <= j < start + length
+            gi[j] = gradOutput[j - start] if in_span else zeros_like(gi[j], a)
         return gi
 
     def extraRepr(self):
@@ -485,8 +401,10 @@ class NarrowTable(Module):
 class FlattenTable(Module):
     """A nested table flattened to a list of its arrays, depth first (not copied)."""
 
+    _tables = True
+
     def updateOutput(self, input):
-        _table(self, input, 0)
+        _table(self, input, 0, arrays=False)
         out = self.output = self.output if isinstance(self.output, list) else []
         out.clear()
         _flatten(input, out)

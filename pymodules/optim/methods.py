@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from pymodules.engine import optim as K
+from pymodules.facade import REFUSALS, Facade
 from pymodules.optim.schedules import Default, LearningRateSchedule
 
 _SCHEDULE = "schedule."
@@ -28,7 +29,7 @@ _TORCH_NAMES = {
 }
 
 
-class OptimMethod:
+class OptimMethod(Facade):
     """Base of the optimisation methods (BigDL's OptimMethod)."""
 
     learningRate = 0.0
@@ -42,7 +43,7 @@ class OptimMethod:
             ours = _TORCH_NAMES.get(key)
             if key not in params and ours and all(o in params for o in ours):
                 value = kwargs[key]
-                spelled = (", ".join(f"{o}={v!r}" for o, v in zip(ours, value))
+                spelled = (", ".join(f"{o}={v!r}" for o, v in zip(ours, value, strict=False))
                            if len(ours) > 1 and isinstance(value, (tuple, list))
                            and len(value) == len(ours) else f"{ours[0]}={value!r}")
                 raise TypeError(f"{cls.__name__}: no argument {key!r} (PyTorch's name); "
@@ -74,10 +75,14 @@ class OptimMethod:
         return x
 
     def _run(self, kernel, *args):
+        """``kernel(*args)``; a refusal is retold with this method's name (the facade)."""
         try:
             kernel(*args)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{self}: {err}") from None
+        except REFUSALS as err:
+            self._refused(err, kernel, args)
+
+    def _fixed(self, args):
+        return None  # the flat parameter vectors are the method's own, nothing to fix
 
     # -- state -------------------------------------------------------------------------
     def _schedule(self):
@@ -349,7 +354,7 @@ class LBFGS(OptimMethod):
                     dirs.append(s)
                     stps.append(y)
                     h_diag = ys / float(y @ y)
-                ro = [1.0 / float(sp @ dr) for sp, dr in zip(stps, dirs)]
+                ro = [1.0 / float(sp @ dr) for sp, dr in zip(stps, dirs, strict=True)]
                 al = [0.0] * len(dirs)
                 q = -g
                 for i in range(len(dirs) - 1, -1, -1):

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from tolerance import abs_gemm, assert_reduction_close
-
 from pymodules.engine import blas
+from tolerance import abs_gemm, assert_reduction_close
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}

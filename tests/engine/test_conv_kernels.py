@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from tolerance import assert_reduction_close
-
 from pymodules.engine import conv as K
+from tolerance import assert_reduction_close
 
 DTYPES = [np.float32, np.float64]
 TOL64 = 1e-11

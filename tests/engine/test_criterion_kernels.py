@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-from tolerance import reduction_tol
-
 from pymodules.engine import criterion as K
+from tolerance import reduction_tol
 
 DTYPES = [np.float32, np.float64]
 

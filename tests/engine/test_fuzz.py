@@ -8,9 +8,8 @@ crash, never a silent wrong answer.
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tolerance import assert_reduction_close
-
 from pymodules.engine import blas, buffers, linear, regularizer
+from tolerance import assert_reduction_close
 
 
 def _linear_fwd(d, n, k, m):
@@ -79,7 +78,8 @@ def _reg(d, n, k, m):
         lambda a: a[1] + 0.5 * (0.1 * np.sign(a[0]) + 0.2 * a[0].astype(np.float64))
 
 
-CASES = [_linear_fwd, _linear_fwd_transposed, _linear_gi, _linear_acc, _gemm, _gemv, _ger, _axpy, _scal, _copy, _reg]
+CASES = [_linear_fwd, _linear_fwd_transposed, _linear_gi, _linear_acc, _gemm, _gemv, _ger, _axpy,
+         _scal, _copy, _reg]
 
 
 def _mutate(draw, args):
@@ -93,7 +93,8 @@ def _mutate(draw, args):
             ["dtype", "strided", "transpose", "alias", "view_alias", "rank", "readonly",
              "resize", "none", "list"]))
         if kind == "dtype":
-            args[i] = a.astype(draw(st.sampled_from([np.float32, np.float64, np.int32, np.float16])))
+            args[i] = a.astype(draw(st.sampled_from(
+                [np.float32, np.float64, np.int32, np.float16])))
         elif kind == "strided":
             args[i] = np.repeat(a, 2, axis=-1)[..., ::2] if a.ndim else a
         elif kind == "transpose":
@@ -135,7 +136,7 @@ def test_engine_functions_refuse_or_agree(data):
     try:
         fn(*args)
     except (TypeError, ValueError):
-        for a, b in zip(args, before):  # a refusal writes nothing
+        for a, b in zip(args, before, strict=True):  # a refusal writes nothing
             if isinstance(a, np.ndarray):
                 np.testing.assert_array_equal(a, b)
         return
@@ -147,7 +148,7 @@ def test_engine_functions_refuse_or_agree(data):
     length = max((max(a.shape, default=1) for a in arrays), default=1)
     big = max((float(np.abs(a).max(initial=0)) for a in arrays), default=0.0)
     magnitude = 3 * (length * big * big + big)
-    for i, r in zip(outs, refs):
+    for i, r in zip(outs, refs, strict=False):
         expected = r(before)
         if expected is None:  # an optional output (no bias) stays None
             assert args[i] is None

@@ -2,61 +2,76 @@
 
 import numpy as np
 import pytest
-from tolerance import assert_reduction_close
-
+from pymodules.engine import activation
 from pymodules.engine.activation import (
-    OP,
-    activation_update_grad_input,
-    activation_update_output,
+    exp_update_output,
     prelu_update_output,
+    tanh_update_grad_input,
+    tanh_update_output,
+    threshold_update_output,
 )
 from pymodules.engine.dropout import dropout_update_output
 from pymodules.engine.embedding import lookup_table_update_output
 from pymodules.engine.normalization import FEATURES, batchnorm_update_output
 from pymodules.engine.softmax import softmax_update_output
+from tolerance import assert_reduction_close
 
 DTYPES = [np.float32, np.float64]
+# every elementwise kernel pair of engine.activation, by function, with its number of scalars
+ELEMENTWISE = {"threshold": 2, "leaky_relu": 1, "elu": 1, "hard_tanh": 2, "tanh": 0,
+               "sigmoid": 0, "hard_sigmoid": 0, "soft_plus": 2, "soft_sign": 0, "abs": 0,
+               "square": 0, "sqrt": 0, "exp": 0, "log": 0, "power": 3}
+
+
+def test_elementwise_kernels_are_named_after_their_function():
+    forwards = {n[:-len("_update_output")] for n in dir(activation)
+                if n.endswith("_update_output")}
+    assert forwards == set(ELEMENTWISE) | {"prelu"}
+    for name in ELEMENTWISE:
+        assert callable(getattr(activation, f"{name}_update_grad_input"))
+    assert not hasattr(activation, "OP")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4, 2)])
 def test_empty_shapes(dtype, shape):
     x = np.empty(shape, dtype)
-    for op in OP.values():
-        activation_update_output(x, np.empty_like(x), op, 1.0, 2.0, 0.5)
-        activation_update_grad_input(x, x, x, np.empty_like(x), op, 1.0, 2.0, 0.5)
+    for name, n_scalars in ELEMENTWISE.items():
+        scalars = (1.0, 2.0, 0.5)[:n_scalars]
+        getattr(activation, f"{name}_update_output")(x, np.empty_like(x), *scalars)
+        getattr(activation, f"{name}_update_grad_input")(x, x, x, np.empty_like(x), *scalars)
     dropout_update_output(x, np.empty_like(x), np.empty_like(x), 0.5, True, True, 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_in_place_allowed_partial_overlap_refused(dtype):
     x = np.linspace(-1, 1, 10).astype(dtype)
-    activation_update_output(x, x, OP["threshold"], 0.0, 0.0)
+    threshold_update_output(x, x, 0.0, 0.0)
     np.testing.assert_array_equal(x, np.maximum(np.linspace(-1, 1, 10).astype(dtype), 0))
     buf = np.zeros(11, dtype)
     with pytest.raises(ValueError, match="output overlaps input"):
-        activation_update_output(buf[:10], buf[1:], OP["tanh"])
+        tanh_update_output(buf[:10], buf[1:])
     with pytest.raises(ValueError, match="gradInput overlaps input"):
-        activation_update_grad_input(x, x.copy(), x.copy(), x, OP["tanh"])
+        tanh_update_grad_input(x, x.copy(), x.copy(), x)
 
 
 def test_refusals_before_any_work():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(TypeError, match="input has dtype float64, expected float32"):
-        activation_update_output(x.astype(np.float64), x.copy(), OP["exp"])
+        exp_update_output(x.astype(np.float64), x.copy())
     with pytest.raises(TypeError, match="output has dtype int64"):
-        activation_update_output(x, np.ones((2, 3), np.int64), OP["exp"])
+        exp_update_output(x, np.ones((2, 3), np.int64))
     with pytest.raises(ValueError, match="not C-contiguous"):
-        activation_update_output(np.ones((3, 4), np.float32)[:, ::2], np.empty((3, 2),
-                                 np.float32), OP["exp"])
+        exp_update_output(np.ones((3, 4), np.float32)[:, ::2], np.empty((3, 2), np.float32))
     ro = np.empty((2, 3), np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="output is read-only"):
-        activation_update_output(x, ro, OP["exp"])
+        exp_update_output(x, ro)
     with pytest.raises(ValueError, match=r"output has shape \(3, 2\), expected \(2, 3\)"):
-        activation_update_output(x, np.empty((3, 2), np.float32), OP["exp"])
-    with pytest.raises(ValueError, match="unknown activation op"):
-        activation_update_output(x, np.empty_like(x), 99)
+        exp_update_output(x, np.empty((3, 2), np.float32))
+    # no op codes: a stray one (the former API) is refused by the named kernel's signature
+    with pytest.raises(TypeError, match="takes exactly 2 positional arguments"):
+        exp_update_output(x, np.empty_like(x), 99)
     with pytest.raises(ValueError, match="input has 3 channels, expected 2"):
         prelu_update_output(x, np.empty_like(x), np.ones(2, np.float32), False)
     with pytest.raises(ValueError, match="must be 1-D to 4-D, got 5-D"):

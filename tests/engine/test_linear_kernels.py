@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from tolerance import abs_gemm, assert_reduction_close
-
 from pymodules.engine.linear import (
     blas_core_name,
     linear_acc_grad_parameters,
@@ -13,6 +11,7 @@ from pymodules.engine.linear import (
     transposes,
 )
 from pymodules.engine.regularizer import acc_regularization
+from tolerance import abs_gemm, assert_reduction_close
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}

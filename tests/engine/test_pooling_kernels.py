@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from pymodules.engine import pooling as P
 from pymodules.engine.conv import output_size
 
@@ -65,8 +64,8 @@ def test_max_pool_against_loops(xshape, k, s, p, ceil, dtype, batched, rng):
             r, c = np.unravel_index(np.argmax(win), win.shape)
             gref[lead][rows.start + r, cols.start + c] += go[lead][oy, ox]
     np.testing.assert_array_equal(y, ref)
-    np.testing.assert_array_equal(np.take_along_axis(flat, idx.reshape(flat.shape[:-1] + (oh * ow,)),
-                                                     -1).reshape(y.shape), y)
+    np.testing.assert_array_equal(
+        np.take_along_axis(flat, idx.reshape(flat.shape[:-1] + (oh * ow,)), -1).reshape(y.shape), y)
     gi = np.full_like(x, np.nan)
     P.max_pool_update_grad_input(x, go, gi, idx)
     np.testing.assert_allclose(gi, gref, rtol=tol(dtype), atol=tol(dtype))
@@ -180,3 +179,18 @@ def test_temporal_max_pool_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"indices holds -1, outside \[0, 4\)"):
         P.temporal_max_pool_update_grad_input(np.zeros((4, 2)), np.zeros((2, 2)),
                                               np.zeros((4, 2)), np.full((2, 2), -1, np.intp))
+
+
+def test_pooling_gives_the_same_output_size_as_conv():
+    from pymodules.engine import conv
+
+    for size in range(0, 9):
+        for k in range(1, 4):
+            for s in range(1, 3):
+                for p in (-1, 0, 1):
+                    for ceil in (False, True):
+                        assert P.output_size(size, k, s, p, 1, ceil) == \
+                            conv.output_size(size, k, s, p, 1, ceil)
+    assert P.output_size(7, 3) == 5
+    with pytest.raises(ValueError, match="bad window: size 4, kernel 0"):
+        P.output_size(4, 0)

@@ -34,7 +34,7 @@ def test_join_and_split_match_numpy(dtype, shape, dim, sizes, rng):
     np.testing.assert_array_equal(whole, np.concatenate(parts, axis=dim))
     back = [np.full_like(p, np.nan) for p in parts]
     split(whole, back, dim)
-    for a, b in zip(back, parts):
+    for a, b in zip(back, parts, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

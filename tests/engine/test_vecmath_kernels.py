@@ -1,16 +1,32 @@
-"""Accuracy of the vectorised math (engine/_vecmath.h) behind Exp, Log, Tanh, Sigmoid, SoftPlus,
-ELU, the softmax family, batch normalisation and LRN, against NumPy in float64.
+"""Accuracy of the vectorised math (engine/vecmath.h) behind Exp, Log, Tanh, Sigmoid, SoftPlus,
+ELU, the softmax family, batch normalisation and LRN, against NumPy in float64; the accuracy
+table in vecmath.h's header comment, against long double.
 
 Inputs span the whole range of each dtype (uniform and log-uniform magnitudes), the special
 values (+-0, +-inf, NaN, overflow and underflow thresholds) and lengths that are not multiples
 of any vector width, so that the scalar tails run too.
 """
 
-import numpy as np
-import pytest
-from tolerance import assert_reduction_close
+import platform
+import re
+from pathlib import Path
 
-from pymodules.engine.activation import OP, activation_update_grad_input, activation_update_output
+import numpy as np
+import pymodules.engine
+import pytest
+from pymodules.engine.activation import (
+    elu_update_grad_input,
+    elu_update_output,
+    exp_update_grad_input,
+    exp_update_output,
+    log_update_output,
+    sigmoid_update_grad_input,
+    sigmoid_update_output,
+    soft_plus_update_grad_input,
+    soft_plus_update_output,
+    tanh_update_grad_input,
+    tanh_update_output,
+)
 from pymodules.engine.normalization import (
     FEATURES,
     NCHW,
@@ -26,6 +42,7 @@ from pymodules.engine.softmax import (
     softmax_update_grad_input,
     softmax_update_output,
 )
+from tolerance import assert_reduction_close
 
 DTYPES = [np.float32, np.float64]
 # measured worst cases: 2.1 eps (float32), 2.7 eps (float64), relative to the float64 NumPy value
@@ -40,9 +57,17 @@ def _spread(lo, hi, rng, n=100_003):
     return x[(x >= lo) & (x <= hi)]
 
 
+FORWARD = {"exp": exp_update_output, "log": log_update_output, "tanh": tanh_update_output,
+           "sigmoid": sigmoid_update_output, "soft_plus": soft_plus_update_output,
+           "elu": elu_update_output}
+BACKWARD = {"exp": exp_update_grad_input, "tanh": tanh_update_grad_input,
+            "sigmoid": sigmoid_update_grad_input, "soft_plus": soft_plus_update_grad_input,
+            "elu": elu_update_grad_input}
+
+
 def _run(name, x, *args):
     y = np.empty_like(x)
-    activation_update_output(x, y, OP[name], *args)
+    FORWARD[name](x, y, *args)
     return y
 
 
@@ -92,6 +117,71 @@ def test_log_accuracy_including_subnormals(dtype, rng):
     _assert_close(_run("log", x), np.log(x.astype(np.float64)), dtype)
 
 
+
+# -- the accuracy table of engine/vecmath.h -------------------------------------------------------
+
+LONG = np.longdouble
+HIGH_PRECISION = np.finfo(LONG).nmant >= 63  # x86's 80-bit or IEEE quad long double
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# name: reference of the same formula as REFERENCES, evaluated in long double
+LONG_REFERENCES = {
+    "exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid,
+    "soft_plus": lambda x: np.where(2 * x > 20, x, np.logaddexp(LONG(0), 2 * x) / 2),
+    "elu": lambda x: np.where(x > 0, x, LONG(1.5) * np.expm1(x)),
+}
+
+
+def _accuracy(name, dtype, rng):
+    """(max error in ulps, max relative error, number of samples) over the normal results.
+
+    The reference is the long double value, not rounded: a correctly rounded function would
+    show 0.5 ulp. ulp = 2^(e - p) for a reference in [2^(e-1), 2^e), p the dtype's precision."""
+    info = np.finfo(dtype)
+    if name == "log":
+        x = np.exp(rng.uniform(np.log(info.smallest_subnormal), np.log(info.max), 300_001))
+    else:
+        x = _spread(*REFERENCES[name][2][dtype], rng)
+    x = x.astype(dtype)
+    y = _run(name, x, *(REFERENCES[name][0] if name in REFERENCES else ()))
+    with np.errstate(all="ignore"):
+        ref = LONG_REFERENCES[name](x.astype(LONG))
+    normal = np.isfinite(ref) & (np.abs(ref) >= info.tiny) & (np.abs(ref) <= info.max)
+    ref, err = ref[normal], np.abs(y[normal].astype(LONG) - ref[normal])
+    ulp = np.ldexp(LONG(1), np.frexp(ref)[1] - info.nmant - 1)
+    return float((err / ulp).max()), float((err / np.abs(ref)).max()), int(normal.sum())
+
+
+def _table():
+    """{name: (float32 ulp, float32 rel, float64 ulp, float64 rel)} from vecmath.h's comment."""
+    text = (Path(pymodules.engine.__file__).parent / "vecmath.h").read_text()
+    rows = re.findall(r"^ {5}([a-z_]+) +([0-9.]+) +([0-9.e-]+) +([0-9.]+) +([0-9.e-]+)$", text,
+                      re.MULTILINE)
+    return {name: tuple(float(v) for v in values) for name, *values in rows}
+
+
+@pytest.mark.skipif(not HIGH_PRECISION, reason="needs a long double wider than double")
+def test_accuracy_table(rng):
+    """The figures of vecmath.h's table hold (measured on x86-64, where every target_clones
+    version computes the same operations: no FMA contraction); elsewhere within 0.5 ulp."""
+    table = _table()
+    assert set(table) == set(LONG_REFERENCES)
+    slack = 0 if platform.machine() in ("x86_64", "AMD64") else 0.5
+    for name in LONG_REFERENCES:
+        for i, dtype in enumerate(DTYPES):
+            max_ulp, max_rel, n = _accuracy(name, dtype, rng)
+            assert n > 100_000
+            bound_ulp, bound_rel = table[name][2 * i], table[name][2 * i + 1]
+            eps = np.finfo(dtype).eps
+            assert max_ulp <= bound_ulp + slack, (name, dtype, max_ulp)
+            assert max_rel <= bound_rel + slack * eps, (name, dtype, max_rel)
+            assert max_rel <= ULPS * eps
+
 NAN, INF = np.nan, np.inf
 SPECIALS = {
     # name: [(x, expected)] with the sign of zeros checked
@@ -129,7 +219,7 @@ def test_in_place_matches_out_of_place(dtype, rng):
         args = REFERENCES[name][0]
         expected = _run(name, x, *args)
         z = x.copy()
-        activation_update_output(z, z, OP[name], *args)
+        FORWARD[name](z, z, *args)
         np.testing.assert_array_equal(z, expected)
 
 
@@ -150,7 +240,7 @@ def test_backward_from_the_output(dtype, rng):
         args = REFERENCES[name][0]
         y = _run(name, x, *args)
         gi = np.empty_like(x)
-        activation_update_grad_input(x, y, g, gi, OP[name], *args)
+        BACKWARD[name](x, y, g, gi, *args)
         np.testing.assert_allclose(gi, gd * d, rtol=tol, atol=tol, err_msg=name)
 
 

@@ -82,13 +82,13 @@ def test_map_table_shares_parameters(rng):
     m = pm.MapTable(base)
     xs = [rng.standard_normal((2, 4)) for _ in range(3)]
     out = m.forward(xs)
-    for x, o in zip(xs, out):
+    for x, o in zip(xs, out, strict=True):
         np.testing.assert_allclose(o, x @ base.weight.T + base.bias)
     assert len(m.parameters()[0]) == 2
     gos = [rng.standard_normal((2, 3)) for _ in range(3)]
     m.zeroGradParameters()
     m.backward(xs, gos)
-    np.testing.assert_allclose(base.gradWeight, sum(g.T @ x for g, x in zip(gos, xs)))
+    np.testing.assert_allclose(base.gradWeight, sum(g.T @ x for g, x in zip(gos, xs, strict=True)))
     assert_jacobian(m, xs)
     assert_jacobian(m, xs, wrt="parameters")   # getParameters views reach the clones
     m.evaluate()
@@ -126,7 +126,8 @@ def test_container_rules(make, rng):
     # parameters and tables concatenate the children's
     w, g = m.parameters()
     assert len(w) == 2 * len(leaves)
-    assert all(a is b for a, b in zip(w, [p for leaf in leaves for p in leaf.parameters()[0]]))
+    assert all(a is b for a, b in zip(w, [p for leaf in leaves for p in leaf.parameters()[0]],
+                                      strict=True))
     table = m.getParametersTable()
     assert set(table) == {leaf.getName() for leaf in leaves}
     assert m.getExtraParameter() == []

@@ -28,7 +28,7 @@ def assert_loss_gradient(crit, input, target, h=1e-6, tol=1e-6):
     """backward agrees with central differences of forward (float64)."""
     crit.forward(input, target)
     analytic = [np.array(g, copy=True) for g in _flat(crit.backward(input, target))]
-    for x, ga in zip(_flat(input), analytic):
+    for x, ga in zip(_flat(input), analytic, strict=True):
         num = np.zeros_like(x)
         for i in range(x.size):
             orig = x.flat[i]

@@ -76,7 +76,8 @@ def test_predict_on_every_local_form(form, rng):
     m = _classifier()
     x = rng.standard_normal((300, 4)).astype(np.float32)
     y = rng.integers(0, 3, 300)
-    data = {"array": x, "pair": (x, y), "samples": [pm.Sample(a, b) for a, b in zip(x, y)],
+    data = {"array": x, "pair": (x, y),
+            "samples": [pm.Sample(a, b) for a, b in zip(x, y, strict=True)],
             "dataset": pm.DataSet.array(x, y)}[form]
     ref = x @ m.modules[0].weight.T + m.modules[0].bias
     m.training()

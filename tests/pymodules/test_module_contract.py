@@ -30,12 +30,12 @@ def test_accumulation_over_two_backward_calls(rng):
     m.backward(x, go)
     once = [g.copy() for g in m.parameters()[1]]
     m.backward(x, go)
-    for g, g1 in zip(m.parameters()[1], once):
+    for g, g1 in zip(m.parameters()[1], once, strict=True):
         np.testing.assert_allclose(g, 2 * g1)
     grads = m.parameters()[1]
     m.zeroGradParameters()
     assert all(not g.any() for g in grads)
-    assert all(a is b for a, b in zip(grads, m.parameters()[1]))  # zeroed in place
+    assert all(a is b for a, b in zip(grads, m.parameters()[1], strict=True))  # zeroed in place
 
 
 def test_scales_and_freeze(rng):
@@ -161,7 +161,7 @@ def test_clear_state_keeps_parameters(rng):
     weights = [w.copy() for w in seq.parameters()[0]]
     assert seq.clearState() is seq
     assert all(m.output.size == 0 and m.gradInput.size == 0 for m in [seq, *seq.modules])
-    for w, w0 in zip(seq.parameters()[0], weights):
+    for w, w0 in zip(seq.parameters()[0], weights, strict=True):
         np.testing.assert_array_equal(w, w0)
     np.testing.assert_allclose(seq.forward(x), x @ seq.modules[0].weight.T @ seq.modules[1]
                                .weight.T + seq.modules[0].bias @ seq.modules[1].weight.T
@@ -305,7 +305,7 @@ def test_gradients_are_made_on_first_use_in_the_weights_dtype():
     assert m.gradWeight is m.gradWeight and not m.gradBias.any()
     assert pm.Linear(4, 3, withBias=False).gradBias is None
     with pytest.raises(AttributeError, match="no attribute 'gradWhatever'"):
-        m.gradWhatever
+        _ = m.gradWhatever
 
 
 def test_zeroing_leaves_unmade_gradients_unmade():

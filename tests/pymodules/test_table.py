@@ -33,7 +33,7 @@ def test_cadd_table(n, rng, torch):
     assert len(gi) == n and all(g is not go for g in gi)
     (out,), grads = _torch_grads(torch, lambda t: sum(t[1:], t[0]), xs, go)
     np.testing.assert_allclose(m.output, out, rtol=1e-12)
-    for g, t in zip(gi, grads):
+    for g, t in zip(gi, grads, strict=True):
         np.testing.assert_allclose(g, t, rtol=1e-12)
     assert_jacobian(m, xs)
 
@@ -45,7 +45,7 @@ def test_cadd_table_broadcasts(rng, torch):
     np.testing.assert_allclose(m.forward(xs), xs[0] + xs[1] + xs[2])
     gi = m.backward(xs, go)
     (out,), grads = _torch_grads(torch, lambda t: t[0] + t[1] + t[2], xs, go)
-    for g, t, x in zip(gi, grads, xs):
+    for g, t, x in zip(gi, grads, xs, strict=True):
         assert g.shape == x.shape
         np.testing.assert_allclose(g, t, rtol=1e-12)
     assert_jacobian(m, xs)
@@ -72,7 +72,7 @@ def test_cmul_table(n, rng, torch):
     gi = m.backward(xs, go)
     (out,), grads = _torch_grads(torch, lambda t: torch.stack(t).prod(0), xs, go)
     np.testing.assert_allclose(m.output, out, rtol=1e-12)
-    for g, t in zip(gi, grads):
+    for g, t in zip(gi, grads, strict=True):
         np.testing.assert_allclose(g, t, rtol=1e-12, atol=1e-15)
     assert_jacobian(m, xs)
 
@@ -88,7 +88,7 @@ def test_cmul_table_broadcasts_a_scalar_operand(shapes, rng, torch):
     gi = m.backward(xs, go)
     (ref,), grads = _torch_grads(torch, lambda t: functools.reduce(lambda a, b: a * b, t), xs, go)
     np.testing.assert_allclose(out, ref, rtol=1e-12)
-    for g, t, x in zip(gi, grads, xs):
+    for g, t, x in zip(gi, grads, xs, strict=True):
         assert g.shape == x.shape
         np.testing.assert_allclose(g, t, rtol=1e-12)
     assert_jacobian(m, xs)
@@ -105,7 +105,7 @@ def test_cmax_table(rng, torch):
     (out,), grads = _torch_grads(
         torch, lambda t: torch.maximum(torch.maximum(t[0], t[1]), t[2]), xs, go)
     np.testing.assert_array_equal(m.output, out)
-    for g, t in zip(gi, grads):
+    for g, t in zip(gi, grads, strict=True):
         np.testing.assert_array_equal(g, t)
     assert_jacobian(m, xs)
 
@@ -152,7 +152,7 @@ def test_join_table(dim, rng, torch):
     shapes = [(2, 3, 4), (2, 3, 4)]
     sizes = [1, 3]
     xs = []
-    for s, c in zip(shapes, sizes):
+    for s, c in zip(shapes, sizes, strict=True):
         s = list(s)
         s[dim] = c
         xs.append(rng.standard_normal(s))
@@ -162,7 +162,7 @@ def test_join_table(dim, rng, torch):
     gi = m.backward(xs, go)
     (ref,), grads = _torch_grads(torch, lambda t: torch.cat(t, dim), xs, go)
     np.testing.assert_array_equal(out, ref)
-    for g, t in zip(gi, grads):
+    for g, t in zip(gi, grads, strict=True):
         np.testing.assert_array_equal(g, t)
     assert_jacobian(m, xs)
 
@@ -191,7 +191,7 @@ def test_split_table(dim, rng, torch):
     gi = m.backward(x, go)
     refs, (grad,) = _torch_grads(torch, lambda t: torch.unbind(t[0], dim), [x], go)
     assert len(out) == x.shape[dim]
-    for o, r in zip(out, refs):
+    for o, r in zip(out, refs, strict=True):
         assert o.flags.c_contiguous
         np.testing.assert_array_equal(o, r)
     np.testing.assert_array_equal(gi, grad)
@@ -233,7 +233,7 @@ def test_narrow_table(offset, length, span, rng):
     m = pm.NarrowTable(offset, length)
     out = m.forward(xs)
     assert len(out) == span[1] - span[0]
-    assert all(a is b for a, b in zip(out, xs[span[0]:span[1]]))
+    assert all(a is b for a, b in zip(out, xs[span[0]:span[1]], strict=True))
     go = [rng.standard_normal(2) for _ in out]
     gi = m.backward(xs, go)
     for j, g in enumerate(gi):

@@ -37,7 +37,7 @@ def test_evaluate_matches_local_evaluate(sc, batch):
     got = model.evaluate(_rdd(sc, x, y, 3), methods, batch)
     want = model.evaluate((x, y), methods)
     assert not model.isTraining()
-    for (r, m), (r0, m0) in zip(got, want):
+    for (r, m), (r0, m0) in zip(got, want, strict=True):
         assert m is not None and type(m) is type(m0)
         assert r.result()[1] == r0.result()[1] == 101
         np.testing.assert_allclose(r.result()[0], r0.result()[0], rtol=1e-12)
@@ -259,7 +259,7 @@ def test_a_two_input_graph_on_spark_matches_local(sc):
     rdd = sc.parallelize([pm.Sample([xa[i], xb[i]], y[i]) for i in range(48)], 2)
     methods = [pm.Top1Accuracy(), pm.Loss(pm.CrossEntropyCriterion())]
     for (r, _), (r0, _) in zip(model.evaluate(rdd, methods, 8),
-                               model.evaluate(([xa, xb], y), methods)):
+                               model.evaluate(([xa, xb], y), methods), strict=True):
         assert r.result()[1] == 48
         np.testing.assert_allclose(r.result()[0], r0.result()[0], rtol=1e-12)
     out = np.stack(model.predict(rdd).collect())

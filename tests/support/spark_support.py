@@ -61,7 +61,7 @@ def data(n=48, k=6, classes=3, seed=0, dtype=np.float64):
 
 
 def samples(x, y):
-    return [pm.Sample(a, b) for a, b in zip(x, y)]
+    return [pm.Sample(a, b) for a, b in zip(x, y, strict=True)]
 
 
 def mlp(dtype=np.float64, k=6, hidden=5, classes=3):

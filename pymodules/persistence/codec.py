@@ -29,16 +29,16 @@ def is_node(value) -> bool:
 
 
 @contextlib.contextmanager
-def refusing(archive):
-    """Any failure to rebuild from what the file says is the file's: FileFormatError."""
+def refusing(archive, what="cannot rebuild what the file describes"):
+    """Any failure to rebuild from what the file says is the file's: FileFormatError
+    saying ``what`` and the failure."""
     try:
         yield
     except FileFormatError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
             RecursionError, MemoryError) as err:
-        raise archive.error(f"cannot rebuild what the file describes ({type(err).__name__}: "
-                            f"{err})"[:400]) from None
+        raise archive.error(f"{what} ({type(err).__name__}: {err})"[:400]) from None
 
 
 def bound_arguments(m: Module):
@@ -313,13 +313,8 @@ class Decoder:
         except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
                 from None
-        try:
+        with refusing(self, f"cannot restore {cls.__name__} {str(d.get('name'))[:80]!r}"):
             self._restore(m, d)
-        except (TypeError, ValueError, KeyError, AttributeError) as err:
-            if isinstance(err, FileFormatError):
-                raise
-            raise self.error(f"cannot restore {cls.__name__} {d.get('name')!r}: {err}") \
-                from None
         return m
 
     def _restore(self, m: Module, d: dict) -> None:

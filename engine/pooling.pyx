@@ -13,6 +13,7 @@ from engine.blas cimport floating
 from engine._check cimport (
     shape, float_type, array, f32, f64, ndim, dim, shape_is, disjoint, disjoint_from,
 )
+from engine.vecmath cimport pm_select_f32, pm_select_f64
 from engine._geometry cimport out_size, window_positions
 
 cnp.import_array()
@@ -118,33 +119,11 @@ def max_pool_update_output(input, output, indices, int kernel_w, int kernel_h, i
             _max_forward(f64(x), f64(y), _indices(idx), &p)
 
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* a where mask is all ones, else b, through the bits: no branch on the data */
-    static inline float pm_select_f(intptr_t mask, float a, float b) {
-        uint32_t ua, ub; float r;
-        memcpy(&ua, &a, 4); memcpy(&ub, &b, 4);
-        ua = (ua & (uint32_t) mask) | (ub & ~(uint32_t) mask);
-        memcpy(&r, &ua, 4); return r;
-    }
-    static inline double pm_select_d(intptr_t mask, double a, double b) {
-        uint64_t ua, ub; double r;
-        memcpy(&ua, &a, 8); memcpy(&ub, &b, 8);
-        ua = (ua & (uint64_t) mask) | (ub & ~(uint64_t) mask);
-        memcpy(&r, &ua, 8); return r;
-    }
-    """
-    float pm_select_f(cnp.npy_intp mask, float a, float b) noexcept nogil
-    double pm_select_d(cnp.npy_intp mask, double a, double b) noexcept nogil
-
-
 cdef inline floating _select(cnp.npy_intp mask, floating a, floating b) noexcept nogil:
     if floating is float:
-        return pm_select_f(mask, a, b)
+        return pm_select_f32(mask, a, b)
     else:
-        return pm_select_d(mask, a, b)
+        return pm_select_f64(mask, a, b)
 
 
 cdef inline void _cols_in(int start, int stride, int size, int n, int *lo,

@@ -90,6 +90,17 @@ PM_INLINE float pm_float_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x;
 PM_INLINE uint64_t pm_bits_f64(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 PM_INLINE double pm_float_f64(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
 
+/* a where mask is all ones, b where it is zero, through the bits: no branch on the data (max
+   pooling's running maximum, whose comparisons are a coin toss on random data). */
+PM_INLINE float pm_select_f32(intptr_t mask, float a, float b) {
+    uint32_t m = (uint32_t) mask;
+    return pm_float_f32((pm_bits_f32(a) & m) | (pm_bits_f32(b) & ~m));
+}
+PM_INLINE double pm_select_f64(intptr_t mask, double a, double b) {
+    uint64_t m = (uint64_t) mask;
+    return pm_float_f64((pm_bits_f64(a) & m) | (pm_bits_f64(b) & ~m));
+}
+
 /* -- exp -------------------------------------------------------------------------------------- */
 
 /* k = round(x / ln2) by adding 1.5 * 2^23: the sum's low mantissa bits are k (|k| < 2^22). */

@@ -4,6 +4,9 @@
 # Channels: data seen as (outer, n or ch, inner), the statistic along the middle axis.
 
 cdef extern from "vecmath.h" nogil:
+    # a where mask is all ones, b where it is zero, without a branch
+    float pm_select_f32(Py_ssize_t mask, float a, float b)
+    double pm_select_f64(Py_ssize_t mask, double a, double b)
     # elementwise forwards y = f(x)
     void pm_threshold_fwd(bint f64, const void *x, void *y, Py_ssize_t n, double th, double v)
     void pm_leaky_relu_fwd(bint f64, const void *x, void *y, Py_ssize_t n, double negval)

@@ -41,11 +41,13 @@ class Linear(Initializable):
     def updateOutput(self, input):
         out = self.output = resized(self.output, input, self.outputSize, self.dtype)
         size = linear_scratch_size(input, self.weight)
-        if size:
-            self._transposed = resized(self._transposed, (size,), -1, self.dtype)
         linear_update_output(input, out, self.weight, self.bias,
-                             self._transposed if size else None)
+                             self._transposed_scratch(size) if size else None)
         return out
+
+    def _transposed_scratch(self, size):
+        buf = self._transposed = resized(self._transposed, (size,), -1, self.dtype)
+        return buf
 
     def updateGradInput(self, input, gradOutput):
         if not self.propagateBack:

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 import threading
 
 # fsspec protocols whose uploads appear whole when closed; other filesystems get a
@@ -52,25 +53,84 @@ def open_write(path, overWrite, storage_options):
     if not overWrite and os.path.lexists(path):
         raise _exists(path)
     folder, base = os.path.split(path)
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.part")
+    tmp = os.path.join(folder, _temp_name(base))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # Locked while this save runs (the lock goes with the process when it dies): the
+    # temporary file of a save still writing is never taken for a leftover.
+    locked = _lock(fd, blocking=True)
+    started = os.fstat(fd).st_mtime_ns
     try:
         with os.fdopen(fd, "wb") as f:
             yield _WritingBack(f), True
             f.flush()
             os.fsync(f.fileno())
-        if overWrite:
-            replaced = _hold(path)
-            try:
-                os.replace(tmp, path)
-            finally:
-                _release_later(replaced)
-        else:
-            _link_exclusive(tmp, path)
-        _fsync_folder(folder)
+            # Still locked: renamed or linked before the descriptor is closed.
+            if overWrite:
+                replaced = _hold(path)
+                try:
+                    os.replace(tmp, path)
+                finally:
+                    _release_later(replaced)
+            else:
+                _link_exclusive(tmp, path)
+            _fsync_folder(folder)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+    if locked:
+        _remove_leftovers(folder, base, started)
+
+
+_TOKEN = 12  # hex digits of a temporary file's random part
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _temp_name(base: str) -> str:
+    """The temporary file of one save of ``base``: ``.<base>.<12 hex digits>.part``, so
+    that those of one target path are recognised (``_leftover``) and no other file is."""
+    return f".{base}.{secrets.token_hex(_TOKEN // 2)}.part"
+
+
+def _leftover(name: str, base: str) -> bool:
+    """Whether ``name`` is the temporary file of a save of ``base`` (``_temp_name``)."""
+    head, tail = f".{base}.", ".part"
+    middle = name[len(head):-len(tail)] if name.startswith(head) and name.endswith(tail) \
+        else ""
+    return len(middle) == _TOKEN and all(c in "0123456789abcdef" for c in middle)
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    """Take the exclusive advisory lock (flock) of ``fd``; False where it cannot be had (a
+    filesystem or platform without flock, or, not blocking, another holder)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _remove_leftovers(folder: str, base: str, started: int) -> None:
+    """Remove the temporary files that saves of ``folder/base`` killed before this one
+    started left behind: those named for ``base``, unlocked (their writer is gone), and
+    last written before this save's own was created (a save that began since may not have
+    locked its file yet). Anything else, and any failure, is left alone."""
+    try:
+        names = [n for n in os.listdir(folder) if _leftover(n, base)]
+    except OSError:
+        return
+    for name in names:
+        leftover = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            fd = os.open(leftover, os.O_RDONLY | _NO_FOLLOW)
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime_ns < started and \
+                        _lock(fd, blocking=False) and os.path.samestat(st, os.stat(leftover)):
+                    os.unlink(leftover)
+            finally:
+                os.close(fd)
 
 
 def _sync_file_range():

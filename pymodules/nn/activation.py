@@ -22,6 +22,7 @@ from pymodules.engine.softmax import (
     softmax_update_output,
 )
 from pymodules.nn.init import ConstInitMethod
+from pymodules.nn.initializable import parameter
 from pymodules.nn.module import Module, whole
 
 
@@ -222,7 +223,7 @@ class PReLU(Module):
             raise ValueError(f"PReLU: nOutputPlane must be >= 0, got {nOutputPlane}")
         self._shared = self.nOutputPlane == 0
         size = max(self.nOutputPlane, 1)
-        self.weight = np.empty(size, self.dtype)
+        self.weight = parameter(self, "weight", size)
         self.weightInitMethod = ConstInitMethod(0.25)
         self.reset()
 

@@ -1,4 +1,8 @@
-"""Layers whose weight and bias come from init methods (BigDL's Initializable)."""
+"""Layers whose weight and bias come from init methods (BigDL's Initializable), and
+``parameter``, through which a constructor allocates the arrays its arguments size."""
+
+import contextlib
+import threading
 
 import numpy as np
 
@@ -6,6 +10,41 @@ from pymodules.nn.init import RandomUniform
 from pymodules.nn.module import Module
 
 _INITIAL = ("weight", "bias", "gradWeight", "gradBias")
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def restoring(arrays: dict):
+    """In this block, in this thread, ``parameter`` allocates only what ``arrays`` holds:
+    ``{attribute: shape}`` of the arrays a file holds for the module being rebuilt. A
+    constructor whose arguments declare a parameter the file lacks, or of another shape,
+    is refused before anything of that size is allocated; values are left unset (the
+    file's are read in next)."""
+    before = getattr(_held, "arrays", None)
+    _held.arrays = arrays
+    try:
+        yield
+    finally:
+        _held.arrays = before
+
+
+def parameter(module, attr: str, shape, fill=None) -> np.ndarray:
+    """A new array for ``module``'s parameter or running state ``attr``, of ``shape`` and
+    the module's dtype, filled with ``fill`` (None: left unset). The one way a constructor
+    allocates what its arguments size, so that loading checks those sizes against the
+    file first (``restoring``)."""
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(int, shape))
+    held = getattr(_held, "arrays", None)
+    if held is not None:
+        if held.get(attr) != shape:
+            found = f"'s {attr} has shape {held[attr]}" if attr in held else f" has no {attr}"
+            raise ValueError(f"{type(module).__name__}: the file{found}, expected {shape} "
+                             "from the arguments")
+        return np.empty(shape, module.dtype)
+    a = np.empty(shape, module.dtype)
+    if fill is not None:
+        a.fill(fill)
+    return a
 
 
 class Initializable(Module):
@@ -29,11 +68,20 @@ class Initializable(Module):
     def _build(self, weightShape, biasShape, inits=(), weightInit=None, biasInit=None):
         """Allocate weight (None: no weight) and bias (None: no bias), initialise them, then
         copy in the initial arrays ``inits`` = (weight, bias, gradWeight, gradBias)."""
+        for what in ("wRegularizer", "bRegularizer"):
+            reg = getattr(self, what)
+            if reg is not None and not callable(getattr(reg, "accRegularization", None)):
+                raise TypeError(f"{type(self).__name__}: {what} must be a regularizer "
+                                f"(L1L2Regularizer, ...), got {type(reg).__name__}")
+        for what, init in (("weightInitMethod", weightInit), ("biasInitMethod", biasInit)):
+            if init is not None and not callable(init):
+                raise TypeError(f"{type(self).__name__}: {what} must be an init method, got "
+                                f"{type(init).__name__}")
         self.weightInitMethod = weightInit if weightInit is not None else RandomUniform()
         self.biasInitMethod = biasInit if biasInit is not None else RandomUniform()
         for value, grad, shape in (("weight", "gradWeight", weightShape),
                                    ("bias", "gradBias", biasShape)):
-            setattr(self, value, None if shape is None else np.empty(shape, self.dtype))
+            setattr(self, value, None if shape is None else parameter(self, value, shape))
             if shape is None:
                 setattr(self, grad, None)
             # otherwise the gradient is made on first use (Module.__getattr__)

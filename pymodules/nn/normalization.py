@@ -20,7 +20,7 @@ from pymodules.engine.normalization import (
 )
 from pymodules.facade import shape_of
 from pymodules.nn.init import RandomUniform, Zeros
-from pymodules.nn.initializable import Initializable
+from pymodules.nn.initializable import Initializable, parameter
 from pymodules.nn.module import Module, whole
 
 
@@ -48,8 +48,8 @@ class BatchNormalization(Initializable):
         self.nOutput, self.eps, self.momentum = int(nOutput), float(eps), float(momentum)
         self.affine = bool(affine)
         n = self.nOutput
-        self.runningMean = np.zeros(n, self.dtype)
-        self.runningVar = np.ones(n, self.dtype)
+        self.runningMean = parameter(self, "runningMean", n, 0)
+        self.runningVar = parameter(self, "runningVar", n, 1)
         self._saveMean = self._saveInvstd = None
         self._fans = (n, n)
         shape = n if self.affine else None

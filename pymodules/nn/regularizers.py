@@ -11,6 +11,18 @@ class L1L2Regularizer:
             raise ValueError(f"{type(self).__name__}: l1 and l2 must be >= 0, got {l1}, {l2}")
         self.l1, self.l2 = float(l1), float(l2)
 
+    def _restored(self):
+        """Persistence set the attributes from a file: check them as the constructor does."""
+        if set(vars(self)) != {"l1", "l2"}:
+            raise ValueError(f"{type(self).__name__}: the attributes are {sorted(vars(self))}, "
+                             "expected ['l1', 'l2']")
+        for value in (self.l1, self.l2):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                    not 0 <= value < float("inf"):
+                raise ValueError(f"{type(self).__name__}: l1 and l2 must be finite numbers "
+                                 f">= 0, got {self.l1!r}, {self.l2!r}")
+        self.l1, self.l2 = float(self.l1), float(self.l2)
+
     def accRegularization(self, parameter, gradParameter, scale):
         acc_regularization(parameter, gradParameter, self.l1, self.l2, scale)
 

@@ -96,8 +96,73 @@ class OptimMethod(Facade):
             state.update({_SCHEDULE + k: v for k, v in schedule.getState().items()})
         return state
 
+    #: state entries that are arrays (the buffers), and those that are counts or numbers
+    _ARRAYS: tuple[str, ...] = ()
+    _COUNTS = ("neval", "epoch", "nIter")
+    _NUMBERS = ("t", "Hdiag", "Loss", "score")
+
+    def _checkState(self, state) -> None:
+        """Refuse a state whose entries are not what this method writes: a TypeError or
+        ValueError naming the entry, at load time rather than at the next step."""
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise TypeError(f"{type(self).__name__}: the state must be a dict by name, got "
+                            f"{type(state).__name__}")
+        for k, v in state.items():
+            if k.startswith(_SCHEDULE):
+                continue
+            if k in self._ARRAYS:
+                ok = v is None or (isinstance(v, np.ndarray) and v.dtype.kind == "f")
+                what = "a float array"
+            elif k in self._COUNTS:
+                ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+                what = "a count >= 0"
+            elif k in self._NUMBERS:
+                ok = v is None or (isinstance(v, (int, float, np.number))
+                                   and not isinstance(v, bool) and not math.isnan(v))
+                what = "a number"
+            else:
+                ok = v is None or isinstance(v, (bool, int, float, str, np.ndarray, np.number))
+                what = "an array, number or string"
+            if not ok:
+                raise TypeError(f"{type(self).__name__}: state {k!r} must be {what}, got "
+                                f"{type(v).__name__} {str(v)[:40]}")
+
+    def _restored(self) -> None:
+        """Persistence set the attributes from a file: check each against what the
+        constructor makes (the same names, of the same kinds), then the state."""
+        try:
+            made = vars(type(self)())
+        except Exception:  # noqa: BLE001 - a subclass that needs arguments: names unchecked
+            made = None
+        if made is not None and set(vars(self)) != set(made):
+            raise ValueError(f"{type(self).__name__}: the file sets "
+                             f"{sorted(vars(self))[:20]}, the method has {sorted(made)}")
+        for k, default in (made or {}).items():
+            v = getattr(self, k)
+            if k == "state":
+                continue
+            if isinstance(default, bool) or isinstance(v, bool):
+                ok = isinstance(v, bool) and isinstance(default, bool)
+            elif isinstance(default, (int, float)):
+                ok = isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+                if ok and isinstance(default, int):
+                    ok = isinstance(v, int)
+                elif ok:
+                    setattr(self, k, float(v))
+            elif isinstance(default, LearningRateSchedule):
+                ok = isinstance(v, LearningRateSchedule)
+            else:
+                ok = default is None or isinstance(v, type(default))
+            if not ok:
+                raise TypeError(f"{type(self).__name__}: {k} is a {type(v).__name__} "
+                                f"({str(v)[:40]}), expected a {type(default).__name__}")
+        state = vars(self).get("state")
+        self._checkState(state)
+        state.setdefault("neval", 0)
+
     def loadState(self, state: dict):
         """Restore a state from getState (e.g. after loading a checkpoint); returns self."""
+        self._checkState(state)
         own = {k: v for k, v in state.items() if not k.startswith(_SCHEDULE)}
         self.state = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in own.items()}
         self.state.setdefault("neval", 0)
@@ -146,6 +211,8 @@ class SGD(OptimMethod):
     learningRate / (1 + neval * learningRateDecay)). ``dampening`` defaults to momentum.
     """
 
+    _ARRAYS = ("dfdx",)
+
     def __init__(self, learningRate=1e-3, learningRateDecay=0.0, weightDecay=0.0, momentum=0.0,
                  dampening=None, nesterov=False, learningRateSchedule=None):
         super().__init__()
@@ -188,6 +255,8 @@ class Adam(OptimMethod):
     """Adam (Torch7/BigDL form): x -= clr * sqrt(1 - beta2^t) / (1 - beta1^t) * m /
     (sqrt(v) + epsilon), clr = learningRate / (1 + (t - 1) * learningRateDecay)."""
 
+    _ARRAYS = ("m", "v")
+
     def __init__(self, learningRate=1e-3, learningRateDecay=0.0, beta1=0.9, beta2=0.999,
                  epsilon=1e-8):
         super().__init__()
@@ -224,6 +293,8 @@ class AdamW(Adam):
 class Adagrad(OptimMethod):
     """var += g^2; x -= clr * g / (sqrt(var) + 1e-10), g = grad + weightDecay * x."""
 
+    _ARRAYS = ("paramVariance",)
+
     def __init__(self, learningRate=1e-3, learningRateDecay=0.0, weightDecay=0.0):
         super().__init__()
         self.learningRate, self.learningRateDecay = float(learningRate), float(learningRateDecay)
@@ -241,6 +312,8 @@ class Adagrad(OptimMethod):
 class RMSprop(OptimMethod):
     """ms = decayRate * ms + (1 - decayRate) g^2; x -= clr * g / (sqrt(ms) + epsilon)."""
 
+    _ARRAYS = ("sumofsquare",)
+
     def __init__(self, learningRate=1e-2, learningRateDecay=0.0, decayRate=0.99, epsilon=1e-8):
         super().__init__()
         self.learningRate, self.learningRateDecay = float(learningRate), float(learningRateDecay)
@@ -257,6 +330,8 @@ class RMSprop(OptimMethod):
 
 class Adadelta(OptimMethod):
     """Adadelta (no learning rate of its own: the step is the ratio of running RMS)."""
+
+    _ARRAYS = ("paramVariance", "accDelta")
 
     learningRate = 1.0
 
@@ -276,6 +351,8 @@ class Adadelta(OptimMethod):
 class Adamax(OptimMethod):
     """Adamax: m = beta1 m + (1 - beta1) g; u = max(beta2 u, |g| + epsilon);
     x -= learningRate / (1 - beta1^t) * m / u."""
+
+    _ARRAYS = ("m", "u")
 
     def __init__(self, learningRate=0.002, beta1=0.9, beta2=0.999, epsilon=1e-38):
         super().__init__()
@@ -299,6 +376,8 @@ class LBFGS(OptimMethod):
     One ``optimize`` call runs up to ``maxIter`` iterations (``maxEval`` evaluations of
     feval) and returns every loss seen. The correction pairs persist in the state.
     """
+
+    _ARRAYS = ("d", "gPrev", "oldDirs", "oldSteps")
 
     def __init__(self, maxIter=20, maxEval=None, tolFun=1e-5, tolX=1e-9, nCorrection=100,
                  learningRate=1.0, verbose=False, lineSearch=None, lineSearchOptions=None):

@@ -42,7 +42,10 @@ def load(path, *, storage_options=None) -> Module:
     with _reading(path, storage_options) as file:
         definition = file.definition("module")
         with refusing(file):
-            return Decoder(file, definition).value(definition.get("root"))
+            root = Decoder(file, definition).value(definition.get("root"))
+        if not isinstance(root, Module):
+            raise file.error(f"holds a {type(root).__name__} at its root, not a module")
+        return root
 
 
 def saveWeights(module: Module, path, overWrite: bool = False, *, storage_options=None):
@@ -102,7 +105,8 @@ def load_state(path, *, storage_options=None) -> dict:
     with _reading(path, storage_options) as file:
         definition = file.definition("state")
         with refusing(file):
-            return Decoder(file, definition, modules=False).value(definition.get("state"))
+            dec = Decoder(file, definition, modules=False)
+            return dec.checked(dec.value(definition.get("state")))
 
 
 def _write(path, definition: dict, arrays: list, overWrite: bool, storage_options) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 
 import numpy as np
 
 from pymodules.nn.init import skipped
+from pymodules.nn.initializable import restoring
 from pymodules.nn.module import Module
-from pymodules.persistence.archive import DTYPES, Archive, FileFormatError
+from pymodules.persistence.archive import DTYPES, Archive, FileFormatError, _Entry
 from pymodules.persistence.registry import registry
 
 MAX_DEPTH = 256  # nesting of encoded values
@@ -69,6 +71,22 @@ def bound_arguments(m: Module):
         else:
             named[p.name] = value
     return positional, named
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _same_kind(rebuilt, value) -> bool:
+    """Whether ``value`` from a file may replace ``rebuilt``, the constructor's value of a
+    persisted attribute: numbers for numbers, a bool for a bool, a set for a set, ..."""
+    if isinstance(rebuilt, bool):
+        return isinstance(value, bool)
+    if isinstance(rebuilt, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(rebuilt, (set, frozenset)):
+        return isinstance(value, (set, frozenset))
+    return isinstance(value, type(rebuilt))
 
 
 class Encoder:
@@ -201,6 +219,7 @@ class Decoder:
         self.built: dict[tuple[str, int], object] = {}  # ("module" or "node", index): built
         self.building: set = set()
         self.registry = registry()
+        self._unchecked: list = []  # value objects built, their ``_restored`` check pending
 
     def error(self, reason):
         return self.archive.error(reason)
@@ -268,7 +287,19 @@ class Decoder:
         # A value class's state is its attributes: set them without running any code.
         obj = cls.__new__(cls)
         obj.__dict__.update({str(k): self.value(x, depth + 1) for k, x in state.items()})
+        if callable(getattr(obj, "_restored", None)):
+            self._unchecked.append(obj)
         return obj
+
+    def checked(self, result=None):
+        """``result``, once every value object built so far has checked the attributes
+        set from the file as its constructor would (its ``_restored``): run when a whole
+        value is decoded, so that a garbled value is reported as such first."""
+        while self._unchecked:
+            obj = self._unchecked.pop()
+            with refusing(self, f"garbled {type(obj).__name__} object"):
+                obj._restored()
+        return result
 
     def _index(self, i, table, what):
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(table):
@@ -306,9 +337,12 @@ class Decoder:
         kwargs = d.get("kwargs", {})
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise self.error(f"garbled arguments of module {i}")
-        kwargs = {str(k): self.value(x) for k, x in kwargs.items()}
+        kwargs = self.checked({str(k): self.value(x) for k, x in kwargs.items()})
+        held = self._held(d)
         try:
-            with skipped():  # the parameters are read from the file next
+            # The parameters are read from the file next; what the arguments size must be
+            # what the file holds, checked before it is allocated.
+            with skipped(), restoring(held):
                 m = cls(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
@@ -316,6 +350,33 @@ class Decoder:
         with refusing(self, f"cannot restore {cls.__name__} {str(d.get('name'))[:80]!r}"):
             self._restore(m, d)
         return m
+
+    def _held(self, d: dict) -> dict:
+        """{attribute: shape} of the parameter and running-state arrays that the file holds
+        for module ``d``, from their .npy headers, each checked against its entry's size
+        and refused unless float32 or float64: all that its constructor may allocate."""
+        held = {}
+        for section in ("params", "extra"):
+            saved = d.get(section, {})
+            if not isinstance(saved, dict):
+                raise self.error(f"garbled {section}")
+            for attr, ref in saved.items():
+                if not isinstance(ref, dict) or set(ref) != {"$array"}:
+                    raise self.error(f"garbled {str(attr)[:80]}")
+                name = ref["$array"]
+                info = self.archive.infos.get(name) if isinstance(name, str) else None
+                if info is None or not name.startswith("arrays/"):
+                    raise self.error(f"reference to a missing array entry {str(name)[:80]!r}")
+                entry = _Entry(self.archive, info)
+                shape, dtype = entry.npy_header()
+                if math.prod(shape) * dtype.itemsize != entry.left:
+                    raise self.error(f"{name}: header says {shape} {dtype}, the entry holds "
+                                     f"{entry.left} bytes")
+                if dtype.name not in ("float32", "float64"):
+                    raise self.error(f"{attr} ({name}) is an array of {dtype}: parameters "
+                                     "and running statistics are float32 or float64")
+                held[attr] = shape
+        return held
 
     def _restore(self, m: Module, d: dict) -> None:
         dtype = d.get("dtype")
@@ -334,7 +395,13 @@ class Decoder:
             for attr, ref in saved.items():
                 if not isinstance(ref, dict) or set(ref) != {"$array"}:
                     raise self.error(f"garbled {attr}")
-                self.archive.array(ref["$array"], out=getattr(m, attr))
+                target = getattr(m, attr)
+                try:
+                    with np.errstate(over="raise"):  # float64 values beyond float32's range
+                        self.archive.array(ref["$array"], out=target)
+                except FloatingPointError:
+                    raise self.error(f"{m}: values of {attr} overflow its dtype "
+                                     f"{target.dtype}") from None
         state = d.get("state", {})
         declared = set(getattr(m, "_persist", ()))
         # A file from before an attribute was declared lacks it: the rebuilt value stays.
@@ -342,16 +409,30 @@ class Decoder:
             raise self.error(f"{m}: the file has state {sorted(state)[:10]}, the class "
                              f"declares {sorted(declared)}")
         for attr, v in state.items():
-            setattr(m, attr, self.value(v))
+            value, rebuilt = self.checked(self.value(v)), getattr(m, attr, None)
+            if rebuilt is not None and not _same_kind(rebuilt, value):
+                raise self.error(f"{m}: state {attr} is a {type(value).__name__}, expected a "
+                                 f"{type(rebuilt).__name__}")
+            # A BigDL setter (setP) checks the value as a call from code would.
+            setter = getattr(m, f"set{attr[:1].upper()}{attr[1:]}", None)
+            if callable(setter) and not attr.startswith("_"):
+                setter(value)
+            else:
+                setattr(m, attr, value)
         name, train, frozen = d.get("name"), d.get("train"), d.get("frozen")
         if not isinstance(name, str) or not isinstance(train, bool):
             raise self.error("garbled name or mode")
         m.setName(name)
         if d.get("hasName", True) is False:  # files without it: every name counted as set
             m._named = False
-        m.scaleW, m.scaleB = float(d.get("scaleW")), float(d.get("scaleB"))
+        scales = (d.get("scaleW"), d.get("scaleB"))
+        if not all(_finite(s) for s in scales):
+            raise self.error(f"{m}: scaleW and scaleB must be finite numbers, got "
+                             f"{str(scales)[:80]}")
+        m.scaleW, m.scaleB = float(scales[0]), float(scales[1])
         if frozen is not None:
-            if not isinstance(frozen, list) or len(frozen) != 2:
+            if not isinstance(frozen, list) or len(frozen) != 2 or \
+                    not all(_finite(s) for s in frozen):
                 raise self.error("garbled frozen state")
             frozen = (float(frozen[0]), float(frozen[1]))
         m._frozen = frozen

@@ -18,18 +18,33 @@ class Container(Module):
         self.modules = []
 
     def add(self, module):
-        """Append ``module`` (not already in this tree); return self."""
+        """Append ``module`` (not already in this tree); return self.
+
+        O(1) amortised: a container keeps the set of ids of its tree between adds (see
+        ``_tree_ids``), so the check costs the size of what is added, not of the tree.
+        """
         if not isinstance(module, Module):
             raise TypeError(f"{self.getName()}: can only add a Module, got "
                             f"{type(module).__name__}")
-        mine = {id(m) for m in self.modules_preorder()}
-        for m in module.modules_preorder():
-            if id(m) in mine:
-                raise ValueError(f"{self.getName()}: {m.getName()} is already in this tree")
+        mine = _tree_ids(self)
+        theirs = _tree_ids(module)
+        if not mine.isdisjoint(theirs):
+            # The sets are kept by add only: confirm on the tree itself before refusing.
+            mine = {id(m) for m in self.modules_preorder()}
+            for m in module.modules_preorder():
+                if id(m) in mine:
+                    raise ValueError(f"{self.getName()}: {m.getName()} is already in this "
+                                     "tree")
         if not self.modules:
             self.dtype = module.dtype  # a container computes in its first child's dtype
         self.modules.append(module)
         self._flat = None
+        if self.__dict__.get("_inside"):
+            _changes[0] += 1  # the sets kept by the containers holding this one are stale
+        if isinstance(module, Container):
+            module._inside = True
+        mine |= theirs
+        self._tree = (_tree_key(self), mine)
         return self
 
     def children(self):
@@ -98,6 +113,32 @@ class Container(Module):
 
     __repr__ = __str__
 
+
+#: Adds to a container that is itself inside another (after which the sets of ids kept by
+#: the containers holding it are stale). Filling a container before adding it, as loading
+#: does, changes nothing here.
+_changes = [0]
+
+
+def _tree_key(c):
+    return id(c), id(c.modules), len(c.modules), _changes[0]
+
+
+def _tree_ids(m) -> set:
+    """The ids of ``m`` and of every module under it. A container keeps the set, valid
+    while its list of children and the count of adds to inner containers are unchanged
+    (a copy of the container has another id, so it does not reuse the original's)."""
+    if not isinstance(m, Container):
+        return {id(x) for x in m.modules_preorder()}
+    kept = m.__dict__.get("_tree")
+    key = _tree_key(m)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    ids = {id(m)}
+    for child in m.children():
+        ids |= _tree_ids(child)
+    m._tree = (key, ids)
+    return ids
 
 class Sequential(Container):
     """Feeds each child's output to the next; the last one's output is the output.

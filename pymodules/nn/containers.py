@@ -1,6 +1,7 @@
 """Containers: modules made of modules. They add the walk and nothing else."""
 
 import copy
+import weakref
 
 import numpy as np
 
@@ -20,8 +21,8 @@ class Container(Module):
     def add(self, module):
         """Append ``module`` (not already in this tree); return self.
 
-        O(1) amortised: a container keeps the set of ids of its tree between adds (see
-        ``_tree_ids``), so the check costs the size of what is added, not of the tree.
+        O(1) amortised: a container keeps the set of ids of its tree (see ``_tree_ids``),
+        so the check costs the size of what is added, not of the tree.
         """
         if not isinstance(module, Module):
             raise TypeError(f"{self.getName()}: can only add a Module, got "
@@ -39,12 +40,11 @@ class Container(Module):
             self.dtype = module.dtype  # a container computes in its first child's dtype
         self.modules.append(module)
         self._flat = None
-        if self.__dict__.get("_inside"):
-            _changes[0] += 1  # the sets kept by the containers holding this one are stale
-        if isinstance(module, Container):
-            module._inside = True
         mine |= theirs
         self._tree = (_tree_key(self), mine)
+        if isinstance(module, Container):
+            _hold(self, module)
+        _grow_holders(self, theirs)
         return self
 
     def children(self):
@@ -114,20 +114,17 @@ class Container(Module):
     __repr__ = __str__
 
 
-#: Adds to a container that is itself inside another (after which the sets of ids kept by
-#: the containers holding it are stale). Filling a container before adding it, as loading
-#: does, changes nothing here.
-_changes = [0]
-
-
+# Each container keeps ``_tree``: (key, the set of ids of its tree), valid while the key
+# (its id, its list of children and that list's length) is unchanged; and ``_held``: (its
+# id, weak references to the containers it was added to), through which an add updates the
+# sets of the trees holding it. A copy (cloneModule) has another id, so it neither uses the
+# original's set nor updates the original's holders; its sets are rebuilt on first use.
 def _tree_key(c):
-    return id(c), id(c.modules), len(c.modules), _changes[0]
+    return id(c), id(c.modules), len(c.modules)
 
 
 def _tree_ids(m) -> set:
-    """The ids of ``m`` and of every module under it. A container keeps the set, valid
-    while its list of children and the count of adds to inner containers are unchanged
-    (a copy of the container has another id, so it does not reuse the original's)."""
+    """The ids of ``m`` and of every module under it (kept by a container)."""
     if not isinstance(m, Container):
         return {id(x) for x in m.modules_preorder()}
     kept = m.__dict__.get("_tree")
@@ -137,8 +134,40 @@ def _tree_ids(m) -> set:
     ids = {id(m)}
     for child in m.children():
         ids |= _tree_ids(child)
+        if isinstance(child, Container):
+            _hold(m, child)
     m._tree = (key, ids)
     return ids
+
+
+def _holders(c) -> list:
+    held = c.__dict__.get("_held")
+    if held is None or held[0] != id(c):
+        held = c._held = (id(c), [])
+    return held[1]
+
+
+def _hold(holder, c) -> None:
+    refs = _holders(c)
+    refs[:] = [r for r in refs if r() is not None]
+    if not any(r() is holder for r in refs):
+        refs.append(weakref.ref(holder))
+
+
+def _grow_holders(c, ids) -> None:
+    """Add ``ids`` to the kept sets of the containers holding ``c``, up to the roots."""
+    seen = {id(c)}
+    todo = [c]
+    while todo:
+        for ref in _holders(todo.pop()):
+            h = ref()
+            if h is None or id(h) in seen:
+                continue
+            seen.add(id(h))
+            kept = h.__dict__.get("_tree")
+            if kept is not None and kept[0] == _tree_key(h):
+                kept[1].update(ids)
+            todo.append(h)
 
 class Sequential(Container):
     """Feeds each child's output to the next; the last one's output is the output.

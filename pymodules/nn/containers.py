@@ -1,6 +1,7 @@
 """Containers: modules made of modules. They add the walk and nothing else."""
 
 import copy
+import weakref
 
 import numpy as np
 
@@ -18,18 +19,32 @@ class Container(Module):
         self.modules = []
 
     def add(self, module):
-        """Append ``module`` (not already in this tree); return self."""
+        """Append ``module`` (not already in this tree); return self.
+
+        O(1) amortised: a container keeps the set of ids of its tree (see ``_tree_ids``),
+        so the check costs the size of what is added, not of the tree.
+        """
         if not isinstance(module, Module):
             raise TypeError(f"{self.getName()}: can only add a Module, got "
                             f"{type(module).__name__}")
-        mine = {id(m) for m in self.modules_preorder()}
-        for m in module.modules_preorder():
-            if id(m) in mine:
-                raise ValueError(f"{self.getName()}: {m.getName()} is already in this tree")
+        mine = _tree_ids(self)
+        theirs = _tree_ids(module)
+        if not mine.isdisjoint(theirs):
+            # The sets are kept by add only: confirm on the tree itself before refusing.
+            mine = {id(m) for m in self.modules_preorder()}
+            for m in module.modules_preorder():
+                if id(m) in mine:
+                    raise ValueError(f"{self.getName()}: {m.getName()} is already in this "
+                                     "tree")
         if not self.modules:
             self.dtype = module.dtype  # a container computes in its first child's dtype
         self.modules.append(module)
         self._flat = None
+        mine |= theirs
+        self._tree = (_tree_key(self), mine)
+        if isinstance(module, Container):
+            _hold(self, module)
+        _grow_holders(self, theirs)
         return self
 
     def children(self):
@@ -98,6 +113,61 @@ class Container(Module):
 
     __repr__ = __str__
 
+
+# Each container keeps ``_tree``: (key, the set of ids of its tree), valid while the key
+# (its id, its list of children and that list's length) is unchanged; and ``_held``: (its
+# id, weak references to the containers it was added to), through which an add updates the
+# sets of the trees holding it. A copy (cloneModule) has another id, so it neither uses the
+# original's set nor updates the original's holders; its sets are rebuilt on first use.
+def _tree_key(c):
+    return id(c), id(c.modules), len(c.modules)
+
+
+def _tree_ids(m) -> set:
+    """The ids of ``m`` and of every module under it (kept by a container)."""
+    if not isinstance(m, Container):
+        return {id(x) for x in m.modules_preorder()}
+    kept = m.__dict__.get("_tree")
+    key = _tree_key(m)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    ids = {id(m)}
+    for child in m.children():
+        ids |= _tree_ids(child)
+        if isinstance(child, Container):
+            _hold(m, child)
+    m._tree = (key, ids)
+    return ids
+
+
+def _holders(c) -> list:
+    held = c.__dict__.get("_held")
+    if held is None or held[0] != id(c):
+        held = c._held = (id(c), [])
+    return held[1]
+
+
+def _hold(holder, c) -> None:
+    refs = _holders(c)
+    refs[:] = [r for r in refs if r() is not None]
+    if not any(r() is holder for r in refs):
+        refs.append(weakref.ref(holder))
+
+
+def _grow_holders(c, ids) -> None:
+    """Add ``ids`` to the kept sets of the containers holding ``c``, up to the roots."""
+    seen = {id(c)}
+    todo = [c]
+    while todo:
+        for ref in _holders(todo.pop()):
+            h = ref()
+            if h is None or id(h) in seen:
+                continue
+            seen.add(id(h))
+            kept = h.__dict__.get("_tree")
+            if kept is not None and kept[0] == _tree_key(h):
+                kept[1].update(ids)
+            todo.append(h)
 
 class Sequential(Container):
     """Feeds each child's output to the next; the last one's output is the output.

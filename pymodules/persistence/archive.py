@@ -18,6 +18,8 @@ against 1.2-1.9x as it is (the limit is 1.6x on a quiet machine).
 Checked on top of ``zipfile``, which accepts them: duplicate names, names other than
 pymodules' own, compressed or encrypted entries, sizes beyond the file's, definitions
 over ``MAX_JSON`` and .npy headers over ``MAX_NPY_HEADER`` (refused before being read),
+definitions of more than ``MAX_JSON_ELEMENTS`` values or nested more than
+``MAX_JSON_DEPTH`` deep (refused before being parsed), array entries referenced twice,
 and entries the checksum list does not match.
 """
 
@@ -41,9 +43,16 @@ FORMAT_VERSION = 1
 DEFINITION = "definition.json"
 CHECKSUM = "checksum.json"
 MAX_JSON = 64 << 20  # bytes of definition.json or checksum.json
+#: JSON values (keys included) in definition.json or checksum.json, counted before parsing
+#: as an upper bound (``_values``): a definition of 10,000 Linear layers has 500,048.
+MAX_JSON_ELEMENTS = 2 << 20
+#: nesting of definition.json or checksum.json (values nest MAX_DEPTH deep in the codec,
+#: up to 3 JSON levels each, inside 4 levels of definition)
+MAX_JSON_DEPTH = 800
 MAX_NPY_HEADER = 1 << 16
 CHUNK = 4 << 20  # bytes per read or write call on array data (and per CRC step)
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _ENTRY_NAME = re.compile(r"definition\.json|checksum\.json|arrays/(0|[1-9][0-9]{0,8})\.npy")
 
 #: dtypes an array entry may have: no objects, no structured or void types.
@@ -171,6 +180,7 @@ class Archive:
     def __init__(self, f, size: int, where: str):
         self.f, self.size, self.where = f, size, where
         self._pool = None
+        self._read = set()  # array entries read
         try:
             infos = zipfile.ZipFile(f).infolist()
         except Exception as err:  # zipfile raises many kinds on a crafted directory
@@ -255,17 +265,41 @@ class Archive:
         entry = _Entry(self, self.infos[name])
         data = entry.read(entry.left)
         entry.finish()
+        # Bounded before parsing: a parsed value costs tens of bytes per byte of JSON.
+        elements = _values(data)
+        if elements > MAX_JSON_ELEMENTS:
+            raise self.error(f"{name} holds up to {elements} values, more than the limit of "
+                             f"{MAX_JSON_ELEMENTS}")
+        depth = _bracket_depth(data)  # brackets in strings count too: checked below
         try:
-            return json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            value = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise self.error(f"{name} nests values too deep ({depth} levels, more than the "
+                             f"limit of {MAX_JSON_DEPTH})") from None
+        except (UnicodeDecodeError, ValueError) as err:
             raise self.error(f"{name} is garbled ({type(err).__name__}: {err})"[:300]) \
                 from None
+        if depth > MAX_JSON_DEPTH:
+            depth = _json_depth(value)
+            if depth > MAX_JSON_DEPTH:
+                raise self.error(f"{name} nests values too deep ({depth} levels, more than "
+                                 f"the limit of {MAX_JSON_DEPTH})")
+        return value
 
     def array(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
-        """The array in entry ``name``, read into ``out`` when given (same shape)."""
+        """The array in entry ``name``, read into ``out`` when given (same shape).
+
+        Each entry is read once: pymodules writes one entry per reference, so a second
+        reference to an entry is refused (a file cannot make the loader hold more arrays
+        than it holds).
+        """
         info = self.infos.get(name) if isinstance(name, str) else None
         if info is None or not name.startswith("arrays/"):
             raise self.error(f"reference to a missing array entry {name!r}")
+        if name in self._read:
+            raise self.error(f"{name} is referenced twice (pymodules writes each array "
+                             "once, for one place)")
+        self._read.add(name)
         entry = _Entry(self, info)
         shape, dtype = entry.npy_header()
         count = 1
@@ -287,6 +321,44 @@ class Archive:
             out[...] = a
             return out
         return a
+
+
+def _values(data: bytes) -> int:
+    """An upper bound of the number of values (keys included) in the JSON text ``data``,
+    counted without parsing: one after each ``,`` and ``:``, one first in each non-empty
+    list or object, and the whole. Bytes in strings count too, never below the truth (an
+    ``[]`` in a string removes the ``[`` it adds)."""
+    return sum(data.count(c) for c in (b",", b":", b"[", b"{")) - data.count(b"[]") \
+        - data.count(b"{}") + 1
+
+
+def _bracket_depth(data: bytes) -> int:
+    """The deepest nesting of brackets in ``data``, strings included: the JSON depth when
+    no string holds brackets. (Closing brackets in strings could hide some nesting from
+    it; the parser's own recursion limit, about 1,000 levels, still refuses that.)"""
+    brackets = np.frombuffer(data.translate(None, _NOT_BRACKETS), np.uint8)
+    deepest = level = 0
+    step = 1 << 20  # in bounded parts
+    for j in range(0, brackets.size, step):
+        part = brackets[j:j + step]
+        levels = np.where((part == ord("[")) | (part == ord("{")), 1, -1).astype(np.int32)
+        np.cumsum(levels, out=levels)
+        levels += level
+        deepest = max(deepest, int(levels.max()))
+        level = int(levels[-1])
+    return deepest
+
+
+def _json_depth(value) -> int:
+    """The nesting depth of a parsed JSON value, walked without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 class _Entry:

@@ -306,10 +306,12 @@ class Optimizer:
         if self._clip_norm is not None:
             norm = K.clip_l2_norm(grad, self._clip_norm)
             if not math.isfinite(norm):
-                self._stop(f"the gradient is not finite (its L2 norm is {norm})", None)
+                self._stop(f"the gradient is not finite (its L2 norm is {norm})", None,
+                           "Check the data of the batch and the layers whose gradient can "
+                           "be infinite (Sqrt or Log at 0, ...)")
         return loss, grad
 
-    def _stop(self, what, weights):
+    def _stop(self, what, weights, advice=None):
         """Raise FloatingPointError: ``what`` went wrong in the iteration under way."""
         state = self.state
         it = state["iteration"] + 1
@@ -319,10 +321,11 @@ class Optimizer:
                 f"gradient was not finite" if it > 1 else "") + "; lower"
         else:
             why = "Check the data of the batch, lower"
+        advice = advice or f"{why} the learning rate or clip the gradients " \
+            f"(setGradientClippingByl2Norm)"
         raise FloatingPointError(
             f"Optimizer: {what} at iteration {it} (epoch {state['epoch'] + 1}); training "
-            f"stopped before its update. {why} the learning rate or clip the gradients "
-            f"(setGradientClippingByl2Norm)")
+            f"stopped before its update. {advice}")
 
     def _bar(self):
         if not self._progress or not sys.stderr.isatty():

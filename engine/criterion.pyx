@@ -3,10 +3,14 @@
 Elementwise losses share one loop per method, selected by an op code (the constants below);
 the class losses (negative log-likelihood, cross-entropy), the Gaussian KL divergence and
 the cosine embedding loss have their own. Losses are summed in double.
+
+NaN is never hidden: a NaN input or target gives a NaN loss (each ``max(0, d)`` is written
+``0 if d <= 0 else d``, false for NaN), and the gradients follow PyTorch's (NaN where its
+loss functions give NaN).
 """
 
 cimport numpy as cnp
-from libc.math cimport fabs, log, exp, sqrt, log1p
+from libc.math cimport fabs, log, exp, sqrt, log1p, isnan
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -113,20 +117,23 @@ cdef double _pointwise_loss(int op, const floating *x, const floating *y, const 
         elif op == SMOOTH_L1:
             d = xi - yi
             a = fabs(d)
-            term = 0.5 * d * d if a < 1 else a - 0.5
+            term = 0.5 * d * d if a < 1 else a - 0.5  # NaN: a - 0.5
         elif op == BCE:
             term = -(yi * log(xi + BCE_EPS) + (1 - yi) * log(1 - xi + BCE_EPS))
         elif op == MARGIN:
             d = param - xi * yi
-            term = d if d > 0 else 0
+            term = 0 if d <= 0 else d
         elif op == MARGIN_SQ:
             d = param - xi * yi
-            term = d * d if d > 0 else 0
+            term = 0 if d <= 0 else d * d
         elif op == SOFT_MARGIN:
             # max(x, 0) - x y + log(1 + exp(-|x|)): no overflow for any x
             term = (xi if xi > 0 else 0) - xi * yi + log1p(exp(-fabs(xi)))
-        else:  # DIST_KL
-            term = yi * (log(yi) - xi) if yi > 0 else 0
+        else:  # DIST_KL: nothing where y = 0 (x may be -inf there), unless x or y is NaN
+            if yi > 0:
+                term = yi * (log(yi) - xi)
+            else:
+                term = xi + yi if isnan(xi) or isnan(yi) else 0
         if w != NULL:
             term *= w[i % c]
         s += term
@@ -171,7 +178,7 @@ cdef void _pointwise_grad(int op, const floating *x, const floating *y, floating
             v = 1 if d > 0 else (-1 if d < 0 else 0)
         elif op == SMOOTH_L1:
             d = xi - yi
-            v = d if fabs(d) < 1 else (1 if d > 0 else -1)
+            v = 1 if d >= 1 else (-1 if d <= -1 else d)  # NaN: d
         elif op == BCE:
             v = -(yi - xi) / ((1 - xi + BCE_EPS) * (xi + BCE_EPS))
         elif op == MARGIN:
@@ -187,7 +194,7 @@ cdef void _pointwise_grad(int op, const floating *x, const floating *y, floating
                 d = exp(xi)
                 v = d / (1 + d) - yi
         else:  # DIST_KL
-            v = -yi if yi > 0 else 0
+            v = 0 if yi <= 0 else -yi
         if w != NULL:
             v *= w[i % c]
         g[i] = <floating> (v * scale)
@@ -331,7 +338,8 @@ cdef void _nll_grad(const floating *x, const int64_t *lab, floating *g, const fl
             g[i * k + lab[i]] = <floating> -wi
         else:
             v = x[i * k + lab[i]]
-            g[i * k + lab[i]] = <floating> (-wi / v if PROB_LO <= v <= PROB_HI else 0)
+            # zero where the clamp holds the probability, NaN for NaN (1 / p, as log p)
+            g[i * k + lab[i]] = <floating> (0 if v < PROB_LO or v > PROB_HI else -wi / v)
 
 
 def cross_entropy_update_output(input, target, log_prob, weights, int64_t ignore_index,
@@ -564,11 +572,11 @@ cdef double _cosine(const floating *x1, const floating *x2, const floating *y,
         if y[i] > 0:
             s += 1 - cos
             cg = -1
-        elif cos > margin:
+        elif cos <= margin:
+            cg = 0
+        else:  # cos > margin, or NaN
             s += cos - margin
             cg = 1
-        else:
-            cg = 0
         if g1 == NULL:
             continue
         cg *= scale

@@ -470,7 +470,7 @@ cdef void _max(const floating **x, Py_ssize_t n, floating *y, int *idx,
     for i in range(1, n):
         a = x[i]
         for j in range(size):
-            if a[j] > y[j]:
+            if a[j] > y[j] or a[j] != a[j]:  # a NaN wins, as torch.maximum's
                 y[j] = a[j]
                 idx[j] = <int> i
 

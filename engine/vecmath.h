@@ -479,14 +479,19 @@ PM_INLINE void PM_S(pm_sum_g_gx)(const T *g, const T *x, Py_ssize_t n, double c,
 
 /* -- elementwise activations: y = f(x); gi = f'(x) go, or a function of the output y -------- */
 
-/* Threshold (ReLU is th = v = 0): y = x > th ? x : v */
+/* NaN: each select below is written so that a NaN input takes the branch PyTorch's CPU
+   kernels take (compared by tests/pymodules/test_nan.py): the forward keeps the NaN, the
+   backward gives what Torch's does. A comparison is false for NaN, so `x <= th ? v : x` and
+   `x > th ? x : v` differ only there; both stay branch-free blends. */
+
+/* Threshold (ReLU is th = v = 0): y = x <= th ? v : x, as Torch: NaN stays NaN */
 static PM_CLONES void PM_S(pm_threshold_fwd)(const T *x, T *y, Py_ssize_t n, T th, T v) {
-    for (Py_ssize_t i = 0; i < n; i++) { T a = x[i]; y[i] = a > th ? a : v; }
+    for (Py_ssize_t i = 0; i < n; i++) { T a = x[i]; y[i] = a <= th ? v : a; }
 }
 
 static PM_CLONES void PM_S(pm_threshold_bwd)(const T *x, const T *go, T *gi, Py_ssize_t n,
                                              T th) {
-    for (Py_ssize_t i = 0; i < n; i++) gi[i] = x[i] > th ? go[i] : (T) 0;
+    for (Py_ssize_t i = 0; i < n; i++) gi[i] = x[i] <= th ? (T) 0 : go[i];
 }
 
 /* LeakyReLU: y = x > 0 ? x : a x */
@@ -508,13 +513,14 @@ static PM_CLONES void PM_S(pm_elu_fwd)(const T *x, T *y, Py_ssize_t n, T a) {
     }
 }
 
-/* from the output, as Torch does: it survives an in-place forward */
+/* from the output, as Torch does: it survives an in-place forward (NaN x: NaN, as Torch) */
 static PM_CLONES void PM_S(pm_elu_bwd)(const T *x, const T *y, const T *go, T *gi, Py_ssize_t n,
                                        T a) {
     for (Py_ssize_t i = 0; i < n; i++) { T g = go[i]; gi[i] = x[i] > 0 ? g : g * (y[i] + a); }
 }
 
-/* HardTanh: y = min(max(x, lo), hi); NaN stays NaN */
+/* HardTanh: y = min(max(x, lo), hi); NaN stays NaN. gi = go strictly inside the bounds, else 0
+   (NaN: 0, as Torch) */
 static PM_CLONES void PM_S(pm_hard_tanh_fwd)(const T *x, T *y, Py_ssize_t n, T lo, T hi) {
     for (Py_ssize_t i = 0; i < n; i++) { T v = x[i]; y[i] = v < lo ? lo : (v > hi ? hi : v); }
 }
@@ -684,7 +690,7 @@ static PM_CLONES void PM_S(pm_prelu_bwd)(const T *x, const T *go, T *gi, const T
         }
 }
 
-/* gw[c] += scale * (sum of x go over channel c where x <= 0): products in T, summed in double
+/* gw[c] += scale * (sum of x go over channel c where not x > 0, NaN included): products in T, summed in double
    in four chains (an addition's latency is ~4 cycles) */
 static PM_CLONES void PM_S(pm_prelu_acc)(const T *x, const T *go, T *gw, double scale,
                                          Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner) {
@@ -696,11 +702,11 @@ static PM_CLONES void PM_S(pm_prelu_acc)(const T *x, const T *go, T *gw, double 
             for (; i + 4 <= inner; i += 4)
                 for (int j = 0; j < 4; j++) {
                     T v = xr[i + j], p = v * gr[i + j];
-                    s[j] += v <= 0 ? p : 0;
+                    s[j] += v > 0 ? 0 : p;
                 }
             for (; i < inner; i++) {
                 T v = xr[i], p = v * gr[i];
-                s[0] += v <= 0 ? p : 0;
+                s[0] += v > 0 ? 0 : p;
             }
         }
         gw[k] += (T) (scale * ((s[0] + s[1]) + (s[2] + s[3])));

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pymodules.criterion.base import label_values_fit
 from pymodules.data import to_dataset
 from pymodules.threads import StepThreads
 
@@ -81,9 +82,9 @@ def _labels(target, n, what):
         raise ValueError(f"{what}: target has {t.size} labels, expected {n} (one per row "
                          f"of the output)")
     if t.dtype.kind == "f":
-        bad = t != np.round(t)
-        if bad.any():
-            raise ValueError(f"{what}: target {t[bad][0]} is not a whole class label")
+        label_values_fit(t, f"{what}: target")
+    elif t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{what}: target {t.max()} is too large for a class label")
     return t.astype(np.int64, copy=False)
 
 

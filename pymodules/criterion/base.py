@@ -101,15 +101,32 @@ class Criterion(Facade, Recorded):
 
 
 def class_labels(target, what: str = "target") -> np.ndarray:
-    """``target`` as a contiguous int64 label vector; float labels must be whole numbers."""
+    """``target`` as a contiguous int64 label vector; float labels must be whole numbers.
+
+    A label that int64 cannot hold (NaN, an infinity, 1e300, a uint64 above 2^63 - 1) is
+    refused naming its value: cast, it would become some other label.
+    """
     if isinstance(target, np.ndarray) and target.dtype == np.int64 \
             and target.flags.c_contiguous:
         return target
     t = np.asarray(target)
     if t.dtype.kind == "f":
-        bad = np.flatnonzero(t.ravel() != np.round(t.ravel()))
-        if bad.size:
-            raise ValueError(f"{what} {t.ravel()[bad[0]]} is not a whole class label")
+        label_values_fit(t.ravel(), what)
     elif t.dtype.kind not in "iub":
         raise TypeError(f"{what} has dtype {t.dtype}, expected integer class labels")
+    elif t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{what} {t.max()} is too large for a class label")
     return np.ascontiguousarray(t, dtype=np.int64)
+
+
+def label_values_fit(flat: np.ndarray, what: str = "target") -> None:
+    """ValueError naming the first of the float labels ``flat`` that is not finite, not
+    whole or too large for int64 (class labels and validation targets)."""
+    whole = flat == np.round(flat)  # False for NaN
+    fits = (flat >= -2.0 ** 63) & (flat < 2.0 ** 63)  # False for NaN and the infinities
+    bad = np.flatnonzero(~(whole & fits))
+    if bad.size:
+        v = flat[bad[0]]
+        kind = ("finite" if not np.isfinite(v) else
+                "whole" if v != np.round(v) else "representable (int64)")
+        raise ValueError(f"{what} {v} is not a {kind} class label")

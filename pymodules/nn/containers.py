@@ -281,6 +281,11 @@ class Concat(_Branches):
 
     def _child_grads(self, gradOutput):
         """The band of gradOutput that belongs to each child, as contiguous arrays."""
+        if self._outs is None or len(self._outs) != len(self.modules):
+            # the bands are the children's outputs: none yet (or not of every child)
+            raise ValueError(f"backward before forward: forward must run first, the split "
+                             f"of gradOutput along dimension {self.dimension} follows the "
+                             f"outputs of the {len(self.modules)} children")
         gos = resized_list(self._gradOutputs, len(self.modules))
         self._gradOutputs = gos
         for i, o in enumerate(self._outs):

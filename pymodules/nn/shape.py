@@ -21,6 +21,12 @@ INTMAX = 2147483647
 INTMIN = -2147483648
 
 
+def _before_forward(what, dim):
+    """The ValueError of a backward that needs ``what`` forward locates on axis ``dim``."""
+    raise ValueError(f"backward before forward: forward must run first, it locates the "
+                     f"{what} of dimension {dim} in the input")
+
+
 def _sizes(owner, what, size):
     sizes = (size,) if np.isscalar(size) else size
     return tuple(whole(owner, what, s) for s in sizes)
@@ -181,7 +187,7 @@ class Narrow(Module):
         super().__init__(dtype)
         self.dimension = whole(self, "dimension", dimension)
         self.offset, self.length = whole(self, "offset", offset), whole(self, "length", length)
-        self._band = (0, 0, 0)
+        self._band = None  # (axis, start, length), located by forward
         self._copy = None
 
     def _locate(self, x):
@@ -207,7 +213,7 @@ class Narrow(Module):
 
     def updateGradInput(self, input, gradOutput):
         x = require_array(input)
-        axis, start, _ = self._band
+        axis, start, _ = self._band or _before_forward("band", self.dimension)
         gi = self.gradInput = resized(self.gradInput, x)
         join([gradOutput], gi, axis, start, False, "gradOutput", "gradInput")
         return gi
@@ -227,7 +233,7 @@ class Select(Module):
     def __init__(self, dim, index, dtype=np.float32):
         super().__init__(dtype)
         self.dim, self.index = whole(self, "dim", dim), whole(self, "index", index)
-        self._at = (0, 0)
+        self._at = None  # (axis, index), located by forward
         self._copy = None
 
     def updateOutput(self, input):
@@ -249,7 +255,7 @@ class Select(Module):
 
     def updateGradInput(self, input, gradOutput):
         x = require_array(input)
-        axis, index = self._at
+        axis, index = self._at or _before_forward("slice", self.dim)
         gi = self.gradInput = resized(self.gradInput, x)
         join([gradOutput], gi, axis, index, True, "gradOutput", "gradInput")
         return gi

@@ -251,3 +251,31 @@ def test_predict_shape_errors_name_the_path_not_the_printed_model(rng):
     with pytest.raises(ValueError) as err:
         flat.predict(rng.standard_normal((3, 4)).astype(np.float32))
     assert str(err.value).startswith(f"predict: {flat.getName()} returned shape (2,)")
+
+
+def test_concat_backward_before_forward_says_forward_must_run_first(rng):
+    x, go = rng.standard_normal((3, 4)), rng.standard_normal((3, 5))
+    m = pm.Concat(1).add(lin(4, 3)).add(lin(4, 2))
+    msg = r"^Concat@\w+: backward before forward: forward must run first"
+    for method in (m.backward, m.updateGradInput, m.accGradParameters):
+        with pytest.raises(ValueError, match=msg):
+            method(x, go)
+    m.forward(x)
+    m.backward(x, go)
+    m.clearState()  # the children's outputs are gone again
+    with pytest.raises(ValueError, match=msg):
+        m.backward(x, go)
+    m.forward(x)
+    m.add(lin(4, 1))  # a child without an output yet
+    with pytest.raises(ValueError, match=msg):
+        m.backward(x, rng.standard_normal((3, 6)))
+    with pytest.raises(ValueError, match=r"^Sequential@\w+/Concat@\w+: backward before forward"):
+        pm.Sequential(pm.Concat(1).add(lin(4, 3))).backward(x, go[:, :3])
+
+
+def test_concat_table_backward_before_forward_needs_no_forward(rng):
+    x = rng.standard_normal((3, 4))
+    go = [rng.standard_normal((3, 3)), rng.standard_normal((3, 4))]
+    a = lin(4, 3)
+    m = pm.ConcatTable().add(a).add(pm.Identity())
+    np.testing.assert_allclose(m.backward(x, go), go[0] @ a.weight + go[1])

@@ -307,3 +307,25 @@ def test_a_criterion_saved_before_padding_value_loads_with_the_default(tmp_path,
     c = persistence.load_state(tmp_path / "c.pm")["criterion"]
     logp = np.log(rng.dirichlet(np.ones(3), 2))
     assert c.forward(logp, np.array([2, -1])) == pytest.approx(-logp[0, 2])
+
+
+@pytest.mark.parametrize("target,match", [
+    (np.array([0.0, np.inf, 1.0]), r"target inf is not a finite class label"),
+    (np.array([0.0, -np.inf, 1.0]), r"target -inf is not a finite class label"),
+    (np.array([0.0, np.nan, 1.0]), r"target nan is not a finite class label"),
+    (np.array([0.0, 1e300, 1.0]), r"target 1e\+300 is not a representable \(int64\) class"),
+    (np.array([0.0, 2.0 ** 63, 1.0]), r"target 9.2\d+e\+18 is not a representable"),
+    (np.array([0, 2 ** 64 - 1, 1], np.uint64), r"target 18446744073709551615 is too large"),
+])
+def test_labels_int64_cannot_hold_are_refused_naming_the_value(target, match):
+    """Cast, such a label became -9223372036854775808 (or -1, the padding value)."""
+    x = np.zeros((3, 3), np.float32)
+    for crit in (ClassNLLCriterion(), CrossEntropyCriterion(),
+                 TimeDistributedCriterion(CrossEntropyCriterion())):
+        with pytest.raises(ValueError, match=match) as info:
+            crit.forward(x[None] if isinstance(crit, TimeDistributedCriterion) else x,
+                         target[None] if isinstance(crit, TimeDistributedCriterion) else target)
+        assert "-9223372036854775808" not in str(info.value)
+    for method in (pm.Top1Accuracy(), pm.Top5Accuracy(), pm.Loss()):
+        with pytest.raises(ValueError, match=match):
+            method(x, target)

@@ -170,6 +170,45 @@ def test_nan_loss_stops_with_a_clear_error(rng):
         opt.optimize()
 
 
+def test_nan_loss_stops_before_the_update(rng):
+    x, y = _data(rng)
+    x[7, 2] = np.nan
+    m = _model()
+    w0 = m.getParameters()[0].copy()
+    opt = pm.Optimizer(m, (x, y), pm.CrossEntropyCriterion(), pm.SGD(0.1), pm.MaxEpoch(1), 50)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at iteration 1 \(epoch 1\); "
+                       r"training stopped before its update\. Check the data"):
+        opt.optimize()
+    assert np.array_equal(m.getParameters()[0], w0)  # the weights of the last iteration
+    assert opt.state["iteration"] == 0
+
+
+def _infinite_gradient_setup(rng):
+    """A finite loss whose gradient is not finite: Sqrt of exactly 0 (d/dx sqrt at 0)."""
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.standard_normal((8, 3)).astype(np.float32)
+    m = pm.Sequential(pm.Linear(4, 3, initWeight=np.zeros((3, 4)), initBias=np.zeros(3)),
+                      pm.Sqrt())
+    return m, (x, y)
+
+
+def test_gradient_that_is_not_finite_stops_with_the_iteration(rng):
+    m, data = _infinite_gradient_setup(rng)
+    opt = pm.Optimizer(m, data, pm.MSECriterion(), pm.SGD(0.1), pm.MaxIteration(3), 8)
+    # without clipping by norm: its update makes the weights non-finite, the next loss says so
+    with pytest.raises(FloatingPointError, match=r"loss is nan at iteration 2 .*The weights are "
+                       r"not finite: the update of iteration 1 \(or an earlier one\) made"):
+        opt.optimize()
+    m, data = _infinite_gradient_setup(rng)
+    w0 = m.getParameters()[0].copy()
+    opt = pm.Optimizer(m, data, pm.MSECriterion(), pm.SGD(0.1), pm.MaxIteration(3), 8)
+    opt.setGradientClippingByl2Norm(1.0)  # the norm is computed anyway: checked at once
+    with pytest.raises(FloatingPointError, match=r"the gradient is not finite \(its L2 norm is "
+                       r"(nan|inf)\) at iteration 1 \(epoch 1\); training stopped before"):
+        opt.optimize()
+    assert np.array_equal(m.getParameters()[0], w0)
+
+
 def test_bad_training_data_names_the_value(rng):
     x, y = _data(rng)
     crit = pm.CrossEntropyCriterion()

@@ -177,3 +177,29 @@ def test_contiguous(rng):
     m.forward(x)        # a later copy never lands in an earlier input
     m.forward(x[::-1].T)
     np.testing.assert_array_equal(x, keep)
+
+
+@pytest.mark.parametrize("make,ndim,match", [
+    (lambda: pm.Narrow(1, 0, 1), 1, r"dimension 1 is out of range for an input of 1 dimensions"),
+    (lambda: pm.Narrow(-2, 0, 1), 1, r"dimension -2 is out of range for an input of 1 dim"),
+    (lambda: pm.Narrow(0, 0, 1), 0, r"dimension 0 is out of range for an input of 0 dim"),
+    (lambda: pm.Select(2, 0), 2, r"dimension 2 is out of range for an input of 2 dimensions"),
+    (lambda: pm.Select(0, 0), 0, r"dimension 0 is out of range for an input of 0 dimensions"),
+    (lambda: pm.Squeeze(1), 1, r"dimension 1 is out of range for an input of 1 dimensions"),
+    (lambda: pm.Squeeze([0, 3]), 2, r"dimension 3 is out of range for an input of 2 dim"),
+    (lambda: pm.Unsqueeze(3), 1, r"pos 3 is out of range for an input of 2 dimensions"),
+    (lambda: pm.Unsqueeze(-4), 1, r"pos -4 is out of range for an input of 2 dimensions"),
+])
+def test_too_few_dimensions_name_the_module_and_the_numbers(make, ndim, match):
+    """A ValueError led by the module, in forward and in a backward before any forward."""
+    x = np.zeros((2,) * ndim, np.float32)
+    m = make()
+    with pytest.raises(ValueError, match=match) as info:
+        m.forward(x)
+    assert str(info.value).startswith(str(m))
+    if isinstance(m, (pm.Narrow, pm.Select)):
+        m = make()  # nothing located yet (a gradOutput of one element used to fit silently)
+        with pytest.raises(ValueError, match="backward before forward: forward must run "
+                                             "first, it locates the") as info:
+            m.backward(x, np.zeros((1,) * ndim, np.float32))
+        assert str(info.value).startswith(str(m))

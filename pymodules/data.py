@@ -1,17 +1,21 @@
 """Data: samples, mini-batches and datasets that shuffle and batch them.
 
 A dataset yields ``MiniBatch``es. ``DataSet.array`` holds arrays in memory, reshuffles
-them every epoch from the library generator (``pm.setSeed`` makes it reproducible) and
-gathers each batch into a buffer that is reused; the last, partial batch is kept.
+them every epoch and gathers each batch into a buffer that is reused; the last, partial
+batch is kept. The shuffle draws from the generator of the caller (the Optimizer's), or
+else from the dataset's own, derived from the global seed when the dataset is created
+(``pm.setSeed`` makes either reproducible; ``pymodules.random``).
 ``DataSet.iterable`` streams from a factory that returns a fresh iterable per epoch, for
 data that does not fit in memory.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from pymodules import random as _random
+from pymodules.random import Stream
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -121,13 +125,14 @@ class DataSet:
     def size(self) -> int | None:
         raise NotImplementedError
 
-    def batches(self, batchSize, shuffle=False, dtype=None):
+    def batches(self, batchSize, shuffle=False, dtype=None, generator=None):
         """Yield the MiniBatches of one epoch."""
-        for batch, _ in self.epoch(batchSize, shuffle, dtype):
+        for batch, _ in self.epoch(batchSize, shuffle, dtype, generator):
             yield batch
 
-    def epoch(self, batchSize, shuffle=False, dtype=None):
-        """Yield (MiniBatch, isLast) over one epoch."""
+    def epoch(self, batchSize, shuffle=False, dtype=None, generator=None):
+        """Yield (MiniBatch, isLast) over one epoch; a shuffle draws from ``generator``
+        (a numpy Generator), by default the dataset's own."""
         raise NotImplementedError
 
 
@@ -161,9 +166,14 @@ def _check_arrays(value, what, n=None):
 
 class ArrayDataSet(DataSet):
     """In-memory features (n, ...) and labels (n, ...) or None; either may be a list of
-    arrays (one per input or target), all with n rows."""
+    arrays (one per input or target), all with n rows.
 
-    def __init__(self, features, labels=None):
+    Its shuffle stream (``pymodules.random.Stream``) is derived from the global seed when
+    it is created; the datasets made on the fly from arrays for an Optimizer, ``evaluate``
+    or ``predict`` take none (they are shuffled by the Optimizer's, or not at all), so
+    that they leave the streams of the objects created after them as they were."""
+
+    def __init__(self, features, labels=None, *, _stream=True):
         features, n = _check_arrays(_one_or_several(features), "features")
         if labels is not None:
             labels, _ = _check_arrays(_one_or_several(labels), "labels", n)
@@ -172,6 +182,7 @@ class ArrayDataSet(DataSet):
         self._n = n
         self._cast = {}
         self._buffers = {}
+        self._rng = Stream() if _stream else None
 
     def size(self):
         return self._n
@@ -186,17 +197,20 @@ class ArrayDataSet(DataSet):
             self._cast[dtype] = each(lambda f: _float_features(f, dtype), self.features)
         return self._cast[dtype]
 
-    def _buffer(self, name, like, n):
-        """Reused batch buffers shaped like ``like`` (one array or several) with n rows."""
+    @staticmethod
+    def _buffer(buffers, name, like, n):
+        """Batch buffers shaped like ``like`` (one array or several) with n rows, reused
+        from ``buffers`` (a dict) when they fit."""
         if isinstance(like, list):
-            return [self._buffer(f"{name}{i}", a, n) for i, a in enumerate(like)]
-        buf = self._buffers.get(name)
+            return [ArrayDataSet._buffer(buffers, f"{name}{i}", a, n)
+                    for i, a in enumerate(like)]
+        buf = buffers.get(name)
         shape = (n,) + like.shape[1:]
         if buf is None or buf.shape != shape or buf.dtype != like.dtype:
-            buf = self._buffers[name] = np.empty(shape, like.dtype)
+            buf = buffers[name] = np.empty(shape, like.dtype)
         return buf
 
-    def epoch(self, batchSize, shuffle=False, dtype=None):
+    def epoch(self, batchSize, shuffle=False, dtype=None, generator=None):
         batchSize = _check_batch_size(batchSize)
         x = self._features(dtype)
         y = self.labels
@@ -211,9 +225,16 @@ class ArrayDataSet(DataSet):
                 stop = min(start + batchSize, n)
                 yield MiniBatch(part(x, start, stop), part(y, start, stop)), stop == n
             return
-        order = _random.generator().permutation(n)
-        xb = self._buffer("x", x, min(batchSize, n))
-        yb = None if y is None else self._buffer("y", y, min(batchSize, n))
+        if generator is None:
+            if self._rng is None:
+                self._rng = Stream()
+            generator = self._rng.generator
+        order = generator.permutation(n)
+        # Gather buffers per thread: an epoch in another thread (another Optimizer on this
+        # dataset) gathers into its own.
+        buffers = self._buffers.setdefault(threading.get_ident(), {})
+        xb = self._buffer(buffers, "x", x, min(batchSize, n))
+        yb = None if y is None else self._buffer(buffers, "y", y, min(batchSize, n))
 
         def gather(v, buf, idx, m):
             if isinstance(v, list):
@@ -290,7 +311,7 @@ class IterableDataSet(DataSet):
         if feats:
             yield flush()
 
-    def epoch(self, batchSize, shuffle=False, dtype=None):
+    def epoch(self, batchSize, shuffle=False, dtype=None, generator=None):
         batchSize = _check_batch_size(batchSize)
         it = self._batches(batchSize, dtype)
         pending = next(it, None)
@@ -339,9 +360,9 @@ def to_dataset(data, what="dataset", need_labels=False) -> DataSet:
         if need_labels:
             raise ValueError(f"{what}: a features array has no labels; pass (features, "
                              f"labels), a list of Sample or a DataSet")
-        return ArrayDataSet(data)
+        return ArrayDataSet(data, _stream=False)
     if isinstance(data, tuple) and len(data) == 2:
-        return ArrayDataSet(data[0], data[1])
+        return ArrayDataSet(data[0], data[1], _stream=False)
     if isinstance(data, list):
         if not data:
             raise ValueError(f"{what}: the list of samples is empty")
@@ -349,7 +370,7 @@ def to_dataset(data, what="dataset", need_labels=False) -> DataSet:
             bad = next(s for s in data if not isinstance(s, Sample))
             raise TypeError(f"{what}: a list must hold Samples, found {type(bad).__name__}")
         features, labels = samples_arrays(data, what)
-        return ArrayDataSet(features, labels)
+        return ArrayDataSet(features, labels, _stream=False)
     if type(data).__module__.startswith("pyspark"):
         if type(data).__name__ == "DataFrame":
             raise TypeError(f"{what}: got a Spark DataFrame; pymodules takes an RDD of Sample "

@@ -88,11 +88,26 @@ def _labels(target, n, what):
     return t.astype(np.int64, copy=False)
 
 
-def _check_range(labels, k, what):
-    bad = (labels < 0) | (labels >= k)
+def _check_range(labels, k, what, padding):
+    """Raise for a label outside [0, k) other than ``padding``; the mask of the rows that
+    count (None when all do)."""
+    pad = labels == padding
+    bad = ((labels < 0) | (labels >= k)) & ~pad
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what}: target {labels[i]} (row {i}) is out of range [0, {k})")
+        raise ValueError(f"{what}: target {labels[i]} (row {i}) is out of range [0, {k}) "
+                         f"and is not the padding value {padding}")
+    return ~pad if pad.any() else None
+
+
+class _ClassMethod:
+    """A validation method of class targets: rows labelled ``paddingValue`` (API.md, as
+    ClassNLLCriterion's: default -1) count for nothing, neither correct nor in the count."""
+
+    def __init__(self, paddingValue=-1):
+        from pymodules.nn.module import whole
+
+        self.paddingValue = whole(type(self).__name__, "paddingValue", paddingValue)
 
 
 class ValidationMethod:
@@ -106,29 +121,35 @@ class ValidationMethod:
         return self.name()
 
 
-class Top1Accuracy(ValidationMethod):
+class Top1Accuracy(_ClassMethod, ValidationMethod):
     """Share of rows whose arg-max class is the 0-based target (one output column:
-    a probability, thresholded at 0.5 against 0/1 targets)."""
+    a probability, thresholded at 0.5 against 0/1 targets). Rows labelled
+    ``paddingValue`` (default -1) are skipped, as the class criteria skip them."""
 
     def __call__(self, output, target):
         out = _rows(output)
         labels = _labels(target, len(out), self.name())
+        keep = _check_range(labels, 2 if out.shape[1] == 1 else out.shape[1], self.name(),
+                            self.paddingValue)
+        if keep is not None:
+            out, labels = out[keep], labels[keep]
         if out.shape[1] == 1:
             pred = (out[:, 0] >= 0.5).astype(np.int64)
-            _check_range(labels, 2, self.name())
         else:
-            _check_range(labels, out.shape[1], self.name())
             pred = out.argmax(axis=1)
         return AccuracyResult(int((pred == labels).sum()), len(out))
 
 
-class Top5Accuracy(ValidationMethod):
-    """Share of rows whose target is among the five highest-scoring classes."""
+class Top5Accuracy(_ClassMethod, ValidationMethod):
+    """Share of rows whose target is among the five highest-scoring classes. Rows labelled
+    ``paddingValue`` (default -1) are skipped, as the class criteria skip them."""
 
     def __call__(self, output, target):
         out = _rows(output)
         labels = _labels(target, len(out), self.name())
-        _check_range(labels, out.shape[1], self.name())
+        keep = _check_range(labels, out.shape[1], self.name(), self.paddingValue)
+        if keep is not None:
+            out, labels = out[keep], labels[keep]
         k = min(5, out.shape[1])
         # the target's rank: how many classes score strictly higher
         score = out[np.arange(len(out)), labels]
@@ -136,9 +157,10 @@ class Top5Accuracy(ValidationMethod):
         return AccuracyResult(int((higher < k).sum()), len(out))
 
 
-class TreeNNAccuracy(ValidationMethod):
+class TreeNNAccuracy(_ClassMethod, ValidationMethod):
     """Top-1 accuracy at the root of tree-structured output (batch, nodes, classes):
-    the first node of each sample against the first label of its target."""
+    the first node of each sample against the first label of its target (skipped when it
+    is ``paddingValue``, default -1)."""
 
     def __call__(self, output, target):
         out = np.asarray(output)
@@ -147,11 +169,13 @@ class TreeNNAccuracy(ValidationMethod):
                              f"(batch, nodes, classes)")
         t = np.asarray(target)
         root = t.reshape(len(t), -1)[:, 0] if t.ndim > 1 else t
-        return Top1Accuracy()(out[:, 0, :], root)
+        return Top1Accuracy(self.paddingValue)(out[:, 0, :], root)
 
 
 class Loss(ValidationMethod):
-    """The criterion's loss, averaged over samples (ClassNLLCriterion by default)."""
+    """The criterion's loss, averaged over samples (ClassNLLCriterion by default). With a
+    class criterion, rows labelled its ``paddingValue`` count for nothing, as in the
+    criterion."""
 
     def __init__(self, criterion=None):
         if criterion is None:
@@ -163,7 +187,11 @@ class Loss(ValidationMethod):
     def __call__(self, output, target):
         first = output[0] if isinstance(output, list) else output  # several outputs
         n = len(first) if np.ndim(first) > 1 else 1
-        return ContiguousResult(self.criterion.forward(output, target) * n, n, "Loss")
+        loss = self.criterion.forward(output, target)
+        padding = getattr(self.criterion, "paddingValue", None)
+        if padding is not None and isinstance(target, np.ndarray):
+            n = int(np.count_nonzero(target != padding))
+        return ContiguousResult(loss * n, n, "Loss")
 
 
 class MAE(ValidationMethod):

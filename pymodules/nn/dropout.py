@@ -5,15 +5,20 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.dropout import dropout_update_grad_input, dropout_update_output
 from pymodules.nn.module import Module
-from pymodules.random import generator
+from pymodules.random import Stream
 
 
 class Dropout(Module):
     """Training: ``y = x * mask / (1 - p)`` (``mask / 1`` without ``scale``), a fresh mask
-    each forward from the library's generator. Evaluation: ``y = x`` (``x * (1 - p)`` without
-    ``scale``). With ``inplace``, output is the input and gradInput the gradOutput.
+    each forward. Evaluation: ``y = x`` (``x * (1 - p)`` without ``scale``). With
+    ``inplace``, output is the input and gradInput the gradOutput.
 
     Backward in evaluation gives the gradient of the evaluation map (BigDL refuses it).
+
+    The masks come from a generator of the layer's own (``pymodules.random.Stream``), whose
+    seed is derived from the global seed when the layer is constructed: they depend on
+    ``setSeed`` and the order of construction only, not on what other models or threads
+    draw. A copy (``cloneModule``, MapTable's clones) draws a stream of its own.
     """
 
     _scratch = ("noise",)
@@ -25,6 +30,7 @@ class Dropout(Module):
         self.inplace = bool(inplace)
         self.scale = bool(scale)
         self.noise = None
+        self._rng = Stream()
         self.setP(initP)
 
     def getP(self):
@@ -40,7 +46,7 @@ class Dropout(Module):
         out = input if self.inplace else resized(self.output, input, -1, self.dtype)
         if self._train:
             self.noise = resized(self.noise, input, -1, self.dtype)
-            seed = generator().bit_generator.random_raw()
+            seed = self._rng.generator.bit_generator.random_raw()
         else:
             seed = 0
         dropout_update_output(input, out, self.noise, self.p, self.scale, self._train, seed)

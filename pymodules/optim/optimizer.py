@@ -168,6 +168,9 @@ class Optimizer:
                             f"{type(self.optimMethod).__name__}")
         self.endWhen = _trigger(endTrigger if endTrigger is not None else MaxEpoch(1),
                                 "endTrigger")
+        # The shuffle's generator, this Optimizer's own (pymodules.random): the same seed
+        # and order of creation give the same weights, whatever else runs meanwhile.
+        self._rng = _random.Stream()
         self.setTrainData(trainingSet, batchSize)
         self.state = {"iteration": 0, "epoch": 0, "epochEnd": False, "loss": None,
                       "score": None, "records": 0}
@@ -201,7 +204,7 @@ class Optimizer:
             self._source = DistributedGradient(trainingSet, self.batchSize)
         else:
             self.dataset = to_dataset(trainingSet, "Optimizer training set", need_labels=True)
-            self._source = LocalGradient(self.dataset, self.batchSize)
+            self._source = LocalGradient(self.dataset, self.batchSize, self._rng)
         return self
 
     def setCriterion(self, criterion):
@@ -228,7 +231,7 @@ class Optimizer:
         """When ``trigger`` fires, save under the folder ``path`` (local or fsspec URL):
         ``model.<iteration>`` (Module.save), ``optimMethod.<iteration>`` (OptimMethod.save)
         and ``optimizer.<iteration>`` (this Optimizer's progress: counters, position in
-        the epoch, random generator), written last. ``loadCheckpoint`` resumes from them."""
+        the epoch, random generators), written last. ``loadCheckpoint`` resumes from them."""
         path = str(path)
         _check_filesystem(path)
         self._checkpoint = (path, _trigger(trigger, "the checkpoint trigger"), bool(overWrite))
@@ -237,7 +240,8 @@ class Optimizer:
     def loadCheckpoint(self, path, iteration=None):
         """Continue from the checkpoint of ``iteration`` (the latest complete one when None)
         in the folder ``path``: the model's weights and running state, the optim method,
-        the counters, the position in the epoch and the library's random generator are
+        the counters, the position in the epoch, this Optimizer's shuffle generator, the
+        generators of the model's dropout layers and the library's global generator are
         restored, so that optimize() goes on exactly as the saved run would have."""
         if iteration is None:
             iteration = _latest_checkpoint(str(path))
@@ -250,6 +254,11 @@ class Optimizer:
         self.state = dict(progress["state"])
         self._source.restore(progress, self.model)
         _random.generator().bit_generator.state = progress["rng"]
+        if "shuffleRng" in progress:  # checkpoints of earlier versions have one generator
+            self._rng.state = progress["shuffleRng"]
+        for stream, state in zip(_random.module_streams(self.model),
+                                 progress.get("moduleRng", ()), strict=False):
+            stream.state = state
         return self
 
     def setConstantGradientClipping(self, min, max):  # noqa: A002 (BigDL's names)
@@ -459,6 +468,8 @@ class Optimizer:
         self.optimMethod.save(name.format("optimMethod"), overWrite=overwrite)
         save_state(name.format("optimizer"), {  # last: marks the checkpoint complete
             "state": dict(self.state), "rng": _random.generator().bit_generator.state,
+            "shuffleRng": self._rng.state,
+            "moduleRng": [s.state for s in _random.module_streams(self.model)],
             **self._source.position(),
         }, overWrite=overwrite)
         log.info("[Checkpoint][Iteration %d] saved to %s", it, path)
@@ -468,8 +479,9 @@ class LocalGradient:
     """Batches of a local DataSet, each epoch reshuffled; the gradient by forward and
     backward on the Optimizer's own model, into its flat gradient vector."""
 
-    def __init__(self, dataset, batchSize):
+    def __init__(self, dataset, batchSize, stream=None):
         self.dataset, self.batchSize = dataset, batchSize
+        self._rng = stream if stream is not None else _random.Stream()  # the shuffle's
         self._epoch_iter = None
         self._epoch_rng = None  # the generator's state when the current epoch started
         self._epoch_batches = 0  # batches taken from the current epoch
@@ -492,10 +504,11 @@ class LocalGradient:
     def next_batch(self):
         """Move to the next batch: (its size, whether it ends the epoch)."""
         if self._epoch_iter is None:
-            self._epoch_rng = _random.generator().bit_generator.state
+            self._epoch_rng = self._rng.state
             self._epoch_batches = 0
             self._epoch_iter = self.dataset.epoch(self.batchSize, shuffle=True,
-                                                  dtype=self._dtype)
+                                                  dtype=self._dtype,
+                                                  generator=self._rng.generator)
         self._batch, last = next(self._epoch_iter)
         self._epoch_batches += 1
         if last:
@@ -512,7 +525,7 @@ class LocalGradient:
         self._epoch_iter, self._epoch_rng, self._epoch_batches = None, None, 0
         if progress["epochBatches"]:
             # replay the epoch's shuffle from its start, then skip the batches it took
-            _random.generator().bit_generator.state = progress["epochRng"]
+            self._rng.state = progress["epochRng"]
             for _ in range(progress["epochBatches"]):
                 self.next_batch()
 

@@ -136,3 +136,71 @@ def test_validation_rejects_bad_labels():
     m = _classifier()
     with pytest.raises(ValueError, match="a features array has no labels"):
         m.evaluate(np.zeros((2, 4), np.float32), [pm.Top1Accuracy()])
+
+
+# -- padding: one rule for every criterion and validation method of class targets ----------
+def _padded(rng, n=12, k=4):
+    out = rng.standard_normal((n, k))
+    y = rng.integers(0, k, n)
+    y[[1, 4, 5]] = -1
+    return out, y
+
+
+def test_accuracy_skips_padded_rows_as_the_criteria_do(rng):
+    out, y = _padded(rng)
+    keep = y != -1
+    top1 = pm.Top1Accuracy()(out, y)
+    assert top1 == pm.Top1Accuracy()(out[keep], y[keep])
+    assert top1.count == 9
+    top5 = pm.Top5Accuracy()(np.tile(np.arange(7.0), (3, 1)), np.array([2, -1, 1]))
+    assert top5.result() == (0.5, 2)
+    tree = np.zeros((3, 2, 4))
+    tree[0, 0, 2] = tree[2, 0, 1] = 1
+    assert pm.TreeNNAccuracy()(tree, np.array([[2, 0], [-1, 0], [3, 0]])).result() == (0.5, 2)
+    # one column, 0/1 targets
+    assert pm.Top1Accuracy()(np.array([[0.9], [0.2], [0.7]]), np.array([1, -1, 0])) \
+        .result() == (0.5, 2)
+    # every row padded: nothing counted, as the criteria's loss 0
+    assert pm.Top1Accuracy()(out, np.full(len(out), -1)).result() == (0.0, 0)
+    assert pm.ClassNLLCriterion().forward(out, np.full(len(out), -1)) == 0.0
+
+
+def test_the_padding_value_is_a_constructor_argument(rng):
+    out, y = _padded(rng)
+    y[y == -1] = 3  # padding 3: a label in range that counts for nothing
+    keep = y != 3
+    for method in (pm.Top1Accuracy(paddingValue=3), pm.Top5Accuracy(paddingValue=3)):
+        assert method(out, y) == type(method)()(out[keep], y[keep])
+    nll = pm.ClassNLLCriterion(paddingValue=3)
+    assert nll.forward(out, y) == pytest.approx(pm.ClassNLLCriterion().forward(out[keep],
+                                                                               y[keep]))
+    with pytest.raises(TypeError, match="paddingValue must be an integer"):
+        pm.Top1Accuracy(paddingValue=0.5)
+
+
+@pytest.mark.parametrize("make", [
+    pm.Top1Accuracy, pm.Top5Accuracy,
+    lambda: (lambda o, t: pm.ClassNLLCriterion().forward(o, t)),
+    lambda: (lambda o, t: pm.CrossEntropyCriterion().forward(o, t)),
+    lambda: (lambda o, t: pm.TimeDistributedCriterion(pm.ClassNLLCriterion())
+             .forward(o[:, None, :], t[:, None])),
+    lambda: (lambda o, t: pm.Loss()(o, t)),
+], ids=["Top1", "Top5", "ClassNLL", "CrossEntropy", "TimeDistributed", "Loss"])
+def test_minus_100_is_not_special(make, rng):
+    out = rng.standard_normal((3, 4))
+    with pytest.raises(ValueError, match="-100"):
+        make()(out, np.array([0, -100, 2]))
+    make()(out, np.array([0, -1, 2]))  # the padding value is
+
+
+def test_loss_counts_the_rows_the_criterion_counts(rng):
+    out, y = _padded(rng, n=16)
+    y[8:] = -1  # the second batch is all padding
+    m = pm.Identity()
+    ds = pm.DataSet.array(out.astype(np.float32), y)
+    [(loss, _), (top1, _)] = m.evaluate(ds, [pm.Loss(pm.CrossEntropyCriterion()),
+                                             pm.Top1Accuracy()], 8)
+    keep = y != -1
+    assert loss.result() == (pytest.approx(pm.CrossEntropyCriterion().forward(
+        out[keep].astype(np.float32), y[keep]), rel=1e-6), 5)
+    assert top1.result()[1] == 5

@@ -3,7 +3,7 @@ from pymodules.examples import digits
 
 
 def test_digits_example_trains_both_models(tmp_path, capsys):
-    accuracy = digits.main(["--epochs", "12", "--no-progress", "--out", str(tmp_path)])
+    accuracy = digits.main(["--epochs", "16", "--no-progress", "--out", str(tmp_path)])
     assert set(accuracy) == {"MLP", "LeNet"}
     assert accuracy["LeNet"] >= 0.97
     assert accuracy["MLP"] >= 0.9

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pymodules as pm
-from pymodules.random import generator
+from pymodules.random import Stream
 
 
 def _data(rng, n=50, k=6, classes=3):
@@ -24,9 +24,10 @@ def _hand_loop(model, x, y, method, batch, iterations, seed):
     crit = pm.CrossEntropyCriterion()
     w, g = model.getParameters()
     pm.setSeed(seed)
+    shuffle = Stream().generator  # the Optimizer's: the first stream made after setSeed
     done = 0
     while done < iterations:
-        order = generator().permutation(len(x))
+        order = shuffle.permutation(len(x))
         for start in range(0, len(x), batch):
             if done == iterations:
                 break

@@ -89,7 +89,7 @@ def test_a_two_input_graph_trains_validates_and_predicts(form):
 
 
 def test_the_same_weights_as_a_hand_written_loop():
-    from pymodules.random import generator
+    from pymodules.random import Stream
 
     xa, xb, y = _data(n=24)
     a = _graph()
@@ -98,7 +98,7 @@ def test_the_same_weights_as_a_hand_written_loop():
     pm.setSeed(11)
     pm.Optimizer(a, ([xa, xb], y), crit, pm.SGD(0.1), pm.MaxEpoch(1), 8).optimize()
     pm.setSeed(11)
-    order = generator().permutation(24)
+    order = Stream().generator.permutation(24)  # the Optimizer's: the first stream made
     w, g = b.getParameters()
     method = pm.SGD(0.1)
     for start in range(0, 24, 8):

@@ -7,7 +7,7 @@ import numpy as np
 
 from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.table import join, split
-from pymodules.nn.module import Module, _now, in_use, whole
+from pymodules.nn.module import Module, _now, whole
 from pymodules.nn.table import axis_of, sum_into
 
 
@@ -67,14 +67,8 @@ class Container(Module):
         raise NotImplementedError(f"{type(self).__name__} does not define _walk_back")
 
     def backward(self, input, gradOutput):
-        if self._busy:  # as in Module.backward
-            raise in_use(self)
-        self._busy = True
         start = _now()
-        try:
-            self.gradInput = self._walk_back(input, gradOutput, _backward)
-        finally:
-            self._busy = False
+        self.gradInput = self._walk_back(input, gradOutput, _backward)
         self.backwardTime += _now() - start
         return self.gradInput
 

@@ -112,53 +112,30 @@ class Module(Facade, Recorded):
         self.forwardTime = 0
         self.backwardTime = 0
         self._flat = None
-        self._busy = False  # see forward
 
     # -- the protocol ------------------------------------------------------------------
-    # A module caches its output and gradInput, so it computes for one caller at a time:
-    # ``_busy`` is set while its forward or backward runs, and a second call meanwhile (from
-    # another thread: within one thread a module never runs inside itself, as ``add``
-    # refuses a module already in the tree) raises instead of answering wrong.
-    _busy = False
-
     @has_gate
     def forward(self, input):
         """Run updateOutput, add its time to the forward time, return ``output``."""
-        if self._busy:
-            raise in_use(self)
-        self._busy = True
         start = _now()
         try:
             output = self._updateOutput(input)
         except REFUSALS as err:
             output = self._refused(err, self.updateOutput, (input,))
-        finally:
-            self._busy = False
         self.forwardTime += _now() - start
         return output
 
     @has_gate
     def backward(self, input, gradOutput):
         """updateGradInput then accGradParameters; return ``gradInput``."""
-        if self._busy:
-            raise in_use(self)
-        self._busy = True
         start = _now()
         try:
             gradInput = self._updateGradInput(input, gradOutput)
             self._accGradParameters(input, gradOutput)
         except REFUSALS as err:
-            self._busy = False  # the retry is a backward of its own
             gradInput = self._refused(err, self.backward, (input, gradOutput))
-        finally:
-            self._busy = False
         self.backwardTime += _now() - start
         return gradInput
-
-    def __getstate__(self):
-        # A copy made while this module computes (cloneModule from another thread) is idle.
-        state = self.__dict__
-        return {**state, "_busy": False} if state.get("_busy") else state
 
     def updateOutput(self, input):
         raise NotImplementedError(f"{type(self).__name__} does not define updateOutput")
@@ -544,15 +521,6 @@ class Module(Facade, Recorded):
         return f"{self.getName()}({extra})" if extra else self.getName()
 
     __repr__ = __str__
-
-
-def in_use(module: Module) -> RuntimeError:
-    """The error of a module called while it computes for another caller."""
-    return RuntimeError(
-        f"{module.getName()} is already running a forward or backward (in another thread): "
-        f"a module keeps its output and gradInput, so one module cannot compute for two "
-        f"threads at once; give each thread its own copy with cloneModule(), which shares "
-        f"nothing")
 
 
 def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:

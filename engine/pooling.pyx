@@ -312,9 +312,11 @@ cdef void _avg_of(int t, cnp.ndarray x, cnp.ndarray y, const Pool *p, bint inclu
 cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint divide,
                bint adjoint) noexcept nogil:
     """y := window means of x; or, ``adjoint``, x := the transpose applied to y."""
-    cdef Py_ssize_t _plane, oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix, count
+    cdef Py_ssize_t _plane, oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
-    cdef floating s, scale = <floating> (p.kH * p.kW) if not divide else 1
+    cdef floating s, count, scale = <floating> (p.kH * p.kW) if not divide else 1
+    cdef Py_ssize_t W = p.W
+    cdef floating *row
     if adjoint:
         memset(x, 0, p.planes * plane * sizeof(floating))
     for _plane in range(p.planes):
@@ -324,21 +326,24 @@ cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint d
             for ox in range(p.oW):
                 w0 = ox * p.sW - p.pL
                 w1 = min(w0 + p.kW, p.W + p.pR)
-                count = (h1 - h0) * (w1 - w0)
+                # in floating, like the sum: the window may hold more than 2**31 taps
+                count = <floating> (h1 - h0) * <floating> (w1 - w0)
                 h0c, w0c = max(h0, 0), max(w0, 0)
                 h1c, w1c = min(h1, p.H), min(w1, p.W)
                 if not include_pad:
-                    count = (h1c - h0c) * (w1c - w0c)
+                    count = <floating> (h1c - h0c) * <floating> (w1c - w0c)
                 if adjoint:
                     s = y[oy * p.oW + ox] * scale / count
                     for iy in range(h0c, h1c):
+                        row = x + iy * W
                         for ix in range(w0c, w1c):
-                            x[iy * p.W + ix] += s
+                            row[ix] += s
                 else:
                     s = 0
                     for iy in range(h0c, h1c):
+                        row = x + iy * W
                         for ix in range(w0c, w1c):
-                            s = s + x[iy * p.W + ix]
+                            s = s + row[ix]
                     y[oy * p.oW + ox] = s * scale / count
         x += plane
         y += out

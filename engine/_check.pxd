@@ -86,6 +86,13 @@ cdef inline int dim(cnp.ndarray a, int axis) except -1:
     return <int> n
 
 
+cdef inline int int_limit(Py_ssize_t v, str what) except -1:
+    """``v``, a size or window argument the C loops hold in an int, is at most INT_MAX."""
+    if v > INT_MAX:
+        raise ValueError(f"{what} {v} exceeds the limit {INT_MAX}")
+    return 0
+
+
 cdef inline int vector_of(cnp.ndarray a, str what, cnp.npy_intp n) except -1:
     """``a`` has shape (n,)."""
     if cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_DIMS(a)[0] != n:

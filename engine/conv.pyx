@@ -21,10 +21,10 @@ from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating, gemm, gemv, BLAS_Trans, NoTrans, Trans
 from engine._check cimport (
-    shape, float_type, array, array_or_none, f32, f64, ndim, dim, vector_of, shape_is,
-    disjoint_from,
+    shape, float_type, array, array_or_none, f32, f64, ndim, dim, int_limit, vector_of,
+    shape_is, disjoint_from,
 )
-from engine._geometry cimport out_size, full_size, window_positions
+from engine._geometry cimport out_size, full_size, window_args, window_positions
 
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
@@ -35,8 +35,8 @@ cnp.import_array()
 
 # -- geometry ---------------------------------------------------------------------------------
 
-def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
-                bint ceil_mode=False):
+def output_size(Py_ssize_t size, Py_ssize_t kernel, Py_ssize_t stride=1, Py_ssize_t pad=0,
+                Py_ssize_t dilation=1, bint ceil_mode=False):
     """Window positions along an axis of ``size`` (convolution and pooling); 0 if none fits.
 
     ``pad = -1`` is SAME padding; ``ceil_mode`` counts a last partial window.
@@ -44,8 +44,11 @@ def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
     return window_positions(size, kernel, stride, pad, dilation, ceil_mode)
 
 
-def full_output_size(int size, int kernel, int stride=1, int pad=0, int adj=0):
+def full_output_size(Py_ssize_t size, Py_ssize_t kernel, Py_ssize_t stride=1, Py_ssize_t pad=0,
+                     Py_ssize_t adj=0):
     """Output length of a transposed convolution, (size - 1) * stride - 2 * pad + kernel + adj."""
+    window_args(kernel, stride, pad, 1)
+    int_limit(adj, "adj")
     return full_size(size, kernel, stride, pad, adj)
 
 
@@ -63,20 +66,22 @@ cdef int _check_int(Py_ssize_t v, str what) except -1:
     return 0
 
 
-cdef int _strides(int sw, int sh, int dw, int dh, int groups) except -1:
+cdef int _strides(Py_ssize_t sw, Py_ssize_t sh, Py_ssize_t dw, Py_ssize_t dh,
+                  Py_ssize_t groups) except -1:
     if sw < 1 or sh < 1:
         raise ValueError(f"strides must be >= 1, got {sw}, {sh}")
     if dw < 1 or dh < 1:
         raise ValueError(f"dilations must be >= 1, got {dw}, {dh}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
+    _check_int(groups, "groups")
     return 0
 
 
-cdef int _weight(Geom *g, cnp.ndarray w, str what, int groups) except -1:
+cdef int _weight(Geom *g, cnp.ndarray w, str what, Py_ssize_t groups) except -1:
     """Kernel size and grid planes from a (M, image planes / g, kH, kW) weight."""
     ndim(w, what, 4, 4)
-    g.M, g.kH, g.kW, g.G = dim(w, 0), dim(w, 2), dim(w, 3), groups
+    g.M, g.kH, g.kW, g.G = dim(w, 0), dim(w, 2), dim(w, 3), <int> groups
     if g.M == 0 or dim(w, 1) == 0 or g.kH == 0 or g.kW == 0:
         raise ValueError(f"{what} has shape {shape(w)}, with an empty size")
     if g.M % groups:
@@ -84,66 +89,84 @@ cdef int _weight(Geom *g, cnp.ndarray w, str what, int groups) except -1:
     return 0
 
 
-cdef str _padding(int pw, int ph):
+cdef str _padding(Py_ssize_t pw, Py_ssize_t ph):
     return " (SAME padding)" if pw == -1 else (f" (padded by {ph}, {pw})" if pw or ph else "")
 
 
-cdef int _finish(Geom *g, int sw, int sh, int dw, int dh) except -1:
+cdef int _finish(Geom *g, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oH,
+                 Py_ssize_t oW, Py_ssize_t pT, Py_ssize_t pL, Py_ssize_t sw, Py_ssize_t sh,
+                 Py_ssize_t dw, Py_ssize_t dh) except -1:
+    """Check the sizes, worked out in Py_ssize_t, against the ints of the loops and of BLAS,
+    then store them. The padded extent the windows reach bounds every offset the loops
+    form (oy * sH - pT + i * dH and the like), so none of them overflows an int."""
+    window_args(g.kW, sw, pL, dw)
+    window_args(g.kH, sh, pT, dh)
+    _check_int(C * g.kH * g.kW, "a column length")
+    _check_int(oH * oW, "a grid size")
+    _check_int(C * H * W, "an image size")
+    _check_int((oH - 1) * sh + (g.kH - 1) * dh + 1, "the padded height the windows reach")
+    _check_int((oW - 1) * sw + (g.kW - 1) * dw + 1, "the padded width the windows reach")
+    _check_int(H + pT + sh, "the padded input height")
+    _check_int(W + pL + sw, "the padded input width")
+    g.C, g.H, g.W, g.oH, g.oW, g.pT, g.pL = C, H, W, oH, oW, pT, pL
     g.sW, g.sH, g.dW, g.dH = sw, sh, dw, dh
     g.direct = (g.kH == 1 and g.kW == 1 and sw == 1 and sh == 1 and g.pT == 0 and g.pL == 0
                 and g.oH == g.H and g.oW == g.W)
-    _check_int(<Py_ssize_t> g.C * g.kH * g.kW, "a column length")
-    _check_int(<Py_ssize_t> g.oH * g.oW, "a grid size")
-    _check_int(<Py_ssize_t> g.C * g.H * g.W, "an image size")
     return 0
 
 
-cdef int _conv_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw, int sh,
-                        int pw, int ph, int dw, int dh, int groups) except -1:
+cdef int _conv_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, Py_ssize_t sw,
+                        Py_ssize_t sh, Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t dw,
+                        Py_ssize_t dh, Py_ssize_t groups) except -1:
     """Fill ``g`` for the convolution of ``x`` (the image) by ``w``; return the batch size."""
-    cdef int pads[2]
+    cdef Py_ssize_t pads[2]
+    cdef Py_ssize_t C, H, W, oH, oW, pT
     _strides(sw, sh, dw, dh, groups)
     if not ((pw >= 0 and ph >= 0) or (pw == -1 and ph == -1)):
         raise ValueError(f"pads must be >= 0, or both -1 for SAME, got {pw}, {ph}")
+    window_args(1, sw, pw, dw)
+    window_args(1, sh, ph, dh)
     cdef int nd = ndim(x, "input", 3, 4)
     _weight(g, w, wwhat, groups)
-    g.C, g.H, g.W = dim(x, nd - 3), dim(x, nd - 2), dim(x, nd - 1)
-    if g.C != dim(w, 1) * groups:
-        raise ValueError(f"input has {g.C} channels, expected {dim(w, 1) * groups}")
-    g.oH = out_size(g.H, g.kH, sh, ph, dh, False, pads)
-    g.pT = pads[0]
-    g.oW = out_size(g.W, g.kW, sw, pw, dw, False, pads)
-    g.pL = pads[0]
-    if g.oH <= 0 or g.oW <= 0:
+    C, H, W = dim(x, nd - 3), dim(x, nd - 2), dim(x, nd - 1)
+    if C != dim(w, 1) * groups:
+        raise ValueError(f"input has {C} channels, expected {dim(w, 1) * groups}")
+    oH = out_size(H, g.kH, sh, ph, dh, False, pads)
+    pT = pads[0]
+    oW = out_size(W, g.kW, sw, pw, dw, False, pads)
+    if oH <= 0 or oW <= 0:
         dil = f" dilated by {dh}, {dw}" if dh > 1 or dw > 1 else ""
-        raise ValueError(f"input is {g.H}x{g.W}{_padding(pw, ph)}, smaller than the "
+        raise ValueError(f"input is {H}x{W}{_padding(pw, ph)}, smaller than the "
                          f"{g.kH}x{g.kW} kernel{dil}")
-    _finish(g, sw, sh, dw, dh)
+    _finish(g, C, H, W, oH, oW, pT, pads[0], sw, sh, dw, dh)
     return dim(x, 0) if nd == 4 else 1
 
 
-cdef int _full_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw, int sh,
-                        int pw, int ph, int aw, int ah, int groups) except -1:
+cdef int _full_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, Py_ssize_t sw,
+                        Py_ssize_t sh, Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t aw,
+                        Py_ssize_t ah, Py_ssize_t groups) except -1:
     """Fill ``g`` for the transposed convolution of ``x`` (the grid); return the batch size."""
+    cdef Py_ssize_t C, H, W, oH, oW
     _strides(sw, sh, 1, 1, groups)
     if pw < 0 or ph < 0:
         raise ValueError(f"pads must be >= 0, got {pw}, {ph}")
     if aw < 0 or ah < 0 or aw >= sw or ah >= sh:
         raise ValueError(f"adjustments must lie in [0, stride), got {aw}, {ah} "
                          f"with strides {sw}, {sh}")
+    window_args(1, sw, pw, 1)
+    window_args(1, sh, ph, 1)
     cdef int nd = ndim(x, "input", 3, 4)
     _weight(g, w, wwhat, groups)
     if dim(x, nd - 3) != g.M:
         raise ValueError(f"input has {dim(x, nd - 3)} channels, expected {g.M}")
-    g.oH, g.oW = dim(x, nd - 2), dim(x, nd - 1)
-    g.C = dim(w, 1) * groups
-    g.H = full_size(g.oH, g.kH, sh, ph, ah)
-    g.W = full_size(g.oW, g.kW, sw, pw, aw)
-    if g.H <= 0 or g.W <= 0:
-        raise ValueError(f"input is {g.oH}x{g.oW}: with the {g.kH}x{g.kW} kernel, strides "
-                         f"{sh}, {sw} and pads {ph}, {pw} the output would be {g.H}x{g.W}")
-    g.pT, g.pL = ph, pw
-    _finish(g, sw, sh, 1, 1)
+    oH, oW = dim(x, nd - 2), dim(x, nd - 1)
+    C = dim(w, 1) * groups
+    H = full_size(oH, g.kH, sh, ph, ah)
+    W = full_size(oW, g.kW, sw, pw, aw)
+    if H <= 0 or W <= 0:
+        raise ValueError(f"input is {oH}x{oW}: with the {g.kH}x{g.kW} kernel, strides "
+                         f"{sh}, {sw} and pads {ph}, {pw} the output would be {H}x{W}")
+    _finish(g, C, H, W, oH, oW, ph, pw, sw, sh, 1, 1)
     return dim(x, 0) if nd == 4 else 1
 
 
@@ -171,9 +194,10 @@ cdef int _vector(cnp.ndarray b, str what, int n) except -1:
 
 # -- cores (checked input) --------------------------------------------------------------------
 
-cdef inline void _span(int start, int stride, int size, int n, int *lo, int *hi) noexcept nogil:
+cdef inline void _span(Py_ssize_t start, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n,
+                       int *lo, int *hi) noexcept nogil:
     """[lo, hi): the k in [0, n) with 0 <= start + k * stride < size."""
-    cdef int a = 0, b = 0
+    cdef Py_ssize_t a = 0, b = 0
     if start < 0:
         a = (-start + stride - 1) // stride
     if size - start > 0:
@@ -182,8 +206,8 @@ cdef inline void _span(int start, int stride, int size, int n, int *lo, int *hi)
         b = n
     if a > b:
         a = b
-    lo[0] = a
-    hi[0] = b
+    lo[0] = <int> a
+    hi[0] = <int> b
 
 
 cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nogil:
@@ -373,7 +397,8 @@ cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
 # The forward goes 3.8 -> 3.3 ms (median of runs on a shared machine). float64 stays plain:
 # its GEMM is slower transposed (OpenBLAS dgemm at M=32, P=784, K=144: 152 -> 172 us).
 
-cdef inline int _padded(int out, int kernel, int stride, int dilation) noexcept nogil:
+cdef inline int _padded(int out, Py_ssize_t kernel, Py_ssize_t stride,
+                        Py_ssize_t dilation) noexcept nogil:
     """Image rows (or columns) the windows reach, from the first padded one."""
     return (out - 1) * stride + (kernel - 1) * dilation + 1
 
@@ -528,8 +553,9 @@ cdef void _acc_weight_t(const float *x, const float *y, float *gw, float *cols,
 # The convolution and its transpose share their entries: ``full`` picks the transposed one,
 # whose input is the grid and whose (a, b) window arguments are adjustments, not dilations.
 
-cdef int _geometry(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str wwhat, int sw,
-                   int sh, int pw, int ph, int aw, int ah, int groups) except -1:
+cdef int _geometry(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str wwhat, Py_ssize_t sw,
+                   Py_ssize_t sh, Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t aw, Py_ssize_t ah,
+                   Py_ssize_t groups) except -1:
     """Fill ``g`` for the (transposed, if ``full``) convolution of ``x``; return the batch."""
     if full:
         return _full_geometry(g, x, w, wwhat, sw, sh, pw, ph, aw, ah, groups)
@@ -537,8 +563,9 @@ cdef int _geometry(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str wwhat, 
 
 
 cdef int _shapes(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarray b,
-                 str b_what, cnp.ndarray out, str out_what, cnp.ndarray cols, int sw, int sh,
-                 int pw, int ph, int aw, int ah, int groups) except -1:
+                 str b_what, cnp.ndarray out, str out_what, cnp.ndarray cols, Py_ssize_t sw,
+                 Py_ssize_t sh, Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t aw, Py_ssize_t ah,
+                 Py_ssize_t groups) except -1:
     """Fill ``g`` (_geometry); check the bias (or None), the array shaped like the output and
     the columns against it; return the batch size."""
     cdef int n = _geometry(g, full, x, w, w_what, sw, sh, pw, ph, aw, ah, groups)
@@ -548,8 +575,9 @@ cdef int _shapes(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str w_what, c
     return n
 
 
-def conv_scratch_size(input, weight, int stride_w, int stride_h, int pad_w, int pad_h,
-                      int dilation_w, int dilation_h, int n_group):
+def conv_scratch_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                      Py_ssize_t pad_h, Py_ssize_t dilation_w, Py_ssize_t dilation_h,
+                      Py_ssize_t n_group):
     """Length of conv_update_output's ``scratch`` for these arguments; 0 when it takes none
     (float64, groups, a 1x1 kernel read in place, or sizes where the plain forward is as fast;
     see _rows_scratch)."""
@@ -562,8 +590,9 @@ def conv_scratch_size(input, weight, int stride_w, int stride_h, int pad_w, int 
     return _rows_scratch(&g) if t == cnp.NPY_FLOAT32 else 0
 
 
-def conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
-                       int pad_w, int pad_h, int dilation_w, int dilation_h, int n_group,
+def conv_update_output(input, output, weight, bias, columns, Py_ssize_t stride_w,
+                       Py_ssize_t stride_h, Py_ssize_t pad_w, Py_ssize_t pad_h,
+                       Py_ssize_t dilation_w, Py_ssize_t dilation_h, Py_ssize_t n_group,
                        scratch=None):
     """output := conv(input, weight) + bias.
 
@@ -576,8 +605,9 @@ def conv_update_output(input, output, weight, bias, columns, int stride_w, int s
              dilation_h, n_group, False, scratch)
 
 
-def full_conv_update_output(input, output, weight, bias, columns, int stride_w, int stride_h,
-                            int pad_w, int pad_h, int adj_w, int adj_h, int n_group):
+def full_conv_update_output(input, output, weight, bias, columns, Py_ssize_t stride_w,
+                            Py_ssize_t stride_h, Py_ssize_t pad_w, Py_ssize_t pad_h,
+                            Py_ssize_t adj_w, Py_ssize_t adj_h, Py_ssize_t n_group):
     """output := the transposed convolution of input by weight, + bias.
 
     (N, C, H, W) x (C, O/g, kH, kW) -> (N, O, oH, oW), oH = (H - 1) * stride_h - 2 * pad_h
@@ -587,8 +617,9 @@ def full_conv_update_output(input, output, weight, bias, columns, int stride_w, 
              adj_h, n_group, True, None)
 
 
-cdef int _forward(input, output, weight, bias, columns, int sw, int sh, int pw, int ph, int aw,
-                  int ah, int groups, bint full, scratch) except -1:
+cdef int _forward(input, output, weight, bias, columns, Py_ssize_t sw, Py_ssize_t sh, Py_ssize_t pw,
+                  Py_ssize_t ph, Py_ssize_t aw, Py_ssize_t ah, Py_ssize_t groups, bint full,
+                  scratch) except -1:
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -630,24 +661,26 @@ cdef void _forward_core(const floating *x, floating *y, const floating *w, const
             _fill_planes(y + s * g.C * size, b, g.C, size, True)
 
 
-def conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
-                           int stride_h, int pad_w, int pad_h, int dilation_w, int dilation_h,
-                           int n_group):
+def conv_update_grad_input(input, grad_output, grad_input, weight, columns, Py_ssize_t stride_w,
+                           Py_ssize_t stride_h, Py_ssize_t pad_w, Py_ssize_t pad_h,
+                           Py_ssize_t dilation_w, Py_ssize_t dilation_h, Py_ssize_t n_group):
     """grad_input := the adjoint of the convolution applied to grad_output (shape of input)."""
     _backward(input, grad_output, grad_input, weight, columns, stride_w, stride_h, pad_w, pad_h,
               dilation_w, dilation_h, n_group, False)
 
 
-def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns, int stride_w,
-                                int stride_h, int pad_w, int pad_h, int adj_w, int adj_h,
-                                int n_group):
+def full_conv_update_grad_input(input, grad_output, grad_input, weight, columns,
+                                Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                                Py_ssize_t pad_h, Py_ssize_t adj_w, Py_ssize_t adj_h,
+                                Py_ssize_t n_group):
     """grad_input := the convolution of grad_output by weight (shape of input)."""
     _backward(input, grad_output, grad_input, weight, columns, stride_w, stride_h, pad_w, pad_h,
               adj_w, adj_h, n_group, True)
 
 
-cdef int _backward(input, grad_output, grad_input, weight, columns, int sw, int sh, int pw,
-                   int ph, int aw, int ah, int groups, bint full) except -1:
+cdef int _backward(input, grad_output, grad_input, weight, columns, Py_ssize_t sw, Py_ssize_t sh,
+                   Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t aw, Py_ssize_t ah, Py_ssize_t groups,
+                   bint full) except -1:
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -677,9 +710,9 @@ cdef void _backward_core(const floating *go, floating *gi, const floating *w, fl
 
 
 def conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
-                             int stride_w, int stride_h, int pad_w, int pad_h, int dilation_w,
-                             int dilation_h, int n_group, double scale_w, double scale_b,
-                             scratch=None):
+                             Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                             Py_ssize_t pad_h, Py_ssize_t dilation_w, Py_ssize_t dilation_h,
+                             Py_ssize_t n_group, double scale_w, double scale_b, scratch=None):
     """grad_weight += scale_w * dL/dweight; grad_bias += scale_b * grad_output summed per plane.
 
     A scale of 0 skips its term; ``grad_bias`` may be None. ``scratch``, as for
@@ -690,8 +723,9 @@ def conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns
 
 
 def full_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns,
-                                  int stride_w, int stride_h, int pad_w, int pad_h, int adj_w,
-                                  int adj_h, int n_group, double scale_w, double scale_b):
+                                  Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                                  Py_ssize_t pad_h, Py_ssize_t adj_w, Py_ssize_t adj_h,
+                                  Py_ssize_t n_group, double scale_w, double scale_b):
     """grad_weight += scale_w * input @ im2col(grad_output).T; grad_bias += scale_b * sums.
 
     A scale of 0 skips its term; ``grad_bias`` may be None.
@@ -700,9 +734,9 @@ def full_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, co
          adj_w, adj_h, n_group, scale_w, scale_b, True, None)
 
 
-cdef int _acc(input, grad_output, grad_weight, grad_bias, columns, int sw, int sh, int pw,
-              int ph, int aw, int ah, int groups, double scale_w, double scale_b, bint full,
-              scratch) except -1:
+cdef int _acc(input, grad_output, grad_weight, grad_bias, columns, Py_ssize_t sw, Py_ssize_t sh,
+              Py_ssize_t pw, Py_ssize_t ph, Py_ssize_t aw, Py_ssize_t ah, Py_ssize_t groups,
+              double scale_w, double scale_b, bint full, scratch) except -1:
     cdef int t = float_type(grad_weight, "gradWeight")
     cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -765,12 +799,13 @@ cdef struct Seq:
     int span     # output frames apart in one GEMM, so that its input windows do not overlap
 
 
-cdef int _temporal_geometry(Seq *q, cnp.ndarray x, cnp.ndarray w, str wwhat, int kernel_w,
-                            int stride_w) except -1:
+cdef int _temporal_geometry(Seq *q, cnp.ndarray x, cnp.ndarray w, str wwhat, Py_ssize_t kernel_w,
+                            Py_ssize_t stride_w) except -1:
     """Fill ``q`` for ``x`` (T, C) or (N, T, C) and ``w`` (O, kW*C); return the batch size."""
-    cdef int pads[2]
+    cdef Py_ssize_t pads[2]
     if kernel_w < 1 or stride_w < 1:
         raise ValueError(f"kernel width and stride must be >= 1, got {kernel_w}, {stride_w}")
+    window_args(kernel_w, stride_w, 0, 1)
     cdef int nd = ndim(x, "input", 2, 3)
     ndim(w, wwhat, 2, 2)
     q.O, q.kW, q.dW = dim(w, 0), kernel_w, stride_w
@@ -791,15 +826,15 @@ cdef int _temporal_geometry(Seq *q, cnp.ndarray x, cnp.ndarray w, str wwhat, int
     return dim(x, 0) if nd == 3 else 1
 
 
-cdef tuple _seq_shape(cnp.ndarray like, int frames, int size):
+cdef tuple _seq_shape(cnp.ndarray like, int frames, Py_ssize_t size):
     if cnp.PyArray_NDIM(like) == 3:
         return (dim(like, 0), frames, size)
     return (frames, size)
 
 
 cdef int _seq_shapes(Seq *q, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarray b,
-                     str b_what, cnp.ndarray out, str out_what, int kernel_w,
-                     int stride_w) except -1:
+                     str b_what, cnp.ndarray out, str out_what, Py_ssize_t kernel_w,
+                     Py_ssize_t stride_w) except -1:
     """Fill ``q`` (_temporal_geometry); check the bias (or None) and the array shaped like the
     output; return the batch size."""
     cdef int n = _temporal_geometry(q, x, w, w_what, kernel_w, stride_w)
@@ -808,7 +843,8 @@ cdef int _seq_shapes(Seq *q, cnp.ndarray x, cnp.ndarray w, str w_what, cnp.ndarr
     return n
 
 
-def temporal_conv_update_output(input, output, weight, bias, int kernel_w, int stride_w):
+def temporal_conv_update_output(input, output, weight, bias, Py_ssize_t kernel_w,
+                                Py_ssize_t stride_w):
     """output[t] := weight @ input[t*dW : t*dW + kW].ravel() + bias.
 
     (N, T, C) x (O, kW*C) -> (N, T', O), T' = (T - kW) // dW + 1; (T, C) -> (T', O).
@@ -850,8 +886,8 @@ cdef void _temporal_forward(const floating *x, floating *y, const floating *w,
                 w, K, beta, yn + <size_t> k * q.O, ldy)
 
 
-def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, int kernel_w,
-                                    int stride_w):
+def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, Py_ssize_t kernel_w,
+                                    Py_ssize_t stride_w):
     """grad_input[window t] += grad_output[t] @ weight, from zero (shape of input)."""
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -886,7 +922,7 @@ cdef void _temporal_backward(const floating *go, floating *gi, const floating *w
 
 
 def temporal_conv_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
-                                      int kernel_w, int stride_w, double scale_w,
+                                      Py_ssize_t kernel_w, Py_ssize_t stride_w, double scale_w,
                                       double scale_b):
     """grad_weight += scale_w * sum_t grad_output[t] outer window t; grad_bias += scale_b * sums.
 

@@ -12,7 +12,8 @@ from libc.math cimport sqrt, pow, fabs
 
 from engine.blas cimport floating
 from engine._check cimport (
-    shape, float_type, array, f32, f64, ndim, vector_of, shape_is, disjoint, disjoint_from,
+    shape, float_type, array, f32, f64, ndim, int_limit, vector_of, shape_is, disjoint,
+    disjoint_from,
 )
 from engine.vecmath cimport pm_bn_fwd, pm_bn_bwd, pm_bn_acc, pm_lrn_fwd, pm_lrn_bwd
 
@@ -322,7 +323,8 @@ cdef int _images(cnp.ndarray x, Py_ssize_t *outer, Py_ssize_t *ch, Py_ssize_t *i
     return 0
 
 
-def lrn_update_output(input, output, scale, int size, double alpha, double beta, double k):
+def lrn_update_output(input, output, scale, Py_ssize_t size, double alpha, double beta,
+                      double k):
     """output := input * scale^-beta, scale := k + alpha / size * (sum of input^2 over the
     ``size`` channels centred on each one, clipped at the edges). (c, h, w) or (b, c, h, w).
     """
@@ -335,6 +337,7 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
     _output_with(y, x, sc, "scale", shape(x))
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be odd and positive, got {size}")
+    int_limit(size, "size")
     if cnp.PyArray_SIZE(x) == 0:
         return
     with nogil:
@@ -342,7 +345,7 @@ def lrn_update_output(input, output, scale, int size, double alpha, double beta,
                    cnp.PyArray_DATA(sc), outer, ch, inner, size, alpha, beta, k)
 
 
-def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int size,
+def lrn_update_grad_input(input, output, grad_output, grad_input, scale, Py_ssize_t size,
                           double alpha, double beta):
     """grad_input := go * scale^-beta - 2 alpha beta / size * x * (sum over the window of
     go * y / scale), with the forward's output y and scale.
@@ -361,6 +364,7 @@ def lrn_update_grad_input(input, output, grad_output, grad_input, scale, int siz
     disjoint_from(gi, "gradInput", x, "input", y, "output", go, "gradOutput", sc, "scale")
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be odd and positive, got {size}")
+    int_limit(size, "size")
     if cnp.PyArray_SIZE(x) == 0:
         return
     with nogil:

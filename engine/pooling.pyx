@@ -11,16 +11,16 @@ from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
 from engine._check cimport (
-    shape, float_type, array, f32, f64, ndim, dim, shape_is, disjoint, disjoint_from,
+    shape, float_type, array, f32, f64, ndim, shape_is, disjoint, disjoint_from,
 )
 from engine.vecmath cimport pm_select_f32, pm_select_f64
-from engine._geometry cimport out_size, window_positions
+from engine._geometry cimport out_size, window_args, window_positions
 
 cnp.import_array()
 
 
-def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
-                bint ceil_mode=False):
+def output_size(Py_ssize_t size, Py_ssize_t kernel, Py_ssize_t stride=1, Py_ssize_t pad=0,
+                Py_ssize_t dilation=1, bint ceil_mode=False):
     """Window positions along an axis of ``size``; 0 if none fits (as conv.output_size).
 
     ``pad = -1`` is SAME padding; ``ceil_mode`` counts a last partial window.
@@ -28,29 +28,33 @@ def output_size(int size, int kernel, int stride=1, int pad=0, int dilation=1,
     return window_positions(size, kernel, stride, pad, dilation, ceil_mode)
 
 
+# Sizes, offsets and window counts are Py_ssize_t: a plane, a window (kH * kW) and the index
+# of a tap in the plane may all pass 2**31 (a 65536 x 32769 window once overflowed its count
+# and its offsets in ints, and crashed).
+
 cdef struct Pool:
     Py_ssize_t planes          # N * C
-    int H, W, oH, oW
-    int kH, kW, sH, sW
-    int pT, pL, pB, pR         # leading and trailing pads
+    Py_ssize_t H, W, oH, oW
+    Py_ssize_t kH, kW, sH, sW
+    Py_ssize_t pT, pL, pB, pR  # leading and trailing pads
 
 
-cdef int _pool_geometry(Pool *p, cnp.ndarray x, int kw, int kh, int sw, int sh, int pw,
-                        int ph, bint ceil_mode) except -1:
+cdef int _pool_geometry(Pool *p, cnp.ndarray x, Py_ssize_t kw, Py_ssize_t kh, Py_ssize_t sw,
+                        Py_ssize_t sh, Py_ssize_t pw, Py_ssize_t ph, bint ceil_mode) except -1:
     """Fill ``p`` for input ``x`` (C, H, W) or (N, C, H, W)."""
-    cdef int pads[2]
+    cdef Py_ssize_t pads[2]
     if kw < 1 or kh < 1 or sw < 1 or sh < 1:
         raise ValueError(f"kernel and strides must be >= 1, got {kw}x{kh}, {sw}, {sh}")
     if not ((pw >= 0 and ph >= 0) or (pw == -1 and ph == -1)):
         raise ValueError(f"pads must be >= 0, or both -1 for SAME, got {pw}, {ph}")
     if pw > kw // 2 or ph > kh // 2:
         raise ValueError(f"pads {pw}, {ph} exceed half the {kw}x{kh} kernel")
+    window_args(kw, sw, pw, 1)
+    window_args(kh, sh, ph, 1)
     cdef int nd = ndim(x, "input", 3, 4)
-    p.H, p.W = dim(x, nd - 2), dim(x, nd - 1)
-    if nd == 4:
-        p.planes = <Py_ssize_t> dim(x, 0) * dim(x, 1)
-    else:
-        p.planes = dim(x, 0)
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    p.H, p.W = d[nd - 2], d[nd - 1]
+    p.planes = d[0] * d[1] if nd == 4 else d[0]
     p.oH = out_size(p.H, kh, sh, ph, 1, ceil_mode, pads)
     p.pT, p.pB = pads[0], pads[1]
     p.oW = out_size(p.W, kw, sw, pw, 1, ceil_mode, pads)
@@ -95,8 +99,9 @@ cdef int _index_range(cnp.ndarray idx, Py_ssize_t bound) except -1:
 
 # -- SpatialMaxPooling ------------------------------------------------------------------------
 
-def max_pool_update_output(input, output, indices, int kernel_w, int kernel_h, int stride_w,
-                           int stride_h, int pad_w, int pad_h, bint ceil_mode):
+def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize_t kernel_h,
+                           Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                           Py_ssize_t pad_h, bint ceil_mode):
     """output := the maximum of each window; indices := its flat position in the plane.
 
     (N, C, H, W) -> (N, C, oH, oW); (C, H, W) -> (C, oH, oW). Padding never wins; pads -1, -1
@@ -126,10 +131,10 @@ cdef inline floating _select(cnp.npy_intp mask, floating a, floating b) noexcept
         return pm_select_f64(mask, a, b)
 
 
-cdef inline void _cols_in(int start, int stride, int size, int n, int *lo,
-                          int *hi) noexcept nogil:
+cdef inline void _cols_in(Py_ssize_t start, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n,
+                          Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
     """[lo, hi): the ox in [0, n) with 0 <= start + ox * stride < size."""
-    cdef int a = 0, b = 0
+    cdef Py_ssize_t a = 0, b = 0
     if start < 0:
         a = (-start + stride - 1) // stride
     if size - start > 0:
@@ -145,8 +150,7 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
     # random data a branch per tap is a coin toss: the branchy per-window loop took 1140 us
     # on (64, 6, 24, 24) float32 (torch 1170 us), this one 480 us (the same per-window loop
     # with masks: 540 us, its chain of dependent taps is the limit).
-    cdef Py_ssize_t _plane
-    cdef int oy, ox, j, h0, h1, iy, ix, w0, lo, hi
+    cdef Py_ssize_t _plane, oy, ox, j, h0, h1, iy, ix, w0, lo, hi
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef const floating *row
     cdef floating *yr
@@ -199,28 +203,30 @@ cdef int _max_backward(input, grad_output, grad_input, indices, bint temporal) e
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, False)
     cdef int nd = ndim(x, "input", 2 + (not temporal), 3 + (not temporal))
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
     if temporal and (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)
-                     or dim(go, nd - 1) != dim(x, nd - 1)):
+                     or cnp.PyArray_DIMS(go)[nd - 1] != d[nd - 1]):
         raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
-                         f"(outputFrames, {dim(x, nd - 1)})")
+                         f"(outputFrames, {d[nd - 1]})")
     if not temporal and (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)):
         raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
                          f"(outputHeight, outputWidth)")
     shape_is(idx, "indices", shape(go))
     shape_is(gi, "gradInput", shape(x))
     disjoint_from(gi, "gradInput", go, "gradOutput", idx, "indices")
-    cdef int H = dim(x, nd - 2), W = dim(x, nd - 1)   # temporal: frames, channels
+    # temporal: frames, channels
+    cdef Py_ssize_t H = d[nd - 2], W = d[nd - 1]
+    cdef cnp.npy_intp *e = cnp.PyArray_DIMS(go)
     cdef Py_ssize_t blocks
     if temporal:
         _index_range(idx, H)
-        blocks = (dim(x, 0) if nd == 3 else 1) if W else 0
-        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W, <size_t> dim(go, nd - 2) * W,
-                      W, W)
+        blocks = (d[0] if nd == 3 else 1) if W else 0
+        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W, <size_t> e[nd - 2] * W, W, W)
     else:
-        _index_range(idx, <Py_ssize_t> H * W)
-        blocks = cnp.PyArray_SIZE(x) // (<Py_ssize_t> H * W) if H and W else 0
-        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W,
-                      <size_t> dim(go, nd - 2) * dim(go, nd - 1), 1, 1)
+        _index_range(idx, H * W)
+        blocks = cnp.PyArray_SIZE(x) // (H * W) if H and W else 0
+        _scatter_back(t, go, gi, idx, blocks, <size_t> H * W, <size_t> e[nd - 2] * e[nd - 1],
+                      1, 1)
     return 0
 
 
@@ -258,9 +264,9 @@ cdef void _scatter(const floating *go, floating *gi, const cnp.npy_intp *idx,
 
 # -- SpatialAveragePooling --------------------------------------------------------------------
 
-def avg_pool_update_output(input, output, int kernel_w, int kernel_h, int stride_w,
-                           int stride_h, int pad_w, int pad_h, bint ceil_mode,
-                           bint count_include_pad, bint divide):
+def avg_pool_update_output(input, output, Py_ssize_t kernel_w, Py_ssize_t kernel_h,
+                           Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
+                           Py_ssize_t pad_h, bint ceil_mode, bint count_include_pad, bint divide):
     """output := the mean of each window.
 
     The divisor counts the padding inside the window when ``count_include_pad``; without
@@ -276,8 +282,9 @@ def avg_pool_update_output(input, output, int kernel_w, int kernel_h, int stride
     _avg_of(t, x, y, &p, count_include_pad, divide, False)
 
 
-def avg_pool_update_grad_input(input, grad_output, grad_input, int kernel_w, int kernel_h,
-                               int stride_w, int stride_h, int pad_w, int pad_h, bint ceil_mode,
+def avg_pool_update_grad_input(input, grad_output, grad_input, Py_ssize_t kernel_w,
+                               Py_ssize_t kernel_h, Py_ssize_t stride_w, Py_ssize_t stride_h,
+                               Py_ssize_t pad_w, Py_ssize_t pad_h, bint ceil_mode,
                                bint count_include_pad, bint divide):
     """grad_input := each window's gradient shared out over the window (shape of input)."""
     cdef int t = float_type(grad_input, "gradInput")
@@ -305,10 +312,11 @@ cdef void _avg_of(int t, cnp.ndarray x, cnp.ndarray y, const Pool *p, bint inclu
 cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint divide,
                bint adjoint) noexcept nogil:
     """y := window means of x; or, ``adjoint``, x := the transpose applied to y."""
-    cdef Py_ssize_t _plane
-    cdef int oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix, count
+    cdef Py_ssize_t _plane, oy, ox, h0, h1, w0, w1, h0c, h1c, w0c, w1c, iy, ix
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
-    cdef floating s, scale = p.kH * p.kW if not divide else 1
+    cdef floating s, count, scale = <floating> (p.kH * p.kW) if not divide else 1
+    cdef Py_ssize_t W = p.W
+    cdef floating *row
     if adjoint:
         memset(x, 0, p.planes * plane * sizeof(floating))
     for _plane in range(p.planes):
@@ -318,21 +326,24 @@ cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint d
             for ox in range(p.oW):
                 w0 = ox * p.sW - p.pL
                 w1 = min(w0 + p.kW, p.W + p.pR)
-                count = (h1 - h0) * (w1 - w0)
+                # in floating, like the sum: the window may hold more than 2**31 taps
+                count = <floating> (h1 - h0) * <floating> (w1 - w0)
                 h0c, w0c = max(h0, 0), max(w0, 0)
                 h1c, w1c = min(h1, p.H), min(w1, p.W)
                 if not include_pad:
-                    count = (h1c - h0c) * (w1c - w0c)
+                    count = <floating> (h1c - h0c) * <floating> (w1c - w0c)
                 if adjoint:
                     s = y[oy * p.oW + ox] * scale / count
                     for iy in range(h0c, h1c):
+                        row = x + iy * W
                         for ix in range(w0c, w1c):
-                            x[iy * p.W + ix] += s
+                            row[ix] += s
                 else:
                     s = 0
                     for iy in range(h0c, h1c):
+                        row = x + iy * W
                         for ix in range(w0c, w1c):
-                            s = s + x[iy * p.W + ix]
+                            s = s + row[ix]
                     y[oy * p.oW + ox] = s * scale / count
         x += plane
         y += out
@@ -340,20 +351,23 @@ cdef void _avg(floating *x, floating *y, const Pool *p, bint include_pad, bint d
 
 # -- TemporalMaxPooling -----------------------------------------------------------------------
 
-cdef int _frames(cnp.ndarray x, int kernel_w, int stride_w, int *nd) except -1:
+cdef Py_ssize_t _frames(cnp.ndarray x, Py_ssize_t kernel_w, Py_ssize_t stride_w,
+                        int *nd) except -1:
     """Output frames for input ``x`` (T, C) or (N, T, C)."""
-    cdef int pads[2]
+    cdef Py_ssize_t pads[2]
     if kernel_w < 1 or stride_w < 1:
         raise ValueError(f"kernel width and stride must be >= 1, got {kernel_w}, {stride_w}")
+    window_args(kernel_w, stride_w, 0, 1)
     nd[0] = ndim(x, "input", 2, 3)
-    cdef int T = dim(x, nd[0] - 2)
-    cdef int To = out_size(T, kernel_w, stride_w, 0, 1, False, pads)
+    cdef Py_ssize_t T = cnp.PyArray_DIMS(x)[nd[0] - 2]
+    cdef Py_ssize_t To = out_size(T, kernel_w, stride_w, 0, 1, False, pads)
     if To <= 0:
         raise ValueError(f"input has {T} frames, fewer than the kernel width {kernel_w}")
     return To
 
 
-def temporal_max_pool_update_output(input, output, indices, int kernel_w, int stride_w):
+def temporal_max_pool_update_output(input, output, indices, Py_ssize_t kernel_w,
+                                    Py_ssize_t stride_w):
     """output[t, c] := max of input[t*dW : t*dW + kW, c]; indices := the frame it came from.
 
     (N, T, C) -> (N, T', C), T' = (T - kW) // dW + 1; (T, C) -> (T', C).
@@ -363,13 +377,14 @@ def temporal_max_pool_update_output(input, output, indices, int kernel_w, int st
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef int nd
-    cdef int To = _frames(x, kernel_w, stride_w, &nd)
-    expected = _lead(x) + (To, dim(x, nd - 1))
+    cdef Py_ssize_t To = _frames(x, kernel_w, stride_w, &nd)
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
+    expected = _lead(x) + (To, d[nd - 1])
     shape_is(y, "output", expected)
     shape_is(idx, "indices", expected)
     disjoint(y, "output", x, "input")
     disjoint_from(idx, "indices", x, "input", y, "output")
-    cdef int n = dim(x, 0) if nd == 3 else 1, T = dim(x, nd - 2), C = dim(x, nd - 1)
+    cdef Py_ssize_t n = d[0] if nd == 3 else 1, T = d[nd - 2], C = d[nd - 1]
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _temporal_max(f32(x), f32(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
@@ -377,9 +392,10 @@ def temporal_max_pool_update_output(input, output, indices, int kernel_w, int st
             _temporal_max(f64(x), f64(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
 
 
-cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, int n, int T, int C,
-                        int To, int kW, int dW) noexcept nogil:
-    cdef int s, t, f, c
+cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ssize_t n,
+                        Py_ssize_t T, Py_ssize_t C, Py_ssize_t To, Py_ssize_t kW,
+                        Py_ssize_t dW) noexcept nogil:
+    cdef Py_ssize_t s, t, f, c
     cdef const floating *row
     cdef floating *yt
     cdef cnp.npy_intp *it

@@ -20,10 +20,10 @@ from engine._check cimport shape, float_type, array, f32, f64, disjoint, disjoin
 cnp.import_array()
 
 
-cdef int _axis(int dim, int nd, str what) except -1:
+cdef int _axis(Py_ssize_t dim, int nd, str what) except -1:
     if dim < 0 or dim >= nd:
         raise ValueError(f"dimension {dim} is out of range for {what} of {nd} dimensions")
-    return dim
+    return <int> dim
 
 
 cdef list _parts(object parts, str what, int t, bint writeable):
@@ -95,7 +95,7 @@ cdef int _disjoint_all(list written, str what, object other, str other_what) exc
 
 
 cdef Py_ssize_t _check_bands(list parts, str parts_what, cnp.ndarray whole, str whole_what,
-                             int dim, Py_ssize_t offset, bint stacked,
+                             Py_ssize_t dim, Py_ssize_t offset, bint stacked,
                              Py_ssize_t *counts) except -1:
     """Check that ``parts`` fit ``whole`` along ``dim`` from ``offset``; fill ``counts``.
 
@@ -180,7 +180,7 @@ cdef int _disjoint_whole(list ps, str parts_what, cnp.ndarray w, str whole_what)
     return 0
 
 
-cdef int _transfer(object parts, object whole, int dim, Py_ssize_t offset, bint stacked,
+cdef int _transfer(object parts, object whole, Py_ssize_t dim, Py_ssize_t offset, bint stacked,
                    str parts_what, str whole_what, bint to_whole) except -1:
     cdef int t = float_type(whole, whole_what)
     cdef cnp.ndarray w = array(whole, whole_what, t, to_whole)
@@ -222,7 +222,7 @@ cdef int _transfer(object parts, object whole, int dim, Py_ssize_t offset, bint 
     return 0
 
 
-def join(parts, whole, int dim, Py_ssize_t offset=0, bint stacked=False,
+def join(parts, whole, Py_ssize_t dim, Py_ssize_t offset=0, bint stacked=False,
          str parts_what="input", str whole_what="output"):
     """whole[..., offset:offset + sum(c_i), ...] := parts side by side along ``dim``; zero the rest.
 
@@ -232,7 +232,7 @@ def join(parts, whole, int dim, Py_ssize_t offset=0, bint stacked=False,
     _transfer(parts, whole, dim, offset, stacked, parts_what, whole_what, True)
 
 
-def split(whole, parts, int dim, Py_ssize_t offset=0, bint stacked=False,
+def split(whole, parts, Py_ssize_t dim, Py_ssize_t offset=0, bint stacked=False,
           str whole_what="input", str parts_what="output"):
     """parts := consecutive bands of ``whole`` along ``dim`` from ``offset`` (join's inverse)."""
     _transfer(parts, whole, dim, offset, stacked, parts_what, whole_what, False)

@@ -17,16 +17,22 @@ _skipping = threading.local()
 
 
 @contextlib.contextmanager
+def thread_setting(local: threading.local, name: str, value):
+    """In this block, in this thread, ``local.name`` is ``value``; the previous value (None
+    when there was none) comes back after it."""
+    before = getattr(local, name, None)
+    setattr(local, name, value)
+    try:
+        yield
+    finally:
+        setattr(local, name, before)
+
+
 def skipped():
     """In this block, in this thread, init methods leave arrays as they are: persistence
     rebuilds modules whose parameters it then overwrites from a file, and drawing them
     first would cost time, memory and numbers from the library's random stream."""
-    before = getattr(_skipping, "on", False)
-    _skipping.on = True
-    try:
-        yield
-    finally:
-        _skipping.on = before
+    return thread_setting(_skipping, "on", True)
 
 
 class InitializationMethod:

@@ -1,31 +1,24 @@
 """Layers whose weight and bias come from init methods (BigDL's Initializable), and
 ``parameter``, through which a constructor allocates the arrays its arguments size."""
 
-import contextlib
 import threading
 
 import numpy as np
 
-from pymodules.nn.init import RandomUniform
+from pymodules.nn.init import RandomUniform, thread_setting
 from pymodules.nn.module import Module
 
 _INITIAL = ("weight", "bias", "gradWeight", "gradBias")
 _held = threading.local()
 
 
-@contextlib.contextmanager
 def restoring(arrays: dict):
     """In this block, in this thread, ``parameter`` allocates only what ``arrays`` holds:
     ``{attribute: shape}`` of the arrays a file holds for the module being rebuilt. A
     constructor whose arguments declare a parameter the file lacks, or of another shape,
     is refused before anything of that size is allocated; values are left unset (the
     file's are read in next)."""
-    before = getattr(_held, "arrays", None)
-    _held.arrays = arrays
-    try:
-        yield
-    finally:
-        _held.arrays = before
+    return thread_setting(_held, "arrays", arrays)
 
 
 def parameter(module, attr: str, shape, fill=None) -> np.ndarray:

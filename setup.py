@@ -38,7 +38,10 @@ DIRECTIVES = {
 # 753 us at -O2, 213 us at -O3). -g0 drops the debug information Python's own flags ask
 # for: about a third of the compile time (conv.c at -O3: 5.8 -> 4.1 s), no runtime effect.
 # Cython emits helpers a module may not use: their warnings say nothing about our code.
-COMPILE_ARGS = ["-O3", "-g0", "-Wno-unused-function"] if not DEBUG else ["-O0", "-g"]
+# -ffp-contract=off: GCC would fuse a*b+c into one FMA in the AVX-512 clones of vecmath.h
+# but not in the AVX2 or baseline ones, so results (and error bounds) would depend on the CPU.
+COMPILE_ARGS = (["-O3", "-g0", "-ffp-contract=off", "-Wno-unused-function"] if not DEBUG
+                else ["-O0", "-g", "-ffp-contract=off"])
 
 # Anything that changes the compiled code without touching a source: a change rebuilds all.
 SETTINGS = Path("build/settings.txt")

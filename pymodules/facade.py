@@ -88,6 +88,14 @@ def require_array(arg, what: str = "input") -> np.ndarray:
     return arg
 
 
+def in_use(owner, what: str) -> RuntimeError:
+    """The error for ``owner.<what>()`` called while its forward or backward still runs."""
+    return RuntimeError(
+        f"{owner._label()}: {what} called while its forward or backward is still running; "
+        f"it keeps its output and gradients between calls, so two threads cannot share it: "
+        f"give each thread its own copy (cloneModule(), cloneCriterion())")
+
+
 def has_gate(fn):
     """Marks a forward/backward that carries its gate inline (Module's, Criterion's)."""
     fn._gate = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pymodules.engine.buffers import resized
-from pymodules.facade import REFUSALS, Facade, contiguous, has_gate
+from pymodules.facade import REFUSALS, Facade, contiguous, has_gate, in_use
 from pymodules.recorded import Recorded
 
 
@@ -25,21 +25,34 @@ class Criterion(Facade, Recorded):
         self.output = 0.0
         self.gradInput = np.empty(0, np.float32)
 
+    #: True while forward or backward runs (see Module._busy).
+    _busy = False
+
     @has_gate
     def forward(self, input, target) -> float:
+        if self._busy:
+            raise in_use(self, "forward")
+        self._busy = True
         try:
             loss = self._updateOutput(input, target)
         except REFUSALS as err:
             loss = self._refused(err, self.updateOutput, (input, target))
+        finally:
+            self._busy = False
         self.output = float(loss)
         return self.output
 
     @has_gate
     def backward(self, input, target):
+        if self._busy:
+            raise in_use(self, "backward")
+        self._busy = True
         try:
             gradInput = self._updateGradInput(input, target)
         except REFUSALS as err:
             gradInput = self._refused(err, self.updateGradInput, (input, target))
+        finally:
+            self._busy = False
         self.gradInput = gradInput
         return gradInput
 
@@ -56,7 +69,9 @@ class Criterion(Facade, Recorded):
     def cloneCriterion(self) -> Criterion:
         import copy
 
-        return copy.deepcopy(self)
+        clone = copy.deepcopy(self)
+        clone.__dict__.pop("_busy", None)  # a copy taken while this one runs is idle
+        return clone
 
     #: per-class or per-element weights of the criteria that take them (None: unweighted).
     weights = None

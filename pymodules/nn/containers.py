@@ -7,6 +7,7 @@ import numpy as np
 
 from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.table import join, split
+from pymodules.facade import in_use
 from pymodules.nn.module import Module, _now, whole
 from pymodules.nn.table import axis_of, sum_into
 
@@ -67,8 +68,14 @@ class Container(Module):
         raise NotImplementedError(f"{type(self).__name__} does not define _walk_back")
 
     def backward(self, input, gradOutput):
+        if self._busy:
+            raise in_use(self, "backward")
+        self._busy = True
         start = _now()
-        self.gradInput = self._walk_back(input, gradOutput, _backward)
+        try:
+            self.gradInput = self._walk_back(input, gradOutput, _backward)
+        finally:
+            self._busy = False
         self.backwardTime += _now() - start
         return self.gradInput
 

@@ -77,7 +77,7 @@ class Initializable(Module):
             setattr(self, value, None if shape is None else parameter(self, value, shape))
             if shape is None:
                 setattr(self, grad, None)
-            # otherwise the gradient is made on first use (Module.__getattr__)
+            # otherwise the gradient is made on first use (module._Gradient)
         self._draw()
         # ``inits`` may be shorter than _INITIAL (embedding passes none): missing ones are None.
         for name, value in zip(_INITIAL, inits, strict=False):

@@ -15,7 +15,7 @@ from time import perf_counter_ns as _now
 
 import numpy as np
 
-from pymodules.facade import REFUSALS, Facade, fixed_arguments, has_gate
+from pymodules.facade import REFUSALS, Facade, fixed_arguments, has_gate, in_use
 from pymodules.recorded import Recorded
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -52,6 +52,24 @@ def whole(owner, what: str, value) -> int:
         return int(value)
     name = owner if isinstance(owner, str) else type(owner).__name__
     raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
+
+
+class _Gradient:
+    """The gradient attribute of a parameter until it is first read: then zeros shaped like
+    the parameter, kept on the module (whose own attribute hides this from then on)."""
+
+    def __init__(self, value: str, grad: str):
+        self.value, self.grad = value, grad
+
+    def __get__(self, module, owner=None):
+        if module is None:
+            return self
+        w = module.__dict__.get(self.value)
+        if w is None:
+            raise AttributeError(f"{type(module).__name__!r} object has no attribute "
+                                 f"{self.grad!r}")
+        g = module.__dict__[self.grad] = np.zeros_like(w)
+        return g
 
 
 class _Mode(int):
@@ -95,6 +113,17 @@ class Module(Facade, Recorded):
     #: attribute names of further state that persistence saves and restores after
     #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
     _persist: tuple[str, ...] = ()
+    #: True while forward or backward runs: a second call meanwhile (another thread using
+    #: the same module) is refused, as it would overwrite the buffers the first one reads.
+    _busy = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A gradient is made on first use, as zeros shaped like its parameter: a module
+        # that only predicts (a loaded model, say) never holds gradient memory.
+        for value, grad in cls.__dict__.get("_params", ()):
+            if grad not in cls.__dict__:
+                setattr(cls, grad, _Gradient(value, grad))
 
     def __init__(self, dtype=np.float32):
         self.dtype = float_dtype(dtype)
@@ -117,23 +146,33 @@ class Module(Facade, Recorded):
     @has_gate
     def forward(self, input):
         """Run updateOutput, add its time to the forward time, return ``output``."""
+        if self._busy:
+            raise in_use(self, "forward")
+        self._busy = True
         start = _now()
         try:
             output = self._updateOutput(input)
         except REFUSALS as err:
             output = self._refused(err, self.updateOutput, (input,))
+        finally:
+            self._busy = False
         self.forwardTime += _now() - start
         return output
 
     @has_gate
     def backward(self, input, gradOutput):
         """updateGradInput then accGradParameters; return ``gradInput``."""
+        if self._busy:
+            raise in_use(self, "backward")
+        self._busy = True
         start = _now()
         try:
             gradInput = self._updateGradInput(input, gradOutput)
             self._accGradParameters(input, gradOutput)
         except REFUSALS as err:
-            gradInput = self._refused(err, self.backward, (input, gradOutput))
+            gradInput = self._refused(err, self._backward_again, (input, gradOutput))
+        finally:
+            self._busy = False
         self.backwardTime += _now() - start
         return gradInput
 
@@ -152,6 +191,12 @@ class Module(Facade, Recorded):
     _updateGradInput = updateGradInput
     _accGradParameters = accGradParameters
 
+    def _backward_again(self, input, gradOutput):
+        """backward's steps once more (on fixed arguments), inside backward's own run."""
+        gradInput = self.updateGradInput(input, gradOutput)
+        self.accGradParameters(input, gradOutput)
+        return gradInput
+
     def _fixed(self, args):
         return fixed_arguments(args, ("input", "gradOutput"), self._tables)
 
@@ -159,20 +204,6 @@ class Module(Facade, Recorded):
         return self.getName()
 
     # -- parameters --------------------------------------------------------------------
-    def __getattr__(self, name):
-        # Reached only when ``name`` is not set. A gradient is made on first use, as zeros
-        # shaped like its parameter: a module that only predicts (a loaded model, say)
-        # never holds gradient memory.
-        for value, grad in type(self)._params:
-            if name == grad:
-                w = self.__dict__.get(value)
-                if w is None:
-                    break
-                g = np.zeros_like(w)
-                self.__dict__[grad] = g
-                return g
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def _slots(self):
         """(module, value attribute, gradient attribute) of every parameter, in order."""
         for value, grad in self._params:
@@ -441,7 +472,10 @@ class Module(Facade, Recorded):
                 cached = m.__dict__.get(attr)
                 if cached is not None:
                     memo[id(cached)] = value
-        return copy.deepcopy(self, memo)
+        clone = copy.deepcopy(self, memo)
+        for m in clone.modules_preorder():
+            m.__dict__.pop("_busy", None)  # a copy taken while this one runs is idle
+        return clone
 
     def float(self) -> Module:
         return self._convert(np.float32)

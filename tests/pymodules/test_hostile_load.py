@@ -140,17 +140,18 @@ def test_each_array_entry_is_read_once(saved_model):
 def test_ten_thousand_children_load_in_under_a_second(tmp_path):
     path = tmp_path / "wide.pm"
     seq = pm.Sequential()
-    start = time.perf_counter()
+    # CPU time, not wall time: the bound is about the work done, whatever else runs.
+    start = time.process_time()
     for _ in range(10_000):
         seq.add(pm.ReLU())
-    assert time.perf_counter() - start < 1.0  # each add walked the tree: 36 s
+    assert time.process_time() - start < 1.0  # each add walked the tree: 36 s
     seq.save(path)
     r = _in_child(f"""
 import time
-start = time.perf_counter()
+start = time.process_time()
 m = pm.load({str(path)!r})
 assert len(m.modules) == 10_000
-raise SystemError(time.perf_counter() - start)
+raise SystemError(time.process_time() - start)
 """, timeout=30)
     assert r["error"].startswith("SystemError"), r
     assert float(r["error"].split(": ")[1]) < 1.0, r  # 43 s when each add walked the tree
@@ -200,10 +201,10 @@ def test_nested_containers_built_either_way_load_fast(tmp_path):
         inner = pm.Sequential()
         seq.add(inner)
         inner.add(pm.ReLU()).add(pm.Sequential().add(pm.Tanh()))  # top-down
-    start = time.perf_counter()
+    start = time.process_time()
     seq.save(path)
     m = pm.load(path)  # bottom-up
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 5.0
     assert len(list(m.modules_preorder())) == 1 + 2000 * 4
 
 

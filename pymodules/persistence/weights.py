@@ -94,6 +94,7 @@ def copy_weights(module: Module, table: dict, positions, matchAll: bool, source)
             if a.shape != dst.shape:
                 raise ValueError(
                     f"{m}: {attr} in {source} has shape {a.shape}, expected {dst.shape}")
+            _check_values(m, attr, a, dst.dtype, source)
             copies.append((dst, a))
     if pairs and not loaded:
         raise ValueError(f"{module.getName()}: no module matches {source} by name{hint}")
@@ -102,3 +103,24 @@ def copy_weights(module: Module, table: dict, positions, matchAll: bool, source)
             dst[...] = a
     _log.info("%s: loaded the weights of %d of %d modules from %s, matched by %s",
               module.getName(), loaded, len(pairs), source, rule)
+
+
+_CHUNK = 1 << 20  # elements converted at a time when checking for overflow
+
+
+def _check_values(m: Module, attr: str, a: np.ndarray, dtype: np.dtype, source) -> None:
+    """Refuse what the copy would change silently: integers, bools and float16 (not
+    weights), and finite values beyond the range of ``dtype`` (they would become inf)."""
+    if a.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{m}: {attr} in {source} has dtype {a.dtype}, expected float32 "
+                         f"or float64")
+    if a.dtype.itemsize <= dtype.itemsize:
+        return
+    flat = a.reshape(-1)
+    with np.errstate(over="raise"):
+        try:
+            for start in range(0, flat.size, _CHUNK):
+                flat[start:start + _CHUNK].astype(dtype)
+        except FloatingPointError:
+            raise ValueError(f"{m}: values of {attr} in {source} overflow its dtype "
+                             f"{dtype}") from None

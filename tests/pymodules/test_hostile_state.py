@@ -338,3 +338,41 @@ def test_a_save_that_fails_leaves_nothing_and_a_new_path_saves(tmp_path):
     with pytest.raises(FileExistsError):
         pm.Linear(2, 2).save(tmp_path / "a.pm")
     assert _parts(tmp_path) == []
+
+
+# -- loadWeights refuses what a copy would change silently --------------------------------
+def _weights_file(path, weight):
+    definition = {"kind": "weights",
+                  "weights": {"fc": {"weight": {"$array": "arrays/0.npy"},
+                                     "bias": {"$array": "arrays/1.npy"}}}}
+    return _write(path, definition, [weight, np.zeros(2)])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.float16])
+def test_load_weights_refuses_other_dtypes(tmp_path, dtype):
+    m = pm.Linear(3, 2).setName("fc")
+    before = m.weight.copy()
+    path = _weights_file(tmp_path / "w.pm", np.ones((2, 3), dtype))
+    with pytest.raises(ValueError, match=r"^fc\(3 -> 2\): weight in .* has dtype .*, expected "
+                                         r"float32 or float64"):
+        m.loadWeights(path)
+    assert np.array_equal(m.weight, before)
+
+
+def test_load_weights_refuses_values_that_overflow_and_changes_nothing(tmp_path):
+    m = pm.Linear(3, 2).setName("fc")
+    before = m.weight.copy(), m.bias.copy()
+    big = np.ones((2, 3))
+    big[1, 2] = 1e300
+    with pytest.raises(ValueError, match=r"^fc\(3 -> 2\): values of weight .* overflow its "
+                                         r"dtype float32"):
+        m.loadWeights(_weights_file(tmp_path / "w.pm", big))
+    assert np.array_equal(m.weight, before[0]) and np.array_equal(m.bias, before[1])
+    # inf and NaN are values, not overflow; float64 values within range load rounded
+    ok = np.array([[np.inf, -np.inf, np.nan], [1e30, -1e-30, 0.1]])
+    m.loadWeights(_weights_file(tmp_path / "ok.pm", ok))
+    assert np.array_equal(m.weight, ok.astype(np.float32), equal_nan=True)
+    src = pm.Linear(3, 2).setName("fc")
+    src.weight = np.ones((2, 3), np.int64)
+    with pytest.raises(ValueError, match="has dtype int64"):
+        m.loadModelWeights(src)

@@ -176,6 +176,12 @@ def _grow_holders(c, ids) -> None:
                 kept[1].update(ids)
             todo.append(h)
 
+def _never_ran(output) -> bool:
+    """Whether ``output`` is still the empty placeholder a module starts (or is cleared) with:
+    no kernel gives an empty result, as every one refuses empty sizes."""
+    return type(output) is np.ndarray and output.ndim == 1 and output.size == 0
+
+
 class Sequential(Container):
     """Feeds each child's output to the next; the last one's output is the output.
 
@@ -196,6 +202,10 @@ class Sequential(Container):
 
     def _walk_back(self, input, gradOutput, step):
         """Run ``step(child, childInput, gradOutput)`` from the last child to the first."""
+        if len(self.modules) > 1 and _never_ran(self.modules[-2].output):
+            raise ValueError(f"{self.getName()}: backward before forward: forward must run "
+                             f"first (each child's backward reads the output of the one "
+                             f"before it)")
         g = gradOutput
         for i in range(len(self.modules) - 1, -1, -1):
             child = self.modules[i]

@@ -232,6 +232,9 @@ class Graph(Container):
                 raise ValueError(f"{self.getName()}: gradOutput must be a list of {n_out} "
                                  f"arrays, one per output")
         gins, grads, fed, stopped = self._gins, self._grads, self._inputs, self._stopped
+        if fed and fed[-1] is None:
+            raise ValueError(f"{self.getName()}: backward before forward: forward must run "
+                             f"first (each node's backward reads what it was fed)")
         for k in range(len(self._steps) - 1, -1, -1):
             element = self._steps[k][0]
             g = grads[k] = self._gradient(k, gradOutput, gins)

@@ -279,3 +279,18 @@ def test_concat_table_backward_before_forward_needs_no_forward(rng):
     a = lin(4, 3)
     m = pm.ConcatTable().add(a).add(pm.Identity())
     np.testing.assert_allclose(m.backward(x, go), go[0] @ a.weight + go[1])
+
+
+@pytest.mark.parametrize("build", ["sequential", "graph"])
+def test_backward_before_forward_says_so(build):
+    seq = pm.Sequential().add(pm.Linear(3, 4)).add(pm.ReLU()).add(pm.Linear(4, 2)).setName("net")
+    model = seq if build == "sequential" else seq.toGraph().setName("net")
+    x, g = np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)
+    for call in (model.backward, model.updateGradInput):
+        with pytest.raises(ValueError, match="^net: backward before forward: forward must run"):
+            call(x, g)
+    model.forward(x)
+    assert model.backward(x, g).shape == (2, 3)
+    model.clearState()
+    with pytest.raises(ValueError, match="^net: backward before forward"):
+        model.backward(x, g)

@@ -39,6 +39,9 @@ def float_dtype(dtype) -> np.dtype:
     return d
 
 
+_INDEX_MAX = 2**63 - 1
+
+
 def whole(owner, what: str, value) -> int:
     """``value`` as an int: a Python or NumPy integer, or a float holding a whole number.
 
@@ -46,12 +49,19 @@ def whole(owner, what: str, value) -> int:
     ``Linear(4.5, 3)`` raises instead of truncating to ``Linear(4 -> 3)``. ``owner`` (the
     object being built, or its class name) names the error; bools are refused too.
     """
+    n = None
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
+        n = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        n = int(value)
     name = owner if isinstance(owner, str) else type(owner).__name__
-    raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
+    if n is None:
+        raise TypeError(f"{name}: {what} must be an integer, got {value!r}")
+    if not -_INDEX_MAX <= n <= _INDEX_MAX:
+        # A kernel takes it as a 64-bit size: refused here rather than as an OverflowError.
+        raise ValueError(f"{name}: {what} = {n} is beyond the 64-bit range of sizes and "
+                         f"indices (at most 2^63 - 1 in magnitude)")
+    return n
 
 
 class _Gradient:

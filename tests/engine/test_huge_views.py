@@ -191,3 +191,16 @@ def test_conv_padded_extent_past_int_is_refused():
         K.conv_update_output(x, np.empty((1, 1, 3, 3), np.float32), w, None,
                              np.empty((1, 9), np.float32), 2**30, 2**30, 2**30, 2**30, 1, 1,
                              1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: pm.SpatialAveragePooling(v, 2), lambda v: pm.SpatialMaxPooling(2, 2, v, 1),
+    lambda v: pm.Linear(v, 2), lambda v: pm.SpatialConvolution(1, 1, 2, 2, 1, 1, v, 0),
+    lambda v: pm.Narrow(1, -v, 1), lambda v: pm.Reshape([v]),
+])
+@pytest.mark.parametrize("value", [2**63, 2**64, float(2**70)])
+def test_sizes_past_64_bits_are_value_errors_naming_the_module(make, value):
+    """Not an OverflowError from a kernel's argument conversion: refused when built."""
+    with pytest.raises(ValueError, match=r"^\w+: \w+ = -?\d+ is beyond the 64-bit range"):
+        make(value)
+    make(3)  # an ordinary size still builds

@@ -18,12 +18,13 @@ Data order. Partition p (of ``n_p`` records) reads its records as an endless str
 passes; pass e is the permutation ``order(seed, p, e, n_p)`` of its records (NumPy's
 ``default_rng([seed, p, e])``), and batch i takes the stream's records
 ``i * b .. (i + 1) * b - 1`` (``b = batchSize / P``). The global batch i is partition 0's
-share, then partition 1's, and so on. ``seed`` is drawn from the library generator when the
-Optimizer is built (``pm.setSeed`` makes a run reproducible). An epoch ends with the batch
-that brings the records seen in it to the size of the dataset (BigDL's rule), so when every
-partition holds the same multiple of ``b`` records, epoch e is exactly pass e of every
-partition. Every task is a function of (weights, batch index, partition): a retried task
-recomputes the same gradient, and the run ends with the same weights.
+share, then partition 1's, and so on. ``seed`` is drawn from a stream of its own
+(``pymodules.random.Stream``) when the Optimizer is built (``pm.setSeed`` makes a run
+reproducible, whatever else runs). An epoch ends with the batch that brings the records
+seen in it to the size of the dataset (BigDL's rule), so when every partition holds the
+same multiple of ``b`` records, epoch e is exactly pass e of every partition. Every task is
+a function of (weights, batch index, partition): a retried task recomputes the same
+gradient, and the run ends with the same weights.
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ class DistributedGradient:
                 f"records of every batch; use a multiple of {p} or repartition the RDD")
         self.batchSize = batchSize
         self.perPartition = batchSize // p
-        self.seed = int(_random.generator().integers(2**62))
+        self.seed = int(_random.Stream().generator.integers(2**62))
         self._data = None
         self._dtype = None
         self._sizes = None

@@ -185,3 +185,22 @@ def test_evaluate_and_predict_take_no_stream():
     m.evaluate((x, y), [pm.Top1Accuracy()])
     m.training()
     np.testing.assert_array_equal(Stream().generator.random(3), expected)
+
+
+def test_the_spark_data_order_seed_does_not_depend_on_initialisation():
+    """The seed of the distributed data order comes from a stream of its own: building a
+    model between setSeed and the Optimizer (drawing from the initialisation generator)
+    does not change it."""
+    from pymodules.spark import DistributedGradient
+
+    class Rdd:
+        def getNumPartitions(self):
+            return 2
+
+    pm.setSeed(7)
+    alone = DistributedGradient(Rdd(), 4).seed
+    pm.setSeed(7)
+    pm.Linear(50, 50)
+    assert DistributedGradient(Rdd(), 4).seed == alone
+    pm.setSeed(8)
+    assert DistributedGradient(Rdd(), 4).seed != alone

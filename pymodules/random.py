@@ -120,13 +120,13 @@ class Stream:
 def module_streams(module) -> list[Stream]:
     """The streams of the modules of ``module``'s tree that own one (``_rng``), in
     pre-order: what a checkpoint saves and ``reseed`` replaces."""
-    return [m.__dict__["_rng"] for m in module.modules_preorder() if "_rng" in m.__dict__]
+    return [m._rng for m in module.modules_preorder() if hasattr(m, "_rng")]
 
 
 def reseed(module, seed) -> None:
     """Give every module of ``module``'s tree that owns a stream a new one derived from
     ``seed`` (an int or a list of ints), in pre-order: the same seed, the same draws."""
     entropy = np.random.SeedSequence(seed).entropy
-    owners = [m for m in module.modules_preorder() if "_rng" in m.__dict__]
+    owners = [m for m in module.modules_preorder() if hasattr(m, "_rng")]
     for i, m in enumerate(owners):
         m._rng = Stream(entropy, (i,))

@@ -19,7 +19,9 @@ class Recorded:
 
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
-            if "_ctor" not in self.__dict__:
+            # getattr, not self.__dict__: touching __dict__ turns the object's inline
+            # attribute values into a dict, which CPython 3.11 no longer specialises.
+            if getattr(self, "_ctor", None) is None:
                 self._ctor = (args, kw)
             init(self, *args, **kw)
 
@@ -32,7 +34,7 @@ class Recorded:
         otherwise keep the caller's objects alive for the life of the object, and files
         would store them next to the state that replaced them.
         """
-        record = self.__dict__.get("_ctor")
+        record = getattr(self, "_ctor", None)
         if record is None:
             return
         args, kw = record

@@ -24,6 +24,7 @@ class Criterion(Facade, Recorded):
         self.sizeAverage = bool(sizeAverage)
         self.output = 0.0
         self.gradInput = np.empty(0, np.float32)
+        self._busy = False
 
     #: True while forward or backward runs (see Module._busy).
     _busy = False
@@ -70,7 +71,7 @@ class Criterion(Facade, Recorded):
         import copy
 
         clone = copy.deepcopy(self)
-        clone.__dict__.pop("_busy", None)  # a copy taken while this one runs is idle
+        clone._busy = False  # a copy taken while this one runs is idle
         return clone
 
     #: per-class or per-element weights of the criteria that take them (None: unweighted).

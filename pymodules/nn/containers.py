@@ -134,7 +134,7 @@ def _tree_ids(m) -> set:
     """The ids of ``m`` and of every module under it (kept by a container)."""
     if not isinstance(m, Container):
         return {id(x) for x in m.modules_preorder()}
-    kept = m.__dict__.get("_tree")
+    kept = getattr(m, "_tree", None)
     key = _tree_key(m)
     if kept is not None and kept[0] == key:
         return kept[1]
@@ -148,7 +148,7 @@ def _tree_ids(m) -> set:
 
 
 def _holders(c) -> list:
-    held = c.__dict__.get("_held")
+    held = getattr(c, "_held", None)
     if held is None or held[0] != id(c):
         held = c._held = (id(c), [])
     return held[1]
@@ -171,7 +171,7 @@ def _grow_holders(c, ids) -> None:
             if h is None or id(h) in seen:
                 continue
             seen.add(id(h))
-            kept = h.__dict__.get("_tree")
+            kept = getattr(h, "_tree", None)
             if kept is not None and kept[0] == _tree_key(h):
                 kept[1].update(ids)
             todo.append(h)

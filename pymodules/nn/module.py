@@ -74,11 +74,12 @@ class _Gradient:
     def __get__(self, module, owner=None):
         if module is None:
             return self
-        w = module.__dict__.get(self.value)
+        w = getattr(module, self.value, None)
         if w is None:
             raise AttributeError(f"{type(module).__name__!r} object has no attribute "
                                  f"{self.grad!r}")
-        g = module.__dict__[self.grad] = np.zeros_like(w)
+        g = np.zeros_like(w)
+        setattr(module, self.grad, g)  # an instance attribute, which hides this one
         return g
 
 
@@ -123,10 +124,6 @@ class Module(Facade, Recorded):
     #: attribute names of further state that persistence saves and restores after
     #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
     _persist: tuple[str, ...] = ()
-    #: True while forward or backward runs: a second call meanwhile (another thread using
-    #: the same module) is refused, as it would overwrite the buffers the first one reads.
-    _busy = False
-
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         # A gradient is made on first use, as zeros shaped like its parameter: a module
@@ -151,6 +148,11 @@ class Module(Facade, Recorded):
         self.forwardTime = 0
         self.backwardTime = 0
         self._flat = None
+        # True while forward or backward runs: a second call meanwhile (another thread
+        # using the same module) is refused, as it would overwrite the buffers the first
+        # one reads. (An instance attribute only: one shadowing a class attribute is not
+        # specialised by the interpreter.)
+        self._busy = False
 
     # -- the protocol ------------------------------------------------------------------
     @has_gate
@@ -238,7 +240,7 @@ class Module(Facade, Recorded):
     def zeroGradParameters(self):
         """Zero every gradient in place; one not made yet stays unmade (it starts at zero)."""
         for m, _, g in self._slots():
-            grad = m.__dict__.get(g)
+            grad = vars(m).get(g)
             if grad is not None:
                 grad.fill(0)
 
@@ -479,12 +481,12 @@ class Module(Facade, Recorded):
         memo = {}
         for m in self.modules_preorder():
             for attr, value in m._cleared().items():
-                cached = m.__dict__.get(attr)
+                cached = getattr(m, attr, None)
                 if cached is not None:
                     memo[id(cached)] = value
         clone = copy.deepcopy(self, memo)
         for m in clone.modules_preorder():
-            m.__dict__.pop("_busy", None)  # a copy taken while this one runs is idle
+            m._busy = False  # a copy taken while this one runs is idle
         return clone
 
     def float(self) -> Module:

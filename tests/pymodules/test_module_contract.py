@@ -254,9 +254,16 @@ def test_sequential_names_the_failing_child(rng):
         seq.forward(rng.standard_normal((2, 5)))
     assert str(err.value) == \
         f"{seq.getName()}/{seq.modules[0]}: input has 5 features, expected 4"
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="backward before forward"):
         seq.backward(rng.standard_normal((2, 4)), np.ones((2, 3)))
-    assert str(err.value).startswith(f"{seq.getName()}/{inner.getName()}/")
+    ok = pm.Sequential().add(pm.Linear(4, 3, dtype=np.float64))
+    inner = pm.Sequential().add(pm.Linear(3, 2, dtype=np.float64))
+    ok.add(inner)
+    x = rng.standard_normal((2, 4))
+    ok.forward(x)
+    with pytest.raises(ValueError) as err:
+        ok.backward(x, np.ones((2, 5)))
+    assert str(err.value).startswith(f"{ok.getName()}/{inner.getName()}/")
 
 
 @pytest.mark.parametrize(("batch", "sizes"), [(32, (64, 64, 16)), (16, (256, 256, 16))])

@@ -11,8 +11,9 @@ b = sum(go * w * xhat):
 and the parameter gradients are column sums over the rows, dw = sum(go * xhat), db = sum(go).
 They are gathered into ``sums``, a (2, n) float64 buffer the caller owns, either in the same
 row pass that writes gi (the row is then read from memory once for both) or on their own;
-layernorm_acc_grad_parameters then adds them, scaled, to the gradients. Every sum accumulates
-in double, in eight independent partial sums (a vectorisable chain without -ffast-math).
+layernorm_acc_grad_parameters then adds them, scaled, to the gradients. Every sum ends in
+double: partial sums in the data's type (vectorisable chains without -ffast-math) over chunks
+of 64 values along a row or of 16 rows down a column, then folded into double.
 """
 
 cimport numpy as cnp
@@ -54,7 +55,15 @@ cdef cnp.ndarray _sums(object obj, Py_ssize_t n):
     return s
 
 
-# -- sums in eight partial chains ------------------------------------------------------------
+# -- sums --------------------------------------------------------------------------------------
+# Along a row: eight partial sums in double. Down the columns (the parameter gradients): the
+# rows of a block summed in the data's type in a buffer on the stack, each block's sums then
+# added in double.
+
+cdef enum:
+    ROWS = 16    # rows whose column sums are gathered in the data's type (see _column_sums)
+    COLS = 256   # columns gathered at once
+
 
 cdef inline double _sum(const floating *x, Py_ssize_t n) noexcept nogil:
     cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
@@ -132,6 +141,41 @@ cdef inline void _row_sums(const floating *go, const floating *w, const floating
         i += 1
     sa[0] = (a0 + a1) + (a2 + a3)
     sb[0] = (b0 + b1) + (b2 + b3)
+
+
+cdef void _column_sums(const floating *x, const floating *go, const floating *sm,
+                       const floating *si, double *sums, Py_ssize_t r0, Py_ssize_t r1,
+                       Py_ssize_t n) noexcept nogil:
+    """sums[0] += sum(go * xhat), sums[1] += sum(go) over rows r0 to r1 (at most ROWS): in the
+    data's type within those rows, then in double."""
+    cdef floating aw[COLS]
+    cdef floating ab[COLS]
+    cdef Py_ssize_t c0, j, r, width
+    cdef const floating *xr
+    cdef const floating *gr
+    cdef floating m, s
+    cdef double *dw
+    cdef double *db
+    c0 = 0
+    while c0 < n:
+        width = n - c0 if n - c0 < COLS else COLS
+        for j in range(width):
+            aw[j] = 0
+            ab[j] = 0
+        for r in range(r0, r1):
+            xr = x + r * n + c0
+            gr = go + r * n + c0
+            m = sm[r]
+            s = si[r]
+            for j in range(width):
+                aw[j] += gr[j] * ((xr[j] - m) * s)
+                ab[j] += gr[j]
+        dw = sums + c0
+        db = sums + n + c0
+        for j in range(width):
+            dw[j] += aw[j]
+            db[j] += ab[j]
+        c0 += width
 
 
 # -- forward ---------------------------------------------------------------------------------
@@ -234,35 +278,31 @@ def layernorm_update_grad_input(input, grad_output, grad_input, weight, save_mea
 cdef void _update_grad_input(const floating *x, const floating *go, floating *gi,
                              const floating *w, const floating *sm, const floating *si,
                              double *sums, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t r, j
+    cdef Py_ssize_t r, r0, j
     cdef const floating *xr
     cdef const floating *gr
     cdef floating *ir
     cdef double sa, sb
-    cdef floating m, s, c, k, xh
-    cdef double *dw = NULL
-    cdef double *db = NULL
-    if sums != NULL:
-        dw, db = sums, sums + n
-    for r in range(rows):
-        xr = x + r * n
-        gr = go + r * n
-        ir = gi + r * n
-        m = sm[r]
-        s = si[r]
-        _row_sums(gr, w, xr, n, m, &sa, &sb)
-        # gi = s * (go * w - sa / n) - (x - m) * (s^3 * sb / n)
-        c = <floating> (s * sa / n)
-        k = <floating> (<double> s * s * s * sb / n)
-        if sums == NULL:
+    cdef floating m, s, c, k
+    cdef Py_ssize_t r1
+    r0 = 0
+    while r0 < rows:
+        r1 = r0 + ROWS if r0 + ROWS <= rows else rows
+        for r in range(r0, r1):
+            xr = x + r * n
+            gr = go + r * n
+            ir = gi + r * n
+            m = sm[r]
+            s = si[r]
+            _row_sums(gr, w, xr, n, m, &sa, &sb)
+            # gi = s * (go * w - sa / n) - (x - m) * (s^3 * sb / n)
+            c = <floating> (s * sa / n)
+            k = <floating> (<double> s * s * s * sb / n)
             for j in range(n):
                 ir[j] = s * gr[j] * w[j] - c - (xr[j] - m) * k
-        else:
-            for j in range(n):
-                xh = (xr[j] - m) * s
-                ir[j] = s * gr[j] * w[j] - c - (xr[j] - m) * k
-                dw[j] += gr[j] * xh
-                db[j] += gr[j]
+        if sums != NULL:  # these rows are in cache now
+            _column_sums(x, go, sm, si, sums, r0, r1, n)
+        r0 = r1
 
 
 def layernorm_param_sums(input, grad_output, save_mean, save_invstd, sums):
@@ -288,20 +328,11 @@ def layernorm_param_sums(input, grad_output, save_mean, save_invstd, sums):
 cdef void _param_sums(const floating *x, const floating *go, const floating *sm,
                       const floating *si, double *sums, Py_ssize_t rows,
                       Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t r, j
-    cdef const floating *xr
-    cdef const floating *gr
-    cdef floating m, s
-    cdef double *dw = sums
-    cdef double *db = sums + n
-    for r in range(rows):
-        xr = x + r * n
-        gr = go + r * n
-        m = sm[r]
-        s = si[r]
-        for j in range(n):
-            dw[j] += gr[j] * ((xr[j] - m) * s)
-            db[j] += gr[j]
+    cdef Py_ssize_t r0 = 0, r1
+    while r0 < rows:
+        r1 = r0 + ROWS if r0 + ROWS <= rows else rows
+        _column_sums(x, go, sm, si, sums, r0, r1, n)
+        r0 = r1
 
 
 def layernorm_acc_grad_parameters(sums, grad_weight, grad_bias, double scale_w,

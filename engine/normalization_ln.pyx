@@ -57,12 +57,13 @@ cdef cnp.ndarray _sums(object obj, Py_ssize_t n):
 
 # -- sums --------------------------------------------------------------------------------------
 # Along a row: eight partial sums in double. Down the columns (the parameter gradients): the
-# rows of a block summed in the data's type in a buffer on the stack, each block's sums then
-# added in double.
+# rows of a block summed in the data's type in buffers on the stack (in the gradInput loop
+# itself for rows up to WIDE long), each block's sums then added in double.
 
 cdef enum:
     ROWS = 16    # rows whose column sums are gathered in the data's type (see _column_sums)
     COLS = 256   # columns gathered at once
+    WIDE = 2048  # rows up to this long gather their column sums in the gradInput loop
 
 
 cdef inline double _sum(const floating *x, Py_ssize_t n) noexcept nogil:
@@ -278,16 +279,22 @@ def layernorm_update_grad_input(input, grad_output, grad_input, weight, save_mea
 cdef void _update_grad_input(const floating *x, const floating *go, floating *gi,
                              const floating *w, const floating *sm, const floating *si,
                              double *sums, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t r, r0, j
+    cdef Py_ssize_t r, r0, r1, j
     cdef const floating *xr
     cdef const floating *gr
     cdef floating *ir
     cdef double sa, sb
-    cdef floating m, s, c, k
-    cdef Py_ssize_t r1
+    cdef floating m, s, c, k, xm, gj
+    cdef floating bw[WIDE]
+    cdef floating bb[WIDE]
+    cdef bint fused = sums != NULL and n <= WIDE
     r0 = 0
     while r0 < rows:
         r1 = r0 + ROWS if r0 + ROWS <= rows else rows
+        if fused:
+            for j in range(n):
+                bw[j] = 0
+                bb[j] = 0
         for r in range(r0, r1):
             xr = x + r * n
             gr = go + r * n
@@ -298,9 +305,21 @@ cdef void _update_grad_input(const floating *x, const floating *go, floating *gi
             # gi = s * (go * w - sa / n) - (x - m) * (s^3 * sb / n)
             c = <floating> (s * sa / n)
             k = <floating> (<double> s * s * s * sb / n)
+            if fused:
+                for j in range(n):
+                    gj = gr[j]
+                    xm = xr[j] - m
+                    ir[j] = s * gj * w[j] - c - xm * k
+                    bw[j] += gj * (xm * s)
+                    bb[j] += gj
+            else:
+                for j in range(n):
+                    ir[j] = s * gr[j] * w[j] - c - (xr[j] - m) * k
+        if fused:
             for j in range(n):
-                ir[j] = s * gr[j] * w[j] - c - (xr[j] - m) * k
-        if sums != NULL:  # these rows are in cache now
+                sums[j] += bw[j]
+                sums[n + j] += bb[j]
+        elif sums != NULL:  # longer rows: summed again while these rows are in cache
             _column_sums(x, go, sm, si, sums, r0, r1, n)
         r0 = r1
 

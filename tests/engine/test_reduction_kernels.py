@@ -169,3 +169,23 @@ def test_refusals_before_any_work(rng):
         cave_update_output([x, np.ones((3, 5), np.float32)], np.empty_like(x))
     with pytest.raises(ValueError, match="input is an empty list"):
         cmin_update_output([], np.empty_like(x), np.zeros((3, 4), np.int32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [300, 2100])  # column blocks of 256; beyond the fused width
+def test_layernorm_parameter_sums_over_blocks_of_rows(dtype, n, rng):
+    rows = 37  # blocks of 16 rows and a partial one
+    x = rng.standard_normal((rows, n)).astype(dtype)
+    g = rng.standard_normal((rows, n)).astype(dtype)
+    w, b = np.ones(n, dtype), np.zeros(n, dtype)
+    sm, si = np.empty(rows, dtype), np.empty(rows, dtype)
+    layernorm_update_output(x, np.empty_like(x), w, b, sm, si, 1e-6)
+    x64 = x.astype(np.float64)
+    xhat = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-6)
+    want = np.array([(g * xhat).sum(0), g.sum(0)])
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    fused, alone = _nan((2, n), np.float64), _nan((2, n), np.float64)
+    layernorm_update_grad_input(x, g, np.empty_like(x), w, sm, si, fused)
+    layernorm_param_sums(x, g, sm, si, alone)
+    np.testing.assert_allclose(fused, want, **tol)
+    np.testing.assert_allclose(alone, want, **tol)

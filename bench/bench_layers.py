@@ -300,6 +300,68 @@ def bench_lenet():
 SECTIONS = {"activations": bench_activations, "conv": bench_conv, "lenet": bench_lenet}
 
 
+# -- layer normalization and reductions -------------------------------------------------------
+
+def bench_reductions():
+    header("LayerNormalization and Sum forward+backward (ratio = ours / torch eager autograd; "
+           "target <= 1)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _layernorm_rows(dtype, rng)
+        _sum_rows(dtype, rng)
+
+
+def _layernorm_rows(dtype, rng):
+    shape = (64, 128, 768)
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    m = pm.LayerNormalization(768, dtype=dtype)
+
+    def ours():
+        m.forward(x)
+        m.backward(x, g)
+
+    torch_fb = None
+    if torch is not None:
+        tln = torch.nn.LayerNorm(768, eps=1e-6).to(torch.float32 if dtype == np.float32
+                                                   else torch.float64)
+        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+
+        def torch_fb():
+            t = tx.detach().requires_grad_()
+            tln(t).backward(tg)
+
+    row("LayerNorm fwd+bwd", dtype, shape, ours, None, None, torch_fb)
+
+
+def _sum_rows(dtype, rng):
+    shape = (64, 1000)
+    x = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape[0]).astype(dtype)
+    m = pm.Sum(1, dtype=dtype)
+
+    def ours():
+        m.forward(x)
+        m.backward(x, g)
+
+    def np_fb():
+        x.sum(axis=1)
+        return np.repeat(g[:, None], shape[1], axis=1)
+
+    torch_fb = None
+    if torch is not None:
+        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+
+        def torch_fb():
+            t = tx.detach().requires_grad_()
+            t.sum(1).backward(tg)
+
+    row("Sum(1) fwd+bwd", dtype, shape, ours, "NumPy", np_fb, torch_fb)
+
+
+SECTIONS["reductions"] = bench_reductions
+
+
 def main(argv):
     for info in threadpool_info():
         print(f"# {info.get('internal_api')} {info.get('version')} "

@@ -105,3 +105,19 @@ __all__ += [
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
+
+from pymodules.nn.arithmetic import (  # noqa: E402
+    AddConstant,
+    CAveTable,
+    CDivTable,
+    CMinTable,
+    MulConstant,
+    Negative,
+)
+from pymodules.nn.layer_norm import LayerNormalization  # noqa: E402
+from pymodules.nn.reduction import Max, Mean, Min, Sum  # noqa: E402
+
+__all__ += [
+    "AddConstant", "CAveTable", "CDivTable", "CMinTable", "LayerNormalization", "Max", "Mean",
+    "Min", "MulConstant", "Negative", "Sum",
+]

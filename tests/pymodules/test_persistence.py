@@ -167,6 +167,20 @@ EXAMPLES = {
     pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
                                 _a(2, 3, 5, 5))],
     pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
+    # layer normalization, reductions and arithmetic
+    pm.LayerNormalization: [(lambda: pm.LayerNormalization(4), _a(2, 3, 4))],
+    pm.Sum: [(lambda: pm.Sum(1), _a(3, 4)),
+             (lambda: pm.Sum(2, 2, sizeAverage=True, squeeze=False), _a(2, 3, 4))],
+    pm.Mean: [(lambda: pm.Mean(-1, squeeze=False), _a(3, 4))],
+    pm.Max: [(lambda: pm.Max(1), _a(3, 4)), (lambda: pm.Max(2, 2), _a(3, 4))],
+    pm.Min: [(lambda: pm.Min(0), _a(3, 4))],
+    pm.AddConstant: [(lambda: pm.AddConstant(1.5), _a(3, 4))],
+    pm.MulConstant: [(lambda: pm.MulConstant(-2.0), _a(3, 4))],
+    pm.Negative: [(lambda: pm.Negative(), _a(3, 4))],
+    pm.CDivTable: [(lambda: pm.CDivTable(), lambda rng: [rng.standard_normal((3, 4)),
+                                                         rng.uniform(0.5, 2, (3, 4))])],
+    pm.CMinTable: [(lambda: pm.CMinTable(), _table((3, 4), (3, 4)))],
+    pm.CAveTable: [(lambda: pm.CAveTable(), _table((3, 4), (3, 4), (3, 4)))],
 }
 
 

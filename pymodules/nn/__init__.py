@@ -39,6 +39,7 @@ from pymodules.nn.conv import (
     TemporalConvolution,
 )
 from pymodules.nn.dropout import Dropout
+from pymodules.nn.elementwise import Add, CAdd, CMul, Mul, Scale
 from pymodules.nn.embedding import LookupTable
 from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
@@ -105,3 +106,4 @@ __all__ += [
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
+__all__ += ["Add", "CAdd", "CMul", "Mul", "Scale"]

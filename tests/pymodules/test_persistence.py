@@ -167,6 +167,13 @@ EXAMPLES = {
     pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
                                 _a(2, 3, 5, 5))],
     pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
+    # element-wise parameters
+    pm.CMul: [(lambda: pm.CMul([1, 3, 1]), _a(2, 3, 4)),
+              (lambda: pm.CMul([4], wRegularizer=pm.L2Regularizer(0.1)), _a(2, 4))],
+    pm.CAdd: [(lambda: pm.CAdd([3, 1]), _a(2, 3, 4))],
+    pm.Scale: [(lambda: pm.Scale([4]), _a(3, 4))],
+    pm.Add: [(lambda: pm.Add(4), _a(3, 4))],
+    pm.Mul: [(lambda: pm.Mul(), _a(3, 4))],
 }
 
 

@@ -38,6 +38,14 @@ from pymodules.nn.conv import (
     SpatialFullConvolution,
     TemporalConvolution,
 )
+from pymodules.nn.distance import (
+    MM,
+    MV,
+    CosineDistance,
+    DotProduct,
+    Euclidean,
+    PairwiseDistance,
+)
 from pymodules.nn.dropout import Dropout
 from pymodules.nn.elementwise import Add, CAdd, CMul, Mul, Scale
 from pymodules.nn.embedding import LookupTable
@@ -107,3 +115,4 @@ __all__ += [
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
 __all__ += ["Add", "CAdd", "CMul", "Mul", "Scale"]
+__all__ += ["CosineDistance", "DotProduct", "Euclidean", "MM", "MV", "PairwiseDistance"]

@@ -174,6 +174,13 @@ EXAMPLES = {
     pm.Scale: [(lambda: pm.Scale([4]), _a(3, 4))],
     pm.Add: [(lambda: pm.Add(4), _a(3, 4))],
     pm.Mul: [(lambda: pm.Mul(), _a(3, 4))],
+    # products and distances
+    pm.DotProduct: [(lambda: pm.DotProduct(), _table((3, 4), (3, 4)))],
+    pm.CosineDistance: [(lambda: pm.CosineDistance(), _table((3, 4), (3, 4)))],
+    pm.PairwiseDistance: [(lambda: pm.PairwiseDistance(3), _table((3, 4), (3, 4)))],
+    pm.MM: [(lambda: pm.MM(True, False), _table((2, 4, 3), (2, 4, 5)))],
+    pm.MV: [(lambda: pm.MV(True), _table((2, 4, 3), (2, 4)))],
+    pm.Euclidean: [(lambda: pm.Euclidean(4, 3), _a(2, 4))],
 }
 
 

@@ -47,7 +47,17 @@ from pymodules.nn.distance import (
     PairwiseDistance,
 )
 from pymodules.nn.dropout import Dropout
-from pymodules.nn.elementwise import Add, CAdd, CMul, Mul, Scale
+from pymodules.nn.elementwise import (
+    Add,
+    Bilinear,
+    CAdd,
+    CMul,
+    Cosine,
+    Highway,
+    Maxout,
+    Mul,
+    Scale,
+)
 from pymodules.nn.embedding import LookupTable
 from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
@@ -116,3 +126,4 @@ __all__ += [
 ]
 __all__ += ["Add", "CAdd", "CMul", "Mul", "Scale"]
 __all__ += ["CosineDistance", "DotProduct", "Euclidean", "MM", "MV", "PairwiseDistance"]
+__all__ += ["Bilinear", "Cosine", "Highway", "Maxout"]

@@ -206,3 +206,219 @@ def test_bad_sizes(make):
         make()
     with pytest.raises(TypeError, match="size must be an integer"):
         pm.CMul([2.5])
+
+
+# -- Cosine ---------------------------------------------------------------------------------
+def _cosine_ref(x, w):
+    x2 = np.atleast_2d(x).astype(np.float64)
+    wn = np.sqrt((w.astype(np.float64) ** 2).sum(1)) + 1e-12
+    xn = np.sqrt((x2 ** 2).sum(1)) + 1e-12
+    y = x2 @ w.T.astype(np.float64) / wn / xn[:, None]
+    return y if x.ndim == 2 else y[0]
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 4), (1, 4)])
+def test_cosine_jacobians(shape, rng):
+    m = pm.Cosine(4, 5, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    assert_jacobian(m, x, wrt="input")
+    assert_jacobian(m, x, wrt="weight")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cosine_against_numpy_and_torch(dtype, rng):
+    m = pm.Cosine(6, 4, dtype=dtype)
+    assert m.weight.shape == (4, 6) and np.abs(m.weight).max() <= 0.5  # 1/sqrt(outputSize)
+    x = rng.standard_normal((5, 6)).astype(dtype)
+    go = rng.standard_normal((5, 4)).astype(dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(m.forward(x), _cosine_ref(x, m.weight), **tol)
+    gi = m.backward(x, go)
+    torch = pytest.importorskip("torch")
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    tw = torch.from_numpy(m.weight.astype(np.float64)).requires_grad_()
+    ty = (tx @ tw.T) / (tw.norm(dim=1) + 1e-12) / (tx.norm(dim=1, keepdim=True) + 1e-12)
+    ty.backward(torch.from_numpy(go.astype(np.float64)))
+    np.testing.assert_allclose(gi, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(m.gradWeight, tw.grad.numpy(), **tol)
+
+
+def test_cosine_scale_and_refusal(rng):
+    m = pm.Cosine(3, 2, dtype=np.float64)
+    x, go = rng.standard_normal((2, 3)), rng.standard_normal((2, 2))
+    m.forward(x)
+    m.backward(x, go)
+    once = m.gradWeight.copy()
+    m.setScaleW(0.5).backward(x, go)
+    np.testing.assert_allclose(m.gradWeight, 1.5 * once)
+    assert_refusal_names_the_module(lambda: pm.Cosine(3, 2), np.zeros((2, 4), np.float32),
+                                    "input has 4 features, expected 3")
+
+
+# -- Maxout ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(4,), (3, 4)])
+@pytest.mark.parametrize("withBias", [True, False])
+def test_maxout_jacobians(shape, withBias, rng):
+    m = pm.Maxout(4, 3, 2, withBias=withBias, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    assert_jacobian(m, x, wrt="input")
+    assert_jacobian(m, x, wrt="parameters")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_maxout_against_numpy_and_torch(dtype, rng):
+    m = pm.Maxout(5, 3, 4, dtype=dtype)
+    assert m.weight.shape == (12, 5) and m.bias.shape == (12,)
+    assert np.abs(m.weight).max() <= 1 / np.sqrt(5)
+    x = rng.standard_normal((6, 5)).astype(dtype)
+    go = rng.standard_normal((6, 3)).astype(dtype)
+    z = x.astype(np.float64) @ m.weight.T.astype(np.float64) + m.bias
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.forward(x), z.reshape(6, 4, 3).max(1), **tol)
+    torch = pytest.importorskip("torch")
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    tw = torch.from_numpy(m.weight.copy()).requires_grad_()
+    tb = torch.from_numpy(m.bias.copy()).requires_grad_()
+    ty = torch.nn.functional.linear(tx, tw, tb).view(6, 4, 3).max(1).values
+    ty.backward(torch.from_numpy(go))
+    np.testing.assert_allclose(m.backward(x, go), tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(m.gradWeight, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(m.gradBias, tb.grad.numpy(), **tol)
+
+
+def test_maxout_nan_wins_and_ties_take_the_first():
+    m = pm.Maxout(1, 1, 3, dtype=np.float64, initWeight=np.ones((3, 1)),
+                  initBias=np.array([0.0, 1.0, 1.0]))
+    x = np.array([[1.0]])
+    np.testing.assert_array_equal(m.forward(x), [[2.0]])
+    m.backward(x, np.array([[1.0]]))
+    np.testing.assert_array_equal(m.gradBias, [0.0, 1.0, 0.0])
+    assert np.isnan(m.forward(np.array([[np.nan]]))).all()
+
+
+# -- Highway --------------------------------------------------------------------------------
+def _highway_ref(m, x, act=lambda z: z):
+    x = x.astype(np.float64)
+    bt = 0 if m.biasT is None else m.biasT
+    bh = 0 if m.biasH is None else m.biasH
+    t = 1 / (1 + np.exp(-(x @ m.weightT.T + bt)))
+    return t * act(x @ m.weightH.T + bh) + (1 - t) * x
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 4)])
+@pytest.mark.parametrize("withBias", [True, False])
+@pytest.mark.parametrize("activation", [None, "tanh"])
+def test_highway_jacobians(shape, withBias, activation, rng):
+    act = pm.Tanh() if activation else None
+    m = pm.Highway(4, withBias=withBias, activation=act, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    np.testing.assert_allclose(m.forward(x),
+                               _highway_ref(m, x, np.tanh if activation else lambda z: z),
+                               rtol=1e-12, atol=1e-12)
+    assert_jacobian(m, x, wrt="input")
+    assert_jacobian(m, x, wrt="parameters")
+
+
+def test_highway_layout():
+    m = pm.Highway(5)
+    assert [a.shape for a in m.parameters()[0]] == [(5, 5), (5,), (5, 5), (5,)]
+    assert m.parameters()[0][0] is m.weightT and m.parameters()[0][3] is m.biasH
+    assert all(np.abs(a).max() <= 1 / np.sqrt(5) for a in m.parameters()[0])
+    assert [a.shape for a in pm.Highway(5, False).parameters()[0]] == [(5, 5), (5, 5)]
+    assert set(m.getParametersTable()[m.getName()]) >= {"weight0", "gradient3"}
+    act = pm.Tanh()
+    h = pm.Highway(3, activation=act, dtype=np.float64)
+    assert act.dtype == np.float64 and h.children() == [act]
+    assert str(h).endswith("(3, Tanh)")
+    h.float()
+    assert act.dtype == np.float32
+    with pytest.raises(TypeError, match="activation must be a layer"):
+        pm.Highway(3, activation="tanh")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_highway_against_torch(dtype, torch, rng):
+    m = pm.Highway(6, activation=pm.ReLU(), dtype=dtype)
+    x = rng.standard_normal((4, 6)).astype(dtype)
+    go = rng.standard_normal((4, 6)).astype(dtype)
+    ps = [torch.from_numpy(a.copy()).requires_grad_() for a in m.parameters()[0]]
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    t = torch.sigmoid(torch.nn.functional.linear(tx, ps[0], ps[1]))
+    ty = t * torch.relu(torch.nn.functional.linear(tx, ps[2], ps[3])) + (1 - t) * tx
+    ty.backward(torch.from_numpy(go))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.forward(x), ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(m.backward(x, go), tx.grad.numpy(), **tol)
+    for g, p in zip(m.parameters()[1], ps, strict=True):
+        np.testing.assert_allclose(g, p.grad.numpy(), **tol)
+
+
+def test_highway_regularizers_and_scales(rng):
+    m = pm.Highway(3, wRegularizer=pm.L2Regularizer(0.5), dtype=np.float64)
+    plain = pm.Highway(3, dtype=np.float64)
+    plain.setWeightsBias(m.getWeightsBias())
+    x, go = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    for mod in (m, plain):
+        mod.forward(x)
+        mod.backward(x, go)
+    np.testing.assert_allclose(m.gradWeightT, plain.gradWeightT + 0.5 * m.weightT)
+    np.testing.assert_allclose(m.gradBiasH, plain.gradBiasH)
+    m.zeroGradParameters()
+    m.freeze().backward(x, go)
+    assert not any(g.any() for g in m.parameters()[1])
+
+
+def test_highway_refusal_names_the_module():
+    assert_refusal_names_the_module(lambda: pm.Highway(3), np.zeros((2, 4), np.float32),
+                                    "input has 4 features, expected 3")
+
+
+# -- Bilinear -------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [None, 1, 3])
+@pytest.mark.parametrize("biasRes", [True, False])
+def test_bilinear_jacobians(n, biasRes, rng):
+    m = pm.Bilinear(4, 3, 2, biasRes=biasRes, dtype=np.float64)
+    lead = () if n is None else (n,)
+    x = [rng.standard_normal(lead + (4,)), rng.standard_normal(lead + (3,))]
+    y = m.forward(x)
+    ref = np.einsum("...i,oij,...j->...o", x[0], m.weight, x[1]) + (m.bias if biasRes else 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert_jacobian(m, x, wrt="input")
+    assert_jacobian(m, x, wrt="parameters")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bilinear_against_torch(dtype, torch, rng):
+    m = pm.Bilinear(5, 4, 3, dtype=dtype)
+    assert m.weight.shape == (3, 5, 4) and np.abs(m.weight).max() <= 1 / np.sqrt(5)
+    x1 = rng.standard_normal((6, 5)).astype(dtype)
+    x2 = rng.standard_normal((6, 4)).astype(dtype)
+    go = rng.standard_normal((6, 3)).astype(dtype)
+    t1, t2 = (torch.from_numpy(a.copy()).requires_grad_() for a in (x1, x2))
+    tw, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (m.weight, m.bias))
+    ty = torch.nn.functional.bilinear(t1, t2, tw, tb)
+    ty.backward(torch.from_numpy(go))
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.forward([x1, x2]), ty.detach().numpy(), **tol)
+    g1, g2 = m.backward([x1, x2], go)
+    np.testing.assert_allclose(g1, t1.grad.numpy(), **tol)
+    np.testing.assert_allclose(g2, t2.grad.numpy(), **tol)
+    np.testing.assert_allclose(m.gradWeight, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(m.gradBias, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("x, match", [
+    ([np.zeros((2, 4), np.float32), np.zeros((3, 3), np.float32)], "input 0 has 2 rows, input 1 3"),
+    ([np.zeros((2, 5), np.float32), np.zeros((2, 3), np.float32)],
+     "input 0 has 5 features, expected 4"),
+    ([np.zeros((2, 4), np.float32)], "input has 1 entries, expected at least 2"),
+])
+def test_bilinear_refusals(x, match):
+    assert_refusal_names_the_module(lambda: pm.Bilinear(4, 3, 2), x, match)
+
+
+@pytest.mark.parametrize("make", [lambda: pm.Cosine(0, 2), lambda: pm.Maxout(3, 2, 0),
+                                  lambda: pm.Highway(0), lambda: pm.Bilinear(2, 0, 1)])
+def test_sizes_must_be_positive(make):
+    with pytest.raises(ValueError, match="must be > 0"):
+        make()

@@ -181,6 +181,13 @@ EXAMPLES = {
     pm.MM: [(lambda: pm.MM(True, False), _table((2, 4, 3), (2, 4, 5)))],
     pm.MV: [(lambda: pm.MV(True), _table((2, 4, 3), (2, 4)))],
     pm.Euclidean: [(lambda: pm.Euclidean(4, 3), _a(2, 4))],
+    pm.Cosine: [(lambda: pm.Cosine(4, 3), _a(2, 4))],
+    pm.Maxout: [(lambda: pm.Maxout(4, 3, 2), _a(2, 4)),
+                (lambda: pm.Maxout(4, 3, 2, withBias=False), _a(2, 4))],
+    pm.Highway: [(lambda: pm.Highway(4), _a(2, 4)),
+                 (lambda: pm.Highway(4, False, pm.Tanh(), pm.L2Regularizer(0.1)), _a(2, 4))],
+    pm.Bilinear: [(lambda: pm.Bilinear(4, 3, 2), _table((2, 4), (2, 3))),
+                  (lambda: pm.Bilinear(4, 3, 2, biasRes=False), _table((2, 4), (2, 3)))],
 }
 
 

@@ -220,7 +220,6 @@ cdef void _accumulate(const floating *x, const floating *go, floating *gw, float
                       floating sw, floating sb, const Layout *lay, int level) noexcept nogil:
     """gw += sw * x * go and gb += sb * go, summed where repeated (gw, gb may be NULL)."""
     cdef Py_ssize_t n = lay.size[level], xs = lay.xs[level], ps = lay.ps[level], i
-    cdef double s1 = 0, s2 = 0
     if level < lay.k - 1:
         for i in range(n):
             _accumulate(x + i * xs, go + i * xs, NULL if gw == NULL else gw + i * ps,
@@ -235,10 +234,33 @@ cdef void _accumulate(const floating *x, const floating *go, floating *gw, float
                 gb[i] += sb * go[i]
         return
     if gw != NULL:
-        for i in range(n):
-            s1 += <double> x[i] * go[i]
-        gw[0] += <floating> (sw * s1)
+        gw[0] += <floating> (sw * _sum(x, go, n))
     if gb != NULL:
-        for i in range(n):
-            s2 += go[i]
-        gb[0] += <floating> (sb * s2)
+        gb[0] += <floating> (sb * _sum(NULL, go, n))
+
+
+cdef double _sum(const floating *x, const floating *go, Py_ssize_t n) noexcept nogil:
+    """sum(x * go) (sum(go) when x is NULL) in double, over eight running sums: one sum is a
+    chain of dependent additions that the compiler may not reorder (7.3 ms against 0.52 ms for
+    the weight gradient of a per-channel CMul of (32, 64, 28, 28), float32)."""
+    cdef double a[8]
+    cdef Py_ssize_t i = 0, j
+    for j in range(8):
+        a[j] = 0
+    if x == NULL:
+        while i + 8 <= n:
+            for j in range(8):
+                a[j] += go[i + j]
+            i += 8
+        while i < n:
+            a[0] += go[i]
+            i += 1
+    else:
+        while i + 8 <= n:
+            for j in range(8):
+                a[j] += <double> x[i + j] * go[i + j]
+            i += 8
+        while i < n:
+            a[0] += <double> x[i] * go[i]
+            i += 1
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))

@@ -365,9 +365,13 @@ def highway_update_grad_input(input, gate, transform, grad_output, grad_input, g
     cdef cnp.ndarray gg = array(grad_gate, "gradGate", t, True)
     cdef cnp.ndarray gh = array(grad_transform, "gradTransform", t, True)
     ndim(x, "input", 1, 2)
-    for a, what in ((g, "gate"), (h, "transform"), (go, "gradOutput"), (gi, "gradInput"),
-                    (gg, "gradGate"), (gh, "gradTransform")):
-        shape_is(a, what, shape(x))
+    cdef tuple sx = shape(x)
+    shape_is(g, "gate", sx)
+    shape_is(h, "transform", sx)
+    shape_is(go, "gradOutput", sx)
+    shape_is(gi, "gradInput", sx)
+    shape_is(gg, "gradGate", sx)
+    shape_is(gh, "gradTransform", sx)
     disjoint_from(gi, "gradInput", x, "input", g, "gate", h, "transform", go, "gradOutput",
                   gg, "gradGate")
     disjoint_from(gg, "gradGate", x, "input", g, "gate", h, "transform", go, "gradOutput",

@@ -257,7 +257,8 @@ class Maxout(Initializable):
         return out
 
     def _scatter(self, gradOutput):
-        gp = self._gradPre = resized(self._gradPre, self._pre.shape, -1, self.dtype)
+        width = self.maxoutNumber * self.outputSize
+        gp = self._gradPre = resized(self._gradPre, gradOutput, width, self.dtype)
         maxout_update_grad_input(gradOutput, self._indices, gp, self.maxoutNumber)
         return gp
 
@@ -309,7 +310,7 @@ class Highway(Module):
         self.biasT = parameter(self, "biasT", s) if self.withBias else None
         self.weightH = parameter(self, "weightH", (s, s))
         self.biasH = parameter(self, "biasH", s) if self.withBias else None
-        for attr in _CACHES:
+        for attr in self._scratch:
             setattr(self, attr, None)
         self.reset()
 
@@ -345,22 +346,26 @@ class Highway(Module):
 
     def accGradParameters(self, input, gradOutput):
         """From the gate gradients of the updateGradInput that ran before (as a graph)."""
-        for w, b, g in (("weightT", "biasT", self._gradGate),
-                        ("weightH", "biasH", self._gradPre)):
-            gw = getattr(self, "grad" + w[0].upper() + w[1:])
-            gb = None if getattr(self, b) is None else getattr(self, "grad" + b[0].upper() + b[1:])
-            linear_acc_grad_parameters(input, g, gw, gb, self.scaleW, self.scaleB)
-            if self.wRegularizer is not None:
-                self.wRegularizer.accRegularization(getattr(self, w), gw, self.scaleW)
-            if self.bRegularizer is not None and gb is not None:
-                self.bRegularizer.accRegularization(getattr(self, b), gb, self.scaleB)
+        if self._gradGate is None or self._gradPre is None:
+            raise ValueError("accGradParameters reads the gate gradients of updateGradInput, "
+                             "which has not run")
+        self._learn(input, self._gradGate, self.weightT, self.gradWeightT, self.biasT,
+                    None if self.biasT is None else self.gradBiasT)
+        self._learn(input, self._gradPre, self.weightH, self.gradWeightH, self.biasH,
+                    None if self.biasH is None else self.gradBiasH)
+
+    def _learn(self, input, grad, weight, gradWeight, bias, gradBias):
+        """One Linear's accGradParameters and regularizers, at its gradient ``grad``."""
+        linear_acc_grad_parameters(input, grad, gradWeight, gradBias, self.scaleW, self.scaleB)
+        if self.wRegularizer is not None:
+            self.wRegularizer.accRegularization(weight, gradWeight, self.scaleW)
+        if self.bRegularizer is not None and bias is not None:
+            self.bRegularizer.accRegularization(bias, gradBias, self.scaleB)
 
     def extraRepr(self):
         act = "" if self.activation is None else f", {type(self.activation).__name__}"
         return f"{self.size}" + ("" if self.withBias else ", no bias") + act
 
-
-_CACHES = Highway._scratch
 
 
 class Bilinear(Initializable):

@@ -371,6 +371,10 @@ def test_highway_regularizers_and_scales(rng):
 def test_highway_refusal_names_the_module():
     assert_refusal_names_the_module(lambda: pm.Highway(3), np.zeros((2, 4), np.float32),
                                     "input has 4 features, expected 3")
+    m = pm.Highway(3)
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^Highway@\w+\(3\): accGradParameters reads the gate"):
+        m.accGradParameters(x, x)
 
 
 # -- Bilinear -------------------------------------------------------------------------------
@@ -422,3 +426,48 @@ def test_bilinear_refusals(x, match):
 def test_sizes_must_be_positive(make):
     with pytest.raises(ValueError, match="must be > 0"):
         make()
+
+
+def _steady_cases():
+    def a(*shape):
+        return lambda rng: rng.standard_normal(shape).astype(np.float32)
+
+    def t(*shapes):
+        return lambda rng: [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    return [
+        (lambda: pm.CMul([1, 16, 1]), a(16, 16, 8)), (lambda: pm.CAdd([16, 1]), a(16, 16, 8)),
+        (lambda: pm.Scale([64]), a(32, 64)), (lambda: pm.Add(64), a(32, 8, 8)),
+        (lambda: pm.Mul(), a(32, 64)), (lambda: pm.Cosine(64, 32), a(32, 64)),
+        (lambda: pm.Maxout(64, 16, 3), a(32, 64)),
+        (lambda: pm.Highway(64, activation=pm.Tanh()), a(32, 64)),
+        (lambda: pm.Bilinear(32, 16, 8), t((32, 32), (32, 16))),
+        (lambda: pm.Euclidean(64, 16), a(32, 64)), (lambda: pm.DotProduct(), t((32, 64), (32, 64))),
+        (lambda: pm.CosineDistance(), t((32, 64), (32, 64))),
+        (lambda: pm.PairwiseDistance(), t((32, 64), (32, 64))),
+        (lambda: pm.MM(True), t((4, 16, 8), (4, 16, 8))), (lambda: pm.MV(), t((4, 16, 8), (4, 8))),
+    ]
+
+
+@pytest.mark.parametrize("make, make_input", _steady_cases())
+def test_steady_state_allocates_nothing(make, make_input, rng):
+    """After warm-up, forward+backward allocate no array memory, not even transiently."""
+    import tracemalloc
+
+    m, x = make(), make_input(rng)
+    y = m.forward(x)
+    go = np.ones_like(y)
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            m.forward(x)
+            m.backward(x, go)
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(10):
+            m.forward(x)
+            m.backward(x, go)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 1024, f"{m}: peak grew by {peak - base} bytes"
+    assert current - base < 1024

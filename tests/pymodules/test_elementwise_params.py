@@ -94,16 +94,18 @@ def test_scale_weight_gradient_reads_the_input(rng):
     assert m.parameters()[0][0] is m.weight and m.parameters()[0][1] is m.bias
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5,), (3, 5), (2, 5, 1), (0, 5)])
-def test_add(shape, rng):
-    m = pm.Add(5, dtype=np.float64)
-    x, go = rng.standard_normal(shape), rng.standard_normal(shape)
+def test_add(shape, dtype, rng):
+    m = pm.Add(5, dtype=dtype)
+    x, go = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     b = m.bias.reshape((1,) * (len(shape) - 1) + (5,) if len(shape) < 3 else (1, 5, 1))
-    np.testing.assert_allclose(m.forward(x), x + b)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(m.forward(x), x + b, rtol=tol, atol=tol)
     np.testing.assert_array_equal(m.backward(x, go), go)
     np.testing.assert_allclose(m.gradBias, go.reshape(-1, 5).sum(0) if shape != (2, 5, 1)
-                               else go.sum(axis=(0, 2)))
-    if shape[0]:
+                               else go.sum(axis=(0, 2)), rtol=10 * tol, atol=10 * tol)
+    if shape[0] and dtype == np.float64:
         assert_jacobian(m, x, wrt="input")
         assert_jacobian(m, x, wrt="parameters")
 
@@ -187,6 +189,9 @@ def test_strided_input(rng):
      "input has dtype float64, expected float32"),
     (lambda: pm.Add(3), np.zeros((2, 4), np.float32),
      r"bias of shape \(3,\) does not apply to input of shape \(2, 4\)"),
+    (lambda: pm.Mul(), np.zeros(3, np.int64), "input has dtype int64, expected float32"),
+    (lambda: pm.Maxout(4, 3, 2), np.zeros((2, 5), np.float32),
+     "input has 5 features, expected 4"),
 ])
 def test_refusals_name_the_module(make, x, match):
     error = TypeError if "dtype" in match else ValueError

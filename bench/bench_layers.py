@@ -360,6 +360,70 @@ def _sum_rows(dtype, rng):
 
 
 SECTIONS["reductions"] = bench_reductions
+def _fb(m, x, g):
+    """forward then backward of module ``m``."""
+    def run():
+        m.forward(x)
+        m.backward(x, g)
+    return run
+
+
+def _torch_fb(f, params, xs, g):
+    """forward then backward of torch function ``f`` on inputs ``xs`` (leaves with grads)."""
+    if torch is None:
+        return None
+    ts = [torch.from_numpy(x.copy()).requires_grad_() for x in xs]
+    ps = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
+    tg = torch.from_numpy(g)
+
+    def run():
+        f(*ts, *ps).backward(tg)
+    return run
+
+
+def bench_params():
+    header("element-wise parameters and products, forward + backward (ref: NumPy)")
+    rng = np.random.default_rng(0)
+    dtype = np.float32
+    x = rng.standard_normal((32, 64, 28, 28)).astype(dtype)
+    m = pm.CMul([1, 64, 1, 1])
+    w = m.weight
+
+    def np_cmul(x=x, w=w):  # gradOutput = x
+        return x * w, x * w, (x * x).sum(axis=(0, 2, 3))
+    row("CMul per channel", dtype, x.shape, _fb(m, x, x), "x * w, its two gradients",
+        np_cmul, _torch_fb(lambda a, p: a * p, [w], [x], x))
+    x = rng.standard_normal((256, 512)).astype(dtype)
+    m = pm.Scale([512])
+    w, b = m.weight, m.bias
+
+    def np_scale(x=x, w=w, b=b):
+        return x * w + b, x * w, (x * x).sum(0), x.sum(0)
+    row("Scale", dtype, x.shape, _fb(m, x, x), "x * w + b, its three gradients", np_scale,
+        _torch_fb(lambda a, p, q: a * p + q, [w, b], [x], x))
+    x1 = rng.standard_normal((128, 64)).astype(dtype)
+    x2 = rng.standard_normal((128, 64)).astype(dtype)
+    m = pm.Bilinear(64, 64, 32)
+    g = rng.standard_normal((128, 32)).astype(dtype)
+    row("Bilinear 64x64->32", dtype, x1.shape, _fb(m, [x1, x2], g), None, None,
+        _torch_fb(torch.nn.functional.bilinear if torch else None, [m.weight, m.bias],
+                  [x1, x2], g))
+    x = rng.standard_normal((64, 256)).astype(dtype)
+    m = pm.Cosine(256, 128)
+    g = rng.standard_normal((64, 128)).astype(dtype)
+
+    def t_cos(a, p):
+        return (a @ p.T) / (p.norm(dim=1) + 1e-12) / (a.norm(dim=1, keepdim=True) + 1e-12)
+    row("Cosine 256->128", dtype, x.shape, _fb(m, x, g), None, None,
+        _torch_fb(t_cos, [m.weight], [x], g))
+    x = rng.standard_normal((128, 64)).astype(dtype)
+    m = pm.Euclidean(64, 32)
+    g = rng.standard_normal((128, 32)).astype(dtype)
+    row("Euclidean 64->32", dtype, x.shape, _fb(m, x, g), None, None,
+        _torch_fb(lambda a, p: torch.cdist(a, p.T), [m.weight], [x], g))
+
+
+SECTIONS["params"] = bench_params
 
 
 def main(argv):

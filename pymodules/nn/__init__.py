@@ -38,7 +38,26 @@ from pymodules.nn.conv import (
     SpatialFullConvolution,
     TemporalConvolution,
 )
+from pymodules.nn.distance import (
+    MM,
+    MV,
+    CosineDistance,
+    DotProduct,
+    Euclidean,
+    PairwiseDistance,
+)
 from pymodules.nn.dropout import Dropout
+from pymodules.nn.elementwise import (
+    Add,
+    Bilinear,
+    CAdd,
+    CMul,
+    Cosine,
+    Highway,
+    Maxout,
+    Mul,
+    Scale,
+)
 from pymodules.nn.embedding import LookupTable
 from pymodules.nn.graph import Graph, Input, Model, Node
 from pymodules.nn.init import (
@@ -121,3 +140,6 @@ __all__ += [
     "AddConstant", "CAveTable", "CDivTable", "CMinTable", "LayerNormalization", "Max", "Mean",
     "Min", "MulConstant", "Negative", "Sum",
 ]
+__all__ += ["Add", "CAdd", "CMul", "Mul", "Scale"]
+__all__ += ["CosineDistance", "DotProduct", "Euclidean", "MM", "MV", "PairwiseDistance"]
+__all__ += ["Bilinear", "Cosine", "Highway", "Maxout"]

@@ -181,6 +181,27 @@ EXAMPLES = {
                                                          rng.uniform(0.5, 2, (3, 4))])],
     pm.CMinTable: [(lambda: pm.CMinTable(), _table((3, 4), (3, 4)))],
     pm.CAveTable: [(lambda: pm.CAveTable(), _table((3, 4), (3, 4), (3, 4)))],
+    # element-wise parameters
+    pm.CMul: [(lambda: pm.CMul([1, 3, 1]), _a(2, 3, 4)),
+              (lambda: pm.CMul([4], wRegularizer=pm.L2Regularizer(0.1)), _a(2, 4))],
+    pm.CAdd: [(lambda: pm.CAdd([3, 1]), _a(2, 3, 4))],
+    pm.Scale: [(lambda: pm.Scale([4]), _a(3, 4))],
+    pm.Add: [(lambda: pm.Add(4), _a(3, 4))],
+    pm.Mul: [(lambda: pm.Mul(), _a(3, 4))],
+    # products and distances
+    pm.DotProduct: [(lambda: pm.DotProduct(), _table((3, 4), (3, 4)))],
+    pm.CosineDistance: [(lambda: pm.CosineDistance(), _table((3, 4), (3, 4)))],
+    pm.PairwiseDistance: [(lambda: pm.PairwiseDistance(3), _table((3, 4), (3, 4)))],
+    pm.MM: [(lambda: pm.MM(True, False), _table((2, 4, 3), (2, 4, 5)))],
+    pm.MV: [(lambda: pm.MV(True), _table((2, 4, 3), (2, 4)))],
+    pm.Euclidean: [(lambda: pm.Euclidean(4, 3), _a(2, 4))],
+    pm.Cosine: [(lambda: pm.Cosine(4, 3), _a(2, 4))],
+    pm.Maxout: [(lambda: pm.Maxout(4, 3, 2), _a(2, 4)),
+                (lambda: pm.Maxout(4, 3, 2, withBias=False), _a(2, 4))],
+    pm.Highway: [(lambda: pm.Highway(4), _a(2, 4)),
+                 (lambda: pm.Highway(4, False, pm.Tanh(), pm.L2Regularizer(0.1)), _a(2, 4))],
+    pm.Bilinear: [(lambda: pm.Bilinear(4, 3, 2), _table((2, 4), (2, 3))),
+                  (lambda: pm.Bilinear(4, 3, 2, biasRes=False), _table((2, 4), (2, 3)))],
 }
 
 

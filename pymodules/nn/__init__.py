@@ -59,6 +59,16 @@ from pymodules.nn.normalization import (
     SpatialBatchNormalization,
     SpatialCrossMapLRN,
 )
+from pymodules.nn.padding import (
+    Cropping2D,
+    Cropping3D,
+    Padding,
+    ResizeBilinear,
+    SpatialZeroPadding,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+)
 from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling, TemporalMaxPooling
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
 from pymodules.nn.shape import (
@@ -104,4 +114,8 @@ __all__ += [
     "LeakyReLU", "Log", "LogSoftMax", "LookupTable", "Normalize", "PReLU", "Power", "ReLU",
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
+]
+__all__ += [
+    "Cropping2D", "Cropping3D", "Padding", "ResizeBilinear", "SpatialZeroPadding", "UpSampling1D",
+    "UpSampling2D", "UpSampling3D",
 ]

@@ -167,6 +167,15 @@ EXAMPLES = {
     pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
                                 _a(2, 3, 5, 5))],
     pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
+    # padding, cropping, resizing
+    pm.SpatialZeroPadding: [(lambda: pm.SpatialZeroPadding(1, -1, 2, 0), _a(2, 3, 4, 5))],
+    pm.Padding: [(lambda: pm.Padding(1, -2, 2, 0.5, 2), _a(2, 3, 4))],
+    pm.Cropping2D: [(lambda: pm.Cropping2D([1, 0], [0, 2], "NHWC"), _a(2, 4, 5, 3))],
+    pm.Cropping3D: [(lambda: pm.Cropping3D([1, 0], [0, 1], [1, 1]), _a(2, 2, 3, 4, 5))],
+    pm.UpSampling1D: [(lambda: pm.UpSampling1D(2), _a(2, 3, 4))],
+    pm.UpSampling2D: [(lambda: pm.UpSampling2D([2, 3]), _a(2, 3, 4, 5))],
+    pm.UpSampling3D: [(lambda: pm.UpSampling3D([1, 2, 2]), _a(2, 2, 3, 4, 5))],
+    pm.ResizeBilinear: [(lambda: pm.ResizeBilinear(5, 3, True), _a(2, 3, 4, 5))],
 }
 
 

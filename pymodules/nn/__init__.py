@@ -94,6 +94,12 @@ from pymodules.nn.table import (
     SelectTable,
     SplitTable,
 )
+from pymodules.nn.volumetric import (
+    VolumetricAveragePooling,
+    VolumetricConvolution,
+    VolumetricFullConvolution,
+    VolumetricMaxPooling,
+)
 
 AbstractModule = Module
 
@@ -118,4 +124,8 @@ __all__ += [
 __all__ += [
     "Cropping2D", "Cropping3D", "Padding", "ResizeBilinear", "SpatialZeroPadding", "UpSampling1D",
     "UpSampling2D", "UpSampling3D",
+]
+__all__ += [
+    "VolumetricAveragePooling", "VolumetricConvolution", "VolumetricFullConvolution",
+    "VolumetricMaxPooling",
 ]

@@ -176,6 +176,15 @@ EXAMPLES = {
     pm.UpSampling2D: [(lambda: pm.UpSampling2D([2, 3]), _a(2, 3, 4, 5))],
     pm.UpSampling3D: [(lambda: pm.UpSampling3D([1, 2, 2]), _a(2, 2, 3, 4, 5))],
     pm.ResizeBilinear: [(lambda: pm.ResizeBilinear(5, 3, True), _a(2, 3, 4, 5))],
+    # 3-D
+    pm.VolumetricConvolution: [(lambda: pm.VolumetricConvolution(2, 3, 2, 2, 2, 1, 2, 1, 1),
+                                _a(2, 2, 3, 4, 4))],
+    pm.VolumetricFullConvolution: [(lambda: pm.VolumetricFullConvolution(
+        2, 4, 2, 2, 2, 2, 1, 1, 0, 0, 0, 1, 0, 0, nGroup=2), _a(2, 2, 3, 3, 3))],
+    pm.VolumetricMaxPooling: [(lambda: pm.VolumetricMaxPooling(2, 2, 2).ceil(),
+                               _a(2, 2, 3, 4, 5))],
+    pm.VolumetricAveragePooling: [(lambda: pm.VolumetricAveragePooling(
+        2, 2, 2, 1, 2, 2, 1, 0, 1, countIncludePad=False), _a(2, 2, 3, 4, 5))],
 }
 
 

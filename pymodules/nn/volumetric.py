@@ -14,6 +14,7 @@ from pymodules.engine.volumetric import (
     avg_pool3d_update_grad_input,
     avg_pool3d_update_output,
     conv3d_acc_grad_parameters,
+    conv3d_scratch_size,
     conv3d_update_grad_input,
     conv3d_update_output,
     max_pool3d_update_grad_input,
@@ -32,13 +33,13 @@ _BLAS_LIMIT = 2**31 - 1  # the sizes of a GEMM are ints
 class _Volumetric(_Weighted):
     """What the two 3-D convolutions share; a subclass sets ``_full`` and ``_args``."""
 
-    _scratch = ("_columns",)
+    _scratch = ("_columns", "_rows")
     _full = False
 
     def _layout(self, input):
         shape = input.shape
         if len(shape) not in (4, 5):
-            return _NO_PLAN[:2]
+            return _NO_PLAN
         k = (self.kT, self.kH, self.kW)
         d, p = (self.dT, self.dH, self.dW), (self.padT, self.padH, self.padW)
         if self._full:
@@ -53,13 +54,20 @@ class _Volumetric(_Weighted):
         for what, n in (("a column length", columns[0]), ("a column count", columns[1])):
             if n > _BLAS_LIMIT:  # before any buffer of that size is allocated
                 raise ValueError(f"{self}: {what} of {n} exceeds the BLAS limit {_BLAS_LIMIT}")
-        return shape[:-4] + (planes,) + size, columns
+        rows = 0 if self._full else conv3d_scratch_size(input, self.weight, self._args)
+        return shape[:-4] + (planes,) + size, columns, rows
+
+    def _rows_scratch(self, size):
+        if not size:
+            return None
+        rows = self._rows = resized(self._rows, (size,), -1, self.dtype)
+        return rows
 
     def updateOutput(self, input):
-        shape, columns = self._plan(input)
+        shape, columns, rows = self._plan(input)
         out = self._output(shape)
         conv3d_update_output(input, out, self.weight, self.bias, self._cols(columns),
-                             self._full, self._args)
+                             self._full, self._args, self._rows_scratch(rows))
         return out
 
     def updateGradInput(self, input, gradOutput):
@@ -108,7 +116,7 @@ class VolumetricConvolution(_Volumetric):
         self.nInputPlane, self.nOutputPlane = int(nInputPlane), int(nOutputPlane)
         self.withBias = bool(withBias)
         self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
-        self._columns = None
+        self._columns = self._rows = None
         self._args = (self.dT, self.dW, self.dH, self.padT, self.padW, self.padH, 0, 0, 0, 1)
         k = self.kT * self.kH * self.kW
         self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
@@ -148,7 +156,7 @@ class VolumetricFullConvolution(_Volumetric):
         self.adjT, self.adjW, self.adjH = int(adjT), int(adjW), int(adjH)
         self.nGroup, self.noBias = int(nGroup), bool(noBias)
         self.wRegularizer, self.bRegularizer = wRegularizer, bRegularizer
-        self._columns = None
+        self._columns = self._rows = None
         self._args = (self.dT, self.dW, self.dH, self.padT, self.padW, self.padH, self.adjT,
                       self.adjW, self.adjH, self.nGroup)
         k = self.kT * self.kH * self.kW

@@ -99,3 +99,33 @@ def test_refusals_name_the_argument_and_numbers():
     with pytest.raises(ValueError, match=r"indices holds 64, outside \[0, 64\)"):
         K.max_pool3d_update_grad_input(x, np.zeros((1, 2, 2, 2, 2), np.float32),
                                        np.zeros_like(x), idx)
+
+
+@pytest.mark.parametrize("args,shape", [
+    (NO_ADJ, (2, 3, 4, 5, 6)),
+    ((2, 1, 2, 1, 0, 1, 0, 0, 0, 1), (2, 3, 5, 6, 7)),
+    ((1, 3, 1, 0, 2, 1, 0, 0, 0, 1), (3, 4, 5, 6)),
+])
+def test_transposed_forward_agrees_with_the_plain_one(args, shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((5, 3, 2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    size = K.conv3d_scratch_size(x, w, args)
+    assert size > 0 and K.conv3d_scratch_size(x.astype(np.float64), w.astype(np.float64),
+                                                args) == 0
+    plain = np.full((1,), np.nan, np.float32)
+    for scratch in (None, np.full(size, np.nan, np.float32)):
+        st, sw, sh, pt, pw, ph = args[:6]
+        out = [(n + 2 * p - k) // d + 1 for n, k, d, p in
+               zip(shape[-3:], (2, 3, 2), (st, sh, sw), (pt, ph, pw), strict=True)]
+        y = np.full(shape[:-4] + (5,) + tuple(out), np.nan, np.float32)
+        cols = np.full((3 * 12, int(np.prod(out))), np.nan, np.float32)
+        K.conv3d_update_output(x, y, w, b, cols, False, args, scratch)
+        if scratch is None:
+            plain = y
+        else:
+            np.testing.assert_allclose(y, plain, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=rf"scratch has shape \({size - 1},\), expected "
+                                         rf"\({size},\)"):
+        K.conv3d_update_output(x, y, w, b, cols, False, args,
+                               np.zeros(size - 1, np.float32))

@@ -457,6 +457,42 @@ cdef void _grid_from_image_t(const float *x, float *y, const float *w, const flo
         pm_transpose_f(yt, M, y + s * M * <Py_ssize_t> P, P, P, M, b)
 
 
+# The weight gradient of the same convolutions (float32, where the transposed forward runs,
+# in the same scratch): each time tap's block of the reordered weight gradient sums
+# gradOutput (M, positions) @ the frame rows (positions, kH * kW * C) it read, over the
+# samples; the sum is folded into gradWeight once per call.
+
+cdef void _acc_weight_t(const float *x, const float *go, float *gw, float *scratch,
+                        const Vol *g, Py_ssize_t n, float scale) noexcept nogil:
+    """_acc_weight of an ungrouped, not pointwise float32 convolution, on frame rows."""
+    cdef int M = <int> g.M, K = <int> (g.C * g.kT * g.kH * g.kW)
+    cdef int KR = <int> (g.C * g.kH * g.kW), F = <int> (g.oH * g.oW)
+    cdef int P = <int> (g.oT * F)
+    cdef Py_ssize_t Tp = _padded(g.oT, g.kT, g.sT), Hp = _padded(g.oH, g.kH, g.sH)
+    cdef Py_ssize_t Wp = _padded(g.oW, g.kW, g.sW), s, i, ot, m, c, t, T = g.kT * g.kH * g.kW
+    cdef float *xp = scratch
+    cdef float *rows = xp + Tp * Hp * Wp * g.C
+    cdef float *gwr = rows + Tp * F * KR + <Py_ssize_t> P * M
+    cdef const float *gs
+    memset(gwr, 0, <size_t> M * K * sizeof(float))
+    for s in range(n):
+        _pad_thwc(x + s * g.C * g.T * g.H * g.W, xp, g, Tp, Hp, Wp)
+        _frame_rows(xp, rows, g, Tp, Hp, Wp)
+        gs = go + s * M * <Py_ssize_t> P
+        for i in range(g.kT):
+            if g.sT == 1:
+                _mm(NoTrans, NoTrans, M, KR, P, <float> 1, gs, P, rows + i * F * KR, KR,
+                    <float> 1, gwr + i * KR, K)
+                continue
+            for ot in range(g.oT):
+                _mm(NoTrans, NoTrans, M, KR, F, <float> 1, gs + ot * F, P,
+                    rows + (ot * g.sT + i) * F * KR, KR, <float> 1, gwr + i * KR, K)
+    for m in range(M):
+        for c in range(g.C):
+            for t in range(T):
+                gw[(m * g.C + c) * T + t] += scale * gwr[m * K + t * g.C + c]
+
+
 def conv3d_scratch_size(input, weight, tuple args):
     """Length of conv3d_update_output's ``scratch`` for a convolution with these arguments;
     0 when it takes none (float64, groups, a pointwise kernel)."""
@@ -578,9 +614,11 @@ cdef void _backward(const floating *go, floating *gi, const floating *w, floatin
 
 
 def conv3d_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, columns, bint full,
-                               tuple args, double scale_w, double scale_b):
+                               tuple args, double scale_w, double scale_b, scratch=None):
     """grad_weight += scale_w * dL/dweight; grad_bias += scale_b * grad_output summed per
-    plane. A scale of 0 skips its term; ``grad_bias`` may be None."""
+    plane. A scale of 0 skips its term; ``grad_bias`` may be None. ``scratch``, as for
+    conv3d_update_output, runs the faster transposed weight gradient where its size is
+    not 0."""
     cdef int t = float_type(grad_weight, "gradWeight")
     cdef cnp.ndarray gw = array(grad_weight, "gradWeight", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -595,8 +633,20 @@ def conv3d_acc_grad_parameters(input, grad_output, grad_weight, grad_bias, colum
     disjoint_from(gb, "gradBias", x, "input", go, "gradOutput", gw, "gradWeight",
                   cols, "columns")
     disjoint_from(cols, "columns", x, "input", go, "gradOutput")
+    cdef cnp.ndarray sc = None
+    cdef Py_ssize_t size = _rows_scratch(&g) if t == cnp.NPY_FLOAT32 and not full else 0
+    if scratch is not None:
+        sc = array(scratch, "scratch", t, True)
+        vector_of(sc, "scratch", size)
+        disjoint_from(sc, "scratch", x, "input", go, "gradOutput", gw, "gradWeight",
+                      gb, "gradBias", cols, "columns")
     with nogil:
-        if t == cnp.NPY_FLOAT32:
+        if sc is not None and size and n:
+            if scale_w != 0:
+                _acc_weight_t(f32(x), f32(go), f32(gw), f32(sc), &g, n, <float> scale_w)
+            _acc(f32(x), f32(go), f32(gw), f32(gb), f32(cols), &g, n, full, 0,
+                 <float> scale_b)
+        elif t == cnp.NPY_FLOAT32:
             _acc(f32(x), f32(go), f32(gw), f32(gb), f32(cols), &g, n, full, <float> scale_w,
                  <float> scale_b)
         else:

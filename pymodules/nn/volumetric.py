@@ -78,10 +78,10 @@ class _Volumetric(_Weighted):
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        columns = self._plan(input)[1]
+        _, columns, rows = self._plan(input)
         conv3d_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
                                    self._cols(columns), self._full, self._args, self.scaleW,
-                                   self.scaleB)
+                                   self.scaleB, self._rows_scratch(rows))
         self._regularize()
 
     def _window(self, name, kT, kW, kH, dT, dW, dH, padT, padW, padH):

@@ -264,18 +264,25 @@ def test_defaults_follow_bigdl():
     assert (a.countIncludePad, a.ceilMode) == (True, False)
 
 
-def test_gradients_accumulate_with_scales(rng):
-    m = pm.VolumetricConvolution(2, 3, 2, 2, 2, dtype=np.float64)
-    x = rng.standard_normal((2, 2, 3, 3, 3))
-    g = rng.standard_normal(m.forward(x).shape)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradients_accumulate_with_scales(dtype, stride, rng):
+    m = pm.VolumetricConvolution(2, 3, 2, 2, 2, stride, 1, 1, 1, 1, 1, dtype=dtype)
+    x = rng.standard_normal((2, 2, 5, 3, 3)).astype(dtype)
+    g = rng.standard_normal(m.forward(x).shape).astype(dtype)
     m.zeroGradParameters()
     m.backward(x, g)
     once = [a.copy() for a in m.parameters()[1]]
+    ref = np.einsum("nothw,nthwcijk->ocijk", g,
+                    sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (1, 1))),
+                                        (2, 2, 2), axis=(2, 3, 4))[:, :, ::stride]
+                    .transpose(0, 2, 3, 4, 1, 5, 6, 7))
+    np.testing.assert_allclose(once[0], ref, rtol=tol(dtype) * 100, atol=tol(dtype) * 100)
     m.setScaleW(0.5)
     m.setScaleB(0)
     m.backward(x, g)
-    np.testing.assert_allclose(m.gradWeight, 1.5 * once[0], rtol=1e-12)
-    np.testing.assert_allclose(m.gradBias, once[1], rtol=1e-12)
+    np.testing.assert_allclose(m.gradWeight, 1.5 * once[0], rtol=tol(dtype) * 10)
+    np.testing.assert_allclose(m.gradBias, once[1], rtol=tol(dtype))
 
 
 def test_buffers_are_reused(rng):

@@ -493,6 +493,80 @@ cdef void _acc_weight_t(const float *x, const float *go, float *gw, float *scrat
                 gw[(m * g.C + c) * T + t] += scale * gwr[m * K + t * g.C + c]
 
 
+# And the input gradient (float32, where the transposed forward runs, in the same scratch):
+# the adjoint of that forward step by step. gradOutput is transposed to (positions, planes);
+# each time tap adds its GEMM into the frame rows; the frame rows are added into the padded
+# channels-last sample, whose inside is transposed back into NCTHW.
+
+cdef void _rows_to_padded(const float *rows, float *xp, const Vol *g, Py_ssize_t Tp,
+                          Py_ssize_t Hp, Py_ssize_t Wp) noexcept nogil:
+    """xp[tt, y*sH + j, x*sW + k, c] += rows[tt, (y, x), (j, k, c)] (adjoint of _frame_rows),
+    xp zeroed first."""
+    cdef Py_ssize_t tt, oy, ox, j, e, KW = g.kW * g.C
+    cdef const float *src = rows
+    cdef float *dst
+    memset(xp, 0, Tp * Hp * Wp * g.C * sizeof(float))
+    for tt in range(Tp):
+        for oy in range(g.oH):
+            for ox in range(g.oW):
+                for j in range(g.kH):
+                    dst = xp + ((tt * Hp + oy * g.sH + j) * Wp + ox * g.sW) * g.C
+                    for e in range(KW):
+                        dst[e] += src[e]
+                    src += KW
+
+
+cdef void _unpad_thwc(const float *xp, float *x, const Vol *g, Py_ssize_t Tp, Py_ssize_t Hp,
+                      Py_ssize_t Wp) noexcept nogil:
+    """image[c, t, y, x] := xp[t + pT, y + pH, x + pW, c] where the windows reached it, else
+    0 (adjoint of _pad_thwc)."""
+    cdef Py_ssize_t it, iy, tt, yy, lo = min(g.pW, Wp), hi = min(g.pW + g.W, Wp)
+    cdef Py_ssize_t plane = g.T * g.H * g.W, c
+    for it in range(g.T):
+        tt = it + g.pT
+        for iy in range(g.H):
+            yy = iy + g.pH
+            if tt >= Tp or yy >= Hp or hi <= lo:
+                for c in range(g.C):
+                    memset(x + c * plane + (it * g.H + iy) * g.W, 0, g.W * sizeof(float))
+                continue
+            pm_transpose_f(xp + ((tt * Hp + yy) * Wp + lo) * g.C, g.C,
+                           x + (it * g.H + iy) * g.W + lo - g.pW, plane, <int> (hi - lo),
+                           <int> g.C, NULL)
+            if hi - g.pW < g.W:
+                for c in range(g.C):
+                    memset(x + c * plane + (it * g.H + iy) * g.W + hi - g.pW, 0,
+                           (g.W - hi + g.pW) * sizeof(float))
+
+
+cdef void _image_from_grid_t(const float *go, float *gi, const float *w, float *scratch,
+                             const Vol *g, Py_ssize_t n) noexcept nogil:
+    """_image_from_grid of an ungrouped, not pointwise float32 convolution, transposed."""
+    cdef int M = <int> g.M, K = <int> (g.C * g.kT * g.kH * g.kW)
+    cdef int KR = <int> (g.C * g.kH * g.kW), F = <int> (g.oH * g.oW)
+    cdef int P = <int> (g.oT * F)
+    cdef Py_ssize_t Tp = _padded(g.oT, g.kT, g.sT), Hp = _padded(g.oH, g.kH, g.sH)
+    cdef Py_ssize_t Wp = _padded(g.oW, g.kW, g.sW), s, i, ot
+    cdef float *xp = scratch
+    cdef float *rows = xp + Tp * Hp * Wp * g.C
+    cdef float *yt = rows + Tp * F * KR
+    cdef float *wr = yt + <Py_ssize_t> P * M
+    _weight_thwc(w, wr, g)
+    for s in range(n):
+        pm_transpose_f(go + s * M * <Py_ssize_t> P, P, yt, M, M, P, NULL)
+        memset(rows, 0, Tp * F * KR * sizeof(float))
+        for i in range(g.kT):
+            if g.sT == 1:
+                _mm(NoTrans, NoTrans, P, KR, M, <float> 1, yt, M, wr + i * KR, K, <float> 1,
+                    rows + i * F * KR, KR)
+                continue
+            for ot in range(g.oT):
+                _mm(NoTrans, NoTrans, F, KR, M, <float> 1, yt + ot * F * M, M, wr + i * KR, K,
+                    <float> 1, rows + (ot * g.sT + i) * F * KR, KR)
+        _rows_to_padded(rows, xp, g, Tp, Hp, Wp)
+        _unpad_thwc(xp, gi + s * g.C * g.T * g.H * g.W, g, Tp, Hp, Wp)
+
+
 def conv3d_scratch_size(input, weight, tuple args):
     """Length of conv3d_update_output's ``scratch`` for a convolution with these arguments;
     0 when it takes none (float64, groups, a pointwise kernel)."""
@@ -583,9 +657,10 @@ cdef void _forward(const floating *x, floating *y, const floating *w, const floa
 
 
 def conv3d_update_grad_input(input, grad_output, grad_input, weight, columns, bint full,
-                             tuple args):
+                             tuple args, scratch=None):
     """grad_input := the adjoint of the (transposed, if ``full``) convolution applied to
-    grad_output (shape of input)."""
+    grad_output (shape of input). ``scratch``, as for conv3d_update_output, runs the faster
+    transposed adjoint of a convolution where its size is not 0."""
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -598,8 +673,17 @@ def conv3d_update_grad_input(input, grad_output, grad_input, weight, columns, bi
     shape_is(gi, "gradInput", shape(x))
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight", cols, "columns")
     disjoint_from(cols, "columns", go, "gradOutput", w, "weight")
+    cdef cnp.ndarray sc = None
+    cdef Py_ssize_t size = _rows_scratch(&g) if t == cnp.NPY_FLOAT32 and not full else 0
+    if scratch is not None:
+        sc = array(scratch, "scratch", t, True)
+        vector_of(sc, "scratch", size)
+        disjoint_from(sc, "scratch", go, "gradOutput", gi, "gradInput", w, "weight",
+                      cols, "columns")
     with nogil:
-        if t == cnp.NPY_FLOAT32:
+        if sc is not None and size and n:
+            _image_from_grid_t(f32(go), f32(gi), f32(w), f32(sc), &g, n)
+        elif t == cnp.NPY_FLOAT32:
             _backward(f32(go), f32(gi), f32(w), f32(cols), &g, n, full)
         else:
             _backward(f64(go), f64(gi), f64(w), f64(cols), &g, n, full)

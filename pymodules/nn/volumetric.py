@@ -71,10 +71,10 @@ class _Volumetric(_Weighted):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        columns = self._plan(input)[1]
+        _, columns, rows = self._plan(input)
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
         conv3d_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
-                                 self._full, self._args)
+                                 self._full, self._args, self._rows_scratch(rows))
         return gi
 
     def accGradParameters(self, input, gradOutput):

@@ -113,7 +113,7 @@ def test_transposed_forward_agrees_with_the_plain_one(args, shape, rng):
     size = K.conv3d_scratch_size(x, w, args)
     assert size > 0 and K.conv3d_scratch_size(x.astype(np.float64), w.astype(np.float64),
                                                 args) == 0
-    plain = np.full((1,), np.nan, np.float32)
+    plain = ()
     for scratch in (None, np.full(size, np.nan, np.float32)):
         st, sw, sh, pt, pw, ph = args[:6]
         out = [(n + 2 * p - k) // d + 1 for n, k, d, p in
@@ -121,10 +121,16 @@ def test_transposed_forward_agrees_with_the_plain_one(args, shape, rng):
         y = np.full(shape[:-4] + (5,) + tuple(out), np.nan, np.float32)
         cols = np.full((3 * 12, int(np.prod(out))), np.nan, np.float32)
         K.conv3d_update_output(x, y, w, b, cols, False, args, scratch)
+        g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        gi = np.full(x.shape, np.nan, np.float32)
+        K.conv3d_update_grad_input(x, g, gi, w, cols, False, args, scratch)
+        gw, gb = np.ones_like(w), np.ones_like(b)
+        K.conv3d_acc_grad_parameters(x, g, gw, gb, cols, False, args, 0.5, 2.0, scratch)
         if scratch is None:
-            plain = y
+            plain = (y, gi, gw, gb)
         else:
-            np.testing.assert_allclose(y, plain, rtol=1e-5, atol=1e-5)
+            for got, want in zip((y, gi, gw, gb), plain, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match=rf"scratch has shape \({size - 1},\), expected "
                                          rf"\({size},\)"):
         K.conv3d_update_output(x, y, w, b, cols, False, args,

@@ -297,7 +297,61 @@ def bench_lenet():
         print(f"# LeNet-5 rows need pm.{', pm.'.join(missing)}: not in this build")
 
 
-SECTIONS = {"activations": bench_activations, "conv": bench_conv, "lenet": bench_lenet}
+def bench_upsampling():
+    header("UpSampling2D x2, nearest (ratio = ours / torch upsample_nearest2d, target <= 1.0)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _upsampling_rows(dtype, rng)
+
+
+def _upsampling_rows(dtype, rng):
+    shape = (32, 16, 28, 28)
+    x = rng.standard_normal(shape).astype(dtype)
+    m = pm.UpSampling2D([2, 2], dtype=dtype)
+    g = rng.standard_normal((32, 16, 56, 56)).astype(dtype)
+    m.forward(x)
+    tx, tg = _torch(x), _torch(g)
+    row("UpSampling2D forward", dtype, shape, lambda: m.forward(x), "np.repeat x2",
+        lambda: np.repeat(np.repeat(x, 2, axis=2), 2, axis=3),
+        None if torch is None else
+        lambda: torch.nn.functional.interpolate(tx, scale_factor=2, mode="nearest"))
+    row("UpSampling2D backward", dtype, shape, lambda: m.backward(x, g), "NumPy sum",
+        lambda: g.reshape(32, 16, 28, 2, 28, 2).sum(axis=(3, 5)),
+        None if torch is None else
+        lambda: torch.ops.aten.upsample_nearest2d_backward(tg, [56, 56], list(shape)))
+
+
+def bench_conv3d():
+    header("VolumetricConvolution 4 -> 8, 3x3x3, pad 1 (ratio = ours / torch conv3d, "
+           "target <= 1.25)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _conv3d_rows(dtype, rng)
+
+
+def _conv3d_rows(dtype, rng):
+    shape = (8, 4, 16, 16, 16)
+    x = rng.standard_normal(shape).astype(dtype)
+    m = pm.VolumetricConvolution(4, 8, 3, 3, 3, 1, 1, 1, 1, 1, 1, dtype=dtype)
+    g = rng.standard_normal((8, 8, 16, 16, 16)).astype(dtype)
+    m.forward(x)
+    tx, tg = _torch(x), _torch(g)
+    tw = None if torch is None else torch.from_numpy(m.weight)
+    tb = None if torch is None else torch.from_numpy(m.bias)
+    row("conv3d forward", dtype, shape, lambda: m.forward(x), None, None,
+        None if torch is None else lambda: torch.nn.functional.conv3d(tx, tw, tb, 1, 1))
+
+    def torch_bwd():
+        # gradInput, gradWeight and gradBias, without re-running the forward
+        torch.ops.aten.convolution_backward(tg, tx, tw, [8], [1, 1, 1], [1, 1, 1], [1, 1, 1],
+                                            False, [0, 0, 0], 1, [True, True, True])
+
+    row("conv3d backward", dtype, shape, lambda: m.backward(x, g), None, None,
+        None if torch is None else torch_bwd)
+
+
+SECTIONS = {"activations": bench_activations, "conv": bench_conv, "lenet": bench_lenet,
+            "upsampling": bench_upsampling, "conv3d": bench_conv3d}
 
 
 # -- layer normalization and reductions -------------------------------------------------------

@@ -78,6 +78,16 @@ from pymodules.nn.normalization import (
     SpatialBatchNormalization,
     SpatialCrossMapLRN,
 )
+from pymodules.nn.padding import (
+    Cropping2D,
+    Cropping3D,
+    Padding,
+    ResizeBilinear,
+    SpatialZeroPadding,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+)
 from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling, TemporalMaxPooling
 from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regularizer
 from pymodules.nn.shape import (
@@ -102,6 +112,12 @@ from pymodules.nn.table import (
     NarrowTable,
     SelectTable,
     SplitTable,
+)
+from pymodules.nn.volumetric import (
+    VolumetricAveragePooling,
+    VolumetricConvolution,
+    VolumetricFullConvolution,
+    VolumetricMaxPooling,
 )
 
 AbstractModule = Module
@@ -143,3 +159,11 @@ __all__ += [
 __all__ += ["Add", "CAdd", "CMul", "Mul", "Scale"]
 __all__ += ["CosineDistance", "DotProduct", "Euclidean", "MM", "MV", "PairwiseDistance"]
 __all__ += ["Bilinear", "Cosine", "Highway", "Maxout"]
+__all__ += [
+    "Cropping2D", "Cropping3D", "Padding", "ResizeBilinear", "SpatialZeroPadding", "UpSampling1D",
+    "UpSampling2D", "UpSampling3D",
+]
+__all__ += [
+    "VolumetricAveragePooling", "VolumetricConvolution", "VolumetricFullConvolution",
+    "VolumetricMaxPooling",
+]

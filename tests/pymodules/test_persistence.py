@@ -202,6 +202,24 @@ EXAMPLES = {
                  (lambda: pm.Highway(4, False, pm.Tanh(), pm.L2Regularizer(0.1)), _a(2, 4))],
     pm.Bilinear: [(lambda: pm.Bilinear(4, 3, 2), _table((2, 4), (2, 3))),
                   (lambda: pm.Bilinear(4, 3, 2, biasRes=False), _table((2, 4), (2, 3)))],
+    # padding, cropping, resizing
+    pm.SpatialZeroPadding: [(lambda: pm.SpatialZeroPadding(1, -1, 2, 0), _a(2, 3, 4, 5))],
+    pm.Padding: [(lambda: pm.Padding(1, -2, 2, 0.5, 2), _a(2, 3, 4))],
+    pm.Cropping2D: [(lambda: pm.Cropping2D([1, 0], [0, 2], "NHWC"), _a(2, 4, 5, 3))],
+    pm.Cropping3D: [(lambda: pm.Cropping3D([1, 0], [0, 1], [1, 1]), _a(2, 2, 3, 4, 5))],
+    pm.UpSampling1D: [(lambda: pm.UpSampling1D(2), _a(2, 3, 4))],
+    pm.UpSampling2D: [(lambda: pm.UpSampling2D([2, 3]), _a(2, 3, 4, 5))],
+    pm.UpSampling3D: [(lambda: pm.UpSampling3D([1, 2, 2]), _a(2, 2, 3, 4, 5))],
+    pm.ResizeBilinear: [(lambda: pm.ResizeBilinear(5, 3, True), _a(2, 3, 4, 5))],
+    # 3-D
+    pm.VolumetricConvolution: [(lambda: pm.VolumetricConvolution(2, 3, 2, 2, 2, 1, 2, 1, 1),
+                                _a(2, 2, 3, 4, 4))],
+    pm.VolumetricFullConvolution: [(lambda: pm.VolumetricFullConvolution(
+        2, 4, 2, 2, 2, 2, 1, 1, 0, 0, 0, 1, 0, 0, nGroup=2), _a(2, 2, 3, 3, 3))],
+    pm.VolumetricMaxPooling: [(lambda: pm.VolumetricMaxPooling(2, 2, 2).ceil(),
+                               _a(2, 2, 3, 4, 5))],
+    pm.VolumetricAveragePooling: [(lambda: pm.VolumetricAveragePooling(
+        2, 2, 2, 1, 2, 2, 1, 0, 1, countIncludePad=False), _a(2, 2, 3, 4, 5))],
 }
 
 

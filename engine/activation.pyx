@@ -383,3 +383,310 @@ def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, doub
     with nogil:
         pm_prelu_acc(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(go),
                      cnp.PyArray_DATA(gw), scale, outer, ch, inner)
+
+
+# -- LogSigmoid, the shrinks, BinaryThreshold, RReLU ----------------------------------------
+# Loops of their own over the scalar functions of vecmath.h (its exp/log family), one fused
+# instance per dtype. NaN: every select is written so that a NaN input gives a NaN output.
+
+from libc.stdint cimport uint64_t
+
+from engine.blas cimport floating
+from engine._check cimport f32, f64
+from engine._hash cimport uniform01
+
+cdef extern from "vecmath.h" nogil:
+    float pm_tanh_f32(float x)
+    double pm_tanh_f64(double x)
+    float pm_sigmoid_f32(float x)
+    double pm_sigmoid_f64(double x)
+    float pm_softplus_f32(float x)
+    double pm_softplus_f64(double x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return pm_tanh_f32(x)
+    else:
+        return pm_tanh_f64(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    if floating is float:
+        return pm_sigmoid_f32(x)
+    else:
+        return pm_sigmoid_f64(x)
+
+
+cdef inline floating _softplus(floating x) noexcept nogil:
+    if floating is float:
+        return pm_softplus_f32(x)
+    else:
+        return pm_softplus_f64(x)
+
+
+cdef void _log_sigmoid_fwd(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
+    # log(1 / (1 + exp(-x))) = -softplus(-x), stable at both ends
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = -_softplus(-x[i])
+
+
+cdef void _log_sigmoid_bwd(const floating *x, const floating *go, floating *gi,
+                           Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi[i] = go[i] * _sigmoid(-x[i])
+
+
+def log_sigmoid_update_output(input, output):
+    """output := log(1 / (1 + exp(-input)))."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        if a.f64:
+            _log_sigmoid_fwd(<const double *> a.x, <double *> a.y, a.n)
+        else:
+            _log_sigmoid_fwd(<const float *> a.x, <float *> a.y, a.n)
+
+
+def log_sigmoid_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output / (1 + exp(input))."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        if a.f64:
+            _log_sigmoid_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, a.n)
+        else:
+            _log_sigmoid_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, a.n)
+
+
+cdef void _soft_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
+                           floating lam) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        y[i] = 0 if (v >= -lam and v <= lam) else (v - lam if v > lam else v + lam)
+
+
+cdef void _shrink_bwd(const floating *x, const floating *go, floating *gi, Py_ssize_t n,
+                      floating lam) noexcept nogil:
+    # both shrinks: the gradient outside [-lam, lam], zero inside (and at NaN, as Torch's
+    # vectorised kernels: its scalar remainder loop passes the gradient there)
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        gi[i] = go[i] if (v < -lam or v > lam) else 0
+
+
+cdef void _hard_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
+                           floating lam) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        y[i] = 0 if (v >= -lam and v <= lam) else v
+
+
+def soft_shrink_update_output(input, output, double the_lambda):
+    """output := input - lambda above lambda, input + lambda below -lambda, else 0."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        if a.f64:
+            _soft_shrink_fwd(<const double *> a.x, <double *> a.y, a.n, the_lambda)
+        else:
+            _soft_shrink_fwd(<const float *> a.x, <float *> a.y, a.n, <float> the_lambda)
+
+
+def soft_shrink_update_grad_input(input, output, grad_output, grad_input, double the_lambda):
+    """grad_input := |input| > lambda ? grad_output : 0 (NaN: 0)."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        if a.f64:
+            _shrink_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, a.n,
+                        the_lambda)
+        else:
+            _shrink_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, a.n,
+                        <float> the_lambda)
+
+
+def hard_shrink_update_output(input, output, double the_lambda):
+    """output := -lambda <= input <= lambda ? 0 : input."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        if a.f64:
+            _hard_shrink_fwd(<const double *> a.x, <double *> a.y, a.n, the_lambda)
+        else:
+            _hard_shrink_fwd(<const float *> a.x, <float *> a.y, a.n, <float> the_lambda)
+
+
+def hard_shrink_update_grad_input(input, output, grad_output, grad_input, double the_lambda):
+    """grad_input := |input| > lambda ? grad_output : 0 (NaN: 0)."""
+    soft_shrink_update_grad_input(input, output, grad_output, grad_input, the_lambda)
+
+
+cdef void _tanh_shrink_fwd(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        y[i] = v - _tanh(v)
+
+
+cdef void _tanh_shrink_bwd(const floating *x, const floating *go, floating *gi,
+                           Py_ssize_t n) noexcept nogil:
+    # from the input: x - y would cancel where |x| is large
+    cdef Py_ssize_t i
+    cdef floating t
+    for i in range(n):
+        t = _tanh(x[i])
+        gi[i] = go[i] * t * t
+
+
+def tanh_shrink_update_output(input, output):
+    """output := input - tanh(input)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        if a.f64:
+            _tanh_shrink_fwd(<const double *> a.x, <double *> a.y, a.n)
+        else:
+            _tanh_shrink_fwd(<const float *> a.x, <float *> a.y, a.n)
+
+
+def tanh_shrink_update_grad_input(input, output, grad_output, grad_input):
+    """grad_input := grad_output * tanh(input)^2."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        if a.f64:
+            _tanh_shrink_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, a.n)
+        else:
+            _tanh_shrink_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, a.n)
+
+
+cdef void _binary_threshold_fwd(const floating *x, floating *y, Py_ssize_t n,
+                                floating th) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        y[i] = 1 if v > th else (0 if v <= th else v)  # NaN stays NaN
+
+
+cdef void _binary_threshold_bwd(const floating *x, const floating *go, floating *gi,
+                                Py_ssize_t n, floating th) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi[i] = 0 if x[i] <= th else go[i]
+
+
+def binary_threshold_update_output(input, output, double th):
+    """output := input > th ? 1 : 0 (NaN stays NaN)."""
+    cdef Arrays a = forward_arrays(input, output)
+    with nogil:
+        if a.f64:
+            _binary_threshold_fwd(<const double *> a.x, <double *> a.y, a.n, th)
+        else:
+            _binary_threshold_fwd(<const float *> a.x, <float *> a.y, a.n, <float> th)
+
+
+def binary_threshold_update_grad_input(input, output, grad_output, grad_input, double th):
+    """grad_input := input <= th ? 0 : grad_output: BigDL's straight-through gradient (the
+    step's own derivative is zero almost everywhere). In place, ``input`` holds the forward's
+    0/1 output, which gives the same gate for 0 <= th < 1."""
+    cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    with nogil:
+        if a.f64:
+            _binary_threshold_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi,
+                                  a.n, th)
+        else:
+            _binary_threshold_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi,
+                                  a.n, <float> th)
+
+
+cdef int _rrelu_bounds(double lower, double upper) except -1:
+    if not (0 <= lower <= upper):
+        raise ValueError(f"the slopes must satisfy 0 <= lower <= upper, got lower {lower}, "
+                         f"upper {upper}")
+    return 0
+
+
+def rrelu_update_output(input, output, noise, double lower, double upper, bint train,
+                        uint64_t seed):
+    """Training: each input <= 0 gets a slope r uniform in [lower, upper) (draw i of ``seed``
+    for element i), output := r * input, noise := r; elsewhere output := input, noise := 1.
+    Evaluation: output := input > 0 ? input : (lower + upper) / 2 * input; ``noise`` is then
+    unused and may be None. ``output`` may be ``input``.
+    """
+    _rrelu_bounds(lower, upper)
+    cdef Arrays a = forward_arrays(input, output)
+    cdef int t = cnp.NPY_FLOAT64 if a.f64 else cnp.NPY_FLOAT32
+    cdef cnp.ndarray r = None
+    if train:
+        r = array(noise, "noise", t, True)
+        shape_is(r, "noise", shape(<cnp.ndarray> input))
+        disjoint(r, "noise", input, "input")
+        disjoint(r, "noise", output, "output")
+    with nogil:
+        if a.f64:
+            _rrelu_fwd(<const double *> a.x, <double *> a.y, f64(r), a.n, lower, upper, seed)
+        else:
+            _rrelu_fwd(<const float *> a.x, <float *> a.y, f32(r), a.n, lower, upper, seed)
+
+
+cdef void _rrelu_fwd(const floating *x, floating *y, floating *r, Py_ssize_t n, double lower,
+                     double upper, uint64_t seed) noexcept nogil:
+    """Training (a noise buffer r) or evaluation (r NULL)."""
+    cdef Py_ssize_t i
+    cdef floating v, s
+    cdef floating mean = <floating> ((lower + upper) / 2)
+    if r == NULL:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if v > 0 else mean * v
+        return
+    for i in range(n):
+        v = x[i]
+        if v <= 0:
+            s = <floating> (lower + (upper - lower) * uniform01(seed, <uint64_t> i))
+            r[i] = s
+            y[i] = v * s
+        else:  # positive, or NaN (which stays NaN), as Torch
+            r[i] = 1
+            y[i] = v
+
+
+def rrelu_update_grad_input(input, grad_output, grad_input, noise, double lower, double upper,
+                            bint train):
+    """Training: grad_input := grad_output * noise (the forward's slopes). Evaluation:
+    grad_input := input > 0 ? grad_output : (lower + upper) / 2 * grad_output (``noise`` may
+    be None). ``grad_input`` may be ``grad_output``.
+    """
+    _rrelu_bounds(lower, upper)
+    cdef Arrays a = backward_arrays(input, input, grad_output, grad_input)
+    cdef int t = cnp.NPY_FLOAT64 if a.f64 else cnp.NPY_FLOAT32
+    cdef cnp.ndarray r = None
+    if train:
+        r = array(noise, "noise", t, False)
+        if shape(r) != shape(<cnp.ndarray> input):
+            raise ValueError(f"input has shape {shape(<cnp.ndarray> input)}, but the "
+                             f"forward's noise has {shape(r)}")
+        disjoint(grad_input, "gradInput", r, "noise")
+    with nogil:
+        if a.f64:
+            _rrelu_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, f64(r),
+                       a.n, (lower + upper) / 2)
+        else:
+            _rrelu_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, f32(r),
+                       a.n, (lower + upper) / 2)
+
+
+cdef void _rrelu_bwd(const floating *x, const floating *go, floating *gi, const floating *r,
+                     Py_ssize_t n, double mean) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating m = <floating> mean
+    if r == NULL:
+        for i in range(n):
+            gi[i] = go[i] if x[i] > 0 else m * go[i]
+        return
+    for i in range(n):
+        gi[i] = go[i] * r[i]

@@ -126,7 +126,7 @@ def spatial_dropout_update_grad_input(grad_output, grad_input, noise, double p, 
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray r = None
     cdef Py_ssize_t a = 1, b = cnp.PyArray_SIZE(go), c = 1
-    shape_is(gi, "gradInput", shape(go))
+    shape_is(go, "gradOutput", shape(gi))  # gradInput is shaped like the input
     disjoint(gi, "gradInput", go, "gradOutput")
     if train:
         r = array(noise, "noise", t, False)
@@ -234,7 +234,7 @@ def gaussian_dropout_update_grad_input(grad_output, grad_input, noise, bint trai
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef cnp.ndarray r = None
-    shape_is(gi, "gradInput", shape(go))
+    shape_is(go, "gradOutput", shape(gi))  # gradInput is shaped like the input
     disjoint(gi, "gradInput", go, "gradOutput")
     if train:
         r = array(noise, "noise", t, False)
@@ -250,6 +250,11 @@ def gaussian_dropout_update_grad_input(grad_output, grad_input, noise, bint trai
             _multiply(f32(go), f32(r), f32(gi), n)
         else:
             _multiply(f64(go), f64(r), f64(gi), n)
+
+
+def gaussian_noise_update_grad_input(grad_output, grad_input):
+    """grad_input := grad_output (the noise is added: it does not change the gradient)."""
+    gaussian_dropout_update_grad_input(grad_output, grad_input, None, False)
 
 
 cdef void _multiply(const floating *go, const floating *r, floating *gi,

@@ -14,6 +14,7 @@ from pymodules.engine.buffers import resized
 from pymodules.engine.noise import (
     gaussian_dropout_update_grad_input,
     gaussian_dropout_update_output,
+    gaussian_noise_update_grad_input,
     gaussian_noise_update_output,
     masking_update_grad_input,
     masking_update_output,
@@ -75,7 +76,7 @@ class _SpatialDropout(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        gi = self.gradInput = resized(self.gradInput, gradOutput, -1, self.dtype)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
         spatial_dropout_update_grad_input(gradOutput, gi, self.noise, self.p, self._train)
         return gi
 
@@ -134,8 +135,8 @@ class GaussianNoise(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        gi = self.gradInput = resized(self.gradInput, gradOutput, -1, self.dtype)
-        gaussian_dropout_update_grad_input(gradOutput, gi, None, False)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        gaussian_noise_update_grad_input(gradOutput, gi)
         return gi
 
     def extraRepr(self):
@@ -169,7 +170,7 @@ class GaussianDropout(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        gi = self.gradInput = resized(self.gradInput, gradOutput, -1, self.dtype)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
         gaussian_dropout_update_grad_input(gradOutput, gi, self.noise, self._train)
         return gi
 

@@ -62,9 +62,9 @@ cdef int _expanded(cnp.ndarray x, str xw, cnp.ndarray y, str yw, Py_ssize_t *siz
 
 def expand_update_output(input, output):
     """output := input repeated along its axes of size 1 to output's shape."""
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t sizes[MAXDIMS]
     cdef Py_ssize_t strides[MAXDIMS]
     cdef int n = _expanded(x, "input", y, "output", sizes, strides)
@@ -81,9 +81,9 @@ def expand_update_output(input, output):
 def expand_update_grad_input(grad_output, grad_input):
     """grad_input := grad_output summed over the axes along which grad_input's shape has
     size 1 (the backward of expand_update_output)."""
-    cdef int t = float_type(grad_input, "gradInput")
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef int t = float_type(grad_output, "gradOutput")
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Py_ssize_t sizes[MAXDIMS]
     cdef Py_ssize_t strides[MAXDIMS]
     cdef int n = _expanded(gi, "gradInput", go, "gradOutput", sizes, strides)
@@ -170,9 +170,9 @@ def reverse_update_grad_input(grad_output, grad_input, Py_ssize_t dim):
 
 
 cdef int _reversed(src, str src_what, dst, str dst_what, Py_ssize_t dim) except -1:
-    cdef int t = float_type(dst, dst_what)
-    cdef cnp.ndarray y = array(dst, dst_what, t, True)
+    cdef int t = float_type(src, src_what)
     cdef cnp.ndarray x = array(src, src_what, t, False)
+    cdef cnp.ndarray y = array(dst, dst_what, t, True)
     cdef Py_ssize_t outer, size, inner
     _bands(x, dim, &outer, &size, &inner)
     shape_is(y, dst_what, shape(x))
@@ -227,9 +227,9 @@ cdef cnp.ndarray _indices(object indices, Py_ssize_t size, Py_ssize_t dim):
 def index_update_output(input, indices, output, Py_ssize_t dim):
     """output := input's slices ``indices`` along axis ``dim``, in that order (numpy's
     ``take``): output's shape is input's with that axis of size len(indices)."""
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t outer, size, inner
     _bands(x, dim, &outer, &size, &inner)
     cdef cnp.ndarray ix = _indices(indices, size, dim)
@@ -259,9 +259,9 @@ cdef void _take(const floating *x, const int64_t *p, floating *y, Py_ssize_t out
 def index_update_grad_input(indices, grad_output, grad_input, Py_ssize_t dim):
     """grad_input := 0, then grad_input's slice indices[k] along ``dim`` += grad_output's
     slice k (a repeated index sums)."""
-    cdef int t = float_type(grad_input, "gradInput")
-    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    cdef int t = float_type(grad_output, "gradOutput")
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Py_ssize_t outer, size, inner
     _bands(gi, dim, &outer, &size, &inner)
     cdef cnp.ndarray ix = _indices(indices, size, dim)

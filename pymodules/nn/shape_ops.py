@@ -25,7 +25,7 @@ from pymodules.nn.module import Module, whole
 from pymodules.nn.table import axis_of
 
 
-def _grad_output(module, gradOutput, shape):
+def _grad_output(gradOutput, shape):
     """``gradOutput``, an array of ``shape`` (the forward's output); ValueError otherwise."""
     g = require_array(gradOutput, "gradOutput")
     if g.shape != shape:
@@ -57,7 +57,7 @@ class Tile(Module):
 
     def updateGradInput(self, input, gradOutput):
         x = require_array(input)
-        g = _grad_output(self, gradOutput, self.output.shape)
+        g = _grad_output(gradOutput, self.output.shape)
         outer, rest = self._split
         gi = self.gradInput = resized(self.gradInput, x)
         expand_update_grad_input(g.reshape(outer, self.copies, rest), gi.reshape(outer, 1, rest))
@@ -84,7 +84,7 @@ class Reverse(Module):
         return out
 
     def updateGradInput(self, input, gradOutput):
-        g = require_array(gradOutput, "gradOutput")
+        g = _grad_output(gradOutput, require_array(input).shape)
         gi = g if self.isInplace else resized(self.gradInput, g)
         reverse_update_grad_input(g, gi, axis_of(self.dimension, g.ndim))
         self.gradInput = gi
@@ -177,7 +177,7 @@ class ExpandSize(Module):
 
     def updateGradInput(self, input, gradOutput):
         x = require_array(input)
-        g = _grad_output(self, gradOutput, self.output.shape)
+        g = _grad_output(gradOutput, self.output.shape)
         gi = self.gradInput = resized(self.gradInput, x)
         expand_update_grad_input(g, gi)
         return gi

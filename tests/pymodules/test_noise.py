@@ -264,3 +264,12 @@ def test_buffers_are_reused(rng):
         n1 = getattr(m, "noise", None)
         assert m.forward(x) is y1 and m.backward(x, x) is g1
         assert getattr(m, "noise", None) is n1
+
+
+@pytest.mark.parametrize("make", [lambda: pm.SpatialDropout1D(), lambda: pm.GaussianNoise(1.0),
+                                  lambda: pm.GaussianDropout(0.5), lambda: pm.RReLU()])
+def test_a_clone_draws_a_stream_of_its_own(make):
+    x = -np.ones((4, 50, 8), np.float32)
+    m = make()
+    c = m.cloneModule()
+    assert not np.array_equal(m.forward(x), c.forward(x))

@@ -386,86 +386,67 @@ def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, doub
 
 
 # -- LogSigmoid, the shrinks, BinaryThreshold, RReLU ----------------------------------------
-# Loops of their own over the scalar functions of vecmath.h (its exp/log family), one fused
-# instance per dtype. NaN: every select is written so that a NaN input gives a NaN output.
+# Where a vecmath.h loop computes the function (LogSigmoid is SoftPlus with beta -1, RReLU in
+# evaluation a LeakyReLU, BinaryThreshold's gradient Threshold's), it runs; the rest are loops
+# of their own, one fused instance per dtype, with their selects written as bit masks
+# (pm_select): a branch on random signs costs more than the arithmetic. NaN: every select is
+# written so that a NaN input gives a NaN output.
 
+from libc.math cimport INFINITY
 from libc.stdint cimport uint64_t
 
 from engine.blas cimport floating
 from engine._check cimport f32, f64
 from engine._hash cimport uniform01
+from engine.vecmath cimport pm_select_f32, pm_select_f64
 
 cdef extern from "vecmath.h" nogil:
     float pm_tanh_f32(float x)
     double pm_tanh_f64(double x)
-    float pm_sigmoid_f32(float x)
-    double pm_sigmoid_f64(double x)
-    float pm_softplus_f32(float x)
-    double pm_softplus_f64(double x)
 
 
-cdef inline floating _tanh(floating x) noexcept nogil:
+cdef inline floating _select(bint take_a, floating a, floating b) noexcept nogil:
+    """a if take_a else b, without a branch."""
     if floating is float:
-        return pm_tanh_f32(x)
+        return pm_select_f32(-<Py_ssize_t> take_a, a, b)
     else:
-        return pm_tanh_f64(x)
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return pm_sigmoid_f32(x)
-    else:
-        return pm_sigmoid_f64(x)
-
-
-cdef inline floating _softplus(floating x) noexcept nogil:
-    if floating is float:
-        return pm_softplus_f32(x)
-    else:
-        return pm_softplus_f64(x)
-
-
-cdef void _log_sigmoid_fwd(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
-    # log(1 / (1 + exp(-x))) = -softplus(-x), stable at both ends
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = -_softplus(-x[i])
-
-
-cdef void _log_sigmoid_bwd(const floating *x, const floating *go, floating *gi,
-                           Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi[i] = go[i] * _sigmoid(-x[i])
+        return pm_select_f64(-<Py_ssize_t> take_a, a, b)
 
 
 def log_sigmoid_update_output(input, output):
-    """output := log(1 / (1 + exp(-input)))."""
+    """output := log(1 / (1 + exp(-input))) = -softplus(-input)."""
     cdef Arrays a = forward_arrays(input, output)
     with nogil:
-        if a.f64:
-            _log_sigmoid_fwd(<const double *> a.x, <double *> a.y, a.n)
-        else:
-            _log_sigmoid_fwd(<const float *> a.x, <float *> a.y, a.n)
+        pm_soft_plus_fwd(a.f64, a.x, a.y, a.n, -1.0, INFINITY)
 
 
 def log_sigmoid_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output / (1 + exp(input))."""
     cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
     with nogil:
-        if a.f64:
-            _log_sigmoid_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, a.n)
-        else:
-            _log_sigmoid_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, a.n)
+        pm_soft_plus_bwd(a.f64, a.x, a.go, a.gi, a.n, -1.0, INFINITY)
 
 
-cdef void _soft_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
-                           floating lam) noexcept nogil:
+cdef void _minus(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
+    """y := x - y."""
     cdef Py_ssize_t i
-    cdef floating v
     for i in range(n):
-        v = x[i]
-        y[i] = 0 if (v >= -lam and v <= lam) else (v - lam if v > lam else v + lam)
+        y[i] = x[i] - y[i]
+
+
+def soft_shrink_update_output(input, output, double the_lambda):
+    """output := input - lambda above lambda, input + lambda below -lambda, else 0: input
+    minus input clamped to [-lambda, lambda] (NaN stays NaN)."""
+    cdef Arrays a = forward_arrays(input, output)
+    if a.x == a.y:
+        raise ValueError("output must not be input: the clamp is written before the "
+                         "difference")
+    with nogil:
+        pm_hard_tanh_fwd(a.f64, a.x, a.y, a.n, -the_lambda, the_lambda)
+        if a.f64:
+            _minus(<const double *> a.x, <double *> a.y, a.n)
+        else:
+            _minus(<const float *> a.x, <float *> a.y, a.n)
 
 
 cdef void _shrink_bwd(const floating *x, const floating *go, floating *gi, Py_ssize_t n,
@@ -476,7 +457,7 @@ cdef void _shrink_bwd(const floating *x, const floating *go, floating *gi, Py_ss
     cdef floating v
     for i in range(n):
         v = x[i]
-        gi[i] = go[i] if (v < -lam or v > lam) else 0
+        gi[i] = _select((v < -lam) | (v > lam), go[i], <floating> 0)
 
 
 cdef void _hard_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
@@ -485,17 +466,7 @@ cdef void _hard_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
     cdef floating v
     for i in range(n):
         v = x[i]
-        y[i] = 0 if (v >= -lam and v <= lam) else v
-
-
-def soft_shrink_update_output(input, output, double the_lambda):
-    """output := input - lambda above lambda, input + lambda below -lambda, else 0."""
-    cdef Arrays a = forward_arrays(input, output)
-    with nogil:
-        if a.f64:
-            _soft_shrink_fwd(<const double *> a.x, <double *> a.y, a.n, the_lambda)
-        else:
-            _soft_shrink_fwd(<const float *> a.x, <float *> a.y, a.n, <float> the_lambda)
+        y[i] = _select(((v >= -lam) & (v <= lam)) ^ 1, v, <floating> 0)
 
 
 def soft_shrink_update_grad_input(input, output, grad_output, grad_input, double the_lambda):
@@ -525,42 +496,56 @@ def hard_shrink_update_grad_input(input, output, grad_output, grad_input, double
     soft_shrink_update_grad_input(input, output, grad_output, grad_input, the_lambda)
 
 
-cdef void _tanh_shrink_fwd(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v
-    for i in range(n):
-        v = x[i]
-        y[i] = v - _tanh(v)
-
-
 cdef void _tanh_shrink_bwd(const floating *x, const floating *go, floating *gi,
                            Py_ssize_t n) noexcept nogil:
     # from the input: x - y would cancel where |x| is large
     cdef Py_ssize_t i
     cdef floating t
     for i in range(n):
-        t = _tanh(x[i])
+        if floating is float:
+            t = pm_tanh_f32(x[i])
+        else:
+            t = pm_tanh_f64(x[i])
         gi[i] = go[i] * t * t
+
+
+cdef void _square_times(const floating *go, floating *gi, Py_ssize_t n) noexcept nogil:
+    """gi := go * gi^2."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        gi[i] = go[i] * gi[i] * gi[i]
 
 
 def tanh_shrink_update_output(input, output):
     """output := input - tanh(input)."""
     cdef Arrays a = forward_arrays(input, output)
+    if a.x == a.y:
+        raise ValueError("output must not be input: tanh is written before the difference")
     with nogil:
+        pm_tanh_fwd(a.f64, a.x, a.y, a.n)
         if a.f64:
-            _tanh_shrink_fwd(<const double *> a.x, <double *> a.y, a.n)
+            _minus(<const double *> a.x, <double *> a.y, a.n)
         else:
-            _tanh_shrink_fwd(<const float *> a.x, <float *> a.y, a.n)
+            _minus(<const float *> a.x, <float *> a.y, a.n)
 
 
 def tanh_shrink_update_grad_input(input, output, grad_output, grad_input):
     """grad_input := grad_output * tanh(input)^2."""
     cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
     with nogil:
-        if a.f64:
-            _tanh_shrink_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, a.n)
-        else:
-            _tanh_shrink_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, a.n)
+        if a.gi == a.go:  # in place: one pass, the scalar tanh
+            if a.f64:
+                _tanh_shrink_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi,
+                                 a.n)
+            else:
+                _tanh_shrink_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi,
+                                 a.n)
+        else:  # tanh(input) into grad_input by the vectorised loop, then the product
+            pm_tanh_fwd(a.f64, a.x, a.gi, a.n)
+            if a.f64:
+                _square_times(<const double *> a.go, <double *> a.gi, a.n)
+            else:
+                _square_times(<const float *> a.go, <float *> a.gi, a.n)
 
 
 cdef void _binary_threshold_fwd(const floating *x, floating *y, Py_ssize_t n,
@@ -570,13 +555,6 @@ cdef void _binary_threshold_fwd(const floating *x, floating *y, Py_ssize_t n,
     for i in range(n):
         v = x[i]
         y[i] = 1 if v > th else (0 if v <= th else v)  # NaN stays NaN
-
-
-cdef void _binary_threshold_bwd(const floating *x, const floating *go, floating *gi,
-                                Py_ssize_t n, floating th) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        gi[i] = 0 if x[i] <= th else go[i]
 
 
 def binary_threshold_update_output(input, output, double th):
@@ -595,12 +573,7 @@ def binary_threshold_update_grad_input(input, output, grad_output, grad_input, d
     0/1 output, which gives the same gate for 0 <= th < 1."""
     cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
     with nogil:
-        if a.f64:
-            _binary_threshold_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi,
-                                  a.n, th)
-        else:
-            _binary_threshold_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi,
-                                  a.n, <float> th)
+        pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
 
 
 cdef int _rrelu_bounds(double lower, double upper) except -1:
@@ -627,7 +600,9 @@ def rrelu_update_output(input, output, noise, double lower, double upper, bint t
         disjoint(r, "noise", input, "input")
         disjoint(r, "noise", output, "output")
     with nogil:
-        if a.f64:
+        if not train:
+            pm_leaky_relu_fwd(a.f64, a.x, a.y, a.n, (lower + upper) / 2)
+        elif a.f64:
             _rrelu_fwd(<const double *> a.x, <double *> a.y, f64(r), a.n, lower, upper, seed)
         else:
             _rrelu_fwd(<const float *> a.x, <float *> a.y, f32(r), a.n, lower, upper, seed)
@@ -635,24 +610,15 @@ def rrelu_update_output(input, output, noise, double lower, double upper, bint t
 
 cdef void _rrelu_fwd(const floating *x, floating *y, floating *r, Py_ssize_t n, double lower,
                      double upper, uint64_t seed) noexcept nogil:
-    """Training (a noise buffer r) or evaluation (r NULL)."""
     cdef Py_ssize_t i
     cdef floating v, s
-    cdef floating mean = <floating> ((lower + upper) / 2)
-    if r == NULL:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if v > 0 else mean * v
-        return
     for i in range(n):
         v = x[i]
-        if v <= 0:
-            s = <floating> (lower + (upper - lower) * uniform01(seed, <uint64_t> i))
-            r[i] = s
-            y[i] = v * s
-        else:  # positive, or NaN (which stays NaN), as Torch
-            r[i] = 1
-            y[i] = v
+        # a slope for every element, kept where the input is not positive (NaN: 1, as Torch)
+        s = _select(v <= 0, <floating> (lower + (upper - lower) * uniform01(seed, <uint64_t> i)),
+                    <floating> 1)
+        r[i] = s
+        y[i] = v * s
 
 
 def rrelu_update_grad_input(input, grad_output, grad_input, noise, double lower, double upper,
@@ -672,21 +638,17 @@ def rrelu_update_grad_input(input, grad_output, grad_input, noise, double lower,
                              f"forward's noise has {shape(r)}")
         disjoint(grad_input, "gradInput", r, "noise")
     with nogil:
-        if a.f64:
-            _rrelu_bwd(<const double *> a.x, <const double *> a.go, <double *> a.gi, f64(r),
-                       a.n, (lower + upper) / 2)
+        if not train:
+            pm_leaky_relu_bwd(a.f64, a.x, a.go, a.gi, a.n, (lower + upper) / 2)
+        elif a.f64:
+            _times(<const double *> a.go, f64(r), <double *> a.gi, a.n)
         else:
-            _rrelu_bwd(<const float *> a.x, <const float *> a.go, <float *> a.gi, f32(r),
-                       a.n, (lower + upper) / 2)
+            _times(<const float *> a.go, f32(r), <float *> a.gi, a.n)
 
 
-cdef void _rrelu_bwd(const floating *x, const floating *go, floating *gi, const floating *r,
-                     Py_ssize_t n, double mean) noexcept nogil:
+cdef void _times(const floating *go, const floating *r, floating *gi,
+                 Py_ssize_t n) noexcept nogil:
+    """gi := go * r."""
     cdef Py_ssize_t i
-    cdef floating m = <floating> mean
-    if r == NULL:
-        for i in range(n):
-            gi[i] = go[i] if x[i] > 0 else m * go[i]
-        return
     for i in range(n):
         gi[i] = go[i] * r[i]

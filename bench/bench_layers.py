@@ -324,9 +324,9 @@ def _more_activation_rows(dtype, rng):
     row("LogSigmoid forward", dtype, (n,), lambda: ls.forward(x), "NumPy", np_log_sigmoid,
         None if torch is None else lambda: F.logsigmoid(tx))
     ls.forward(x)
+    buf = None if torch is None else torch.ops.aten.log_sigmoid_forward(tx)[1]
     row("LogSigmoid backward", dtype, (n,), lambda: ls.updateGradInput(x, g), "-", None,
-        None if torch is None else
-        lambda: torch.ops.aten.log_sigmoid_backward(tg, tx, torch.empty(0, dtype=tx.dtype)))
+        None if torch is None else lambda: torch.ops.aten.log_sigmoid_backward(tg, tx, buf))
     ss = pm.SoftShrink(dtype=dtype)
     row("SoftShrink forward", dtype, (n,), lambda: ss.forward(x), "-", None,
         None if torch is None else lambda: F.softshrink(tx, 0.5))

@@ -403,6 +403,8 @@ from engine.vecmath cimport pm_select_f32, pm_select_f64
 cdef extern from "vecmath.h" nogil:
     float pm_tanh_f32(float x)
     double pm_tanh_f64(double x)
+    float pm_expm1_neg_f32(float x)
+    double pm_expm1_neg_f64(double x)
 
 
 cdef inline floating _select(bint take_a, floating a, floating b) noexcept nogil:
@@ -421,10 +423,34 @@ def log_sigmoid_update_output(input, output):
 
 
 def log_sigmoid_update_grad_input(input, output, grad_output, grad_input):
-    """grad_input := grad_output / (1 + exp(input))."""
+    """grad_input := grad_output / (1 + exp(input)) = grad_output * -expm1(output), from the
+    output (output <= 0, where expm1 is exact to rounding), as Torch keeps a buffer of the
+    forward's exponentials: no exponential of the input again."""
     cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
     with nogil:
-        pm_soft_plus_bwd(a.f64, a.x, a.go, a.gi, a.n, -1.0, INFINITY)
+        if a.gi == a.go:  # in place: one pass
+            if a.f64:
+                _log_sigmoid_bwd(<const double *> a.y, <const double *> a.go, <double *> a.gi,
+                                 a.n)
+            else:
+                _log_sigmoid_bwd(<const float *> a.y, <const float *> a.go, <float *> a.gi,
+                                 a.n)
+        else:  # -expm1(output) by ELU's vectorised loop (alpha -1, output <= 0), times
+            pm_elu_fwd(a.f64, a.y, a.gi, a.n, -1.0)
+            if a.f64:
+                _times(<const double *> a.go, <const double *> a.gi, <double *> a.gi, a.n)
+            else:
+                _times(<const float *> a.go, <const float *> a.gi, <float *> a.gi, a.n)
+
+
+cdef void _log_sigmoid_bwd(const floating *y, const floating *go, floating *gi,
+                           Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if floating is float:
+            gi[i] = -go[i] * pm_expm1_neg_f32(y[i])
+        else:
+            gi[i] = -go[i] * pm_expm1_neg_f64(y[i])
 
 
 cdef void _minus(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
@@ -434,19 +460,24 @@ cdef void _minus(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
         y[i] = x[i] - y[i]
 
 
+cdef void _soft_shrink_fwd(const floating *x, floating *y, Py_ssize_t n,
+                           floating lam) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        y[i] = _select(v > lam, v - lam, _select(v < -lam, v + lam, v * 0))  # NaN * 0: NaN
+
+
 def soft_shrink_update_output(input, output, double the_lambda):
-    """output := input - lambda above lambda, input + lambda below -lambda, else 0: input
-    minus input clamped to [-lambda, lambda] (NaN stays NaN)."""
+    """output := input - lambda above lambda, input + lambda below -lambda, else 0 (NaN
+    stays NaN)."""
     cdef Arrays a = forward_arrays(input, output)
-    if a.x == a.y:
-        raise ValueError("output must not be input: the clamp is written before the "
-                         "difference")
     with nogil:
-        pm_hard_tanh_fwd(a.f64, a.x, a.y, a.n, -the_lambda, the_lambda)
         if a.f64:
-            _minus(<const double *> a.x, <double *> a.y, a.n)
+            _soft_shrink_fwd(<const double *> a.x, <double *> a.y, a.n, the_lambda)
         else:
-            _minus(<const float *> a.x, <float *> a.y, a.n)
+            _soft_shrink_fwd(<const float *> a.x, <float *> a.y, a.n, <float> the_lambda)
 
 
 cdef void _shrink_bwd(const floating *x, const floating *go, floating *gi, Py_ssize_t n,

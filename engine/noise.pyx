@@ -108,6 +108,15 @@ cdef void _spatial_apply(const floating *x, const floating *r, floating *y, Py_s
     cdef const floating *xr
     cdef const floating *rr
     cdef floating *yr
+    cdef floating m
+    if nc == 1:  # channels first: one factor per run of nb values
+        for i in range(na):
+            m = r[i]
+            xr = x + i * nb
+            yr = y + i * nb
+            for j in range(nb):
+                yr[j] = xr[j] * m
+        return
     for i in range(na):
         rr = r + i * nc
         for j in range(nb):

@@ -224,6 +224,59 @@ cdef cnp.ndarray _indices(object indices, Py_ssize_t size, Py_ssize_t dim):
     return ix
 
 
+def index_positions(indices, positions):
+    """positions := indices as int64, for 1-D indices of float32, float64, int32 or int64
+    that hold whole numbers (BigDL's indices are float tensors); ValueError otherwise."""
+    if not cnp.PyArray_Check(indices):
+        raise TypeError(f"indices must be a numpy.ndarray, got {type(indices).__name__}")
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray> indices)
+    if t not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64, cnp.NPY_INT32, cnp.NPY_INT64):
+        raise TypeError(f"indices have dtype {(<object> indices).dtype}, expected float32, "
+                        f"float64, int32 or int64")
+    cdef cnp.ndarray ix = array(indices, "indices", t, False)
+    cdef cnp.ndarray p = array(positions, "positions", cnp.NPY_INT64, True)
+    if cnp.PyArray_NDIM(ix) != 1:
+        raise ValueError(f"indices must be 1-D, got shape {shape(ix)}")
+    shape_is(p, "positions", shape(ix))
+    disjoint(p, "positions", ix, "indices")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(ix), bad
+    cdef void *src = cnp.PyArray_DATA(ix)
+    cdef int64_t *dst = <int64_t *> cnp.PyArray_DATA(p)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            bad = _whole(<const float *> src, dst, n)
+        elif t == cnp.NPY_FLOAT64:
+            bad = _whole(<const double *> src, dst, n)
+        else:
+            bad = _widen(src, t == cnp.NPY_INT64, dst, n)
+    if bad >= 0:
+        raise ValueError(f"indices must be whole numbers, got {(<object> ix)[bad]} at "
+                         f"position {bad}")
+
+
+cdef Py_ssize_t _whole(const floating *src, int64_t *dst, Py_ssize_t n) noexcept nogil:
+    """dst := src as integers; the first position that is not a whole number in the int64
+    range (NaN included), or -1."""
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = src[i]
+        if not (-9.2e18 < v < 9.2e18) or v != <floating> <int64_t> v:
+            return i
+        dst[i] = <int64_t> v
+    return -1
+
+
+cdef Py_ssize_t _widen(const void *src, bint wide, int64_t *dst, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if wide:
+        memcpy(dst, src, n * sizeof(int64_t))
+    else:
+        for i in range(n):
+            dst[i] = (<const int *> src)[i]
+    return -1
+
+
 def index_update_output(input, indices, output, Py_ssize_t dim):
     """output := input's slices ``indices`` along axis ``dim``, in that order (numpy's
     ``take``): output's shape is input's with that axis of size len(indices)."""

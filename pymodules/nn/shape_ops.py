@@ -14,6 +14,7 @@ from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.shape_ops import (
     expand_update_grad_input,
     expand_update_output,
+    index_positions,
     index_update_grad_input,
     index_update_output,
     reverse_update_grad_input,
@@ -120,15 +121,11 @@ class Index(Module):
         return t, ix, axis_of(self.dimension, t.ndim)
 
     def _int_positions(self, ix):
-        """``ix`` as int64 positions, through a reused buffer when they are floats."""
+        """``ix`` as int64 positions, through a reused buffer unless they are int64."""
         if ix.dtype == np.int64:
             return ix
-        if ix.dtype.kind == "f" and not np.array_equal(ix, np.trunc(ix)):
-            raise ValueError(f"indices must be whole numbers, got {ix!r}")
-        if ix.dtype.kind not in "iuf":
-            raise TypeError(f"indices have dtype {ix.dtype}, expected integers or floats")
         p = self._positions = resized(self._positions, ix.shape, -1, np.dtype(np.int64))
-        np.copyto(p, ix, casting="unsafe")
+        index_positions(ix, p)
         return p
 
     def updateOutput(self, input):

@@ -195,10 +195,14 @@ def test_index_nan_in_the_tensor_comes_out(rng):
     (np.array([0, 4]), ValueError, r"index 4 \(position 1\) is out of range for dimension 1 "
                                    r"of size 4"),
     (np.array([-1]), ValueError, "index -1 .* out of range"),
-    (np.array([0.5]), ValueError, "indices must be whole numbers"),
+    (np.array([0.5]), ValueError, "indices must be whole numbers, got 0.5 at position 0"),
     (np.array([np.nan]), ValueError, "indices must be whole numbers"),
     (np.array([[0, 1]]), ValueError, r"indices must be 1-D, got shape \(1, 2\)"),
-    (np.array(["a"]), TypeError, "indices have dtype <U1"),
+    (np.array(["a"]), TypeError, "indices have dtype <U1, expected float32, float64, int32 "
+                                 "or int64"),
+    (np.array([1, 2], np.uint8), TypeError, "indices have dtype uint8"),
+    (np.array([0.0, np.inf], np.float32), ValueError, "whole numbers, got inf at position 1"),
+    (np.array([1e30]), ValueError, "whole numbers, got 1e[+]?30 at position 0"),
 ])
 def test_index_refuses_bad_indices(idx, error, match):
     assert_refusal_names_the_module(lambda: pm.Index(1), [np.zeros((3, 4), np.float32), idx],

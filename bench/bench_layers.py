@@ -480,6 +480,56 @@ def bench_params():
 SECTIONS["params"] = bench_params
 
 
+def bench_more_activations():
+    header("more activations, noise and copying shape modules (ratio = ours / reference)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _more_activation_rows(dtype, rng)
+
+
+def _more_activation_rows(dtype, rng):
+    n = 1 << 20
+    x = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    out = np.empty_like(x)
+    tx, tg = _torch(x), _torch(g)
+    F = None if torch is None else torch.nn.functional
+    ls = pm.LogSigmoid(dtype=dtype)
+
+    def np_log_sigmoid():
+        np.negative(x, out=out)
+        np.logaddexp(0, out, out=out)
+        np.negative(out, out=out)
+
+    row("LogSigmoid forward", dtype, (n,), lambda: ls.forward(x), "NumPy", np_log_sigmoid,
+        None if torch is None else lambda: F.logsigmoid(tx))
+    ls.forward(x)
+    buf = None if torch is None else torch.ops.aten.log_sigmoid_forward(tx)[1]
+    row("LogSigmoid backward", dtype, (n,), lambda: ls.updateGradInput(x, g), "-", None,
+        None if torch is None else lambda: torch.ops.aten.log_sigmoid_backward(tg, tx, buf))
+    ss = pm.SoftShrink(dtype=dtype)
+    row("SoftShrink forward", dtype, (n,), lambda: ss.forward(x), "-", None,
+        None if torch is None else lambda: F.softshrink(tx, 0.5))
+    ts = pm.TanhShrink(dtype=dtype)
+    row("TanhShrink forward", dtype, (n,), lambda: ts.forward(x), "-", None,
+        None if torch is None else lambda: F.tanhshrink(tx))
+    rr = pm.RReLU(dtype=dtype)
+    row("RReLU forward (train)", dtype, (n,), lambda: rr.forward(x), "-", None,
+        None if torch is None else lambda: F.rrelu(tx, training=True))
+    x4 = rng.standard_normal((32, 64, 16, 16)).astype(dtype)
+    sd = pm.SpatialDropout2D(0.3, dtype=dtype)
+    t4 = _torch(x4)
+    row("SpatialDropout2D fwd", dtype, x4.shape, lambda: sd.forward(x4), "-", None,
+        None if torch is None else lambda: F.dropout2d(t4, 0.3, training=True))
+    tile = pm.Tile(1, 4, dtype=dtype)
+    row("Tile forward", dtype, x4.shape, lambda: tile.forward(x4), "np.tile",
+        lambda: np.tile(x4, (1, 4, 1, 1)),
+        None if torch is None else lambda: t4.repeat(1, 4, 1, 1))
+
+
+SECTIONS["more_activations"] = bench_more_activations
+
+
 def main(argv):
     for info in threadpool_info():
         print(f"# {info.get('internal_api')} {info.get('version')} "

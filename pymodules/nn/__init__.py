@@ -166,4 +166,27 @@ __all__ += [
 __all__ += [
     "VolumetricAveragePooling", "VolumetricConvolution", "VolumetricFullConvolution",
     "VolumetricMaxPooling",
+# more activations, noise layers and copying shape modules
+from pymodules.nn.activation import (  # noqa: E402
+    BinaryThreshold,
+    HardShrink,
+    LogSigmoid,
+    RReLU,
+    SoftShrink,
+    TanhShrink,
+)
+from pymodules.nn.noise import (  # noqa: E402
+    GaussianDropout,
+    GaussianNoise,
+    Masking,
+    SpatialDropout1D,
+    SpatialDropout2D,
+    SpatialDropout3D,
+)
+from pymodules.nn.shape_ops import ExpandSize, Index, Pack, Reverse, Tile  # noqa: E402
+
+__all__ += [
+    "BinaryThreshold", "HardShrink", "LogSigmoid", "RReLU", "SoftShrink", "TanhShrink",
+    "GaussianDropout", "GaussianNoise", "Masking", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "ExpandSize", "Index", "Pack", "Reverse", "Tile",
 ]

@@ -300,3 +300,98 @@ class LogSoftMax(Module):
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
         log_softmax_update_grad_input(self.output, gradOutput, gi)
         return gi
+
+
+# -- LogSigmoid, the shrinks, BinaryThreshold, RReLU ------------------------------------------
+from pymodules.random import Stream  # noqa: E402 - this section's own import
+
+
+class LogSigmoid(_Unary, kernel="log_sigmoid"):
+    """``y = log(1 / (1 + exp(-x)))``."""
+
+
+class TanhShrink(_Unary, kernel="tanh_shrink"):
+    """``y = x - tanh(x)``."""
+
+
+class SoftShrink(_Elementwise, kernel="soft_shrink"):
+    """``y = x - the_lambda`` above ``the_lambda``, ``x + the_lambda`` below ``-the_lambda``,
+    0 between."""
+
+    def __init__(self, the_lambda=0.5, dtype=np.float32):
+        if not the_lambda >= 0:
+            raise ValueError(f"{type(self).__name__}: the_lambda must be >= 0, got {the_lambda}")
+        super().__init__(False, (the_lambda,), dtype)
+        self.the_lambda = float(the_lambda)
+
+    def extraRepr(self):
+        return f"{self.the_lambda}"
+
+
+class HardShrink(SoftShrink, kernel="hard_shrink"):
+    """``y = x`` where ``|x| > the_lambda``, 0 elsewhere."""
+
+
+class BinaryThreshold(_Elementwise, kernel="binary_threshold"):
+    """``y = 1 if x > th else 0`` (NaN stays NaN).
+
+    Backward passes ``gradOutput`` where ``x > th`` and 0 elsewhere, as BigDL: a
+    straight-through gradient (the step's derivative is zero almost everywhere).
+    """
+
+    def __init__(self, th=1e-6, ip=False, dtype=np.float32):
+        # In place, the backward reads the gate from the 0/1 output left in the input.
+        if ip and not 0 <= th < 1:
+            raise ValueError(f"BinaryThreshold: in place needs 0 <= th < 1, got th {th}")
+        super().__init__(ip, (th,), dtype)
+        self.th = float(th)
+
+    def extraRepr(self):
+        return f"{self.th}" + (", inplace" if self.inplace else "")
+
+
+class RReLU(Module):
+    """Randomized leaky ReLU: ``y = x if x > 0 else a * x``.
+
+    Training: a fresh slope ``a`` uniform in ``[lower, upper)`` for each element that is not
+    positive, at each forward (``noise`` keeps the slopes, 1 where x > 0, for backward).
+    Evaluation: the mean slope ``(lower + upper) / 2``, a LeakyReLU. With ``inplace``,
+    output is the input and gradInput the gradOutput.
+
+    The slopes come from a generator of the layer's own (``pymodules.random.Stream``), as
+    Dropout's masks: they depend on ``setSeed`` and the order of construction only.
+    """
+
+    _scratch = ("noise",)
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False, dtype=np.float32):
+        super().__init__(dtype)
+        if not 0 <= lower <= upper:
+            raise ValueError(f"RReLU: the slopes must satisfy 0 <= lower <= upper, got lower "
+                             f"{lower}, upper {upper}")
+        self.lower, self.upper = float(lower), float(upper)
+        self.inplace = bool(inplace)
+        self.noise = None
+        self._rng = Stream()
+
+    def updateOutput(self, input):
+        out = input if self.inplace else resized(self.output, input, -1, self.dtype)
+        if self._train:
+            self.noise = resized(self.noise, input, -1, self.dtype)
+            seed = self._rng.generator.bit_generator.random_raw()
+        else:
+            seed = 0
+        _kernels.rrelu_update_output(input, out, self.noise, self.lower, self.upper,
+                                     self._train, seed)
+        self.output = out
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        gi = gradOutput if self.inplace else resized(self.gradInput, input, -1, self.dtype)
+        _kernels.rrelu_update_grad_input(input, gradOutput, gi, self.noise, self.lower,
+                                         self.upper, self._train)
+        self.gradInput = gi
+        return gi
+
+    def extraRepr(self):
+        return f"{self.lower}, {self.upper}" + (", inplace" if self.inplace else "")

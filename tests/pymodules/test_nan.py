@@ -27,7 +27,8 @@ EXAMPLES = _persistence().EXAMPLES
 
 # Layers whose input is not data a NaN can be part of: LookupTable reads indices (a NaN
 # index is refused, test_nan_index_is_refused).
-NOT_DATA = (pm.LookupTable,)
+NOT_DATA = (pm.LookupTable,
+            pm.Index)  # its indices are positions: a NaN or a 40 there is refused
 
 
 def _leaves(x):
@@ -307,6 +308,11 @@ def _oracles(torch):
         (pm.SoftMax(), lambda x: torch.softmax(x, -1)),
         (pm.SoftMin(), lambda x: F.softmin(x, -1)),
         (pm.LogSoftMax(), lambda x: torch.log_softmax(x, -1)),
+        (pm.LogSigmoid(), F.logsigmoid),
+        (pm.SoftShrink(0.7), lambda x: F.softshrink(x, 0.7)),
+        (pm.HardShrink(0.5), lambda x: F.hardshrink(x, 0.5)),
+        (pm.TanhShrink(), F.tanhshrink),
+        (pm.RReLU(0.1, 0.3).evaluate(), lambda x: F.rrelu(x, 0.1, 0.3, training=False)),
     ]
 
 

@@ -220,6 +220,28 @@ EXAMPLES = {
                                _a(2, 2, 3, 4, 5))],
     pm.VolumetricAveragePooling: [(lambda: pm.VolumetricAveragePooling(
         2, 2, 2, 1, 2, 2, 1, 0, 1, countIncludePad=False), _a(2, 2, 3, 4, 5))],
+    # more activations, noise and copying shape modules
+    pm.LogSigmoid: [(lambda: pm.LogSigmoid(), _a(3, 4))],
+    pm.SoftShrink: [(lambda: pm.SoftShrink(0.3), _a(3, 4))],
+    pm.HardShrink: [(lambda: pm.HardShrink(0.3), _a(3, 4))],
+    pm.TanhShrink: [(lambda: pm.TanhShrink(), _a(3, 4))],
+    pm.BinaryThreshold: [(lambda: pm.BinaryThreshold(0.1), _a(3, 4))],
+    pm.RReLU: [(lambda: pm.RReLU(0.1, 0.3), _a(3, 4)), (lambda: pm.RReLU().evaluate(), _a(3, 4))],
+    pm.SpatialDropout1D: [(lambda: pm.SpatialDropout1D(0.3), _a(2, 5, 4))],
+    pm.SpatialDropout2D: [(lambda: pm.SpatialDropout2D(0.4), _a(2, 3, 4, 4)),
+                          (lambda: pm.SpatialDropout2D(0.4, "NHWC").evaluate(), _a(2, 4, 4, 3))],
+    pm.SpatialDropout3D: [(lambda: pm.SpatialDropout3D(0.4, "NHWC"), _a(2, 3, 2, 2, 3))],
+    pm.GaussianNoise: [(lambda: pm.GaussianNoise(0.2), _a(3, 4))],
+    pm.GaussianDropout: [(lambda: pm.GaussianDropout(0.3), _a(3, 4))],
+    pm.Masking: [(lambda: pm.Masking(0.5),
+                  lambda rng: np.where(np.arange(24).reshape(2, 3, 4) < 4, 0.5,
+                                       rng.standard_normal((2, 3, 4))))],
+    pm.Tile: [(lambda: pm.Tile(1, 3), _a(2, 3, 2))],
+    pm.Reverse: [(lambda: pm.Reverse(1), _a(3, 4)), (lambda: pm.Reverse(-1), _a(2, 3, 4))],
+    pm.Index: [(lambda: pm.Index(1), lambda rng: [rng.standard_normal((3, 4)),
+                                                  np.array([3.0, 0.0, 3.0])])],
+    pm.ExpandSize: [(lambda: pm.ExpandSize([3, -1, 4]), _a(1, 2, 1))],
+    pm.Pack: [(lambda: pm.Pack(1), _table((3, 4), (3, 4), (3, 4)))],
 }
 
 

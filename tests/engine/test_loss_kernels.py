@@ -6,13 +6,15 @@ import pytest
 from pymodules.engine import loss_class as C
 from pymodules.engine import loss_elementwise as E
 from pymodules.engine import loss_rows as R
+from tolerance import reduction_tol
 
 DTYPES = [np.float32, np.float64]
 BIG = np.finfo(np.float64).max
 
 
-def _tol(dtype):
-    return 2e-5 if dtype == np.float32 else 1e-12
+def _tol(dtype, k):
+    """Relative (and absolute) tolerance of a result of k float32 terms (1e-12 in float64)."""
+    return reduction_tol(dtype, k, 0)[0]
 
 
 # op: (input(rng), target(rng), f(x, y), f'(x, y)), with margin 0.5 for the hinge
@@ -61,10 +63,11 @@ def test_elementwise_matches_numpy(op, norm, dtype, rng):
     div = {E.SUM: 1, E.MEAN: x.size, E.PER_ROW: x.shape[0]}[norm]
     loss = E.elementwise_update_output(op, x, y, 0.5, norm)
     terms = f(xd, yd) / div
-    assert loss == pytest.approx(terms.sum(), rel=_tol(dtype), abs=_tol(dtype))
+    assert loss == pytest.approx(terms.sum(), rel=_tol(dtype, x.size), abs=_tol(dtype, x.size))
     g = np.full_like(x, np.nan)
     E.elementwise_update_grad_input(op, x, y, g, 0.5, norm)
-    np.testing.assert_allclose(g, df(xd, yd) / div, rtol=_tol(dtype), atol=_tol(dtype))
+    tol = _tol(dtype, x.size)
+    np.testing.assert_allclose(g, df(xd, yd) / div, rtol=tol, atol=tol)
 
 
 def test_elementwise_per_row_of_a_vector_divides_by_one():
@@ -88,12 +91,12 @@ def test_gaussian_matches_numpy(dtype, rng):
     mu, lv, x = (rng.standard_normal((3, 4)).astype(dtype) for _ in range(3))
     m, v, t = (a.astype(np.float64) for a in (mu, lv, x))
     ref = (0.5 * v + 0.5 * np.log(2 * np.pi) + 0.5 * (t - m) ** 2 / np.exp(v)).sum()
-    assert E.gaussian_update_output(mu, lv, x) == pytest.approx(ref, rel=_tol(dtype))
+    assert E.gaussian_update_output(mu, lv, x) == pytest.approx(ref, rel=_tol(dtype, mu.size))
     gm, gl = np.full_like(mu, np.nan), np.full_like(mu, np.nan)
     E.gaussian_update_grad_input(mu, lv, x, gm, gl)
-    np.testing.assert_allclose(gm, (m - t) / np.exp(v), rtol=_tol(dtype))
-    np.testing.assert_allclose(gl, 0.5 - 0.5 * (t - m) ** 2 / np.exp(v), rtol=_tol(dtype),
-                               atol=_tol(dtype))
+    np.testing.assert_allclose(gm, (m - t) / np.exp(v), rtol=_tol(dtype, mu.size))
+    np.testing.assert_allclose(gl, 0.5 - 0.5 * (t - m) ** 2 / np.exp(v), rtol=_tol(dtype, mu.size),
+                               atol=_tol(dtype, mu.size))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -106,7 +109,7 @@ def test_rows_match_numpy(dtype, size_average, rng):
     xx = (xd * xd).sum(1, keepdims=True) + 1e-12
     yy = (yd * yd).sum(1, keepdims=True) + 1e-12
     cos = (xd * yd).sum(1, keepdims=True) / np.sqrt(xx * yy)
-    tol = _tol(dtype)
+    tol = _tol(dtype, x.size)
     assert R.cosine_distance_update_output(x, y, size_average) == pytest.approx(
         (1 - cos).sum() / n, rel=tol, abs=tol)
     g = np.full_like(x, np.nan)
@@ -128,7 +131,7 @@ def test_pairs_match_numpy(dtype, rng):
     y = np.where(rng.uniform(size=(2, 5)) > .5, 1, -1).astype(dtype)
     ad, bd, yd = (v.astype(np.float64) for v in (a, b, y))
     d = 0.4 - yd * (ad - bd)
-    tol = _tol(dtype)
+    tol = _tol(dtype, a.size)
     assert R.margin_ranking_update_output(a, b, y, 0.4, True) == pytest.approx(
         np.maximum(0, d).sum() / 10, rel=tol)
     g1, g2 = np.full_like(a, np.nan), np.full_like(a, np.nan)
@@ -162,7 +165,7 @@ def test_multi_margin_matches_numpy(p, dtype, rng):
         loss += wd[y] * (z ** p).sum()
         g[i] = wd[y] * (z > 0) * (1 if p == 1 else 2 * z)
         g[i, y] = -g[i].sum()
-    tol = _tol(dtype)
+    tol = _tol(dtype, x.size)
     assert C.multi_margin_update_output(x, t, w, p, 0.8, -1, True) == pytest.approx(
         loss / 4 / 4, rel=tol)
     got = np.full_like(x, np.nan)
@@ -184,7 +187,7 @@ def test_multi_label_margin_matches_numpy(dtype, rng):
                 g[i, j] -= z > 0
                 g[i, d] += z > 0
     flags = np.empty(4, dtype)
-    tol = _tol(dtype)
+    tol = _tol(dtype, x.size)
     assert C.multi_label_margin_update_output(x, t, flags, False) == pytest.approx(
         loss / 4, rel=tol)
     got = np.full_like(x, np.nan)
@@ -205,7 +208,7 @@ def test_softmax_with_matches_numpy(mode, norm, dtype, rng):
     picked = np.take_along_axis(lp, lab[:, None], 1)[:, 0]
     onehot = np.zeros_like(xd)
     np.put_along_axis(onehot, lab[:, None], 1, 1)
-    tol = _tol(dtype)
+    tol = _tol(dtype, x.size)
     assert C.softmax_with_update_output(x, t, 5, mode) == pytest.approx(
         -(picked * keep).sum() / norm, rel=tol)
     g = np.full_like(x, np.nan)
@@ -221,7 +224,7 @@ def test_categorical_cross_entropy_matches_numpy(dtype, rng):
     t[1] *= 2  # rows that do not sum to one are taken as they are
     xd, td = x.astype(np.float64), t.astype(np.float64)
     lp = xd - np.log(np.exp(xd).sum(1, keepdims=True))
-    tol = _tol(dtype)
+    tol = _tol(dtype, x.size)
     assert C.categorical_cross_entropy_update_output(x, t) == pytest.approx(
         -(td * lp).sum() / 3, rel=tol)
     g = np.full_like(x, np.nan)

@@ -10,12 +10,12 @@ where z > 0).
 """
 
 cimport numpy as cnp
-from libc.math cimport log, exp
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from engine.blas cimport floating
 from engine._check cimport float_type, array, f32, f64, ndim, shape, shape_is, disjoint_from
+from engine.vecmath cimport pm_softmax_fwd
 
 cnp.import_array()
 
@@ -302,21 +302,46 @@ cdef double _normalizer(int mode, cnp.npy_intp outer, cnp.npy_intp inner,
     return v if v > 1 else 1
 
 
-def softmax_with_update_output(input, target, int64_t ignore_label, int normalize_mode):
-    """-sum over positions (i, j) of log softmax(input[i, :, j])[label], labels equal to
-    ``ignore_label`` skipped, divided by max(1, the normalize_mode count)."""
+def softmax_with_update_output(input, target, log_prob, int64_t ignore_label,
+                               int normalize_mode):
+    """log_prob := log softmax(input) along axis 1; return -sum over positions (i, j) of
+    log_prob[i, label, j], labels equal to ``ignore_label`` skipped, divided by max(1, the
+    normalize_mode count)."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
-    cdef cnp.npy_intp outer, c, inner, valid
+    cdef cnp.npy_intp outer, c, inner, valid = 0
     cdef const int64_t *lab
     _softmax_args(x, target, ignore_label, normalize_mode, &outer, &c, &inner, &lab)
-    cdef double loss
+    cdef cnp.ndarray lp = array(log_prob, "logProb", t, True)
+    shape_is(lp, "logProb", shape(x))
+    disjoint_from(lp, "logProb", x, "input", target, "target")
+    cdef double loss = 0
     with nogil:
+        if outer * inner > 0 and c > 0:
+            pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(lp),
+                           outer, c, inner, 1, True)
         if t == cnp.NPY_FLOAT32:
-            loss = _softmax_with(f32(x), lab, NULL, outer, c, inner, ignore_label, &valid, 0)
+            loss = _picked(f32(lp), lab, outer, c, inner, ignore_label, &valid)
         else:
-            loss = _softmax_with(f64(x), lab, NULL, outer, c, inner, ignore_label, &valid, 0)
+            loss = _picked(f64(lp), lab, outer, c, inner, ignore_label, &valid)
     return loss / _normalizer(normalize_mode, outer, inner, valid)
+
+
+cdef double _picked(const floating *lp, const int64_t *lab, cnp.npy_intp outer,
+                    cnp.npy_intp c, cnp.npy_intp inner, int64_t ignore,
+                    cnp.npy_intp *valid) noexcept nogil:
+    """-sum of the log-probabilities of the labels not ignored; ``valid`` counts them."""
+    cdef double s = 0
+    cdef cnp.npy_intp i, j
+    cdef int64_t y
+    valid[0] = 0
+    for i in range(outer):
+        for j in range(inner):
+            y = lab[i * inner + j]
+            if y != ignore:
+                valid[0] += 1
+                s -= lp[(i * c + y) * inner + j]
+    return s
 
 
 def softmax_with_update_grad_input(input, target, grad_input, int64_t ignore_label,
@@ -334,46 +359,33 @@ def softmax_with_update_grad_input(input, target, grad_input, int64_t ignore_lab
     for i in range(outer * inner):
         valid += lab[i] != ignore_label
     cdef double scale = 1.0 / _normalizer(normalize_mode, outer, inner, valid)
+    if outer * inner == 0 or c == 0:
+        return
     with nogil:
+        pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(g), outer,
+                       c, inner, 1, False)
         if t == cnp.NPY_FLOAT32:
-            _softmax_with(f32(x), lab, f32(g), outer, c, inner, ignore_label, &valid, scale)
+            _minus_onehot(f32(g), lab, outer, c, inner, ignore_label, scale)
         else:
-            _softmax_with(f64(x), lab, f64(g), outer, c, inner, ignore_label, &valid, scale)
+            _minus_onehot(f64(g), lab, outer, c, inner, ignore_label, scale)
 
 
-cdef double _softmax_with(const floating *x, const int64_t *lab, floating *g,
-                          cnp.npy_intp outer, cnp.npy_intp c, cnp.npy_intp inner,
-                          int64_t ignore, cnp.npy_intp *valid, double scale) noexcept nogil:
-    """The summed loss; with g also its gradient times ``scale``."""
-    cdef double s = 0, mx, lse, v
-    cdef cnp.npy_intp i, j, m, base
+cdef void _minus_onehot(floating *g, const int64_t *lab, cnp.npy_intp outer, cnp.npy_intp c,
+                        cnp.npy_intp inner, int64_t ignore, double scale) noexcept nogil:
+    """g := (g - onehot(label)) * scale along axis 1, zero where the label is ignored."""
+    cdef cnp.npy_intp i, j, m, n = outer * c * inner
     cdef int64_t y
-    valid[0] = 0
+    cdef floating s = <floating> scale
     for i in range(outer):
         for j in range(inner):
-            base = i * c * inner + j
             y = lab[i * inner + j]
             if y == ignore:
-                if g != NULL:
-                    for m in range(c):
-                        g[base + m * inner] = 0
-                continue
-            valid[0] += 1
-            mx = x[base]
-            for m in range(1, c):
-                v = x[base + m * inner]
-                if v > mx:
-                    mx = v
-            lse = 0
-            for m in range(c):
-                lse += exp(x[base + m * inner] - mx)
-            lse = mx + log(lse)
-            s -= x[base + y * inner] - lse
-            if g != NULL:
                 for m in range(c):
-                    g[base + m * inner] = <floating> (scale * exp(x[base + m * inner] - lse))
-                g[base + y * inner] -= <floating> scale
-    return s
+                    g[(i * c + m) * inner + j] = 0
+            else:
+                g[(i * c + y) * inner + j] -= 1
+    for i in range(n):
+        g[i] *= s
 
 
 # -- cross-entropy against a distribution ---------------------------------------------------
@@ -389,22 +401,36 @@ cdef int _distribution_args(cnp.ndarray x, cnp.ndarray y, cnp.npy_intp *n,
     return 0
 
 
-def categorical_cross_entropy_update_output(input, target):
-    """-sum_ij target[i, j] log softmax(input[i])[j] / rows. (n, k), (n, k) -> float."""
+def categorical_cross_entropy_update_output(input, target, log_prob):
+    """log_prob := log softmax(input) by rows; return -sum_ij target[i, j] log_prob[i, j]
+    / rows. (n, k), (n, k) -> float."""
     cdef int t = float_type(input, "input")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(target, "target", t, False)
     cdef cnp.npy_intp n, k
     _distribution_args(x, y, &n, &k)
+    cdef cnp.ndarray lp = array(log_prob, "logProb", t, True)
+    shape_is(lp, "logProb", shape(x))
+    disjoint_from(lp, "logProb", x, "input", y, "target")
     cdef double loss
     if n == 0 or k == 0:
         return 0.0
     with nogil:
+        pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(lp), n, k,
+                       1, 1, True)
         if t == cnp.NPY_FLOAT32:
-            loss = _categorical(f32(x), f32(y), NULL, n, k, 0)
+            loss = _weighted_sum(f32(y), f32(lp), n * k)
         else:
-            loss = _categorical(f64(x), f64(y), NULL, n, k, 0)
-    return loss / n
+            loss = _weighted_sum(f64(y), f64(lp), n * k)
+    return -loss / n
+
+
+cdef double _weighted_sum(const floating *w, const floating *v, cnp.npy_intp n) noexcept nogil:
+    cdef double s = 0
+    cdef cnp.npy_intp i
+    for i in range(n):
+        s += <double> w[i] * v[i]
+    return s
 
 
 def categorical_cross_entropy_update_grad_input(input, target, grad_input):
@@ -420,35 +446,29 @@ def categorical_cross_entropy_update_grad_input(input, target, grad_input):
     if n == 0 or k == 0:
         return
     with nogil:
+        pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(g), n, k, 1,
+                       1, False)
         if t == cnp.NPY_FLOAT32:
-            _categorical(f32(x), f32(y), f32(g), n, k, 1.0 / n)
+            _softmax_minus_target(f32(y), f32(g), n, k, 1.0 / n)
         else:
-            _categorical(f64(x), f64(y), f64(g), n, k, 1.0 / n)
+            _softmax_minus_target(f64(y), f64(g), n, k, 1.0 / n)
 
 
-cdef double _categorical(const floating *x, const floating *y, floating *g, cnp.npy_intp n,
-                         cnp.npy_intp k, double scale) noexcept nogil:
-    """The summed loss; with g also its gradient times ``scale``."""
-    cdef double s = 0, mx, lse, total
+cdef void _softmax_minus_target(const floating *y, floating *g, cnp.npy_intp n, cnp.npy_intp k,
+                                double scale) noexcept nogil:
+    """g_i := scale * (g_i sum(y_i) - y_i) for each row i of softmax probabilities g."""
+    cdef double total
+    cdef floating a, b
     cdef cnp.npy_intp i, j
-    cdef const floating *row
     cdef const floating *t
+    cdef floating *r
     for i in range(n):
-        row = x + i * k
         t = y + i * k
-        mx = row[0]
-        for j in range(1, k):
-            if row[j] > mx:
-                mx = row[j]
-        lse = 0
+        r = g + i * k
         total = 0
         for j in range(k):
-            lse += exp(row[j] - mx)
             total += t[j]
-        lse = mx + log(lse)
+        a = <floating> (scale * total)
+        b = <floating> scale
         for j in range(k):
-            s -= t[j] * (row[j] - lse)
-        if g != NULL:
-            for j in range(k):
-                g[i * k + j] = <floating> (scale * (total * exp(row[j] - lse) - t[j]))
-    return s
+            r[j] = a * r[j] - b * t[j]

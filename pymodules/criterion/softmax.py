@@ -1,14 +1,32 @@
 """Softmax criteria: Caffe's SoftmaxWithLoss over the class axis of (batch, classes, ...)
 with 0-based labels, and the cross-entropy of scores against one-hot (distribution) rows."""
 
+import numpy as np
+
 from pymodules.criterion.base import Criterion, class_labels
 from pymodules.engine import loss_class as C
+from pymodules.engine.buffers import resized
 from pymodules.nn.module import whole
 
 _MODES = {"FULL": C.FULL, "VALID": C.VALID, "BATCH_SIZE": C.BATCH_SIZE, "NONE": C.NONE}
 
 
-class SoftmaxWithCriterion(Criterion):
+class _Softmax(Criterion):
+    """A criterion whose forward keeps log softmax(input) in a scratch buffer."""
+
+    _scratch = ("_logProb",)
+
+    def __init__(self):
+        super().__init__(True)
+        self._logProb = np.empty(0, np.float32)
+
+    def _log_prob(self, input):
+        lp = self._logProb = resized(self._logProb, input, -1,
+                                     getattr(input, "dtype", np.float32))
+        return lp
+
+
+class SoftmaxWithCriterion(_Softmax):
     """Multinomial logistic loss of softmax over axis 1 of input (batch, classes, d1, ...),
     against 0-based labels (batch, d1, ...): -sum log softmax(input)[label], divided by
     max(1, N), N as ``normalizeMode`` says: "FULL" (every position), "VALID" (the positions
@@ -20,7 +38,7 @@ class SoftmaxWithCriterion(Criterion):
     """
 
     def __init__(self, ignoreLabel=None, normalizeMode="VALID"):
-        super().__init__(True)
+        super().__init__()
         self.ignoreLabel = None if ignoreLabel is None else whole(self, "ignoreLabel",
                                                                   ignoreLabel)
         mode = normalizeMode.upper() if isinstance(normalizeMode, str) else normalizeMode
@@ -36,8 +54,8 @@ class SoftmaxWithCriterion(Criterion):
         return class_labels(target)
 
     def updateOutput(self, input, target):
-        return C.softmax_with_update_output(input, target, self._ignored(),
-                                            _MODES[self.normalizeMode])
+        return C.softmax_with_update_output(input, target, self._log_prob(input),
+                                            self._ignored(), _MODES[self.normalizeMode])
 
     def updateGradInput(self, input, target):
         g = self.gradInput = self._grad_like(input)
@@ -49,17 +67,17 @@ class SoftmaxWithCriterion(Criterion):
         return f"ignoreLabel={self.ignoreLabel}, normalizeMode={self.normalizeMode}"
 
 
-class CategoricalCrossEntropy(Criterion):
+class CategoricalCrossEntropy(_Softmax):
     """CrossEntropyCriterion with one-hot targets: input (batch, classes) of scores, target
     of the same shape; -sum_j target_j log softmax(input)_j per row, averaged over the rows.
     A row that is not one-hot counts as the distribution it holds (Keras's categorical
     cross-entropy, PyTorch's cross_entropy of class probabilities)."""
 
     def __init__(self):
-        super().__init__(True)
+        super().__init__()
 
     def updateOutput(self, input, target):
-        return C.categorical_cross_entropy_update_output(input, target)
+        return C.categorical_cross_entropy_update_output(input, target, self._log_prob(input))
 
     def updateGradInput(self, input, target):
         g = self.gradInput = self._grad_like(input)

@@ -209,12 +209,14 @@ def test_softmax_with_matches_numpy(mode, norm, dtype, rng):
     onehot = np.zeros_like(xd)
     np.put_along_axis(onehot, lab[:, None], 1, 1)
     tol = _tol(dtype, x.size)
-    assert C.softmax_with_update_output(x, t, 5, mode) == pytest.approx(
+    scratch = np.full_like(x, np.nan)
+    assert C.softmax_with_update_output(x, t, scratch, 5, mode) == pytest.approx(
         -(picked * keep).sum() / norm, rel=tol)
     g = np.full_like(x, np.nan)
     C.softmax_with_update_grad_input(x, t, g, 5, mode)
     np.testing.assert_allclose(g, (np.exp(lp) - onehot) * keep[:, None] / norm, rtol=tol,
                                atol=tol)
+    np.testing.assert_allclose(scratch, lp, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -225,7 +227,7 @@ def test_categorical_cross_entropy_matches_numpy(dtype, rng):
     xd, td = x.astype(np.float64), t.astype(np.float64)
     lp = xd - np.log(np.exp(xd).sum(1, keepdims=True))
     tol = _tol(dtype, x.size)
-    assert C.categorical_cross_entropy_update_output(x, t) == pytest.approx(
+    assert C.categorical_cross_entropy_update_output(x, t, np.empty_like(x)) == pytest.approx(
         -(td * lp).sum() / 3, rel=tol)
     g = np.full_like(x, np.nan)
     C.categorical_cross_entropy_update_grad_input(x, t, g)
@@ -247,8 +249,11 @@ def test_empty_sizes():
     C.multi_margin_update_grad_input(x, labels, g, None, 1, 1.0, -1, True)
     assert C.multi_label_margin_update_output(x, np.empty((0, 3), np.int64), np.empty(3),
                                               True) == 0.0
-    assert C.softmax_with_update_output(np.empty((0, 3, 2)), labels, -1, C.VALID) == 0.0
-    assert C.categorical_cross_entropy_update_output(x, x.copy()) == 0.0
+    assert C.softmax_with_update_output(np.empty((0, 3, 2)), labels, np.empty((0, 3, 2)), -1,
+                                        C.VALID) == 0.0
+    assert C.softmax_with_update_output(np.empty((2, 0)), np.full(2, -1), np.empty((2, 0)), -1,
+                                        C.VALID) == 0.0
+    assert C.categorical_cross_entropy_update_output(x, x.copy(), g) == 0.0
     # rows of no elements: cosine distance 1 - 0, Dice 1 - eps / eps
     assert R.cosine_distance_update_output(np.empty((2, 0)), np.empty((2, 0)), False) == 2.0
     assert R.dice_update_output(np.empty((2, 0)), np.empty((2, 0)), 1.0, False) == 0.0
@@ -286,7 +291,9 @@ def test_refusals():
     with pytest.raises(ValueError, match=r"isTarget has shape \(2,\), expected \(3,\)"):
         C.multi_label_margin_update_output(x, np.zeros((2, 3), np.int64), np.empty(2), True)
     with pytest.raises(ValueError, match="unknown normalize mode 9"):
-        C.softmax_with_update_output(x, np.zeros(2, np.int64), -1, 9)
+        C.softmax_with_update_output(x, np.zeros(2, np.int64), x.copy(), -1, 9)
+    with pytest.raises(ValueError, match="logProb overlaps input"):
+        C.softmax_with_update_output(x, np.zeros(2, np.int64), x, -1, C.VALID)
     with pytest.raises(ValueError, match="gradInput overlaps target"):
         t = np.zeros((2, 3))
         C.categorical_cross_entropy_update_grad_input(x, t, t)

@@ -10,24 +10,24 @@ gradient on [lo, hi], a hinge on d >= 0).
 """
 
 cimport numpy as cnp
-from libc.math cimport fabs, log, exp, log1p, M_PI
+from libc.math cimport fabs, log, exp, M_PI, INFINITY
 from libc.float cimport DBL_MAX
 
 from engine.blas cimport floating
 from engine._check cimport float_type, array, f32, f64, shape, disjoint, disjoint_from
+from engine.vecmath cimport pm_soft_plus_fwd, pm_sigmoid_fwd
 
 cnp.import_array()
 
 # Elementwise ops of elementwise_update_output / elementwise_update_grad_input.
 cpdef enum:
-    SOFT_MARGIN = 0      # log(1 + exp(-y x))
-    HINGE_EMBEDDING = 1  # x where y != -1, plus max(0, param - x) where y != 1
-    L1_COST = 2          # |x| (no target)
-    POISSON = 3          # x - y log(x + 1e-7)
-    PERCENTAGE = 4       # 100 |x - y| / clip(|y|, 1e-7, DBL_MAX)
-    SQUARED_LOG = 5      # (log(clip(y) + 1) - log(clip(x) + 1))^2, clip to [1e-7, DBL_MAX]
-    KL_DIVERGENCE = 6    # y log(clip(y) / clip(x)), clip to [1e-8, 1]
-    _N_OPS = 7
+    HINGE_EMBEDDING = 0  # x where y != -1, plus max(0, param - x) where y != 1
+    L1_COST = 1          # |x| (no target)
+    POISSON = 2          # x - y log(x + 1e-7)
+    PERCENTAGE = 3       # 100 |x - y| / clip(|y|, 1e-7, DBL_MAX)
+    SQUARED_LOG = 4      # (log(clip(y) + 1) - log(clip(x) + 1))^2, clip to [1e-7, DBL_MAX]
+    KL_DIVERGENCE = 5    # y log(clip(y) / clip(x)), clip to [1e-8, 1]
+    _N_OPS = 6
 
 # How a summed loss is divided (``norm``).
 cpdef enum:
@@ -105,11 +105,7 @@ cdef double _loss(int op, const floating *x, const floating *y, Py_ssize_t n,
         xi = x[i]
         if y != NULL:
             yi = y[i]
-        if op == SOFT_MARGIN:
-            # softplus(-z) = max(-z, 0) + log(1 + exp(-|z|)): no overflow for any z
-            z = -yi * xi
-            term = (z if z > 0 else 0) + log1p(exp(-fabs(z)))
-        elif op == HINGE_EMBEDDING:
+        if op == HINGE_EMBEDDING:
             term = 0
             if yi != -1:
                 term = xi
@@ -154,21 +150,13 @@ def elementwise_update_grad_input(int op, input, target, grad_input, double para
 
 cdef void _grad(int op, const floating *x, const floating *y, floating *g, Py_ssize_t n,
                 double param, double scale) noexcept nogil:
-    cdef double xi, yi = 0, z, e, v
+    cdef double xi, yi = 0, z, v
     cdef Py_ssize_t i
     for i in range(n):
         xi = x[i]
         if y != NULL:
             yi = y[i]
-        if op == SOFT_MARGIN:
-            # -y sigmoid(-y x), the sigmoid evaluated on the side that cannot overflow
-            z = yi * xi
-            if z >= 0:
-                e = exp(-z)
-                v = -yi * e / (1 + e)
-            else:
-                v = -yi / (1 + exp(z))
-        elif op == HINGE_EMBEDDING:
+        if op == HINGE_EMBEDDING:
             v = 0
             if yi != -1:
                 v = 1
@@ -189,6 +177,85 @@ cdef void _grad(int op, const floating *x, const floating *y, floating *g, Py_ss
         else:  # KL_DIVERGENCE
             v = -yi / xi if xi >= KL_EPS and xi <= 1 else 0
         g[i] = <floating> (v * scale)
+
+
+# -- soft margin: the vectorised softplus and sigmoid of vecmath.h -------------------------
+
+cdef cnp.ndarray _soft_margin_args(object input, object target, object out, str out_what):
+    cdef int t = float_type(input, "input")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(target, "target", t, False)
+    if shape(y) != shape(x):
+        raise ValueError(f"target has shape {shape(y)}, expected the input's {shape(x)}")
+    cdef cnp.ndarray o = array(out, out_what, t, True)
+    if shape(o) != shape(x):
+        raise ValueError(f"{out_what} has shape {shape(o)}, expected {shape(x)}")
+    disjoint_from(o, out_what, x, "input", y, "target")
+    return o
+
+
+def soft_margin_update_output(input, target, buffer, bint size_average):
+    """sum log(1 + exp(-target * input)), divided by the element count if averaged;
+    ``buffer`` (input's shape and dtype) is scratch."""
+    cdef cnp.ndarray b = _soft_margin_args(input, target, buffer, "buffer")
+    cdef cnp.ndarray x = <cnp.ndarray> input, y = <cnp.ndarray> target
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef double s
+    if n == 0:
+        return 0.0
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+            s = _soft_margin(f32(x), f32(y), f32(b), n)
+        else:
+            s = _soft_margin(f64(x), f64(y), f64(b), n)
+    return s / n if size_average else s
+
+
+def soft_margin_update_grad_input(input, target, grad_input, bint size_average):
+    """grad_input := -target sigmoid(-target * input), divided by the element count if
+    averaged."""
+    cdef cnp.ndarray g = _soft_margin_args(input, target, grad_input, "gradInput")
+    cdef cnp.ndarray x = <cnp.ndarray> input, y = <cnp.ndarray> target
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef double scale = 1.0 / n if size_average and n > 0 else 1.0
+    if n == 0:
+        return
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+            _soft_margin_grad(f32(x), f32(y), f32(g), n, scale)
+        else:
+            _soft_margin_grad(f64(x), f64(y), f64(g), n, scale)
+
+
+cdef double _soft_margin(const floating *x, const floating *y, floating *b,
+                         Py_ssize_t n) noexcept nogil:
+    _negated_product(x, y, b, n, 1)
+    pm_soft_plus_fwd(floating is double, b, b, n, 1, INFINITY)
+    return _sum(b, n)
+
+
+cdef void _soft_margin_grad(const floating *x, const floating *y, floating *g, Py_ssize_t n,
+                            double scale) noexcept nogil:
+    _negated_product(x, y, g, n, 1)
+    pm_sigmoid_fwd(floating is double, g, g, n)
+    _negated_product(g, y, g, n, scale)
+
+
+cdef void _negated_product(const floating *a, const floating *b, floating *out, Py_ssize_t n,
+                           double scale) noexcept nogil:
+    """out := -(a * b) * scale (out may be a)."""
+    cdef floating c = <floating> -scale
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = c * (a[i] * b[i])
+
+
+cdef double _sum(const floating *a, Py_ssize_t n) noexcept nogil:
+    cdef double s = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        s += a[i]
+    return s
 
 
 # -- Gaussian log-likelihood ----------------------------------------------------------------

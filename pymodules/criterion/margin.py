@@ -32,14 +32,24 @@ class _Elementwise(Criterion):
         return g
 
 
-class SoftMarginCriterion(_Elementwise):
+class SoftMarginCriterion(Criterion):
     """Two-class logistic loss log(1 + exp(-y x)) of targets y = +-1, averaged over all
     elements when sizeAverage."""
 
-    _op = E.SOFT_MARGIN
+    _scratch = ("_buffer",)
 
     def __init__(self, sizeAverage=True):
         super().__init__(sizeAverage)
+        self._buffer = np.empty(0, np.float32)
+
+    def updateOutput(self, input, target):
+        b = self._buffer = resized(self._buffer, input, -1, getattr(input, "dtype", None))
+        return E.soft_margin_update_output(input, target, b, self.sizeAverage)
+
+    def updateGradInput(self, input, target):
+        g = self.gradInput = self._grad_like(input)
+        E.soft_margin_update_grad_input(input, target, g, self.sizeAverage)
+        return g
 
 
 class HingeEmbeddingCriterion(_Elementwise):

@@ -19,9 +19,6 @@ def _tol(dtype, k):
 
 # op: (input(rng), target(rng), f(x, y), f'(x, y)), with margin 0.5 for the hinge
 ELEMENTWISE = {
-    E.SOFT_MARGIN: (lambda r: 3 * r.standard_normal((3, 4)),
-                    lambda r: np.where(r.uniform(size=(3, 4)) > .5, 1.0, -1.0),
-                    lambda x, y: np.log1p(np.exp(-y * x)), lambda x, y: -y / (1 + np.exp(y * x))),
     E.HINGE_EMBEDDING: (lambda r: r.uniform(-1, 2, (3, 4)),
                         lambda r: np.array([1.0, -1.0, 0.5])[r.integers(0, 3, (3, 4))],
                         lambda x, y: np.where(y != -1, x, 0) + np.where(y != 1,
@@ -76,14 +73,31 @@ def test_elementwise_per_row_of_a_vector_divides_by_one():
     assert E.elementwise_update_output(E.L1_COST, x, None, 0, E.PER_ROW) == pytest.approx(1.0)
 
 
-def test_elementwise_soft_margin_does_not_overflow():
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size_average", [False, True])
+def test_soft_margin_matches_numpy(size_average, dtype, rng):
+    x = (3 * rng.standard_normal((3, 4))).astype(dtype)
+    y = np.array([1.0, -1.0, 0.5])[rng.integers(0, 3, (3, 4))].astype(dtype)
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    n = x.size if size_average else 1
+    tol = _tol(dtype, x.size)
+    b = np.full_like(x, np.nan)
+    assert E.soft_margin_update_output(x, y, b, size_average) == pytest.approx(
+        np.log1p(np.exp(-yd * xd)).sum() / n, rel=tol)
+    g = np.full_like(x, np.nan)
+    E.soft_margin_update_grad_input(x, y, g, size_average)
+    np.testing.assert_allclose(g, -yd / (1 + np.exp(yd * xd)) / n, rtol=tol, atol=tol)
+
+
+def test_soft_margin_does_not_overflow():
     x = np.array([-800.0, 800.0, -800.0, 800.0])
     y = np.array([1.0, 1.0, -1.0, -1.0])
-    loss = E.elementwise_update_output(E.SOFT_MARGIN, x, y, 0, E.SUM)
-    assert loss == pytest.approx(1600.0)
+    assert E.soft_margin_update_output(x, y, np.empty(4), False) == pytest.approx(1600.0)
     g = np.empty(4)
-    E.elementwise_update_grad_input(E.SOFT_MARGIN, x, y, g, 0, E.SUM)
+    E.soft_margin_update_grad_input(x, y, g, False)
     np.testing.assert_array_equal(g, [-1, 0, 0, 1])
+    with pytest.raises(ValueError, match="buffer overlaps input"):
+        E.soft_margin_update_output(x, y, x, False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -3,8 +3,9 @@ the L1 cost, and the Keras-style regression losses (Poisson, percentage error, s
 error, KL divergence of probabilities), plus the Gaussian log-likelihood of [mean, logVar].
 
 One loop per method, selected by an op code (below); a loss is the sum of the terms, summed
-in double, divided as the ``norm`` code says. NaN is never hidden: every ``max(0, d)`` is
-written ``0 if d <= 0 else d`` and every clip ``lo if v < lo else (hi if v > hi else v)``,
+in double, divided as the ``norm`` code says. The soft margin loss has its own entries, on
+the vectorised softplus and sigmoid of vecmath.h. NaN is never hidden: every ``max(0, d)``
+is written ``0 if d <= 0 else d`` and every clip ``lo if v < lo else (hi if v > hi else v)``,
 which keep NaN; gradients follow PyTorch's where it has the loss (a clamp passes its
 gradient on [lo, hi], a hinge on d >= 0).
 """

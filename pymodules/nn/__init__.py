@@ -105,3 +105,14 @@ __all__ += [
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
+
+from pymodules.nn.recurrent import (  # noqa: E402
+    GRU,
+    LSTM,
+    BiRecurrent,
+    LSTMPeephole,
+    Recurrent,
+    RnnCell,
+)
+
+__all__ += ["BiRecurrent", "GRU", "LSTM", "LSTMPeephole", "Recurrent", "RnnCell"]

@@ -255,148 +255,151 @@ cdef int _cell_buffers(cnp.ndarray u, str u_what, int t, cnp.ndarray y, str y_wh
     return 0
 
 
-def lstm_steps(output, gates, gates_t, cell, tanh_cell, h_t, h_prev, w_hh):
-    """Run an LSTM over the sequence whose projected input is in ``gates`` (T, B, 4H, blocks
-    i, g, f, o). The recurrence runs feature-major, each step's hidden GEMM as
-    gates_t[t] (4H, B) = W_hh (4H, H) @ h_t[t] (H, B) (faster than the batch-major product
-    for small batches): ``gates_t`` (T, 4H, B) gets the activated gates, ``cell`` and
-    ``tanh_cell`` (T, H, B) c(t) and tanh(c(t)), ``h_t`` (T, H, B) h(t-1); h(t) goes to
-    ``output`` (B, T, H) and h(t-1) to ``h_prev`` (T, B, H), both batch-major."""
+def lstm_steps(proj, gates_t, cell, tanh_cell, states, w_hh):
+    """Run an LSTM feature-major over the sequence whose projected input (biases included)
+    is ``proj`` (4H, T, B; blocks i, g, f, o): each step one GEMM, gates_t[t] (4H, B) =
+    W_hh (4H, H) @ h(t-1) (H, B), then one pass that adds the step's projection and
+    activates the gates in place. ``cell`` and ``tanh_cell`` (T, H, B) get c(t) and
+    tanh(c(t)), ``states`` (H, T, B) h(t)."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef Py_ssize_t nb, nt, h
-    _cell_buffers(u, "W_hh", t, y, "output", 4, &nb, &nt, &h)
-    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    ndim(u, "W_hh", 2, 2)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, "W_hh", 4 * h, h)
+    cdef cnp.ndarray xp = array(proj, "proj", t, False)
+    ndim(xp, "proj", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(xp)[1], nb = cnp.PyArray_DIMS(xp)[2]
+    _seq(xp, "proj", 4 * h, nt, nb)
     cdef cnp.ndarray gt = array(gates_t, "gates_t", t, True)
     cdef cnp.ndarray c = array(cell, "cell", t, True)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
-    cdef cnp.ndarray ht = array(h_t, "h_t", t, True)
-    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
-    _seq(g, "gates", nt, nb, 4 * h)
+    cdef cnp.ndarray hs = array(states, "states", t, True)
     _seq(gt, "gates_t", nt, 4 * h, nb)
     _seq(c, "cell", nt, h, nb)
     _seq(tc, "tanh_cell", nt, h, nb)
-    _seq(ht, "h_t", nt, h, nb)
-    _seq(hp, "h_prev", nt, nb, h)
-    for a, what in ((y, "output"), (gt, "gates_t"), (c, "cell"), (tc, "tanh_cell"),
-                    (ht, "h_t"), (hp, "h_prev")):
-        disjoint_from(a, what, g, "gates", u, "W_hh")
-    disjoint_from(y, "output", gt, "gates_t", c, "cell", tc, "tanh_cell", ht, "h_t",
-                  hp, "h_prev")
-    disjoint_from(gt, "gates_t", c, "cell", tc, "tanh_cell", ht, "h_t", hp, "h_prev")
-    disjoint_from(c, "cell", tc, "tanh_cell", ht, "h_t", hp, "h_prev")
-    disjoint_from(tc, "tanh_cell", ht, "h_t", hp, "h_prev")
-    disjoint_from(ht, "h_t", hp, "h_prev")
+    _seq(hs, "states", h, nt, nb)
+    int_limit(4 * h * nb, "gate width * batch")
+    for a, what in ((gt, "gates_t"), (c, "cell"), (tc, "tanh_cell"), (hs, "states")):
+        disjoint_from(a, what, xp, "proj", u, "W_hh")
+    disjoint_from(gt, "gates_t", c, "cell", tc, "tanh_cell", hs, "states")
+    disjoint_from(c, "cell", tc, "tanh_cell", hs, "states")
+    disjoint_from(tc, "tanh_cell", hs, "states")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _lstm_steps(f32(y), f32(g), f32(gt), f32(c), f32(tc), f32(ht), f32(hp), f32(u),
-                        nb, nt, h)
+            _lstm_steps(f32(xp), f32(gt), f32(c), f32(tc), f32(hs), f32(u), nb, nt, h)
         else:
-            _lstm_steps(f64(y), f64(g), f64(gt), f64(c), f64(tc), f64(ht), f64(hp), f64(u),
-                        nb, nt, h)
+            _lstm_steps(f64(xp), f64(gt), f64(c), f64(tc), f64(hs), f64(u), nb, nt, h)
 
 
-cdef void _lstm_steps(floating *y, const floating *g, floating *gt, floating *c,
-                      floating *tc, floating *ht, floating *hp, const floating *u,
-                      Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *tc,
+                      floating *hs, const floating *u, Py_ssize_t nb, Py_ssize_t nt,
+                      Py_ssize_t h) noexcept nogil:
     cdef bint d = floating is double
-    cdef Py_ssize_t gw = 4 * h, hb = h * nb, t, b, j, k
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, q
     cdef floating *s
     cdef const floating *xr
+    cdef floating *sr
     cdef floating *cs
     cdef floating *tcs
     cdef const floating *cp
-    cdef floating hv
     if nb == 0 or nt == 0 or h == 0:
         return
-    memset(ht, 0, hb * sizeof(floating))
-    memset(hp, 0, hb * sizeof(floating))
     for t in range(nt):
         s = gt + t * gw * nb
         if t > 0:
             gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
-                 ht + t * hb, <int> nb, <floating> 0, s, <int> nb)
-            for b in range(nb):
-                xr = g + (t * nb + b) * gw
-                for k in range(gw):
-                    s[k * nb + b] += xr[k]
+                 hs + (t - 1) * nb, <int> tb, <floating> 0, s, <int> nb)
+            for q in range(gw):
+                xr = xp + q * tb + t * nb
+                sr = s + q * nb
+                for b in range(nb):
+                    sr[b] += xr[b]
         else:
-            for b in range(nb):
-                xr = g + b * gw
-                for k in range(gw):
-                    s[k * nb + b] = xr[k]
+            for q in range(gw):
+                memcpy(s + q * nb, xp + q * tb, nb * sizeof(floating))
         pm_sigmoid_fwd(d, s, s, hb)
         pm_tanh_fwd(d, s + hb, s + hb, hb)
         pm_sigmoid_fwd(d, s + 2 * hb, s + 2 * hb, 2 * hb)
         cs = c + t * hb
         if t > 0:
             cp = c + (t - 1) * hb
-            for k in range(hb):
-                cs[k] = s[2 * hb + k] * cp[k] + s[k] * s[hb + k]
+            for q in range(hb):
+                cs[q] = s[2 * hb + q] * cp[q] + s[q] * s[hb + q]
         else:
-            for k in range(hb):
-                cs[k] = s[k] * s[hb + k]
+            for q in range(hb):
+                cs[q] = s[q] * s[hb + q]
         tcs = tc + t * hb
         pm_tanh_fwd(d, cs, tcs, hb)
-        if t + 1 < nt:
-            for k in range(hb):
-                ht[(t + 1) * hb + k] = s[3 * hb + k] * tcs[k]
-            for j in range(h):
-                for b in range(nb):
-                    hv = ht[(t + 1) * hb + j * nb + b]
-                    y[(b * nt + t) * h + j] = hv
-                    hp[((t + 1) * nb + b) * h + j] = hv
-        else:
-            for j in range(h):
-                for b in range(nb):
-                    y[(b * nt + t) * h + j] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
+        for j in range(h):
+            sr = hs + j * tb + t * nb
+            for b in range(nb):
+                sr[b] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
 
 
-def lstm_bptt(grad_output, gates_t, cell, tanh_cell, w_hh, d_gates, d_gates_t, dh, dc):
-    """Back through time of lstm_steps, feature-major: the gradient of every gate
-    pre-activation into ``d_gates`` (T, B, 4H, batch-major, for the weight and input
-    gradients), from gradOutput (B, T, H); ``d_gates_t`` (4H, B) holds one step's, and dh
-    and dc (H, B) the carries."""
+def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, dc):
+    """Back through time of lstm_steps, feature-major: from the gradient of the states
+    (H, T, B), the gradient of every gate pre-activation into ``d_gates`` (4H, T, B); each
+    step one pass and one GEMM, dh(t-1) = W_hh.T @ dG(t), run on ``w_hh_t`` (H, 4H), which
+    first gets the transpose of W_hh (the plain product of the copy is about twice as fast
+    as the transposed product of W_hh for small batches, OpenBLAS 0.3.30 Haswell kernels).
+    dh and dc (H, B) are carries."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
-    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef Py_ssize_t nb, nt, h
-    _cell_buffers(u, "W_hh", t, go, "gradOutput", 4, &nb, &nt, &h)
+    ndim(u, "W_hh", 2, 2)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, "W_hh", 4 * h, h)
+    cdef cnp.ndarray go = array(grad_states, "gradOutput", t, False)
+    ndim(go, "gradOutput", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(go)[1], nb = cnp.PyArray_DIMS(go)[2]
+    _seq(go, "gradOutput", h, nt, nb)
     cdef cnp.ndarray gt = array(gates_t, "gates_t", t, False)
     cdef cnp.ndarray c = array(cell, "cell", t, False)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
-    cdef cnp.ndarray dgt = array(d_gates_t, "d_gates_t", t, True)
     cdef cnp.ndarray dhv = array(dh, "dh", t, True)
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
+    cdef cnp.ndarray ut = array(w_hh_t, "W_hh_t", t, True)
+    _matrix(ut, "W_hh_t", h, 4 * h)
     _seq(gt, "gates_t", nt, 4 * h, nb)
     _seq(c, "cell", nt, h, nb)
     _seq(tc, "tanh_cell", nt, h, nb)
-    _seq(dg, "d_gates", nt, nb, 4 * h)
-    _matrix(dgt, "d_gates_t", 4 * h, nb)
+    _seq(dg, "d_gates", 4 * h, nt, nb)
     _matrix(dhv, "dh", h, nb)
     _matrix(dcv, "dc", h, nb)
-    for a, what in ((dg, "d_gates"), (dgt, "d_gates_t"), (dhv, "dh"), (dcv, "dc")):
+    int_limit(4 * h * nb, "gate width * batch")
+    for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc"), (ut, "W_hh_t")):
         disjoint_from(a, what, go, "gradOutput", gt, "gates_t", c, "cell", tc, "tanh_cell",
                       u, "W_hh")
-    disjoint_from(dg, "d_gates", dgt, "d_gates_t", dhv, "dh", dcv, "dc")
-    disjoint_from(dgt, "d_gates_t", dhv, "dh", dcv, "dc")
-    disjoint_from(dhv, "dh", dcv, "dc")
+    disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc", ut, "W_hh_t")
+    disjoint_from(dhv, "dh", dcv, "dc", ut, "W_hh_t")
+    disjoint_from(dcv, "dc", ut, "W_hh_t")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _lstm_bptt(f32(go), f32(gt), f32(c), f32(tc), f32(u), f32(dg), f32(dgt),
-                       f32(dhv), f32(dcv), nb, nt, h)
+            _transpose(f32(u), f32(ut), 4 * h, h)
+            _lstm_bptt(f32(go), f32(gt), f32(c), f32(tc), f32(ut), f32(dg), f32(dhv),
+                       f32(dcv), nb, nt, h)
         else:
-            _lstm_bptt(f64(go), f64(gt), f64(c), f64(tc), f64(u), f64(dg), f64(dgt),
-                       f64(dhv), f64(dcv), nb, nt, h)
+            _transpose(f64(u), f64(ut), 4 * h, h)
+            _lstm_bptt(f64(go), f64(gt), f64(c), f64(tc), f64(ut), f64(dg), f64(dhv),
+                       f64(dcv), nb, nt, h)
+
+
+cdef void _transpose(const floating *a, floating *at, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """at (n, m) := a (m, n).T, in tiles of 16 x 16."""
+    cdef Py_ssize_t i0, j0, i, j, i1, j1
+    for i0 in range(0, m, 16):
+        i1 = i0 + 16 if i0 + 16 < m else m
+        for j0 in range(0, n, 16):
+            j1 = j0 + 16 if j0 + 16 < n else n
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    at[j * m + i] = a[i * n + j]
 
 
 cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
-                     const floating *tc, const floating *u, floating *dg, floating *dgt,
-                     floating *dh, floating *dc, Py_ssize_t nb, Py_ssize_t nt,
-                     Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, hb = h * nb, t, b, j, k, q
+                     const floating *tc, const floating *ut, floating *dg, floating *dh,
+                     floating *dc, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, k, o
     cdef const floating *s
     cdef const floating *tcs
     cdef const floating *cp
@@ -408,30 +411,201 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
     for t in range(nt - 1, -1, -1):
         s = gt + t * gw * nb
         tcs = tc + t * hb
+        cp = c + (t - 1) * hb if t > 0 else NULL
         for j in range(h):
             for b in range(nb):
-                dh[j * nb + b] += go[(b * nt + t) * h + j]
-        cp = c + (t - 1) * hb if t > 0 else NULL
-        for k in range(hb):
-            iv = s[k]
-            gv = s[hb + k]
-            fv = s[2 * hb + k]
-            ov = s[3 * hb + k]
-            th = tcs[k]
-            dv = dh[k]
-            cpv = cp[k] if t > 0 else 0
-            dcell = dv * ov * (1 - th * th) + dc[k]
-            dgt[k] = dcell * gv * iv * (1 - iv)
-            dgt[hb + k] = dcell * iv * (1 - gv * gv)
-            dgt[2 * hb + k] = dcell * cpv * fv * (1 - fv)
-            dgt[3 * hb + k] = dv * th * ov * (1 - ov)
-            dc[k] = dcell * fv
-        for q in range(gw):
-            for b in range(nb):
-                dg[(t * nb + b) * gw + q] = dgt[q * nb + b]
+                k = j * nb + b
+                o = j * tb + t * nb + b
+                iv = s[k]
+                gv = s[hb + k]
+                fv = s[2 * hb + k]
+                ov = s[3 * hb + k]
+                th = tcs[k]
+                dv = dh[k] + go[o]
+                cpv = cp[k] if t > 0 else 0
+                dcell = dv * ov * (1 - th * th) + dc[k]
+                dg[o] = dcell * gv * iv * (1 - iv)
+                dg[o + h * tb] = dcell * iv * (1 - gv * gv)
+                dg[o + 2 * h * tb] = dcell * cpv * fv * (1 - fv)
+                dg[o + 3 * h * tb] = dv * th * ov * (1 - ov)
+                dc[k] = dcell * fv
         if t > 0:
-            gemm(Trans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, u, <int> h, dgt,
-                 <int> nb, <floating> 0, dh, <int> nb)
+            gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, ut, <int> gw,
+                 dg + t * nb, <int> tb, <floating> 0, dh, <int> nb)
+
+
+def lstm_project(states, proj, w_ih, b_ih):
+    """proj := w_ih @ states + b_ih down the rows: (G, I) x (I, T, B) -> (G, T, B), one GEMM
+    over the whole sequence, feature-major; ``b_ih`` (G,) may be None."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1]
+    cdef cnp.ndarray x = array(states, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(x)[1], nb = cnp.PyArray_DIMS(x)[2]
+    _seq(x, "input", i, nt, nb)
+    cdef cnp.ndarray y = array(proj, "proj", t, True)
+    _seq(y, "proj", g, nt, nb)
+    cdef cnp.ndarray b = array_or_none(b_ih, "b_ih", t, False)
+    if b is not None:
+        vector_of(b, "b_ih", g)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(y, "proj", x, "input", w, "W_ih", b, "b_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_project(f32(x), f32(y), f32(w), f32(b), g, i, nt * nb)
+        else:
+            _fm_project(f64(x), f64(y), f64(w), f64(b), g, i, nt * nb)
+
+
+cdef void _fm_project(const floating *x, floating *y, const floating *w, const floating *b,
+                      Py_ssize_t g, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef floating v
+    if g == 0 or n == 0:
+        return
+    for r in range(g):
+        v = b[r] if b != NULL else 0
+        for j in range(n):
+            y[r * n + j] = v
+    if i > 0:
+        gemm(NoTrans, NoTrans, <int> g, <int> n, <int> i, <floating> 1, w, <int> i, x, <int> n,
+             <floating> 1, y, <int> n)
+
+
+def lstm_grad_input(d_gates, grad_states, w_ih):
+    """grad_states := w_ih.T @ d_gates: (G, I) and (G, T, B) -> (I, T, B), one GEMM."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1]
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    ndim(dg, "d_gates", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(dg)[1], nb = cnp.PyArray_DIMS(dg)[2]
+    _seq(dg, "d_gates", g, nt, nb)
+    cdef cnp.ndarray gi = array(grad_states, "gradInput", t, True)
+    _seq(gi, "gradInput", i, nt, nb)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    disjoint_from(gi, "gradInput", dg, "d_gates", w, "W_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_grad_input(f32(dg), f32(gi), f32(w), g, i, nt * nb)
+        else:
+            _fm_grad_input(f64(dg), f64(gi), f64(w), g, i, nt * nb)
+
+
+cdef void _fm_grad_input(const floating *dg, floating *gi, const floating *w, Py_ssize_t g,
+                         Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    if i == 0 or n == 0:
+        return
+    if g == 0:
+        memset(gi, 0, i * n * sizeof(floating))
+        return
+    gemm(Trans, NoTrans, <int> i, <int> n, <int> g, <floating> 1, w, <int> i, dg, <int> n,
+         <floating> 0, gi, <int> n)
+
+
+def lstm_acc_grad_parameters(states, hidden, d_gates, grad_w_ih, grad_b_ih, grad_w_hh,
+                             double scale_w, double scale_b):
+    """Feature-major weight gradients, each one GEMM over all steps: grad_w_ih += scale_w *
+    dG @ x.T, grad_b_ih += scale_b * the sum of dG over time and batch, grad_w_hh +=
+    scale_w * dG(t) @ h(t-1).T summed over t >= 1; states (I, T, B), hidden (H, T, B) the
+    h(t), d_gates (G, T, B). ``grad_b_ih`` may be None; a scale of 0 skips its terms."""
+    cdef int t = float_type(grad_w_ih, "gradW_ih")
+    cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
+    cdef cnp.ndarray gu = array(grad_w_hh, "gradW_hh", t, True)
+    ndim(gw, "gradW_ih", 2, 2)
+    ndim(gu, "gradW_hh", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1]
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(gu)[1]
+    _matrix(gu, "gradW_hh", g, h)
+    cdef cnp.ndarray x = array(states, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(x)[1], nb = cnp.PyArray_DIMS(x)[2]
+    _seq(x, "input", i, nt, nb)
+    cdef cnp.ndarray hs = array(hidden, "states", t, False)
+    _seq(hs, "states", h, nt, nb)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", g, nt, nb)
+    cdef cnp.ndarray gb = array_or_none(grad_b_ih, "gradB_ih", t, True)
+    if gb is not None:
+        vector_of(gb, "gradB_ih", g)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    for a, what in ((gw, "gradW_ih"), (gu, "gradW_hh"), (gb, "gradB_ih")):
+        disjoint_from(a, what, x, "input", hs, "states", dg, "d_gates")
+    disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
+    disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_acc(f32(x), f32(hs), f32(dg), f32(gw), f32(gb), f32(gu), <float> scale_w,
+                    <float> scale_b, g, i, h, nt, nb)
+        else:
+            _fm_acc(f64(x), f64(hs), f64(dg), f64(gw), f64(gb), f64(gu), scale_w, scale_b, g,
+                    i, h, nt, nb)
+
+
+cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, floating *gw,
+                  floating *gb, floating *gu, floating scale_w, floating scale_b, Py_ssize_t g,
+                  Py_ssize_t i, Py_ssize_t h, Py_ssize_t nt, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t n = nt * nb, r, j
+    cdef double acc
+    if g == 0 or n == 0:
+        return
+    if scale_w != 0:
+        if i > 0:
+            gemm(NoTrans, Trans, <int> g, <int> i, <int> n, scale_w, dg, <int> n, x, <int> n,
+                 <floating> 1, gw, <int> i)
+        if h > 0 and nt > 1:
+            gemm(NoTrans, Trans, <int> g, <int> h, <int> (n - nb), scale_w, dg + nb, <int> n,
+                 hs, <int> n, <floating> 1, gu, <int> h)
+    if scale_b != 0 and gb != NULL:
+        for r in range(g):
+            acc = 0
+            for j in range(n):
+                acc += dg[r * n + j]
+            gb[r] += scale_b * <floating> acc
+
+
+def swap_outer(input, output, Py_ssize_t features=-1):
+    """output[k, t, a] := input[a, t, k]: (A, T, K) -> (K, T, A), a batch-first sequence to
+    the feature-major layout of the LSTM kernels and back. With ``features`` >= 0 the input
+    must be a (batch, time, features) sequence of that many features."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t na, nt
+    if features >= 0:
+        _sizes(x, "input", features, &na, &nt)
+    else:
+        ndim(x, "input", 3, 3)
+    na, nt = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t nk = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    shape_is(y, "output", (nk, nt, na))
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _swap_outer(f32(x), f32(y), na, nt, nk)
+        else:
+            _swap_outer(f64(x), f64(y), na, nt, nk)
+
+
+cdef void _swap_outer(const floating *x, floating *y, Py_ssize_t na, Py_ssize_t nt,
+                      Py_ssize_t nk) noexcept nogil:
+    """In tiles of 16 x 16, so that both sides are read and written a cache line at a time."""
+    cdef Py_ssize_t t, a0, k0, a, k, a1, k1
+    for t in range(nt):
+        for a0 in range(0, na, 16):
+            a1 = a0 + 16 if a0 + 16 < na else na
+            for k0 in range(0, nk, 16):
+                k1 = k0 + 16 if k0 + 16 < nk else nk
+                for k in range(k0, k1):
+                    for a in range(a0, a1):
+                        y[(k * nt + t) * na + a] = x[(a * nt + t) * nk + k]
 
 
 # -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------

@@ -33,6 +33,10 @@ from pymodules.engine.recurrent import (
     reverse_time,
     rnn_bptt,
     rnn_steps,
+    lstm_acc_grad_parameters,
+    lstm_grad_input,
+    lstm_project,
+    swap_outer,
     swap_time_batch,
 )
 from pymodules.facade import shape_of
@@ -168,11 +172,17 @@ class _Cell(Module):
         if done is None or done[0] is not input or done[1] is not gradOutput:
             self._backThroughTime(input, gradOutput)
         self._bpttOf = None
+        self._accumulate()
+        self._regularize()
+
+    def _accumulate(self):
         biases = self._arrays("b")
         recurrent_acc_input(self._input, self._dgates, self.gradWeight,
                             biases[0][1] if biases else None,
                             biases[1][1] if len(biases) > 1 else None, self.scaleW, self.scaleB)
         self._acc_hidden()
+
+    def _regularize(self):
         for role, reg, scale in (("w", self.wRegularizer, self.scaleW),
                                  ("u", self.uRegularizer, self.scaleW),
                                  ("b", self.bRegularizer, self.scaleB)):
@@ -196,43 +206,80 @@ class LSTM(_Cell):
     """Long short-term memory: gates i, g, f, o (row blocks of the weights, in that order)
     ``z = W_ih x + b_ih + W_hh h``; ``i, f, o = sigmoid``, ``g = tanh``; ``c = f c + i g``;
     ``h = o tanh(c)``. Parameters ``[W_ih (4H, I), b_ih (4H), W_hh (4H, H)]`` (no hidden
-    bias), as BigDL's. Its recurrence runs feature-major (see lstm_steps)."""
+    bias), as BigDL's.
+
+    Its buffers are feature-major, (features, time, batch): each step's hidden GEMM is then
+    W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small batches, and the
+    weight gradients read the gate gradients and states in place.
+    """
 
     _blocks = 4
     _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
                ("hiddenWeight", "u", lambda i, h: (4 * h, h)))
-    _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_hT", "_dgatesT")
+    _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_states", "_gradStates",
+                                 "_hiddenWeightT")
 
     def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
         _refuse_activation("LSTM", "activation", activation, Tanh)
         _refuse_activation("LSTM", "innerActivation", innerActivation, Sigmoid)
         self.activation, self.innerActivation = activation, innerActivation
-        self._gatesT = self._cell = self._tanhCell = self._hT = self._dgatesT = None
+        self._gatesT = self._cell = self._tanhCell = self._states = self._gradStates = None
+        self._hiddenWeightT = None
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
 
-    def _steps(self, out):
-        t, b, h = shape_of(self._hprev)
-        self._gatesT = resized(self._gatesT, (t, 4 * h, b), -1, self.dtype)
-        self._cell = resized(self._cell, (t, h, b), -1, self.dtype)
-        self._tanhCell = resized(self._tanhCell, (t, h, b), -1, self.dtype)
-        self._hT = resized(self._hT, (t, h, b), -1, self.dtype)
-        lstm_steps(out, self._gates, self._gatesT, self._cell, self._tanhCell, self._hT,
-                   self._hprev, self.hiddenWeight)
+    def updateOutput(self, input):
+        shape = shape_of(input)
+        b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
+        h, dt = self.hiddenSize, self.dtype
+        x = self._input = resized(self._input, (self.inputSize, t, b), -1, dt)
+        swap_outer(input, x, self.inputSize)
+        proj = self._gates = resized(self._gates, (4 * h, t, b), -1, dt)
+        lstm_project(x, proj, self.weight, self.bias)
+        self._gatesT = resized(self._gatesT, (t, 4 * h, b), -1, dt)
+        self._cell = resized(self._cell, (t, h, b), -1, dt)
+        self._tanhCell = resized(self._tanhCell, (t, h, b), -1, dt)
+        hs = self._states = resized(self._states, (h, t, b), -1, dt)
+        lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, self.hiddenWeight)
+        out = self.output = resized(self.output, (b, t, h), -1, dt)
+        swap_outer(hs, out)
+        self._bpttOf = None
+        return out
 
-    def _bptt(self, gradOutput):
-        h, b = shape_of(self._dh)
-        self._dgatesT = resized(self._dgatesT, (4 * h, b), -1, self.dtype)
-        lstm_bptt(gradOutput, self._gatesT, self._cell, self._tanhCell, self.hiddenWeight,
-                  self._dgates, self._dgatesT, self._dh, self._dc)
+    def _backThroughTime(self, input, gradOutput):
+        shape, dt = shape_of(self._states), self.dtype
+        if len(shape) != 3:
+            raise ValueError("backward needs a forward first")
+        h, t, b = shape
+        if shape_of(gradOutput) not in ((b, t, h), ()):
+            raise ValueError(f"gradOutput has shape {shape_of(gradOutput)}, expected "
+                             f"{(b, t, h)}")
+        gs = self._gradStates = resized(self._gradStates, shape, -1, dt)
+        swap_outer(gradOutput, gs, h)
+        self._dgates = resized(self._dgates, (4 * h, t, b), -1, dt)
+        self._dh = resized(self._dh, (h, b), -1, dt)
+        self._dc = resized(self._dc, (h, b), -1, dt)
+        ut = self._hiddenWeightT = resized(self._hiddenWeightT, (h, 4 * h), -1, dt)
+        lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, self.hiddenWeight, ut,
+                  self._dgates, self._dh, self._dc)
+        self._bpttOf = (input, gradOutput)
 
-    @staticmethod
-    def _carry(b, h):
-        return (h, b)
+    def updateGradInput(self, input, gradOutput):
+        self._backThroughTime(input, gradOutput)
+        if not self.propagateBack:
+            return self.gradInput
+        _, t, b = shape_of(self._dgates)
+        git = self._gradInput = resized(self._gradInput, (self.inputSize, t, b), -1,
+                                        self.dtype)
+        lstm_grad_input(self._dgates, git, self.weight)
+        gi = self.gradInput = resized(self.gradInput, (b, t, self.inputSize), -1, self.dtype)
+        swap_outer(git, gi)
+        return gi
 
-    def _acc_hidden(self):
-        recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeight, self.scaleW)
+    def _accumulate(self):
+        lstm_acc_grad_parameters(self._input, self._states, self._dgates, self.gradWeight,
+                                 self.gradBias, self.gradHiddenWeight, self.scaleW, self.scaleB)
 
 
 class GRU(_Cell):

@@ -167,7 +167,24 @@ EXAMPLES = {
     pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
                                 _a(2, 3, 5, 5))],
     pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
+    # recurrent
+    pm.LSTM: [(lambda: pm.LSTM(4, 3), _a(2, 5, 4))],
+    pm.GRU: [(lambda: pm.GRU(4, 3), _a(2, 5, 4))],
+    pm.RnnCell: [(lambda: pm.RnnCell(4, 3, pm.ReLU(), isHiddenWithBias=False), _a(2, 5, 4))],
+    pm.LSTMPeephole: [(lambda: pm.LSTMPeephole(4, 3), _a(1, 5, 4))],
+    pm.Recurrent: [(lambda: pm.Recurrent().add(pm.LSTM(4, 3)), _a(2, 5, 4)),
+                   (lambda: pm.Recurrent().add(pm.GRU(4, 3)).evaluate(), _a(1, 2, 4))],
+    pm.BiRecurrent: [(lambda: pm.BiRecurrent().add(pm.GRU(4, 3)), _a(2, 5, 4)),
+                     (lambda: _bi_reverse_trained(pm.BiRecurrent(pm.JoinTable(2))
+                                                  .add(pm.LSTM(4, 3))), _a(2, 5, 4))],
 }
+
+
+def _bi_reverse_trained(bi):
+    """A BiRecurrent whose reverse direction no longer equals the forward one."""
+    for w in bi.modules[1].parameters()[0]:
+        w[...] = np.linspace(-0.5, 0.5, w.size).reshape(w.shape)
+    return bi
 
 
 def _module_classes():

@@ -334,6 +334,12 @@ class RnnCell(_Cell):
                  isHiddenWithBias=True, wRegularizer=None, uRegularizer=None, bRegularizer=None,
                  dtype=np.float32):
         activation = Tanh() if activation is None else activation
+        if isinstance(activation, str):  # BigDL's names of activations
+            named = {"tanh": Tanh, "sigmoid": Sigmoid, "relu": ReLU}.get(activation.lower())
+            if named is None:
+                raise ValueError(f"RnnCell: activation {activation!r} is not one of 'tanh', "
+                                 "'sigmoid', 'relu'")
+            activation = named()
         _refuse_activation("RnnCell", "activation", activation, (Tanh, Sigmoid, ReLU))
         self.activation = activation
         self._act = next(code for cls, code in _ACTIVATIONS if isinstance(activation, cls))
@@ -385,7 +391,7 @@ class LSTMPeephole(_Cell):
                ("hiddenWeightO", "u", lambda i, h: (h, h)))
     _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed")
 
-    def __init__(self, inputSize, hiddenSize, p=0.0, wRegularizer=None, uRegularizer=None,
+    def __init__(self, inputSize=4, hiddenSize=3, p=0.0, wRegularizer=None, uRegularizer=None,
                  bRegularizer=None, dtype=np.float32):
         self._cell = self._tanhCell = self._packed = None
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,

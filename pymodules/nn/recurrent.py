@@ -99,6 +99,8 @@ class _Cell(Module):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls._params = tuple((attr, _grad_name(attr)) for attr, _, _ in cls._layout)
+        cls._roles = {role: tuple((a, _grad_name(a)) for a, r, _ in cls._layout if r == role)
+                      for role in ("w", "b", "u", "p")}
 
     def _present(self, attr):
         return True
@@ -123,8 +125,8 @@ class _Cell(Module):
         return self
 
     def _arrays(self, role):
-        return [(getattr(self, a), getattr(self, _grad_name(a))) for a, r, _ in self._layout
-                if r == role and getattr(self, a) is not None]
+        return [(getattr(self, a), getattr(self, g)) for a, g in self._roles[role]
+                if getattr(self, a) is not None]
 
     # -- the protocol ---------------------------------------------------------------------
     def updateOutput(self, input):

@@ -190,3 +190,13 @@ __all__ += [
     "GaussianDropout", "GaussianNoise", "Masking", "SpatialDropout1D", "SpatialDropout2D",
     "SpatialDropout3D", "ExpandSize", "Index", "Pack", "Reverse", "Tile",
 ]
+from pymodules.nn.recurrent import (  # noqa: E402
+    GRU,
+    LSTM,
+    BiRecurrent,
+    LSTMPeephole,
+    Recurrent,
+    RnnCell,
+)
+
+__all__ += ["BiRecurrent", "GRU", "LSTM", "LSTMPeephole", "Recurrent", "RnnCell"]

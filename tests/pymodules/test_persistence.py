@@ -242,7 +242,24 @@ EXAMPLES = {
                                                   np.array([3.0, 0.0, 3.0])])],
     pm.ExpandSize: [(lambda: pm.ExpandSize([3, -1, 4]), _a(1, 2, 1))],
     pm.Pack: [(lambda: pm.Pack(1), _table((3, 4), (3, 4), (3, 4)))],
+    # recurrent
+    pm.LSTM: [(lambda: pm.LSTM(4, 3), _a(2, 5, 4))],
+    pm.GRU: [(lambda: pm.GRU(4, 3), _a(2, 5, 4))],
+    pm.RnnCell: [(lambda: pm.RnnCell(4, 3, pm.ReLU(), isHiddenWithBias=False), _a(2, 5, 4))],
+    pm.LSTMPeephole: [(lambda: pm.LSTMPeephole(4, 3), _a(1, 5, 4))],
+    pm.Recurrent: [(lambda: pm.Recurrent().add(pm.LSTM(4, 3)), _a(2, 5, 4)),
+                   (lambda: pm.Recurrent().add(pm.GRU(4, 3)).evaluate(), _a(1, 2, 4))],
+    pm.BiRecurrent: [(lambda: pm.BiRecurrent().add(pm.GRU(4, 3)), _a(2, 5, 4)),
+                     (lambda: _bi_reverse_trained(pm.BiRecurrent(pm.JoinTable(2))
+                                                  .add(pm.LSTM(4, 3))), _a(2, 5, 4))],
 }
+
+
+def _bi_reverse_trained(bi):
+    """A BiRecurrent whose reverse direction no longer equals the forward one."""
+    for w in bi.modules[1].parameters()[0]:
+        w[...] = np.linspace(-0.5, 0.5, w.size).reshape(w.shape)
+    return bi
 
 
 def _module_classes():

@@ -1,0 +1,1203 @@
+"""Kernels of the recurrent cells (LSTM, GRU, RnnCell, LSTMPeephole) over whole sequences.
+
+The modules' sequences are batch-first, (batch, time, features); inside, the kernels keep
+each step's rows together so that BLAS reads them in place. Every loop over a sequence runs
+here, without the GIL, on buffers the caller keeps and reuses: nothing is allocated.
+
+GRU, RnnCell, LSTMPeephole: time-major buffers (T, B, width). A forward is
+``recurrent_project`` (the input-to-hidden projection of the whole sequence, one GEMM,
+(T*B, I) @ W_ih.T + b_ih (+ b_hh)), then ``<cell>_steps``: per step one GEMM adds
+h(t-1) @ U.T into that step's gates (GRU two, its reset gate applies before U_n), and one fused
+pass per row activates the gates in place (vecmath's vectorised sigmoid and tanh) and updates
+the state. Backward: ``<cell>_bptt`` (per step one pass and one GEMM, dh(t-1) = dG(t) @ U) into
+``d_gates``; then ``recurrent_update_grad_input`` (one GEMM) and the weight gradients,
+``recurrent_acc_input`` and ``recurrent_acc_hidden``, each one GEMM over all steps (K = T*B).
+
+LSTM: feature-major buffers (width, T, B), where each step's hidden GEMM is W_hh (4H, H) @
+h(t-1) (H, B), about 1.7x faster than the batch-major product for a batch of 16 with OpenBLAS
+0.3.30's Haswell kernels (``lstm_project``, ``lstm_steps``, ``lstm_bptt``, ``lstm_grad_input``,
+``lstm_acc_grad_parameters``; ``swap_outer`` converts the batch-first sequences).
+
+Gate blocks (rows of W_ih): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o; RnnCell
+one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.
+"""
+
+cimport numpy as cnp
+from libc.string cimport memcpy, memset
+
+from engine.blas cimport floating, gemm, axpy, NoTrans, Trans
+from engine._check cimport (
+    float_type, array, array_or_none, f32, f64, ndim, shape, shape_is, vector_of,
+    int_limit, disjoint_from,
+)
+from engine.vecmath cimport pm_sigmoid_fwd, pm_tanh_fwd, pm_threshold_fwd
+
+cnp.import_array()
+
+cdef enum:
+    TANH = 0
+    SIGMOID = 1
+    RELU = 2
+
+ACT_TANH = TANH
+ACT_SIGMOID = SIGMOID
+ACT_RELU = RELU
+
+
+cdef int _sizes(cnp.ndarray a, str what, Py_ssize_t width, Py_ssize_t *b,
+                Py_ssize_t *t) except -1:
+    """Batch and time of a (batch, time, width) sequence, checked for the BLAS int limits."""
+    if cnp.PyArray_NDIM(a) != 3:
+        raise ValueError(f"{what} must be 3-D (batch, time, features), got "
+                         f"{cnp.PyArray_NDIM(a)}-D (shape {shape(a)})")
+    cdef Py_ssize_t feats = cnp.PyArray_DIMS(a)[2]
+    if feats != width:
+        raise ValueError(f"{what} has {feats} features, expected {width}")
+    b[0], t[0] = cnp.PyArray_DIMS(a)[0], cnp.PyArray_DIMS(a)[1]
+    int_limit(b[0] * t[0], f"{what}: batch * time")
+    return 0
+
+
+cdef int _seq(cnp.ndarray a, str what, Py_ssize_t b, Py_ssize_t t, Py_ssize_t w) except -1:
+    shape_is(a, what, (b, t, w))
+    int_limit(t * w, f"{what}: time * width")
+    return 0
+
+
+cdef int _matrix(cnp.ndarray a, str what, Py_ssize_t m, Py_ssize_t k) except -1:
+    shape_is(a, what, (m, k))
+    return 0
+
+
+cdef int _act_code(int act) except -1:
+    if act != TANH and act != SIGMOID and act != RELU:
+        raise ValueError(f"activation code {act} is not one of tanh (0), sigmoid (1), relu (2)")
+    return 0
+
+
+# -- the input projection and the gradients that are one GEMM over the sequence ---------------
+
+def recurrent_project(input, gates, w_ih, b_ih, b_hh=None):
+    """gates := input @ w_ih.T + b_ih + b_hh: (B, T, I) x (G, I) -> (B, T, G); either bias
+    (G,) may be None."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    _sizes(x, "input", i, &nb, &nt)
+    cdef cnp.ndarray y = array(gates, "gates", t, True)
+    _seq(y, "gates", nb, nt, g)
+    cdef cnp.ndarray b1 = array_or_none(b_ih, "b_ih", t, False)
+    cdef cnp.ndarray b2 = array_or_none(b_hh, "b_hh", t, False)
+    if b1 is not None:
+        vector_of(b1, "b_ih", g)
+    if b2 is not None:
+        vector_of(b2, "b_hh", g)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(y, "gates", x, "input", w, "W_ih", b1, "b_ih", b2, "b_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _project(f32(x), f32(y), f32(w), f32(b1), f32(b2), nb * nt, i, g)
+        else:
+            _project(f64(x), f64(y), f64(w), f64(b1), f64(b2), nb * nt, i, g)
+
+
+cdef void _project(const floating *x, floating *y, const floating *w, const floating *b1,
+                   const floating *b2, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef floating *row
+    if n == 0 or m == 0:
+        return
+    for r in range(n):
+        row = y + r * m
+        if b1 != NULL and b2 != NULL:
+            for j in range(m):
+                row[j] = b1[j] + b2[j]
+        elif b1 != NULL:
+            memcpy(row, b1, m * sizeof(floating))
+        elif b2 != NULL:
+            memcpy(row, b2, m * sizeof(floating))
+        else:
+            memset(row, 0, m * sizeof(floating))
+    if k > 0:
+        gemm(NoTrans, Trans, <int> n, <int> m, <int> k, <floating> 1, x, <int> k, w, <int> k,
+             <floating> 1, y, <int> m)
+
+
+def recurrent_update_grad_input(d_gates, grad_input, w_ih):
+    """grad_input := d_gates @ w_ih: (B, T, G) x (G, I) -> (B, T, I)."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _sizes(dg, "d_gates", g, &nb, &nt)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    _seq(gi, "gradInput", nb, nt, i)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(gi, "gradInput", dg, "d_gates", w, "W_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _grad_input(f32(dg), f32(gi), f32(w), nb * nt, i, g)
+        else:
+            _grad_input(f64(dg), f64(gi), f64(w), nb * nt, i, g)
+
+
+cdef void _grad_input(const floating *dg, floating *gi, const floating *w, Py_ssize_t n,
+                      Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    if n == 0 or k == 0:
+        return
+    if m == 0:
+        memset(gi, 0, n * k * sizeof(floating))
+        return
+    gemm(NoTrans, NoTrans, <int> n, <int> k, <int> m, <floating> 1, dg, <int> m, w, <int> k,
+         <floating> 0, gi, <int> k)
+
+
+def recurrent_acc_input(input, d_gates, grad_w_ih, grad_b_ih, grad_b_hh, double scale_w,
+                        double scale_b):
+    """grad_w_ih += scale_w * d_gates.T @ input ((G, I), one GEMM over all steps);
+    grad_b_ih and grad_b_hh (G,) += scale_b * the sum of d_gates over batch and time. Either
+    bias may be None; a scale of 0 skips its terms."""
+    cdef int t = float_type(grad_w_ih, "gradW_ih")
+    cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
+    ndim(gw, "gradW_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1], nb, nt
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    _sizes(x, "input", i, &nb, &nt)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", nb, nt, g)
+    cdef cnp.ndarray gb1 = array_or_none(grad_b_ih, "gradB_ih", t, True)
+    cdef cnp.ndarray gb2 = array_or_none(grad_b_hh, "gradB_hh", t, True)
+    if gb1 is not None:
+        vector_of(gb1, "gradB_ih", g)
+    if gb2 is not None:
+        vector_of(gb2, "gradB_hh", g)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(gw, "gradW_ih", x, "input", dg, "d_gates", gb1, "gradB_ih", gb2, "gradB_hh")
+    disjoint_from(gb1, "gradB_ih", x, "input", dg, "d_gates", gb2, "gradB_hh")
+    disjoint_from(gb2, "gradB_hh", x, "input", dg, "d_gates")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_input(f32(x), f32(dg), f32(gw), f32(gb1), f32(gb2), <float> scale_w,
+                       <float> scale_b, nb * nt, i, g)
+        else:
+            _acc_input(f64(x), f64(dg), f64(gw), f64(gb1), f64(gb2), scale_w, scale_b,
+                       nb * nt, i, g)
+
+
+cdef void _acc_input(const floating *x, const floating *dg, floating *gw, floating *gb1,
+                     floating *gb2, floating scale_w, floating scale_b, Py_ssize_t n,
+                     Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t r
+    if n == 0 or m == 0:
+        return
+    if scale_w != 0 and k != 0:
+        gemm(Trans, NoTrans, <int> m, <int> k, <int> n, scale_w, dg, <int> m, x, <int> k,
+             <floating> 1, gw, <int> k)
+    if scale_b != 0:
+        for r in range(n):
+            if gb1 != NULL:
+                axpy(<int> m, scale_b, dg + r * m, 1, gb1, 1)
+            if gb2 != NULL:
+                axpy(<int> m, scale_b, dg + r * m, 1, gb2, 1)
+
+
+def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scale):
+    """grad_u += scale * d_gates[..., offset:offset + M].T @ states: (B, T, G) and (B, T, H)
+    -> (M, H), one GEMM over all steps (``states`` holds what U multiplied at each step:
+    h(t-1), or r * h(t-1) for GRU's U_n)."""
+    cdef int t = float_type(grad_u, "gradU")
+    cdef cnp.ndarray gu = array(grad_u, "gradU", t, True)
+    ndim(gu, "gradU", 2, 2)
+    cdef Py_ssize_t m = cnp.PyArray_DIMS(gu)[0], h = cnp.PyArray_DIMS(gu)[1], nb, nt, g
+    cdef cnp.ndarray s = array(states, "states", t, False)
+    _sizes(s, "states", h, &nb, &nt)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    ndim(dg, "d_gates", 3, 3)
+    g = cnp.PyArray_DIMS(dg)[2]
+    _seq(dg, "d_gates", nb, nt, g)
+    if offset < 0 or offset + m > g:
+        raise ValueError(f"gate columns {offset}:{offset + m} are outside the {g} of d_gates")
+    int_limit(g, "gate width")
+    int_limit(h, "hidden width")
+    disjoint_from(gu, "gradU", s, "states", dg, "d_gates")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_hidden(f32(s), f32(dg), f32(gu), <float> scale, nb * nt, h, g, offset, m)
+        else:
+            _acc_hidden(f64(s), f64(dg), f64(gu), scale, nb * nt, h, g, offset, m)
+
+
+cdef void _acc_hidden(const floating *s, const floating *dg, floating *gu, floating scale,
+                      Py_ssize_t n, Py_ssize_t h, Py_ssize_t g, Py_ssize_t offset,
+                      Py_ssize_t m) noexcept nogil:
+    if n == 0 or m == 0 or h == 0 or scale == 0:
+        return
+    gemm(Trans, NoTrans, <int> m, <int> h, <int> n, scale, dg + offset, <int> g, s, <int> h,
+         <floating> 1, gu, <int> h)
+
+
+# -- LSTM: gates i, g, f, o; c = f c + i g; h = o tanh(c) ---------------------------------
+
+cdef int _cell_buffers(cnp.ndarray u, str u_what, int t, cnp.ndarray y, str y_what, int blocks,
+                       Py_ssize_t *nb, Py_ssize_t *nt, Py_ssize_t *h) except -1:
+    """Sizes from the hidden weight u (blocks * H, H) and a (B, T, H) sequence y."""
+    ndim(u, u_what, 2, 2)
+    h[0] = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, u_what, blocks * h[0], h[0])
+    _sizes(y, y_what, h[0], nb, nt)
+    int_limit(blocks * h[0] * nt[0], "time * gate width")
+    return 0
+
+
+def lstm_steps(proj, gates_t, cell, tanh_cell, states, w_hh):
+    """Run an LSTM feature-major over the sequence whose projected input (biases included)
+    is ``proj`` (4H, T, B; blocks i, g, f, o): each step one GEMM, gates_t[t] (4H, B) =
+    W_hh (4H, H) @ h(t-1) (H, B), then one pass that adds the step's projection and
+    activates the gates in place. ``cell`` and ``tanh_cell`` (T, H, B) get c(t) and
+    tanh(c(t)), ``states`` (H, T, B) h(t)."""
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    ndim(u, "W_hh", 2, 2)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, "W_hh", 4 * h, h)
+    cdef cnp.ndarray xp = array(proj, "proj", t, False)
+    ndim(xp, "proj", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(xp)[1], nb = cnp.PyArray_DIMS(xp)[2]
+    _seq(xp, "proj", 4 * h, nt, nb)
+    cdef cnp.ndarray gt = array(gates_t, "gates_t", t, True)
+    cdef cnp.ndarray c = array(cell, "cell", t, True)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
+    cdef cnp.ndarray hs = array(states, "states", t, True)
+    _seq(gt, "gates_t", nt, 4 * h, nb)
+    _seq(c, "cell", nt, h, nb)
+    _seq(tc, "tanh_cell", nt, h, nb)
+    _seq(hs, "states", h, nt, nb)
+    int_limit(4 * h * nb, "gate width * batch")
+    for a, what in ((gt, "gates_t"), (c, "cell"), (tc, "tanh_cell"), (hs, "states")):
+        disjoint_from(a, what, xp, "proj", u, "W_hh")
+    disjoint_from(gt, "gates_t", c, "cell", tc, "tanh_cell", hs, "states")
+    disjoint_from(c, "cell", tc, "tanh_cell", hs, "states")
+    disjoint_from(tc, "tanh_cell", hs, "states")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _lstm_steps(f32(xp), f32(gt), f32(c), f32(tc), f32(hs), f32(u), nb, nt, h)
+        else:
+            _lstm_steps(f64(xp), f64(gt), f64(c), f64(tc), f64(hs), f64(u), nb, nt, h)
+
+
+cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *tc,
+                      floating *hs, const floating *u, Py_ssize_t nb, Py_ssize_t nt,
+                      Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, q
+    cdef floating *s
+    cdef const floating *xr
+    cdef floating *sr
+    cdef floating *cs
+    cdef floating *tcs
+    cdef const floating *cp
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    for t in range(nt):
+        s = gt + t * gw * nb
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
+                 hs + (t - 1) * nb, <int> tb, <floating> 0, s, <int> nb)
+            for q in range(gw):
+                xr = xp + q * tb + t * nb
+                sr = s + q * nb
+                for b in range(nb):
+                    sr[b] += xr[b]
+        else:
+            for q in range(gw):
+                memcpy(s + q * nb, xp + q * tb, nb * sizeof(floating))
+        pm_sigmoid_fwd(d, s, s, hb)
+        pm_tanh_fwd(d, s + hb, s + hb, hb)
+        pm_sigmoid_fwd(d, s + 2 * hb, s + 2 * hb, 2 * hb)
+        cs = c + t * hb
+        if t > 0:
+            cp = c + (t - 1) * hb
+            for q in range(hb):
+                cs[q] = s[2 * hb + q] * cp[q] + s[q] * s[hb + q]
+        else:
+            for q in range(hb):
+                cs[q] = s[q] * s[hb + q]
+        tcs = tc + t * hb
+        pm_tanh_fwd(d, cs, tcs, hb)
+        for j in range(h):
+            sr = hs + j * tb + t * nb
+            for b in range(nb):
+                sr[b] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
+
+
+def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, dc):
+    """Back through time of lstm_steps, feature-major: from the gradient of the states
+    (H, T, B), the gradient of every gate pre-activation into ``d_gates`` (4H, T, B); each
+    step one pass and one GEMM, dh(t-1) = W_hh.T @ dG(t), run on ``w_hh_t`` (H, 4H), which
+    first gets the transpose of W_hh (the plain product of the copy is about twice as fast
+    as the transposed product of W_hh for small batches, OpenBLAS 0.3.30 Haswell kernels).
+    dh and dc (H, B) are carries."""
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    ndim(u, "W_hh", 2, 2)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, "W_hh", 4 * h, h)
+    cdef cnp.ndarray go = array(grad_states, "gradOutput", t, False)
+    ndim(go, "gradOutput", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(go)[1], nb = cnp.PyArray_DIMS(go)[2]
+    _seq(go, "gradOutput", h, nt, nb)
+    cdef cnp.ndarray gt = array(gates_t, "gates_t", t, False)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray dcv = array(dc, "dc", t, True)
+    cdef cnp.ndarray ut = array(w_hh_t, "W_hh_t", t, True)
+    _matrix(ut, "W_hh_t", h, 4 * h)
+    _seq(gt, "gates_t", nt, 4 * h, nb)
+    _seq(c, "cell", nt, h, nb)
+    _seq(tc, "tanh_cell", nt, h, nb)
+    _seq(dg, "d_gates", 4 * h, nt, nb)
+    _matrix(dhv, "dh", h, nb)
+    _matrix(dcv, "dc", h, nb)
+    int_limit(4 * h * nb, "gate width * batch")
+    for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc"), (ut, "W_hh_t")):
+        disjoint_from(a, what, go, "gradOutput", gt, "gates_t", c, "cell", tc, "tanh_cell",
+                      u, "W_hh")
+    disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc", ut, "W_hh_t")
+    disjoint_from(dhv, "dh", dcv, "dc", ut, "W_hh_t")
+    disjoint_from(dcv, "dc", ut, "W_hh_t")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _transpose(f32(u), f32(ut), 4 * h, h)
+            _lstm_bptt(f32(go), f32(gt), f32(c), f32(tc), f32(ut), f32(dg), f32(dhv),
+                       f32(dcv), nb, nt, h)
+        else:
+            _transpose(f64(u), f64(ut), 4 * h, h)
+            _lstm_bptt(f64(go), f64(gt), f64(c), f64(tc), f64(ut), f64(dg), f64(dhv),
+                       f64(dcv), nb, nt, h)
+
+
+cdef void _transpose(const floating *a, floating *at, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """at (n, m) := a (m, n).T, in tiles of 16 x 16."""
+    cdef Py_ssize_t i0, j0, i, j, i1, j1
+    for i0 in range(0, m, 16):
+        i1 = i0 + 16 if i0 + 16 < m else m
+        for j0 in range(0, n, 16):
+            j1 = j0 + 16 if j0 + 16 < n else n
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    at[j * m + i] = a[i * n + j]
+
+
+cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
+                     const floating *tc, const floating *ut, floating *dg, floating *dh,
+                     floating *dc, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, k, o
+    cdef const floating *s
+    cdef const floating *tcs
+    cdef const floating *cp
+    cdef floating iv, gv, fv, ov, th, dv, dcell, cpv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, hb * sizeof(floating))
+    memset(dc, 0, hb * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        s = gt + t * gw * nb
+        tcs = tc + t * hb
+        cp = c + (t - 1) * hb if t > 0 else NULL
+        for j in range(h):
+            for b in range(nb):
+                k = j * nb + b
+                o = j * tb + t * nb + b
+                iv = s[k]
+                gv = s[hb + k]
+                fv = s[2 * hb + k]
+                ov = s[3 * hb + k]
+                th = tcs[k]
+                dv = dh[k] + go[o]
+                cpv = cp[k] if t > 0 else 0
+                dcell = dv * ov * (1 - th * th) + dc[k]
+                dg[o] = dcell * gv * iv * (1 - iv)
+                dg[o + h * tb] = dcell * iv * (1 - gv * gv)
+                dg[o + 2 * h * tb] = dcell * cpv * fv * (1 - fv)
+                dg[o + 3 * h * tb] = dv * th * ov * (1 - ov)
+                dc[k] = dcell * fv
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, ut, <int> gw,
+                 dg + t * nb, <int> tb, <floating> 0, dh, <int> nb)
+
+
+def lstm_project(states, proj, w_ih, b_ih):
+    """proj := w_ih @ states + b_ih down the rows: (G, I) x (I, T, B) -> (G, T, B), one GEMM
+    over the whole sequence, feature-major; ``b_ih`` (G,) may be None."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1]
+    cdef cnp.ndarray x = array(states, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(x)[1], nb = cnp.PyArray_DIMS(x)[2]
+    _seq(x, "input", i, nt, nb)
+    cdef cnp.ndarray y = array(proj, "proj", t, True)
+    _seq(y, "proj", g, nt, nb)
+    cdef cnp.ndarray b = array_or_none(b_ih, "b_ih", t, False)
+    if b is not None:
+        vector_of(b, "b_ih", g)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(y, "proj", x, "input", w, "W_ih", b, "b_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_project(f32(x), f32(y), f32(w), f32(b), g, i, nt * nb)
+        else:
+            _fm_project(f64(x), f64(y), f64(w), f64(b), g, i, nt * nb)
+
+
+cdef void _fm_project(const floating *x, floating *y, const floating *w, const floating *b,
+                      Py_ssize_t g, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef floating v
+    if g == 0 or n == 0:
+        return
+    for r in range(g):
+        v = b[r] if b != NULL else 0
+        for j in range(n):
+            y[r * n + j] = v
+    if i > 0:
+        gemm(NoTrans, NoTrans, <int> g, <int> n, <int> i, <floating> 1, w, <int> i, x, <int> n,
+             <floating> 1, y, <int> n)
+
+
+def lstm_grad_input(d_gates, grad_states, w_ih):
+    """grad_states := w_ih.T @ d_gates: (G, I) and (G, T, B) -> (I, T, B), one GEMM."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1]
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    ndim(dg, "d_gates", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(dg)[1], nb = cnp.PyArray_DIMS(dg)[2]
+    _seq(dg, "d_gates", g, nt, nb)
+    cdef cnp.ndarray gi = array(grad_states, "gradInput", t, True)
+    _seq(gi, "gradInput", i, nt, nb)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    disjoint_from(gi, "gradInput", dg, "d_gates", w, "W_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_grad_input(f32(dg), f32(gi), f32(w), g, i, nt * nb)
+        else:
+            _fm_grad_input(f64(dg), f64(gi), f64(w), g, i, nt * nb)
+
+
+cdef void _fm_grad_input(const floating *dg, floating *gi, const floating *w, Py_ssize_t g,
+                         Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    if i == 0 or n == 0:
+        return
+    if g == 0:
+        memset(gi, 0, i * n * sizeof(floating))
+        return
+    gemm(Trans, NoTrans, <int> i, <int> n, <int> g, <floating> 1, w, <int> i, dg, <int> n,
+         <floating> 0, gi, <int> n)
+
+
+def lstm_acc_grad_parameters(states, hidden, d_gates, grad_w_ih, grad_b_ih, grad_w_hh,
+                             double scale_w, double scale_b):
+    """Feature-major weight gradients, each one GEMM over all steps: grad_w_ih += scale_w *
+    dG @ x.T, grad_b_ih += scale_b * the sum of dG over time and batch, grad_w_hh +=
+    scale_w * dG(t) @ h(t-1).T summed over t >= 1; states (I, T, B), hidden (H, T, B) the
+    h(t), d_gates (G, T, B). ``grad_b_ih`` may be None; a scale of 0 skips its terms."""
+    cdef int t = float_type(grad_w_ih, "gradW_ih")
+    cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
+    cdef cnp.ndarray gu = array(grad_w_hh, "gradW_hh", t, True)
+    ndim(gw, "gradW_ih", 2, 2)
+    ndim(gu, "gradW_hh", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1]
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(gu)[1]
+    _matrix(gu, "gradW_hh", g, h)
+    cdef cnp.ndarray x = array(states, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(x)[1], nb = cnp.PyArray_DIMS(x)[2]
+    _seq(x, "input", i, nt, nb)
+    cdef cnp.ndarray hs = array(hidden, "states", t, False)
+    _seq(hs, "states", h, nt, nb)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", g, nt, nb)
+    cdef cnp.ndarray gb = array_or_none(grad_b_ih, "gradB_ih", t, True)
+    if gb is not None:
+        vector_of(gb, "gradB_ih", g)
+    int_limit(nt * nb, "time * batch")
+    int_limit(g, "gate width")
+    for a, what in ((gw, "gradW_ih"), (gu, "gradW_hh"), (gb, "gradB_ih")):
+        disjoint_from(a, what, x, "input", hs, "states", dg, "d_gates")
+    disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
+    disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fm_acc(f32(x), f32(hs), f32(dg), f32(gw), f32(gb), f32(gu), <float> scale_w,
+                    <float> scale_b, g, i, h, nt, nb)
+        else:
+            _fm_acc(f64(x), f64(hs), f64(dg), f64(gw), f64(gb), f64(gu), scale_w, scale_b, g,
+                    i, h, nt, nb)
+
+
+cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, floating *gw,
+                  floating *gb, floating *gu, floating scale_w, floating scale_b, Py_ssize_t g,
+                  Py_ssize_t i, Py_ssize_t h, Py_ssize_t nt, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t n = nt * nb, r, j
+    cdef double acc
+    if g == 0 or n == 0:
+        return
+    if scale_w != 0:
+        if i > 0:
+            gemm(NoTrans, Trans, <int> g, <int> i, <int> n, scale_w, dg, <int> n, x, <int> n,
+                 <floating> 1, gw, <int> i)
+        if h > 0 and nt > 1:
+            gemm(NoTrans, Trans, <int> g, <int> h, <int> (n - nb), scale_w, dg + nb, <int> n,
+                 hs, <int> n, <floating> 1, gu, <int> h)
+    if scale_b != 0 and gb != NULL:
+        for r in range(g):
+            acc = 0
+            for j in range(n):
+                acc += dg[r * n + j]
+            gb[r] += scale_b * <floating> acc
+
+
+def swap_outer(input, output, Py_ssize_t features=-1):
+    """output[k, t, a] := input[a, t, k]: (A, T, K) -> (K, T, A), a batch-first sequence to
+    the feature-major layout of the LSTM kernels and back. With ``features`` >= 0 the input
+    must be a (batch, time, features) sequence of that many features."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t na, nt
+    if features >= 0:
+        _sizes(x, "input", features, &na, &nt)
+    else:
+        ndim(x, "input", 3, 3)
+    na, nt = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t nk = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    shape_is(y, "output", (nk, nt, na))
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _swap_outer(f32(x), f32(y), na, nt, nk)
+        else:
+            _swap_outer(f64(x), f64(y), na, nt, nk)
+
+
+cdef void _swap_outer(const floating *x, floating *y, Py_ssize_t na, Py_ssize_t nt,
+                      Py_ssize_t nk) noexcept nogil:
+    """In tiles of 16 x 16, so that both sides are read and written a cache line at a time."""
+    cdef Py_ssize_t t, a0, k0, a, k, a1, k1
+    for t in range(nt):
+        for a0 in range(0, na, 16):
+            a1 = a0 + 16 if a0 + 16 < na else na
+            for k0 in range(0, nk, 16):
+                k1 = k0 + 16 if k0 + 16 < nk else nk
+                for k in range(k0, k1):
+                    for a in range(a0, a1):
+                        y[(k * nt + t) * na + a] = x[(a * nt + t) * nk + k]
+
+
+# -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------
+
+def gru_steps(output, gates, rh, h_prev, u_rz, u_n):
+    """Run a GRU over the sequence whose projected input is in ``gates`` (B, T, 3H, blocks
+    r, z, n); the gates are activated in place, r * h(t-1) goes to ``rh``, h(t) to ``output``
+    and h(t-1) to ``h_prev`` (all (B, T, H)); u_rz (2H, H), u_n (H, H)."""
+    cdef int t = float_type(u_rz, "U_rz")
+    cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
+    cdef cnp.ndarray un = array(u_n, "U_n", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(urz, "U_rz", t, y, "output", 2, &nb, &nt, &h)
+    _matrix(un, "U_n", h, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray rhv = array(rh, "rh", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nt, nb, 3 * h)
+    _seq(rhv, "rh", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
+    int_limit(3 * h * nt, "time * gate width")
+    disjoint_from(y, "output", g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(hp, "h_prev", urz, "U_rz", un, "U_n")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gru_steps(f32(y), f32(g), f32(rhv), f32(hp), f32(urz), f32(un), nb, nt, h)
+        else:
+            _gru_steps(f64(y), f64(g), f64(rhv), f64(hp), f64(urz), f64(un), nb, nt, h)
+
+
+cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const floating *urz,
+                     const floating *un, Py_ssize_t nb, Py_ssize_t nt,
+                     Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 3 * h, t, b, j, r
+    cdef floating *row
+    cdef floating *yr
+    cdef floating *hpr
+    cdef floating *rhr
+    cdef floating zv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(hp, 0, nb * h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> (2 * h), <int> h, <floating> 1,
+                 hp + t * nb * h, <int> h, urz, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            pm_sigmoid_fwd(d, row, row, 2 * h)
+            hpr = hp + r * h
+            rhr = rh + r * h
+            for j in range(h):
+                rhr[j] = row[j] * hpr[j]
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, rh + t * nb * h,
+                 <int> h, un, <int> h, <floating> 1, g + t * nb * gw + 2 * h, <int> gw)
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            pm_tanh_fwd(d, row + 2 * h, row + 2 * h, h)
+            hpr = hp + r * h
+            yr = y + (b * nt + t) * h
+            for j in range(h):
+                zv = row[h + j]
+                yr[j] = (1 - zv) * row[2 * h + j] + zv * hpr[j]
+            if t + 1 < nt:
+                memcpy(hp + (r + nb) * h, yr, h * sizeof(floating))
+
+
+def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
+    """Back through time of gru_steps: the gradient of every gate pre-activation into
+    ``d_gates`` (B, T, 3H), from gradOutput (B, T, H); dh and drh (B, H) are carries."""
+    cdef int t = float_type(u_rz, "U_rz")
+    cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
+    cdef cnp.ndarray un = array(u_n, "U_n", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(urz, "U_rz", t, go, "gradOutput", 2, &nb, &nt, &h)
+    _matrix(un, "U_n", h, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray drhv = array(drh, "drh", t, True)
+    _seq(g, "gates", nt, nb, 3 * h)
+    _seq(hp, "h_prev", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, 3 * h)
+    _matrix(dhv, "dh", nb, h)
+    _matrix(drhv, "drh", nb, h)
+    int_limit(3 * h * nt, "time * gate width")
+    disjoint_from(dg, "d_gates", go, "gradOutput", g, "gates", hp, "h_prev", urz, "U_rz",
+                  un, "U_n")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", drhv, "drh", urz, "U_rz")
+    disjoint_from(drhv, "drh", dg, "d_gates", go, "gradOutput", un, "U_n", hp, "h_prev")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gru_bptt(f32(go), f32(g), f32(hp), f32(urz), f32(un), f32(dg), f32(dhv),
+                      f32(drhv), nb, nt, h)
+        else:
+            _gru_bptt(f64(go), f64(g), f64(hp), f64(urz), f64(un), f64(dg), f64(dhv),
+                      f64(drhv), nb, nt, h)
+
+
+cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
+                    const floating *urz, const floating *un, floating *dg, floating *dh,
+                    floating *drh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 3 * h, t, b, j, r
+    cdef const floating *row
+    cdef floating *drow
+    cdef floating *dhr
+    cdef floating *drhr
+    cdef const floating *gor
+    cdef const floating *hpr
+    cdef floating rv, zv, nv, dv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            drow = dg + r * gw
+            gor = go + (b * nt + t) * h
+            hpr = hp + r * h
+            dhr = dh + b * h
+            for j in range(h):
+                zv = row[h + j]
+                nv = row[2 * h + j]
+                dv = gor[j] + dhr[j]
+                drow[2 * h + j] = dv * (1 - zv) * (1 - nv * nv)
+                drow[h + j] = dv * (hpr[j] - nv) * zv * (1 - zv)
+                dhr[j] = dv * zv
+        gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1,
+             dg + t * nb * gw + 2 * h, <int> gw, un, <int> h, <floating> 0, drh, <int> h)
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            drow = dg + r * gw
+            hpr = hp + r * h
+            dhr = dh + b * h
+            drhr = drh + b * h
+            for j in range(h):
+                rv = row[j]
+                drow[j] = drhr[j] * hpr[j] * rv * (1 - rv)
+                dhr[j] += drhr[j] * rv
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> (2 * h), <floating> 1,
+                 dg + t * nb * gw, <int> gw, urz, <int> h, <floating> 1, dh, <int> h)
+
+
+# -- RnnCell: h = act(x W_ih.T + b_ih + h W_hh.T + b_hh) ---------------------------------
+
+def rnn_steps(output, gates, h_prev, w_hh, int act):
+    """Run a simple RNN over the sequence whose projected input (biases included) is in
+    ``gates`` (T, B, H); each step adds W_hh h(t-1) and applies the activation ``act``
+    (ACT_TANH, ACT_SIGMOID, ACT_RELU) in place; h(t) goes to ``output`` (B, T, H) and
+    h(t-1) to ``h_prev`` (T, B, H)."""
+    _act_code(act)
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, y, "output", 1, &nb, &nt, &h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
+    disjoint_from(y, "output", g, "gates", hp, "h_prev", u, "W_hh")
+    disjoint_from(g, "gates", hp, "h_prev", u, "W_hh")
+    disjoint_from(hp, "h_prev", u, "W_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _rnn_steps(f32(y), f32(g), f32(hp), f32(u), nb, nt, h, act)
+        else:
+            _rnn_steps(f64(y), f64(g), f64(hp), f64(u), nb, nt, h, act)
+
+
+cdef void _rnn_steps(floating *y, floating *g, floating *hp, const floating *u, Py_ssize_t nb,
+                     Py_ssize_t nt, Py_ssize_t h, int act) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t t, b, r
+    cdef floating *row
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(hp, 0, nb * h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, hp + t * nb * h,
+                 <int> h, u, <int> h, <floating> 1, g + t * nb * h, <int> h)
+        row = g + t * nb * h
+        if act == TANH:
+            pm_tanh_fwd(d, row, row, nb * h)
+        elif act == SIGMOID:
+            pm_sigmoid_fwd(d, row, row, nb * h)
+        else:
+            pm_threshold_fwd(d, row, row, nb * h, 0, 0)
+        if t + 1 < nt:
+            memcpy(hp + (t + 1) * nb * h, row, nb * h * sizeof(floating))
+        for b in range(nb):
+            r = t * nb + b
+            memcpy(y + (b * nt + t) * h, g + r * h, h * sizeof(floating))
+
+
+def rnn_bptt(grad_output, gates, w_hh, d_gates, dh, int act):
+    """Back through time of rnn_steps: the gradient of the pre-activations into ``d_gates``
+    (T, B, H), from gradOutput (B, T, H) and the activated ``gates`` (T, B, H); dh (B, H) is
+    the carry."""
+    _act_code(act)
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, go, "gradOutput", 1, &nb, &nt, &h)
+    cdef cnp.ndarray y = array(gates, "gates", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    _seq(y, "gates", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, h)
+    _matrix(dhv, "dh", nb, h)
+    disjoint_from(dg, "d_gates", go, "gradOutput", y, "gates", u, "W_hh")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", y, "gates", u, "W_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _rnn_bptt(f32(go), f32(y), f32(u), f32(dg), f32(dhv), nb, nt, h, act)
+        else:
+            _rnn_bptt(f64(go), f64(y), f64(u), f64(dg), f64(dhv), nb, nt, h, act)
+
+
+cdef void _rnn_bptt(const floating *go, const floating *y, const floating *u, floating *dg,
+                    floating *dh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h,
+                    int act) noexcept nogil:
+    cdef Py_ssize_t t, b, j, r, o
+    cdef floating dv, yv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = (t * nb + b) * h
+            o = (b * nt + t) * h
+            if act == TANH:
+                for j in range(h):
+                    yv = y[r + j]
+                    dg[r + j] = (go[o + j] + dh[b * h + j]) * (1 - yv * yv)
+            elif act == SIGMOID:
+                for j in range(h):
+                    yv = y[r + j]
+                    dg[r + j] = (go[o + j] + dh[b * h + j]) * yv * (1 - yv)
+            else:
+                for j in range(h):
+                    dv = go[o + j] + dh[b * h + j]
+                    dg[r + j] = dv if y[r + j] > 0 else 0
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * nb * h,
+                 <int> h, u, <int> h, <floating> 0, dh, <int> h)
+
+
+# -- LSTMPeephole: gates i, f, g, o; peepholes p_i, p_f on c(t-1), p_o on c(t) -------------
+
+def peephole_steps(output, gates, cell, tanh_cell, h_prev, u_packed, u_i, u_f, u_g, u_o,
+                   p_i, p_f, p_o):
+    """Run an LSTM with peepholes over the sequence whose projected input is in ``gates``
+    (B, T, 4H, blocks i, f, g, o). The four (H, H) hidden weights are first copied into
+    ``u_packed`` (4H, H), so that each step is one GEMM; buffers as lstm_steps."""
+    cdef int t = float_type(u_i, "U_i")
+    cdef cnp.ndarray up = array(u_packed, "U_packed", t, True)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(up, "U_packed", t, y, "output", 4, &nb, &nt, &h)
+    cdef cnp.ndarray ui = array(u_i, "U_i", t, False)
+    cdef cnp.ndarray uf = array(u_f, "U_f", t, False)
+    cdef cnp.ndarray ug = array(u_g, "U_g", t, False)
+    cdef cnp.ndarray uo = array(u_o, "U_o", t, False)
+    cdef cnp.ndarray pi = array(p_i, "p_i", t, False)
+    cdef cnp.ndarray pf = array(p_f, "p_f", t, False)
+    cdef cnp.ndarray po = array(p_o, "p_o", t, False)
+    for a, what in ((ui, "U_i"), (uf, "U_f"), (ug, "U_g"), (uo, "U_o")):
+        _matrix(a, what, h, h)
+    for a, what in ((pi, "p_i"), (pf, "p_f"), (po, "p_o")):
+        vector_of(a, what, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray c = array(cell, "cell", t, True)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nt, nb, 4 * h)
+    _seq(c, "cell", nt, nb, h)
+    _seq(tc, "tanh_cell", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
+    for a, what in ((y, "output"), (g, "gates"), (c, "cell"), (tc, "tanh_cell"),
+                    (hp, "h_prev"), (up, "U_packed")):
+        disjoint_from(a, what, ui, "U_i", uf, "U_f", ug, "U_g", uo, "U_o")
+        disjoint_from(a, what, pi, "p_i", pf, "p_f", po, "p_o")
+    disjoint_from(y, "output", g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", up,
+                  "U_packed")
+    disjoint_from(g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(c, "cell", tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(hp, "h_prev", up, "U_packed")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _pack(f32(up), f32(ui), f32(uf), f32(ug), f32(uo), h)
+            _peephole_steps(f32(y), f32(g), f32(c), f32(tc), f32(hp), f32(up), f32(pi),
+                            f32(pf), f32(po), nb, nt, h)
+        else:
+            _pack(f64(up), f64(ui), f64(uf), f64(ug), f64(uo), h)
+            _peephole_steps(f64(y), f64(g), f64(c), f64(tc), f64(hp), f64(up), f64(pi),
+                            f64(pf), f64(po), nb, nt, h)
+
+
+cdef void _pack(floating *up, const floating *ui, const floating *uf, const floating *ug,
+                const floating *uo, Py_ssize_t h) noexcept nogil:
+    cdef size_t block = h * h * sizeof(floating)
+    if h == 0:
+        return
+    memcpy(up, ui, block)
+    memcpy(up + h * h, uf, block)
+    memcpy(up + 2 * h * h, ug, block)
+    memcpy(up + 3 * h * h, uo, block)
+
+
+cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, floating *hp,
+                          const floating *up, const floating *pi, const floating *pf,
+                          const floating *po, Py_ssize_t nb, Py_ssize_t nt,
+                          Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef floating *row
+    cdef floating *cr
+    cdef floating *tcr
+    cdef floating *yr
+    cdef const floating *cp
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(hp, 0, nb * h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * nb * h,
+                 <int> h, up, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            cr = c + r * h
+            if t > 0:
+                cp = c + (r - nb) * h
+                for j in range(h):
+                    row[j] += pi[j] * cp[j]
+                    row[h + j] += pf[j] * cp[j]
+            pm_sigmoid_fwd(d, row, row, 2 * h)
+            pm_tanh_fwd(d, row + 2 * h, row + 2 * h, h)
+            if t > 0:
+                for j in range(h):
+                    cr[j] = row[h + j] * cp[j] + row[j] * row[2 * h + j]
+                    row[3 * h + j] += po[j] * cr[j]
+            else:
+                for j in range(h):
+                    cr[j] = row[j] * row[2 * h + j]
+                    row[3 * h + j] += po[j] * cr[j]
+            pm_sigmoid_fwd(d, row + 3 * h, row + 3 * h, h)
+            tcr = tc + r * h
+            pm_tanh_fwd(d, cr, tcr, h)
+            yr = y + (b * nt + t) * h
+            for j in range(h):
+                yr[j] = row[3 * h + j] * tcr[j]
+            if t + 1 < nt:
+                memcpy(hp + (r + nb) * h, yr, h * sizeof(floating))
+
+
+def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, d_gates, dh,
+                  dc):
+    """Back through time of peephole_steps (``u_packed`` as it left): the gradient of every
+    gate pre-activation into ``d_gates`` (B, T, 4H); dh and dc (B, H) are carries."""
+    cdef int t = float_type(u_packed, "U_packed")
+    cdef cnp.ndarray up = array(u_packed, "U_packed", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(up, "U_packed", t, go, "gradOutput", 4, &nb, &nt, &h)
+    cdef cnp.ndarray pi = array(p_i, "p_i", t, False)
+    cdef cnp.ndarray pf = array(p_f, "p_f", t, False)
+    cdef cnp.ndarray po = array(p_o, "p_o", t, False)
+    for a, what in ((pi, "p_i"), (pf, "p_f"), (po, "p_o")):
+        vector_of(a, what, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray dcv = array(dc, "dc", t, True)
+    _seq(g, "gates", nt, nb, 4 * h)
+    _seq(c, "cell", nt, nb, h)
+    _seq(tc, "tanh_cell", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, 4 * h)
+    _matrix(dhv, "dh", nb, h)
+    _matrix(dcv, "dc", nb, h)
+    for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc")):
+        disjoint_from(a, what, go, "gradOutput", g, "gates", c, "cell", tc, "tanh_cell",
+                      up, "U_packed")
+        disjoint_from(a, what, pi, "p_i", pf, "p_f", po, "p_o")
+    disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc")
+    disjoint_from(dhv, "dh", dcv, "dc")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _peephole_bptt(f32(go), f32(g), f32(c), f32(tc), f32(up), f32(pi), f32(pf),
+                           f32(po), f32(dg), f32(dhv), f32(dcv), nb, nt, h)
+        else:
+            _peephole_bptt(f64(go), f64(g), f64(c), f64(tc), f64(up), f64(pi), f64(pf),
+                           f64(po), f64(dg), f64(dhv), f64(dcv), nb, nt, h)
+
+
+cdef void _peephole_bptt(const floating *go, const floating *g, const floating *c,
+                         const floating *tc, const floating *up, const floating *pi,
+                         const floating *pf, const floating *po, floating *dg, floating *dh,
+                         floating *dc, Py_ssize_t nb, Py_ssize_t nt,
+                         Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef const floating *row
+    cdef floating *drow
+    cdef floating iv, fv, gv, ov, th, dv, dcell, cpv, dai, daf, dao
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    memset(dc, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = t * nb + b
+            row = g + r * gw
+            drow = dg + r * gw
+            for j in range(h):
+                iv = row[j]
+                fv = row[h + j]
+                gv = row[2 * h + j]
+                ov = row[3 * h + j]
+                th = tc[r * h + j]
+                cpv = c[(r - nb) * h + j] if t > 0 else 0
+                dv = go[(b * nt + t) * h + j] + dh[b * h + j]
+                dao = dv * th * ov * (1 - ov)
+                dcell = dv * ov * (1 - th * th) + dc[b * h + j] + dao * po[j]
+                dai = dcell * gv * iv * (1 - iv)
+                daf = dcell * cpv * fv * (1 - fv)
+                drow[j] = dai
+                drow[h + j] = daf
+                drow[2 * h + j] = dcell * iv * (1 - gv * gv)
+                drow[3 * h + j] = dao
+                dc[b * h + j] = dcell * fv + dai * pi[j] + daf * pf[j]
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1,
+                 dg + t * nb * gw, <int> gw, up, <int> h, <floating> 0, dh, <int> h)
+
+
+def peephole_acc(cell, d_gates, grad_p_i, grad_p_f, grad_p_o, double scale):
+    """grad_p_i += scale * sum(dG_i * c(t-1)), grad_p_f likewise with dG_f, grad_p_o +=
+    scale * sum(dG_o * c(t)), sums over batch and time; cell (B, T, H), d_gates (B, T, 4H)."""
+    cdef int t = float_type(grad_p_i, "gradP_i")
+    cdef cnp.ndarray gpi = array(grad_p_i, "gradP_i", t, True)
+    cdef cnp.ndarray gpf = array(grad_p_f, "gradP_f", t, True)
+    cdef cnp.ndarray gpo = array(grad_p_o, "gradP_o", t, True)
+    ndim(gpi, "gradP_i", 1, 1)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(gpi)[0], nb, nt
+    vector_of(gpf, "gradP_f", h)
+    vector_of(gpo, "gradP_o", h)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    _sizes(c, "cell", h, &nt, &nb)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", nt, nb, 4 * h)
+    for a, what in ((gpi, "gradP_i"), (gpf, "gradP_f"), (gpo, "gradP_o")):
+        disjoint_from(a, what, c, "cell", dg, "d_gates")
+    disjoint_from(gpi, "gradP_i", gpf, "gradP_f", gpo, "gradP_o")
+    disjoint_from(gpf, "gradP_f", gpo, "gradP_o")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _peephole_acc(f32(c), f32(dg), f32(gpi), f32(gpf), f32(gpo), <float> scale, nb,
+                          nt, h)
+        else:
+            _peephole_acc(f64(c), f64(dg), f64(gpi), f64(gpf), f64(gpo), scale, nb, nt, h)
+
+
+cdef void _peephole_acc(const floating *c, const floating *dg, floating *gpi, floating *gpf,
+                        floating *gpo, floating scale, Py_ssize_t nb, Py_ssize_t nt,
+                        Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef const floating *drow
+    cdef const floating *cr
+    cdef const floating *cp
+    if scale == 0:
+        return
+    for t in range(nt):
+        for b in range(nb):
+            r = t * nb + b
+            drow = dg + r * gw
+            cr = c + r * h
+            for j in range(h):
+                gpo[j] += scale * drow[3 * h + j] * cr[j]
+            if t > 0:
+                cp = c + (r - nb) * h
+                for j in range(h):
+                    gpi[j] += scale * drow[j] * cp[j]
+                    gpf[j] += scale * drow[h + j] * cp[j]
+
+
+# -- time reversal (BiRecurrent) ----------------------------------------------------------
+
+def reverse_time(input, output):
+    """output[:, t] := input[:, T - 1 - t], (B, T, F)."""
+    cdef int t = float_type(input, "input")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nb = cnp.PyArray_DIMS(x)[0], nt = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    _seq(y, "output", nb, nt, w)
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        _reverse(<char *> cnp.PyArray_DATA(x), <char *> cnp.PyArray_DATA(y), nb, nt,
+                 w * cnp.PyArray_ITEMSIZE(x))
+
+
+cdef void _reverse(const char *x, char *y, Py_ssize_t nb, Py_ssize_t nt,
+                   Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t b, t
+    if row == 0:
+        return
+    for b in range(nb):
+        for t in range(nt):
+            memcpy(y + (b * nt + t) * row, x + (b * nt + nt - 1 - t) * row, row)
+
+
+def add_reversed(a, b, output):
+    """output[:, t] := a[:, t] + b[:, T - 1 - t], (B, T, F)."""
+    cdef int t = float_type(a, "a")
+    cdef cnp.ndarray x = array(a, "a", t, False)
+    ndim(x, "a", 3, 3)
+    cdef Py_ssize_t nb = cnp.PyArray_DIMS(x)[0], nt = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray z = array(b, "b", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    _seq(z, "b", nb, nt, w)
+    _seq(y, "output", nb, nt, w)
+    disjoint_from(y, "output", x, "a", z, "b")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _add_reversed(f32(x), f32(z), f32(y), nb, nt, w)
+        else:
+            _add_reversed(f64(x), f64(z), f64(y), nb, nt, w)
+
+
+cdef void _add_reversed(const floating *a, const floating *b, floating *y, Py_ssize_t nb,
+                        Py_ssize_t nt, Py_ssize_t w) noexcept nogil:
+    cdef Py_ssize_t i, t, j
+    cdef const floating *ar
+    cdef const floating *br
+    cdef floating *yr
+    for i in range(nb):
+        for t in range(nt):
+            ar = a + (i * nt + t) * w
+            br = b + (i * nt + nt - 1 - t) * w
+            yr = y + (i * nt + t) * w
+            for j in range(w):
+                yr[j] = ar[j] + br[j]
+
+
+# -- batch-first <-> time-major ------------------------------------------------------------
+
+def swap_time_batch(input, output, Py_ssize_t features=-1):
+    """output[j, i] := input[i, j]: (A, C, F) -> (C, A, F), the batch-first sequence to the
+    time-major layout of the kernels above and back. With ``features`` >= 0 the input must
+    be a (batch, time, features) sequence of that many features."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t na, nc
+    if features >= 0:
+        _sizes(x, "input", features, &na, &nc)
+    else:
+        ndim(x, "input", 3, 3)
+    na, nc = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    shape_is(y, "output", (nc, na, w))
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        _swap(<char *> cnp.PyArray_DATA(x), <char *> cnp.PyArray_DATA(y), na, nc,
+              w * cnp.PyArray_ITEMSIZE(x))
+
+
+cdef void _swap(const char *x, char *y, Py_ssize_t na, Py_ssize_t nc,
+                Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t i, j
+    if row == 0:
+        return
+    for i in range(na):
+        for j in range(nc):
+            memcpy(y + (j * na + i) * row, x + (i * nc + j) * row, row)

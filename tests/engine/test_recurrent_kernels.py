@@ -1,0 +1,233 @@
+"""Kernels of the recurrent cells against NumPy: layouts, projections, steps, backward through
+time, weight gradients, refusals and empty sizes. Outputs start as NaN so that an unwritten
+element fails."""
+
+import numpy as np
+import pytest
+from pymodules.engine import recurrent as R
+from tolerance import abs_gemm, assert_reduction_close
+
+DTYPES = [np.float32, np.float64]
+
+
+def _nan(shape, dtype):
+    return np.full(shape, np.nan, dtype)
+
+
+def _sig(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def _tol(dtype):
+    return dict(rtol=3e-5, atol=3e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 5, 4), (1, 1, 7), (0, 3, 2), (2, 0, 3), (17, 3, 19)])
+def test_layout_kernels(shape, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = _nan(shape[::-1], dtype)
+    R.swap_outer(x, y, shape[2])
+    np.testing.assert_array_equal(y, x.transpose(2, 1, 0))
+    z = _nan((shape[1], shape[0], shape[2]), dtype)
+    R.swap_time_batch(x, z, shape[2])
+    np.testing.assert_array_equal(z, x.transpose(1, 0, 2))
+    r = _nan(shape, dtype)
+    R.reverse_time(x, r)
+    np.testing.assert_array_equal(r, x[:, ::-1])
+    b = rng.standard_normal(shape).astype(dtype)
+    s = _nan(shape, dtype)
+    R.add_reversed(x, b, s)
+    np.testing.assert_array_equal(s, x + b[:, ::-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("biases", [(True, True), (True, False), (False, True), (False, False)])
+def test_projection_and_its_gradients(dtype, biases, rng):
+    a, c, i, g = 3, 4, 5, 8
+    x = rng.standard_normal((a, c, i)).astype(dtype)
+    w = rng.standard_normal((g, i)).astype(dtype)
+    b1, b2 = (rng.standard_normal(g).astype(dtype) if on else None for on in biases)
+    y = _nan((a, c, g), dtype)
+    R.recurrent_project(x, y, w, b1, b2)
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if b1 is None else b1) + \
+        (0 if b2 is None else b2)
+    assert_reduction_close(y, want, dtype, i + 2, abs_gemm(x.reshape(-1, i), w.T).reshape(y.shape)
+                           + 2)
+    dg = rng.standard_normal((a, c, g)).astype(dtype)
+    gi = _nan((a, c, i), dtype)
+    R.recurrent_update_grad_input(dg, gi, w)
+    np.testing.assert_allclose(gi, dg @ w, **_tol(dtype))
+    gw = np.ones((g, i), dtype)
+    gb1, gb2 = (np.ones(g, dtype) if on else None for on in biases)
+    R.recurrent_acc_input(x, dg, gw, gb1, gb2, 0.5, 2.0)
+    d2, x2 = dg.reshape(-1, g).astype(np.float64), x.reshape(-1, i).astype(np.float64)
+    np.testing.assert_allclose(gw, 1 + 0.5 * d2.T @ x2, **_tol(dtype))
+    for gb in (gb1, gb2):
+        if gb is not None:
+            np.testing.assert_allclose(gb, 1 + 2 * d2.sum(0), **_tol(dtype))
+    gu = np.ones((3, 6), dtype)
+    s = rng.standard_normal((a, c, 6)).astype(dtype)
+    R.recurrent_acc_hidden(s, dg, 2, gu, 1.5)
+    np.testing.assert_allclose(gu, 1 + 1.5 * d2[:, 2:5].T @ s.reshape(-1, 6), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_feature_major_projection_and_gradients(dtype, rng):
+    i, t, b, h = 5, 4, 3, 2
+    g = 4 * h
+    x = rng.standard_normal((i, t, b)).astype(dtype)
+    w = rng.standard_normal((g, i)).astype(dtype)
+    bias = rng.standard_normal(g).astype(dtype)
+    p = _nan((g, t, b), dtype)
+    R.lstm_project(x, p, w, bias)
+    np.testing.assert_allclose(p, np.einsum("gi,itb->gtb", w, x) + bias[:, None, None],
+                               **_tol(dtype))
+    dg = rng.standard_normal((g, t, b)).astype(dtype)
+    gi = _nan((i, t, b), dtype)
+    R.lstm_grad_input(dg, gi, w)
+    np.testing.assert_allclose(gi, np.einsum("gi,gtb->itb", w, dg), **_tol(dtype))
+    hs = rng.standard_normal((h, t, b)).astype(dtype)
+    gw, gb, gu = np.ones((g, i), dtype), np.ones(g, dtype), np.ones((g, h), dtype)
+    R.lstm_acc_grad_parameters(x, hs, dg, gw, gb, gu, 0.5, 2.0)
+    np.testing.assert_allclose(gw, 1 + 0.5 * np.einsum("gtb,itb->gi", dg, x), **_tol(dtype))
+    np.testing.assert_allclose(gb, 1 + 2 * dg.sum((1, 2)), **_tol(dtype))
+    want = 1 + 0.5 * np.einsum("gtb,htb->gh", dg[:, 1:], hs[:, :-1])
+    np.testing.assert_allclose(gu, want, **_tol(dtype))
+
+
+def _lstm_numpy(xp, u):
+    """Feature-major LSTM forward and backward in float64: xp (4H, T, B) projected input."""
+    g4, t_, b_ = xp.shape
+    h_ = g4 // 4
+    hs, cs, gates = np.zeros((h_, t_, b_)), np.zeros((h_, t_, b_)), []
+    h, c = np.zeros((h_, b_)), np.zeros((h_, b_))
+    for t in range(t_):
+        z = xp[:, t] + u @ h
+        i, g, f, o = _sig(z[:h_]), np.tanh(z[h_:2 * h_]), _sig(z[2 * h_:3 * h_]), _sig(z[3 * h_:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs[:, t], cs[:, t] = h, c
+        gates.append((i, g, f, o))
+    return hs, cs, gates
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("b", "t", "h"), [(3, 4, 2), (1, 5, 3), (4, 1, 2)])
+def test_lstm_steps_and_bptt(b, t, h, dtype, rng):
+    xp = rng.standard_normal((4 * h, t, b)).astype(dtype)
+    u = (rng.standard_normal((4 * h, h)) * 0.5).astype(dtype)
+    gt, c, tc, hs = (_nan(s, dtype) for s in [(t, 4 * h, b), (t, h, b), (t, h, b), (h, t, b)])
+    R.lstm_steps(xp, gt, c, tc, hs, u)
+    want_h, want_c, gates = _lstm_numpy(xp.astype(np.float64), u.astype(np.float64))
+    np.testing.assert_allclose(hs, want_h, **_tol(dtype))
+    np.testing.assert_allclose(c.transpose(1, 0, 2), want_c, **_tol(dtype))
+    np.testing.assert_allclose(tc, np.tanh(c), **_tol(dtype))
+    go = rng.standard_normal((h, t, b)).astype(dtype)
+    dg = _nan((4 * h, t, b), dtype)
+    R.lstm_bptt(go, gt, c, tc, u, _nan((h, 4 * h), dtype), dg, _nan((h, b), dtype),
+                _nan((h, b), dtype))
+    # the NumPy backward through time
+    u64, want = u.astype(np.float64), np.zeros((4 * h, t, b))
+    dh, dc = np.zeros((h, b)), np.zeros((h, b))
+    for s in range(t - 1, -1, -1):
+        i, g, f, o = gates[s]
+        cp = want_c[:, s - 1] if s else 0
+        tcs = np.tanh(want_c[:, s])
+        dv = go[:, s] + dh
+        dcs = dv * o * (1 - tcs ** 2) + dc
+        want[:, s] = np.concatenate([dcs * g * i * (1 - i), dcs * i * (1 - g ** 2),
+                                     dcs * cp * f * (1 - f), dv * tcs * o * (1 - o)])
+        dc, dh = dcs * f, u64.T @ want[:, s]
+    np.testing.assert_allclose(dg, want, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gru_and_rnn_steps(dtype, rng):
+    b, t, h = 3, 4, 2
+    x = rng.standard_normal((t, b, 3 * h)).astype(dtype)
+    urz = (rng.standard_normal((2 * h, h)) * 0.5).astype(dtype)
+    un = (rng.standard_normal((h, h)) * 0.5).astype(dtype)
+    g, y, rh, hp = x.copy(), _nan((b, t, h), dtype), _nan((t, b, h), dtype), _nan((t, b, h),
+                                                                                  dtype)
+    R.gru_steps(y, g, rh, hp, urz, un)
+    hv = np.zeros((b, h))
+    for s in range(t):
+        rz = _sig(x[s, :, :2 * h] + hv @ urz.T)
+        n = np.tanh(x[s, :, 2 * h:] + (rz[:, :h] * hv) @ un.T)
+        np.testing.assert_allclose(hp[s], hv, **_tol(dtype))
+        hv = (1 - rz[:, h:]) * n + rz[:, h:] * hv
+        np.testing.assert_allclose(y[:, s], hv, **_tol(dtype))
+    u = (rng.standard_normal((h, h)) * 0.5).astype(dtype)
+    for act, f in ((R.ACT_TANH, np.tanh), (R.ACT_SIGMOID, _sig),
+                   (R.ACT_RELU, lambda a: np.maximum(a, 0))):
+        xr = rng.standard_normal((t, b, h)).astype(dtype)
+        g, y, hp = xr.copy(), _nan((b, t, h), dtype), _nan((t, b, h), dtype)
+        R.rnn_steps(y, g, hp, u, act)
+        hv = np.zeros((b, h))
+        for s in range(t):
+            hv = f(xr[s] + hv @ u.T)
+            np.testing.assert_allclose(y[:, s], hv, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_peephole_steps(dtype, rng):
+    b, t, h = 2, 3, 2
+    x = rng.standard_normal((t, b, 4 * h)).astype(dtype)
+    us = [(rng.standard_normal((h, h)) * 0.5).astype(dtype) for _ in range(4)]  # i, f, g, o
+    ps = [rng.standard_normal(h).astype(dtype) for _ in range(3)]  # i, f, o
+    g = x.copy()
+    y, c, tc, hp = _nan((b, t, h), dtype), *(_nan((t, b, h), dtype) for _ in range(3))
+    up = _nan((4 * h, h), dtype)
+    R.peephole_steps(y, g, c, tc, hp, up, *us, *ps)
+    np.testing.assert_array_equal(up, np.concatenate(us))
+    hv, cv = np.zeros((b, h)), np.zeros((b, h))
+    for s in range(t):
+        z = x[s] + hv @ np.concatenate(us).T
+        i = _sig(z[:, :h] + ps[0] * cv)
+        f = _sig(z[:, h:2 * h] + ps[1] * cv)
+        cv = f * cv + i * np.tanh(z[:, 2 * h:3 * h])
+        hv = _sig(z[:, 3 * h:] + ps[2] * cv) * np.tanh(cv)
+        np.testing.assert_allclose(y[:, s], hv, **_tol(dtype))
+
+
+def test_empty_sequences_write_nothing_and_pass():
+    for b, t in ((0, 3), (2, 0)):
+        xp = np.zeros((8, t, b))
+        R.lstm_steps(xp, np.zeros((t, 8, b)), np.zeros((t, 2, b)), np.zeros((t, 2, b)),
+                     np.zeros((2, t, b)), np.zeros((8, 2)))
+        R.recurrent_project(np.zeros((b, t, 3)), np.zeros((b, t, 4)), np.zeros((4, 3)), None)
+
+
+def test_refusals():
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"input must be 3-D \(batch, time, features\)"):
+        R.swap_outer(np.zeros((2, 4), np.float32), np.zeros((4, 3, 2), np.float32), 4)
+    with pytest.raises(ValueError, match="input has 4 features, expected 5"):
+        R.swap_outer(x, np.zeros((4, 3, 2), np.float32), 5)
+    with pytest.raises(TypeError, match="input has dtype float64, expected float32"):
+        R.swap_outer(x.astype(np.float64), np.zeros((4, 3, 2), np.float32), 4)
+    with pytest.raises(ValueError, match="output has shape"):
+        R.swap_outer(x, np.zeros((4, 3, 3), np.float32), 4)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        R.reverse_time(np.zeros((2, 6, 4), np.float32)[:, ::2], x)
+    with pytest.raises(ValueError, match="output overlaps input"):
+        R.reverse_time(x, x)
+    with pytest.raises(ValueError, match="read-only"):
+        y = np.zeros((2, 3, 4), np.float32)
+        y.flags.writeable = False
+        R.reverse_time(x, y)
+    with pytest.raises(ValueError, match="activation code 7"):
+        R.rnn_steps(np.zeros((2, 3, 4)), np.zeros((3, 2, 4)), np.zeros((3, 2, 4)),
+                    np.zeros((4, 4)), 7)
+    with pytest.raises(ValueError, match=r"W_hh has shape \(4, 4\), expected \(16, 4\)"):
+        R.lstm_steps(np.zeros((16, 3, 2)), np.zeros((3, 16, 2)), np.zeros((3, 4, 2)),
+                     np.zeros((3, 4, 2)), np.zeros((4, 3, 2)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"gates has shape"):
+        R.gru_steps(np.zeros((2, 3, 4)), np.zeros((3, 2, 8)), np.zeros((3, 2, 4)),
+                    np.zeros((3, 2, 4)), np.zeros((8, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="gate columns 2:6 are outside the 4"):
+        R.recurrent_acc_hidden(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), 2, np.zeros((4, 4)),
+                               1.0)
+    with pytest.raises(TypeError, match="must be a numpy.ndarray"):
+        R.recurrent_project([[1.0]], np.zeros((1, 1, 2)), np.zeros((2, 1)), None)

@@ -64,6 +64,7 @@ from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regulari
 from pymodules.nn.shape import (
     Contiguous,
     Identity,
+    InferReshape,
     Narrow,
     Replicate,
     Reshape,
@@ -84,6 +85,7 @@ from pymodules.nn.table import (
     SelectTable,
     SplitTable,
 )
+from pymodules.nn.timedistributed import TimeDistributed
 
 AbstractModule = Module
 
@@ -105,3 +107,4 @@ __all__ += [
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
+__all__ += ["InferReshape", "TimeDistributed"]

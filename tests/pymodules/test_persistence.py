@@ -167,6 +167,12 @@ EXAMPLES = {
     pm.SpatialAveragePooling: [(lambda: pm.SpatialAveragePooling(2, 2, 2, 2).ceil(),
                                 _a(2, 3, 5, 5))],
     pm.TemporalMaxPooling: [(lambda: pm.TemporalMaxPooling(2), _a(2, 6, 4))],
+    # sequences
+    pm.TimeDistributed: [(lambda: pm.TimeDistributed(pm.Linear(4, 3)), _a(2, 3, 4)),
+                         (lambda: pm.TimeDistributed(pm.Sequential(pm.Linear(4, 3), pm.Tanh())
+                                                     ).setName("td"), _a(2, 3, 4))],
+    pm.InferReshape: [(lambda: pm.InferReshape([0, -1]), _a(3, 2, 2)),
+                      (lambda: pm.InferReshape([-1, 2], True), _a(3, 4))],
 }
 
 

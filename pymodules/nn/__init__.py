@@ -108,3 +108,14 @@ __all__ += [
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
 __all__ += ["InferReshape", "TimeDistributed"]
+
+from pymodules.nn.recurrent import (  # noqa: E402
+    GRU,
+    LSTM,
+    BiRecurrent,
+    LSTMPeephole,
+    Recurrent,
+    RnnCell,
+)
+
+__all__ += ["BiRecurrent", "GRU", "LSTM", "LSTMPeephole", "Recurrent", "RnnCell"]

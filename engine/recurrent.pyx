@@ -1,0 +1,959 @@
+"""Kernels of the recurrent cells (LSTM, GRU, RnnCell, LSTMPeephole) over whole sequences.
+
+Sequences are batch-first, (batch, time, features), and every buffer keeps that layout, so
+the rows of one time step are a strided matrix (leading dimension time * width) that BLAS reads
+in place. A forward is two calls:
+
+- ``recurrent_project``: the input-to-hidden projection of the whole sequence, one GEMM,
+  gates (B*T, G) := input (B*T, I) @ W_ih.T + b_ih (+ b_hh);
+- ``<cell>_steps``: for each time step one GEMM adds U h(t-1) into that step's gates (GRU has
+  two, its reset gate applies before U_n), then one fused pass per row activates the gates
+  (vecmath's vectorised sigmoid/tanh, in place), updates the state and writes h(t) into the
+  output and into ``h_prev`` (B, T, H), the hidden state each step read (zeros at t = 0).
+
+Backward: ``<cell>_bptt`` runs back through time, one fused pass and one GEMM a step
+(dh(t-1) = dG(t) @ U), writing the gradient of every gate pre-activation into ``d_gates``
+(B, T, G); then ``recurrent_update_grad_input`` (dG @ W_ih, one GEMM) and the weight
+gradients, each one GEMM over all steps: ``recurrent_acc_input`` (W_ih, biases) and
+``recurrent_acc_hidden`` (U += dG.T @ h_prev, K = B*T). Nothing is allocated here: every
+buffer is the caller's, sized once and reused.
+
+Gate blocks (columns of the gates): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o;
+RnnCell one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.
+"""
+
+cimport numpy as cnp
+from libc.string cimport memcpy, memset
+
+from engine.blas cimport floating, gemm, axpy, NoTrans, Trans
+from engine._check cimport (
+    float_type, array, array_or_none, f32, f64, ndim, shape, shape_is, vector_of,
+    int_limit, disjoint_from,
+)
+from engine.vecmath cimport pm_sigmoid_fwd, pm_tanh_fwd, pm_threshold_fwd
+
+cnp.import_array()
+
+cdef enum:
+    TANH = 0
+    SIGMOID = 1
+    RELU = 2
+
+ACT_TANH = TANH
+ACT_SIGMOID = SIGMOID
+ACT_RELU = RELU
+
+
+cdef int _sizes(cnp.ndarray a, str what, Py_ssize_t width, Py_ssize_t *b,
+                Py_ssize_t *t) except -1:
+    """Batch and time of a (batch, time, width) sequence, checked for the BLAS int limits."""
+    if cnp.PyArray_NDIM(a) != 3:
+        raise ValueError(f"{what} must be 3-D (batch, time, features), got "
+                         f"{cnp.PyArray_NDIM(a)}-D (shape {shape(a)})")
+    cdef Py_ssize_t feats = cnp.PyArray_DIMS(a)[2]
+    if feats != width:
+        raise ValueError(f"{what} has {feats} features, expected {width}")
+    b[0], t[0] = cnp.PyArray_DIMS(a)[0], cnp.PyArray_DIMS(a)[1]
+    int_limit(b[0] * t[0], f"{what}: batch * time")
+    return 0
+
+
+cdef int _seq(cnp.ndarray a, str what, Py_ssize_t b, Py_ssize_t t, Py_ssize_t w) except -1:
+    shape_is(a, what, (b, t, w))
+    int_limit(t * w, f"{what}: time * width")
+    return 0
+
+
+cdef int _matrix(cnp.ndarray a, str what, Py_ssize_t m, Py_ssize_t k) except -1:
+    shape_is(a, what, (m, k))
+    return 0
+
+
+cdef int _act_code(int act) except -1:
+    if act != TANH and act != SIGMOID and act != RELU:
+        raise ValueError(f"activation code {act} is not one of tanh (0), sigmoid (1), relu (2)")
+    return 0
+
+
+# -- the input projection and the gradients that are one GEMM over the sequence ---------------
+
+def recurrent_project(input, gates, w_ih, b_ih, b_hh=None):
+    """gates := input @ w_ih.T + b_ih + b_hh: (B, T, I) x (G, I) -> (B, T, G); either bias
+    (G,) may be None."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    _sizes(x, "input", i, &nb, &nt)
+    cdef cnp.ndarray y = array(gates, "gates", t, True)
+    _seq(y, "gates", nb, nt, g)
+    cdef cnp.ndarray b1 = array_or_none(b_ih, "b_ih", t, False)
+    cdef cnp.ndarray b2 = array_or_none(b_hh, "b_hh", t, False)
+    if b1 is not None:
+        vector_of(b1, "b_ih", g)
+    if b2 is not None:
+        vector_of(b2, "b_hh", g)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(y, "gates", x, "input", w, "W_ih", b1, "b_ih", b2, "b_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _project(f32(x), f32(y), f32(w), f32(b1), f32(b2), nb * nt, i, g)
+        else:
+            _project(f64(x), f64(y), f64(w), f64(b1), f64(b2), nb * nt, i, g)
+
+
+cdef void _project(const floating *x, floating *y, const floating *w, const floating *b1,
+                   const floating *b2, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef floating *row
+    if n == 0 or m == 0:
+        return
+    for r in range(n):
+        row = y + r * m
+        if b1 != NULL and b2 != NULL:
+            for j in range(m):
+                row[j] = b1[j] + b2[j]
+        elif b1 != NULL:
+            memcpy(row, b1, m * sizeof(floating))
+        elif b2 != NULL:
+            memcpy(row, b2, m * sizeof(floating))
+        else:
+            memset(row, 0, m * sizeof(floating))
+    if k > 0:
+        gemm(NoTrans, Trans, <int> n, <int> m, <int> k, <floating> 1, x, <int> k, w, <int> k,
+             <floating> 1, y, <int> m)
+
+
+def recurrent_update_grad_input(d_gates, grad_input, w_ih):
+    """grad_input := d_gates @ w_ih: (B, T, G) x (G, I) -> (B, T, I)."""
+    cdef int t = float_type(w_ih, "W_ih")
+    cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
+    ndim(w, "W_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _sizes(dg, "d_gates", g, &nb, &nt)
+    cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
+    _seq(gi, "gradInput", nb, nt, i)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(gi, "gradInput", dg, "d_gates", w, "W_ih")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _grad_input(f32(dg), f32(gi), f32(w), nb * nt, i, g)
+        else:
+            _grad_input(f64(dg), f64(gi), f64(w), nb * nt, i, g)
+
+
+cdef void _grad_input(const floating *dg, floating *gi, const floating *w, Py_ssize_t n,
+                      Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    if n == 0 or k == 0:
+        return
+    if m == 0:
+        memset(gi, 0, n * k * sizeof(floating))
+        return
+    gemm(NoTrans, NoTrans, <int> n, <int> k, <int> m, <floating> 1, dg, <int> m, w, <int> k,
+         <floating> 0, gi, <int> k)
+
+
+def recurrent_acc_input(input, d_gates, grad_w_ih, grad_b_ih, grad_b_hh, double scale_w,
+                        double scale_b):
+    """grad_w_ih += scale_w * d_gates.T @ input ((G, I), one GEMM over all steps);
+    grad_b_ih and grad_b_hh (G,) += scale_b * the sum of d_gates over batch and time. Either
+    bias may be None; a scale of 0 skips its terms."""
+    cdef int t = float_type(grad_w_ih, "gradW_ih")
+    cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
+    ndim(gw, "gradW_ih", 2, 2)
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1], nb, nt
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    _sizes(x, "input", i, &nb, &nt)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", nb, nt, g)
+    cdef cnp.ndarray gb1 = array_or_none(grad_b_ih, "gradB_ih", t, True)
+    cdef cnp.ndarray gb2 = array_or_none(grad_b_hh, "gradB_hh", t, True)
+    if gb1 is not None:
+        vector_of(gb1, "gradB_ih", g)
+    if gb2 is not None:
+        vector_of(gb2, "gradB_hh", g)
+    int_limit(g, "gate width")
+    int_limit(i, "input width")
+    disjoint_from(gw, "gradW_ih", x, "input", dg, "d_gates", gb1, "gradB_ih", gb2, "gradB_hh")
+    disjoint_from(gb1, "gradB_ih", x, "input", dg, "d_gates", gb2, "gradB_hh")
+    disjoint_from(gb2, "gradB_hh", x, "input", dg, "d_gates")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_input(f32(x), f32(dg), f32(gw), f32(gb1), f32(gb2), <float> scale_w,
+                       <float> scale_b, nb * nt, i, g)
+        else:
+            _acc_input(f64(x), f64(dg), f64(gw), f64(gb1), f64(gb2), scale_w, scale_b,
+                       nb * nt, i, g)
+
+
+cdef void _acc_input(const floating *x, const floating *dg, floating *gw, floating *gb1,
+                     floating *gb2, floating scale_w, floating scale_b, Py_ssize_t n,
+                     Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t r
+    if n == 0 or m == 0:
+        return
+    if scale_w != 0 and k != 0:
+        gemm(Trans, NoTrans, <int> m, <int> k, <int> n, scale_w, dg, <int> m, x, <int> k,
+             <floating> 1, gw, <int> k)
+    if scale_b != 0:
+        for r in range(n):
+            if gb1 != NULL:
+                axpy(<int> m, scale_b, dg + r * m, 1, gb1, 1)
+            if gb2 != NULL:
+                axpy(<int> m, scale_b, dg + r * m, 1, gb2, 1)
+
+
+def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scale):
+    """grad_u += scale * d_gates[..., offset:offset + M].T @ states: (B, T, G) and (B, T, H)
+    -> (M, H), one GEMM over all steps (``states`` holds what U multiplied at each step:
+    h(t-1), or r * h(t-1) for GRU's U_n)."""
+    cdef int t = float_type(grad_u, "gradU")
+    cdef cnp.ndarray gu = array(grad_u, "gradU", t, True)
+    ndim(gu, "gradU", 2, 2)
+    cdef Py_ssize_t m = cnp.PyArray_DIMS(gu)[0], h = cnp.PyArray_DIMS(gu)[1], nb, nt, g
+    cdef cnp.ndarray s = array(states, "states", t, False)
+    _sizes(s, "states", h, &nb, &nt)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    ndim(dg, "d_gates", 3, 3)
+    g = cnp.PyArray_DIMS(dg)[2]
+    _seq(dg, "d_gates", nb, nt, g)
+    if offset < 0 or offset + m > g:
+        raise ValueError(f"gate columns {offset}:{offset + m} are outside the {g} of d_gates")
+    int_limit(g, "gate width")
+    int_limit(h, "hidden width")
+    disjoint_from(gu, "gradU", s, "states", dg, "d_gates")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _acc_hidden(f32(s), f32(dg), f32(gu), <float> scale, nb * nt, h, g, offset, m)
+        else:
+            _acc_hidden(f64(s), f64(dg), f64(gu), scale, nb * nt, h, g, offset, m)
+
+
+cdef void _acc_hidden(const floating *s, const floating *dg, floating *gu, floating scale,
+                      Py_ssize_t n, Py_ssize_t h, Py_ssize_t g, Py_ssize_t offset,
+                      Py_ssize_t m) noexcept nogil:
+    if n == 0 or m == 0 or h == 0 or scale == 0:
+        return
+    gemm(Trans, NoTrans, <int> m, <int> h, <int> n, scale, dg + offset, <int> g, s, <int> h,
+         <floating> 1, gu, <int> h)
+
+
+# -- LSTM: gates i, g, f, o; c = f c + i g; h = o tanh(c) ---------------------------------
+
+cdef int _cell_buffers(cnp.ndarray u, str u_what, int t, cnp.ndarray y, str y_what, int blocks,
+                       Py_ssize_t *nb, Py_ssize_t *nt, Py_ssize_t *h) except -1:
+    """Sizes from the hidden weight u (blocks * H, H) and a (B, T, H) sequence y."""
+    ndim(u, u_what, 2, 2)
+    h[0] = cnp.PyArray_DIMS(u)[1]
+    _matrix(u, u_what, blocks * h[0], h[0])
+    _sizes(y, y_what, h[0], nb, nt)
+    int_limit(blocks * h[0] * nt[0], "time * gate width")
+    return 0
+
+
+def lstm_steps(output, gates, cell, tanh_cell, h_prev, w_hh):
+    """Run an LSTM over the sequence whose projected input is in ``gates`` (B, T, 4H, blocks
+    i, g, f, o); the gates are activated in place, c(t) goes to ``cell``, tanh(c(t)) to
+    ``tanh_cell``, h(t) to ``output`` and h(t-1) to ``h_prev`` (all (B, T, H)); w_hh (4H, H)."""
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, y, "output", 4, &nb, &nt, &h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray c = array(cell, "cell", t, True)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nb, nt, 4 * h)
+    _seq(c, "cell", nb, nt, h)
+    _seq(tc, "tanh_cell", nb, nt, h)
+    _seq(hp, "h_prev", nb, nt, h)
+    disjoint_from(y, "output", g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
+    disjoint_from(g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
+    disjoint_from(c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
+    disjoint_from(tc, "tanh_cell", hp, "h_prev", u, "W_hh")
+    disjoint_from(hp, "h_prev", u, "W_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _lstm_steps(f32(y), f32(g), f32(c), f32(tc), f32(hp), f32(u), nb, nt, h)
+        else:
+            _lstm_steps(f64(y), f64(g), f64(c), f64(tc), f64(hp), f64(u), nb, nt, h)
+
+
+cdef void _lstm_steps(floating *y, floating *g, floating *c, floating *tc, floating *hp,
+                      const floating *u, Py_ssize_t nb, Py_ssize_t nt,
+                      Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef floating *row
+    cdef floating *cr
+    cdef floating *tcr
+    cdef floating *yr
+    cdef const floating *cp
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    for b in range(nb):
+        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * h,
+                 <int> (nt * h), u, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            pm_sigmoid_fwd(d, row, row, h)
+            pm_tanh_fwd(d, row + h, row + h, h)
+            pm_sigmoid_fwd(d, row + 2 * h, row + 2 * h, 2 * h)
+            cr = c + r * h
+            if t > 0:
+                cp = c + (r - 1) * h
+                for j in range(h):
+                    cr[j] = row[2 * h + j] * cp[j] + row[j] * row[h + j]
+            else:
+                for j in range(h):
+                    cr[j] = row[j] * row[h + j]
+            tcr = tc + r * h
+            pm_tanh_fwd(d, cr, tcr, h)
+            yr = y + r * h
+            for j in range(h):
+                yr[j] = row[3 * h + j] * tcr[j]
+            if t + 1 < nt:
+                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+
+
+def lstm_bptt(grad_output, gates, cell, tanh_cell, w_hh, d_gates, dh, dc):
+    """Back through time of lstm_steps: the gradient of every gate pre-activation into
+    ``d_gates`` (B, T, 4H), from gradOutput (B, T, H); dh and dc (B, H) are carries."""
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, go, "gradOutput", 4, &nb, &nt, &h)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray dcv = array(dc, "dc", t, True)
+    _seq(g, "gates", nb, nt, 4 * h)
+    _seq(c, "cell", nb, nt, h)
+    _seq(tc, "tanh_cell", nb, nt, h)
+    _seq(dg, "d_gates", nb, nt, 4 * h)
+    _matrix(dhv, "dh", nb, h)
+    _matrix(dcv, "dc", nb, h)
+    disjoint_from(dg, "d_gates", go, "gradOutput", g, "gates", c, "cell", tc, "tanh_cell",
+                  u, "W_hh")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", u, "W_hh", dcv, "dc")
+    disjoint_from(dcv, "dc", dg, "d_gates", go, "gradOutput", g, "gates", c, "cell")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _lstm_bptt(f32(go), f32(g), f32(c), f32(tc), f32(u), f32(dg), f32(dhv), f32(dcv),
+                       nb, nt, h)
+        else:
+            _lstm_bptt(f64(go), f64(g), f64(c), f64(tc), f64(u), f64(dg), f64(dhv), f64(dcv),
+                       nb, nt, h)
+
+
+cdef void _lstm_bptt(const floating *go, const floating *g, const floating *c,
+                     const floating *tc, const floating *u, floating *dg, floating *dh,
+                     floating *dc, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef const floating *row
+    cdef floating *drow
+    cdef floating *dhr
+    cdef floating *dcr
+    cdef const floating *gor
+    cdef const floating *tcr
+    cdef floating iv, gv, fv, ov, th, dv, dcell, cpv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    memset(dc, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            drow = dg + r * gw
+            gor = go + r * h
+            tcr = tc + r * h
+            dhr = dh + b * h
+            dcr = dc + b * h
+            for j in range(h):
+                iv = row[j]
+                gv = row[h + j]
+                fv = row[2 * h + j]
+                ov = row[3 * h + j]
+                th = tcr[j]
+                cpv = c[(r - 1) * h + j] if t > 0 else 0
+                dv = gor[j] + dhr[j]
+                dcell = dv * ov * (1 - th * th) + dcr[j]
+                drow[j] = dcell * gv * iv * (1 - iv)
+                drow[h + j] = dcell * iv * (1 - gv * gv)
+                drow[2 * h + j] = dcell * cpv * fv * (1 - fv)
+                drow[3 * h + j] = dv * th * ov * (1 - ov)
+                dcr[j] = dcell * fv
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1, dg + t * gw,
+                 <int> (nt * gw), u, <int> h, <floating> 0, dh, <int> h)
+
+
+# -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------
+
+def gru_steps(output, gates, rh, h_prev, u_rz, u_n):
+    """Run a GRU over the sequence whose projected input is in ``gates`` (B, T, 3H, blocks
+    r, z, n); the gates are activated in place, r * h(t-1) goes to ``rh``, h(t) to ``output``
+    and h(t-1) to ``h_prev`` (all (B, T, H)); u_rz (2H, H), u_n (H, H)."""
+    cdef int t = float_type(u_rz, "U_rz")
+    cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
+    cdef cnp.ndarray un = array(u_n, "U_n", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(urz, "U_rz", t, y, "output", 2, &nb, &nt, &h)
+    _matrix(un, "U_n", h, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray rhv = array(rh, "rh", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nb, nt, 3 * h)
+    _seq(rhv, "rh", nb, nt, h)
+    _seq(hp, "h_prev", nb, nt, h)
+    int_limit(3 * h * nt, "time * gate width")
+    disjoint_from(y, "output", g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
+    disjoint_from(hp, "h_prev", urz, "U_rz", un, "U_n")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gru_steps(f32(y), f32(g), f32(rhv), f32(hp), f32(urz), f32(un), nb, nt, h)
+        else:
+            _gru_steps(f64(y), f64(g), f64(rhv), f64(hp), f64(urz), f64(un), nb, nt, h)
+
+
+cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const floating *urz,
+                     const floating *un, Py_ssize_t nb, Py_ssize_t nt,
+                     Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 3 * h, t, b, j, r
+    cdef floating *row
+    cdef floating *yr
+    cdef floating *hpr
+    cdef floating *rhr
+    cdef floating zv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    for b in range(nb):
+        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> (2 * h), <int> h, <floating> 1, hp + t * h,
+                 <int> (nt * h), urz, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            pm_sigmoid_fwd(d, row, row, 2 * h)
+            hpr = hp + r * h
+            rhr = rh + r * h
+            for j in range(h):
+                rhr[j] = row[j] * hpr[j]
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, rh + t * h,
+                 <int> (nt * h), un, <int> h, <floating> 1, g + t * gw + 2 * h, <int> (nt * gw))
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            pm_tanh_fwd(d, row + 2 * h, row + 2 * h, h)
+            hpr = hp + r * h
+            yr = y + r * h
+            for j in range(h):
+                zv = row[h + j]
+                yr[j] = (1 - zv) * row[2 * h + j] + zv * hpr[j]
+            if t + 1 < nt:
+                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+
+
+def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
+    """Back through time of gru_steps: the gradient of every gate pre-activation into
+    ``d_gates`` (B, T, 3H), from gradOutput (B, T, H); dh and drh (B, H) are carries."""
+    cdef int t = float_type(u_rz, "U_rz")
+    cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
+    cdef cnp.ndarray un = array(u_n, "U_n", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(urz, "U_rz", t, go, "gradOutput", 2, &nb, &nt, &h)
+    _matrix(un, "U_n", h, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray drhv = array(drh, "drh", t, True)
+    _seq(g, "gates", nb, nt, 3 * h)
+    _seq(hp, "h_prev", nb, nt, h)
+    _seq(dg, "d_gates", nb, nt, 3 * h)
+    _matrix(dhv, "dh", nb, h)
+    _matrix(drhv, "drh", nb, h)
+    int_limit(3 * h * nt, "time * gate width")
+    disjoint_from(dg, "d_gates", go, "gradOutput", g, "gates", hp, "h_prev", urz, "U_rz",
+                  un, "U_n")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", drhv, "drh", urz, "U_rz")
+    disjoint_from(drhv, "drh", dg, "d_gates", go, "gradOutput", un, "U_n", hp, "h_prev")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gru_bptt(f32(go), f32(g), f32(hp), f32(urz), f32(un), f32(dg), f32(dhv),
+                      f32(drhv), nb, nt, h)
+        else:
+            _gru_bptt(f64(go), f64(g), f64(hp), f64(urz), f64(un), f64(dg), f64(dhv),
+                      f64(drhv), nb, nt, h)
+
+
+cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
+                    const floating *urz, const floating *un, floating *dg, floating *dh,
+                    floating *drh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 3 * h, t, b, j, r
+    cdef const floating *row
+    cdef floating *drow
+    cdef floating *dhr
+    cdef floating *drhr
+    cdef const floating *gor
+    cdef const floating *hpr
+    cdef floating rv, zv, nv, dv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            drow = dg + r * gw
+            gor = go + r * h
+            hpr = hp + r * h
+            dhr = dh + b * h
+            for j in range(h):
+                zv = row[h + j]
+                nv = row[2 * h + j]
+                dv = gor[j] + dhr[j]
+                drow[2 * h + j] = dv * (1 - zv) * (1 - nv * nv)
+                drow[h + j] = dv * (hpr[j] - nv) * zv * (1 - zv)
+                dhr[j] = dv * zv
+        gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * gw + 2 * h,
+             <int> (nt * gw), un, <int> h, <floating> 0, drh, <int> h)
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            drow = dg + r * gw
+            hpr = hp + r * h
+            dhr = dh + b * h
+            drhr = drh + b * h
+            for j in range(h):
+                rv = row[j]
+                drow[j] = drhr[j] * hpr[j] * rv * (1 - rv)
+                dhr[j] += drhr[j] * rv
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> (2 * h), <floating> 1, dg + t * gw,
+                 <int> (nt * gw), urz, <int> h, <floating> 1, dh, <int> h)
+
+
+# -- RnnCell: h = act(x W_ih.T + b_ih + h W_hh.T + b_hh) ---------------------------------
+
+def rnn_steps(output, h_prev, w_hh, int act):
+    """Run a simple RNN over the sequence whose projected input (biases included) is in
+    ``output`` (B, T, H); each step adds W_hh h(t-1) and applies the activation ``act``
+    (ACT_TANH, ACT_SIGMOID, ACT_RELU) in place; h(t-1) goes to ``h_prev``."""
+    _act_code(act)
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, y, "output", 1, &nb, &nt, &h)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(hp, "h_prev", nb, nt, h)
+    disjoint_from(y, "output", hp, "h_prev", u, "W_hh")
+    disjoint_from(hp, "h_prev", u, "W_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _rnn_steps(f32(y), f32(hp), f32(u), nb, nt, h, act)
+        else:
+            _rnn_steps(f64(y), f64(hp), f64(u), nb, nt, h, act)
+
+
+cdef void _rnn_steps(floating *y, floating *hp, const floating *u, Py_ssize_t nb,
+                     Py_ssize_t nt, Py_ssize_t h, int act) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t t, b, r
+    cdef floating *yr
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    for b in range(nb):
+        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, hp + t * h,
+                 <int> (nt * h), u, <int> h, <floating> 1, y + t * h, <int> (nt * h))
+        for b in range(nb):
+            r = b * nt + t
+            yr = y + r * h
+            if act == TANH:
+                pm_tanh_fwd(d, yr, yr, h)
+            elif act == SIGMOID:
+                pm_sigmoid_fwd(d, yr, yr, h)
+            else:
+                pm_threshold_fwd(d, yr, yr, h, 0, 0)
+            if t + 1 < nt:
+                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+
+
+def rnn_bptt(grad_output, output, w_hh, d_gates, dh, int act):
+    """Back through time of rnn_steps: the gradient of the pre-activations into ``d_gates``
+    (B, T, H), from gradOutput and the output (B, T, H); dh (B, H) is the carry."""
+    _act_code(act)
+    cdef int t = float_type(w_hh, "W_hh")
+    cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(u, "W_hh", t, go, "gradOutput", 1, &nb, &nt, &h)
+    cdef cnp.ndarray y = array(output, "output", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    _seq(y, "output", nb, nt, h)
+    _seq(dg, "d_gates", nb, nt, h)
+    _matrix(dhv, "dh", nb, h)
+    disjoint_from(dg, "d_gates", go, "gradOutput", y, "output", u, "W_hh")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", y, "output", u, "W_hh")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _rnn_bptt(f32(go), f32(y), f32(u), f32(dg), f32(dhv), nb, nt, h, act)
+        else:
+            _rnn_bptt(f64(go), f64(y), f64(u), f64(dg), f64(dhv), nb, nt, h, act)
+
+
+cdef void _rnn_bptt(const floating *go, const floating *y, const floating *u, floating *dg,
+                    floating *dh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h,
+                    int act) noexcept nogil:
+    cdef Py_ssize_t t, b, j, r
+    cdef floating dv, yv
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = b * nt + t
+            if act == TANH:
+                for j in range(h):
+                    yv = y[r * h + j]
+                    dg[r * h + j] = (go[r * h + j] + dh[b * h + j]) * (1 - yv * yv)
+            elif act == SIGMOID:
+                for j in range(h):
+                    yv = y[r * h + j]
+                    dg[r * h + j] = (go[r * h + j] + dh[b * h + j]) * yv * (1 - yv)
+            else:
+                for j in range(h):
+                    dv = go[r * h + j] + dh[b * h + j]
+                    dg[r * h + j] = dv if y[r * h + j] > 0 else 0
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * h,
+                 <int> (nt * h), u, <int> h, <floating> 0, dh, <int> h)
+
+
+# -- LSTMPeephole: gates i, f, g, o; peepholes p_i, p_f on c(t-1), p_o on c(t) -------------
+
+def peephole_steps(output, gates, cell, tanh_cell, h_prev, u_packed, u_i, u_f, u_g, u_o,
+                   p_i, p_f, p_o):
+    """Run an LSTM with peepholes over the sequence whose projected input is in ``gates``
+    (B, T, 4H, blocks i, f, g, o). The four (H, H) hidden weights are first copied into
+    ``u_packed`` (4H, H), so that each step is one GEMM; buffers as lstm_steps."""
+    cdef int t = float_type(u_i, "U_i")
+    cdef cnp.ndarray up = array(u_packed, "U_packed", t, True)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(up, "U_packed", t, y, "output", 4, &nb, &nt, &h)
+    cdef cnp.ndarray ui = array(u_i, "U_i", t, False)
+    cdef cnp.ndarray uf = array(u_f, "U_f", t, False)
+    cdef cnp.ndarray ug = array(u_g, "U_g", t, False)
+    cdef cnp.ndarray uo = array(u_o, "U_o", t, False)
+    cdef cnp.ndarray pi = array(p_i, "p_i", t, False)
+    cdef cnp.ndarray pf = array(p_f, "p_f", t, False)
+    cdef cnp.ndarray po = array(p_o, "p_o", t, False)
+    for a, what in ((ui, "U_i"), (uf, "U_f"), (ug, "U_g"), (uo, "U_o")):
+        _matrix(a, what, h, h)
+    for a, what in ((pi, "p_i"), (pf, "p_f"), (po, "p_o")):
+        vector_of(a, what, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray c = array(cell, "cell", t, True)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
+    cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
+    _seq(g, "gates", nb, nt, 4 * h)
+    _seq(c, "cell", nb, nt, h)
+    _seq(tc, "tanh_cell", nb, nt, h)
+    _seq(hp, "h_prev", nb, nt, h)
+    for a, what in ((y, "output"), (g, "gates"), (c, "cell"), (tc, "tanh_cell"),
+                    (hp, "h_prev"), (up, "U_packed")):
+        disjoint_from(a, what, ui, "U_i", uf, "U_f", ug, "U_g", uo, "U_o")
+        disjoint_from(a, what, pi, "p_i", pf, "p_f", po, "p_o")
+    disjoint_from(y, "output", g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", up,
+                  "U_packed")
+    disjoint_from(g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(c, "cell", tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(tc, "tanh_cell", hp, "h_prev", up, "U_packed")
+    disjoint_from(hp, "h_prev", up, "U_packed")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _pack(f32(up), f32(ui), f32(uf), f32(ug), f32(uo), h)
+            _peephole_steps(f32(y), f32(g), f32(c), f32(tc), f32(hp), f32(up), f32(pi),
+                            f32(pf), f32(po), nb, nt, h)
+        else:
+            _pack(f64(up), f64(ui), f64(uf), f64(ug), f64(uo), h)
+            _peephole_steps(f64(y), f64(g), f64(c), f64(tc), f64(hp), f64(up), f64(pi),
+                            f64(pf), f64(po), nb, nt, h)
+
+
+cdef void _pack(floating *up, const floating *ui, const floating *uf, const floating *ug,
+                const floating *uo, Py_ssize_t h) noexcept nogil:
+    cdef size_t block = h * h * sizeof(floating)
+    if h == 0:
+        return
+    memcpy(up, ui, block)
+    memcpy(up + h * h, uf, block)
+    memcpy(up + 2 * h * h, ug, block)
+    memcpy(up + 3 * h * h, uo, block)
+
+
+cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, floating *hp,
+                          const floating *up, const floating *pi, const floating *pf,
+                          const floating *po, Py_ssize_t nb, Py_ssize_t nt,
+                          Py_ssize_t h) noexcept nogil:
+    cdef bint d = floating is double
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef floating *row
+    cdef floating *cr
+    cdef floating *tcr
+    cdef floating *yr
+    cdef const floating *cp
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    for b in range(nb):
+        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    for t in range(nt):
+        if t > 0:
+            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * h,
+                 <int> (nt * h), up, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            cr = c + r * h
+            if t > 0:
+                cp = c + (r - 1) * h
+                for j in range(h):
+                    row[j] += pi[j] * cp[j]
+                    row[h + j] += pf[j] * cp[j]
+            pm_sigmoid_fwd(d, row, row, 2 * h)
+            pm_tanh_fwd(d, row + 2 * h, row + 2 * h, h)
+            if t > 0:
+                for j in range(h):
+                    cr[j] = row[h + j] * cp[j] + row[j] * row[2 * h + j]
+                    row[3 * h + j] += po[j] * cr[j]
+            else:
+                for j in range(h):
+                    cr[j] = row[j] * row[2 * h + j]
+                    row[3 * h + j] += po[j] * cr[j]
+            pm_sigmoid_fwd(d, row + 3 * h, row + 3 * h, h)
+            tcr = tc + r * h
+            pm_tanh_fwd(d, cr, tcr, h)
+            yr = y + r * h
+            for j in range(h):
+                yr[j] = row[3 * h + j] * tcr[j]
+            if t + 1 < nt:
+                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+
+
+def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, d_gates, dh,
+                  dc):
+    """Back through time of peephole_steps (``u_packed`` as it left): the gradient of every
+    gate pre-activation into ``d_gates`` (B, T, 4H); dh and dc (B, H) are carries."""
+    cdef int t = float_type(u_packed, "U_packed")
+    cdef cnp.ndarray up = array(u_packed, "U_packed", t, False)
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef Py_ssize_t nb, nt, h
+    _cell_buffers(up, "U_packed", t, go, "gradOutput", 4, &nb, &nt, &h)
+    cdef cnp.ndarray pi = array(p_i, "p_i", t, False)
+    cdef cnp.ndarray pf = array(p_f, "p_f", t, False)
+    cdef cnp.ndarray po = array(p_o, "p_o", t, False)
+    for a, what in ((pi, "p_i"), (pf, "p_f"), (po, "p_o")):
+        vector_of(a, what, h)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dhv = array(dh, "dh", t, True)
+    cdef cnp.ndarray dcv = array(dc, "dc", t, True)
+    _seq(g, "gates", nb, nt, 4 * h)
+    _seq(c, "cell", nb, nt, h)
+    _seq(tc, "tanh_cell", nb, nt, h)
+    _seq(dg, "d_gates", nb, nt, 4 * h)
+    _matrix(dhv, "dh", nb, h)
+    _matrix(dcv, "dc", nb, h)
+    for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc")):
+        disjoint_from(a, what, go, "gradOutput", g, "gates", c, "cell", tc, "tanh_cell",
+                      up, "U_packed")
+        disjoint_from(a, what, pi, "p_i", pf, "p_f", po, "p_o")
+    disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc")
+    disjoint_from(dhv, "dh", dcv, "dc")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _peephole_bptt(f32(go), f32(g), f32(c), f32(tc), f32(up), f32(pi), f32(pf),
+                           f32(po), f32(dg), f32(dhv), f32(dcv), nb, nt, h)
+        else:
+            _peephole_bptt(f64(go), f64(g), f64(c), f64(tc), f64(up), f64(pi), f64(pf),
+                           f64(po), f64(dg), f64(dhv), f64(dcv), nb, nt, h)
+
+
+cdef void _peephole_bptt(const floating *go, const floating *g, const floating *c,
+                         const floating *tc, const floating *up, const floating *pi,
+                         const floating *pf, const floating *po, floating *dg, floating *dh,
+                         floating *dc, Py_ssize_t nb, Py_ssize_t nt,
+                         Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef const floating *row
+    cdef floating *drow
+    cdef floating iv, fv, gv, ov, th, dv, dcell, cpv, dai, daf, dao
+    if nb == 0 or nt == 0 or h == 0:
+        return
+    memset(dh, 0, nb * h * sizeof(floating))
+    memset(dc, 0, nb * h * sizeof(floating))
+    for t in range(nt - 1, -1, -1):
+        for b in range(nb):
+            r = b * nt + t
+            row = g + r * gw
+            drow = dg + r * gw
+            for j in range(h):
+                iv = row[j]
+                fv = row[h + j]
+                gv = row[2 * h + j]
+                ov = row[3 * h + j]
+                th = tc[r * h + j]
+                cpv = c[(r - 1) * h + j] if t > 0 else 0
+                dv = go[r * h + j] + dh[b * h + j]
+                dao = dv * th * ov * (1 - ov)
+                dcell = dv * ov * (1 - th * th) + dc[b * h + j] + dao * po[j]
+                dai = dcell * gv * iv * (1 - iv)
+                daf = dcell * cpv * fv * (1 - fv)
+                drow[j] = dai
+                drow[h + j] = daf
+                drow[2 * h + j] = dcell * iv * (1 - gv * gv)
+                drow[3 * h + j] = dao
+                dc[b * h + j] = dcell * fv + dai * pi[j] + daf * pf[j]
+        if t > 0:
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1, dg + t * gw,
+                 <int> (nt * gw), up, <int> h, <floating> 0, dh, <int> h)
+
+
+def peephole_acc(cell, d_gates, grad_p_i, grad_p_f, grad_p_o, double scale):
+    """grad_p_i += scale * sum(dG_i * c(t-1)), grad_p_f likewise with dG_f, grad_p_o +=
+    scale * sum(dG_o * c(t)), sums over batch and time; cell (B, T, H), d_gates (B, T, 4H)."""
+    cdef int t = float_type(grad_p_i, "gradP_i")
+    cdef cnp.ndarray gpi = array(grad_p_i, "gradP_i", t, True)
+    cdef cnp.ndarray gpf = array(grad_p_f, "gradP_f", t, True)
+    cdef cnp.ndarray gpo = array(grad_p_o, "gradP_o", t, True)
+    ndim(gpi, "gradP_i", 1, 1)
+    cdef Py_ssize_t h = cnp.PyArray_DIMS(gpi)[0], nb, nt
+    vector_of(gpf, "gradP_f", h)
+    vector_of(gpo, "gradP_o", h)
+    cdef cnp.ndarray c = array(cell, "cell", t, False)
+    _sizes(c, "cell", h, &nb, &nt)
+    cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
+    _seq(dg, "d_gates", nb, nt, 4 * h)
+    for a, what in ((gpi, "gradP_i"), (gpf, "gradP_f"), (gpo, "gradP_o")):
+        disjoint_from(a, what, c, "cell", dg, "d_gates")
+    disjoint_from(gpi, "gradP_i", gpf, "gradP_f", gpo, "gradP_o")
+    disjoint_from(gpf, "gradP_f", gpo, "gradP_o")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _peephole_acc(f32(c), f32(dg), f32(gpi), f32(gpf), f32(gpo), <float> scale, nb,
+                          nt, h)
+        else:
+            _peephole_acc(f64(c), f64(dg), f64(gpi), f64(gpf), f64(gpo), scale, nb, nt, h)
+
+
+cdef void _peephole_acc(const floating *c, const floating *dg, floating *gpi, floating *gpf,
+                        floating *gpo, floating scale, Py_ssize_t nb, Py_ssize_t nt,
+                        Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef const floating *drow
+    cdef const floating *cr
+    cdef const floating *cp
+    if scale == 0:
+        return
+    for b in range(nb):
+        for t in range(nt):
+            r = b * nt + t
+            drow = dg + r * gw
+            cr = c + r * h
+            for j in range(h):
+                gpo[j] += scale * drow[3 * h + j] * cr[j]
+            if t > 0:
+                cp = c + (r - 1) * h
+                for j in range(h):
+                    gpi[j] += scale * drow[j] * cp[j]
+                    gpf[j] += scale * drow[h + j] * cp[j]
+
+
+# -- time reversal (BiRecurrent) ----------------------------------------------------------
+
+def reverse_time(input, output):
+    """output[:, t] := input[:, T - 1 - t], (B, T, F)."""
+    cdef int t = float_type(input, "input")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    ndim(x, "input", 3, 3)
+    cdef Py_ssize_t nb = cnp.PyArray_DIMS(x)[0], nt = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    _seq(y, "output", nb, nt, w)
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        _reverse(<char *> cnp.PyArray_DATA(x), <char *> cnp.PyArray_DATA(y), nb, nt,
+                 w * cnp.PyArray_ITEMSIZE(x))
+
+
+cdef void _reverse(const char *x, char *y, Py_ssize_t nb, Py_ssize_t nt,
+                   Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t b, t
+    if row == 0:
+        return
+    for b in range(nb):
+        for t in range(nt):
+            memcpy(y + (b * nt + t) * row, x + (b * nt + nt - 1 - t) * row, row)
+
+
+def add_reversed(a, b, output):
+    """output[:, t] := a[:, t] + b[:, T - 1 - t], (B, T, F)."""
+    cdef int t = float_type(a, "a")
+    cdef cnp.ndarray x = array(a, "a", t, False)
+    ndim(x, "a", 3, 3)
+    cdef Py_ssize_t nb = cnp.PyArray_DIMS(x)[0], nt = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray z = array(b, "b", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    _seq(z, "b", nb, nt, w)
+    _seq(y, "output", nb, nt, w)
+    disjoint_from(y, "output", x, "a", z, "b")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _add_reversed(f32(x), f32(z), f32(y), nb, nt, w)
+        else:
+            _add_reversed(f64(x), f64(z), f64(y), nb, nt, w)
+
+
+cdef void _add_reversed(const floating *a, const floating *b, floating *y, Py_ssize_t nb,
+                        Py_ssize_t nt, Py_ssize_t w) noexcept nogil:
+    cdef Py_ssize_t i, t, j
+    cdef const floating *ar
+    cdef const floating *br
+    cdef floating *yr
+    for i in range(nb):
+        for t in range(nt):
+            ar = a + (i * nt + t) * w
+            br = b + (i * nt + nt - 1 - t) * w
+            yr = y + (i * nt + t) * w
+            for j in range(w):
+                yr[j] = ar[j] + br[j]

@@ -1,0 +1,455 @@
+"""Recurrent layers: the cells LSTM, GRU, RnnCell and LSTMPeephole, run over a whole
+sequence by Recurrent (one direction) or BiRecurrent (both).
+
+Sequences are (batch, time, features); the initial states are zero. A cell holds its
+parameters in BigDL's order and shapes (the input-to-hidden Linear first, applied to the
+whole sequence at once, then the hidden-to-hidden arrays shared by every step) and runs the
+sequence through ``pymodules.engine.recurrent``: one GEMM for the input projection, then per
+step one GEMM and one fused pass for the gates; backward through time the same way.
+
+A cell added to a container runs there; called directly, a cell runs over the sequence as
+its container would.
+"""
+
+import numpy as np
+
+from pymodules.engine.buffers import resized, resized_list
+from pymodules.engine.recurrent import (
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    add_reversed,
+    gru_bptt,
+    gru_steps,
+    lstm_bptt,
+    lstm_steps,
+    peephole_acc,
+    peephole_bptt,
+    peephole_steps,
+    recurrent_acc_hidden,
+    recurrent_acc_input,
+    recurrent_project,
+    recurrent_update_grad_input,
+    reverse_time,
+    rnn_bptt,
+    rnn_steps,
+)
+from pymodules.facade import shape_of
+from pymodules.nn.activation import ReLU, Sigmoid, Tanh
+from pymodules.nn.containers import Container
+from pymodules.nn.init import RandomUniform
+from pymodules.nn.initializable import parameter
+from pymodules.nn.module import Module, whole
+from pymodules.nn.table import CAddTable
+
+
+def _grad_name(attr):
+    return "grad" + attr[0].upper() + attr[1:]
+
+
+class _Cell(Module):
+    """Shared books of the cells: sizes, parameters, regularizers and the three methods.
+
+    A subclass lists its parameters in ``_layout`` as (attribute, role, shape) in BigDL's
+    order, role one of "w" (input weight), "b" (bias), "u" (hidden weight), "p" (peephole),
+    shapes a function of (inputSize, hiddenSize); and defines ``_steps`` (the
+    forward after the input projection) and ``_bptt`` (the gate gradients into
+    ``self._dgates``) and ``_acc_hidden``.
+    """
+
+    _blocks = 1  # gate blocks of the input projection
+    _layout = ()
+    _scratch = ("_gates", "_hprev", "_dgates", "_dh", "_dc", "_bpttOf")
+
+    def __init__(self, inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
+                 dtype):
+        super().__init__(dtype)
+        name = type(self).__name__
+        self.inputSize = whole(self, "inputSize", inputSize)
+        self.hiddenSize = whole(self, "hiddenSize", hiddenSize)
+        if self.inputSize < 1 or self.hiddenSize < 1:
+            raise ValueError(f"{name}: sizes must be >= 1, got {self.inputSize} -> "
+                             f"{self.hiddenSize}")
+        self.p = float(p)
+        if self.p != 0:
+            raise ValueError(f"{name}: dropout p={self.p} is not supported; p must be 0")
+        for what, reg in (("wRegularizer", wRegularizer), ("uRegularizer", uRegularizer),
+                          ("bRegularizer", bRegularizer)):
+            if reg is not None and not callable(getattr(reg, "accRegularization", None)):
+                raise TypeError(f"{name}: {what} must be a regularizer (L1L2Regularizer, "
+                                f"...), got {type(reg).__name__}")
+        self.wRegularizer, self.uRegularizer = wRegularizer, uRegularizer
+        self.bRegularizer = bRegularizer
+        for attr, _, shape in self._layout:
+            present = self._present(attr)
+            setattr(self, attr, parameter(self, attr, shape(self.inputSize, self.hiddenSize))
+                    if present else None)
+            if not present:
+                setattr(self, _grad_name(attr), None)
+        self._gates = self._hprev = self._dgates = self._dh = self._dc = None
+        self._bpttOf = None
+        self.reset()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._params = tuple((attr, _grad_name(attr)) for attr, _, _ in cls._layout)
+
+    def _present(self, attr):
+        return True
+
+    def _fan(self, role):
+        return self.inputSize if role in ("w", "b") else self.hiddenSize
+
+    def reset(self):
+        """BigDL's initialisation: each array uniform in +-1/sqrt(fan-in) of its Linear
+        (input size for the input projection, hidden size for the hidden weights), the
+        peepholes in +-1/sqrt(H)."""
+        init = RandomUniform()
+        for attr, role, _ in self._layout:
+            if getattr(self, attr) is not None:
+                init(getattr(self, attr), self._fan(role), self.hiddenSize)
+        self.zeroGradParameters()
+        return self
+
+    def _arrays(self, role):
+        return [(getattr(self, a), getattr(self, _grad_name(a))) for a, r, _ in self._layout
+                if r == role and getattr(self, a) is not None]
+
+    # -- the protocol ---------------------------------------------------------------------
+    def updateOutput(self, input):
+        shape = shape_of(input)
+        b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
+        h = self.hiddenSize
+        self._gates = resized(self._gates, (b, t, self._blocks * h), -1, self.dtype)
+        self._hprev = resized(self._hprev, (b, t, h), -1, self.dtype)
+        out = self.output = resized(self.output, (b, t, h), -1, self.dtype)
+        self._project(input)
+        self._steps(out)
+        self._bpttOf = None
+        return out
+
+    def _project(self, input):
+        recurrent_project(input, self._gates, self.weight, self.bias)
+
+    def updateGradInput(self, input, gradOutput):
+        self._backThroughTime(input, gradOutput)
+        if not self.propagateBack:
+            return self.gradInput
+        gi = self.gradInput = resized(self.gradInput, shape_of(self._dgates)[:2] +
+                                      (self.inputSize,), -1, self.dtype)
+        recurrent_update_grad_input(self._dgates, gi, self.weight)
+        return gi
+
+    def _backThroughTime(self, input, gradOutput):
+        shape, h = shape_of(self._gates), self.hiddenSize
+        if len(shape) != 3:
+            raise ValueError("backward needs a forward first")
+        b, t = shape[0], shape[1]
+        self._dgates = resized(self._dgates, (b, t, self._blocks * h), -1, self.dtype)
+        self._dh = resized(self._dh, (b, h), -1, self.dtype)
+        self._dc = resized(self._dc, (b, h), -1, self.dtype)
+        self._bptt(gradOutput)
+        self._bpttOf = (input, gradOutput)
+
+    def accGradParameters(self, input, gradOutput):
+        done = self._bpttOf
+        if done is None or done[0] is not input or done[1] is not gradOutput:
+            self._backThroughTime(input, gradOutput)
+        self._bpttOf = None
+        biases = self._arrays("b")
+        recurrent_acc_input(input, self._dgates, self.gradWeight,
+                            biases[0][1] if biases else None,
+                            biases[1][1] if len(biases) > 1 else None, self.scaleW, self.scaleB)
+        self._acc_hidden()
+        for role, reg, scale in (("w", self.wRegularizer, self.scaleW),
+                                 ("u", self.uRegularizer, self.scaleW),
+                                 ("b", self.bRegularizer, self.scaleB)):
+            if reg is not None:
+                for w, g in self._arrays(role):
+                    reg.accRegularization(w, g, scale)
+
+    def extraRepr(self):
+        return f"{self.inputSize} -> {self.hiddenSize}" + (f", p={self.p}" if self.p else "")
+
+
+def _refuse_activation(owner, what, given, allowed):
+    if given is not None and not isinstance(given, allowed):
+        names = " or ".join(c.__name__ for c in (allowed if isinstance(allowed, tuple)
+                                                   else (allowed,)))
+        raise ValueError(f"{owner}: {what} must be {names} (the gates are fused kernels), "
+                         f"got {type(given).__name__}")
+
+
+class LSTM(_Cell):
+    """Long short-term memory: gates i, g, f, o (row blocks of the weights, in that order)
+    ``z = W_ih x + b_ih + W_hh h``; ``i, f, o = sigmoid``, ``g = tanh``; ``c = f c + i g``;
+    ``h = o tanh(c)``. Parameters ``[W_ih (4H, I), b_ih (4H), W_hh (4H, H)]`` (no hidden
+    bias), as BigDL's."""
+
+    _blocks = 4
+    _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
+               ("hiddenWeight", "u", lambda i, h: (4 * h, h)))
+    _scratch = _Cell._scratch + ("_cell", "_tanhCell")
+
+    def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
+                 wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
+        _refuse_activation("LSTM", "activation", activation, Tanh)
+        _refuse_activation("LSTM", "innerActivation", innerActivation, Sigmoid)
+        self.activation, self.innerActivation = activation, innerActivation
+        self._cell = self._tanhCell = None
+        super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
+                         dtype)
+
+    def _steps(self, out):
+        self._cell = resized(self._cell, out, -1, self.dtype)
+        self._tanhCell = resized(self._tanhCell, out, -1, self.dtype)
+        lstm_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self.hiddenWeight)
+
+    def _bptt(self, gradOutput):
+        lstm_bptt(gradOutput, self._gates, self._cell, self._tanhCell, self.hiddenWeight,
+                  self._dgates, self._dh, self._dc)
+
+    def _acc_hidden(self):
+        recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeight, self.scaleW)
+
+
+class GRU(_Cell):
+    """Gated recurrent unit as BigDL's: gates r, z, n; ``r, z = sigmoid(W x + b + U_rz h)``,
+    ``n = tanh(W_n x + b_n + U_n (r h))`` (the reset gate before the matrix, unlike
+    PyTorch's), ``h = (1 - z) n + z h``. Parameters ``[W_ih (3H, I), b_ih (3H),
+    U_rz (2H, H), U_n (H, H)]``."""
+
+    _blocks = 3
+    _layout = (("weight", "w", lambda i, h: (3 * h, i)), ("bias", "b", lambda i, h: (3 * h,)),
+               ("hiddenWeightRZ", "u", lambda i, h: (2 * h, h)),
+               ("hiddenWeightN", "u", lambda i, h: (h, h)))
+    _scratch = _Cell._scratch + ("_rh",)
+
+    def __init__(self, inputSize, outputSize, p=0.0, activation=None, innerActivation=None,
+                 wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
+        _refuse_activation("GRU", "activation", activation, Tanh)
+        _refuse_activation("GRU", "innerActivation", innerActivation, Sigmoid)
+        self.activation, self.innerActivation = activation, innerActivation
+        self.outputSize = whole("GRU", "outputSize", outputSize)
+        self._rh = None
+        super().__init__(inputSize, outputSize, p, wRegularizer, uRegularizer, bRegularizer,
+                         dtype)
+
+    def _steps(self, out):
+        self._rh = resized(self._rh, out, -1, self.dtype)
+        gru_steps(out, self._gates, self._rh, self._hprev, self.hiddenWeightRZ,
+                  self.hiddenWeightN)
+
+    def _bptt(self, gradOutput):
+        gru_bptt(gradOutput, self._gates, self._hprev, self.hiddenWeightRZ, self.hiddenWeightN,
+                 self._dgates, self._dh, self._dc)
+
+    def _acc_hidden(self):
+        h = self.hiddenSize
+        recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeightRZ, self.scaleW)
+        recurrent_acc_hidden(self._rh, self._dgates, 2 * h, self.gradHiddenWeightN, self.scaleW)
+
+
+_ACTIVATIONS = ((Tanh, ACT_TANH), (Sigmoid, ACT_SIGMOID), (ReLU, ACT_RELU))
+
+
+class RnnCell(_Cell):
+    """``h = activation(W_ih x + b_ih + W_hh h + b_hh)``; parameters ``[W_ih (H, I),
+    b_ih (H), W_hh (H, H), b_hh (H)]``, a bias absent when its flag is False. The activation
+    is a module: Tanh (the default), Sigmoid or ReLU."""
+
+    _layout = (("weight", "w", lambda i, h: (h, i)), ("bias", "b", lambda i, h: (h,)),
+               ("hiddenWeight", "u", lambda i, h: (h, h)), ("hiddenBias", "b", lambda i, h: (h,)))
+
+    def __init__(self, inputSize, hiddenSize, activation=None, isInputWithBias=True,
+                 isHiddenWithBias=True, wRegularizer=None, uRegularizer=None, bRegularizer=None,
+                 dtype=np.float32):
+        activation = Tanh() if activation is None else activation
+        _refuse_activation("RnnCell", "activation", activation, (Tanh, Sigmoid, ReLU))
+        self.activation = activation
+        self._act = next(code for cls, code in _ACTIVATIONS if isinstance(activation, cls))
+        self.isInputWithBias, self.isHiddenWithBias = bool(isInputWithBias), \
+            bool(isHiddenWithBias)
+        super().__init__(inputSize, hiddenSize, 0.0, wRegularizer, uRegularizer, bRegularizer,
+                         dtype)
+
+    def _present(self, attr):
+        return {"bias": self.isInputWithBias, "hiddenBias": self.isHiddenWithBias}.get(attr, True)
+
+    def reset(self):
+        init = RandomUniform()
+        for attr, fan in (("weight", self.inputSize), ("bias", self.inputSize),
+                          ("hiddenWeight", self.hiddenSize), ("hiddenBias", self.hiddenSize)):
+            if getattr(self, attr, None) is not None:
+                init(getattr(self, attr), fan, self.hiddenSize)
+        self.zeroGradParameters()
+        return self
+
+    def _project(self, input):
+        recurrent_project(input, self.output, self.weight, self.bias, self.hiddenBias)
+
+    def _steps(self, out):
+        rnn_steps(out, self._hprev, self.hiddenWeight, self._act)
+
+    def _bptt(self, gradOutput):
+        rnn_bptt(gradOutput, self.output, self.hiddenWeight, self._dgates, self._dh, self._act)
+
+    def _acc_hidden(self):
+        recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeight, self.scaleW)
+
+    def extraRepr(self):
+        return f"{self.inputSize} -> {self.hiddenSize}, {type(self.activation).__name__}"
+
+
+class LSTMPeephole(_Cell):
+    """LSTM with peepholes, as BigDL's: gate blocks i, f, g, o of W_ih;
+    ``i = sigmoid(x_i + U_i h + p_i c)``, ``f = sigmoid(x_f + U_f h + p_f c)``,
+    ``g = tanh(x_g + U_g h)``, ``c' = f c + i g``, ``o = sigmoid(x_o + U_o h + p_o c')``,
+    ``h = o tanh(c')``. Parameters ``[W_ih (4H, I), b_ih (4H), p_f (H), U_f, p_i (H), U_i,
+    U_g, p_o (H), U_o]``, each U (H, H)."""
+
+    _blocks = 4
+    _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
+               ("peepholeF", "p", lambda i, h: (h,)), ("hiddenWeightF", "u", lambda i, h: (h, h)),
+               ("peepholeI", "p", lambda i, h: (h,)), ("hiddenWeightI", "u", lambda i, h: (h, h)),
+               ("hiddenWeightG", "u", lambda i, h: (h, h)), ("peepholeO", "p", lambda i, h: (h,)),
+               ("hiddenWeightO", "u", lambda i, h: (h, h)))
+    _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed")
+
+    def __init__(self, inputSize, hiddenSize, p=0.0, wRegularizer=None, uRegularizer=None,
+                 bRegularizer=None, dtype=np.float32):
+        self._cell = self._tanhCell = self._packed = None
+        super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
+                         dtype)
+
+    def _steps(self, out):
+        h = self.hiddenSize
+        self._cell = resized(self._cell, out, -1, self.dtype)
+        self._tanhCell = resized(self._tanhCell, out, -1, self.dtype)
+        self._packed = resized(self._packed, (4 * h, h), -1, self.dtype)
+        peephole_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self._packed,
+                       self.hiddenWeightI, self.hiddenWeightF, self.hiddenWeightG,
+                       self.hiddenWeightO, self.peepholeI, self.peepholeF, self.peepholeO)
+
+    def _bptt(self, gradOutput):
+        peephole_bptt(gradOutput, self._gates, self._cell, self._tanhCell, self._packed,
+                      self.peepholeI, self.peepholeF, self.peepholeO, self._dgates, self._dh,
+                      self._dc)
+
+    def _acc_hidden(self):
+        h = self.hiddenSize
+        for k, attr in enumerate(("gradHiddenWeightI", "gradHiddenWeightF",
+                                  "gradHiddenWeightG", "gradHiddenWeightO")):
+            recurrent_acc_hidden(self._hprev, self._dgates, k * h, getattr(self, attr),
+                                 self.scaleW)
+        peephole_acc(self._cell, self._dgates, self.gradPeepholeI, self.gradPeepholeF,
+                     self.gradPeepholeO, self.scaleW)
+
+
+class Recurrent(Container):
+    """Runs its cell (``add`` one LSTM, GRU, RnnCell or LSTMPeephole) over a sequence:
+    input (batch, time, features), output (batch, time, hidden), zero initial states. Its
+    parameters are its cell's."""
+
+    def add(self, module):
+        if not isinstance(module, _Cell):
+            raise TypeError(f"{self.getName()}: add takes a cell (LSTM, GRU, RnnCell, "
+                            f"LSTMPeephole), got {type(module).__name__}")
+        if self.modules:
+            raise ValueError(f"{self.getName()}: holds a cell already ({self.modules[0]})")
+        return super().add(module)
+
+    def _cell(self):
+        if not self.modules:
+            raise ValueError(f"{self.getName()}: no cell; add one first")
+        return self.modules[0]
+
+    def updateOutput(self, input):
+        self.output = self._cell().forward(input)
+        return self.output
+
+    def _walk_back(self, input, gradOutput, step):
+        return step(self._cell(), input, gradOutput)
+
+
+class BiRecurrent(Container):
+    """Runs its cell over the sequence forward and, as an independent copy, over the reversed
+    sequence (its output reversed back), then merges the two: ``merge`` None sums them
+    (CAddTable, (batch, time, H)); ``JoinTable(2)`` concatenates them, forward first
+    ((batch, time, 2H)). Parameters: the forward direction's, then the backward's; both
+    start equal, as in BigDL.
+
+    ``add(cell)`` sets the forward cell and a copy of it for the reverse direction; a second
+    ``add`` (of the same class and sizes) gives the reverse direction that cell instead,
+    which is how a saved model comes back.
+    """
+
+    _scratch = ("_reversedInput", "_reversedOutput", "_reversedGrad", "_gradSum", "_pair")
+
+    def __init__(self, merge=None):
+        super().__init__()
+        if merge is not None and not isinstance(merge, Module):
+            raise TypeError(f"BiRecurrent: merge must be a module (CAddTable, JoinTable), "
+                            f"got {type(merge).__name__}")
+        self.merge = merge
+        self._merge = CAddTable() if merge is None else merge
+        self._reverseGiven = False
+        self._reversedInput = self._reversedOutput = self._reversedGrad = None
+        self._gradSum = self._pair = None
+
+    def add(self, module):
+        if not isinstance(module, _Cell):
+            raise TypeError(f"{self.getName()}: add takes a cell (LSTM, GRU, RnnCell, "
+                            f"LSTMPeephole), got {type(module).__name__}")
+        if not self.modules:
+            super().add(module)
+            reverse = module.cloneModule()
+            reverse._name, reverse._named = f"{module.getName()}_reverse", module.hasName()
+            return super().add(reverse)
+        first = self.modules[0]
+        if self._reverseGiven or type(module) is not type(first) or \
+                [w.shape for w in module.parameters()[0]] != \
+                [w.shape for w in first.parameters()[0]]:
+            raise ValueError(f"{self.getName()}: holds {first} and its reverse already; a "
+                             f"second add takes a cell of the same class and sizes for the "
+                             f"reverse direction, once, got {module}")
+        self.modules.pop()
+        self._flat = None
+        self._reverseGiven = True
+        return super().add(module)
+
+    def _cells(self):
+        if not self.modules:
+            raise ValueError(f"{self.getName()}: no cell; add one first")
+        return self.modules
+
+    def updateOutput(self, input):
+        fwd, rev = self._cells()
+        yf = fwd.forward(input)
+        xr = self._reversedInput = resized(self._reversedInput, input)
+        reverse_time(input, xr)
+        yr = rev.forward(xr)
+        yrr = self._reversedOutput = resized(self._reversedOutput, yr)
+        reverse_time(yr, yrr)
+        pair = self._pair = resized_list(self._pair, 2)
+        pair[0], pair[1] = yf, yrr
+        self.output = self._merge.forward(pair)
+        return self.output
+
+    def _walk_back(self, input, gradOutput, step):
+        fwd, rev = self._cells()
+        gf, grr = step(self._merge, self._pair, gradOutput)
+        gr = self._reversedGrad = resized(self._reversedGrad, grr)
+        reverse_time(grr, gr)
+        gif = step(fwd, input, gf)
+        gir = step(rev, self._reversedInput, gr)
+        if not (fwd.propagateBack and rev.propagateBack):
+            return self.gradInput
+        gi = self._gradSum = resized(self._gradSum, gif)
+        add_reversed(gif, gir, gi)
+        return gi
+
+    def _convert(self, dtype):
+        super()._convert(dtype)
+        self._merge._convert(dtype)
+        return self

@@ -290,3 +290,18 @@ def test_a_per_step_classifier_matches_numpy_and_trains(rng):
         model.backward(x, crit.backward(model.output, y))
         w -= 0.5 * g
     assert crit.forward(model.forward(x), y) < 0.5 * first
+
+
+def test_a_tagger_on_a_recurrent_layer(rng):
+    """Recurrent output (batch, time, hidden) tagged step by step; Jacobians through both."""
+    model = pm.Sequential(pm.Recurrent().add(pm.LSTM(3, 4)),
+                          pm.TimeDistributed(pm.Linear(4, 2))).double()
+    x = rng.standard_normal((2, 3, 3))
+    assert model.forward(x).shape == (2, 3, 2)
+    assert_jacobian(model, x, wrt="input")
+    assert_jacobian(model, x, wrt="parameters")
+    lin = model.modules[1].layer
+    model.forward(x)  # the Jacobians left the last perturbed forward in the buffers
+    hidden = model.modules[0].output
+    np.testing.assert_allclose(model.output, hidden @ lin.weight.T + lin.bias, rtol=1e-12,
+                               atol=1e-12)

@@ -1,5 +1,7 @@
 """TimeDistributed: one layer on every time step, the time axis folded into the batch."""
 
+import numpy as np
+
 from pymodules.facade import require_array
 from pymodules.nn.containers import Container
 
@@ -32,31 +34,34 @@ class TimeDistributed(Container):
 
     def _fold(self, x, what):
         """``x`` (batch, time, ...) viewed as (batch * time, ...)."""
-        x = require_array(x, what)
-        if x.ndim < 3:
+        if not isinstance(x, np.ndarray) or x.ndim < 3:
+            x = require_array(x, what)
             raise ValueError(f"{self.getName()}: {what} has {x.ndim} dimensions {x.shape}, "
                              f"expected at least 3 (batch, time, ...)")
-        return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+        shape = x.shape
+        return x.reshape((shape[0] * shape[1],) + shape[2:])
 
     def updateOutput(self, input):
         x = self._fold(input, "input")
-        batch, time = input.shape[:2]
-        y = require_array(self.layer.forward(x), "the layer's output")
-        if y.ndim == 0 or y.shape[0] != batch * time:
-            raise ValueError(f"{self.getName()}: {self.layer.getName()} turned {x.shape} into "
+        layer = self.modules[0]
+        y = layer.forward(x)
+        if not isinstance(y, np.ndarray) or y.ndim == 0 or y.shape[0] != x.shape[0]:
+            y = require_array(y, "the layer's output")
+            batch, time = input.shape[:2]
+            raise ValueError(f"{self.getName()}: {layer.getName()} turned {x.shape} into "
                              f"{y.shape}; it must keep the leading axis of {batch * time} "
                              f"(batch {batch} x time {time})")
-        self.output = y.reshape((batch, time) + y.shape[1:])
+        self.output = y.reshape(input.shape[:2] + y.shape[1:])
         return self.output
 
     def _walk_back(self, input, gradOutput, step):
         x = self._fold(input, "input")
-        g = require_array(gradOutput, "gradOutput")
-        if g.shape[:2] != input.shape[:2]:
-            raise ValueError(f"{self.getName()}: gradOutput has shape {g.shape}, expected "
-                             f"(batch, time) = {input.shape[:2]} in front like the input "
-                             f"{input.shape}")
-        gi = step(self.layer, x, self._fold(g, "gradOutput"))
+        g = self._fold(gradOutput, "gradOutput")
+        if gradOutput.shape[:2] != input.shape[:2]:
+            raise ValueError(f"{self.getName()}: gradOutput has shape {gradOutput.shape}, "
+                             f"expected (batch, time) = {input.shape[:2]} in front like the "
+                             f"input {input.shape}")
+        gi = step(self.modules[0], x, g)
         # A layer that does not propagate back (propagateBack False) leaves its gradInput
         # as it is: passed on unfolded.
         return gi.reshape(input.shape) if gi.size == input.size else gi

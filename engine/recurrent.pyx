@@ -255,150 +255,183 @@ cdef int _cell_buffers(cnp.ndarray u, str u_what, int t, cnp.ndarray y, str y_wh
     return 0
 
 
-def lstm_steps(output, gates, cell, tanh_cell, h_prev, w_hh):
-    """Run an LSTM over the sequence whose projected input is in ``gates`` (B, T, 4H, blocks
-    i, g, f, o); the gates are activated in place, c(t) goes to ``cell``, tanh(c(t)) to
-    ``tanh_cell``, h(t) to ``output`` and h(t-1) to ``h_prev`` (all (B, T, H)); w_hh (4H, H)."""
+def lstm_steps(output, gates, gates_t, cell, tanh_cell, h_t, h_prev, w_hh):
+    """Run an LSTM over the sequence whose projected input is in ``gates`` (T, B, 4H, blocks
+    i, g, f, o). The recurrence runs feature-major, each step's hidden GEMM as
+    gates_t[t] (4H, B) = W_hh (4H, H) @ h_t[t] (H, B) (faster than the batch-major product
+    for small batches): ``gates_t`` (T, 4H, B) gets the activated gates, ``cell`` and
+    ``tanh_cell`` (T, H, B) c(t) and tanh(c(t)), ``h_t`` (T, H, B) h(t-1); h(t) goes to
+    ``output`` (B, T, H) and h(t-1) to ``h_prev`` (T, B, H), both batch-major."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t nb, nt, h
     _cell_buffers(u, "W_hh", t, y, "output", 4, &nb, &nt, &h)
-    cdef cnp.ndarray g = array(gates, "gates", t, True)
+    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray gt = array(gates_t, "gates_t", t, True)
     cdef cnp.ndarray c = array(cell, "cell", t, True)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
+    cdef cnp.ndarray ht = array(h_t, "h_t", t, True)
     cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
-    _seq(g, "gates", nb, nt, 4 * h)
-    _seq(c, "cell", nb, nt, h)
-    _seq(tc, "tanh_cell", nb, nt, h)
-    _seq(hp, "h_prev", nb, nt, h)
-    disjoint_from(y, "output", g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
-    disjoint_from(g, "gates", c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
-    disjoint_from(c, "cell", tc, "tanh_cell", hp, "h_prev", u, "W_hh")
-    disjoint_from(tc, "tanh_cell", hp, "h_prev", u, "W_hh")
-    disjoint_from(hp, "h_prev", u, "W_hh")
+    _seq(g, "gates", nt, nb, 4 * h)
+    _seq(gt, "gates_t", nt, 4 * h, nb)
+    _seq(c, "cell", nt, h, nb)
+    _seq(tc, "tanh_cell", nt, h, nb)
+    _seq(ht, "h_t", nt, h, nb)
+    _seq(hp, "h_prev", nt, nb, h)
+    for a, what in ((y, "output"), (gt, "gates_t"), (c, "cell"), (tc, "tanh_cell"),
+                    (ht, "h_t"), (hp, "h_prev")):
+        disjoint_from(a, what, g, "gates", u, "W_hh")
+    disjoint_from(y, "output", gt, "gates_t", c, "cell", tc, "tanh_cell", ht, "h_t",
+                  hp, "h_prev")
+    disjoint_from(gt, "gates_t", c, "cell", tc, "tanh_cell", ht, "h_t", hp, "h_prev")
+    disjoint_from(c, "cell", tc, "tanh_cell", ht, "h_t", hp, "h_prev")
+    disjoint_from(tc, "tanh_cell", ht, "h_t", hp, "h_prev")
+    disjoint_from(ht, "h_t", hp, "h_prev")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _lstm_steps(f32(y), f32(g), f32(c), f32(tc), f32(hp), f32(u), nb, nt, h)
+            _lstm_steps(f32(y), f32(g), f32(gt), f32(c), f32(tc), f32(ht), f32(hp), f32(u),
+                        nb, nt, h)
         else:
-            _lstm_steps(f64(y), f64(g), f64(c), f64(tc), f64(hp), f64(u), nb, nt, h)
+            _lstm_steps(f64(y), f64(g), f64(gt), f64(c), f64(tc), f64(ht), f64(hp), f64(u),
+                        nb, nt, h)
 
 
-cdef void _lstm_steps(floating *y, floating *g, floating *c, floating *tc, floating *hp,
-                      const floating *u, Py_ssize_t nb, Py_ssize_t nt,
-                      Py_ssize_t h) noexcept nogil:
+cdef void _lstm_steps(floating *y, const floating *g, floating *gt, floating *c,
+                      floating *tc, floating *ht, floating *hp, const floating *u,
+                      Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
     cdef bint d = floating is double
-    cdef Py_ssize_t gw = 4 * h, t, b, j, r
-    cdef floating *row
-    cdef floating *cr
-    cdef floating *tcr
-    cdef floating *yr
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, t, b, j, k
+    cdef floating *s
+    cdef const floating *xr
+    cdef floating *cs
+    cdef floating *tcs
     cdef const floating *cp
+    cdef floating hv
     if nb == 0 or nt == 0 or h == 0:
         return
-    for b in range(nb):
-        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    memset(ht, 0, hb * sizeof(floating))
+    memset(hp, 0, hb * sizeof(floating))
     for t in range(nt):
+        s = gt + t * gw * nb
         if t > 0:
-            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * h,
-                 <int> (nt * h), u, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
-        for b in range(nb):
-            r = b * nt + t
-            row = g + r * gw
-            pm_sigmoid_fwd(d, row, row, h)
-            pm_tanh_fwd(d, row + h, row + h, h)
-            pm_sigmoid_fwd(d, row + 2 * h, row + 2 * h, 2 * h)
-            cr = c + r * h
-            if t > 0:
-                cp = c + (r - 1) * h
-                for j in range(h):
-                    cr[j] = row[2 * h + j] * cp[j] + row[j] * row[h + j]
-            else:
-                for j in range(h):
-                    cr[j] = row[j] * row[h + j]
-            tcr = tc + r * h
-            pm_tanh_fwd(d, cr, tcr, h)
-            yr = y + r * h
+            gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
+                 ht + t * hb, <int> nb, <floating> 0, s, <int> nb)
+            for b in range(nb):
+                xr = g + (t * nb + b) * gw
+                for k in range(gw):
+                    s[k * nb + b] += xr[k]
+        else:
+            for b in range(nb):
+                xr = g + b * gw
+                for k in range(gw):
+                    s[k * nb + b] = xr[k]
+        pm_sigmoid_fwd(d, s, s, hb)
+        pm_tanh_fwd(d, s + hb, s + hb, hb)
+        pm_sigmoid_fwd(d, s + 2 * hb, s + 2 * hb, 2 * hb)
+        cs = c + t * hb
+        if t > 0:
+            cp = c + (t - 1) * hb
+            for k in range(hb):
+                cs[k] = s[2 * hb + k] * cp[k] + s[k] * s[hb + k]
+        else:
+            for k in range(hb):
+                cs[k] = s[k] * s[hb + k]
+        tcs = tc + t * hb
+        pm_tanh_fwd(d, cs, tcs, hb)
+        if t + 1 < nt:
+            for k in range(hb):
+                ht[(t + 1) * hb + k] = s[3 * hb + k] * tcs[k]
             for j in range(h):
-                yr[j] = row[3 * h + j] * tcr[j]
-            if t + 1 < nt:
-                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+                for b in range(nb):
+                    hv = ht[(t + 1) * hb + j * nb + b]
+                    y[(b * nt + t) * h + j] = hv
+                    hp[((t + 1) * nb + b) * h + j] = hv
+        else:
+            for j in range(h):
+                for b in range(nb):
+                    y[(b * nt + t) * h + j] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
 
 
-def lstm_bptt(grad_output, gates, cell, tanh_cell, w_hh, d_gates, dh, dc):
-    """Back through time of lstm_steps: the gradient of every gate pre-activation into
-    ``d_gates`` (B, T, 4H), from gradOutput (B, T, H); dh and dc (B, H) are carries."""
+def lstm_bptt(grad_output, gates_t, cell, tanh_cell, w_hh, d_gates, d_gates_t, dh, dc):
+    """Back through time of lstm_steps, feature-major: the gradient of every gate
+    pre-activation into ``d_gates`` (T, B, 4H, batch-major, for the weight and input
+    gradients), from gradOutput (B, T, H); ``d_gates_t`` (4H, B) holds one step's, and dh
+    and dc (H, B) the carries."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t nb, nt, h
     _cell_buffers(u, "W_hh", t, go, "gradOutput", 4, &nb, &nt, &h)
-    cdef cnp.ndarray g = array(gates, "gates", t, False)
+    cdef cnp.ndarray gt = array(gates_t, "gates_t", t, False)
     cdef cnp.ndarray c = array(cell, "cell", t, False)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, False)
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
+    cdef cnp.ndarray dgt = array(d_gates_t, "d_gates_t", t, True)
     cdef cnp.ndarray dhv = array(dh, "dh", t, True)
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
-    _seq(g, "gates", nb, nt, 4 * h)
-    _seq(c, "cell", nb, nt, h)
-    _seq(tc, "tanh_cell", nb, nt, h)
-    _seq(dg, "d_gates", nb, nt, 4 * h)
-    _matrix(dhv, "dh", nb, h)
-    _matrix(dcv, "dc", nb, h)
-    disjoint_from(dg, "d_gates", go, "gradOutput", g, "gates", c, "cell", tc, "tanh_cell",
-                  u, "W_hh")
-    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", u, "W_hh", dcv, "dc")
-    disjoint_from(dcv, "dc", dg, "d_gates", go, "gradOutput", g, "gates", c, "cell")
+    _seq(gt, "gates_t", nt, 4 * h, nb)
+    _seq(c, "cell", nt, h, nb)
+    _seq(tc, "tanh_cell", nt, h, nb)
+    _seq(dg, "d_gates", nt, nb, 4 * h)
+    _matrix(dgt, "d_gates_t", 4 * h, nb)
+    _matrix(dhv, "dh", h, nb)
+    _matrix(dcv, "dc", h, nb)
+    for a, what in ((dg, "d_gates"), (dgt, "d_gates_t"), (dhv, "dh"), (dcv, "dc")):
+        disjoint_from(a, what, go, "gradOutput", gt, "gates_t", c, "cell", tc, "tanh_cell",
+                      u, "W_hh")
+    disjoint_from(dg, "d_gates", dgt, "d_gates_t", dhv, "dh", dcv, "dc")
+    disjoint_from(dgt, "d_gates_t", dhv, "dh", dcv, "dc")
+    disjoint_from(dhv, "dh", dcv, "dc")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _lstm_bptt(f32(go), f32(g), f32(c), f32(tc), f32(u), f32(dg), f32(dhv), f32(dcv),
-                       nb, nt, h)
+            _lstm_bptt(f32(go), f32(gt), f32(c), f32(tc), f32(u), f32(dg), f32(dgt),
+                       f32(dhv), f32(dcv), nb, nt, h)
         else:
-            _lstm_bptt(f64(go), f64(g), f64(c), f64(tc), f64(u), f64(dg), f64(dhv), f64(dcv),
-                       nb, nt, h)
+            _lstm_bptt(f64(go), f64(gt), f64(c), f64(tc), f64(u), f64(dg), f64(dgt),
+                       f64(dhv), f64(dcv), nb, nt, h)
 
 
-cdef void _lstm_bptt(const floating *go, const floating *g, const floating *c,
-                     const floating *tc, const floating *u, floating *dg, floating *dh,
-                     floating *dc, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, t, b, j, r
-    cdef const floating *row
-    cdef floating *drow
-    cdef floating *dhr
-    cdef floating *dcr
-    cdef const floating *gor
-    cdef const floating *tcr
+cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
+                     const floating *tc, const floating *u, floating *dg, floating *dgt,
+                     floating *dh, floating *dc, Py_ssize_t nb, Py_ssize_t nt,
+                     Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, t, b, j, k, q
+    cdef const floating *s
+    cdef const floating *tcs
+    cdef const floating *cp
     cdef floating iv, gv, fv, ov, th, dv, dcell, cpv
     if nb == 0 or nt == 0 or h == 0:
         return
-    memset(dh, 0, nb * h * sizeof(floating))
-    memset(dc, 0, nb * h * sizeof(floating))
+    memset(dh, 0, hb * sizeof(floating))
+    memset(dc, 0, hb * sizeof(floating))
     for t in range(nt - 1, -1, -1):
-        for b in range(nb):
-            r = b * nt + t
-            row = g + r * gw
-            drow = dg + r * gw
-            gor = go + r * h
-            tcr = tc + r * h
-            dhr = dh + b * h
-            dcr = dc + b * h
-            for j in range(h):
-                iv = row[j]
-                gv = row[h + j]
-                fv = row[2 * h + j]
-                ov = row[3 * h + j]
-                th = tcr[j]
-                cpv = c[(r - 1) * h + j] if t > 0 else 0
-                dv = gor[j] + dhr[j]
-                dcell = dv * ov * (1 - th * th) + dcr[j]
-                drow[j] = dcell * gv * iv * (1 - iv)
-                drow[h + j] = dcell * iv * (1 - gv * gv)
-                drow[2 * h + j] = dcell * cpv * fv * (1 - fv)
-                drow[3 * h + j] = dv * th * ov * (1 - ov)
-                dcr[j] = dcell * fv
+        s = gt + t * gw * nb
+        tcs = tc + t * hb
+        for j in range(h):
+            for b in range(nb):
+                dh[j * nb + b] += go[(b * nt + t) * h + j]
+        cp = c + (t - 1) * hb if t > 0 else NULL
+        for k in range(hb):
+            iv = s[k]
+            gv = s[hb + k]
+            fv = s[2 * hb + k]
+            ov = s[3 * hb + k]
+            th = tcs[k]
+            dv = dh[k]
+            cpv = cp[k] if t > 0 else 0
+            dcell = dv * ov * (1 - th * th) + dc[k]
+            dgt[k] = dcell * gv * iv * (1 - iv)
+            dgt[hb + k] = dcell * iv * (1 - gv * gv)
+            dgt[2 * hb + k] = dcell * cpv * fv * (1 - fv)
+            dgt[3 * hb + k] = dv * th * ov * (1 - ov)
+            dc[k] = dcell * fv
+        for q in range(gw):
+            for b in range(nb):
+                dg[(t * nb + b) * gw + q] = dgt[q * nb + b]
         if t > 0:
-            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1, dg + t * gw,
-                 <int> (nt * gw), u, <int> h, <floating> 0, dh, <int> h)
+            gemm(Trans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, u, <int> h, dgt,
+                 <int> nb, <floating> 0, dh, <int> nb)
 
 
 # -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------
@@ -417,9 +450,9 @@ def gru_steps(output, gates, rh, h_prev, u_rz, u_n):
     cdef cnp.ndarray g = array(gates, "gates", t, True)
     cdef cnp.ndarray rhv = array(rh, "rh", t, True)
     cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
-    _seq(g, "gates", nb, nt, 3 * h)
-    _seq(rhv, "rh", nb, nt, h)
-    _seq(hp, "h_prev", nb, nt, h)
+    _seq(g, "gates", nt, nb, 3 * h)
+    _seq(rhv, "rh", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
     int_limit(3 * h * nt, "time * gate width")
     disjoint_from(y, "output", g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
     disjoint_from(g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
@@ -444,14 +477,13 @@ cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const
     cdef floating zv
     if nb == 0 or nt == 0 or h == 0:
         return
-    for b in range(nb):
-        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    memset(hp, 0, nb * h * sizeof(floating))
     for t in range(nt):
         if t > 0:
-            gemm(NoTrans, Trans, <int> nb, <int> (2 * h), <int> h, <floating> 1, hp + t * h,
-                 <int> (nt * h), urz, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
+            gemm(NoTrans, Trans, <int> nb, <int> (2 * h), <int> h, <floating> 1,
+                 hp + t * nb * h, <int> h, urz, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             pm_sigmoid_fwd(d, row, row, 2 * h)
             hpr = hp + r * h
@@ -459,19 +491,19 @@ cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const
             for j in range(h):
                 rhr[j] = row[j] * hpr[j]
         if t > 0:
-            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, rh + t * h,
-                 <int> (nt * h), un, <int> h, <floating> 1, g + t * gw + 2 * h, <int> (nt * gw))
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, rh + t * nb * h,
+                 <int> h, un, <int> h, <floating> 1, g + t * nb * gw + 2 * h, <int> gw)
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             pm_tanh_fwd(d, row + 2 * h, row + 2 * h, h)
             hpr = hp + r * h
-            yr = y + r * h
+            yr = y + (b * nt + t) * h
             for j in range(h):
                 zv = row[h + j]
                 yr[j] = (1 - zv) * row[2 * h + j] + zv * hpr[j]
             if t + 1 < nt:
-                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+                memcpy(hp + (r + nb) * h, yr, h * sizeof(floating))
 
 
 def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
@@ -489,9 +521,9 @@ def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
     cdef cnp.ndarray dhv = array(dh, "dh", t, True)
     cdef cnp.ndarray drhv = array(drh, "drh", t, True)
-    _seq(g, "gates", nb, nt, 3 * h)
-    _seq(hp, "h_prev", nb, nt, h)
-    _seq(dg, "d_gates", nb, nt, 3 * h)
+    _seq(g, "gates", nt, nb, 3 * h)
+    _seq(hp, "h_prev", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, 3 * h)
     _matrix(dhv, "dh", nb, h)
     _matrix(drhv, "drh", nb, h)
     int_limit(3 * h * nt, "time * gate width")
@@ -524,10 +556,10 @@ cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
     memset(dh, 0, nb * h * sizeof(floating))
     for t in range(nt - 1, -1, -1):
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             drow = dg + r * gw
-            gor = go + r * h
+            gor = go + (b * nt + t) * h
             hpr = hp + r * h
             dhr = dh + b * h
             for j in range(h):
@@ -537,10 +569,10 @@ cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
                 drow[2 * h + j] = dv * (1 - zv) * (1 - nv * nv)
                 drow[h + j] = dv * (hpr[j] - nv) * zv * (1 - zv)
                 dhr[j] = dv * zv
-        gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * gw + 2 * h,
-             <int> (nt * gw), un, <int> h, <floating> 0, drh, <int> h)
+        gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1,
+             dg + t * nb * gw + 2 * h, <int> gw, un, <int> h, <floating> 0, drh, <int> h)
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             drow = dg + r * gw
             hpr = hp + r * h
@@ -551,76 +583,81 @@ cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
                 drow[j] = drhr[j] * hpr[j] * rv * (1 - rv)
                 dhr[j] += drhr[j] * rv
         if t > 0:
-            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> (2 * h), <floating> 1, dg + t * gw,
-                 <int> (nt * gw), urz, <int> h, <floating> 1, dh, <int> h)
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> (2 * h), <floating> 1,
+                 dg + t * nb * gw, <int> gw, urz, <int> h, <floating> 1, dh, <int> h)
 
 
 # -- RnnCell: h = act(x W_ih.T + b_ih + h W_hh.T + b_hh) ---------------------------------
 
-def rnn_steps(output, h_prev, w_hh, int act):
+def rnn_steps(output, gates, h_prev, w_hh, int act):
     """Run a simple RNN over the sequence whose projected input (biases included) is in
-    ``output`` (B, T, H); each step adds W_hh h(t-1) and applies the activation ``act``
-    (ACT_TANH, ACT_SIGMOID, ACT_RELU) in place; h(t-1) goes to ``h_prev``."""
+    ``gates`` (T, B, H); each step adds W_hh h(t-1) and applies the activation ``act``
+    (ACT_TANH, ACT_SIGMOID, ACT_RELU) in place; h(t) goes to ``output`` (B, T, H) and
+    h(t-1) to ``h_prev`` (T, B, H)."""
     _act_code(act)
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t nb, nt, h
     _cell_buffers(u, "W_hh", t, y, "output", 1, &nb, &nt, &h)
+    cdef cnp.ndarray g = array(gates, "gates", t, True)
     cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
-    _seq(hp, "h_prev", nb, nt, h)
-    disjoint_from(y, "output", hp, "h_prev", u, "W_hh")
+    _seq(g, "gates", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
+    disjoint_from(y, "output", g, "gates", hp, "h_prev", u, "W_hh")
+    disjoint_from(g, "gates", hp, "h_prev", u, "W_hh")
     disjoint_from(hp, "h_prev", u, "W_hh")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _rnn_steps(f32(y), f32(hp), f32(u), nb, nt, h, act)
+            _rnn_steps(f32(y), f32(g), f32(hp), f32(u), nb, nt, h, act)
         else:
-            _rnn_steps(f64(y), f64(hp), f64(u), nb, nt, h, act)
+            _rnn_steps(f64(y), f64(g), f64(hp), f64(u), nb, nt, h, act)
 
 
-cdef void _rnn_steps(floating *y, floating *hp, const floating *u, Py_ssize_t nb,
+cdef void _rnn_steps(floating *y, floating *g, floating *hp, const floating *u, Py_ssize_t nb,
                      Py_ssize_t nt, Py_ssize_t h, int act) noexcept nogil:
     cdef bint d = floating is double
     cdef Py_ssize_t t, b, r
-    cdef floating *yr
+    cdef floating *row
     if nb == 0 or nt == 0 or h == 0:
         return
-    for b in range(nb):
-        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    memset(hp, 0, nb * h * sizeof(floating))
     for t in range(nt):
         if t > 0:
-            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, hp + t * h,
-                 <int> (nt * h), u, <int> h, <floating> 1, y + t * h, <int> (nt * h))
+            gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, hp + t * nb * h,
+                 <int> h, u, <int> h, <floating> 1, g + t * nb * h, <int> h)
+        row = g + t * nb * h
+        if act == TANH:
+            pm_tanh_fwd(d, row, row, nb * h)
+        elif act == SIGMOID:
+            pm_sigmoid_fwd(d, row, row, nb * h)
+        else:
+            pm_threshold_fwd(d, row, row, nb * h, 0, 0)
+        if t + 1 < nt:
+            memcpy(hp + (t + 1) * nb * h, row, nb * h * sizeof(floating))
         for b in range(nb):
-            r = b * nt + t
-            yr = y + r * h
-            if act == TANH:
-                pm_tanh_fwd(d, yr, yr, h)
-            elif act == SIGMOID:
-                pm_sigmoid_fwd(d, yr, yr, h)
-            else:
-                pm_threshold_fwd(d, yr, yr, h, 0, 0)
-            if t + 1 < nt:
-                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+            r = t * nb + b
+            memcpy(y + (b * nt + t) * h, g + r * h, h * sizeof(floating))
 
 
-def rnn_bptt(grad_output, output, w_hh, d_gates, dh, int act):
+def rnn_bptt(grad_output, gates, w_hh, d_gates, dh, int act):
     """Back through time of rnn_steps: the gradient of the pre-activations into ``d_gates``
-    (B, T, H), from gradOutput and the output (B, T, H); dh (B, H) is the carry."""
+    (T, B, H), from gradOutput (B, T, H) and the activated ``gates`` (T, B, H); dh (B, H) is
+    the carry."""
     _act_code(act)
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t nb, nt, h
     _cell_buffers(u, "W_hh", t, go, "gradOutput", 1, &nb, &nt, &h)
-    cdef cnp.ndarray y = array(output, "output", t, False)
+    cdef cnp.ndarray y = array(gates, "gates", t, False)
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
     cdef cnp.ndarray dhv = array(dh, "dh", t, True)
-    _seq(y, "output", nb, nt, h)
-    _seq(dg, "d_gates", nb, nt, h)
+    _seq(y, "gates", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, h)
     _matrix(dhv, "dh", nb, h)
-    disjoint_from(dg, "d_gates", go, "gradOutput", y, "output", u, "W_hh")
-    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", y, "output", u, "W_hh")
+    disjoint_from(dg, "d_gates", go, "gradOutput", y, "gates", u, "W_hh")
+    disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", y, "gates", u, "W_hh")
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _rnn_bptt(f32(go), f32(y), f32(u), f32(dg), f32(dhv), nb, nt, h, act)
@@ -631,29 +668,30 @@ def rnn_bptt(grad_output, output, w_hh, d_gates, dh, int act):
 cdef void _rnn_bptt(const floating *go, const floating *y, const floating *u, floating *dg,
                     floating *dh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h,
                     int act) noexcept nogil:
-    cdef Py_ssize_t t, b, j, r
+    cdef Py_ssize_t t, b, j, r, o
     cdef floating dv, yv
     if nb == 0 or nt == 0 or h == 0:
         return
     memset(dh, 0, nb * h * sizeof(floating))
     for t in range(nt - 1, -1, -1):
         for b in range(nb):
-            r = b * nt + t
+            r = (t * nb + b) * h
+            o = (b * nt + t) * h
             if act == TANH:
                 for j in range(h):
-                    yv = y[r * h + j]
-                    dg[r * h + j] = (go[r * h + j] + dh[b * h + j]) * (1 - yv * yv)
+                    yv = y[r + j]
+                    dg[r + j] = (go[o + j] + dh[b * h + j]) * (1 - yv * yv)
             elif act == SIGMOID:
                 for j in range(h):
-                    yv = y[r * h + j]
-                    dg[r * h + j] = (go[r * h + j] + dh[b * h + j]) * yv * (1 - yv)
+                    yv = y[r + j]
+                    dg[r + j] = (go[o + j] + dh[b * h + j]) * yv * (1 - yv)
             else:
                 for j in range(h):
-                    dv = go[r * h + j] + dh[b * h + j]
-                    dg[r * h + j] = dv if y[r * h + j] > 0 else 0
+                    dv = go[o + j] + dh[b * h + j]
+                    dg[r + j] = dv if y[r + j] > 0 else 0
         if t > 0:
-            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * h,
-                 <int> (nt * h), u, <int> h, <floating> 0, dh, <int> h)
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1, dg + t * nb * h,
+                 <int> h, u, <int> h, <floating> 0, dh, <int> h)
 
 
 # -- LSTMPeephole: gates i, f, g, o; peepholes p_i, p_f on c(t-1), p_o on c(t) -------------
@@ -683,10 +721,10 @@ def peephole_steps(output, gates, cell, tanh_cell, h_prev, u_packed, u_i, u_f, u
     cdef cnp.ndarray c = array(cell, "cell", t, True)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
     cdef cnp.ndarray hp = array(h_prev, "h_prev", t, True)
-    _seq(g, "gates", nb, nt, 4 * h)
-    _seq(c, "cell", nb, nt, h)
-    _seq(tc, "tanh_cell", nb, nt, h)
-    _seq(hp, "h_prev", nb, nt, h)
+    _seq(g, "gates", nt, nb, 4 * h)
+    _seq(c, "cell", nt, nb, h)
+    _seq(tc, "tanh_cell", nt, nb, h)
+    _seq(hp, "h_prev", nt, nb, h)
     for a, what in ((y, "output"), (g, "gates"), (c, "cell"), (tc, "tanh_cell"),
                     (hp, "h_prev"), (up, "U_packed")):
         disjoint_from(a, what, ui, "U_i", uf, "U_f", ug, "U_g", uo, "U_o")
@@ -732,18 +770,17 @@ cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, f
     cdef const floating *cp
     if nb == 0 or nt == 0 or h == 0:
         return
-    for b in range(nb):
-        memset(hp + b * nt * h, 0, h * sizeof(floating))
+    memset(hp, 0, nb * h * sizeof(floating))
     for t in range(nt):
         if t > 0:
-            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * h,
-                 <int> (nt * h), up, <int> h, <floating> 1, g + t * gw, <int> (nt * gw))
+            gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * nb * h,
+                 <int> h, up, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             cr = c + r * h
             if t > 0:
-                cp = c + (r - 1) * h
+                cp = c + (r - nb) * h
                 for j in range(h):
                     row[j] += pi[j] * cp[j]
                     row[h + j] += pf[j] * cp[j]
@@ -760,11 +797,11 @@ cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, f
             pm_sigmoid_fwd(d, row + 3 * h, row + 3 * h, h)
             tcr = tc + r * h
             pm_tanh_fwd(d, cr, tcr, h)
-            yr = y + r * h
+            yr = y + (b * nt + t) * h
             for j in range(h):
                 yr[j] = row[3 * h + j] * tcr[j]
             if t + 1 < nt:
-                memcpy(hp + (r + 1) * h, yr, h * sizeof(floating))
+                memcpy(hp + (r + nb) * h, yr, h * sizeof(floating))
 
 
 def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, d_gates, dh,
@@ -787,10 +824,10 @@ def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, 
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
     cdef cnp.ndarray dhv = array(dh, "dh", t, True)
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
-    _seq(g, "gates", nb, nt, 4 * h)
-    _seq(c, "cell", nb, nt, h)
-    _seq(tc, "tanh_cell", nb, nt, h)
-    _seq(dg, "d_gates", nb, nt, 4 * h)
+    _seq(g, "gates", nt, nb, 4 * h)
+    _seq(c, "cell", nt, nb, h)
+    _seq(tc, "tanh_cell", nt, nb, h)
+    _seq(dg, "d_gates", nt, nb, 4 * h)
     _matrix(dhv, "dh", nb, h)
     _matrix(dcv, "dc", nb, h)
     for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc")):
@@ -823,7 +860,7 @@ cdef void _peephole_bptt(const floating *go, const floating *g, const floating *
     memset(dc, 0, nb * h * sizeof(floating))
     for t in range(nt - 1, -1, -1):
         for b in range(nb):
-            r = b * nt + t
+            r = t * nb + b
             row = g + r * gw
             drow = dg + r * gw
             for j in range(h):
@@ -832,8 +869,8 @@ cdef void _peephole_bptt(const floating *go, const floating *g, const floating *
                 gv = row[2 * h + j]
                 ov = row[3 * h + j]
                 th = tc[r * h + j]
-                cpv = c[(r - 1) * h + j] if t > 0 else 0
-                dv = go[r * h + j] + dh[b * h + j]
+                cpv = c[(r - nb) * h + j] if t > 0 else 0
+                dv = go[(b * nt + t) * h + j] + dh[b * h + j]
                 dao = dv * th * ov * (1 - ov)
                 dcell = dv * ov * (1 - th * th) + dc[b * h + j] + dao * po[j]
                 dai = dcell * gv * iv * (1 - iv)
@@ -844,8 +881,8 @@ cdef void _peephole_bptt(const floating *go, const floating *g, const floating *
                 drow[3 * h + j] = dao
                 dc[b * h + j] = dcell * fv + dai * pi[j] + daf * pf[j]
         if t > 0:
-            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1, dg + t * gw,
-                 <int> (nt * gw), up, <int> h, <floating> 0, dh, <int> h)
+            gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1,
+                 dg + t * nb * gw, <int> gw, up, <int> h, <floating> 0, dh, <int> h)
 
 
 def peephole_acc(cell, d_gates, grad_p_i, grad_p_f, grad_p_o, double scale):
@@ -860,9 +897,9 @@ def peephole_acc(cell, d_gates, grad_p_i, grad_p_f, grad_p_o, double scale):
     vector_of(gpf, "gradP_f", h)
     vector_of(gpo, "gradP_o", h)
     cdef cnp.ndarray c = array(cell, "cell", t, False)
-    _sizes(c, "cell", h, &nb, &nt)
+    _sizes(c, "cell", h, &nt, &nb)
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
-    _seq(dg, "d_gates", nb, nt, 4 * h)
+    _seq(dg, "d_gates", nt, nb, 4 * h)
     for a, what in ((gpi, "gradP_i"), (gpf, "gradP_f"), (gpo, "gradP_o")):
         disjoint_from(a, what, c, "cell", dg, "d_gates")
     disjoint_from(gpi, "gradP_i", gpf, "gradP_f", gpo, "gradP_o")
@@ -884,15 +921,15 @@ cdef void _peephole_acc(const floating *c, const floating *dg, floating *gpi, fl
     cdef const floating *cp
     if scale == 0:
         return
-    for b in range(nb):
-        for t in range(nt):
-            r = b * nt + t
+    for t in range(nt):
+        for b in range(nb):
+            r = t * nb + b
             drow = dg + r * gw
             cr = c + r * h
             for j in range(h):
                 gpo[j] += scale * drow[3 * h + j] * cr[j]
             if t > 0:
-                cp = c + (r - 1) * h
+                cp = c + (r - nb) * h
                 for j in range(h):
                     gpi[j] += scale * drow[j] * cp[j]
                     gpf[j] += scale * drow[h + j] * cp[j]
@@ -957,3 +994,36 @@ cdef void _add_reversed(const floating *a, const floating *b, floating *y, Py_ss
             yr = y + (i * nt + t) * w
             for j in range(w):
                 yr[j] = ar[j] + br[j]
+
+
+# -- batch-first <-> time-major ------------------------------------------------------------
+
+def swap_time_batch(input, output, Py_ssize_t features=-1):
+    """output[j, i] := input[i, j]: (A, C, F) -> (C, A, F), the batch-first sequence to the
+    time-major layout of the kernels above and back. With ``features`` >= 0 the input must
+    be a (batch, time, features) sequence of that many features."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Py_ssize_t na, nc
+    if features >= 0:
+        _sizes(x, "input", features, &na, &nc)
+    else:
+        ndim(x, "input", 3, 3)
+    na, nc = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(x)[2]
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    shape_is(y, "output", (nc, na, w))
+    disjoint_from(y, "output", x, "input")
+    with nogil:
+        _swap(<char *> cnp.PyArray_DATA(x), <char *> cnp.PyArray_DATA(y), na, nc,
+              w * cnp.PyArray_ITEMSIZE(x))
+
+
+cdef void _swap(const char *x, char *y, Py_ssize_t na, Py_ssize_t nc,
+                Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t i, j
+    if row == 0:
+        return
+    for i in range(na):
+        for j in range(nc):
+            memcpy(y + (j * na + i) * row, x + (i * nc + j) * row, row)

@@ -33,6 +33,7 @@ from pymodules.engine.recurrent import (
     reverse_time,
     rnn_bptt,
     rnn_steps,
+    swap_time_batch,
 )
 from pymodules.facade import shape_of
 from pymodules.nn.activation import ReLU, Sigmoid, Tanh
@@ -59,7 +60,7 @@ class _Cell(Module):
 
     _blocks = 1  # gate blocks of the input projection
     _layout = ()
-    _scratch = ("_gates", "_hprev", "_dgates", "_dh", "_dc", "_bpttOf")
+    _scratch = ("_input", "_gates", "_hprev", "_dgates", "_dh", "_dc", "_gradInput", "_bpttOf")
 
     def __init__(self, inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                  dtype):
@@ -86,7 +87,8 @@ class _Cell(Module):
                     if present else None)
             if not present:
                 setattr(self, _grad_name(attr), None)
-        self._gates = self._hprev = self._dgates = self._dh = self._dc = None
+        self._input = self._gates = self._hprev = self._dgates = self._dh = self._dc = None
+        self._gradInput = None
         self._bpttOf = None
         self.reset()
 
@@ -96,6 +98,11 @@ class _Cell(Module):
 
     def _present(self, attr):
         return True
+
+    @staticmethod
+    def _carry(b, h):
+        """The shape of the carries of the backward through time."""
+        return (b, h)
 
     def _fan(self, role):
         return self.inputSize if role in ("w", "b") else self.hiddenSize
@@ -120,34 +127,39 @@ class _Cell(Module):
         shape = shape_of(input)
         b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
         h = self.hiddenSize
-        self._gates = resized(self._gates, (b, t, self._blocks * h), -1, self.dtype)
-        self._hprev = resized(self._hprev, (b, t, h), -1, self.dtype)
+        xt = self._input = resized(self._input, (t, b, self.inputSize), -1, self.dtype)
+        swap_time_batch(input, xt, self.inputSize)
+        self._gates = resized(self._gates, (t, b, self._blocks * h), -1, self.dtype)
+        self._hprev = resized(self._hprev, (t, b, h), -1, self.dtype)
         out = self.output = resized(self.output, (b, t, h), -1, self.dtype)
-        self._project(input)
+        self._project(xt)
         self._steps(out)
         self._bpttOf = None
         return out
 
-    def _project(self, input):
-        recurrent_project(input, self._gates, self.weight, self.bias)
+    def _project(self, xt):
+        recurrent_project(xt, self._gates, self.weight, self.bias)
 
     def updateGradInput(self, input, gradOutput):
         self._backThroughTime(input, gradOutput)
         if not self.propagateBack:
             return self.gradInput
-        gi = self.gradInput = resized(self.gradInput, shape_of(self._dgates)[:2] +
-                                      (self.inputSize,), -1, self.dtype)
-        recurrent_update_grad_input(self._dgates, gi, self.weight)
+        t, b = shape_of(self._dgates)[:2]
+        git = self._gradInput = resized(self._gradInput, (t, b, self.inputSize), -1,
+                                        self.dtype)
+        recurrent_update_grad_input(self._dgates, git, self.weight)
+        gi = self.gradInput = resized(self.gradInput, (b, t, self.inputSize), -1, self.dtype)
+        swap_time_batch(git, gi)
         return gi
 
     def _backThroughTime(self, input, gradOutput):
         shape, h = shape_of(self._gates), self.hiddenSize
         if len(shape) != 3:
             raise ValueError("backward needs a forward first")
-        b, t = shape[0], shape[1]
-        self._dgates = resized(self._dgates, (b, t, self._blocks * h), -1, self.dtype)
-        self._dh = resized(self._dh, (b, h), -1, self.dtype)
-        self._dc = resized(self._dc, (b, h), -1, self.dtype)
+        t, b = shape[0], shape[1]
+        self._dgates = resized(self._dgates, (t, b, self._blocks * h), -1, self.dtype)
+        self._dh = resized(self._dh, self._carry(b, h), -1, self.dtype)
+        self._dc = resized(self._dc, self._carry(b, h), -1, self.dtype)
         self._bptt(gradOutput)
         self._bpttOf = (input, gradOutput)
 
@@ -157,7 +169,7 @@ class _Cell(Module):
             self._backThroughTime(input, gradOutput)
         self._bpttOf = None
         biases = self._arrays("b")
-        recurrent_acc_input(input, self._dgates, self.gradWeight,
+        recurrent_acc_input(self._input, self._dgates, self.gradWeight,
                             biases[0][1] if biases else None,
                             biases[1][1] if len(biases) > 1 else None, self.scaleW, self.scaleB)
         self._acc_hidden()
@@ -184,30 +196,40 @@ class LSTM(_Cell):
     """Long short-term memory: gates i, g, f, o (row blocks of the weights, in that order)
     ``z = W_ih x + b_ih + W_hh h``; ``i, f, o = sigmoid``, ``g = tanh``; ``c = f c + i g``;
     ``h = o tanh(c)``. Parameters ``[W_ih (4H, I), b_ih (4H), W_hh (4H, H)]`` (no hidden
-    bias), as BigDL's."""
+    bias), as BigDL's. Its recurrence runs feature-major (see lstm_steps)."""
 
     _blocks = 4
     _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
                ("hiddenWeight", "u", lambda i, h: (4 * h, h)))
-    _scratch = _Cell._scratch + ("_cell", "_tanhCell")
+    _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_hT", "_dgatesT")
 
     def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
         _refuse_activation("LSTM", "activation", activation, Tanh)
         _refuse_activation("LSTM", "innerActivation", innerActivation, Sigmoid)
         self.activation, self.innerActivation = activation, innerActivation
-        self._cell = self._tanhCell = None
+        self._gatesT = self._cell = self._tanhCell = self._hT = self._dgatesT = None
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
 
     def _steps(self, out):
-        self._cell = resized(self._cell, out, -1, self.dtype)
-        self._tanhCell = resized(self._tanhCell, out, -1, self.dtype)
-        lstm_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self.hiddenWeight)
+        t, b, h = shape_of(self._hprev)
+        self._gatesT = resized(self._gatesT, (t, 4 * h, b), -1, self.dtype)
+        self._cell = resized(self._cell, (t, h, b), -1, self.dtype)
+        self._tanhCell = resized(self._tanhCell, (t, h, b), -1, self.dtype)
+        self._hT = resized(self._hT, (t, h, b), -1, self.dtype)
+        lstm_steps(out, self._gates, self._gatesT, self._cell, self._tanhCell, self._hT,
+                   self._hprev, self.hiddenWeight)
 
     def _bptt(self, gradOutput):
-        lstm_bptt(gradOutput, self._gates, self._cell, self._tanhCell, self.hiddenWeight,
-                  self._dgates, self._dh, self._dc)
+        h, b = shape_of(self._dh)
+        self._dgatesT = resized(self._dgatesT, (4 * h, b), -1, self.dtype)
+        lstm_bptt(gradOutput, self._gatesT, self._cell, self._tanhCell, self.hiddenWeight,
+                  self._dgates, self._dgatesT, self._dh, self._dc)
+
+    @staticmethod
+    def _carry(b, h):
+        return (h, b)
 
     def _acc_hidden(self):
         recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeight, self.scaleW)
@@ -236,7 +258,7 @@ class GRU(_Cell):
                          dtype)
 
     def _steps(self, out):
-        self._rh = resized(self._rh, out, -1, self.dtype)
+        self._rh = resized(self._rh, self._hprev, -1, self.dtype)
         gru_steps(out, self._gates, self._rh, self._hprev, self.hiddenWeightRZ,
                   self.hiddenWeightN)
 
@@ -285,14 +307,14 @@ class RnnCell(_Cell):
         self.zeroGradParameters()
         return self
 
-    def _project(self, input):
-        recurrent_project(input, self.output, self.weight, self.bias, self.hiddenBias)
+    def _project(self, xt):
+        recurrent_project(xt, self._gates, self.weight, self.bias, self.hiddenBias)
 
     def _steps(self, out):
-        rnn_steps(out, self._hprev, self.hiddenWeight, self._act)
+        rnn_steps(out, self._gates, self._hprev, self.hiddenWeight, self._act)
 
     def _bptt(self, gradOutput):
-        rnn_bptt(gradOutput, self.output, self.hiddenWeight, self._dgates, self._dh, self._act)
+        rnn_bptt(gradOutput, self._gates, self.hiddenWeight, self._dgates, self._dh, self._act)
 
     def _acc_hidden(self):
         recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeight, self.scaleW)
@@ -324,8 +346,8 @@ class LSTMPeephole(_Cell):
 
     def _steps(self, out):
         h = self.hiddenSize
-        self._cell = resized(self._cell, out, -1, self.dtype)
-        self._tanhCell = resized(self._tanhCell, out, -1, self.dtype)
+        self._cell = resized(self._cell, self._hprev, -1, self.dtype)
+        self._tanhCell = resized(self._tanhCell, self._hprev, -1, self.dtype)
         self._packed = resized(self._packed, (4 * h, h), -1, self.dtype)
         peephole_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self._packed,
                        self.hiddenWeightI, self.hiddenWeightF, self.hiddenWeightG,

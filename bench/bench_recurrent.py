@@ -1,0 +1,110 @@
+"""Recurrent(LSTM) and Recurrent(GRU) against torch.nn.LSTM / torch.nn.GRU (eager), one run.
+
+    python bench/bench_recurrent.py [--blocks 15] [--dtype float32]
+
+One thread for both libraries (threadpoolctl, applied after torch is imported, and
+torch.set_num_threads(1)). Each case times forward + backward (gradients of the input and of
+every parameter) on the same data, in interleaved blocks: each block runs pymodules and torch
+in a shuffled order, a few calls each, and the figure is the median over blocks of the time
+per call. The ratio is torch / pymodules (above 1: pymodules faster). BigDL's GRU differs from
+torch's (the reset gate before U_n), but the work per step is the same.
+"""
+
+import argparse
+import random
+import statistics
+import time
+
+import numpy as np
+
+try:
+    import torch
+except ImportError:  # the bench needs the oracle
+    torch = None
+
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+import pymodules as pm  # noqa: E402
+
+CASES = [("LSTM", 16, 32, 64, 128), ("LSTM", 128, 32, 256, 256), ("GRU", 16, 32, 64, 128),
+         ("GRU", 128, 32, 256, 256)]
+# The targets of the figures: (cell, batch, time, input, hidden) -> minimum ratio.
+TARGETS = {("LSTM", 16, 32, 64, 128): 1.5, ("LSTM", 128, 32, 256, 256): 1.0}
+
+
+def pymodules_case(cell, batch, steps, fan_in, hidden, dtype, rng):
+    rec = pm.Recurrent().add(getattr(pm, cell)(fan_in, hidden, dtype=dtype))
+    x = rng.standard_normal((batch, steps, fan_in)).astype(dtype)
+    go = rng.standard_normal((batch, steps, hidden)).astype(dtype)
+
+    def run(n):
+        for _ in range(n):
+            rec.forward(x)
+            rec.backward(x, go)
+    return run
+
+
+def torch_case(cell, batch, steps, fan_in, hidden, dtype, rng):
+    t = getattr(torch.nn, cell)(fan_in, hidden, batch_first=True).to(getattr(torch, dtype))
+    x = torch.from_numpy(rng.standard_normal((batch, steps, fan_in)).astype(dtype))
+    x.requires_grad_()
+    go = torch.from_numpy(rng.standard_normal((batch, steps, hidden)).astype(dtype))
+
+    def run(n):
+        for _ in range(n):
+            x.grad = None
+            y = t(x)[0]
+            y.backward(go)
+    return run
+
+
+def measure(runs, blocks, calls):
+    """Median seconds per call of each run, interleaved in blocks of shuffled order."""
+    samples = {name: [] for name in runs}
+    for run in runs.values():
+        run(2)  # warm-up: buffers, lazy initialisation
+    for _ in range(blocks):
+        order = list(runs)
+        random.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            runs[name](calls)
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--blocks", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    args = parser.parse_args()
+    if torch is None:
+        raise SystemExit("bench_recurrent needs torch")
+    torch.set_num_threads(1)
+    random.seed(0)
+    with threadpool_limits(limits=1):
+        blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
+                for i in threadpool_info()]
+        print(f"BLAS pools (api, kernel, threads): {blas}; torch threads "
+              f"{torch.get_num_threads()}; {args.dtype}")
+        print(f"{'case':<34} {'pymodules ms':>12} {'torch ms':>10} {'ratio':>7}  target")
+        ok = True
+        for case in CASES:
+            rng = np.random.default_rng(0)
+            runs = {"pymodules": pymodules_case(*case, args.dtype, rng),
+                    "torch": torch_case(*case, args.dtype, rng)}
+            t = measure(runs, args.blocks, args.calls)
+            ratio = t["torch"] / t["pymodules"]
+            target = TARGETS.get(case)
+            mark = "" if target is None else f">= {target} " + ("ok" if ratio >= target
+                                                               else "MISSED")
+            ok &= target is None or ratio >= target
+            name = f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]} fwd+bwd"
+            print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
+                  f"{ratio:7.2f}  {mark}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

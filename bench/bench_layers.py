@@ -530,6 +530,45 @@ def _more_activation_rows(dtype, rng):
 SECTIONS["more_activations"] = bench_more_activations
 
 
+def bench_timedistributed():
+    header("TimeDistributed(Linear) forward+backward on (batch, time, in) (ref: the same "
+           "Linear on the folded (batch * time, in); torch: nn.Linear on the 3-D input)")
+    rng = np.random.default_rng(0)
+    for batch, time, n_in, n_out in ((4, 8, 16, 16), (16, 32, 64, 128), (64, 32, 256, 256)):
+        _timedistributed_row(np.float32, rng, batch, time, n_in, n_out)
+
+
+def _timedistributed_row(dtype, rng, batch, time, n_in, n_out):
+    x = rng.standard_normal((batch, time, n_in)).astype(dtype)
+    go = rng.standard_normal((batch, time, n_out)).astype(dtype)
+    td, lin = pm.TimeDistributed(pm.Linear(n_in, n_out)), pm.Linear(n_in, n_out)
+    x2, g2 = x.reshape(-1, n_in), go.reshape(-1, n_out)
+
+    def ours():
+        td.forward(x)
+        td.backward(x, go)
+
+    def folded():
+        lin.forward(x2)
+        lin.backward(x2, g2)
+
+    torch_fn = None
+    if torch is not None:
+        tlin = torch.nn.Linear(n_in, n_out)
+        tx, tg = torch.from_numpy(x).requires_grad_(), torch.from_numpy(go)
+
+        def torch_fn():
+            tx.grad = None
+            tlin.zero_grad()
+            tlin(tx).backward(tg)
+
+    row("TimeDistributed(Linear)", dtype, (batch, time, n_in, n_out), ours, "Linear folded",
+        folded, torch_fn)
+
+
+SECTIONS["timedistributed"] = bench_timedistributed
+
+
 def main(argv):
     for info in threadpool_info():
         print(f"# {info.get('internal_api')} {info.get('version')} "

@@ -93,6 +93,7 @@ from pymodules.nn.regularizers import L1L2Regularizer, L1Regularizer, L2Regulari
 from pymodules.nn.shape import (
     Contiguous,
     Identity,
+    InferReshape,
     Narrow,
     Replicate,
     Reshape,
@@ -119,6 +120,7 @@ from pymodules.nn.volumetric import (
     VolumetricFullConvolution,
     VolumetricMaxPooling,
 )
+from pymodules.nn.timedistributed import TimeDistributed
 
 AbstractModule = Module
 
@@ -140,6 +142,7 @@ __all__ += [
     "ReLU6", "Sigmoid", "SoftMax", "SoftMin", "SoftPlus", "SoftSign", "SpatialBatchNormalization",
     "SpatialCrossMapLRN", "Sqrt", "Square", "Tanh", "Threshold",
 ]
+__all__ += ["InferReshape", "TimeDistributed"]
 
 from pymodules.nn.arithmetic import (  # noqa: E402
     AddConstant,

@@ -134,6 +134,54 @@ class View(_Reshaping):
         return "x".join(map(str, self.sizes))
 
 
+class InferReshape(_Reshaping):
+    """Reshapes to ``size``, where -1 (at most one) is inferred from the element count and
+    0 keeps the input's size at that position: (4, 5, 6, 7) with [4, 0, 3, -1] becomes
+    (4, 5, 3, 14).
+
+    ``batchMode``: the leading (batch) axis is kept and ``size`` describes one sample, its
+    0 entries keeping the sizes of the sample's axes. (BigDL reads input axis i for entry i
+    there, the batch axis for the first entry; a sample's axis i is input axis i + 1.)
+    """
+
+    def __init__(self, size, batchMode=False, dtype=np.float32):
+        super().__init__(dtype)
+        self.size = _sizes(self, "size", size)
+        self.batchMode = bool(batchMode)
+        if any(s < -1 for s in self.size) or sum(s == -1 for s in self.size) > 1:
+            raise ValueError(f"{self}: sizes are positive, 0 (keep the input's) or -1 "
+                             f"(inferred, at most one), got {list(self.size)}")
+
+    def _shape(self, x):
+        lead = x.shape[:1] if self.batchMode else ()
+        if self.batchMode and not lead:
+            raise ValueError(f"{self}: batchMode needs a batch axis, got an input of shape "
+                             f"{x.shape}")
+        axes = x.shape[len(lead):]
+        shape = []
+        for i, s in enumerate(self.size):
+            if s == 0:
+                if i >= len(axes):
+                    raise ValueError(f"{self}: size entry {i} is 0 (keep) but the input "
+                                     f"{x.shape} has no axis {i + len(lead)}")
+                s = axes[i]
+            shape.append(s)
+        if -1 in shape:
+            count = math.prod(axes)  # per sample: an empty batch infers as well
+            known = math.prod(s for s in shape if s != -1)
+            if known == 0 or count % known:
+                per = " per sample" if lead else ""
+                raise ValueError(f"{self}: input of shape {x.shape} cannot be reshaped to "
+                                 f"{lead + tuple(shape)}: its {count} elements{per} are not "
+                                 f"a multiple of {known}")
+            shape[shape.index(-1)] = count // known
+        shape = lead + tuple(shape)
+        return self._fits(shape, x, f"reshaped to {shape}")
+
+    def extraRepr(self):
+        return "x".join(map(str, self.size)) + (", batchMode" if self.batchMode else "")
+
+
 class Squeeze(_Reshaping):
     """Removes axis ``dim`` if it has size 1 (an int or a list; None: every size-1 axis).
 

@@ -252,6 +252,12 @@ EXAMPLES = {
     pm.BiRecurrent: [(lambda: pm.BiRecurrent().add(pm.GRU(4, 3)), _a(2, 5, 4)),
                      (lambda: _bi_reverse_trained(pm.BiRecurrent(pm.JoinTable(2))
                                                   .add(pm.LSTM(4, 3))), _a(2, 5, 4))],
+    # sequences
+    pm.TimeDistributed: [(lambda: pm.TimeDistributed(pm.Linear(4, 3)), _a(2, 3, 4)),
+                         (lambda: pm.TimeDistributed(pm.Sequential(pm.Linear(4, 3), pm.Tanh())
+                                                     ).setName("td"), _a(2, 3, 4))],
+    pm.InferReshape: [(lambda: pm.InferReshape([0, -1]), _a(3, 2, 2)),
+                      (lambda: pm.InferReshape([-1, 2], True), _a(3, 4))],
 }
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from gradcheck import assert_jacobian
+from named_errors import assert_refusal_names_the_module
 
 import pymodules as pm
 
@@ -203,3 +204,157 @@ def test_too_few_dimensions_name_the_module_and_the_numbers(make, ndim, match):
                                              "first, it locates the") as info:
             m.backward(x, np.zeros((1,) * ndim, np.float32))
         assert str(info.value).startswith(str(m))
+
+
+# -- InferReshape: -1 inferred, 0 keeps the input's size (BigDL's InferReshape) ---------------
+@pytest.mark.parametrize("shape,size,batchMode,expected", [
+    ((4, 5, 6, 7), [4, 0, 3, -1], False, (4, 5, 3, 14)),  # BigDL's documented example
+    ((2, 16, 4, 8), [0, 4, -1, 0], False, (2, 4, 16, 8)),
+    ((2, 16, 4, 8), [-1, 4], False, (256, 4)),
+    ((1, 18, 5, 3), [2, -1], False, (2, 135)),
+    ((2, 3), [-1, 2], False, (3, 2)),
+    ((1, 2, 3), [3, -1], False, (3, 2)),
+    ((3, 1, 6), [3, -1], True, (3, 3, 2)),               # batch mode keeps the batch axis
+    ((1, 1, 6), [-1, 2], True, (1, 3, 2)),               # a batch of one stays one
+    ((4, 2, 3, 5), [0, -1], True, (4, 2, 15)),           # 0 keeps the sample's first axis
+    ((2, 3, 4), [6, 4], False, (6, 4)),                  # no -1: a plain reshape
+    ((0, 3, 4), [0, -1], True, (0, 3, 4)),                # an empty batch infers as well
+    ((0, 3), [2, -1], False, (2, 0)),
+])
+def test_infer_reshape(shape, size, batchMode, expected, rng, torch):
+    x = rng.standard_normal(shape)
+    m = pm.InferReshape(size, batchMode)
+    out = m.forward(x)
+    assert out.shape == expected
+    assert np.shares_memory(out, x) or x.size == 0
+    np.testing.assert_array_equal(out, torch.tensor(x).reshape(expected).numpy())
+    go = rng.standard_normal(expected)
+    gi = m.backward(x, go)
+    assert gi.shape == shape
+    np.testing.assert_array_equal(gi, go.reshape(shape))
+    if x.size:
+        assert_jacobian(m, x)
+
+
+def test_infer_reshape_follows_the_batch_and_copies_a_strided_input(rng):
+    m = pm.InferReshape([-1, 2], True)
+    for batch in (1, 4, 2):
+        assert m.forward(rng.standard_normal((batch, 1, 6))).shape == (batch, 3, 2)
+    strided = rng.standard_normal((6, 4)).T  # (4, 6)
+    out = m.forward(strided)
+    np.testing.assert_array_equal(out, np.ascontiguousarray(strided).reshape(4, 3, 2))
+    assert str(pm.InferReshape([2, -1, 0])).endswith("(2x-1x0)")
+    assert str(pm.InferReshape([-1], True)).endswith("(-1, batchMode)")
+
+
+@pytest.mark.parametrize("size,batchMode,shape,match", [
+    ([3, -1], True, (2, 2), r"input of shape \(2, 2\) cannot be reshaped to \(2, 3, -1\): "
+                            r"its 2 elements per sample are not a multiple of 3"),
+    ([3, -1], True, (3, 2, 2), r"cannot be reshaped to \(3, 3, -1\)"),
+    ([-1, 2], True, (3, 1), r"cannot be reshaped to \(3, -1, 2\): its 1 elements per sample"),
+    ([-1, 0], False, (2, 0), r"its 0 elements are not a multiple of 0"),
+    ([0, 0, 0, -1], False, (6, 2), r"size entry 2 is 0 \(keep\) but the input \(6, 2\) has "
+                                   r"no axis 2"),
+    ([0, 0, -1], True, (6, 2), r"size entry 1 is 0 \(keep\) but the input \(6, 2\) has no "
+                               r"axis 2"),
+    ([5, 3], False, (2, 6), r"input of shape \(2, 6\) \(12 elements\) cannot be reshaped to "
+                            r"\(5, 3\)"),
+    ([-1], True, (), r"batchMode needs a batch axis, got an input of shape \(\)"),
+])
+def test_infer_reshape_refusals_name_the_module(size, batchMode, shape, match, rng):
+    assert_refusal_names_the_module(lambda: pm.InferReshape(size, batchMode),
+                                    rng.standard_normal(shape), match)
+
+
+def test_infer_reshape_checks_its_sizes():
+    with pytest.raises(ValueError, match=r"InferReshape@\w+\(-1x2x-1\): sizes are positive, 0 "
+                                         r"\(keep the input's\) or -1 \(inferred, at most one\)"):
+        pm.InferReshape([-1, 2, -1])
+    with pytest.raises(ValueError, match=r"got \[2, -3\]"):
+        pm.InferReshape([2, -3])
+    with pytest.raises(TypeError, match="InferReshape: size must be an integer, got 1.5"):
+        pm.InferReshape([1.5, -1])
+    with pytest.raises(ValueError, match=r"InferReshape@\w+\(-1\): gradOutput has shape "
+                                         r"\(5,\), expected \(6,\)"):
+        m = pm.InferReshape([-1])
+        m.forward(np.zeros((2, 3)))
+        m.backward(np.zeros((2, 3)), np.zeros(5))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_infer_reshape_and_negative_indices_round_trip(dtype, tmp_path, rng):
+    for m in (pm.InferReshape([0, -1], True), pm.Select(1, -1), pm.Narrow(1, -3, -1)):
+        m = m.double() if dtype == "float64" else m
+        x = rng.standard_normal((2, 4, 3)).astype(dtype)
+        m.save(tmp_path / "m.pm", overWrite=True)
+        r = pm.load(tmp_path / "m.pm")
+        assert str(r) == str(m)
+        np.testing.assert_array_equal(r.forward(x), m.forward(x))
+
+
+# -- negative indices: Select(1, -1) is the last time step; BigDL's negative Narrow length ---
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_select_minus_one_is_the_last_time_step(dtype, rng, torch):
+    x = rng.standard_normal((3, 5, 4)).astype(dtype)  # (batch, time, features)
+    m = pm.Select(1, -1)
+    out = m.forward(x)
+    assert out.shape == (3, 4) and out.dtype == dtype
+    np.testing.assert_array_equal(out, x[:, 4])
+    np.testing.assert_array_equal(out, torch.tensor(x)[:, -1].numpy())
+    go = rng.standard_normal((3, 4)).astype(dtype)
+    gi = m.backward(x, go)
+    np.testing.assert_array_equal(gi[:, 4], go)
+    assert not gi[:, :4].any()
+    assert m.forward(x[:, :2].copy()).shape == (3, 4)  # the last step of a shorter sequence
+    np.testing.assert_array_equal(m.output, x[:, 1])
+    np.testing.assert_array_equal(pm.Select(1, -5).forward(x), x[:, 0])
+    np.testing.assert_array_equal(pm.Select(-1, -2).forward(x), x[:, :, 2])
+
+
+@pytest.mark.parametrize("index,dim", [(-6, 1), (5, 1), (-4, 2)])
+def test_select_out_of_range_negative_index_names_the_numbers(index, dim, rng):
+    size = (3, 5, 3)[dim]
+    assert_refusal_names_the_module(
+        lambda: pm.Select(dim, index), rng.standard_normal((3, 5, 3)),
+        rf"index {index} is out of range for dimension {dim} of size {size} "
+        rf"\(input shape \(3, 5, 3\)\)")
+
+
+@pytest.mark.parametrize("offset,length,band", [
+    (0, -1, (0, 6)),    # -1 runs to the end (BigDL: size - offset + length + 1, 0-based)
+    (1, -2, (1, 5)),    # -2 stops one before the end
+    (-3, 2, (3, 5)),    # a negative offset counts from the end
+    (-3, -1, (3, 6)),   # the last three steps
+    (-1, 1, (5, 6)),
+    (2, -4, (2, 3)),
+    (2, 0, (2, 2)),     # an empty band
+])
+def test_narrow_negative_offset_and_length(offset, length, band, rng, torch):
+    x = rng.standard_normal((2, 6, 3))
+    m = pm.Narrow(1, offset, length)
+    out = m.forward(x)
+    np.testing.assert_array_equal(out, x[:, band[0]:band[1]])
+    np.testing.assert_array_equal(
+        out, torch.tensor(x).narrow(1, band[0], band[1] - band[0]).numpy())
+    go = rng.standard_normal(out.shape)
+    gi = m.backward(x, go)
+    expected = np.zeros_like(x)
+    expected[:, band[0]:band[1]] = go
+    np.testing.assert_array_equal(gi, expected)
+    if out.size:
+        assert_jacobian(m, x)
+    # the same band along the time axis of a longer sequence moves with its end
+    longer = rng.standard_normal((2, 9, 3))
+    shift = 3 if offset < 0 else 0
+    end = band[1] + 3 if length < 0 or offset < 0 else band[1]
+    np.testing.assert_array_equal(m.forward(longer), longer[:, band[0] + shift:end])
+
+
+@pytest.mark.parametrize("offset,length,match", [
+    (-7, 1, r"band \[-1, 0\) is out of range for dimension 1 of size 6"),
+    (4, -4, r"band \[4, 3\) is out of range for dimension 1 of size 6"),
+    (5, 2, r"band \[5, 7\) is out of range for dimension 1 of size 6"),
+])
+def test_narrow_out_of_range_names_the_numbers(offset, length, match, rng):
+    assert_refusal_names_the_module(lambda: pm.Narrow(1, offset, length),
+                                    rng.standard_normal((2, 6, 3)), match)

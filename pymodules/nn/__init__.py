@@ -114,13 +114,13 @@ from pymodules.nn.table import (
     SelectTable,
     SplitTable,
 )
+from pymodules.nn.timedistributed import TimeDistributed
 from pymodules.nn.volumetric import (
     VolumetricAveragePooling,
     VolumetricConvolution,
     VolumetricFullConvolution,
     VolumetricMaxPooling,
 )
-from pymodules.nn.timedistributed import TimeDistributed
 
 AbstractModule = Module
 
@@ -169,6 +169,7 @@ __all__ += [
 __all__ += [
     "VolumetricAveragePooling", "VolumetricConvolution", "VolumetricFullConvolution",
     "VolumetricMaxPooling",
+]
 # more activations, noise layers and copying shape modules
 from pymodules.nn.activation import (  # noqa: E402
     BinaryThreshold,

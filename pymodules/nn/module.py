@@ -124,15 +124,21 @@ class Module(Facade, Recorded):
     #: attribute names of further state that persistence saves and restores after
     #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
     _persist: tuple[str, ...] = ()
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # A gradient is made on first use, as zeros shaped like its parameter: a module
-        # that only predicts (a loaded model, say) never holds gradient memory.
-        for value, grad in cls.__dict__.get("_params", ()):
-            if grad not in cls.__dict__:
+    @classmethod
+    def _lazy_gradients(cls):
+        """Put a ``_Gradient`` on the class for each gradient of ``_params``: a gradient is
+        made on first use, as zeros shaped like its parameter, so that a module that only
+        predicts (a loaded model, say) never holds gradient memory. Run by the first
+        constructor call of each class, when ``_params`` is final (a class hook may set it)."""
+        for value, grad in cls._params:
+            if not any(grad in k.__dict__ for k in cls.__mro__):
                 setattr(cls, grad, _Gradient(value, grad))
+        cls._lazyFor = cls._params
 
     def __init__(self, dtype=np.float32):
+        cls = type(self)
+        if cls.__dict__.get("_lazyFor") is not cls._params:
+            cls._lazy_gradients()
         self.dtype = float_dtype(dtype)
         self.output = np.empty(0, self.dtype)
         self.gradInput = np.empty(0, self.dtype)

@@ -20,13 +20,14 @@ DTYPES = [np.float32, np.float64]
 # every elementwise kernel pair of engine.activation, by function, with its number of scalars
 ELEMENTWISE = {"threshold": 2, "leaky_relu": 1, "elu": 1, "hard_tanh": 2, "tanh": 0,
                "sigmoid": 0, "hard_sigmoid": 0, "soft_plus": 2, "soft_sign": 0, "abs": 0,
-               "square": 0, "sqrt": 0, "exp": 0, "log": 0, "power": 3}
+               "square": 0, "sqrt": 0, "exp": 0, "log": 0, "power": 3, "log_sigmoid": 0,
+               "soft_shrink": 1, "hard_shrink": 1, "tanh_shrink": 0, "binary_threshold": 1}
 
 
 def test_elementwise_kernels_are_named_after_their_function():
     forwards = {n[:-len("_update_output")] for n in dir(activation)
                 if n.endswith("_update_output")}
-    assert forwards == set(ELEMENTWISE) | {"prelu"}
+    assert forwards == set(ELEMENTWISE) | {"prelu", "rrelu"}  # two with arrays of their own
     for name in ELEMENTWISE:
         assert callable(getattr(activation, f"{name}_update_grad_input"))
     assert not hasattr(activation, "OP")

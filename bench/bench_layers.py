@@ -1,7 +1,8 @@
 """Layer benchmarks: pymodules against NumPy and (when installed) PyTorch, one thread.
 
-One row per (operation, dtype, shape): median time of many runs after a warm-up, and the
-ratios to the reference columns. Run: python bench/bench_layers.py [section ...]
+One row per (operation, dtype, shape): median time of many runs after a warm-up, the
+contenders timed in alternating blocks, and the ratios to the reference columns.
+Run: python bench/bench_layers.py [section ...]
 Figures taken while other processes load the machine are noisy: re-run on a quiet one.
 """
 
@@ -21,24 +22,41 @@ except ImportError:  # the PyTorch columns stay empty
     torch = None
 
 
-def median_us(fn, repeat=41, min_time=2e-3):
-    """Median over ``repeat`` timings of ``fn``, each of enough calls to last ``min_time``."""
+def _calls(fn, min_time=2e-3) -> int:
+    """How many calls of ``fn`` (after a warm-up) last at least ``min_time``."""
     for _ in range(3):
         fn()
     number = 1
     while timeit.timeit(fn, number=number) < min_time:
         number *= 2
+    return number
+
+
+def median_us(fn, repeat=41, min_time=2e-3):
+    """Median over ``repeat`` timings of ``fn``, each of enough calls to last ``min_time``."""
+    number = _calls(fn, min_time)
     return float(np.median(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6)
 
 
+def interleaved_us(fns, repeat=41, min_time=2e-3):
+    """Median time of each of ``fns`` (None: skipped), timed in alternating blocks within
+    one loop, so that a change in the machine's load reaches every contender alike."""
+    numbers = [None if f is None else _calls(f, min_time) for f in fns]
+    runs = [[] for _ in fns]
+    for _ in range(repeat):
+        for f, n, r in zip(fns, numbers, runs, strict=True):
+            if f is not None:
+                r.append(timeit.timeit(f, number=n) / n * 1e6)
+    return [None if not r else float(np.median(r)) for r in runs]
+
+
 def row(op, dtype, shape, ours, ref_name=None, ref=None, torch_fn=None):
-    t_ours = median_us(ours)
+    t_ours, *others = interleaved_us([ours, ref, torch_fn])
     cols = [f"{op:<24}", f"{np.dtype(dtype).name:<8}", f"{str(shape):<18}", f"{t_ours:10.1f}"]
-    for fn in (ref, torch_fn):
-        if fn is None:
+    for t in others:
+        if t is None:
             cols += [f"{'-':>10}", f"{'-':>7}"]
         else:
-            t = median_us(fn)
             cols += [f"{t:10.1f}", f"{t_ours / t:7.2f}"]
     print("  ".join(cols) + (f"   ({ref_name})" if ref_name else ""), flush=True)
 

@@ -488,7 +488,9 @@ class Module(Facade, Recorded):
         for m in self.modules_preorder():
             for attr, value in m._cleared().items():
                 cached = getattr(m, attr, None)
-                if cached is not None:
+                # Buffers only: a memo entry stands for every reference to that object, and
+                # a shared immutable (False, 0, "") would be replaced everywhere in the copy.
+                if isinstance(cached, (np.ndarray, list, dict)):
                     memo[id(cached)] = value
         clone = copy.deepcopy(self, memo)
         for m in clone.modules_preorder():

@@ -358,3 +358,20 @@ def test_integer_sizes_accept_numpy_integers_and_whole_floats():
     m = pm.Linear(4.0, np.float32(3))
     assert (m.inputSize, m.outputSize) == (4, 3) and type(m.inputSize) is int
     assert pm.SpatialConvolution(3, 4, 2.0, 2).kernelW == 2
+
+
+def test_clone_keeps_values_shared_with_scratch_attributes():
+    """cloneModule drops cached buffers, not every object a scratch attribute happens to
+    share (a flag False in _scratch must not turn the copy's other False values into None)."""
+
+    class Flagged(pm.Identity):
+        _scratch = ("_flag",)
+
+        def __init__(self):
+            super().__init__()
+            self._flag = False
+
+    m = Flagged()
+    m.propagateBack = False
+    c = m.cloneModule()
+    assert c.propagateBack is False and c._named is False

@@ -207,16 +207,24 @@ cdef void _acc_input(const floating *x, const floating *dg, floating *gw, floati
                 axpy(<int> m, scale_b, dg + r * m, 1, gb2, 1)
 
 
-def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scale):
-    """grad_u += scale * d_gates[..., offset:offset + M].T @ states: (B, T, G) and (B, T, H)
-    -> (M, H), one GEMM over all steps (``states`` holds what U multiplied at each step:
-    h(t-1), or r * h(t-1) for GRU's U_n)."""
+def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scale,
+                         Py_ssize_t state_offset=0):
+    """grad_u += scale * d_gates[..., offset:offset + M].T @ states[..., state_offset:
+    state_offset + H]: (B, T, G) and (B, T, S) -> (M, H), one GEMM over all steps
+    (``states`` holds what U multiplied at each step: h(t-1), r * h(t-1) for GRU's U_n, or
+    the dropped h(t-1) of each gate side by side, S = 4H, for LSTMPeephole in training)."""
     cdef int t = float_type(grad_u, "gradU")
     cdef cnp.ndarray gu = array(grad_u, "gradU", t, True)
     ndim(gu, "gradU", 2, 2)
-    cdef Py_ssize_t m = cnp.PyArray_DIMS(gu)[0], h = cnp.PyArray_DIMS(gu)[1], nb, nt, g
+    cdef Py_ssize_t m = cnp.PyArray_DIMS(gu)[0], h = cnp.PyArray_DIMS(gu)[1], nb, nt, g, sw
     cdef cnp.ndarray s = array(states, "states", t, False)
-    _sizes(s, "states", h, &nb, &nt)
+    ndim(s, "states", 3, 3)
+    sw = cnp.PyArray_DIMS(s)[2]
+    if state_offset < 0 or state_offset + h > sw:
+        raise ValueError(f"state columns {state_offset}:{state_offset + h} are outside the "
+                         f"{sw} of states")
+    _sizes(s, "states", sw, &nb, &nt)
+    int_limit(sw, "state width")
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
     ndim(dg, "d_gates", 3, 3)
     g = cnp.PyArray_DIMS(dg)[2]
@@ -228,17 +236,19 @@ def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scal
     disjoint_from(gu, "gradU", s, "states", dg, "d_gates")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _acc_hidden(f32(s), f32(dg), f32(gu), <float> scale, nb * nt, h, g, offset, m)
+            _acc_hidden(f32(s) + state_offset, f32(dg), f32(gu), <float> scale, nb * nt, h,
+                        sw, g, offset, m)
         else:
-            _acc_hidden(f64(s), f64(dg), f64(gu), scale, nb * nt, h, g, offset, m)
+            _acc_hidden(f64(s) + state_offset, f64(dg), f64(gu), scale, nb * nt, h, sw, g,
+                        offset, m)
 
 
 cdef void _acc_hidden(const floating *s, const floating *dg, floating *gu, floating scale,
-                      Py_ssize_t n, Py_ssize_t h, Py_ssize_t g, Py_ssize_t offset,
-                      Py_ssize_t m) noexcept nogil:
+                      Py_ssize_t n, Py_ssize_t h, Py_ssize_t sw, Py_ssize_t g,
+                      Py_ssize_t offset, Py_ssize_t m) noexcept nogil:
     if n == 0 or m == 0 or h == 0 or scale == 0:
         return
-    gemm(Trans, NoTrans, <int> m, <int> h, <int> n, scale, dg + offset, <int> g, s, <int> h,
+    gemm(Trans, NoTrans, <int> m, <int> h, <int> n, scale, dg + offset, <int> g, s, <int> sw,
          <floating> 1, gu, <int> h)
 
 
@@ -871,10 +881,15 @@ cdef void _rnn_bptt(const floating *go, const floating *y, const floating *u, fl
 # -- LSTMPeephole: gates i, f, g, o; peepholes p_i, p_f on c(t-1), p_o on c(t) -------------
 
 def peephole_steps(output, gates, cell, tanh_cell, h_prev, u_packed, u_i, u_f, u_g, u_o,
-                   p_i, p_f, p_o):
+                   p_i, p_f, p_o, h_noise=None, h_dropped=None):
     """Run an LSTM with peepholes over the sequence whose projected input is in ``gates``
-    (B, T, 4H, blocks i, f, g, o). The four (H, H) hidden weights are first copied into
-    ``u_packed`` (4H, H), so that each step is one GEMM; buffers as lstm_steps."""
+    (T, B, 4H, blocks i, f, g, o). The four (H, H) hidden weights are first copied into
+    ``u_packed`` (4H, H), so that each step is one GEMM; buffers as lstm_steps.
+
+    With ``h_noise`` (T, B, 4H; the scaled dropout masks of h(t-1), one block per gate
+    i, f, g, o), gate k of step t reads U_k (h(t-1) * h_noise[t, :, k]) instead: each step
+    writes those dropped states into ``h_dropped`` (T, B, 4H; zero at step 0, kept for the
+    weight gradients) and runs one GEMM per gate."""
     cdef int t = float_type(u_i, "U_i")
     cdef cnp.ndarray up = array(u_packed, "U_packed", t, True)
     cdef cnp.ndarray y = array(output, "output", t, True)
@@ -909,15 +924,29 @@ def peephole_steps(output, gates, cell, tanh_cell, h_prev, u_packed, u_i, u_f, u
     disjoint_from(c, "cell", tc, "tanh_cell", hp, "h_prev", up, "U_packed")
     disjoint_from(tc, "tanh_cell", hp, "h_prev", up, "U_packed")
     disjoint_from(hp, "h_prev", up, "U_packed")
+    cdef cnp.ndarray hn = array_or_none(h_noise, "h_noise", t, False)
+    cdef cnp.ndarray hd = array_or_none(h_dropped, "h_dropped", t, True)
+    if (hn is None) != (hd is None):
+        raise ValueError("h_noise and h_dropped go together: give both or neither")
+    if hn is not None:
+        _seq(hn, "h_noise", nt, nb, 4 * h)
+        _seq(hd, "h_dropped", nt, nb, 4 * h)
+        for a, what in ((y, "output"), (g, "gates"), (c, "cell"), (tc, "tanh_cell"),
+                        (hp, "h_prev"), (up, "U_packed"), (hn, "h_noise")):
+            disjoint_from(hd, "h_dropped", a, what)
+        disjoint_from(hd, "h_dropped", ui, "U_i", uf, "U_f", ug, "U_g", uo, "U_o")
+        disjoint_from(hd, "h_dropped", pi, "p_i", pf, "p_f", po, "p_o")
+        disjoint_from(hn, "h_noise", y, "output", g, "gates", c, "cell", tc, "tanh_cell")
+        disjoint_from(hn, "h_noise", hp, "h_prev", up, "U_packed")
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _pack(f32(up), f32(ui), f32(uf), f32(ug), f32(uo), h)
             _peephole_steps(f32(y), f32(g), f32(c), f32(tc), f32(hp), f32(up), f32(pi),
-                            f32(pf), f32(po), nb, nt, h)
+                            f32(pf), f32(po), f32(hn), f32(hd), nb, nt, h)
         else:
             _pack(f64(up), f64(ui), f64(uf), f64(ug), f64(uo), h)
             _peephole_steps(f64(y), f64(g), f64(c), f64(tc), f64(hp), f64(up), f64(pi),
-                            f64(pf), f64(po), nb, nt, h)
+                            f64(pf), f64(po), f64(hn), f64(hd), nb, nt, h)
 
 
 cdef void _pack(floating *up, const floating *ui, const floating *uf, const floating *ug,
@@ -931,12 +960,23 @@ cdef void _pack(floating *up, const floating *ui, const floating *uf, const floa
     memcpy(up + 3 * h * h, uo, block)
 
 
+cdef void _drop_hidden(const floating *hp, const floating *hn, floating *hd, Py_ssize_t nb,
+                       Py_ssize_t h) noexcept nogil:
+    """One step's dropped states: hd[b, k*H + j] = hp[b, j] * hn[b, k*H + j], k < 4."""
+    cdef Py_ssize_t b, k, j, o
+    for b in range(nb):
+        for k in range(4):
+            o = b * 4 * h + k * h
+            for j in range(h):
+                hd[o + j] = hp[b * h + j] * hn[o + j]
+
+
 cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, floating *hp,
                           const floating *up, const floating *pi, const floating *pf,
-                          const floating *po, Py_ssize_t nb, Py_ssize_t nt,
-                          Py_ssize_t h) noexcept nogil:
+                          const floating *po, const floating *hn, floating *hd, Py_ssize_t nb,
+                          Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
     cdef bint d = floating is double
-    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r, k
     cdef floating *row
     cdef floating *cr
     cdef floating *tcr
@@ -945,10 +985,18 @@ cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, f
     if nb == 0 or nt == 0 or h == 0:
         return
     memset(hp, 0, nb * h * sizeof(floating))
+    if hd != NULL:
+        memset(hd, 0, nb * gw * sizeof(floating))
     for t in range(nt):
-        if t > 0:
+        if t > 0 and hd == NULL:
             gemm(NoTrans, Trans, <int> nb, <int> gw, <int> h, <floating> 1, hp + t * nb * h,
                  <int> h, up, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
+        elif t > 0:
+            _drop_hidden(hp + t * nb * h, hn + t * nb * gw, hd + t * nb * gw, nb, h)
+            for k in range(4):
+                gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1,
+                     hd + t * nb * gw + k * h, <int> gw, up + k * h * h, <int> h,
+                     <floating> 1, g + t * nb * gw + k * h, <int> gw)
         for b in range(nb):
             r = t * nb + b
             row = g + r * gw
@@ -979,9 +1027,11 @@ cdef void _peephole_steps(floating *y, floating *g, floating *c, floating *tc, f
 
 
 def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, d_gates, dh,
-                  dc):
+                  dc, h_noise=None, dh_parts=None):
     """Back through time of peephole_steps (``u_packed`` as it left): the gradient of every
-    gate pre-activation into ``d_gates`` (B, T, 4H); dh and dc (B, H) are carries."""
+    gate pre-activation into ``d_gates`` (T, B, 4H); dh and dc (B, H) are carries. With the
+    forward's ``h_noise`` (T, B, 4H), dh(t-1) = sum_k (dG_k(t) U_k) * h_noise[t, :, k], each
+    product into its block of ``dh_parts`` (B, 4H)."""
     cdef int t = float_type(u_packed, "U_packed")
     cdef cnp.ndarray up = array(u_packed, "U_packed", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
@@ -1010,21 +1060,33 @@ def peephole_bptt(grad_output, gates, cell, tanh_cell, u_packed, p_i, p_f, p_o, 
         disjoint_from(a, what, pi, "p_i", pf, "p_f", po, "p_o")
     disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc")
     disjoint_from(dhv, "dh", dcv, "dc")
+    cdef cnp.ndarray hn = array_or_none(h_noise, "h_noise", t, False)
+    cdef cnp.ndarray dp = array_or_none(dh_parts, "dh_parts", t, True)
+    if (hn is None) != (dp is None):
+        raise ValueError("h_noise and dh_parts go together: give both or neither")
+    if hn is not None:
+        _seq(hn, "h_noise", nt, nb, 4 * h)
+        _matrix(dp, "dh_parts", nb, 4 * h)
+        for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc")):
+            disjoint_from(a, what, hn, "h_noise", dp, "dh_parts")
+        disjoint_from(dp, "dh_parts", go, "gradOutput", g, "gates", c, "cell", tc,
+                      "tanh_cell", up, "U_packed")
+        disjoint_from(dp, "dh_parts", pi, "p_i", pf, "p_f", po, "p_o", hn, "h_noise")
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _peephole_bptt(f32(go), f32(g), f32(c), f32(tc), f32(up), f32(pi), f32(pf),
-                           f32(po), f32(dg), f32(dhv), f32(dcv), nb, nt, h)
+                           f32(po), f32(dg), f32(dhv), f32(dcv), f32(hn), f32(dp), nb, nt, h)
         else:
             _peephole_bptt(f64(go), f64(g), f64(c), f64(tc), f64(up), f64(pi), f64(pf),
-                           f64(po), f64(dg), f64(dhv), f64(dcv), nb, nt, h)
+                           f64(po), f64(dg), f64(dhv), f64(dcv), f64(hn), f64(dp), nb, nt, h)
 
 
 cdef void _peephole_bptt(const floating *go, const floating *g, const floating *c,
                          const floating *tc, const floating *up, const floating *pi,
                          const floating *pf, const floating *po, floating *dg, floating *dh,
-                         floating *dc, Py_ssize_t nb, Py_ssize_t nt,
-                         Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, t, b, j, r
+                         floating *dc, const floating *hn, floating *dp, Py_ssize_t nb,
+                         Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, t, b, j, r, k, o
     cdef const floating *row
     cdef floating *drow
     cdef floating iv, fv, gv, ov, th, dv, dcell, cpv, dai, daf, dao
@@ -1054,9 +1116,21 @@ cdef void _peephole_bptt(const floating *go, const floating *g, const floating *
                 drow[2 * h + j] = dcell * iv * (1 - gv * gv)
                 drow[3 * h + j] = dao
                 dc[b * h + j] = dcell * fv + dai * pi[j] + daf * pf[j]
-        if t > 0:
+        if t > 0 and dp == NULL:
             gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> gw, <floating> 1,
                  dg + t * nb * gw, <int> gw, up, <int> h, <floating> 0, dh, <int> h)
+        elif t > 0:
+            for k in range(4):
+                gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1,
+                     dg + t * nb * gw + k * h, <int> gw, up + k * h * h, <int> h,
+                     <floating> 0, dp + k * h, <int> gw)
+            for b in range(nb):
+                o = (t * nb + b) * gw
+                for j in range(h):
+                    dh[b * h + j] = dp[b * gw + j] * hn[o + j] + \
+                        dp[b * gw + h + j] * hn[o + h + j] + \
+                        dp[b * gw + 2 * h + j] * hn[o + 2 * h + j] + \
+                        dp[b * gw + 3 * h + j] * hn[o + 3 * h + j]
 
 
 def peephole_acc(cell, d_gates, grad_p_i, grad_p_f, grad_p_o, double scale):

@@ -14,6 +14,7 @@ its container would.
 import numpy as np
 
 from pymodules.engine.buffers import resized, resized_list
+from pymodules.engine.dropout import dropout_update_grad_input, dropout_update_output
 from pymodules.engine.recurrent import (
     ACT_RELU,
     ACT_SIGMOID,
@@ -46,6 +47,7 @@ from pymodules.nn.init import RandomUniform
 from pymodules.nn.initializable import parameter
 from pymodules.nn.module import Module, whole
 from pymodules.nn.table import CAddTable
+from pymodules.random import Stream
 
 
 def _grad_name(attr):
@@ -63,6 +65,7 @@ class _Cell(Module):
     """
 
     _blocks = 1  # gate blocks of the input projection
+    _dropout = False  # whether p > 0 is implemented
     _layout = ()
     _scratch = ("_input", "_gates", "_hprev", "_dgates", "_dh", "_dc", "_gradInput", "_bpttOf")
 
@@ -76,8 +79,12 @@ class _Cell(Module):
             raise ValueError(f"{name}: sizes must be >= 1, got {self.inputSize} -> "
                              f"{self.hiddenSize}")
         self.p = float(p)
-        if self.p != 0:
+        if not 0 <= self.p < 1:
+            raise ValueError(f"{name}: the drop probability p must lie in [0, 1), got {self.p}")
+        if self.p != 0 and not self._dropout:
             raise ValueError(f"{name}: dropout p={self.p} is not supported; p must be 0")
+        if self.p != 0:
+            self._rng = Stream()  # the masks' own generator (see pymodules.random)
         for what, reg in (("wRegularizer", wRegularizer), ("uRegularizer", uRegularizer),
                           ("bRegularizer", bRegularizer)):
             if reg is not None and not callable(getattr(reg, "accRegularization", None)):
@@ -97,8 +104,9 @@ class _Cell(Module):
         self.reset()
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
+        # _params first: Module's hook makes the gradient attributes of the class's _params
         cls._params = tuple((attr, _grad_name(attr)) for attr, _, _ in cls._layout)
+        super().__init_subclass__(**kwargs)
         cls._roles = {role: tuple((a, _grad_name(a)) for a, r, _ in cls._layout if r == role)
                       for role in ("w", "b", "u", "p")}
 
@@ -154,9 +162,13 @@ class _Cell(Module):
         git = self._gradInput = resized(self._gradInput, (t, b, self.inputSize), -1,
                                         self.dtype)
         recurrent_update_grad_input(self._dgates, git, self.weight)
+        self._dropGradInput(git)
         gi = self.gradInput = resized(self.gradInput, (b, t, self.inputSize), -1, self.dtype)
         swap_time_batch(git, gi)
         return gi
+
+    def _dropGradInput(self, git):
+        """The input dropout's part of the gradient (time-major ``git``, in place)."""
 
     def _backThroughTime(self, input, gradOutput):
         shape, h = shape_of(self._gates), self.hiddenSize
@@ -383,7 +395,19 @@ class LSTMPeephole(_Cell):
     ``i = sigmoid(x_i + U_i h + p_i c)``, ``f = sigmoid(x_f + U_f h + p_f c)``,
     ``g = tanh(x_g + U_g h)``, ``c' = f c + i g``, ``o = sigmoid(x_o + U_o h + p_o c')``,
     ``h = o tanh(c')``. Parameters ``[W_ih (4H, I), b_ih (4H), p_f (H), U_f, p_i (H), U_i,
-    U_g, p_o (H), U_o]``, each U (H, H)."""
+    U_g, p_o (H), U_o]``, each U (H, H), whatever p.
+
+    Dropout ``p > 0``, in training mode only, as BigDL's: the input sequence passes one
+    dropout before the input projection (an independent mask over every element of the
+    (batch, time, features) input), and each gate reads its own dropped copy of the state,
+    ``U_k (h(t-1) * m_k(t))`` for k = i, f, g, o, with four new masks every step; the masks
+    keep an element with probability 1 - p and scale it by 1 / (1 - p). The peepholes read
+    the cell undropped. In evaluation mode the cell computes as with p = 0 (same weights).
+    The masks come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run
+    repeats it); a new forward in training draws new masks.
+    """
+
+    _dropout = True
 
     _blocks = 4
     _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
@@ -391,34 +415,66 @@ class LSTMPeephole(_Cell):
                ("peepholeI", "p", lambda i, h: (h,)), ("hiddenWeightI", "u", lambda i, h: (h, h)),
                ("hiddenWeightG", "u", lambda i, h: (h, h)), ("peepholeO", "p", lambda i, h: (h,)),
                ("hiddenWeightO", "u", lambda i, h: (h, h)))
-    _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed")
+    _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed", "_inputNoise",
+                                 "_hiddenNoise", "_dropped", "_dhParts")
 
     def __init__(self, inputSize=4, hiddenSize=3, p=0.0, wRegularizer=None, uRegularizer=None,
                  bRegularizer=None, dtype=np.float32):
         self._cell = self._tanhCell = self._packed = None
+        self._inputNoise = self._hiddenNoise = self._dropped = self._dhParts = None
+        self._masked = False  # whether the last forward drew masks
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
+
+    def _project(self, xt):
+        self._masked = self.p > 0 and self._train
+        if self._masked:  # the input dropout, in place on the time-major copy of the input
+            noise = self._inputNoise = resized(self._inputNoise, xt, -1, self.dtype)
+            dropout_update_output(xt, xt, noise, self.p, True, True,
+                                  self._rng.generator.bit_generator.random_raw())
+        super()._project(xt)
 
     def _steps(self, out):
         h = self.hiddenSize
         self._cell = resized(self._cell, self._hprev, -1, self.dtype)
         self._tanhCell = resized(self._tanhCell, self._hprev, -1, self.dtype)
         self._packed = resized(self._packed, (4 * h, h), -1, self.dtype)
+        noise = dropped = None
+        if self._masked:
+            noise = self._hiddenNoise = resized(self._hiddenNoise, self._gates, -1, self.dtype)
+            dropped = self._dropped = resized(self._dropped, self._gates, -1, self.dtype)
+            # draws the four masks of every step into noise; the steps then overwrite dropped
+            dropout_update_output(dropped, dropped, noise, self.p, True, True,
+                                  self._rng.generator.bit_generator.random_raw())
         peephole_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self._packed,
                        self.hiddenWeightI, self.hiddenWeightF, self.hiddenWeightG,
-                       self.hiddenWeightO, self.peepholeI, self.peepholeF, self.peepholeO)
+                       self.hiddenWeightO, self.peepholeI, self.peepholeF, self.peepholeO,
+                       noise, dropped)
 
     def _bptt(self, gradOutput):
+        noise = parts = None
+        if self._masked:
+            noise = self._hiddenNoise
+            parts = self._dhParts = resized(self._dhParts, shape_of(noise)[1:], -1,
+                                            self.dtype)
         peephole_bptt(gradOutput, self._gates, self._cell, self._tanhCell, self._packed,
                       self.peepholeI, self.peepholeF, self.peepholeO, self._dgates, self._dh,
-                      self._dc)
+                      self._dc, noise, parts)
+
+    def _dropGradInput(self, git):
+        if self._masked:
+            dropout_update_grad_input(git, git, self._inputNoise, self.p, True, True)
 
     def _acc_hidden(self):
         h = self.hiddenSize
         for k, attr in enumerate(("gradHiddenWeightI", "gradHiddenWeightF",
                                   "gradHiddenWeightG", "gradHiddenWeightO")):
-            recurrent_acc_hidden(self._hprev, self._dgates, k * h, getattr(self, attr),
-                                 self.scaleW)
+            if self._masked:
+                recurrent_acc_hidden(self._dropped, self._dgates, k * h, getattr(self, attr),
+                                     self.scaleW, k * h)
+            else:
+                recurrent_acc_hidden(self._hprev, self._dgates, k * h, getattr(self, attr),
+                                     self.scaleW)
         peephole_acc(self._cell, self._dgates, self.gradPeepholeI, self.gradPeepholeF,
                      self.gradPeepholeO, self.scaleW)
 

@@ -231,3 +231,96 @@ def test_refusals():
                                1.0)
     with pytest.raises(TypeError, match="must be a numpy.ndarray"):
         R.recurrent_project([[1.0]], np.zeros((1, 1, 2)), np.zeros((2, 1)), None)
+
+
+# -- LSTMPeephole with dropout masks on h(t-1), one block per gate ---------------------------
+def _peephole_masked_reference(x, us, ps, hn, go):
+    """Forward outputs (B, T, H) and the gate gradients (T, B, 4H) of the masked steps, float64,
+    by hand: gate k reads U_k (h * hn[t, :, k])."""
+    t_, b_, g4 = x.shape
+    h_ = g4 // 4
+    x, hn, go = (np.asarray(a, np.float64) for a in (x, hn, go))
+    us, ps = [np.asarray(u, np.float64) for u in us], [np.asarray(p, np.float64) for p in ps]
+    hv, cv = np.zeros((b_, h_)), np.zeros((b_, h_))
+    keep = []
+    y = np.zeros((b_, t_, h_))
+    for s in range(t_):
+        hd = [hv * hn[s][:, k * h_:(k + 1) * h_] for k in range(4)]
+        z = x[s] + np.concatenate([hd[k] @ us[k].T for k in range(4)], axis=1)
+        cp = cv
+        i = _sig(z[:, :h_] + ps[0] * cp)
+        f = _sig(z[:, h_:2 * h_] + ps[1] * cp)
+        g = np.tanh(z[:, 2 * h_:3 * h_])
+        cv = f * cp + i * g
+        o = _sig(z[:, 3 * h_:] + ps[2] * cv)
+        th = np.tanh(cv)
+        hv = o * th
+        y[:, s] = hv
+        keep.append((i, f, g, o, cp, cv, th))
+    dg = np.zeros_like(x)
+    dh, dc = np.zeros((b_, h_)), np.zeros((b_, h_))
+    for s in range(t_ - 1, -1, -1):
+        i, f, g, o, cp, cv, th = keep[s]
+        dv = go[:, s] + dh
+        dao = dv * th * o * (1 - o)
+        dcell = dv * o * (1 - th * th) + dc + dao * ps[2]
+        dai, daf = dcell * g * i * (1 - i), dcell * cp * f * (1 - f)
+        dg[s] = np.concatenate([dai, daf, dcell * i * (1 - g * g), dao], axis=1)
+        dc = dcell * f + dai * ps[0] + daf * ps[1]
+        dh = sum((dg[s][:, k * h_:(k + 1) * h_] @ us[k]) * hn[s][:, k * h_:(k + 1) * h_]
+                 for k in range(4))
+    return y, dg
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("b", "t", "h"), [(2, 3, 2), (1, 4, 5), (3, 1, 3)])
+def test_peephole_steps_and_bptt_with_hidden_masks(b, t, h, dtype, rng):
+    x = rng.standard_normal((t, b, 4 * h)).astype(dtype)
+    us = [(rng.standard_normal((h, h)) * 0.5).astype(dtype) for _ in range(4)]
+    ps = [rng.standard_normal(h).astype(dtype) for _ in range(3)]
+    hn = (rng.random((t, b, 4 * h)) > 0.4).astype(dtype) / dtype(0.6)
+    go = rng.standard_normal((b, t, h)).astype(dtype)
+    g = x.copy()
+    y, c, tc, hp = _nan((b, t, h), dtype), *(_nan((t, b, h), dtype) for _ in range(3))
+    up, hd = _nan((4 * h, h), dtype), _nan((t, b, 4 * h), dtype)
+    R.peephole_steps(y, g, c, tc, hp, up, *us, *ps, hn, hd)
+    want_y, want_dg = _peephole_masked_reference(x, us, ps, hn, go)
+    np.testing.assert_allclose(y, want_y, **_tol(dtype))
+    hp64 = np.asarray(hp, np.float64)
+    np.testing.assert_allclose(hd, np.tile(hp64, (1, 1, 4)) * hn, **_tol(dtype))
+    assert not hd[0].any()
+    dg, dh, dc, dp = _nan((t, b, 4 * h), dtype), _nan((b, h), dtype), _nan((b, h), dtype), \
+        _nan((b, 4 * h), dtype)
+    R.peephole_bptt(go, g, c, tc, up, ps[0], ps[1], ps[2], dg, dh, dc, hn, dp)
+    np.testing.assert_allclose(dg, want_dg, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    # the weight gradient of U_k reads block k of the dropped states
+    for k in range(4):
+        gu = np.zeros((h, h), dtype)
+        R.recurrent_acc_hidden(hd, dg, k * h, gu, 1.0, k * h)
+        want = dg.reshape(-1, 4 * h)[:, k * h:(k + 1) * h].astype(np.float64).T @ \
+            hd.reshape(-1, 4 * h)[:, k * h:(k + 1) * h].astype(np.float64)
+        np.testing.assert_allclose(gu, want, **_tol(dtype))
+
+
+def test_masked_peephole_refusals():
+    b, t, h = 2, 3, 2
+    y, g = np.zeros((b, t, h)), np.zeros((t, b, 4 * h))
+    c, tc, hp = (np.zeros((t, b, h)) for _ in range(3))
+    up, us, ps = np.zeros((4 * h, h)), [np.zeros((h, h))] * 4, [np.zeros(h)] * 3
+    with pytest.raises(ValueError, match="h_noise and h_dropped go together"):
+        R.peephole_steps(y, g, c, tc, hp, up, *us, *ps, np.zeros((t, b, 4 * h)), None)
+    with pytest.raises(ValueError, match=r"h_noise has shape \(3, 2, 4\), expected"):
+        R.peephole_steps(y, g, c, tc, hp, up, *us, *ps, np.zeros((t, b, 4)),
+                         np.zeros((t, b, 4 * h)))
+    hn = np.zeros((t, b, 4 * h))
+    with pytest.raises(ValueError, match="h_dropped overlaps h_noise"):
+        R.peephole_steps(y, g, c, tc, hp, up, *us, *ps, hn, hn)
+    with pytest.raises(ValueError, match="h_noise and dh_parts go together"):
+        R.peephole_bptt(y, g, c, tc, up, *ps, np.zeros_like(g), np.zeros((b, h)),
+                        np.zeros((b, h)), hn, None)
+    with pytest.raises(ValueError, match=r"dh_parts has shape \(2, 2\), expected \(2, 8\)"):
+        R.peephole_bptt(y, g, c, tc, up, *ps, np.zeros_like(g), np.zeros((b, h)),
+                        np.zeros((b, h)), hn, np.zeros((b, h)))
+    with pytest.raises(ValueError, match="state columns 6:10 are outside the 8 of states"):
+        R.recurrent_acc_hidden(hn, g, 0, np.zeros((h, 4)), 1.0, 6)

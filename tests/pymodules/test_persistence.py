@@ -259,6 +259,9 @@ EXAMPLES = {
     pm.InferReshape: [(lambda: pm.InferReshape([0, -1]), _a(3, 2, 2)),
                       (lambda: pm.InferReshape([-1, 2], True), _a(3, 4))],
 }
+# dropout in a recurrent cell: training-mode masks from the cell's own stream
+EXAMPLES[pm.LSTMPeephole].append(
+    (lambda: pm.Recurrent().add(pm.LSTMPeephole(4, 3, p=0.3)), _a(2, 5, 4)))
 
 
 def _bi_reverse_trained(bi):

@@ -1,6 +1,7 @@
 /* vecmath.h: the C part of the engine. Elementwise math and the array loops of the activation
-   (PReLU included), softmax, batch-normalisation and cross-map LRN kernels. The Cython kernels
-   check the arrays and call the entry points of section (3), declared in vecmath.pxd.
+   (PReLU included), softmax, batch-normalisation, layer-normalisation and cross-map LRN
+   kernels. The Cython kernels check the arrays and call the entry points of section (3),
+   declared in vecmath.pxd.
 
    Why C: the build flags give baseline x86-64 (16-byte SSE2) and libm's expf/tanhf/logf are
    scalar calls, so a loop that calls them runs one value at a time. Here each function is written
@@ -9,8 +10,9 @@
    is compiled by GCC's target_clones (PM_CLONES) for AVX-512, AVX2 and the baseline, picked at
    load time; memory-bound loops such as ReLU gain from the wider vectors too (SSE2 alone runs
    them at about half of memcpy's speed). Reductions keep independent partial sums in GCC vector
-   types (2-4 chains of 8 lanes) so that they vectorise without -ffast-math; sums of float32 data
-   accumulate in double. bench/bench_layers.py, one AVX-512 core: 2-7x faster than the NumPy
+   types (2-4 chains of 8 lanes; layer normalisation's row sums 2-4 chains of 4 doubles, which
+   the AVX2 clone keeps in registers) so that they vectorise without -ffast-math; sums of float32
+   data accumulate in double. bench/bench_layers.py, one AVX-512 core: 2-7x faster than the NumPy
    expressions of the same results (Sigmoid, the backward passes, softmax, batch normalisation),
    from 1.7x faster (float32 exp) to 1.4x slower (float32 tanh) than NumPy's own SIMD np.exp and
    np.tanh, 4-6x faster than torch's tanh; the branchy loops (LeakyReLU, PReLU, HardTanh, Abs, ...)
@@ -82,6 +84,7 @@
 #endif
 #define PM_LANES 16
 typedef double pm_vec8d __attribute__((vector_size(64)));
+typedef double pm_vec4d __attribute__((vector_size(32)));
 
 /* == (1) scalar functions ==================================================================== */
 
@@ -352,6 +355,10 @@ PM_INLINE double pm_softplus_f64(double v) {
 #define pm_bn_fwd(f64, ...) PM_BY_DTYPE(f64, pm_bn_fwd, __VA_ARGS__)
 #define pm_bn_bwd(f64, ...) PM_BY_DTYPE(f64, pm_bn_bwd, __VA_ARGS__)
 #define pm_bn_acc(f64, ...) PM_BY_DTYPE(f64, pm_bn_acc, __VA_ARGS__)
+#define pm_ln_fwd(f64, ...) PM_BY_DTYPE(f64, pm_ln_fwd, __VA_ARGS__)
+#define pm_ln_bwd(f64, ...) PM_BY_DTYPE(f64, pm_ln_bwd, __VA_ARGS__)
+#define pm_ln_sums(f64, ...) PM_BY_DTYPE(f64, pm_ln_sums, __VA_ARGS__)
+#define pm_ln_acc(f64, ...) PM_BY_DTYPE(f64, pm_ln_acc, __VA_ARGS__)
 #define pm_lrn_fwd(f64, ...) PM_BY_DTYPE(f64, pm_lrn_fwd, __VA_ARGS__)
 #define pm_lrn_bwd(f64, ...) PM_BY_DTYPE(f64, pm_lrn_bwd, __VA_ARGS__)
 
@@ -994,6 +1001,178 @@ static PM_CLONES void PM_S(pm_bn_acc)(const T *x, const T *go, T *gw, T *gb, con
                 gb[c0 + j] += (T) (scale_b * sum_g[j]);
         }
     }
+}
+
+/* -- layer normalisation: each row of n values (rows, n) on its own -------------------------- */
+
+/* Row sums in double (vector chains, below). The parameter gradients are column
+   sums over the rows, gathered in T over blocks of PM_LN_ROWS rows, each block's sums then
+   added in double; the fused backward (rows up to PM_LN_WIDE long) gathers them in its
+   gradInput loop, pm_ln_sums on its own, in the same order: both give the same sums. */
+#define PM_LN_ROWS 16
+#define PM_LN_COLS 256
+#define PM_LN_WIDE 2048
+
+/* Row sums in chains of 4 doubles (32 bytes, an AVX2 register; the 64-byte pm_vec8d of pm_sum
+   goes through the stack in GCC's AVX2 and baseline clones), four chains for one sum, two
+   each for two. */
+typedef T PM_S(pm_vec4) __attribute__((vector_size(4 * sizeof(T))));
+
+PM_INLINE pm_vec4d PM_S(pm_load4d)(const T *x) {
+    PM_S(pm_vec4) v;
+    memcpy(&v, x, sizeof v);
+    return __builtin_convertvector(v, pm_vec4d);
+}
+
+PM_INLINE double PM_S(pm_ln_sum)(const T *x, Py_ssize_t n) {
+    pm_vec4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    double s = 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 += PM_S(pm_load4d)(x + i);
+        a1 += PM_S(pm_load4d)(x + i + 4);
+        a2 += PM_S(pm_load4d)(x + i + 8);
+        a3 += PM_S(pm_load4d)(x + i + 12);
+    }
+    for (; i < n; i++) s += (double) x[i];
+    a0 = (a0 + a1) + (a2 + a3);
+    return s + ((a0[0] + a0[1]) + (a0[2] + a0[3]));
+}
+
+/* sum of (x - c)^2 */
+PM_INLINE double PM_S(pm_ln_sumsq_dev)(const T *x, Py_ssize_t n, double c) {
+    pm_vec4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    double s = 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        pm_vec4d d0 = PM_S(pm_load4d)(x + i) - c, d1 = PM_S(pm_load4d)(x + i + 4) - c;
+        pm_vec4d d2 = PM_S(pm_load4d)(x + i + 8) - c, d3 = PM_S(pm_load4d)(x + i + 12) - c;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+        a2 += d2 * d2;
+        a3 += d3 * d3;
+    }
+    for (; i < n; i++) { double d = x[i] - c; s += d * d; }
+    a0 = (a0 + a1) + (a2 + a3);
+    return s + ((a0[0] + a0[1]) + (a0[2] + a0[3]));
+}
+
+/* *sa := sum(go * w), *sb := sum(go * w * (x - m)) */
+PM_INLINE void PM_S(pm_ln_row_sums)(const T *go, const T *w, const T *x, Py_ssize_t n, T m,
+                                    double *sa, double *sb) {
+    pm_vec4d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+    double ta = 0, tb = 0, dm = m;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        pm_vec4d g0 = PM_S(pm_load4d)(go + i) * PM_S(pm_load4d)(w + i);
+        pm_vec4d g1 = PM_S(pm_load4d)(go + i + 4) * PM_S(pm_load4d)(w + i + 4);
+        a0 += g0;
+        a1 += g1;
+        b0 += g0 * (PM_S(pm_load4d)(x + i) - dm);
+        b1 += g1 * (PM_S(pm_load4d)(x + i + 4) - dm);
+    }
+    for (; i < n; i++) {
+        double g = (double) go[i] * w[i];
+        ta += g;
+        tb += g * ((double) x[i] - dm);
+    }
+    a0 += a1;
+    b0 += b1;
+    *sa = ta + ((a0[0] + a0[1]) + (a0[2] + a0[3]));
+    *sb = tb + ((b0[0] + b0[1]) + (b0[2] + b0[3]));
+}
+
+/* y = (x - mean) * invstd * w + b; sm, si := each row's mean and 1 / sqrt(biased var + eps) */
+static PM_CLONES void PM_S(pm_ln_fwd)(const T *x, T *y, const T *w, const T *b, T *sm, T *si,
+                                      Py_ssize_t rows, Py_ssize_t n, double eps) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const T *xr = x + r * n;
+        T *yr = y + r * n;
+        double mean = PM_S(pm_ln_sum)(xr, n) / n;
+        T m = (T) mean;
+        T s = (T) (1.0 / sqrt(PM_S(pm_ln_sumsq_dev)(xr, n, mean) / n + eps));
+        sm[r] = m;
+        si[r] = s;
+        for (Py_ssize_t j = 0; j < n; j++) yr[j] = (xr[j] - m) * s * w[j] + b[j];
+    }
+}
+
+/* sums[j] += sum(go * xhat), sums[n + j] += sum(go) over the rows r0 .. r1 (at most
+   PM_LN_ROWS): in T within those rows, then in double */
+PM_INLINE void PM_S(pm_ln_block_sums)(const T *x, const T *go, const T *sm, const T *si,
+                                      double *sums, Py_ssize_t r0, Py_ssize_t r1,
+                                      Py_ssize_t n) {
+    T aw[PM_LN_COLS], ab[PM_LN_COLS];
+    for (Py_ssize_t c0 = 0; c0 < n; c0 += PM_LN_COLS) {
+        Py_ssize_t width = n - c0 < PM_LN_COLS ? n - c0 : PM_LN_COLS;
+        for (Py_ssize_t j = 0; j < width; j++) aw[j] = ab[j] = 0;
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            const T *xr = x + r * n + c0, *gr = go + r * n + c0;
+            T m = sm[r], s = si[r];
+            for (Py_ssize_t j = 0; j < width; j++) {
+                aw[j] += gr[j] * ((xr[j] - m) * s);
+                ab[j] += gr[j];
+            }
+        }
+        double *dw = sums + c0, *db = sums + n + c0;
+        for (Py_ssize_t j = 0; j < width; j++) { dw[j] += aw[j]; db[j] += ab[j]; }
+    }
+}
+
+/* gi = invstd * (go * w - mean(go * w) - xhat * mean(go * w * xhat)) per row; sums (NULL for
+   none, else zeroed by the caller) += [sum(go * xhat), sum(go)] down the columns */
+static PM_CLONES void PM_S(pm_ln_bwd)(const T *x, const T *go, T *gi, const T *w, const T *sm,
+                                      const T *si, double *sums, Py_ssize_t rows,
+                                      Py_ssize_t n) {
+    T bw[PM_LN_WIDE], bb[PM_LN_WIDE];
+    int fused = sums != NULL && n <= PM_LN_WIDE;
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += PM_LN_ROWS) {
+        Py_ssize_t r1 = r0 + PM_LN_ROWS <= rows ? r0 + PM_LN_ROWS : rows;
+        if (fused)
+            for (Py_ssize_t j = 0; j < n; j++) bw[j] = bb[j] = 0;
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            const T *xr = x + r * n, *gr = go + r * n;
+            T *ir = gi + r * n;
+            T m = sm[r], s = si[r];
+            double sa, sb;
+            PM_S(pm_ln_row_sums)(gr, w, xr, n, m, &sa, &sb);
+            /* gi = s * (go * w - sa / n) - (x - m) * (s^3 * sb / n) */
+            T c = (T) (s * sa / n);
+            T k = (T) ((double) s * s * s * sb / n);
+            if (fused)
+                for (Py_ssize_t j = 0; j < n; j++) {
+                    T gj = gr[j], xm = xr[j] - m;
+                    ir[j] = s * gj * w[j] - c - xm * k;
+                    bw[j] += gj * (xm * s);
+                    bb[j] += gj;
+                }
+            else
+                for (Py_ssize_t j = 0; j < n; j++)
+                    ir[j] = s * gr[j] * w[j] - c - (xr[j] - m) * k;
+        }
+        if (fused)
+            for (Py_ssize_t j = 0; j < n; j++) { sums[j] += bw[j]; sums[n + j] += bb[j]; }
+        else if (sums != NULL)  /* longer rows: summed again while these rows are in cache */
+            PM_S(pm_ln_block_sums)(x, go, sm, si, sums, r0, r1, n);
+    }
+}
+
+/* sums (zeroed by the caller) += [sum(go * xhat), sum(go)] down the columns */
+static PM_CLONES void PM_S(pm_ln_sums)(const T *x, const T *go, const T *sm, const T *si,
+                                       double *sums, Py_ssize_t rows, Py_ssize_t n) {
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += PM_LN_ROWS) {
+        Py_ssize_t r1 = r0 + PM_LN_ROWS <= rows ? r0 + PM_LN_ROWS : rows;
+        PM_S(pm_ln_block_sums)(x, go, sm, si, sums, r0, r1, n);
+    }
+}
+
+/* gw += scale_w * sums[0], gb += scale_b * sums[1]; a scale of 0 skips its term */
+static PM_CLONES void PM_S(pm_ln_acc)(const double *sums, T *gw, T *gb, double scale_w,
+                                      double scale_b, Py_ssize_t n) {
+    if (scale_w != 0)
+        for (Py_ssize_t j = 0; j < n; j++) gw[j] += (T) (scale_w * sums[j]);
+    if (scale_b != 0)
+        for (Py_ssize_t j = 0; j < n; j++) gb[j] += (T) (scale_b * sums[n + j]);
 }
 
 /* -- cross-map local response normalisation over (outer, ch, inner) ---------------------------- */

@@ -68,6 +68,16 @@ cdef extern from "vecmath.h" nogil:
     void pm_bn_acc(bint f64, const void *x, const void *go, void *gw, void *gb, const void *sm,
                    const void *si, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner,
                    double scale_w, double scale_b)
+    # layer normalisation of each row of n values over (rows, n); sums is (2, n) float64
+    # (NULL: none), zeroed by the caller, and receives [sum(go * xhat), sum(go)]
+    void pm_ln_fwd(bint f64, const void *x, void *y, const void *w, const void *b, void *sm,
+                   void *si, Py_ssize_t rows, Py_ssize_t n, double eps)
+    void pm_ln_bwd(bint f64, const void *x, const void *go, void *gi, const void *w,
+                   const void *sm, const void *si, double *sums, Py_ssize_t rows, Py_ssize_t n)
+    void pm_ln_sums(bint f64, const void *x, const void *go, const void *sm, const void *si,
+                    double *sums, Py_ssize_t rows, Py_ssize_t n)
+    void pm_ln_acc(bint f64, const double *sums, void *gw, void *gb, double scale_w,
+                   double scale_b, Py_ssize_t n)
     # cross-map LRN, window of size channels
     void pm_lrn_fwd(bint f64, const void *x, void *y, void *sc, Py_ssize_t outer, Py_ssize_t ch,
                     Py_ssize_t inner, int size, double alpha, double beta, double k)

@@ -120,6 +120,30 @@ def test_training_matches_the_local_optimizer(sc, dtype, tol):
     assert losses[-1] < losses[0]
 
 
+def test_a_recurrent_model_trains_on_spark_as_locally(sc):
+    """An LSTM over (batch, time, features) sequences: the distributed run ends with the
+    weights of the local Optimizer fed the same batches."""
+    x, y = S.data(n=48, k=6)
+    seqs = x.reshape(48, 3, 2)  # three steps of two features
+
+    def model():
+        pm.setSeed(5)
+        return (pm.Sequential().add(pm.Recurrent().add(pm.LSTM(2, 4))).add(pm.Select(1, -1))
+                .add(pm.Linear(4, 3)).double())
+
+    a, b = model(), model()
+    np.testing.assert_array_equal(a.getParameters()[0], b.getParameters()[0])
+    summary = pm.TrainSummary()
+    opt = pm.Optimizer(a, _rdd(sc, seqs, y, 2), pm.CrossEntropyCriterion(), pm.SGD(0.5),
+                       pm.MaxEpoch(2), 8)
+    opt.setTrainSummary(summary).optimize()
+    losses = _local_reference(b, seqs, y, opt._source.seed, pm.SGD(0.5), 2, 2, 4)
+    np.testing.assert_allclose(summary.readScalar("Loss")[:, 1], losses, rtol=1e-10)
+    np.testing.assert_allclose(a.getParameters()[0], b.getParameters()[0], rtol=1e-10,
+                               atol=1e-12)
+    assert losses[-1] < losses[0]
+
+
 def test_running_statistics_come_back_to_the_driver(sc):
     # BatchNormalization on the data: its running mean depends on the batches only, and the
     # mean over partitions of equal shares is the mean of the whole batch.

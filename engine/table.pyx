@@ -333,6 +333,16 @@ def cadd_update_grad_input(grad_output, grad_inputs):
 
 def csub_update_output(input0, input1, output):
     """output := input0 - input1."""
+    _binary(input0, input1, output, False)
+
+
+def cdiv_update_output(input0, input1, output):
+    """output := input0 / input1 (CDivTable)."""
+    _binary(input0, input1, output, True)
+
+
+cdef int _binary(object input0, object input1, object output, bint divide) except -1:
+    """output := input0 - input1, or input0 / input1 when ``divide``."""
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray a = array(input0, "input 0", t, False)
@@ -342,10 +352,22 @@ def csub_update_output(input0, input1, output):
     disjoint_from(y, "output", a, "input 0", b, "input 1")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y)
     with nogil:
-        if t == cnp.NPY_FLOAT32:
+        if t == cnp.NPY_FLOAT32 and divide:
+            _div(f32(a), f32(b), f32(y), size)
+        elif t == cnp.NPY_FLOAT32:
             _sub(f32(a), f32(b), f32(y), size)
+        elif divide:
+            _div(f64(a), f64(b), f64(y), size)
         else:
             _sub(f64(a), f64(b), f64(y), size)
+    return 0
+
+
+cdef void _div(const floating *a, const floating *b, floating *y,
+               Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(size):
+        y[j] = a[j] / b[j]
 
 
 cdef void _sub(const floating *a, const floating *b, floating *y,
@@ -509,3 +531,118 @@ cdef void _scatter(const floating *go, floating **g, Py_ssize_t n, const int *id
         k = idx[j]
         if 0 <= k < n:
             g[k][j] = go[j]
+
+
+# -- CDivTable's gradient, CMinTable, CAveTable --------------------------------------------
+
+def cdiv_update_grad_input(input0, input1, grad_output, grad_input0, grad_input1):
+    """grad_input0 := grad_output / input1; grad_input1 := -grad_input0 * input0 / input1."""
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef cnp.ndarray a = array(input0, "input 0", t, False)
+    cdef cnp.ndarray b = array(input1, "input 1", t, False)
+    cdef cnp.ndarray g0 = array(grad_input0, "gradInput 0", t, True)
+    cdef cnp.ndarray g1 = array(grad_input1, "gradInput 1", t, True)
+    _operands([a, b], "input", go, "gradOutput")
+    _operands([g0, g1], "gradInput", go, "gradOutput")
+    disjoint_from(g0, "gradInput 0", go, "gradOutput", a, "input 0", b, "input 1",
+                  g1, "gradInput 1")
+    disjoint_from(g1, "gradInput 1", go, "gradOutput", a, "input 0", b, "input 1")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(go)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _div_grad(f32(a), f32(b), f32(go), f32(g0), f32(g1), size)
+        else:
+            _div_grad(f64(a), f64(b), f64(go), f64(g0), f64(g1), size)
+
+
+cdef void _div_grad(const floating *a, const floating *b, const floating *go, floating *g0,
+                    floating *g1, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating q
+    for j in range(size):
+        q = go[j] / b[j]
+        g0[j] = q
+        g1[j] = -q * a[j] / b[j]
+
+
+def cmin_update_output(inputs, output, indices):
+    """output := elementwise min of inputs; indices (int32) := which input, the first on ties;
+    a NaN wins, as torch.minimum's. The backward is cmax_update_grad_input's."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
+    cdef list xs = _inputs(inputs, y, t)
+    _same(idx, "indices", y, "output")
+    disjoint(y, "output", idx, "indices")
+    for i, x in enumerate(xs):
+        disjoint(idx, "indices", x, f"input {i}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef void **p = _pointers(xs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _min(<const float **> p, n, f32(y), <int *> cnp.PyArray_DATA(idx), size)
+        else:
+            _min(<const double **> p, n, f64(y), <int *> cnp.PyArray_DATA(idx), size)
+    free(p)
+
+
+cdef void _min(const floating **x, Py_ssize_t n, floating *y, int *idx,
+               Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating *a
+    memcpy(y, x[0], size * sizeof(floating))
+    memset(idx, 0, size * sizeof(int))
+    for i in range(1, n):
+        a = x[i]
+        for j in range(size):
+            # the first NaN stays: a NaN in y makes both tests false
+            if a[j] < y[j] or (a[j] != a[j] and y[j] == y[j]):
+                y[j] = a[j]
+                idx[j] = <int> i
+
+
+def cave_update_output(inputs, output):
+    """output := (inputs[0] + inputs[1] + ...) / len(inputs), elementwise."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef list xs = _inputs(inputs, y, t)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef void **p = _pointers(xs)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _sum(<const float **> p, n, f32(y), size)
+            _quotient(f32(y), f32(y), <float> n, size)
+        else:
+            _sum(<const double **> p, n, f64(y), size)
+            _quotient(f64(y), f64(y), <double> n, size)
+    free(p)
+
+
+def cave_update_grad_input(grad_output, grad_inputs):
+    """grad_inputs[i] := grad_output / len(grad_inputs) for every i."""
+    cdef int t = float_type(grad_output, "gradOutput")
+    cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
+    cdef list gs = _parts(grad_inputs, "gradInput", t, True)
+    _operands(gs, "gradInput", go, "gradOutput")
+    for i, g in enumerate(gs):
+        disjoint(g, f"gradInput {i}", go, "gradOutput")
+        for j in range(i):
+            disjoint(g, f"gradInput {i}", gs[j], f"gradInput {j}")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(go), n = len(gs), k
+    cdef void **q = _pointers(gs)
+    with nogil:
+        for k in range(n):
+            if t == cnp.NPY_FLOAT32:
+                _quotient(f32(go), <float *> q[k], <float> n, size)
+            else:
+                _quotient(f64(go), <double *> q[k], <double> n, size)
+    free(q)
+
+
+cdef void _quotient(const floating *x, floating *y, floating count,
+                    Py_ssize_t size) noexcept nogil:
+    """y := x / count (y may be x)."""
+    cdef Py_ssize_t j
+    for j in range(size):
+        y[j] = x[j] / count

@@ -9,17 +9,16 @@ layers follow the dtype of their input.
 
 import numpy as np
 
-from pymodules.engine.arithmetic import (
-    affine_update_grad_input,
-    affine_update_output,
+from pymodules.engine.arithmetic import affine_update_grad_input, affine_update_output
+from pymodules.engine.buffers import resized
+from pymodules.engine.table import (
     cave_update_grad_input,
     cave_update_output,
     cdiv_update_grad_input,
     cdiv_update_output,
+    cmax_update_grad_input,
     cmin_update_output,
 )
-from pymodules.engine.buffers import resized
-from pymodules.engine.table import cmax_update_grad_input
 from pymodules.nn.module import Module
 from pymodules.nn.table import _grad_buffers, _table, _TableModule
 

@@ -24,10 +24,8 @@ class Criterion(Facade, Recorded):
         self.sizeAverage = bool(sizeAverage)
         self.output = 0.0
         self.gradInput = np.empty(0, np.float32)
+        # True while forward or backward runs (see Module.__init__).
         self._busy = False
-
-    #: True while forward or backward runs (see Module._busy).
-    _busy = False
 
     @has_gate
     def forward(self, input, target) -> float:

@@ -176,6 +176,7 @@ def _grow_holders(c, ids) -> None:
                 kept[1].update(ids)
             todo.append(h)
 
+
 def _never_ran(output) -> bool:
     """Whether ``output`` is still the empty placeholder a module starts (or is cleared) with:
     no kernel gives an empty result, as every one refuses empty sizes."""

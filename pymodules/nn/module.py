@@ -124,6 +124,7 @@ class Module(Facade, Recorded):
     #: attribute names of further state that persistence saves and restores after
     #: rebuilding from the constructor arguments (numbers, strings, arrays, sets, lists).
     _persist: tuple[str, ...] = ()
+
     @classmethod
     def _lazy_gradients(cls):
         """Put a ``_Gradient`` on the class for each gradient of ``_params``: a gradient is

@@ -465,22 +465,33 @@ def cmul_update_grad_input(inputs, grad_output, grad_inputs):
 
 def cmax_update_output(inputs, output, indices):
     """output := elementwise max of inputs; indices (int32) := which input, the first on ties."""
+    _extremum(inputs, output, indices, False)
+
+
+cdef int _extremum(object inputs, object output, object indices, bint minimum) except -1:
+    """output := the elementwise max (min when ``minimum``) of inputs, indices := which."""
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
     cdef list xs = _inputs(inputs, y, t)
-    if shape(idx) != shape(y):
-        raise ValueError(f"indices has shape {shape(idx)}, expected {shape(y)}")
+    _same(idx, "indices", y, "output")
+    disjoint(y, "output", idx, "indices")
     for i, x in enumerate(xs):
         disjoint(idx, "indices", x, f"input {i}")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
+    cdef int *which = <int *> cnp.PyArray_DATA(idx)
     cdef void **p = _pointers(xs)
     with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _max(<const float **> p, n, f32(y), <int *> cnp.PyArray_DATA(idx), size)
+        if t == cnp.NPY_FLOAT32 and minimum:
+            _min(<const float **> p, n, f32(y), which, size)
+        elif t == cnp.NPY_FLOAT32:
+            _max(<const float **> p, n, f32(y), which, size)
+        elif minimum:
+            _min(<const double **> p, n, f64(y), which, size)
         else:
-            _max(<const double **> p, n, f64(y), <int *> cnp.PyArray_DATA(idx), size)
+            _max(<const double **> p, n, f64(y), which, size)
     free(p)
+    return 0
 
 
 cdef void _max(const floating **x, Py_ssize_t n, floating *y, int *idx,
@@ -569,22 +580,7 @@ cdef void _div_grad(const floating *a, const floating *b, const floating *go, fl
 def cmin_update_output(inputs, output, indices):
     """output := elementwise min of inputs; indices (int32) := which input, the first on ties;
     a NaN wins, as torch.minimum's. The backward is cmax_update_grad_input's."""
-    cdef int t = float_type(output, "output")
-    cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INT32, True)
-    cdef list xs = _inputs(inputs, y, t)
-    _same(idx, "indices", y, "output")
-    disjoint(y, "output", idx, "indices")
-    for i, x in enumerate(xs):
-        disjoint(idx, "indices", x, f"input {i}")
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(y), n = len(xs)
-    cdef void **p = _pointers(xs)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _min(<const float **> p, n, f32(y), <int *> cnp.PyArray_DATA(idx), size)
-        else:
-            _min(<const double **> p, n, f64(y), <int *> cnp.PyArray_DATA(idx), size)
-    free(p)
+    _extremum(inputs, output, indices, True)
 
 
 cdef void _min(const floating **x, Py_ssize_t n, floating *y, int *idx,

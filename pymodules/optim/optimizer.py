@@ -395,11 +395,6 @@ class Optimizer:
                     state["records"] += n
                     state["loss"] = loss
                     elapsed = time.perf_counter() - start
-                    if self._trainSummary is not None:
-                        it = state["iteration"]
-                        self._trainSummary.addScalar("Loss", loss, it)
-                        self._trainSummary.addScalar("LearningRate", lr, it)
-                        self._trainSummary.addScalar("Throughput", n / max(elapsed, 1e-12), it)
                     log_records += n
                     if bar is not None:
                         bar.update(n)
@@ -421,6 +416,10 @@ class Optimizer:
                         if bar is not None:
                             bar.reset()
                             bar.set_description(f"epoch {state['epoch'] + 1}")
+                    if self._trainSummary is not None:  # after the epoch's end is known
+                        self._trainSummary._record(state, {
+                            "Loss": loss, "LearningRate": lr,
+                            "Throughput": n / max(elapsed, 1e-12)}, model)
                     self._maybe_validate()
                     self._maybe_checkpoint()
         finally:

@@ -1,5 +1,6 @@
 import importlib
 import logging
+import os
 import re
 
 import numpy as np
@@ -133,14 +134,16 @@ def test_validation_and_summaries(rng, caplog):
     assert any("Top1Accuracy is Accuracy(correct" in m for m in lines)
 
 
-def test_summary_writes_csv(tmp_path, rng):
+def test_summary_writes_event_files(tmp_path, rng):
+    pytest.importorskip("tensorboard")
     x, y = _data(rng)
     ts = pm.TrainSummary(str(tmp_path), "run")
     pm.Optimizer(_model(), (x, y), pm.CrossEntropyCriterion(), pm.SGD(0.1), pm.MaxIteration(2),
                  16).setTrainSummary(ts).optimize()
     ts.close()
-    rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
-    assert len(rows) == 6 and rows[0].startswith("Loss,1,")
+    (name,) = os.listdir(tmp_path / "run" / "train")
+    assert name.startswith("events.out.tfevents.")
+    assert pm.TrainSummary(tmp_path, "run").readScalar("Loss")[:, 0].tolist() == [1, 2]
 
 
 def test_gradient_clipping(rng):

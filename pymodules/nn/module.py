@@ -577,6 +577,20 @@ class Module(Facade, Recorded):
 
     __repr__ = __str__
 
+    # -- overview ----------------------------------------------------------------------
+    def summary(self, inputShape=None, printFn=print):
+        """Print a table of this tree's modules (name, class, output shape, parameters) and
+        the totals; see pymodules.nn.overview.summary."""
+        from pymodules.nn.overview import summary
+
+        return summary(self, inputShape, printFn)
+
+    def numParameters(self) -> int:
+        """The number of trainable values, without relaying them out (getParameters)."""
+        from pymodules.nn.overview import numParameters
+
+        return numParameters(self)
+
 
 def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:
     if a.base is not base and getattr(a.base, "base", None) is not base:

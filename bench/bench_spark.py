@@ -8,7 +8,9 @@
    Optimizer on an RDD on local[2] (two partitions of 10k samples), against the same
    iteration of the local Optimizer; the difference is the overhead of Spark (a job per
    iteration, the weights to the tasks, the cached partitions to the Python workers, the
-   gradients back).
+   gradients back). Beside it, the floor: an empty Spark job of the same shape (one task
+   per cached partition returning a gradient-sized array, then the same reduce), timed in
+   blocks that alternate with the training iterations.
 
 Fixed seeds, warm-up, median of several runs. Spark's executors are Python processes of
 their own; 1 BLAS thread everywhere (OPENBLAS_NUM_THREADS for the workers).
@@ -16,6 +18,7 @@ Usage: python bench/bench_spark.py [--runs 5] [--iterations 30]
 """
 
 import argparse
+import functools
 import itertools
 import os
 import sys
@@ -80,38 +83,64 @@ def bench_evaluate(sc, runs):
     return rows
 
 
+def _empty_partition(items, size):
+    """One gradient-sized array per partition, computing nothing."""
+    for _ in items:
+        yield np.zeros(size, np.float32), 0.0, []
+
+
+def empty_job(data, size):
+    """The floor of a training iteration: the job without the work."""
+    from pymodules.spark import _sum_gradients
+
+    job = functools.partial(_empty_partition, size=size)
+    return data.mapPartitions(job).treeReduce(_sum_gradients)
+
+
 def bench_training(sc, iterations, runs):
     n, k, batch = 20_000, 100, 256
     x, y = data(n, k, 10, 1)
     rdd = sc.parallelize([pm.Sample(a, b) for a, b in zip(x, y, strict=True)], 2).cache()
     rdd.count()
 
-    def per_iteration(training_set):
+    def optimizer(training_set):
         pm.setSeed(1)
         model = mlp((k, 256, 10))
         opt = pm.Optimizer(model, training_set, pm.CrossEntropyCriterion(),
                            pm.SGD(0.05, momentum=0.9), pm.MaxIteration(5), batch)
         opt.setProgressBar(False)
         opt.optimize()  # warm-up: conversion and caching of the partitions, first jobs
-        times = []
-        for r in range(runs):
-            opt.setEndWhen(pm.MaxIteration(5 + (r + 1) * iterations))
-            t0 = time.perf_counter()
-            opt.optimize()
-            times.append((time.perf_counter() - t0) / iterations)
-        return float(np.median(times))
+        return opt
 
-    local = per_iteration((x, y))
-    dist = per_iteration(rdd)
+    def block(opt, r):
+        opt.setEndWhen(pm.MaxIteration(5 + (r + 1) * iterations))
+        t0 = time.perf_counter()
+        opt.optimize()
+        return (time.perf_counter() - t0) / iterations
+
+    local, dist = optimizer((x, y)), optimizer(rdd)
+    cached = dist._source._data  # the partitions as the training tasks read them
+    size = dist.model.getParameters()[0].size
+    empty_job(cached, size)
+    times = {"local": [], "spark": [], "empty": []}
+    for r in range(runs):  # the contenders in alternating blocks
+        times["local"].append(block(local, r))
+        times["spark"].append(block(dist, r))
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            empty_job(cached, size)
+        times["empty"].append((time.perf_counter() - t0) / iterations)
+    med = {key: float(np.median(v)) * 1e3 for key, v in times.items()}
     rdd.unpersist()
-    return [(f"train iteration, MLP {k}-256-10, batch {batch}", "float32", local * 1e3,
-             dist * 1e3)]
+    return [(f"train iteration, MLP {k}-256-10, batch {batch}", "float32", med["local"],
+             med["spark"])], med
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--training-only", action="store_true")
     args = parser.parse_args()
 
     from pyspark.sql import SparkSession
@@ -128,14 +157,18 @@ def main():
         import pyspark
 
         print(f"pyspark {pyspark.__version__}, master local[2]\n")
-        rows = bench_evaluate(spark.sparkContext, args.runs)
-        rows += bench_training(spark.sparkContext, args.iterations, args.runs)
+        rows = [] if args.training_only else bench_evaluate(spark.sparkContext, args.runs)
+        train_rows, med = bench_training(spark.sparkContext, args.iterations, args.runs)
+        rows += train_rows
     spark.stop()
     print(f"{'operation':52s} {'dtype':8s} {'local ms':>10s} {'spark ms':>10s} "
           f"{'spark/local':>11s} {'overhead ms':>11s}")
     for name, dtype, local, dist in rows:
         print(f"{name:52s} {dtype:8s} {local:10.1f} {dist:10.1f} {dist / local:11.2f} "
               f"{dist - local:11.1f}")
+    overhead = med["spark"] - med["local"]
+    print(f"\nempty Spark job of the same shape (the floor): {med['empty']:.1f} ms; training "
+          f"overhead {overhead:.1f} ms = {overhead / med['empty']:.2f} x the floor")
 
 
 if __name__ == "__main__":

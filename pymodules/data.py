@@ -373,9 +373,11 @@ def to_dataset(data, what="dataset", need_labels=False) -> DataSet:
         return ArrayDataSet(features, labels, _stream=False)
     if type(data).__module__.startswith("pyspark"):
         if type(data).__name__ == "DataFrame":
-            raise TypeError(f"{what}: got a Spark DataFrame; pymodules takes an RDD of Sample "
-                            f"(as BigDL does): df.rdd.map(lambda row: pm.Sample(features, "
-                            f"label)), with the features and label taken from the row")
+            raise TypeError(f"{what}: got a Spark DataFrame; train and predict on DataFrames "
+                            f"with pymodules.spark.ml (NNEstimator, NNClassifier, NNModel), "
+                            f"or pass an RDD of Sample: df.rdd.map(lambda row: "
+                            f"pm.Sample(features, label)), with the features and label taken "
+                            f"from the row")
         raise TypeError(f"{what}: got a pyspark {type(data).__name__}; pymodules takes an "
                         f"RDD of Sample")
     raise TypeError(f"{what}: expected a DataSet, a numpy array, a (features, labels) pair "

@@ -319,7 +319,7 @@ def test_a_two_input_graph_on_spark_matches_local(sc):
                                atol=1e-12)
 
 
-def test_a_dataframe_says_an_rdd_of_sample_is_needed(sc):
+def test_a_dataframe_names_pymodules_spark_ml(sc):
     from pyspark.sql import SparkSession
 
     df = SparkSession.builder.getOrCreate().createDataFrame([(1.0, 2.0, 0), (0.5, 1.0, 1)],
@@ -330,8 +330,9 @@ def test_a_dataframe_says_an_rdd_of_sample_is_needed(sc):
                  lambda: pm.Optimizer(model, (np.ones((2, 2)), np.zeros(2)),
                                       pm.CrossEntropyCriterion()).setValidation(
                      pm.EveryEpoch(), df, [pm.Top1Accuracy()])):
-        with pytest.raises(TypeError, match=r"got a Spark DataFrame; pymodules takes an RDD "
-                                            r"of Sample .*df\.rdd\.map"):
+        with pytest.raises(TypeError, match=r"got a Spark DataFrame; train and predict on "
+                                            r"DataFrames with pymodules\.spark\.ml .*"
+                                            r"df\.rdd\.map"):
             call()
 
 

@@ -44,3 +44,14 @@ __all__ = [*_nn_all, *_criterion_all, *_optim_all,
            "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
            "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed",
            "FileFormatError", "load", "getNumThreads", "setNumThreads"]
+
+
+def fromTorch(module, dtype=None):
+    """The pymodules equivalent of a torch.nn.Module, with its weights (see
+    pymodules.interop.torch); torch is imported only here."""
+    from pymodules.interop.torch import fromTorch as convert
+
+    return convert(module, dtype)
+
+
+__all__ += ["fromTorch"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from pymodules.criterion.base import label_values_fit
 from pymodules.data import to_dataset
-from pymodules.threads import StepThreads, blas_threads
+from pymodules.threads import StepThreads, blas_threads, getNumThreads
 
 #: Batch of evaluate/predict when none is given: large enough to keep BLAS busy.
 DEFAULT_BATCH = 256
@@ -290,8 +290,7 @@ def _predict_array(module, x):
         x = np.ascontiguousarray(x, dtype=module.dtype)
     if _in_training(module):
         module.evaluate()
-    saved = blas_threads()
-    if saved.count(1) == len(saved):  # one thread already, as the rule's first step runs
+    if _on_one_thread():
         out = module.forward(x)
     else:
         threads = StepThreads()
@@ -303,6 +302,15 @@ def _predict_array(module, x):
     if isinstance(out, list):
         return [np.array(o, copy=True) for o in out]
     return _copied(module, out, len(x))
+
+
+def _on_one_thread():
+    """Whether the BLAS runs on one thread, as the rule's first step does: the process was
+    given one (setNumThreads(1) set the BLAS so) or the BLAS uses one already."""
+    if getNumThreads() == 1:
+        return True
+    counts = blas_threads()
+    return counts.count(1) == len(counts)
 
 
 def _in_training(module):

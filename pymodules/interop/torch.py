@@ -12,7 +12,8 @@ Correspondences that are not one layer for one layer:
   kernel height of 1>, Squeeze(2))``.
 - ``LSTM``/``RNN`` with ``num_layers > 1`` become a ``Sequential`` of one ``Recurrent`` (or
   ``BiRecurrent``) per layer, with a ``Dropout`` between layers when ``dropout > 0``; the
-  output is the sequence of hidden states, torch's ``output`` (not ``(h_n, c_n)``).
+  output is the sequence of hidden states, torch's ``output`` (not ``(h_n, c_n)``). Without
+  ``batch_first`` they sit between two ``Transpose([(0, 1)])`` (time-first in and out).
 - torch's LSTM has two biases, pymodules' one: ``bias_ih + bias_hh`` becomes the bias, and
   the gate blocks i, f, g, o become i, g, f, o.
 
@@ -22,7 +23,8 @@ Keys of ``to_state_dict`` are torch's for the equivalent model, by position as i
 Sequential of the 1-D pattern above is one torch layer at its own position, and a Sequential
 made only of Recurrents (and Dropouts between them) one multi-layer ``torch.nn.LSTM``/``RNN``
 (keys ``weight_ih_l0``, ..., ``weight_ih_l1``, ...; ``_reverse`` for BiRecurrent's second
-direction). The single LSTM bias goes into ``bias_ih_l*``, ``bias_hh_l*`` is zero.
+direction), also between the two Transposes of a time-first layer. The single LSTM bias
+goes into ``bias_ih_l*``, ``bias_hh_l*`` is zero.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pymodules.nn.module import float_dtype
 from pymodules.nn.normalization import BatchNormalization, SpatialBatchNormalization
 from pymodules.nn.pooling import SpatialAveragePooling, SpatialMaxPooling
 from pymodules.nn.recurrent import LSTM, BiRecurrent, Recurrent, RnnCell
-from pymodules.nn.shape import Identity, InferReshape, Squeeze, Unsqueeze
+from pymodules.nn.shape import Identity, InferReshape, Squeeze, Transpose, Unsqueeze
 from pymodules.nn.table import JoinTable
 from pymodules.nn.volumetric import (
     VolumetricAveragePooling,
@@ -319,9 +321,6 @@ def _layer_norm(m, path, dt):
 
 
 def _recurrent(m, path, dt, lstm):
-    if not m.batch_first:
-        _refuse(m, path, "batch_first=False: pymodules' sequences are (batch, time, "
-                "features); build the torch layer with batch_first=True")
     if lstm and m.proj_size:
         _refuse(m, path, "proj_size has no equivalent")
     layers = []
@@ -337,7 +336,11 @@ def _recurrent(m, path, dt, lstm):
         if k and m.dropout:
             layers.append(Dropout(m.dropout, dtype=dt))
         layers.append(rec)
-    return layers[0] if len(layers) == 1 else Sequential(*layers)
+    out = layers[0] if len(layers) == 1 else Sequential(*layers)
+    if m.batch_first:
+        return out
+    # (time, batch, features) in and out: pymodules' recurrent layers are batch-first
+    return Sequential(Transpose([(0, 1)], dtype=dt), out, Transpose([(0, 1)], dtype=dt))
 
 
 def _cell(m, k, suffix, inputSize, dt, lstm):
@@ -384,6 +387,16 @@ def _is_1d(seq):
                                   SpatialMaxPooling, SpatialAveragePooling)))
 
 
+def _is_time_first(seq):
+    """Sequential(Transpose([(0, 1)]), recurrent layers, Transpose([(0, 1)])): a torch
+    recurrent layer without batch_first."""
+    c = seq.modules
+    return (len(c) == 3 and all(type(t) is Transpose and t.permutations == [(0, 1)]
+                                for t in (c[0], c[2]))
+            and (isinstance(c[1], (Recurrent, BiRecurrent))
+                 or (type(c[1]) is Sequential and _is_stack(c[1]))))
+
+
 def _is_stack(seq):
     c = seq.modules
     recs = [x for x in c if isinstance(x, (Recurrent, BiRecurrent))]
@@ -401,6 +414,11 @@ def _entries(m, prefix, out):  # noqa: C901 - one branch per class
                 if inner.bias is not None:
                     out.append((prefix + "bias", inner.bias))
             return
+        if _is_time_first(m):
+            m = m.modules[1]
+            if isinstance(m, (Recurrent, BiRecurrent)):
+                _recurrent_entries(m, prefix, 0, out)
+                return
         if _is_stack(m):
             for k, rec in enumerate(x for x in m.modules if not isinstance(x, Dropout)):
                 _recurrent_entries(rec, prefix, k, out)

@@ -100,7 +100,9 @@ CASES = [
      (3, 6, 4), 60),
     ("lstm-bi", lambda: nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True),
      (3, 6, 4), 80),
+    ("lstm-time-first", lambda: nn.LSTM(4, 5, num_layers=2), (6, 3, 4), 60),
     ("rnn", lambda: nn.RNN(4, 5, batch_first=True), (3, 6, 4), 40),
+    ("rnn-time-first-bi", lambda: nn.RNN(4, 5, bidirectional=True), (6, 3, 4), 40),
     ("rnn-relu-bi", lambda: nn.RNN(4, 3, num_layers=2, nonlinearity="relu", batch_first=True,
                                    bidirectional=True), (3, 6, 4), 40),
 ]
@@ -203,6 +205,8 @@ ROUND_TRIPS = {
     "lstm": (lambda: nn.LSTM(4, 5, num_layers=2, batch_first=True, bidirectional=True),
              (2, 5, 4)),
     "rnn": (lambda: nn.RNN(4, 5, num_layers=2, batch_first=True, dropout=0.1), (2, 5, 4)),
+    "lstm-time-first": (lambda: nn.LSTM(4, 5, num_layers=2, bidirectional=True), (5, 2, 4)),
+    "rnn-time-first": (lambda: nn.RNN(4, 5), (5, 2, 4)),
     "embedding": (lambda: nn.Sequential(nn.Embedding(9, 4), nn.Flatten(), nn.Linear(12, 2)),
                   None),
 }
@@ -261,7 +265,7 @@ class _Custom(nn.Module):
     (nn.Sequential(nn.Sequential(nn.ReLU(), nn.ReLU(), _Custom())), "_Custom", "'0.2'"),
     (nn.Sequential(nn.BatchNorm3d(3)), "BatchNorm3d", "'0'"),
     (nn.LayerNorm(4), "LayerNorm", "the model itself"),
-    (nn.LSTM(2, 3), "LSTM", "batch_first"),
+    (nn.LSTM(2, 3, proj_size=2), "LSTM", "proj_size"),
     (nn.Sequential(nn.Softmax(dim=-1)), "Softmax", "dim=1"),
     (nn.Sequential(nn.Conv2d(1, 1, 3, padding_mode="reflect")), "Conv2d", "'reflect'"),
     (nn.Sequential(nn.Conv2d(1, 1, 4, padding="same")), "Conv2d", "unevenly"),

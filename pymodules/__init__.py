@@ -48,3 +48,14 @@ __all__ = [*_nn_all, *_criterion_all, *_optim_all,
 from pymodules.nn.overview import summary  # noqa: E402
 
 __all__ += ["summary"]
+
+
+def fromTorch(module, dtype=None):
+    """The pymodules equivalent of a torch.nn.Module, with its weights (see
+    pymodules.interop.torch); torch is imported only here."""
+    from pymodules.interop.torch import fromTorch as convert
+
+    return convert(module, dtype)
+
+
+__all__ += ["fromTorch"]

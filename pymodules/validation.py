@@ -10,7 +10,7 @@ import numpy as np
 
 from pymodules.criterion.base import label_values_fit
 from pymodules.data import to_dataset
-from pymodules.threads import StepThreads
+from pymodules.threads import StepThreads, blas_threads, getNumThreads
 
 #: Batch of evaluate/predict when none is given: large enough to keep BLAS busy.
 DEFAULT_BATCH = 256
@@ -256,6 +256,8 @@ def evaluate_dataset(module, dataset, vMethods, batchSize=None):
 def predict_dataset(module, dataset, batchSize=None):
     """Eval mode; the outputs of every sample, batch-first (a batch of one keeps its axis).
     An RDD gives an RDD of per-sample outputs, in the order of its samples."""
+    if type(dataset) is np.ndarray and _one_batch(dataset, batchSize):
+        return _predict_array(module, dataset)
     if is_rdd(dataset):
         from pymodules import spark
 
@@ -267,6 +269,70 @@ def predict_dataset(module, dataset, batchSize=None):
         return _predict(module, data, batchSize, threads)
     finally:
         threads.close()
+
+
+def _one_batch(x, batchSize):
+    """Whether the features array ``x`` is one valid, non-empty batch of ``batchSize``."""
+    if batchSize is None:
+        limit = DEFAULT_BATCH
+    elif type(batchSize) is int and batchSize > 0:
+        limit = batchSize
+    else:
+        return False  # the general path names the problem
+    return x.ndim > 0 and 0 < len(x) <= limit and x.dtype.kind in "fiub"
+
+
+def _predict_array(module, x):
+    """predict of a features array that fits in one batch: the general path's single step
+    (eval mode, one BLAS thread, the output copied) without building a dataset, a batch
+    iterator and the threads rule for one step; same results, same errors."""
+    if x.dtype != module.dtype or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, dtype=module.dtype)
+    if _in_training(module):
+        module.evaluate()
+    if _on_one_thread():
+        out = module.forward(x)
+    else:
+        threads = StepThreads()
+        threads.before()
+        try:
+            out = module.forward(x)
+        finally:
+            threads.close()
+    if isinstance(out, list):
+        return [np.array(o, copy=True) for o in out]
+    return _copied(module, out, len(x))
+
+
+def _on_one_thread():
+    """Whether the BLAS runs on one thread, as the rule's first step does: the process was
+    given one (setNumThreads(1) set the BLAS so) or the BLAS uses one already."""
+    if getNumThreads() == 1:
+        return True
+    counts = blas_threads()
+    return counts.count(1) == len(counts)
+
+
+def _in_training(module):
+    """Whether a module of the tree is in training mode (a walk without generators: the
+    modes of a small model are read in a microsecond)."""
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if m._train:
+            return True
+        stack.extend(m.children())
+    return False
+
+
+def _copied(module, out, m):
+    """A copy of one batch's output (batch, ...) of ``m`` samples."""
+    if out.ndim == 0 or (out.ndim == 1 and m > 1):
+        raise ValueError(f"predict: {module.getName()} returned shape {out.shape} "
+                         f"for a batch of {m}")
+    if out.ndim == 1:  # a module that drops the batch axis of a batch of one
+        return out.reshape(1, -1).copy()
+    return out.copy()
 
 
 def _predict(module, data, batchSize, threads):

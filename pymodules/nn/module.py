@@ -591,6 +591,20 @@ class Module(Facade, Recorded):
 
         return numParameters(self)
 
+    def toTorchStateDict(self):
+        """An OrderedDict of torch tensors with torch's key names for the equivalent torch
+        model (positional, as torch.nn.Sequential; see pymodules.interop.torch)."""
+        from pymodules.interop.torch import to_state_dict
+
+        return to_state_dict(self)
+
+    def setFlatParameters(self, array) -> Module:
+        """Copy a 1-D array of every parameter in parameters() order (BigDL's
+        getParameters() layout) into the parameters; returns self."""
+        from pymodules.interop.bigdl import set_flat_parameters
+
+        return set_flat_parameters(self, array)
+
 
 def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:
     if a.base is not base and getattr(a.base, "base", None) is not base:

@@ -1017,6 +1017,164 @@ def _mul_scalar(b, m, x, y):
     return b.op("Mul", [x.name, b.const(np.asarray(m.weight).reshape(1), "weight")])
 
 
+def _maxout(b, m, x, y):
+    ins = [x.name, b.const(m.weight, "weight")]
+    if m.bias is not None:
+        ins.append(b.const(m.bias, "bias"))
+    z = b.op("Gemm", ins, transB=1)
+    z = b.op("Reshape", [z, b.ints([-1, m.maxoutNumber, m.outputSize])])
+    return b.reduce("ReduceMax", z, [1], False)
+
+
+def _highway(b, m, x, y):
+    def affine(w, bias):
+        return b.op("Gemm", [x.name, b.const(w, "weight")] +
+                    ([] if bias is None else [b.const(bias, "bias")]), transB=1)
+    if x.rank != 2:
+        b.refuse(m, f"takes (batch, size) inputs, got shape {x.shape}")
+    gate = b.op("Sigmoid", [affine(m.weightT, m.biasT)])
+    h = affine(m.weightH, m.biasH)
+    if m.activation is not None:
+        h = _activation(b, m.activation, h)
+    # t * h + (1 - t) * x = x + t * (h - x)
+    return b.op("Add", [x.name, b.op("Mul", [gate, b.op("Sub", [h, x.name])])])
+
+
+def _activation(b, act, name):
+    """The nodes of an element-wise layer applied to the tensor ``name``."""
+    conv = _LEAVES.get(type(act))
+    if conv is None:
+        b.refuse(act, "has no ONNX equivalent in pymodules' exporter")
+    probe = np.zeros((2, 1), act.dtype)
+    return conv(b, act, _T(name, [probe, probe]), [probe, probe])
+
+
+def _cosine(b, m, x, y):
+    if x.rank != 2:
+        b.refuse(m, f"takes (batch, inputSize) inputs, got shape {x.shape}")
+    w = np.asarray(m.weight, np.float64)
+    wn = w / (np.sqrt(np.sum(w * w, axis=1, keepdims=True)) + 1e-12)
+    xn = b.op("Add", [b.op("Sqrt", [b.reduce("ReduceSumSquare", x.name, [1], True)]),
+                      b.const(np.float64(1e-12).reshape(1), "eps")])
+    return b.op("Div", [b.op("Gemm", [x.name, b.const(wn, "weight")], transB=1), xn])
+
+
+def _bilinear(b, m, x, y):
+    x1, x2 = _tensors(b, m, x, 2)[:2]
+    z = b.op("Einsum", [x1.name, b.const(m.weight, "weight"), x2.name],
+             equation="bi,kij,bj->bk")
+    if m.bias is not None:
+        z = b.op("Add", [z, b.const(m.bias, "bias")])
+    return z
+
+
+def _euclidean(b, m, x, y):
+    if x.rank != 2:
+        b.refuse(m, f"takes (batch, inputSize) inputs, got shape {x.shape}")
+    d = b.op("Sub", [b.op("Unsqueeze", [x.name, b.ints([2], "axes")]),
+                     b.const(np.asarray(m.weight)[None], "weight")])
+    return b.op("Sqrt", [b.reduce("ReduceSumSquare", d, [1], False)])
+
+
+def _rows(b, m, x):
+    x1, x2 = _tensors(b, m, x, 2)[:2]
+    if x1.rank != 2:
+        b.refuse(m, f"takes (batch, d) rows, got shape {x1.shape}")
+    return x1.name, x2.name
+
+
+def _dot(b, m, x, y):
+    x1, x2 = _rows(b, m, x)
+    return b.reduce("ReduceSum", b.op("Mul", [x1, x2]), [1], False)
+
+
+def _cosine_distance(b, m, x, y):
+    x1, x2 = _rows(b, m, x)
+    dot = b.reduce("ReduceSum", b.op("Mul", [x1, x2]), [1], False)
+    eps = b.const(np.float64(1e-12).reshape(1), "eps")
+    n1 = b.op("Add", [b.reduce("ReduceSumSquare", x1, [1], False), eps])
+    n2 = b.op("Add", [b.reduce("ReduceSumSquare", x2, [1], False), eps])
+    return b.op("Div", [dot, b.op("Sqrt", [b.op("Mul", [n1, n2])])])
+
+
+def _pairwise(b, m, x, y):
+    x1, x2 = _rows(b, m, x)
+    d = b.op("Abs", [b.op("Sub", [x1, x2])])
+    if m.norm == 1:
+        return b.reduce("ReduceSum", d, [1], False)
+    if m.norm == 2:
+        return b.op("Sqrt", [b.reduce("ReduceSumSquare", d, [1], False)])
+    s = b.reduce("ReduceSum", b.op("Pow", [d, b.scalar(m.norm)]), [1], False)
+    return b.op("Pow", [s, b.scalar(1.0 / m.norm)])
+
+
+def _mm(b, m, x, y):
+    a, c = _tensors(b, m, x, 2)[:2]
+    if a.rank != 3 or c.rank != 3:
+        b.refuse(m, f"takes batches of matrices (batch, r, c), got shapes {a.shape}, "
+                    f"{c.shape}")
+    an = b.op("Transpose", [a.name], perm=[0, 2, 1]) if m.transA else a.name
+    cn = b.op("Transpose", [c.name], perm=[0, 2, 1]) if m.transB else c.name
+    return b.op("MatMul", [an, cn])
+
+
+def _mv(b, m, x, y):
+    a, v = _tensors(b, m, x, 2)[:2]
+    if a.rank != 3 or v.rank != 2:
+        b.refuse(m, f"takes a batch of matrices and of vectors, got shapes {a.shape}, "
+                    f"{v.shape}")
+    an = b.op("Transpose", [a.name], perm=[0, 2, 1]) if m.trans else a.name
+    z = b.op("MatMul", [an, b.op("Unsqueeze", [v.name, b.ints([2], "axes")])])
+    return b.op("Squeeze", [z, b.ints([2], "axes")])
+
+
+def _resize_bilinear(b, m, x, y):
+    if x.rank != 4:
+        b.refuse(m, f"takes (batch, c, h, w) images, got shape {x.shape}")
+    last = m.dataFormat == "NHWC"
+    z = b.op("Transpose", [x.name], perm=[0, 3, 1, 2]) if last else x.name
+    channels = x.shape[3] if last else x.shape[1]
+    batch = b.op("Slice", [b.op("Shape", [z]), b.ints([0], "starts"), b.ints([1], "ends")])
+    sizes = b.op("Concat", [batch, b.ints([channels, m.outputHeight, m.outputWidth])], axis=0)
+    mode = "align_corners" if m.alignCorners else "asymmetric"
+    z = b.op("Resize", [z, "", "", sizes], mode="linear", coordinate_transformation_mode=mode)
+    return b.op("Transpose", [z], perm=[0, 2, 3, 1]) if last else z
+
+
+def _reverse(b, m, x, y):
+    from pymodules.nn.table import axis_of
+
+    axis = b.axis(m, x, axis_of(m.dimension, x.rank), "dimension")
+    return b.op("Slice", [x.name, b.ints([-1], "starts"), b.ints([-(1 << 62)], "ends"),
+                          b.ints([axis], "axes"), b.ints([-1], "steps")])
+
+
+def _tile(b, m, x, y):
+    from pymodules.nn.table import axis_of
+
+    axis = b.axis(m, x, axis_of(m.dim, x.rank), "dim")
+    reps = [1] * x.rank
+    reps[axis] = m.copies
+    return b.op("Tile", [x.name, b.ints(reps, "repeats")])
+
+
+def _pack(b, m, x, y):
+    parts = [x] if isinstance(x, _T) else _tensors(b, m, x)
+    axis = m._axis(parts[0].rank)
+    if axis == 0:
+        b.refuse(m, "stacks along axis 0, the batch axis, which the file keeps dynamic")
+    ups = [b.op("Unsqueeze", [t.name, b.ints([axis], "axes")]) for t in parts]
+    return ups[0] if len(ups) == 1 else b.op("Concat", ups, axis=axis)
+
+
+def _expand_size(b, m, x, y):
+    if m.targetSizes and m.targetSizes[0] not in (-1,):
+        b.refuse(m, f"sets the size of the batch axis ({m.targetSizes[0]}), which the file "
+                    f"keeps dynamic; use -1 there")
+    shape = [1 if s == -1 else s for s in m.targetSizes]
+    return b.op("Expand", [x.name, b.ints(shape, "shape")])
+
+
 def _register():
     from pymodules import nn
     from pymodules.nn.graph import _InputLayer
@@ -1103,6 +1261,21 @@ def _register():
     _leaf(nn.CMul, nn.CAdd, nn.Scale)(_scaling)
     _leaf(nn.Add)(_add_bias)
     _leaf(nn.Mul)(_mul_scalar)
+    _leaf(nn.Maxout)(_maxout)
+    _leaf(nn.Highway)(_highway)
+    _leaf(nn.Cosine)(_cosine)
+    _leaf(nn.Bilinear)(_bilinear)
+    _leaf(nn.Euclidean)(_euclidean)
+    _leaf(nn.DotProduct)(_dot)
+    _leaf(nn.CosineDistance)(_cosine_distance)
+    _leaf(nn.PairwiseDistance)(_pairwise)
+    _leaf(nn.MM)(_mm)
+    _leaf(nn.MV)(_mv)
+    _leaf(nn.ResizeBilinear)(_resize_bilinear)
+    _leaf(nn.Reverse)(_reverse)
+    _leaf(nn.Tile)(_tile)
+    _leaf(nn.Pack)(_pack)
+    _leaf(nn.ExpandSize)(_expand_size)
 
 
 _register()

@@ -288,6 +288,30 @@ CASES = [
     ("Scale", lambda: pm.Scale([1, 3, 1, 1]), (3, 4, 4), 2, "normal"),
     ("Add", lambda: pm.Add(5), (5,), 1, "normal"),
     ("Mul", pm.Mul, (5,), 1, "normal"),
+    ("Maxout", lambda: pm.Maxout(4, 3, 2), (4,), 4, "normal"),
+    ("Highway", lambda: pm.Highway(4, True, pm.Tanh()), (4,), 6, "normal"),
+    ("Highway-plain", lambda: pm.Highway(4, False), (4,), 6, "normal"),
+    ("Cosine", lambda: pm.Cosine(5, 3), (5,), 10, "normal"),
+    ("Bilinear", lambda: pm.Bilinear(3, 4, 2), [(3,), (4,)], 12, "normal"),
+    ("Euclidean", lambda: pm.Euclidean(4, 3), (4,), 8, "normal"),
+    ("DotProduct", pm.DotProduct, [(5,), (5,)], 5, "normal"),
+    ("CosineDistance", pm.CosineDistance, [(5,), (5,)], 10, "normal"),
+    ("PairwiseDistance-1", lambda: pm.PairwiseDistance(1), [(5,), (5,)], 5, "normal"),
+    ("PairwiseDistance-2", pm.PairwiseDistance, [(5,), (5,)], 5, "normal"),
+    ("PairwiseDistance-3", lambda: pm.PairwiseDistance(3), [(5,), (5,)], 10, "normal"),
+    ("MM", lambda: pm.MM(True, False), [(3, 4), (3, 2)], 3, "normal"),
+    ("MM-transB", lambda: pm.MM(False, True), [(3, 4), (2, 4)], 4, "normal"),
+    ("MV", pm.MV, [(3, 4), (4,)], 4, "normal"),
+    ("MV-trans", lambda: pm.MV(True), [(3, 4), (3,)], 3, "normal"),
+    ("ResizeBilinear", lambda: pm.ResizeBilinear(5, 7), (2, 3, 4), 4, "normal"),
+    ("ResizeBilinear-align", lambda: pm.ResizeBilinear(5, 7, True), (2, 3, 4), 4, "normal"),
+    ("ResizeBilinear-NHWC", lambda: pm.ResizeBilinear(2, 3, dataFormat="NHWC"), (3, 5, 2),
+     4, "normal"),
+    ("Reverse", lambda: pm.Reverse(1), (3, 4), 1, "normal"),
+    ("Tile", lambda: pm.Tile(1, 3), (2, 3), 1, "normal"),
+    ("Pack", lambda: _two_linear(pm.Pack(1)), (4,), 4, "normal"),
+    ("Pack-last", lambda: _two_linear(pm.Pack(-1)), (4,), 4, "normal"),
+    ("ExpandSize", lambda: pm.ExpandSize([-1, 3, 4]), (1, 4), 1, "normal"),
     ("LSTM", lambda: _lstm_recurrent(pm.LSTM(4, 6)), (5, 4), 40, "normal"),
     ("LSTM-cell-alone", lambda: pm.LSTM(3, 4), (6, 3), 40, "normal"),
     ("GRU", lambda: _lstm_recurrent(pm.GRU(4, 6)), (5, 4), 40, "normal"),
@@ -354,9 +378,9 @@ def test_model_is_left_as_it_was(tmp_path):
 
 
 def test_unsupported_module_is_named(tmp_path):
-    cosine = pm.Cosine(4, 3).setName("sim")
-    model = pm.Sequential(pm.Linear(5, 4), cosine)
-    with pytest.raises(ValueError, match=r"saveONNX: sim \(pymodules\.nn\.elementwise\.Cosine\)"
+    index = pm.Index(1).setName("pick")
+    model = pm.Sequential(pm.ConcatTable().add(pm.Linear(5, 4)).add(pm.Identity()), index)
+    with pytest.raises(ValueError, match=r"saveONNX: pick \(pymodules\.nn\.shape_ops\.Index\)"
                                          r" in Sequential@\w+ has no ONNX equivalent"):
         model.saveONNX(str(tmp_path / "m.onnx"), (5,))
     assert not (tmp_path / "m.onnx").exists()

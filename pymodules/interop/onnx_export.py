@@ -235,8 +235,12 @@ def _shapes(inputShape):
 
 def model_proto(model, inputShape, opset=17):
     """The ONNX ModelProto of ``model`` in evaluation mode (see the module docstring)."""
-    import onnx
-    from onnx import TensorProto, helper
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError as err:
+        raise ImportError("saveONNX needs the onnx package: pip install 'pymodules[onnx]'") \
+            from err
 
     from pymodules.nn.module import Module, whole
 

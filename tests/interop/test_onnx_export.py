@@ -395,6 +395,19 @@ def test_subclass_is_not_taken_for_its_base(tmp_path):
         Doubled(3, 2).saveONNX(str(tmp_path / "m.onnx"), (3,))
 
 
+def test_batch_of_one_keeps_its_axis(tmp_path):
+    """View without numInputDims reads a batch of one as one sample; the file keeps the
+    batch axis there, with the same values."""
+    model = pm.Sequential(pm.View([12]), pm.Linear(12, 2)).evaluate()
+    path = tmp_path / "m.onnx"
+    model.saveONNX(str(path), (3, 4))
+    x = np.random.default_rng(1).standard_normal((1, 3, 4)).astype(np.float32)
+    (got,) = _session(path).run(None, {"input": x})
+    expected = model.forward(x)
+    assert expected.shape == (2,) and got.shape == (1, 2)
+    np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_softmax_over_the_batch_axis_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"SoftMax@\w+ .*3-D input"):
         pm.SoftMax().saveONNX(str(tmp_path / "m.onnx"), (4, 5))

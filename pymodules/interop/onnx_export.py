@@ -223,7 +223,7 @@ def _shapes(inputShape):
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in s)
     if isinstance(inputShape, (int, np.integer)):
         inputShape = (inputShape,)
-    if is_shape(inputShape) and (len(inputShape) or not inputShape):
+    if is_shape(inputShape):
         if any(d < 1 for d in inputShape):
             raise ValueError(f"saveONNX: inputShape sizes must be >= 1, got {list(inputShape)}")
         return tuple(int(d) for d in inputShape)
@@ -284,14 +284,15 @@ def model_proto(model, inputShape, opset=17):
     single = not isinstance(y, list)
     graph_outputs = []
     inputs = {t.name for t in _flat(x)}
-    seen = set()
+    renamed = {}  # a node output that became a graph output: its new name
     for j, t in enumerate(outs):
         name = "output" if single else f"output{j}"
-        if t.name in inputs or t.name in seen:
-            b.nodes.append(helper.make_node("Identity", [t.name], [name], name=f"{name}_node"))
+        if t.name in inputs or t.name in renamed:
+            source = renamed.get(t.name, t.name)
+            b.nodes.append(helper.make_node("Identity", [source], [name], name=f"{name}_node"))
         else:
             _rename(b.nodes, t.name, name)
-            seen.add(name)
+            renamed[t.name] = name
         shape = ["batch" if t.traces[0].shape[i] != t.traces[1].shape[i] and
                  t.traces[0].shape[i] == _BATCHES[0] else
                  (f"{name}_dim{i}" if t.traces[0].shape[i] != t.traces[1].shape[i] else d)
@@ -417,7 +418,9 @@ def _rnn(b, cell, x, direction="forward"):
     """The (batch, time, hidden) output of ``cell`` run over ``x`` in ``direction``."""
     from pymodules.nn.recurrent import GRU, LSTM, LSTMPeephole, RnnCell
 
-    b.path.append(cell)
+    pushed = not b.path or b.path[-1] is not cell
+    if pushed:
+        b.path.append(cell)
     try:
         if type(cell) not in (LSTM, GRU, RnnCell, LSTMPeephole):
             b.refuse(cell, "has no ONNX equivalent in pymodules' exporter")
@@ -466,7 +469,8 @@ def _rnn(b, cell, x, direction="forward"):
         y = b.op("Squeeze", [y, b.ints([1], "axes")])
         return _T(b.op("Transpose", [y], perm=[1, 0, 2]), traces)
     finally:
-        b.path.pop()
+        if pushed:
+            b.path.pop()
 
 
 def _cell_leaf(b, m, x, y):

@@ -51,6 +51,7 @@ def check(model, shape, tmp_path, k=1, kind="normal", opset=17, dtype=np.float32
     if dtype == np.float64:
         model.double()
     model.evaluate()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "model.onnx"
     assert model.saveONNX(str(path), shape, opset=opset) is model
     proto = onnx.load(str(path))
@@ -262,6 +263,11 @@ CASES = [
     ("ConcatTable-outputs", lambda: _table(pm.Linear(4, 3), pm.Tanh(), merge=pm.Identity()),
      (4,), 4, "normal"),
     ("SplitTable", lambda: pm.SplitTable(1), (3, 4), 1, "normal"),
+    ("ConcatTable-same-output-twice", lambda: pm.Sequential(
+        pm.Tanh(), pm.ConcatTable().add(pm.Identity()).add(pm.Identity())), (4,), 1,
+     "normal"),
+    ("ConcatTable-input-as-output", lambda: pm.ConcatTable().add(pm.Identity()).add(
+        pm.Tanh()), (4,), 1, "normal"),
     ("SelectTable", lambda: pm.Sequential(pm.SplitTable(1), pm.SelectTable(-1)), (3, 4), 1,
      "normal"),
     ("NarrowTable", lambda: pm.Sequential(pm.SplitTable(2), pm.NarrowTable(1, 2)), (3, 4), 1,
@@ -271,6 +277,9 @@ CASES = [
      "normal"),
     ("ParallelTable", lambda: pm.ParallelTable().add(pm.Linear(4, 2)).add(pm.Tanh()),
      [(4,), (3,)], 4, "normal"),
+    ("ParallelTable-nested", lambda: pm.ParallelTable().add(
+        pm.ParallelTable().add(pm.Tanh()).add(pm.Sigmoid())).add(pm.Linear(4, 2)),
+     [[(3,), (2,)], (4,)], 4, "normal"),
     ("MapTable", lambda: pm.MapTable(pm.Linear(4, 2)), [(4,), (4,)], 4, "normal"),
     ("Graph", _graph_two_in_two_out, [(4,), (3,)], 8, "normal"),
     ("AddConstant", lambda: pm.AddConstant(1.5), (7,), 1, "normal"),
@@ -342,13 +351,23 @@ def test_export_matches_forward(make, shape, k, kind, tmp_path):
     check(make(), shape, tmp_path, k, kind)
 
 
-@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("opset", [13, 18, 20])
 def test_other_opsets(opset, tmp_path):
     onnx_ops = {n.op_type for n in check(
         pm.Sequential(pm.Linear(6, 5), pm.LayerNormalization(5), pm.Normalize(float("inf")),
                       pm.Mean(1, squeeze=False), pm.Max(1)), (6,), tmp_path, 12,
         opset=opset).graph.node}
     assert ("LayerNormalization" in onnx_ops) == (opset >= 17)
+
+
+@pytest.mark.parametrize("opset", [13, 18, 20])
+def test_other_opsets_sequences_and_images(opset, tmp_path):
+    check(pm.Sequential(pm.Recurrent().add(pm.GRU(3, 4)), pm.SplitTable(1), pm.CAddTable()),
+          (5, 3), tmp_path / "a", 40, opset=opset)
+    check(pm.Sequential(pm.SpatialConvolution(2, 3, 3, 3), pm.SpatialAveragePooling(
+        3, 3, 2, 2, 1, 1, ceilMode=True), pm.SpatialMaxPooling(2, 2, 1, 1), pm.Normalize(2.0),
+        pm.Padding(2, 1, 3), pm.UpSampling2D([2, 2])), (2, 9, 9), tmp_path / "b", 40,
+          opset=opset)
 
 
 def test_float64_model_exports_as_float32(tmp_path):

@@ -330,6 +330,8 @@ CASES = [
     ("RnnCell-relu", lambda: _lstm_recurrent(pm.RnnCell(4, 6, pm.ReLU(), True, False)),
      (5, 4), 40, "normal"),
     ("LSTMPeephole", _peephole, (5, 4), 40, "normal"),
+    ("LSTMPeephole-dropout", lambda: pm.Recurrent().add(pm.LSTMPeephole(4, 5, p=0.3)),
+     (5, 4), 40, "normal"),
     ("BiRecurrent-sum", lambda: pm.BiRecurrent().add(pm.LSTM(4, 5)), (6, 4), 40, "normal"),
     ("BiRecurrent-join", lambda: pm.BiRecurrent(pm.JoinTable(2)).add(pm.GRU(4, 5)), (6, 4),
      40, "normal"),
@@ -394,6 +396,22 @@ def test_model_is_left_as_it_was(tmp_path):
     model.saveONNX(str(tmp_path / "m.onnx"), (3,))
     assert model.isTraining() and bn.isTraining()
     np.testing.assert_array_equal(bn.runningMean, mean)
+
+
+def test_map_table_shares_its_weights(tmp_path):
+    proto = check(pm.MapTable(pm.Linear(4, 2)), [(4,), (4,), (4,)], tmp_path, 4)
+    assert len([t for t in proto.graph.initializer if list(t.dims) == [2, 4]]) == 1
+
+
+def test_import_pymodules_does_not_import_onnx():
+    import subprocess
+    import sys
+
+    code = "import sys, pymodules; print(any(m.split('.')[0] in ('onnx', 'onnxruntime') " \
+           "for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_unsupported_module_is_named(tmp_path):

@@ -324,9 +324,10 @@ def save_onnx(model, path, inputShape, opset=17, overWrite=False, *, storage_opt
     """Write ``model`` (evaluation mode) to ``path`` as an ONNX file; return the model."""
     from pymodules.persistence.storage import open_write
 
-    data = model_proto(model, inputShape, opset).SerializeToString()
+    # Converted inside the block: an existing path (overWrite False) is refused first, and
+    # a failed conversion leaves nothing behind.
     with open_write(path, overWrite, storage_options) as (f, _):
-        f.write(data)
+        f.write(model_proto(model, inputShape, opset).SerializeToString())
     return model
 
 

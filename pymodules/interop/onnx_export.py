@@ -889,9 +889,10 @@ def _transpose(b, m, x, y):
 
 
 def _replicate(b, m, x, y):
-    axis = next(i for i in range(y[0].ndim)
-                if y[0].shape[:i] + y[0].shape[i + 1:] == x.shape and
-                y[0].shape[i] == m.nFeatures)
+    from pymodules.nn.shape import INTMAX
+    from pymodules.nn.table import axis_of
+
+    axis = axis_of(m.dim, x.rank + 1, m.nDim + 1 if 0 < m.nDim < INTMAX else None)
     z = b.op("Unsqueeze", [x.name, b.ints([axis], "axes")])
     reps = [1] * y[0].ndim
     reps[axis] = m.nFeatures

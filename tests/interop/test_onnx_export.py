@@ -247,6 +247,7 @@ CASES = [
     ("Select", lambda: pm.Select(1, -1), (3, 4), 1, "normal"),
     ("Narrow", lambda: pm.Narrow(2, 1, 2), (3, 4), 1, "normal"),
     ("Replicate", lambda: pm.Replicate(3, 1), (4,), 1, "normal"),
+    ("Replicate-last", lambda: pm.Replicate(2, -1), (2, 2), 1, "normal"),
     ("Identity", pm.Identity, (4,), 1, "normal"),
     ("Contiguous", lambda: pm.Sequential(pm.Transpose([(1, 2)]), pm.Contiguous()), (3, 4), 1,
      "normal"),

@@ -605,6 +605,16 @@ class Module(Facade, Recorded):
 
         return set_flat_parameters(self, array)
 
+    def saveONNX(self, path, inputShape, opset=17, overWrite=False, *,
+                 storage_options=None) -> Module:
+        """Write this model, as it computes in evaluation mode, to ``path`` as an ONNX file
+        (float32). ``inputShape`` leaves out the batch axis, which the file keeps dynamic;
+        several inputs: a list of shapes."""
+        from pymodules.interop.onnx_export import save_onnx
+
+        return save_onnx(self, path, inputShape, opset, overWrite,
+                         storage_options=storage_options)
+
 
 def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:
     if a.base is not base and getattr(a.base, "base", None) is not base:

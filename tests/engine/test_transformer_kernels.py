@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from pymodules.engine import transformer as k
 
 

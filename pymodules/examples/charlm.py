@@ -5,7 +5,7 @@ characters; the language-model Transformer shifts its input right by one step an
 causally, so the output at step t predicts character t from the characters before it and
 the targets are the windows themselves. Run
 
-    python -m pymodules.examples.charlm [--epochs 12] [--out charlm-out]
+    python -m pymodules.examples.charlm [--epochs 15] [--out charlm-out]
 
 It trains with the Optimizer and Adam on one thread (about a minute at the defaults),
 prints the loss per epoch (nats per character), generates a sample from a prompt, and saves
@@ -69,7 +69,7 @@ def main(argv=None):
     """Run the example; (per-epoch losses, sample) or None when the reloaded model's
     outputs differ."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--length", type=int, default=32, help="characters per window")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=64)

@@ -104,33 +104,41 @@ class _Built(Container):
 
     def _build(self):
         if not self._restoring:
-            for _, _, make in self._plan():
-                Container.add(self, make())
+            for i in range(self._count()):
+                Container.add(self, self._planned(i)[2]())
 
     def _plan(self):
         """[(class, parameter shapes, factory)] of the children, in order."""
         raise NotImplementedError
 
+    def _count(self):
+        """How many children the arguments build."""
+        return len(self._plan())
+
+    def _planned(self, i):
+        """Entry ``i`` of the plan (computed without the others where that matters: a file
+        may claim any number of layers)."""
+        return self._plan()[i]
+
     def add(self, module):
-        plan = self._plan()
         i = len(self.modules)
-        if not self._restoring or i >= len(plan):
+        if not self._restoring or i >= self._count():
             raise ValueError(f"{self.getName()}: builds its own layers from its arguments; "
                              f"add only brings them back from a file")
-        cls, shapes, _ = plan[i]
+        cls, shapes, _ = self._planned(i)
         got = [tuple(w.shape) for w in module.parameters()[0]] \
             if isinstance(module, Module) else None
         if type(module) is not cls or got != shapes:
             raise ValueError(f"{self.getName()}: layer {i} must be a {cls.__name__} with "
                              f"parameters {shapes}, got {module}")
         super().add(module)
-        self._restoring = len(self.modules) < len(plan)
+        self._restoring = len(self.modules) < self._count()
         return self
 
     def _complete(self):
         if self._restoring:
             raise ValueError(f"{self.getName()}: holds {len(self.modules)} of its "
-                             f"{len(self._plan())} layers (an incomplete file)")
+                             f"{self._count()} layers (an incomplete file)")
 
     def _label(self):
         return str(self)
@@ -383,19 +391,25 @@ class Transformer(_Built):
             raise ValueError(f"{name}: transformerType must be 'languagemodel' or "
                              f"'translation', got {transformerType!r}")
         self.transformerType = transformerType
-        self._stacks = self._layout()
+        self._kinds = ([[_SELF, _FFN], [_SELF, _ENCDEC, _FFN]]
+                       if transformerType == "translation" else [[_SELF, _FFN]])
+        self._layoutCache = None
         for attr in self._scratch:
             setattr(self, attr, None)
         self._build()
 
     # -- structure ------------------------------------------------------------------------
-    def _layout(self):
+    @property
+    def _stacks(self):
         """[(input dropout, [(kind, norm, layer, dropout)], final norm)] as child indices:
         the decoder stack alone, or the encoder's then the decoder's."""
-        kinds = ([[_SELF, _FFN], [_SELF, _ENCDEC, _FFN]] if self.transformerType == "translation"
-                 else [[_SELF, _FFN]])
+        if self._layoutCache is None:
+            self._layoutCache = self._layout()
+        return self._layoutCache
+
+    def _layout(self):
         stacks, i = [], 1  # child 0: the embedding
-        for per_layer in kinds:
+        for per_layer in self._kinds:
             start, blocks = i, []
             i += 1
             for _ in range(self.numHiddenlayers):
@@ -406,22 +420,33 @@ class Transformer(_Built):
             i += 1
         return stacks
 
-    def _plan(self):
+    def _count(self):
+        return 1 + sum(2 + 3 * len(k) * self.numHiddenlayers for k in self._kinds)
+
+    def _planned(self, i):
         h, d, v = self.hiddenSize, self.dtype, self.vocabSize
-        drop = (Dropout, [], lambda: Dropout(self.embeddingDropout, dtype=d))
-        norm = (LayerNormalization, [(h,), (h,)], lambda: LayerNormalization(h, dtype=d))
-        attention = (Attention, [(h, h)] * 4,
-                     lambda: Attention(h, self.numHeads, self.attentionDropout, dtype=d))
-        ffn = (FeedForwardNetwork, [(self.filterSize, h), (self.filterSize,),
-                                    (h, self.filterSize), (h,)],
-               lambda: FeedForwardNetwork(h, self.filterSize, self.ffnDropout, dtype=d))
-        plan = [(LookupTable, [(v, h)], lambda: LookupTable(v, h, self.paddingValue, dtype=d))]
-        for _, blocks, _ in self._stacks:
-            plan.append(drop)
-            for kind, _, _, _ in blocks:
-                plan += [norm, ffn if kind == _FFN else attention, drop]
-            plan.append(norm)
-        return plan
+        if i == 0:
+            return (LookupTable, [(v, h)],
+                    lambda: LookupTable(v, h, self.paddingValue, dtype=d))
+        j = i - 1
+        for kinds in self._kinds:
+            size = 2 + 3 * len(kinds) * self.numHiddenlayers
+            if j >= size:
+                j -= size
+                continue
+            if j == 0 or (j < size - 1 and (j - 1) % 3 == 2):
+                return (Dropout, [], lambda: Dropout(self.embeddingDropout, dtype=d))
+            if j == size - 1 or (j - 1) % 3 == 0:
+                return (LayerNormalization, [(h,), (h,)],
+                        lambda: LayerNormalization(h, dtype=d))
+            if kinds[(j - 1) // 3 % len(kinds)] == _FFN:
+                f = self.filterSize
+                return (FeedForwardNetwork, [(f, h), (f,), (h, f), (h,)],
+                        lambda: FeedForwardNetwork(h, self.filterSize, self.ffnDropout,
+                                                   dtype=d))
+            return (Attention, [(h, h)] * 4,
+                    lambda: Attention(h, self.numHeads, self.attentionDropout, dtype=d))
+        raise IndexError(i)
 
     def _padding(self):
         return _NO_PADDING if self.paddingValue is None else float(self.paddingValue)

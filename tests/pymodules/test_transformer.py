@@ -452,3 +452,22 @@ def test_backward_before_forward_is_refused(rng):
     x = rng.standard_normal((1, 2, 4))
     with pytest.raises(ValueError, match="forward must run first"):
         a.backward([x, x, np.zeros((1, 1, 1, 2))], x)
+
+
+def test_a_file_rebuilds_the_layers_it_holds_only():
+    """While a file is read, the constructor builds nothing (the file's layers come through
+    add, each checked against the plan): a file claiming 10**12 layers costs nothing and is
+    refused as incomplete."""
+    from pymodules.nn.initializable import restoring
+
+    with restoring({}):
+        m = pm.Transformer(5, 8, 2, 8, 10**12, 0.0, 0.0, 0.0)
+    assert m.modules == []
+    with pytest.raises(ValueError, match="must be a LookupTable"):
+        m.add(pm.Linear(8, 5))
+    m.add(pm.LookupTable(5, 8, 0))
+    with pytest.raises(ValueError, match=r"layer 2 must be a LayerNormalization with "
+                                         r"parameters \[\(8,\), \(8,\)\]"):
+        m.add(pm.Dropout(0.0)).add(pm.LayerNormalization(4))
+    with pytest.raises(ValueError, match="holds 2 of its 6000000000003 layers"):
+        m.forward(np.zeros((1, 2)))

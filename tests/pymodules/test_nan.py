@@ -29,6 +29,7 @@ EXAMPLES = _persistence().EXAMPLES
 # index is refused, test_nan_index_is_refused).
 NOT_DATA = (pm.LookupTable,
             pm.Index)  # its indices are positions: a NaN or a 40 there is refused
+NOT_DATA += (pm.Transformer,)  # reads token indices, as LookupTable
 
 
 def _leaves(x):

@@ -262,6 +262,17 @@ EXAMPLES = {
 # dropout in a recurrent cell: training-mode masks from the cell's own stream
 EXAMPLES[pm.LSTMPeephole].append(
     (lambda: pm.Recurrent().add(pm.LSTMPeephole(4, 3, p=0.3)), _a(2, 5, 4)))
+# attention and the Transformer (token indices: whole numbers, cast to the model's dtype)
+EXAMPLES[pm.Attention] = [(lambda: pm.Attention(4, 2, 0.0), _table((2, 3, 4), (2, 5, 4),
+                                                                   (2, 1, 1, 5))),
+                          (lambda: pm.Attention(4, 2, 0.3), _table((2, 3, 4), (2, 3, 4),
+                                                                   (1, 1, 3, 3)))]
+EXAMPLES[pm.FeedForwardNetwork] = [(lambda: pm.FeedForwardNetwork(4, 6, 0.2), _a(2, 3, 4))]
+EXAMPLES[pm.Transformer] = [
+    (lambda: pm.Transformer(6, 4, 2, 6, 2, 0.1, 0.1, 0.1),
+     lambda rng: rng.integers(0, 6, (2, 4))),
+    (lambda: pm.Transformer(6, 4, 2, 6, 1, 0.0, 0.0, 0.0, None, True, "translation"),
+     lambda rng: [rng.integers(0, 6, (2, 4)), rng.integers(0, 6, (2, 3))])]
 
 
 def _bi_reverse_trained(bi):

@@ -44,3 +44,7 @@ __all__ = [*_nn_all, *_criterion_all, *_optim_all,
            "DataSet", "Loss", "MAE", "MiniBatch", "Sample", "Top1Accuracy", "Top5Accuracy",
            "TreeNNAccuracy", "ValidationMethod", "ValidationResult", "engine_type", "setSeed",
            "FileFormatError", "load", "getNumThreads", "setNumThreads"]
+
+from pymodules.interop.onnx_import import loadONNX  # noqa: E402 - imports onnx only when called
+
+__all__ += ["loadONNX"]

@@ -43,12 +43,17 @@ class _Dim:
 
 
 class _Tensor:
-    """A computed value: the graph node that makes it and its shape (ints and _Dims)."""
+    """A computed value: the graph node that makes it and its shape (ints and _Dims).
 
-    __slots__ = ("node", "shape")
+    ``via`` records a pure axis shuffle that made it: ("swap01", source) or
+    ("unsqueeze", axes, source), so that the inverse shuffle can return the source instead of
+    adding a layer (PyTorch's batch-first LSTM is written Transpose, LSTM, Squeeze, Transpose).
+    """
 
-    def __init__(self, node, shape):
-        self.node, self.shape = node, tuple(shape)
+    __slots__ = ("node", "shape", "via")
+
+    def __init__(self, node, shape, via=None):
+        self.node, self.shape, self.via = node, tuple(shape), via
 
 
 class _Sym:
@@ -228,7 +233,6 @@ class _Importer:
         self.names = set()
         self.consumers = {}
         self.skip = set()
-        self.swapped = {}  # tensor name -> the _Tensor it is the (0 1) transpose of
         for n in self.graph.node:
             for i in n.input:
                 if i:
@@ -250,12 +254,12 @@ class _Importer:
         self.names.add(name)
         return name
 
-    def add(self, onnx_node, module, inputs, shape):
+    def add(self, onnx_node, module, inputs, shape, via=None):
         """A graph node running ``module`` on the _Tensors ``inputs``; its _Tensor."""
         module.setName(self.unique(onnx_node.name or onnx_node.op_type))
         prev = [t.node for t in inputs]
         node = module(*prev) if len(prev) <= 1 else module(prev)
-        return _Tensor(node, shape)
+        return _Tensor(node, shape, via)
 
     def chain(self, onnx_node, x, steps):
         """``x`` through ``steps``: a list of (module, output shape)."""
@@ -342,7 +346,14 @@ class _Importer:
                                      f"{name!r}, which no earlier node makes")
                 else:
                     ins.append(self.values[name])
-            outs = handler(node, ins, self.attrs(node))
+            try:
+                outs = handler(node, ins, self.attrs(node))
+            except (ValueError, TypeError, IndexError, KeyError) as err:
+                # a malformed node: shapes that do not fit its layer, a missing attribute
+                if str(err).startswith("loadONNX"):
+                    raise
+                raise ValueError(f"loadONNX: {node.op_type} node {node.name!r}: "
+                                 f"{type(err).__name__}: {err}") from err
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             for name, v in zip(node.output, outs, strict=False):
                 if name:
@@ -471,7 +482,9 @@ class _Importer:
         for ax in axes:
             shape.insert(ax, 1)
             steps.append((pm.Unsqueeze(ax, dtype=self.dtype), tuple(shape)))
-        return self.chain(node, x, steps)
+        y = self.chain(node, x, steps)
+        y.via = ("unsqueeze", tuple(axes), x)
+        return y
 
     def op_Squeeze(self, node, ins, a):
         axes = self.axes(a, ins)
@@ -481,6 +494,9 @@ class _Importer:
                 int(x) for x in self.const(node, axes, "axes").reshape(-1)))
         x = self.tensor(node, v)
         rank = len(x.shape)
+        if axes is not None and x.via and x.via[0] == "unsqueeze" and \
+                sorted(int(ax) % rank for ax in np.reshape(axes, -1)) == list(x.via[1]):
+            return x.via[2]
         if axes is None:
             if not all(_known(d) for d in x.shape):
                 self.refuse(node, f"no axes given and the shape {x.shape} is not fully known")
@@ -619,13 +635,17 @@ class _Importer:
                 swaps.append((i, j))
         if not swaps:
             return x
+        if swaps == [(0, 1)] and x.via and x.via[0] == "swap01":
+            return x.via[1]
+        return self.swap(node, x, swaps, tuple(x.shape[p] for p in perm))
+
+    def swap(self, node, x, swaps, shape):
         import pymodules as pm
 
-        out = self.add(node, pm.Transpose(swaps, dtype=self.dtype), [x],
-                       tuple(x.shape[p] for p in perm))
+        y = self.add(node, pm.Transpose(swaps, dtype=self.dtype), [x], shape)
         if swaps == [(0, 1)]:
-            self.swapped[node.output[0]] = x
-        return out
+            y.via = ("swap01", x)
+        return y
 
     def op_Split(self, node, ins, a):
         x = self.tensor(node, ins[0])
@@ -1342,24 +1362,21 @@ class _Importer:
             layer.double()
         layout = a.get("layout", 0)
         if layout == 0:
-            src = self.swapped.get(node.input[0])
-            if src is not None:
-                x = src
+            if x.via and x.via[0] == "swap01":
+                x = x.via[1]
             else:
-                x = self.add(node, pm.Transpose([(0, 1)], dtype=self.dtype), [x],
-                             (x.shape[1], x.shape[0]) + x.shape[2:])
+                x = self.swap(node, x, [(0, 1)], (x.shape[1], x.shape[0]) + x.shape[2:])
         batch, steps = x.shape[0], x.shape[1]
         seq = self.add(node, layer, [x], (batch, steps, hsize))
         outs = [None, None]
         if self.consumers.get(node.output[0]) if node.output else False:
             if layout == 0:
-                y = self.add(node, pm.Transpose([(0, 1)], dtype=self.dtype), [seq],
-                             (steps, batch, hsize))
+                y = self.swap(node, seq, [(0, 1)], (steps, batch, hsize))
                 outs[0] = self.add(node, pm.Unsqueeze(1, dtype=self.dtype), [y],
-                                   (steps, 1, batch, hsize))
+                                   (steps, 1, batch, hsize), ("unsqueeze", (1,), y))
             else:
                 outs[0] = self.add(node, pm.Unsqueeze(2, dtype=self.dtype), [seq],
-                                   (batch, steps, 1, hsize))
+                                   (batch, steps, 1, hsize), ("unsqueeze", (2,), seq))
         if len(node.output) > 1 and self.consumers.get(node.output[1]):
             last = self.add(node, pm.Select(1, -1, dtype=self.dtype), [seq], (batch, hsize))
             ax = 0 if layout == 0 else 1

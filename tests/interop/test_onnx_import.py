@@ -527,6 +527,15 @@ def test_torch_gru_is_refused(torch, tmp_path):
         pm.loadONNX(path)
 
 
+def test_malformed_node_names_the_node(tmp_path):
+    model = make([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv1")],
+                 [vi("x", ["N", 2, 5, 5])], [vi("y", None)],
+                 {"w": rand(3, 2, 3, 3), "b": rand(3)})
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(rand(4), "b"))
+    with pytest.raises(ValueError, match=r"Conv node 'conv1'"):
+        pm.loadONNX(save(model, tmp_path))
+
+
 def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff\xff not a protobuf")

@@ -1300,10 +1300,10 @@ class _Importer:
 
         def get(i):
             return ins[i] if len(ins) > i else None
-        b = get(3)
         direction = a.get("direction", "forward")
-        if direction != "forward":
-            self.refuse(node, f"direction {direction!r}: only 'forward' is supported")
+        if direction not in ("forward", "bidirectional"):
+            self.refuse(node, f"direction {direction!r}: only 'forward' and 'bidirectional' "
+                              f"are supported")
         if "clip" in a:
             self.refuse(node, "clip is not supported")
         if get(4) is not None:
@@ -1318,16 +1318,78 @@ class _Importer:
             self.refuse(node, "peepholes are not supported")
         if a.get("input_forget", 0):
             self.refuse(node, "input_forget=1 is not supported")
+        if kind == "GRU" and a.get("linear_before_reset", 0):
+            self.refuse(node, "linear_before_reset=1 (PyTorch's GRU) applies the reset gate "
+                              "after the hidden matrix; pymodules' GRU (BigDL's) applies it "
+                              "before (linear_before_reset=0), so there is no exact "
+                              "equivalent")
         hsize = a.get("hidden_size", r.shape[-1])
+        dirs = w.shape[0]
+        b = get(3)
+        b = np.zeros((dirs, 2 * w.shape[1])) if b is None else self.const(node, b, "B")
+        cells = [self.cell(node, kind, a, w[d].astype(np.float64), r[d].astype(np.float64),
+                           b[d].astype(np.float64), hsize) for d in range(dirs)]
+        if dirs == 1:
+            layer = pm.Recurrent().add(cells[0])
+        else:
+            layer = pm.BiRecurrent(pm.JoinTable(2)).add(cells[0])
+            layer.add(cells[1])
+        if self.dtype == np.float64:
+            layer.double()
+        layout = a.get("layout", 0)
+        if layout == 0:
+            if x.via and x.via[0] == "swap01":
+                x = x.via[1]
+            else:
+                x = self.swap(node, x, [(0, 1)], (x.shape[1], x.shape[0]) + x.shape[2:])
+        batch, steps = x.shape[0], x.shape[1]
+        seq = self.add(node, layer, [x], (batch, steps, dirs * hsize))
+        outs = [None, None]
+        if node.output and self.consumers.get(node.output[0]):
+            if dirs == 1:
+                if layout == 0:
+                    y = self.swap(node, seq, [(0, 1)], (steps, batch, hsize))
+                    outs[0] = self.add(node, pm.Unsqueeze(1, dtype=self.dtype), [y],
+                                       (steps, 1, batch, hsize), ("unsqueeze", (1,), y))
+                else:
+                    outs[0] = self.add(node, pm.Unsqueeze(2, dtype=self.dtype), [seq],
+                                       (batch, steps, 1, hsize), ("unsqueeze", (2,), seq))
+            else:
+                y = self.reshape_to(node, seq, (batch, steps, 2, hsize))
+                if layout == 0:  # (batch, time, 2, H) -> (time, 2, batch, H)
+                    y = self.add(node, pm.Transpose([(0, 1), (1, 2)], dtype=self.dtype), [y],
+                                 (steps, 2, batch, hsize))
+                outs[0] = y
+        if len(node.output) > 1 and self.consumers.get(node.output[1]):
+            finals = []
+            for d in range(dirs):  # the forward direction ends at the last step, the other at 0
+                t = self.add(node, pm.Select(1, -1 if d == 0 else 0, dtype=self.dtype), [seq],
+                             (batch, dirs * hsize))
+                if dirs > 1:
+                    t = self.add(node, pm.Narrow(1, d * hsize, hsize, dtype=self.dtype), [t],
+                                 (batch, hsize))
+                ax = 0 if layout == 0 else 1
+                shape = (1, batch, hsize) if layout == 0 else (batch, 1, hsize)
+                finals.append(self.add(node, pm.Unsqueeze(ax, dtype=self.dtype), [t], shape))
+            outs[1] = finals[0] if dirs == 1 else self.add(
+                node, pm.JoinTable(0 if layout == 0 else 1, dtype=self.dtype), finals,
+                (2, batch, hsize) if layout == 0 else (batch, 2, hsize))
+        if len(node.output) > 2 and self.consumers.get(node.output[2]):
+            self.refuse(node, "the cell state output Y_c is not supported")
+        return outs
+
+    def cell(self, node, kind, a, w, r, b, hsize):
+        """The pymodules cell of one direction, its weights copied in."""
+        import pymodules as pm
+
         defaults = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
                     "RNN": ["Tanh"]}[kind]
-        acts = a.get("activations", defaults)
-        if kind != "RNN" and [s.lower() for s in acts] != [s.lower() for s in defaults]:
+        n_dirs = 2 if a.get("direction") == "bidirectional" else 1
+        acts = a.get("activations", defaults * n_dirs)
+        acts = [s.lower() for s in acts]
+        if kind != "RNN" and acts != [s.lower() for s in defaults] * n_dirs:
             self.refuse(node, f"activations {acts}: only {defaults} are supported")
-        w, r = w[0].astype(np.float64), r[0].astype(np.float64)
         n = w.shape[0] // hsize
-        b = np.zeros(2 * n * hsize) if b is None else \
-            self.const(node, b, "B")[0].astype(np.float64)
         wb, rb = b[:n * hsize], b[n * hsize:]
         isize = w.shape[1]
 
@@ -1339,52 +1401,21 @@ class _Importer:
             arrays = {"weight": blocks(w, order), "bias": blocks(wb + rb, order),
                       "hiddenWeight": blocks(r, order)}
         elif kind == "GRU":
-            if a.get("linear_before_reset", 0):
-                self.refuse(node, "linear_before_reset=1 (PyTorch's GRU) applies the reset "
-                                  "gate after the hidden matrix; pymodules' GRU (BigDL's) "
-                                  "applies it before (linear_before_reset=0), so there is no "
-                                  "exact equivalent")
+            # With linear_before_reset=0 the hidden bias of each gate adds outside its
+            # matrix product, so it joins the input bias.
             cell = pm.GRU(isize, hsize, dtype=self.dtype)
             order = (1, 0, 2)  # ONNX z, r, h -> r, z, n
             arrays = {"weight": blocks(w, order), "bias": blocks(wb + rb, order),
                       "hiddenWeightRZ": blocks(r, (1, 0)), "hiddenWeightN": blocks(r, (2,))}
         else:
-            act = {"tanh": pm.Tanh, "sigmoid": pm.Sigmoid, "relu": pm.ReLU}.get(
-                acts[0].lower())
-            if act is None or len(acts) != 1:
+            act = {"tanh": pm.Tanh, "sigmoid": pm.Sigmoid, "relu": pm.ReLU}.get(acts[0])
+            if act is None or len(set(acts)) != 1:
                 self.refuse(node, f"activations {acts}: only Tanh, Sigmoid or Relu")
             cell = pm.RnnCell(isize, hsize, act(dtype=self.dtype), dtype=self.dtype)
             arrays = {"weight": w, "bias": wb, "hiddenWeight": r, "hiddenBias": rb}
         for attr, v in arrays.items():
             np.copyto(getattr(cell, attr), self.param(v))
-        layer = pm.Recurrent().add(cell)
-        if self.dtype == np.float64:
-            layer.double()
-        layout = a.get("layout", 0)
-        if layout == 0:
-            if x.via and x.via[0] == "swap01":
-                x = x.via[1]
-            else:
-                x = self.swap(node, x, [(0, 1)], (x.shape[1], x.shape[0]) + x.shape[2:])
-        batch, steps = x.shape[0], x.shape[1]
-        seq = self.add(node, layer, [x], (batch, steps, hsize))
-        outs = [None, None]
-        if self.consumers.get(node.output[0]) if node.output else False:
-            if layout == 0:
-                y = self.swap(node, seq, [(0, 1)], (steps, batch, hsize))
-                outs[0] = self.add(node, pm.Unsqueeze(1, dtype=self.dtype), [y],
-                                   (steps, 1, batch, hsize), ("unsqueeze", (1,), y))
-            else:
-                outs[0] = self.add(node, pm.Unsqueeze(2, dtype=self.dtype), [seq],
-                                   (batch, steps, 1, hsize), ("unsqueeze", (2,), seq))
-        if len(node.output) > 1 and self.consumers.get(node.output[1]):
-            last = self.add(node, pm.Select(1, -1, dtype=self.dtype), [seq], (batch, hsize))
-            ax = 0 if layout == 0 else 1
-            shape = (1, batch, hsize) if layout == 0 else (batch, 1, hsize)
-            outs[1] = self.add(node, pm.Unsqueeze(ax, dtype=self.dtype), [last], shape)
-        if len(node.output) > 2 and self.consumers.get(node.output[2]):
-            self.refuse(node, "the cell state output Y_c is not supported")
-        return outs
+        return cell
 
     def op_LSTM(self, node, ins, a):
         return self.recurrent(node, ins, a, "LSTM")

@@ -98,9 +98,9 @@ def _chain(ops, shape=("N", 5), inits=None, sample=None, opset=17, k=8):
             [sample or tuple(shape[1:])], k)
 
 
-def _lstm_like(op, n_gates, seq=5, i=3, h=4, **attrs):
-    w, r = rand(1, n_gates * h, i, seed=2) * 0.5, rand(1, n_gates * h, h, seed=3) * 0.5
-    b = rand(1, 2 * n_gates * h, seed=4) * 0.5
+def _lstm_like(op, n_gates, seq=5, i=3, h=4, dirs=1, **attrs):
+    w, r = rand(dirs, n_gates * h, i, seed=2) * 0.5, rand(dirs, n_gates * h, h, seed=3) * 0.5
+    b = rand(dirs, 2 * n_gates * h, seed=4) * 0.5
     node = helper.make_node(op, ["x", "W", "R", "B"], ["Y", "Yh"], name=op, hidden_size=h,
                             **attrs)
     return (make([node], [vi("x", [seq, "N", i])], [vi("Y", None), vi("Yh", None)],
@@ -253,6 +253,8 @@ OPERATORS = {
     "GRU": lambda: _lstm_like("GRU", 3),
     "RNN": lambda: _lstm_like("RNN", 1),
     "RNN-relu": lambda: _lstm_like("RNN", 1, activations=["Relu"]),
+    "LSTM-bidirectional": lambda: _lstm_like("LSTM", 4, dirs=2, direction="bidirectional"),
+    "GRU-bidirectional": lambda: _lstm_like("GRU", 3, dirs=2, direction="bidirectional"),
 }
 
 
@@ -447,9 +449,29 @@ def test_torch_resnet_block(torch, tmp_path):
     assert "CAddTable" in kinds
 
 
+def test_torch_bidirectional_lstm(torch, tmp_path):
+    class Bi(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+    net, _ = _torch_agrees(torch, Bi(), (4, 6), tmp_path, k=100)
+    assert any(isinstance(m, pm.BiRecurrent) for m in net.modules)
+
+
 def test_torch_lstm_classifier(torch, tmp_path):
     net, _ = _torch_agrees(torch, _lstm_classifier(torch), (5, 6), tmp_path, k=100)
     assert any(isinstance(m, pm.Recurrent) for m in net.modules)
+
+
+def test_imported_model_saves_and_loads(torch, tmp_path):
+    net, _ = _torch_agrees(torch, _lenet(torch), (1, 28, 28), tmp_path, k=800)
+    net.save(str(tmp_path / "lenet.pm"))
+    back = pm.load(str(tmp_path / "lenet.pm"))
+    x = rand(3, 1, 28, 28, seed=5)
+    np.testing.assert_array_equal(back.forward(x), net.forward(x))
 
 
 # -- training --------------------------------------------------------------------------------------

@@ -650,7 +650,8 @@ class _Importer:
     def op_Split(self, node, ins, a):
         x = self.tensor(node, ins[0])
         axis = a.get("axis", 0) % len(x.shape)
-        split = a.get("split") if self.opset < 13 else (ins[1] if len(ins) > 1 else None)
+        split = (None if a.get("split") is None else np.array(a["split"], np.int64)) \
+            if self.opset < 13 else (ins[1] if len(ins) > 1 else None)
         n = len(node.output)
         size = x.shape[axis]
         if split is None:

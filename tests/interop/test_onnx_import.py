@@ -522,6 +522,27 @@ def test_gradients_match_finite_differences_float64(tmp_path):
     assert_jacobian(net, x, wrt="parameters")
 
 
+def test_gradients_through_shape_and_table_layers_float64(tmp_path):
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["m"], name="scale"),
+             helper.make_node("Add", ["m", "shift"], ["a"], name="shift"),
+             helper.make_node("Split", ["a", "sizes"], ["p", "q"], name="split", axis=2),
+             helper.make_node("Mul", ["p", "q"], ["pq"], name="prod"),
+             helper.make_node("Sigmoid", ["q"], ["sq"], name="sig"),
+             helper.make_node("Concat", ["pq", "sq"], ["c"], name="cat", axis=2),
+             helper.make_node("Transpose", ["c"], ["t"], name="tr", perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["t", "shape"], ["r"], name="flat"),
+             helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1)]
+    model = make(nodes, [vi("x", ["N", 3, 4])], [vi("y", None)],
+                 {"scale": rand(3, 1), "shift": rand(4, seed=2),
+                  "sizes": np.array([2, 2], np.int64), "shape": np.array([0, -1], np.int64)})
+    net = pm.loadONNX(save(model, tmp_path), dtype=np.float64)
+    assert {"CMul", "CAdd", "CMulTable", "JoinTable", "Narrow", "Transpose",
+            "InferReshape"} <= {type(m).__name__ for m in net.modules}
+    x = np.random.default_rng(2).standard_normal((2, 3, 4))
+    assert_jacobian(net, x, wrt="input")
+    assert_jacobian(net, x, wrt="parameters")
+
+
 def test_gradients_of_imported_lstm_float64(tmp_path):
     model, _, _ = _lstm_like("LSTM", 4, seq=3)
     net = pm.loadONNX(save(model, tmp_path), dtype=np.float64)

@@ -1013,6 +1013,55 @@ class _Importer:
     def op_LogSoftmax(self, node, ins, a):
         return self.softmax(node, ins, a, "LogSoftMax")
 
+    def reduce(self, node, ins, a, kind):
+        import pymodules as pm
+
+        x = self.tensor(node, ins[0])
+        rank = len(x.shape)
+        takes_input = self.opset >= 18 or (kind == "Sum" and self.opset >= 13)
+        axes = (ins[1] if len(ins) > 1 else None) if takes_input else a.get("axes")
+        if axes is None:
+            if a.get("noop_with_empty_axes", 0):
+                return x
+            axes = list(range(rank))
+        axes = sorted({int(ax) % rank for ax in np.reshape(self.const(
+            node, np.asarray(axes) if isinstance(axes, list) else axes, "axes"), -1)})
+        keep = bool(a.get("keepdims", 1))
+        for ax in reversed(axes):  # from the last, so the earlier axes keep their numbers
+            kept = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+            dropped = x.shape[:ax] + x.shape[ax + 1:]
+            if kind in ("Max", "Min"):  # these always drop the axis
+                x = self.add(node, getattr(pm, kind)(ax, dtype=self.dtype), [x], dropped)
+                if keep:
+                    x = self.add(node, pm.Unsqueeze(ax, dtype=self.dtype), [x], kept)
+            else:
+                m = getattr(pm, kind)(ax, squeeze=not keep, dtype=self.dtype)
+                x = self.add(node, m, [x], kept if keep else dropped)
+        return x
+
+    def op_ReduceMean(self, node, ins, a):
+        return self.reduce(node, ins, a, "Mean")
+
+    def op_ReduceSum(self, node, ins, a):
+        return self.reduce(node, ins, a, "Sum")
+
+    def op_ReduceMax(self, node, ins, a):
+        return self.reduce(node, ins, a, "Max")
+
+    def op_ReduceMin(self, node, ins, a):
+        return self.reduce(node, ins, a, "Min")
+
+    def op_LRN(self, node, ins, a):
+        import pymodules as pm
+
+        x = self.tensor(node, ins[0])
+        if len(x.shape) != 4 or a["size"] % 2 == 0:
+            self.refuse(node, f"an even size {a['size']} or an input of shape {x.shape}; "
+                              f"4-D images and odd sizes only")
+        m = pm.SpatialCrossMapLRN(a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75),
+                                  a.get("bias", 1.0), dtype=self.dtype)
+        return self.add(node, m, [x], x.shape)
+
     # -- linear layers --
     def op_Gemm(self, node, ins, a):
         x = self.tensor(node, ins[0])

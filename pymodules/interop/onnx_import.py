@@ -1062,6 +1062,38 @@ class _Importer:
                                   a.get("bias", 1.0), dtype=self.dtype)
         return self.add(node, m, [x], x.shape)
 
+    def op_Pad(self, node, ins, a):
+        import pymodules as pm
+
+        x = self.tensor(node, ins[0])
+        rank = len(x.shape)
+        mode = a.get("mode", "constant")
+        if mode != "constant":
+            self.refuse(node, f"mode {mode!r}: only 'constant' is supported")
+        if self.opset < 11:
+            pads, value, axes = a["pads"], a.get("value", 0.0), None
+        else:
+            pads = self.const(node, ins[1], "pads")
+            value = float(self.const(node, ins[2], "constant_value").reshape(-1)[0]) \
+                if len(ins) > 2 and ins[2] is not None else 0.0
+            axes = self.const(node, ins[3], "axes") if len(ins) > 3 and ins[3] is not None \
+                else None
+        pads = [int(p) for p in np.reshape(pads, -1)]
+        axes = list(range(rank)) if axes is None else \
+            [int(ax) % rank for ax in np.reshape(axes, -1)]
+        n = len(axes)
+        if any(p < 0 for p in pads):
+            self.refuse(node, f"negative pads {pads} (cropping)")
+        for j, ax in enumerate(axes):
+            for pad in (-pads[j], pads[j + n]):  # before the first entry, after the last
+                if pad:
+                    shape = list(x.shape)
+                    shape[ax] = shape[ax] + abs(pad) if _known(shape[ax]) else \
+                        _Dim(f"{node.name}:{ax}")
+                    x = self.add(node, pm.Padding(ax, pad, rank - 1, value, dtype=self.dtype),
+                                 [x], tuple(shape))
+        return x
+
     # -- linear layers --
     def op_Gemm(self, node, ins, a):
         x = self.tensor(node, ins[0])

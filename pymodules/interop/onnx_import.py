@@ -1094,6 +1094,62 @@ class _Importer:
                                  [x], tuple(shape))
         return x
 
+    def op_Resize(self, node, ins, a):
+        x = self.tensor(node, ins[0])
+        scales = ins[2] if len(ins) > 2 else None
+        sizes = ins[3] if len(ins) > 3 else None
+        if isinstance(scales, np.ndarray) and scales.size == 0:
+            scales = None
+        return self.upsample(node, x, a, scales, sizes)
+
+    def op_Upsample(self, node, ins, a):
+        x = self.tensor(node, ins[0])
+        scales = a.get("scales") if self.opset < 9 else ins[1]
+        return self.upsample(node, x, a, np.asarray(self.const(node, scales, "scales"),
+                                                    np.float64), None)
+
+    def upsample(self, node, x, a, scales, sizes):
+        """Nearest upsampling by whole factors of the spatial axes of (N, C, ...)."""
+        import pymodules as pm
+
+        mode = a.get("mode", "nearest")
+        coords = a.get("coordinate_transformation_mode", "half_pixel")
+        if mode != "nearest" or coords not in ("asymmetric", "half_pixel",
+                                               "pytorch_half_pixel"):
+            self.refuse(node, f"mode {mode!r} with coordinate_transformation_mode {coords!r}: "
+                              f"only nearest upsampling by whole factors is supported")
+        rank = len(x.shape)
+        axes = [int(ax) % rank for ax in a.get("axes", range(rank))]
+        if scales is not None:
+            given = [float(f) for f in np.reshape(self.const(node, scales, "scales"), -1)]
+        else:
+            sizes = [int(d) for d in np.reshape(self.const(node, sizes, "sizes"), -1)]
+            if not all(_known(x.shape[ax]) for ax in axes):
+                self.refuse(node, f"sizes {sizes} for axes {axes} of shape {x.shape}: the "
+                                  f"sizes must be known before the model runs")
+            given = [o / x.shape[ax] for o, ax in zip(sizes, axes, strict=True)]
+        if len(given) != len(axes):
+            self.refuse(node, f"{len(given)} scales or sizes for {len(axes)} axes")
+        factors = [1.0] * rank
+        for ax, v in zip(axes, given, strict=True):
+            factors[ax] = v
+        if len(factors) != rank or factors[:2] != [1.0, 1.0] or \
+                any(f != int(f) or f < 1 for f in factors[2:]) or rank not in (3, 4, 5):
+            self.refuse(node, f"scales {factors}: whole factors of the spatial axes of a 3-D, "
+                              f"4-D or 5-D input only")
+        f = [int(v) for v in factors[2:]]
+        shape = x.shape[:2] + tuple(d * k if _known(d) else _Dim(f"{node.name}:{j}")
+                                    for j, (d, k) in enumerate(zip(x.shape[2:], f,
+                                                                   strict=True)))
+        if rank == 3:
+            y = self.to_2d(node, x)
+            y = self.add(node, pm.UpSampling2D([1, f[0]], dtype=self.dtype), [y],
+                         y.shape[:3] + shape[2:])
+            return self.from_2d(node, y)
+        m = pm.UpSampling2D(f, dtype=self.dtype) if rank == 4 else \
+            pm.UpSampling3D(f, dtype=self.dtype)
+        return self.add(node, m, [x], shape)
+
     # -- linear layers --
     def op_Gemm(self, node, ins, a):
         x = self.tensor(node, ins[0])

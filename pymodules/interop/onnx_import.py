@@ -178,7 +178,11 @@ def _to_array(onnx, t):
         if len(t.raw_data) != need:
             raise ValueError(f"loadONNX: tensor {t.name!r} of shape {list(t.dims)} holds "
                              f"{len(t.raw_data)} bytes, expected {need}")
-    return np.array(numpy_helper.to_array(t))
+    try:
+        return np.array(numpy_helper.to_array(t))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"loadONNX: tensor {t.name!r} of shape {list(t.dims)}: {err}") \
+            from err
 
 
 def _require_onnx():

@@ -618,6 +618,18 @@ def test_malformed_node_names_the_node(tmp_path):
         pm.loadONNX(save(model, tmp_path))
 
 
+def test_initializer_of_the_wrong_size_is_refused(tmp_path):
+    model, _, _ = OPERATORS["Gemm"]()
+    w = model.graph.initializer[0]
+    w.raw_data = w.raw_data[:-4]
+    with pytest.raises(ValueError, match=r"tensor 'w' of shape \[3, 5\] holds 56 bytes"):
+        pm.loadONNX(save(model, tmp_path))
+    w.ClearField("raw_data")
+    w.float_data.extend([1.0] * 7)
+    with pytest.raises(ValueError, match=r"tensor 'w' of shape \[3, 5\]"):
+        pm.loadONNX(save(model, tmp_path))
+
+
 def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff\xff not a protobuf")

@@ -386,7 +386,7 @@ def test_lstm_with_layout_1_and_zero_initial_state(tmp_path):
 
 
 # -- models exported by torch ----------------------------------------------------------------------
-def _export(torch, module, sample, tmp_path, name="t.onnx"):
+def _export(torch, module, sample, tmp_path, name="t.onnx", **options):
     path = str(tmp_path / name)
     module.eval()
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is deprecated
@@ -394,13 +394,13 @@ def _export(torch, module, sample, tmp_path, name="t.onnx"):
         torch.onnx.export(module, (torch.from_numpy(sample),), path, input_names=["x"],
                           output_names=["y"],
                           dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+                          opset_version=17, dynamo=False, **options)
     return path
 
 
-def _torch_agrees(torch, module, sample_shape, tmp_path, k):
+def _torch_agrees(torch, module, sample_shape, tmp_path, k, **options):
     torch.manual_seed(0)
-    path = _export(torch, module, rand(2, *sample_shape), tmp_path)
+    path = _export(torch, module, rand(2, *sample_shape), tmp_path, **options)
     net = pm.loadONNX(path)
     for b in BATCHES:
         x = rand(b, *sample_shape, seed=b)
@@ -482,10 +482,14 @@ def test_torch_lenet(torch, tmp_path):
             "Linear"} <= kinds
 
 
-def test_torch_resnet_block(torch, tmp_path):
-    net, _ = _torch_agrees(torch, _resblock(torch), (4, 6, 6), tmp_path, k=100)
-    kinds = {type(m).__name__ for m in net.modules}
+@pytest.mark.parametrize("folding", [True, False])
+def test_torch_resnet_block(torch, tmp_path, folding):
+    # With constant folding the exporter merges each batch norm into its convolution.
+    net, _ = _torch_agrees(torch, _resblock(torch), (4, 6, 6), tmp_path, k=100,
+                           do_constant_folding=folding)
+    kinds = [type(m).__name__ for m in net.modules]
     assert "CAddTable" in kinds
+    assert kinds.count("SpatialBatchNormalization") == (0 if folding else 2)
 
 
 def test_torch_bidirectional_lstm(torch, tmp_path):

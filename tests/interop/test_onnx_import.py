@@ -504,6 +504,23 @@ def test_torch_bidirectional_lstm(torch, tmp_path):
     assert any(isinstance(m, pm.BiRecurrent) for m in net.modules)
 
 
+def test_torch_conv1d_upsample_model(torch, tmp_path):
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.Upsample(scale_factor=2), nn.MaxPool1d(2), nn.Dropout(0.2),
+                          nn.Flatten(), nn.Linear(32, 5), nn.Softmax(dim=1))
+    _torch_agrees(torch, model, (3, 8), tmp_path, k=60, do_constant_folding=False)
+
+
+def test_torch_cnn_upsample_global_pool(torch, tmp_path):
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2), nn.ELU(),
+                          nn.Upsample(scale_factor=2), nn.ConvTranspose2d(4, 3, 2, stride=2),
+                          nn.LeakyReLU(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(3, 4), nn.Hardtanh(-0.5, 0.5))
+    _torch_agrees(torch, model, (2, 6, 6), tmp_path, k=60)
+
+
 def test_torch_lstm_classifier(torch, tmp_path):
     net, _ = _torch_agrees(torch, _lstm_classifier(torch), (5, 6), tmp_path, k=100)
     assert any(isinstance(m, pm.Recurrent) for m in net.modules)

@@ -80,9 +80,10 @@ def _known(d):
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def _read_bytes(path, storage_options, what, limit=_MAX_BYTES, offset=0, length=None):
+def _read_bytes(path, storage_options, what, offset=0, length=None):
     from pymodules.persistence.storage import open_read
 
+    limit = _MAX_BYTES
     with open_read(path, storage_options) as (f, size, name):
         if length is None:
             length = size - offset

@@ -651,6 +651,16 @@ def test_initializer_of_the_wrong_size_is_refused(tmp_path):
         pm.loadONNX(save(model, tmp_path))
 
 
+def test_a_file_above_the_size_limit_is_refused(tmp_path, monkeypatch):
+    from pymodules.interop import onnx_import
+
+    model, _, _ = OPERATORS["Gemm"]()
+    path = save(model, tmp_path)
+    monkeypatch.setattr(onnx_import, "_MAX_BYTES", 64)
+    with pytest.raises(ValueError, match=r"bytes, more than the 64"):
+        pm.loadONNX(path)
+
+
 def test_not_an_onnx_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff\xff not a protobuf")

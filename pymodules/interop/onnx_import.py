@@ -131,7 +131,7 @@ def _load_external(onnx, model, path, storage_options):
 
     folder, url = _folder_of(path), is_url(path)
     tensors = list(model.graph.initializer)
-    for n in _all_nodes(model.graph):
+    for n in model.graph.node:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.TENSOR:
                 tensors.append(a.t)
@@ -165,10 +165,6 @@ def _itemsize(onnx, t):
     except (KeyError, TypeError, ValueError):
         raise NotImplementedError(f"loadONNX: tensor {t.name!r} has an unsupported data "
                                   f"type {t.data_type}") from None
-
-
-def _all_nodes(graph):
-    return list(graph.node)
 
 
 def _to_array(onnx, t):
@@ -306,9 +302,6 @@ class _Importer:
     def param(self, a):
         return np.ascontiguousarray(a, dtype=self.dtype)
 
-    def fold_dim(self, shape, axis):
-        return shape[axis] if 0 <= axis < len(shape) else None
-
     # -- build --
     def build(self):
         import pymodules as pm
@@ -420,9 +413,6 @@ class _Importer:
             return _Fill(shape.items, value.reshape(-1)[0])
         shape = self.const(node, shape, "the shape")
         return np.full(tuple(int(s) for s in shape), value.reshape(-1)[0], value.dtype)
-
-    def sym_or_const(self, node, v):
-        return v.items if isinstance(v, _Sym) else None
 
     def op_Gather(self, node, ins, a):
         data, idx = ins[0], ins[1]

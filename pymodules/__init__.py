@@ -59,3 +59,7 @@ def fromTorch(module, dtype=None):
 
 
 __all__ += ["fromTorch"]
+
+from pymodules.interop.onnx_import import loadONNX  # noqa: E402 - imports onnx only when called
+
+__all__ += ["loadONNX"]

@@ -93,6 +93,22 @@ def test_output_shape(make, shape, expected, rng):
     model.backward(np.zeros((2, *shape), np.float32), np.ones_like(y))
 
 
+@pytest.mark.parametrize("make, shape, expected", SHAPES)
+def test_save_and_load_every_layer(make, shape, expected, tmp_path, rng):
+    model = K.Sequential().add(K.InputLayer(input_shape=shape)).add(make())
+    model.evaluate()
+    path = str(tmp_path / "m")
+    model.save(path)
+    again = pm.load(path)
+    assert [type(m) for m in again.modules_preorder()] == \
+        [type(m) for m in model.modules_preorder()]
+    assert again.get_output_shape() == (None, *expected)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(again.forward(x), model.forward(x))
+    for a, b in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_embedding_shape_and_rows():
     model = _seq(K.Embedding(10, 4, input_shape=(3,)))
     assert model.get_output_shape() == (None, 3, 4)

@@ -141,17 +141,22 @@ class KerasNet:
     def _methods(self):
         return [Loss(self._criterion), *self._metrics]
 
-    def evaluate(self, x=None, y=None, batch_size=32):
+    def evaluate(self, x=None, y=None, batch_size=32, *, vMethods=None, batchSize=None):
         """``[loss, metric, ...]`` of the compiled loss and metrics on (x, y) (arrays, a
         list of arrays for several inputs), a DataSet or an RDD of Sample.
 
-        With no data it switches to evaluation mode (as every Module's evaluate()); with
-        validation methods in place of y it is Module.evaluate(dataset, vMethods)."""
+        As every Module's: with no data it switches to evaluation mode, and with validation
+        methods (in place of y, or as ``vMethods``) it is ``Module.evaluate(dataset,
+        vMethods, batchSize)``."""
         if x is None:
             return super().evaluate()
-        if isinstance(y, ValidationMethod) or (isinstance(y, (list, tuple)) and y and all(
-                isinstance(m, ValidationMethod) for m in y)):
-            return super().evaluate(x, y, batch_size)
+        if vMethods is None and (isinstance(y, ValidationMethod) or (
+                isinstance(y, (list, tuple)) and y and
+                all(isinstance(m, ValidationMethod) for m in y))):
+            vMethods, y = y, None
+        if vMethods is not None:
+            return super().evaluate(x, vMethods, batchSize if batchSize is not None else
+                                    batch_size)
         self._compiled("evaluate")
         if is_rdd(x) or isinstance(x, DataSet):
             data = x
@@ -162,10 +167,12 @@ class KerasNet:
         results = evaluate_dataset(self, data, self._methods(), batch_size)
         return [r.result()[0] for r, _ in results]
 
-    def predict(self, x, batch_size=32, distributed=False):
+    def predict(self, x, batch_size=32, distributed=False, *, batchSize=None):
         """The outputs for ``x`` (an array, a list of arrays for several inputs, a DataSet,
-        or an RDD of Sample, which gives an RDD), batch-first."""
-        return predict_dataset(self, _features(x, distributed), batch_size)
+        or an RDD of Sample, which gives an RDD), batch-first. (``batchSize``: as
+        Module.predict takes it.)"""
+        return predict_dataset(self, _features(x, distributed),
+                               batch_size if batchSize is None else batchSize)
 
     def predict_classes(self, x, batch_size=32, distributed=False):
         """The 0-based arg-max class of each sample."""

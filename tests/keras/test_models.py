@@ -199,6 +199,10 @@ def test_keras_model_is_a_module(rng):
     # Module.evaluate with validation methods still works
     (acc, _), = model.evaluate((x, np.array([0, 1])), [pm.Top1Accuracy()])
     assert acc.count == 2
+    (acc, _), = model.evaluate((x, np.array([0, 1])), vMethods=[pm.Top1Accuracy()],
+                               batchSize=1)
+    assert acc.count == 2
+    np.testing.assert_allclose(model.predict(x, batchSize=1), model.predict(x), rtol=1e-6)
 
 
 def test_fit_on_spark(rng):

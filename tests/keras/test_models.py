@@ -217,3 +217,15 @@ def test_fit_on_spark(rng):
     model.fit(x, y, batch_size=32, nb_epoch=1, distributed=True)
     preds = model.predict(rdd).collect()
     assert len(preds) == 128
+
+
+def test_save_and_load_merged_branches(tmp_path, rng):
+    left = K.Sequential().add(K.Dense(3, input_shape=(4,)))
+    right = K.Sequential().add(K.Dense(3, input_shape=(5,)))
+    model = K.Sequential().add(K.Merge([left, right], mode="concat")).add(K.Dense(2))
+    model.save(str(tmp_path / "m"))
+    again = pm.load(str(tmp_path / "m"))
+    xs = [rng.standard_normal((2, 4)).astype(np.float32),
+          rng.standard_normal((2, 5)).astype(np.float32)]
+    np.testing.assert_array_equal(again.forward(xs), model.forward(xs))
+    assert again.get_input_shape() == [(None, 4), (None, 5)]

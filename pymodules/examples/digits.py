@@ -156,10 +156,11 @@ def plot(curves, path):
 
 
 def close(curves):
-    """Close the summaries' files."""
+    """Close the summaries' files (where the summary class has a close)."""
     for summaries in curves.values():
         for s in summaries:
-            s.close()
+            if callable(getattr(s, "close", None)):
+                s.close()
 
 
 def main(argv=None):

@@ -76,3 +76,15 @@ def _value_bases() -> tuple[type, ...]:
 
         bases.extend((OptimMethod, LearningRateSchedule, Trigger))
     return tuple(bases)
+
+
+# The Keras-style classes (pymodules.keras, named Keras<Name> in files) are Modules of the
+# library too: importing that package here registers them, so that a file naming one loads
+# (on a Spark executor too) without the caller importing pymodules.keras first.
+_registry_without_keras = registry
+
+
+def registry() -> dict[str, type]:  # noqa: F811 - the definition above, with pymodules.keras
+    import pymodules.keras  # noqa: F401
+
+    return _registry_without_keras()

@@ -204,3 +204,6 @@ from pymodules.nn.recurrent import (  # noqa: E402
 )
 
 __all__ += ["BiRecurrent", "GRU", "LSTM", "LSTMPeephole", "Recurrent", "RnnCell"]
+from pymodules.nn.attention import MultiHeadAttention, TransformerEncoderLayer  # noqa: E402
+
+__all__ += ["MultiHeadAttention", "TransformerEncoderLayer"]

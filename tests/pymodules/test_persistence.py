@@ -262,6 +262,13 @@ EXAMPLES = {
 # dropout in a recurrent cell: training-mode masks from the cell's own stream
 EXAMPLES[pm.LSTMPeephole].append(
     (lambda: pm.Recurrent().add(pm.LSTMPeephole(4, 3, p=0.3)), _a(2, 5, 4)))
+# attention (a bool mask would be cast to the dtype here: the inputs carry none)
+EXAMPLES[pm.MultiHeadAttention] = [
+    (lambda: pm.MultiHeadAttention(8, 2), _a(2, 3, 8)),
+    (lambda: pm.MultiHeadAttention(8, 2, 0.2, False), _table((2, 3, 8), (2, 4, 8), (2, 4, 8)))]
+EXAMPLES[pm.TransformerEncoderLayer] = [
+    (lambda: pm.TransformerEncoderLayer(8, 2, 16), _a(2, 3, 8)),
+    (lambda: pm.TransformerEncoderLayer(8, 2, 16, 0.0, "gelu", normFirst=True), _a(2, 3, 8))]
 
 
 def _bi_reverse_trained(bi):

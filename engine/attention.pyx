@@ -28,8 +28,10 @@ is (1, Tq, Tk), its key_padding_mask (B, 1, Tk)); ``bias``, of the data's dtype 
 shapes, is added to the scaled scores (BigDL's Attention adds its attention bias so; it gets no
 gradient). Either may be None.
 
-Blocks: ``block`` query rows at a time (0: ``attention_block_rows``'s choice). Measured with
-bench/bench_attention.py (see ``attention_block_rows``).
+Blocks: ``block`` query rows at a time (0: ``attention_block_rows``'s choice, measured with
+bench/bench_attention.py --grid: blocks of 1 MiB of scores, a whole head up to 512 x 512 in
+float32). Keeping the probabilities instead of recomputing them saved 3-12% of the kernels'
+time there; the modules recompute, holding one block pair per call.
 """
 
 cimport numpy as cnp
@@ -49,7 +51,8 @@ cnp.import_array()
 
 cdef enum:
     # Bytes of one block of scores that the automatic choice aims at (attention_block_rows).
-    BLOCK_BYTES = 65536
+    BLOCK_BYTES = 1 << 20
+    BLOCK_MIN_ROWS = 64
 
 
 cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
@@ -61,16 +64,22 @@ cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
 
 def attention_block_rows(Py_ssize_t time_q, Py_ssize_t time_k, Py_ssize_t itemsize):
     """Query rows per block when ``block`` is 0: as many as keep a block of scores near
-    64 KiB, at least 16 (so the GEMMs keep a useful size), at most time_q.
+    1 MiB, at least 64, at most time_q (a whole head when it fits).
 
-    bench/bench_attention.py --blocks, 1 thread, float32, AVX2 (Zen) OpenBLAS 0.3.30, (batch,
-    time, embed 256, 4 heads) forward+backward: the whole head at once, 16, 64 and 256 rows
-    were within a few percent of one another up to time 256; at time 1024 blocks of 16-64
-    rows ran faster than whole heads (whose 4 MiB of scores leave the caches)."""
+    bench/bench_attention.py --grid, 1 thread, float32, OpenBLAS 0.3.30 Haswell kernels (AMD
+    EPYC), embed 256, 4 heads, dropout 0.1, forward+backward in CPU ms, by rows per block:
+                      16     64    256  whole  whole, probabilities kept
+      batch 8 x 64   7.1    5.5    5.6    5.6   4.9
+      32 x 256       439    314    289    290   279
+      4 x 1024       786    561    487    539   671 (16 rows)
+    Small blocks lose: the backward's dK and dV GEMMs then sum over few rows. Past a whole
+    head of 256 x 256, 256-row blocks (1 MiB) beat the whole 4 MiB head. Keeping the
+    probabilities saves 3-12% at these sizes, for a (batch, heads, time, time) array: the
+    modules recompute them."""
     if time_q <= 0:
         return 0
     cdef Py_ssize_t rows = BLOCK_BYTES // max(time_k * itemsize, 1)
-    rows = max(rows, 16)
+    rows = max(rows, BLOCK_MIN_ROWS)
     return min(rows, time_q)
 
 

@@ -24,13 +24,15 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def keep_mask(seed, p, shape):
-    """The kept elements of a mask drawn from ``seed`` by engine/dropout.pyx's rule."""
-    n = int(np.prod(shape))
-    z = np.uint64(seed) + np.arange(n, dtype=np.uint64) * GOLDEN
+    """The kept elements of a mask drawn from ``seed``: element n takes the low (n even) or
+    high (n odd) 32 bits of splitmix64(seed + (n // 2) * golden), kept at or above p * 2**32."""
+    n = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    z = np.uint64(seed) + (n >> np.uint64(1)) * GOLDEN
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
-    return ((z >> np.uint64(11)) >= np.uint64(int(p * 2.0**53))).reshape(shape)
+    bits = np.where(n & np.uint64(1), z >> np.uint64(32), z & np.uint64(0xFFFFFFFF))
+    return (bits >= np.uint64(int(p * 2.0**32))).reshape(shape)
 
 
 def _heads(a, h):
@@ -147,8 +149,9 @@ def test_a_query_with_every_key_masked_attends_to_nothing(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.25, 0.6])
-def test_dropout_follows_the_seed(dtype, p, rng):
-    q, k, v = _r(rng, (2, 6, 8), dtype), _r(rng, (2, 5, 8), dtype), _r(rng, (2, 5, 8), dtype)
+@pytest.mark.parametrize("tq", [6, 3])  # blocks starting at odd mask indices too
+def test_dropout_follows_the_seed(dtype, p, tq, rng):
+    q, k, v = _r(rng, (2, tq, 8), dtype), _r(rng, (2, 5, 8), dtype), _r(rng, (2, 5, 8), dtype)
     mask = rng.random((2, 1, 5)) < 0.3
     a = _check(q, k, v, 2, 0.4, mask=mask, p=p, seed=123, block=4)
     b = _check(q, k, v, 2, 0.4, mask=mask, p=p, seed=123, keep=True)
@@ -374,7 +377,7 @@ def test_stacked_linear_grad_input_refusals(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("p", "train"), [(0.0, True), (0.3, True), (0.3, False)])
 def test_residual_dropout(dtype, p, train, rng):
-    x, br, go = (_r(rng, (4, 50), dtype) for _ in range(3))
+    x, br, go = (_r(rng, (4, 51), dtype) for _ in range(3))
     keep = keep_mask(77, p, x.shape) / (1 - p) if train and p else np.ones(x.shape)
     y = np.full_like(x, np.nan)
     residual_dropout_update_output(x, br, y, p, train, 77)

@@ -129,12 +129,12 @@ def memory(dtype):
     rows = attention_block_rows(t, t, item)
     tracemalloc.start()
     tracemalloc.reset_peak()
-    scratch = np.empty(attention_scratch_size(q, k), dtype)
+    scratch = np.empty(attention_scratch_size(q, k, 0, False), dtype)
     attention_update_output(q, k, v, None, None, out, None, scratch, HEADS,
                             1 / math.sqrt(E // HEADS), 0.0, False, 0)
     step = tracemalloc.get_traced_memory()[1]
     del scratch
-    m = pm.MultiHeadAttention(E, HEADS, dtype=dtype)
+    m = pm.MultiHeadAttention(E, HEADS, dtype=dtype).evaluate()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
     m.forward(q)
@@ -153,12 +153,14 @@ def memory(dtype):
           f"{scores / 2**10:.0f} KiB")
     print(f"  kernel step (scratch + call): peak {step / 2**10:.0f} KiB = "
           f"{step / block:.2f} blocks")
-    print(f"  MultiHeadAttention.forward, first call: peak {first / 2**10:.0f} KiB (its q, k, "
-          f"v, heads' output and output buffers {5 * size / 2**10:.0f} KiB + "
+    print(f"  MultiHeadAttention.forward (evaluation), first call: peak "
+          f"{first / 2**10:.0f} KiB (its q, k, v, heads' output and output buffers "
+          f"{5 * size / 2**10:.0f} KiB + "
           f"{(first - 5 * size) / block:.2f} blocks); second call: {second / 2**10:.1f} KiB")
-    ok = step <= 2 * block and first <= 5 * size + 2 * block + 2**14
-    print("  at most the inputs (and the buffers the layer keeps) plus one block of scores "
-          "and its twin: " + ("ok" if ok else "MISSED"))
+    slack = 2**14  # tracemalloc's own entries, the arrays' headers
+    ok = step <= block + slack and first <= 5 * size + block + slack
+    print("  at most the inputs (and the buffers the layer keeps) plus one block of scores: "
+          + ("ok" if ok else "MISSED"))
     return ok
 
 

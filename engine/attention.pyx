@@ -12,9 +12,9 @@ transposed copy. For each (b, h) and each block of ``rows`` queries:
     P' = P * keep / (1 - p)            dropout in training, keep drawn as below
     O = P' V                           (rows, D), one GEMM into the output's columns
 
-so the only (.., Tk) temporary is one block (``scratch``), unless the caller asks to keep the
-probabilities (``probs``, (B, H, Tq, Tk)). The backward recomputes each block's P (one more
-GEMM and a softmax) or reads the kept ones, then
+so the only (.., Tk) temporary is one block (``scratch``; the backward's two), unless the
+caller asks to keep the probabilities (``probs``, (B, H, Tq, Tk)). The backward recomputes
+each block's P (one more GEMM and a softmax) or reads the kept ones, then
 
     dV += P'^T dO;  dP = (dO V^T) * keep / (1 - p);  dS = P * (dP - rowsum(P * dP))
     dQ = scale * dS K;  dK += scale * dS^T Q
@@ -95,9 +95,9 @@ cdef Py_ssize_t _rows_of(Py_ssize_t block, Py_ssize_t tq, Py_ssize_t tk, int t):
     return attention_block_rows(tq, tk, 4 if t == cnp.NPY_FLOAT32 else 8)
 
 
-def attention_scratch_size(query, key, Py_ssize_t block=0):
-    """Elements of the ``scratch`` that attention_update_output and
-    attention_update_grad_input need for these arguments: two blocks of rows x time_k.
+def attention_scratch_size(query, key, Py_ssize_t block=0, bint backward=True):
+    """Elements of the ``scratch`` that attention_update_grad_input (``backward``: two blocks
+    of rows x time_k) or attention_update_output alone (one block) needs for these arguments.
     Arguments it cannot judge give 0; the kernels then say what is wrong."""
     if not (cnp.PyArray_Check(query) and cnp.PyArray_Check(key)):
         return 0
@@ -108,7 +108,7 @@ def attention_scratch_size(query, key, Py_ssize_t block=0):
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
         return 0
     cdef Py_ssize_t tq = cnp.PyArray_DIMS(q)[1], tk = cnp.PyArray_DIMS(k)[1]
-    return 2 * _rows_of(block, tq, tk, t) * tk
+    return (2 if backward else 1) * _rows_of(block, tq, tk, t) * tk
 
 
 cdef struct Geometry:
@@ -170,12 +170,12 @@ cdef cnp.ndarray _probs(object probs, int t, bint writeable, Geometry *g):
     return pr
 
 
-cdef cnp.ndarray _scratch(object scratch, int t, Geometry *g):
+cdef cnp.ndarray _scratch(object scratch, int t, Geometry *g, int blocks):
     cdef cnp.ndarray s = array(scratch, "scratch", t, True)
     ndim(s, "scratch", 1, 1)
-    if cnp.PyArray_DIMS(s)[0] < 2 * g.rows * g.tk:
+    if cnp.PyArray_DIMS(s)[0] < blocks * g.rows * g.tk:
         raise ValueError(f"scratch has {cnp.PyArray_DIMS(s)[0]} elements, expected at least "
-                         f"{2 * g.rows * g.tk} (attention_scratch_size)")
+                         f"{blocks * g.rows * g.tk} (attention_scratch_size)")
     return s
 
 
@@ -196,8 +196,9 @@ def attention_update_output(query, key, value, mask, bias, output, probs, scratc
     mask: None or bool (B|1, Tq|1, Tk), True = not attended; bias: None or (B|1, Tq|1, Tk)
     of the data's dtype, added to the scaled scores. probs: None, or (B, H, Tq, Tk) to keep the
     probabilities (before dropout) for the backward. scratch: 1-D, at least
-    attention_scratch_size(query, key, block) elements. Dropout with probability p when
-    ``train`` (p > 0), its mask drawn from ``seed`` (pass the same seed to the backward).
+    attention_scratch_size(query, key, block, False) elements (one block). Dropout with
+    probability p when ``train`` (p > 0), its mask drawn from ``seed`` (pass the same seed to
+    the backward).
     A query whose keys are all masked (every score -inf) attends to nothing: zeros, as torch
     gives; time_k 0 likewise.
     """
@@ -208,7 +209,7 @@ def attention_update_output(query, key, value, mask, bias, output, probs, scratc
     cdef cnp.ndarray y = array(output, "output", t, True)
     shape_is(y, "output", shape(q))
     cdef cnp.ndarray pr = _probs(probs, t, True, &g)
-    cdef cnp.ndarray s = _scratch(scratch, t, &g)
+    cdef cnp.ndarray s = _scratch(scratch, t, &g, 1)
     _scalars(p, scale)
     disjoint_from(y, "output", q, "query", k, "key", v, "value", m, "mask", bi, "bias")
     disjoint_from(y, "output", pr, "probs", s, "scratch")
@@ -343,8 +344,8 @@ cdef void _forward(const floating *q, const floating *k, const floating *v,
                 sb = s if pr == NULL else pr + ((b * g.heads + h) * tq + i0) * tk
                 _scores(qh, kh, m, bi, sb, g, b, i0, r, scale)
                 pb = sb
-                if drop:
-                    pb = s + rows * tk
+                if drop:  # in place, unless the probabilities before it are kept
+                    pb = sb if pr == NULL else s
                     _drop(sb, pb, NULL, r * tk, <uint64_t> ((b * g.heads + h) * tq + i0) * tk,
                           keep, cut, seed)
                 if r == 1:
@@ -379,7 +380,7 @@ def attention_update_grad_input(query, key, value, mask, bias, grad_output, grad
     shape_is(gk, "gradKey", shape(k))
     shape_is(gv, "gradValue", shape(k))
     cdef cnp.ndarray pr = _probs(probs, t, False, &g)
-    cdef cnp.ndarray s = _scratch(scratch, t, &g)
+    cdef cnp.ndarray s = _scratch(scratch, t, &g, 2)
     _scalars(p, scale)
     cdef cnp.ndarray out
     cdef str what

@@ -157,7 +157,9 @@ class _Attending(Module):
         self._attnSeed = seed = self._attnRng.generator.bit_generator.random_raw() if train \
             else 0
         self._mask = mask
-        block = self._block = resized(self._block, (attention_scratch_size(q, k),), -1, dt)
+        # In training the block scratch is sized for the backward that follows (two blocks).
+        size = attention_scratch_size(q, k, 0, self._train)
+        block = self._block = resized(self._block, (size,), -1, dt)
         attention_update_output(q, k, v, mask, None, ctx, None, block, self.numHeads,
                                 1 / math.sqrt(self.headDim), self.dropout, train, seed)
         out = self._attn = resized(self._attn, q_in, -1, dt)
@@ -175,6 +177,8 @@ class _Attending(Module):
         gctx = self._gctx = resized(self._gctx, self._ctx, -1, dt)
         linear_update_grad_input(self._ctx.reshape(-1, e), gradOutput.reshape(-1, e),
                                  gctx.reshape(-1, e), self.outProjWeight)
+        size = attention_scratch_size(self._q, self._k)
+        self._block = resized(self._block, (size,), -1, dt)
         gq = self._gq = resized(self._gq, self._q, -1, dt)
         gk = self._gk = resized(self._gk, self._k, -1, dt)
         gv = self._gv = resized(self._gv, self._v, -1, dt)

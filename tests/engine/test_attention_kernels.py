@@ -188,6 +188,7 @@ def test_block_rows_and_scratch_size():
     q, k = np.zeros((2, 512, 8), np.float32), np.zeros((2, 300, 8), np.float32)
     assert attention_scratch_size(q, k) == 2 * attention_block_rows(512, 300, 4) * 300
     assert attention_scratch_size(q, k, 5) == 2 * 5 * 300
+    assert attention_scratch_size(q, k, 5, False) == 5 * 300  # the forward's one block
     assert attention_scratch_size(q, k.astype(np.int32)) == 2 * attention_block_rows(512, 300, 4) \
         * 300
     assert attention_scratch_size(q[0], k) == 0 and attention_scratch_size(None, k) == 0
@@ -308,6 +309,17 @@ def test_backward_refusals(change, error, match):
     a = _grad_args()
     a.update(change)
     with pytest.raises(error, match=match):
+        attention_update_grad_input(**a)
+
+
+def test_the_forward_takes_one_block_and_the_backward_two():
+    a = _grad_args(tq=3, tk=4)
+    one = np.zeros(attention_scratch_size(a["query"], a["key"], 0, False), np.float32)
+    f = _args(tq=3, tk=4)
+    f["scratch"] = one
+    attention_update_output(**f)
+    a["scratch"] = one
+    with pytest.raises(ValueError, match="scratch has 12 elements, expected at least 24"):
         attention_update_grad_input(**a)
 
 

@@ -207,3 +207,6 @@ __all__ += ["BiRecurrent", "GRU", "LSTM", "LSTMPeephole", "Recurrent", "RnnCell"
 from pymodules.nn.transformer import Attention, FeedForwardNetwork, Transformer  # noqa: E402
 
 __all__ += ["Attention", "FeedForwardNetwork", "Transformer"]
+from pymodules.nn.attention import MultiHeadAttention, TransformerEncoderLayer  # noqa: E402
+
+__all__ += ["MultiHeadAttention", "TransformerEncoderLayer"]

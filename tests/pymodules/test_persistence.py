@@ -273,6 +273,13 @@ EXAMPLES[pm.Transformer] = [
      lambda rng: rng.integers(0, 6, (2, 4))),
     (lambda: pm.Transformer(6, 4, 2, 6, 1, 0.0, 0.0, 0.0, None, True, "translation"),
      lambda rng: [rng.integers(0, 6, (2, 4)), rng.integers(0, 6, (2, 3))])]
+# attention (a bool mask would be cast to the dtype here: the inputs carry none)
+EXAMPLES[pm.MultiHeadAttention] = [
+    (lambda: pm.MultiHeadAttention(8, 2), _a(2, 3, 8)),
+    (lambda: pm.MultiHeadAttention(8, 2, 0.2, False), _table((2, 3, 8), (2, 4, 8), (2, 4, 8)))]
+EXAMPLES[pm.TransformerEncoderLayer] = [
+    (lambda: pm.TransformerEncoderLayer(8, 2, 16), _a(2, 3, 8)),
+    (lambda: pm.TransformerEncoderLayer(8, 2, 16, 0.0, "gelu", normFirst=True), _a(2, 3, 8))]
 
 
 def _bi_reverse_trained(bi):

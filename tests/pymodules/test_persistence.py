@@ -262,6 +262,8 @@ EXAMPLES = {
 # dropout in a recurrent cell: training-mode masks from the cell's own stream
 EXAMPLES[pm.LSTMPeephole].append(
     (lambda: pm.Recurrent().add(pm.LSTMPeephole(4, 3, p=0.3)), _a(2, 5, 4)))
+EXAMPLES[pm.LSTM].append((lambda: pm.Recurrent().add(pm.LSTM(4, 3, p=0.3)), _a(2, 5, 4)))
+EXAMPLES[pm.GRU].append((lambda: pm.Recurrent().add(pm.GRU(4, 3, p=0.3)), _a(2, 5, 4)))
 
 
 def _bi_reverse_trained(bi):

@@ -34,6 +34,53 @@ from engine.vecmath cimport pm_sigmoid_fwd, pm_tanh_fwd, pm_threshold_fwd
 
 cnp.import_array()
 
+# The backward pass of one LSTM step over one row of the batch, in C so that the compiler
+# knows the runs do not overlap (restrict) and vectorises the loop over the batch.
+cdef extern from *:
+    """
+    #define PM_LSTM_BWD_ROW(NAME, T)                                                        \
+    static void NAME(Py_ssize_t n, const T *restrict si, const T *restrict sg,          \
+                     const T *restrict sf, const T *restrict so, const T *restrict th,  \
+                     const T *restrict go, const T *restrict cp, const T *restrict dh,  \
+                     T *restrict dc, T *restrict di, T *restrict dgg, T *restrict df,   \
+                     T *restrict dob) {                                                 \
+        Py_ssize_t b;                                                                   \
+        if (cp != NULL) {                                                               \
+            for (b = 0; b < n; b++) {                                                   \
+                T iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = th[b];           \
+                T dv = dh[b] + go[b];                                                   \
+                T dcell = dv * ov * (1 - tv * tv) + dc[b];                              \
+                di[b] = dcell * gv * iv * (1 - iv);                                     \
+                dgg[b] = dcell * iv * (1 - gv * gv);                                    \
+                df[b] = dcell * cp[b] * fv * (1 - fv);                                  \
+                dob[b] = dv * tv * ov * (1 - ov);                                       \
+                dc[b] = dcell * fv;                                                     \
+            }                                                                           \
+        } else {                                                                        \
+            for (b = 0; b < n; b++) {                                                   \
+                T iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = th[b];           \
+                T dv = dh[b] + go[b];                                                   \
+                T dcell = dv * ov * (1 - tv * tv) + dc[b];                              \
+                di[b] = dcell * gv * iv * (1 - iv);                                     \
+                dgg[b] = dcell * iv * (1 - gv * gv);                                    \
+                df[b] = dcell * 0 * fv * (1 - fv);                                      \
+                dob[b] = dv * tv * ov * (1 - ov);                                       \
+                dc[b] = dcell * fv;                                                     \
+            }                                                                           \
+        }                                                                               \
+    }
+    PM_LSTM_BWD_ROW(pm_lstm_bwd_row_f32, float)
+    PM_LSTM_BWD_ROW(pm_lstm_bwd_row_f64, double)
+    """
+    void pm_lstm_bwd_row_f32(Py_ssize_t n, const float *si, const float *sg, const float *sf,
+                             const float *so, const float *th, const float *go,
+                             const float *cp, const float *dh, float *dc, float *di,
+                             float *dgg, float *df, float *dob) noexcept nogil
+    void pm_lstm_bwd_row_f64(Py_ssize_t n, const double *si, const double *sg,
+                             const double *sf, const double *so, const double *th,
+                             const double *go, const double *cp, const double *dh, double *dc,
+                             double *di, double *dgg, double *df, double *dob) noexcept nogil
+
 cdef enum:
     TANH = 0
     SIGMOID = 1
@@ -484,11 +531,10 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
                      const floating *tc, const floating *ut, floating *dg, floating *dh,
                      floating *dc, const floating *hm, floating *dp, Py_ssize_t nb,
                      Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, k, o, q
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, j, k, o, q
     cdef const floating *s
     cdef const floating *tcs
     cdef const floating *cp
-    cdef floating iv, gv, fv, ov, th, dv, dcell, cpv
     if nb == 0 or nt == 0 or h == 0:
         return
     memset(dh, 0, hb * sizeof(floating))
@@ -498,22 +544,18 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
         tcs = tc + t * hb
         cp = c + (t - 1) * hb if t > 0 else NULL
         for j in range(h):
-            for b in range(nb):
-                k = j * nb + b
-                o = j * tb + t * nb + b
-                iv = s[k]
-                gv = s[hb + k]
-                fv = s[2 * hb + k]
-                ov = s[3 * hb + k]
-                th = tcs[k]
-                dv = dh[k] + go[o]
-                cpv = cp[k] if t > 0 else 0
-                dcell = dv * ov * (1 - th * th) + dc[k]
-                dg[o] = dcell * gv * iv * (1 - iv)
-                dg[o + h * tb] = dcell * iv * (1 - gv * gv)
-                dg[o + 2 * h * tb] = dcell * cpv * fv * (1 - fv)
-                dg[o + 3 * h * tb] = dv * th * ov * (1 - ov)
-                dc[k] = dcell * fv
+            k = j * nb
+            o = j * tb + t * nb
+            if floating is float:
+                pm_lstm_bwd_row_f32(nb, s + k, s + hb + k, s + 2 * hb + k, s + 3 * hb + k,
+                                    tcs + k, go + o, cp + k if cp != NULL else NULL, dh + k,
+                                    dc + k, dg + o, dg + o + h * tb, dg + o + 2 * h * tb,
+                                    dg + o + 3 * h * tb)
+            else:
+                pm_lstm_bwd_row_f64(nb, s + k, s + hb + k, s + 2 * hb + k, s + 3 * hb + k,
+                                    tcs + k, go + o, cp + k if cp != NULL else NULL, dh + k,
+                                    dc + k, dg + o, dg + o + h * tb, dg + o + 2 * h * tb,
+                                    dg + o + 3 * h * tb)
         if t > 0 and hm == NULL:
             gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, ut, <int> gw,
                  dg + t * nb, <int> tb, <floating> 0, dh, <int> nb)

@@ -390,7 +390,6 @@ cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *t
     cdef bint d = floating is double
     cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, q
     cdef floating *s
-    cdef const floating *xr
     cdef floating *sr
     cdef floating *cs
     cdef floating *tcs
@@ -399,24 +398,20 @@ cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *t
         return
     for t in range(nt):
         s = gt + t * gw * nb
+        # the step's projection first, then the hidden GEMM accumulates onto it (beta 1:
+        # no separate pass that zeroes or adds)
+        for q in range(gw):
+            memcpy(s + q * nb, xp + q * tb + t * nb, nb * sizeof(floating))
         if t > 0:
             if hm == NULL:
                 gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
-                     hs + (t - 1) * nb, <int> tb, <floating> 0, s, <int> nb)
+                     hs + (t - 1) * nb, <int> tb, <floating> 1, s, <int> nb)
             else:
                 _drop_states(hs + (t - 1) * nb, hm, hd + (t - 1) * nb, nb, tb, h)
                 for q in range(4):
                     gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> h, <floating> 1,
                          u + q * h * h, <int> h, hd + q * h * tb + (t - 1) * nb, <int> tb,
-                         <floating> 0, s + q * h * nb, <int> nb)
-            for q in range(gw):
-                xr = xp + q * tb + t * nb
-                sr = s + q * nb
-                for b in range(nb):
-                    sr[b] += xr[b]
-        else:
-            for q in range(gw):
-                memcpy(s + q * nb, xp + q * tb, nb * sizeof(floating))
+                         <floating> 1, s + q * h * nb, <int> nb)
         pm_sigmoid_fwd(d, s, s, hb)
         pm_tanh_fwd(d, s + hb, s + hb, hb)
         pm_sigmoid_fwd(d, s + 2 * hb, s + 2 * hb, 2 * hb)
@@ -699,7 +694,7 @@ cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, flo
                   floating *gb, floating *gb2, floating *gu, floating scale_w,
                   floating scale_b, Py_ssize_t g, Py_ssize_t i, Py_ssize_t h, Py_ssize_t nt,
                   Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t n = nt * nb, r, j
+    cdef Py_ssize_t n = nt * nb, r
     cdef double acc
     if g == 0 or n == 0:
         return
@@ -712,13 +707,27 @@ cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, flo
                  hs, <int> n, <floating> 1, gu, <int> h)
     if scale_b != 0 and (gb != NULL or gb2 != NULL):
         for r in range(g):
-            acc = 0
-            for j in range(n):
-                acc += dg[r * n + j]
+            acc = _row_sum(dg + r * n, n)
             if gb != NULL:
                 gb[r] += scale_b * <floating> acc
             if gb2 != NULL:
                 gb2[r] += scale_b * <floating> acc
+
+
+cdef double _row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
+    """The sum of x[:n] in double, in eight independent lanes (which the compiler turns into
+    vector adds; a single running sum would be one scalar chain)."""
+    cdef double lanes[8]
+    cdef Py_ssize_t j, q, m = n - n % 8
+    for q in range(8):
+        lanes[q] = 0
+    for j in range(0, m, 8):
+        for q in range(8):
+            lanes[q] += x[j + q]
+    for j in range(m, n):
+        lanes[0] += x[j]
+    return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + \
+        ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 
 
 def swap_outer(input, output, Py_ssize_t features=-1):

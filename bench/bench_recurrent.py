@@ -7,7 +7,9 @@ torch.set_num_threads(1)). Each case times forward + backward (gradients of the 
 every parameter) on the same data, in interleaved blocks: each block runs pymodules and torch
 in a shuffled order, a few calls each, and the figure is the median over blocks of the time
 per call. The ratio is torch / pymodules (above 1: pymodules faster). BigDL's GRU differs from
-torch's (the reset gate before U_n), but the work per step is the same.
+torch's (the reset gate before U_n), but the work per step is the same. For the LSTM cases a
+third run times only the GEMMs of pymodules' forward + backward (same shapes, same OpenBLAS),
+in the same interleaved blocks: the floor under the passes around them.
 """
 
 import argparse
@@ -58,6 +60,43 @@ def torch_case(cell, batch, steps, fan_in, hidden, dtype, rng):
     return run
 
 
+def lstm_gemms_case(cell, batch, steps, fan_in, hidden, dtype, rng):
+    """Only the GEMMs of Recurrent(LSTM) forward + backward, with their shapes and operand
+    orders (feature-major, as engine/recurrent.pyx runs them), through SciPy's BLAS wrappers
+    on the same OpenBLAS: the floor that the passes around them add to. Each per-step product
+    reads contiguous copies instead of strided columns, and each call pays the wrapper's
+    overhead (about 2 us), which the kernels do not."""
+    from scipy.linalg import blas
+
+    gemm = blas.sgemm if dtype == "float32" else blas.dgemm
+    g, n = 4 * hidden, steps * batch
+
+    def a(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    w, u, ut, x = a(g, fan_in), a(g, hidden), a(hidden, g), a(fan_in, n)
+    proj, dg, hs, gi = a(g, n), a(g, n), a(hidden, n), a(fan_in, n)
+    step, dstep, h, dh = a(g, batch), a(g, batch), a(hidden, batch), a(hidden, batch)
+    gw, gu = a(g, fan_in), a(g, hidden)
+
+    def mm(c, left, right, trans_left=False, trans_right=False, beta=0.0):
+        # row-major c = op(left) @ op(right) is column-major c.T = op(right).T @ op(left).T
+        gemm(1.0, right.T, left.T, beta=beta, c=c.T, overwrite_c=True,
+             trans_a=trans_right, trans_b=trans_left)
+
+    def run(k):
+        for _ in range(k):
+            mm(proj, w, x)  # projection of the sequence
+            for _ in range(steps - 1):
+                mm(step, u, h)  # W_hh @ h(t-1)
+            for _ in range(steps - 1):
+                mm(dh, ut, dstep)  # W_hh.T @ dG(t), on the transposed copy
+            mm(gi, w, dg, trans_left=True)  # gradInput
+            mm(gw, dg, x, trans_right=True, beta=1.0)  # gradW_ih
+            mm(gu, dg[:, batch:], hs[:, :n - batch], trans_right=True, beta=1.0)  # gradW_hh
+    return run
+
+
 def measure(runs, blocks, calls):
     """Median seconds per call of each run, interleaved in blocks of shuffled order."""
     samples = {name: [] for name in runs}
@@ -94,6 +133,8 @@ def main():
             rng = np.random.default_rng(0)
             runs = {"pymodules": pymodules_case(*case, args.dtype, rng),
                     "torch": torch_case(*case, args.dtype, rng)}
+            if case[0] == "LSTM":
+                runs["gemms"] = lstm_gemms_case(*case, args.dtype, rng)
             t = measure(runs, args.blocks, args.calls)
             ratio = t["torch"] / t["pymodules"]
             target = TARGETS.get(case)
@@ -103,6 +144,9 @@ def main():
             name = f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]} fwd+bwd"
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
                   f"{ratio:7.2f}  {mark}")
+            if "gemms" in t:
+                print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
+                      f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")
     return 0 if ok else 1
 
 

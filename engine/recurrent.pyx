@@ -34,6 +34,53 @@ from engine.vecmath cimport pm_sigmoid_fwd, pm_tanh_fwd, pm_threshold_fwd
 
 cnp.import_array()
 
+# The backward pass of one LSTM step over one row of the batch, in C so that the compiler
+# knows the runs do not overlap (restrict) and vectorises the loop over the batch.
+cdef extern from *:
+    """
+    #define PM_LSTM_BWD_ROW(NAME, T)                                                        \
+    static void NAME(Py_ssize_t n, const T *restrict si, const T *restrict sg,          \
+                     const T *restrict sf, const T *restrict so, const T *restrict th,  \
+                     const T *restrict go, const T *restrict cp, const T *restrict dh,  \
+                     T *restrict dc, T *restrict di, T *restrict dgg, T *restrict df,   \
+                     T *restrict dob) {                                                 \
+        Py_ssize_t b;                                                                   \
+        if (cp != NULL) {                                                               \
+            for (b = 0; b < n; b++) {                                                   \
+                T iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = th[b];           \
+                T dv = dh[b] + go[b];                                                   \
+                T dcell = dv * ov * (1 - tv * tv) + dc[b];                              \
+                di[b] = dcell * gv * iv * (1 - iv);                                     \
+                dgg[b] = dcell * iv * (1 - gv * gv);                                    \
+                df[b] = dcell * cp[b] * fv * (1 - fv);                                  \
+                dob[b] = dv * tv * ov * (1 - ov);                                       \
+                dc[b] = dcell * fv;                                                     \
+            }                                                                           \
+        } else {                                                                        \
+            for (b = 0; b < n; b++) {                                                   \
+                T iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = th[b];           \
+                T dv = dh[b] + go[b];                                                   \
+                T dcell = dv * ov * (1 - tv * tv) + dc[b];                              \
+                di[b] = dcell * gv * iv * (1 - iv);                                     \
+                dgg[b] = dcell * iv * (1 - gv * gv);                                    \
+                df[b] = dcell * 0 * fv * (1 - fv);                                      \
+                dob[b] = dv * tv * ov * (1 - ov);                                       \
+                dc[b] = dcell * fv;                                                     \
+            }                                                                           \
+        }                                                                               \
+    }
+    PM_LSTM_BWD_ROW(pm_lstm_bwd_row_f32, float)
+    PM_LSTM_BWD_ROW(pm_lstm_bwd_row_f64, double)
+    """
+    void pm_lstm_bwd_row_f32(Py_ssize_t n, const float *si, const float *sg, const float *sf,
+                             const float *so, const float *th, const float *go,
+                             const float *cp, const float *dh, float *dc, float *di,
+                             float *dgg, float *df, float *dob) noexcept nogil
+    void pm_lstm_bwd_row_f64(Py_ssize_t n, const double *si, const double *sg,
+                             const double *sf, const double *so, const double *th,
+                             const double *go, const double *cp, const double *dh, double *dc,
+                             double *di, double *dgg, double *df, double *dob) noexcept nogil
+
 cdef enum:
     TANH = 0
     SIGMOID = 1
@@ -77,17 +124,21 @@ cdef int _act_code(int act) except -1:
 
 # -- the input projection and the gradients that are one GEMM over the sequence ---------------
 
-def recurrent_project(input, gates, w_ih, b_ih, b_hh=None):
-    """gates := input @ w_ih.T + b_ih + b_hh: (B, T, I) x (G, I) -> (B, T, G); either bias
-    (G,) may be None."""
+def recurrent_project(input, gates, w_ih, b_ih, b_hh=None, Py_ssize_t offset=0):
+    """gates[..., offset:offset + G] := input @ w_ih.T + b_ih + b_hh: (B, T, I) x (G, I) ->
+    columns of (B, T, W); either bias (G,) may be None."""
     cdef int t = float_type(w_ih, "W_ih")
     cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
     ndim(w, "W_ih", 2, 2)
-    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt, gw
     cdef cnp.ndarray x = array(input, "input", t, False)
     _sizes(x, "input", i, &nb, &nt)
     cdef cnp.ndarray y = array(gates, "gates", t, True)
-    _seq(y, "gates", nb, nt, g)
+    ndim(y, "gates", 3, 3)
+    gw = cnp.PyArray_DIMS(y)[2]
+    _columns(offset, g, gw, "gates")
+    _seq(y, "gates", nb, nt, gw)
+    int_limit(gw, "gates width")
     cdef cnp.ndarray b1 = array_or_none(b_ih, "b_ih", t, False)
     cdef cnp.ndarray b2 = array_or_none(b_hh, "b_hh", t, False)
     if b1 is not None:
@@ -99,19 +150,26 @@ def recurrent_project(input, gates, w_ih, b_ih, b_hh=None):
     disjoint_from(y, "gates", x, "input", w, "W_ih", b1, "b_ih", b2, "b_hh")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _project(f32(x), f32(y), f32(w), f32(b1), f32(b2), nb * nt, i, g)
+            _project(f32(x), f32(y) + offset, f32(w), f32(b1), f32(b2), nb * nt, i, g, gw)
         else:
-            _project(f64(x), f64(y), f64(w), f64(b1), f64(b2), nb * nt, i, g)
+            _project(f64(x), f64(y) + offset, f64(w), f64(b1), f64(b2), nb * nt, i, g, gw)
+
+
+cdef int _columns(Py_ssize_t offset, Py_ssize_t m, Py_ssize_t width, str what) except -1:
+    if offset < 0 or offset + m > width:
+        raise ValueError(f"columns {offset}:{offset + m} are outside the {width} of {what}")
+    return 0
 
 
 cdef void _project(const floating *x, floating *y, const floating *w, const floating *b1,
-                   const floating *b2, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+                   const floating *b2, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
+                   Py_ssize_t ld) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef floating *row
     if n == 0 or m == 0:
         return
     for r in range(n):
-        row = y + r * m
+        row = y + r * ld
         if b1 != NULL and b2 != NULL:
             for j in range(m):
                 row[j] = b1[j] + b2[j]
@@ -123,53 +181,61 @@ cdef void _project(const floating *x, floating *y, const floating *w, const floa
             memset(row, 0, m * sizeof(floating))
     if k > 0:
         gemm(NoTrans, Trans, <int> n, <int> m, <int> k, <floating> 1, x, <int> k, w, <int> k,
-             <floating> 1, y, <int> m)
+             <floating> 1, y, <int> ld)
 
 
-def recurrent_update_grad_input(d_gates, grad_input, w_ih):
-    """grad_input := d_gates @ w_ih: (B, T, G) x (G, I) -> (B, T, I)."""
+def recurrent_update_grad_input(d_gates, grad_input, w_ih, Py_ssize_t offset=0):
+    """grad_input := d_gates[..., offset:offset + G] @ w_ih: (B, T, W) x (G, I) ->
+    (B, T, I)."""
     cdef int t = float_type(w_ih, "W_ih")
     cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
     ndim(w, "W_ih", 2, 2)
-    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(w)[0], i = cnp.PyArray_DIMS(w)[1], nb, nt, gw
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
-    _sizes(dg, "d_gates", g, &nb, &nt)
+    ndim(dg, "d_gates", 3, 3)
+    gw = cnp.PyArray_DIMS(dg)[2]
+    _columns(offset, g, gw, "d_gates")
+    _sizes(dg, "d_gates", gw, &nb, &nt)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     _seq(gi, "gradInput", nb, nt, i)
-    int_limit(g, "gate width")
+    int_limit(gw, "gate width")
     int_limit(i, "input width")
     disjoint_from(gi, "gradInput", dg, "d_gates", w, "W_ih")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _grad_input(f32(dg), f32(gi), f32(w), nb * nt, i, g)
+            _grad_input(f32(dg) + offset, f32(gi), f32(w), nb * nt, i, g, gw)
         else:
-            _grad_input(f64(dg), f64(gi), f64(w), nb * nt, i, g)
+            _grad_input(f64(dg) + offset, f64(gi), f64(w), nb * nt, i, g, gw)
 
 
 cdef void _grad_input(const floating *dg, floating *gi, const floating *w, Py_ssize_t n,
-                      Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+                      Py_ssize_t k, Py_ssize_t m, Py_ssize_t ld) noexcept nogil:
     if n == 0 or k == 0:
         return
     if m == 0:
         memset(gi, 0, n * k * sizeof(floating))
         return
-    gemm(NoTrans, NoTrans, <int> n, <int> k, <int> m, <floating> 1, dg, <int> m, w, <int> k,
+    gemm(NoTrans, NoTrans, <int> n, <int> k, <int> m, <floating> 1, dg, <int> ld, w, <int> k,
          <floating> 0, gi, <int> k)
 
 
 def recurrent_acc_input(input, d_gates, grad_w_ih, grad_b_ih, grad_b_hh, double scale_w,
-                        double scale_b):
-    """grad_w_ih += scale_w * d_gates.T @ input ((G, I), one GEMM over all steps);
-    grad_b_ih and grad_b_hh (G,) += scale_b * the sum of d_gates over batch and time. Either
-    bias may be None; a scale of 0 skips its terms."""
+                        double scale_b, Py_ssize_t offset=0):
+    """grad_w_ih += scale_w * d_gates[..., offset:offset + G].T @ input ((G, I), one GEMM
+    over all steps); grad_b_ih and grad_b_hh (G,) += scale_b * the sum of those columns of
+    d_gates over batch and time. Either bias may be None; a scale of 0 skips its terms."""
     cdef int t = float_type(grad_w_ih, "gradW_ih")
     cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
     ndim(gw, "gradW_ih", 2, 2)
-    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1], nb, nt
+    cdef Py_ssize_t g = cnp.PyArray_DIMS(gw)[0], i = cnp.PyArray_DIMS(gw)[1], nb, nt, ld
     cdef cnp.ndarray x = array(input, "input", t, False)
     _sizes(x, "input", i, &nb, &nt)
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
-    _seq(dg, "d_gates", nb, nt, g)
+    ndim(dg, "d_gates", 3, 3)
+    ld = cnp.PyArray_DIMS(dg)[2]
+    _columns(offset, g, ld, "d_gates")
+    _seq(dg, "d_gates", nb, nt, ld)
+    int_limit(ld, "d_gates width")
     cdef cnp.ndarray gb1 = array_or_none(grad_b_ih, "gradB_ih", t, True)
     cdef cnp.ndarray gb2 = array_or_none(grad_b_hh, "gradB_hh", t, True)
     if gb1 is not None:
@@ -183,28 +249,28 @@ def recurrent_acc_input(input, d_gates, grad_w_ih, grad_b_ih, grad_b_hh, double 
     disjoint_from(gb2, "gradB_hh", x, "input", dg, "d_gates")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _acc_input(f32(x), f32(dg), f32(gw), f32(gb1), f32(gb2), <float> scale_w,
-                       <float> scale_b, nb * nt, i, g)
+            _acc_input(f32(x), f32(dg) + offset, f32(gw), f32(gb1), f32(gb2), <float> scale_w,
+                       <float> scale_b, nb * nt, i, g, ld)
         else:
-            _acc_input(f64(x), f64(dg), f64(gw), f64(gb1), f64(gb2), scale_w, scale_b,
-                       nb * nt, i, g)
+            _acc_input(f64(x), f64(dg) + offset, f64(gw), f64(gb1), f64(gb2), scale_w,
+                       scale_b, nb * nt, i, g, ld)
 
 
 cdef void _acc_input(const floating *x, const floating *dg, floating *gw, floating *gb1,
                      floating *gb2, floating scale_w, floating scale_b, Py_ssize_t n,
-                     Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+                     Py_ssize_t k, Py_ssize_t m, Py_ssize_t ld) noexcept nogil:
     cdef Py_ssize_t r
     if n == 0 or m == 0:
         return
     if scale_w != 0 and k != 0:
-        gemm(Trans, NoTrans, <int> m, <int> k, <int> n, scale_w, dg, <int> m, x, <int> k,
+        gemm(Trans, NoTrans, <int> m, <int> k, <int> n, scale_w, dg, <int> ld, x, <int> k,
              <floating> 1, gw, <int> k)
     if scale_b != 0:
         for r in range(n):
             if gb1 != NULL:
-                axpy(<int> m, scale_b, dg + r * m, 1, gb1, 1)
+                axpy(<int> m, scale_b, dg + r * ld, 1, gb1, 1)
             if gb2 != NULL:
-                axpy(<int> m, scale_b, dg + r * m, 1, gb2, 1)
+                axpy(<int> m, scale_b, dg + r * ld, 1, gb2, 1)
 
 
 def recurrent_acc_hidden(states, d_gates, Py_ssize_t offset, grad_u, double scale,
@@ -265,12 +331,17 @@ cdef int _cell_buffers(cnp.ndarray u, str u_what, int t, cnp.ndarray y, str y_wh
     return 0
 
 
-def lstm_steps(proj, gates_t, cell, tanh_cell, states, w_hh):
+def lstm_steps(proj, gates_t, cell, tanh_cell, states, w_hh, h_mask=None, dropped=None):
     """Run an LSTM feature-major over the sequence whose projected input (biases included)
     is ``proj`` (4H, T, B; blocks i, g, f, o): each step one GEMM, gates_t[t] (4H, B) =
     W_hh (4H, H) @ h(t-1) (H, B), then one pass that adds the step's projection and
     activates the gates in place. ``cell`` and ``tanh_cell`` (T, H, B) get c(t) and
-    tanh(c(t)), ``states`` (H, T, B) h(t)."""
+    tanh(c(t)), ``states`` (H, T, B) h(t).
+
+    With ``h_mask`` (4H, B; the scaled dropout masks of h, a block per gate, the same at
+    every step), gate k of step t reads W_hh[k] (h(t-1) * h_mask[k]) instead, one GEMM per
+    gate: ``dropped`` (4H, T, B) gets those products, h(t) * h_mask at column t (t < T - 1),
+    for the weight gradient."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     ndim(u, "W_hh", 2, 2)
@@ -294,20 +365,31 @@ def lstm_steps(proj, gates_t, cell, tanh_cell, states, w_hh):
     disjoint_from(gt, "gates_t", c, "cell", tc, "tanh_cell", hs, "states")
     disjoint_from(c, "cell", tc, "tanh_cell", hs, "states")
     disjoint_from(tc, "tanh_cell", hs, "states")
+    cdef cnp.ndarray hm = array_or_none(h_mask, "h_mask", t, False)
+    cdef cnp.ndarray hd = array_or_none(dropped, "dropped", t, True)
+    if (hm is None) != (hd is None):
+        raise ValueError("h_mask and dropped go together: give both or neither")
+    if hm is not None:
+        _matrix(hm, "h_mask", 4 * h, nb)
+        _seq(hd, "dropped", 4 * h, nt, nb)
+        for a, what in ((gt, "gates_t"), (c, "cell"), (tc, "tanh_cell"), (hs, "states")):
+            disjoint_from(hd, "dropped", a, what, xp, "proj", u, "W_hh", hm, "h_mask")
+            disjoint_from(a, what, hm, "h_mask")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _lstm_steps(f32(xp), f32(gt), f32(c), f32(tc), f32(hs), f32(u), nb, nt, h)
+            _lstm_steps(f32(xp), f32(gt), f32(c), f32(tc), f32(hs), f32(u), f32(hm), f32(hd),
+                        nb, nt, h)
         else:
-            _lstm_steps(f64(xp), f64(gt), f64(c), f64(tc), f64(hs), f64(u), nb, nt, h)
+            _lstm_steps(f64(xp), f64(gt), f64(c), f64(tc), f64(hs), f64(u), f64(hm), f64(hd),
+                        nb, nt, h)
 
 
 cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *tc,
-                      floating *hs, const floating *u, Py_ssize_t nb, Py_ssize_t nt,
-                      Py_ssize_t h) noexcept nogil:
+                      floating *hs, const floating *u, const floating *hm, floating *hd,
+                      Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
     cdef bint d = floating is double
     cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, q
     cdef floating *s
-    cdef const floating *xr
     cdef floating *sr
     cdef floating *cs
     cdef floating *tcs
@@ -316,17 +398,20 @@ cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *t
         return
     for t in range(nt):
         s = gt + t * gw * nb
+        # the step's projection first, then the hidden GEMM accumulates onto it (beta 1:
+        # no separate pass that zeroes or adds)
+        for q in range(gw):
+            memcpy(s + q * nb, xp + q * tb + t * nb, nb * sizeof(floating))
         if t > 0:
-            gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
-                 hs + (t - 1) * nb, <int> tb, <floating> 0, s, <int> nb)
-            for q in range(gw):
-                xr = xp + q * tb + t * nb
-                sr = s + q * nb
-                for b in range(nb):
-                    sr[b] += xr[b]
-        else:
-            for q in range(gw):
-                memcpy(s + q * nb, xp + q * tb, nb * sizeof(floating))
+            if hm == NULL:
+                gemm(NoTrans, NoTrans, <int> gw, <int> nb, <int> h, <floating> 1, u, <int> h,
+                     hs + (t - 1) * nb, <int> tb, <floating> 1, s, <int> nb)
+            else:
+                _drop_states(hs + (t - 1) * nb, hm, hd + (t - 1) * nb, nb, tb, h)
+                for q in range(4):
+                    gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> h, <floating> 1,
+                         u + q * h * h, <int> h, hd + q * h * tb + (t - 1) * nb, <int> tb,
+                         <floating> 1, s + q * h * nb, <int> nb)
         pm_sigmoid_fwd(d, s, s, hb)
         pm_tanh_fwd(d, s + hb, s + hb, hb)
         pm_sigmoid_fwd(d, s + 2 * hb, s + 2 * hb, 2 * hb)
@@ -346,13 +431,32 @@ cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *t
                 sr[b] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
 
 
-def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, dc):
+cdef void _drop_states(const floating *hp, const floating *hm, floating *hd, Py_ssize_t nb,
+                       Py_ssize_t tb, Py_ssize_t h) noexcept nogil:
+    """One step's dropped states, feature-major: hd[k*H + j, b] = hp[j, b] * hm[k*H + j, b]
+    for the four gates k (rows of hp and hd ``tb`` apart, of hm ``nb``)."""
+    cdef Py_ssize_t k, j, b
+    cdef const floating *src
+    cdef const floating *m
+    cdef floating *dst
+    for k in range(4):
+        for j in range(h):
+            src = hp + j * tb
+            m = hm + (k * h + j) * nb
+            dst = hd + (k * h + j) * tb
+            for b in range(nb):
+                dst[b] = src[b] * m[b]
+
+
+def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, dc,
+              h_mask=None, dh_parts=None):
     """Back through time of lstm_steps, feature-major: from the gradient of the states
     (H, T, B), the gradient of every gate pre-activation into ``d_gates`` (4H, T, B); each
     step one pass and one GEMM, dh(t-1) = W_hh.T @ dG(t), run on ``w_hh_t`` (H, 4H), which
     first gets the transpose of W_hh (the plain product of the copy is about twice as fast
     as the transposed product of W_hh for small batches, OpenBLAS 0.3.30 Haswell kernels).
-    dh and dc (H, B) are carries."""
+    dh and dc (H, B) are carries. With the forward's ``h_mask`` (4H, B), dh(t-1) = sum_k
+    (W_hh[k].T @ dG_k(t)) * h_mask[k], each product into its block of ``dh_parts`` (4H, B)."""
     cdef int t = float_type(w_hh, "W_hh")
     cdef cnp.ndarray u = array(w_hh, "W_hh", t, False)
     ndim(u, "W_hh", 2, 2)
@@ -383,15 +487,27 @@ def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, 
     disjoint_from(dg, "d_gates", dhv, "dh", dcv, "dc", ut, "W_hh_t")
     disjoint_from(dhv, "dh", dcv, "dc", ut, "W_hh_t")
     disjoint_from(dcv, "dc", ut, "W_hh_t")
+    cdef cnp.ndarray hm = array_or_none(h_mask, "h_mask", t, False)
+    cdef cnp.ndarray dp = array_or_none(dh_parts, "dh_parts", t, True)
+    if (hm is None) != (dp is None):
+        raise ValueError("h_mask and dh_parts go together: give both or neither")
+    if hm is not None:
+        _matrix(hm, "h_mask", 4 * h, nb)
+        _matrix(dp, "dh_parts", 4 * h, nb)
+        for a, what in ((dg, "d_gates"), (dhv, "dh"), (dcv, "dc"), (ut, "W_hh_t")):
+            disjoint_from(a, what, hm, "h_mask", dp, "dh_parts")
+        disjoint_from(dp, "dh_parts", go, "gradOutput", gt, "gates_t", c, "cell", tc,
+                      "tanh_cell", u, "W_hh")
+        disjoint_from(dp, "dh_parts", hm, "h_mask")
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _transpose(f32(u), f32(ut), 4 * h, h)
             _lstm_bptt(f32(go), f32(gt), f32(c), f32(tc), f32(ut), f32(dg), f32(dhv),
-                       f32(dcv), nb, nt, h)
+                       f32(dcv), f32(hm), f32(dp), nb, nt, h)
         else:
             _transpose(f64(u), f64(ut), 4 * h, h)
             _lstm_bptt(f64(go), f64(gt), f64(c), f64(tc), f64(ut), f64(dg), f64(dhv),
-                       f64(dcv), nb, nt, h)
+                       f64(dcv), f64(hm), f64(dp), nb, nt, h)
 
 
 cdef void _transpose(const floating *a, floating *at, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
@@ -408,12 +524,12 @@ cdef void _transpose(const floating *a, floating *at, Py_ssize_t m, Py_ssize_t n
 
 cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
                      const floating *tc, const floating *ut, floating *dg, floating *dh,
-                     floating *dc, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, b, j, k, o
+                     floating *dc, const floating *hm, floating *dp, Py_ssize_t nb,
+                     Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, j, k, o, q
     cdef const floating *s
     cdef const floating *tcs
     cdef const floating *cp
-    cdef floating iv, gv, fv, ov, th, dv, dcell, cpv
     if nb == 0 or nt == 0 or h == 0:
         return
     memset(dh, 0, hb * sizeof(floating))
@@ -423,30 +539,34 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
         tcs = tc + t * hb
         cp = c + (t - 1) * hb if t > 0 else NULL
         for j in range(h):
-            for b in range(nb):
-                k = j * nb + b
-                o = j * tb + t * nb + b
-                iv = s[k]
-                gv = s[hb + k]
-                fv = s[2 * hb + k]
-                ov = s[3 * hb + k]
-                th = tcs[k]
-                dv = dh[k] + go[o]
-                cpv = cp[k] if t > 0 else 0
-                dcell = dv * ov * (1 - th * th) + dc[k]
-                dg[o] = dcell * gv * iv * (1 - iv)
-                dg[o + h * tb] = dcell * iv * (1 - gv * gv)
-                dg[o + 2 * h * tb] = dcell * cpv * fv * (1 - fv)
-                dg[o + 3 * h * tb] = dv * th * ov * (1 - ov)
-                dc[k] = dcell * fv
-        if t > 0:
+            k = j * nb
+            o = j * tb + t * nb
+            if floating is float:
+                pm_lstm_bwd_row_f32(nb, s + k, s + hb + k, s + 2 * hb + k, s + 3 * hb + k,
+                                    tcs + k, go + o, cp + k if cp != NULL else NULL, dh + k,
+                                    dc + k, dg + o, dg + o + h * tb, dg + o + 2 * h * tb,
+                                    dg + o + 3 * h * tb)
+            else:
+                pm_lstm_bwd_row_f64(nb, s + k, s + hb + k, s + 2 * hb + k, s + 3 * hb + k,
+                                    tcs + k, go + o, cp + k if cp != NULL else NULL, dh + k,
+                                    dc + k, dg + o, dg + o + h * tb, dg + o + 2 * h * tb,
+                                    dg + o + 3 * h * tb)
+        if t > 0 and hm == NULL:
             gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> gw, <floating> 1, ut, <int> gw,
                  dg + t * nb, <int> tb, <floating> 0, dh, <int> nb)
+        elif t > 0:
+            for q in range(4):
+                gemm(NoTrans, NoTrans, <int> h, <int> nb, <int> h, <floating> 1, ut + q * h,
+                     <int> gw, dg + q * h * tb + t * nb, <int> tb, <floating> 0,
+                     dp + q * hb, <int> nb)
+            for k in range(hb):
+                dh[k] = dp[k] * hm[k] + dp[hb + k] * hm[hb + k] + \
+                    dp[2 * hb + k] * hm[2 * hb + k] + dp[3 * hb + k] * hm[3 * hb + k]
 
 
-def lstm_project(states, proj, w_ih, b_ih):
-    """proj := w_ih @ states + b_ih down the rows: (G, I) x (I, T, B) -> (G, T, B), one GEMM
-    over the whole sequence, feature-major; ``b_ih`` (G,) may be None."""
+def lstm_project(states, proj, w_ih, b_ih, b_hh=None):
+    """proj := w_ih @ states + b_ih + b_hh down the rows: (G, I) x (I, T, B) -> (G, T, B), one
+    GEMM over the whole sequence, feature-major; either bias (G,) may be None."""
     cdef int t = float_type(w_ih, "W_ih")
     cdef cnp.ndarray w = array(w_ih, "W_ih", t, False)
     ndim(w, "W_ih", 2, 2)
@@ -458,27 +578,33 @@ def lstm_project(states, proj, w_ih, b_ih):
     cdef cnp.ndarray y = array(proj, "proj", t, True)
     _seq(y, "proj", g, nt, nb)
     cdef cnp.ndarray b = array_or_none(b_ih, "b_ih", t, False)
+    cdef cnp.ndarray b2 = array_or_none(b_hh, "b_hh", t, False)
     if b is not None:
         vector_of(b, "b_ih", g)
+    if b2 is not None:
+        vector_of(b2, "b_hh", g)
     int_limit(nt * nb, "time * batch")
     int_limit(g, "gate width")
     int_limit(i, "input width")
-    disjoint_from(y, "proj", x, "input", w, "W_ih", b, "b_ih")
+    disjoint_from(y, "proj", x, "input", w, "W_ih", b, "b_ih", b2, "b_hh")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _fm_project(f32(x), f32(y), f32(w), f32(b), g, i, nt * nb)
+            _fm_project(f32(x), f32(y), f32(w), f32(b), f32(b2), g, i, nt * nb)
         else:
-            _fm_project(f64(x), f64(y), f64(w), f64(b), g, i, nt * nb)
+            _fm_project(f64(x), f64(y), f64(w), f64(b), f64(b2), g, i, nt * nb)
 
 
 cdef void _fm_project(const floating *x, floating *y, const floating *w, const floating *b,
-                      Py_ssize_t g, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+                      const floating *b2, Py_ssize_t g, Py_ssize_t i,
+                      Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef floating v
     if g == 0 or n == 0:
         return
     for r in range(g):
         v = b[r] if b != NULL else 0
+        if b2 != NULL:
+            v = v + b2[r]
         for j in range(n):
             y[r * n + j] = v
     if i > 0:
@@ -520,11 +646,12 @@ cdef void _fm_grad_input(const floating *dg, floating *gi, const floating *w, Py
 
 
 def lstm_acc_grad_parameters(states, hidden, d_gates, grad_w_ih, grad_b_ih, grad_w_hh,
-                             double scale_w, double scale_b):
+                             double scale_w, double scale_b, grad_b_hh=None):
     """Feature-major weight gradients, each one GEMM over all steps: grad_w_ih += scale_w *
-    dG @ x.T, grad_b_ih += scale_b * the sum of dG over time and batch, grad_w_hh +=
-    scale_w * dG(t) @ h(t-1).T summed over t >= 1; states (I, T, B), hidden (H, T, B) the
-    h(t), d_gates (G, T, B). ``grad_b_ih`` may be None; a scale of 0 skips its terms."""
+    dG @ x.T, grad_b_ih (and grad_b_hh) += scale_b * the sum of dG over time and batch,
+    grad_w_hh += scale_w * dG(t) @ hidden(t-1).T summed over t >= 1; states (I, T, B),
+    hidden (H, T, B) what the hidden weight multiplied at the next step (h(t), or its dropped
+    copy), d_gates (G, T, B). Either bias may be None; a scale of 0 skips its terms."""
     cdef int t = float_type(grad_w_ih, "gradW_ih")
     cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
     cdef cnp.ndarray gu = array(grad_w_hh, "gradW_hh", t, True)
@@ -542,27 +669,32 @@ def lstm_acc_grad_parameters(states, hidden, d_gates, grad_w_ih, grad_b_ih, grad
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
     _seq(dg, "d_gates", g, nt, nb)
     cdef cnp.ndarray gb = array_or_none(grad_b_ih, "gradB_ih", t, True)
+    cdef cnp.ndarray gb2 = array_or_none(grad_b_hh, "gradB_hh", t, True)
     if gb is not None:
         vector_of(gb, "gradB_ih", g)
+    if gb2 is not None:
+        vector_of(gb2, "gradB_hh", g)
     int_limit(nt * nb, "time * batch")
     int_limit(g, "gate width")
-    for a, what in ((gw, "gradW_ih"), (gu, "gradW_hh"), (gb, "gradB_ih")):
+    for a, what in ((gw, "gradW_ih"), (gu, "gradW_hh"), (gb, "gradB_ih"), (gb2, "gradB_hh")):
         disjoint_from(a, what, x, "input", hs, "states", dg, "d_gates")
-    disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
-    disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
+    disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih", gb2, "gradB_hh")
+    disjoint_from(gu, "gradW_hh", gb, "gradB_ih", gb2, "gradB_hh")
+    disjoint_from(gb, "gradB_ih", gb2, "gradB_hh")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _fm_acc(f32(x), f32(hs), f32(dg), f32(gw), f32(gb), f32(gu), <float> scale_w,
-                    <float> scale_b, g, i, h, nt, nb)
+            _fm_acc(f32(x), f32(hs), f32(dg), f32(gw), f32(gb), f32(gb2), f32(gu),
+                    <float> scale_w, <float> scale_b, g, i, h, nt, nb)
         else:
-            _fm_acc(f64(x), f64(hs), f64(dg), f64(gw), f64(gb), f64(gu), scale_w, scale_b, g,
-                    i, h, nt, nb)
+            _fm_acc(f64(x), f64(hs), f64(dg), f64(gw), f64(gb), f64(gb2), f64(gu), scale_w,
+                    scale_b, g, i, h, nt, nb)
 
 
 cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, floating *gw,
-                  floating *gb, floating *gu, floating scale_w, floating scale_b, Py_ssize_t g,
-                  Py_ssize_t i, Py_ssize_t h, Py_ssize_t nt, Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t n = nt * nb, r, j
+                  floating *gb, floating *gb2, floating *gu, floating scale_w,
+                  floating scale_b, Py_ssize_t g, Py_ssize_t i, Py_ssize_t h, Py_ssize_t nt,
+                  Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t n = nt * nb, r
     cdef double acc
     if g == 0 or n == 0:
         return
@@ -573,12 +705,29 @@ cdef void _fm_acc(const floating *x, const floating *hs, const floating *dg, flo
         if h > 0 and nt > 1:
             gemm(NoTrans, Trans, <int> g, <int> h, <int> (n - nb), scale_w, dg + nb, <int> n,
                  hs, <int> n, <floating> 1, gu, <int> h)
-    if scale_b != 0 and gb != NULL:
+    if scale_b != 0 and (gb != NULL or gb2 != NULL):
         for r in range(g):
-            acc = 0
-            for j in range(n):
-                acc += dg[r * n + j]
-            gb[r] += scale_b * <floating> acc
+            acc = _row_sum(dg + r * n, n)
+            if gb != NULL:
+                gb[r] += scale_b * <floating> acc
+            if gb2 != NULL:
+                gb2[r] += scale_b * <floating> acc
+
+
+cdef double _row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
+    """The sum of x[:n] in double, in eight independent lanes (which the compiler turns into
+    vector adds; a single running sum would be one scalar chain)."""
+    cdef double lanes[8]
+    cdef Py_ssize_t j, q, m = n - n % 8
+    for q in range(8):
+        lanes[q] = 0
+    for j in range(0, m, 8):
+        for q in range(8):
+            lanes[q] += x[j + q]
+    for j in range(m, n):
+        lanes[0] += x[j]
+    return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + \
+        ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 
 
 def swap_outer(input, output, Py_ssize_t features=-1):
@@ -620,10 +769,15 @@ cdef void _swap_outer(const floating *x, floating *y, Py_ssize_t na, Py_ssize_t 
 
 # -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------
 
-def gru_steps(output, gates, rh, h_prev, u_rz, u_n):
-    """Run a GRU over the sequence whose projected input is in ``gates`` (B, T, 3H, blocks
-    r, z, n); the gates are activated in place, r * h(t-1) goes to ``rh``, h(t) to ``output``
-    and h(t-1) to ``h_prev`` (all (B, T, H)); u_rz (2H, H), u_n (H, H)."""
+def gru_steps(output, gates, rh, h_prev, u_rz, u_n, h_mask=None, dropped=None):
+    """Run a GRU over the sequence whose projected input is in ``gates`` (T, B, 3H, blocks
+    r, z, n); the gates are activated in place, r * h(t-1) goes to ``rh`` and h(t-1) to
+    ``h_prev`` (both (T, B, H)), h(t) to ``output`` (B, T, H); u_rz (2H, H), u_n (H, H).
+
+    With ``h_mask`` (B, 3H; the scaled dropout masks, the same at every step, blocks r, z,
+    n), gate r reads U_r (h(t-1) * m_r), gate z U_z (h(t-1) * m_z) (two GEMMs; ``dropped``
+    (T, B, 2H) keeps those products, zero at step 0) and n reads U_n (r * h(t-1) * m_n),
+    which goes to ``rh``."""
     cdef int t = float_type(u_rz, "U_rz")
     cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
     cdef cnp.ndarray un = array(u_n, "U_n", t, False)
@@ -642,38 +796,68 @@ def gru_steps(output, gates, rh, h_prev, u_rz, u_n):
     disjoint_from(g, "gates", rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
     disjoint_from(rhv, "rh", hp, "h_prev", urz, "U_rz", un, "U_n")
     disjoint_from(hp, "h_prev", urz, "U_rz", un, "U_n")
+    cdef cnp.ndarray hm = array_or_none(h_mask, "h_mask", t, False)
+    cdef cnp.ndarray hd = array_or_none(dropped, "dropped", t, True)
+    if (hm is None) != (hd is None):
+        raise ValueError("h_mask and dropped go together: give both or neither")
+    if hm is not None:
+        _matrix(hm, "h_mask", nb, 3 * h)
+        _seq(hd, "dropped", nt, nb, 2 * h)
+        for a, what in ((y, "output"), (g, "gates"), (rhv, "rh"), (hp, "h_prev")):
+            disjoint_from(a, what, hm, "h_mask", hd, "dropped")
+        disjoint_from(hd, "dropped", urz, "U_rz", un, "U_n", hm, "h_mask")
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _gru_steps(f32(y), f32(g), f32(rhv), f32(hp), f32(urz), f32(un), nb, nt, h)
+            _gru_steps(f32(y), f32(g), f32(rhv), f32(hp), f32(urz), f32(un), f32(hm), f32(hd),
+                       nb, nt, h)
         else:
-            _gru_steps(f64(y), f64(g), f64(rhv), f64(hp), f64(urz), f64(un), nb, nt, h)
+            _gru_steps(f64(y), f64(g), f64(rhv), f64(hp), f64(urz), f64(un), f64(hm), f64(hd),
+                       nb, nt, h)
 
 
 cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const floating *urz,
-                     const floating *un, Py_ssize_t nb, Py_ssize_t nt,
-                     Py_ssize_t h) noexcept nogil:
+                     const floating *un, const floating *hm, floating *hd, Py_ssize_t nb,
+                     Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
     cdef bint d = floating is double
     cdef Py_ssize_t gw = 3 * h, t, b, j, r
     cdef floating *row
     cdef floating *yr
     cdef floating *hpr
     cdef floating *rhr
+    cdef floating *dr
     cdef floating zv
     if nb == 0 or nt == 0 or h == 0:
         return
     memset(hp, 0, nb * h * sizeof(floating))
+    if hd != NULL:
+        memset(hd, 0, nb * 2 * h * sizeof(floating))
     for t in range(nt):
-        if t > 0:
+        if t > 0 and hd == NULL:
             gemm(NoTrans, Trans, <int> nb, <int> (2 * h), <int> h, <floating> 1,
                  hp + t * nb * h, <int> h, urz, <int> h, <floating> 1, g + t * nb * gw, <int> gw)
+        elif t > 0:
+            for b in range(nb):
+                hpr = hp + (t * nb + b) * h
+                dr = hd + (t * nb + b) * 2 * h
+                for j in range(h):
+                    dr[j] = hpr[j] * hm[b * gw + j]
+                    dr[h + j] = hpr[j] * hm[b * gw + h + j]
+            for j in range(2):
+                gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1,
+                     hd + t * nb * 2 * h + j * h, <int> (2 * h), urz + j * h * h, <int> h,
+                     <floating> 1, g + t * nb * gw + j * h, <int> gw)
         for b in range(nb):
             r = t * nb + b
             row = g + r * gw
             pm_sigmoid_fwd(d, row, row, 2 * h)
             hpr = hp + r * h
             rhr = rh + r * h
-            for j in range(h):
-                rhr[j] = row[j] * hpr[j]
+            if hm == NULL:
+                for j in range(h):
+                    rhr[j] = row[j] * hpr[j]
+            else:
+                for j in range(h):
+                    rhr[j] = row[j] * hpr[j] * hm[b * gw + 2 * h + j]
         if t > 0:
             gemm(NoTrans, Trans, <int> nb, <int> h, <int> h, <floating> 1, rh + t * nb * h,
                  <int> h, un, <int> h, <floating> 1, g + t * nb * gw + 2 * h, <int> gw)
@@ -690,9 +874,12 @@ cdef void _gru_steps(floating *y, floating *g, floating *rh, floating *hp, const
                 memcpy(hp + (r + nb) * h, yr, h * sizeof(floating))
 
 
-def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
+def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh, h_mask=None,
+             dh_parts=None):
     """Back through time of gru_steps: the gradient of every gate pre-activation into
-    ``d_gates`` (B, T, 3H), from gradOutput (B, T, H); dh and drh (B, H) are carries."""
+    ``d_gates`` (T, B, 3H), from gradOutput (B, T, H); dh and drh (B, H) are carries. With
+    the forward's ``h_mask`` (B, 3H), the masks enter as in the forward; ``dh_parts``
+    (B, 2H) takes dG_r U_r and dG_z U_z."""
     cdef int t = float_type(u_rz, "U_rz")
     cdef cnp.ndarray urz = array(u_rz, "U_rz", t, False)
     cdef cnp.ndarray un = array(u_n, "U_n", t, False)
@@ -715,18 +902,31 @@ def gru_bptt(grad_output, gates, h_prev, u_rz, u_n, d_gates, dh, drh):
                   un, "U_n")
     disjoint_from(dhv, "dh", dg, "d_gates", go, "gradOutput", drhv, "drh", urz, "U_rz")
     disjoint_from(drhv, "drh", dg, "d_gates", go, "gradOutput", un, "U_n", hp, "h_prev")
+    cdef cnp.ndarray hm = array_or_none(h_mask, "h_mask", t, False)
+    cdef cnp.ndarray dp = array_or_none(dh_parts, "dh_parts", t, True)
+    if (hm is None) != (dp is None):
+        raise ValueError("h_mask and dh_parts go together: give both or neither")
+    if hm is not None:
+        _matrix(hm, "h_mask", nb, 3 * h)
+        _matrix(dp, "dh_parts", nb, 2 * h)
+        for a, what in ((dg, "d_gates"), (dhv, "dh"), (drhv, "drh")):
+            disjoint_from(a, what, hm, "h_mask", dp, "dh_parts")
+        disjoint_from(dp, "dh_parts", go, "gradOutput", g, "gates", hp, "h_prev", urz, "U_rz",
+                      un, "U_n")
+        disjoint_from(dp, "dh_parts", hm, "h_mask")
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _gru_bptt(f32(go), f32(g), f32(hp), f32(urz), f32(un), f32(dg), f32(dhv),
-                      f32(drhv), nb, nt, h)
+                      f32(drhv), f32(hm), f32(dp), nb, nt, h)
         else:
             _gru_bptt(f64(go), f64(g), f64(hp), f64(urz), f64(un), f64(dg), f64(dhv),
-                      f64(drhv), nb, nt, h)
+                      f64(drhv), f64(hm), f64(dp), nb, nt, h)
 
 
 cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
                     const floating *urz, const floating *un, floating *dg, floating *dh,
-                    floating *drh, Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
+                    floating *drh, const floating *hm, floating *dp, Py_ssize_t nb,
+                    Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
     cdef Py_ssize_t gw = 3 * h, t, b, j, r
     cdef const floating *row
     cdef floating *drow
@@ -762,13 +962,26 @@ cdef void _gru_bptt(const floating *go, const floating *g, const floating *hp,
             hpr = hp + r * h
             dhr = dh + b * h
             drhr = drh + b * h
+            if hm != NULL:
+                for j in range(h):
+                    drhr[j] = drhr[j] * hm[b * gw + 2 * h + j]
             for j in range(h):
                 rv = row[j]
                 drow[j] = drhr[j] * hpr[j] * rv * (1 - rv)
                 dhr[j] += drhr[j] * rv
-        if t > 0:
+        if t > 0 and hm == NULL:
             gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> (2 * h), <floating> 1,
                  dg + t * nb * gw, <int> gw, urz, <int> h, <floating> 1, dh, <int> h)
+        elif t > 0:
+            for j in range(2):
+                gemm(NoTrans, NoTrans, <int> nb, <int> h, <int> h, <floating> 1,
+                     dg + t * nb * gw + j * h, <int> gw, urz + j * h * h, <int> h,
+                     <floating> 0, dp + j * h, <int> (2 * h))
+            for b in range(nb):
+                dhr = dh + b * h
+                for j in range(h):
+                    dhr[j] += dp[b * 2 * h + j] * hm[b * gw + j] + \
+                        dp[b * 2 * h + h + j] * hm[b * gw + h + j]
 
 
 # -- RnnCell: h = act(x W_ih.T + b_ih + h W_hh.T + b_hh) ---------------------------------
@@ -1275,3 +1488,114 @@ cdef void _swap(const char *x, char *y, Py_ssize_t na, Py_ssize_t nc,
     for i in range(na):
         for j in range(nc):
             memcpy(y + (j * na + i) * row, x + (i * nc + j) * row, row)
+
+
+# -- dropout masks that hold over the whole sequence ---------------------------------------
+
+def mask_over_time(input, mask, output):
+    """output[k, a, t, c] := input[a, t, c] * mask[k, a, c]: K masked copies of a (A, T, C)
+    sequence, each mask the same at every step t."""
+    cdef int t = float_type(input, "input")
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray m = array(mask, "mask", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    ndim(x, "input", 3, 3)
+    ndim(m, "mask", 3, 3)
+    cdef Py_ssize_t na = cnp.PyArray_DIMS(x)[0], nt = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t nc = cnp.PyArray_DIMS(x)[2], nk = cnp.PyArray_DIMS(m)[0]
+    shape_is(m, "mask", (nk, na, nc))
+    shape_is(y, "output", (nk, na, nt, nc))
+    disjoint_from(y, "output", x, "input", m, "mask")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _mask_over_time(f32(x), f32(m), f32(y), nk, na, nt, nc)
+        else:
+            _mask_over_time(f64(x), f64(m), f64(y), nk, na, nt, nc)
+
+
+cdef void _mask_over_time(const floating *x, const floating *m, floating *y, Py_ssize_t nk,
+                          Py_ssize_t na, Py_ssize_t nt, Py_ssize_t nc) noexcept nogil:
+    cdef Py_ssize_t k, a, t, c
+    cdef const floating *xr
+    cdef const floating *mr
+    cdef floating *yr
+    for k in range(nk):
+        for a in range(na):
+            mr = m + (k * na + a) * nc
+            for t in range(nt):
+                xr = x + (a * nt + t) * nc
+                yr = y + ((k * na + a) * nt + t) * nc
+                for c in range(nc):
+                    yr[c] = xr[c] * mr[c]
+
+
+def masked_sum_over_time(parts, mask, output):
+    """output[a, t, c] := sum_k parts[k, a, t, c] * mask[k, a, c] (the adjoint of
+    mask_over_time); ``mask`` None sums the parts as they are."""
+    cdef int t = float_type(parts, "parts")
+    cdef cnp.ndarray x = array(parts, "parts", t, False)
+    cdef cnp.ndarray m = array_or_none(mask, "mask", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    ndim(x, "parts", 4, 4)
+    cdef Py_ssize_t nk = cnp.PyArray_DIMS(x)[0], na = cnp.PyArray_DIMS(x)[1]
+    cdef Py_ssize_t nt = cnp.PyArray_DIMS(x)[2], nc = cnp.PyArray_DIMS(x)[3]
+    if m is not None:
+        shape_is(m, "mask", (nk, na, nc))
+    shape_is(y, "output", (na, nt, nc))
+    disjoint_from(y, "output", x, "parts", m, "mask")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _masked_sum(f32(x), f32(m), f32(y), nk, na, nt, nc)
+        else:
+            _masked_sum(f64(x), f64(m), f64(y), nk, na, nt, nc)
+
+
+cdef void _masked_sum(const floating *x, const floating *m, floating *y, Py_ssize_t nk,
+                      Py_ssize_t na, Py_ssize_t nt, Py_ssize_t nc) noexcept nogil:
+    cdef Py_ssize_t k, a, t, c, size = na * nt * nc
+    cdef const floating *xr
+    cdef const floating *mr
+    cdef floating *yr
+    memset(y, 0, size * sizeof(floating))
+    for k in range(nk):
+        for a in range(na):
+            mr = m + (k * na + a) * nc if m != NULL else NULL
+            for t in range(nt):
+                xr = x + ((k * na + a) * nt + t) * nc
+                yr = y + (a * nt + t) * nc
+                if mr != NULL:
+                    for c in range(nc):
+                        yr[c] += xr[c] * mr[c]
+                else:
+                    for c in range(nc):
+                        yr[c] += xr[c]
+
+
+def stack_rows(output, blocks):
+    """output := the 2-D arrays of ``blocks`` (a tuple) stacked down the rows (the gate
+    blocks of separate weights as one matrix)."""
+    cdef int t = float_type(output, "output")
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    ndim(y, "output", 2, 2)
+    cdef Py_ssize_t rows = 0, cols = cnp.PyArray_DIMS(y)[1], k
+    cdef cnp.ndarray a
+    checked = []
+    for k, blk in enumerate(blocks):
+        what = f"blocks[{k}]"
+        a = array(blk, what, t, False)
+        ndim(a, what, 2, 2)
+        if cnp.PyArray_DIMS(a)[1] != cols:
+            raise ValueError(f"{what} has {cnp.PyArray_DIMS(a)[1]} columns, expected {cols}")
+        disjoint_from(y, "output", a, what)
+        rows += cnp.PyArray_DIMS(a)[0]
+        checked.append(a)
+    if rows != cnp.PyArray_DIMS(y)[0]:
+        raise ValueError(f"blocks have {rows} rows in all, output {cnp.PyArray_DIMS(y)[0]}")
+    cdef char *dst = <char *> cnp.PyArray_DATA(y)
+    cdef Py_ssize_t n
+    for a in checked:
+        n = cnp.PyArray_NBYTES(a)
+        with nogil:
+            if n > 0:
+                memcpy(dst, cnp.PyArray_DATA(a), n)
+        dst += n

@@ -27,6 +27,8 @@ from pymodules.engine.recurrent import (
     lstm_grad_input,
     lstm_project,
     lstm_steps,
+    mask_over_time,
+    masked_sum_over_time,
     peephole_acc,
     peephole_bptt,
     peephole_steps,
@@ -37,6 +39,7 @@ from pymodules.engine.recurrent import (
     reverse_time,
     rnn_bptt,
     rnn_steps,
+    stack_rows,
     swap_outer,
     swap_time_batch,
 )
@@ -58,10 +61,12 @@ class _Cell(Module):
     """Shared books of the cells: sizes, parameters, regularizers and the three methods.
 
     A subclass lists its parameters in ``_layout`` as (attribute, role, shape) in BigDL's
-    order, role one of "w" (input weight), "b" (bias), "u" (hidden weight), "p" (peephole),
-    shapes a function of (inputSize, hiddenSize); and defines ``_steps`` (the
-    forward after the input projection) and ``_bptt`` (the gate gradients into
-    ``self._dgates``) and ``_acc_hidden``.
+    order, role one of "w" (input weight), "b" (bias), "u" (hidden weight), "c" (bias of a
+    hidden Linear), "p" (peephole), shapes a function of (inputSize, hiddenSize); an
+    attribute that ``_present`` denies (a bias switched off, the arrays of the other
+    dropout layout) is None and not a parameter. It defines ``_steps`` (the forward after
+    the input projection) and ``_bptt`` (the gate gradients into ``self._dgates``) and
+    ``_acc_hidden``.
     """
 
     _blocks = 1  # gate blocks of the input projection
@@ -108,7 +113,7 @@ class _Cell(Module):
         cls._params = tuple((attr, _grad_name(attr)) for attr, _, _ in cls._layout)
         super().__init_subclass__(**kwargs)
         cls._roles = {role: tuple((a, _grad_name(a)) for a, r, _ in cls._layout if r == role)
-                      for role in ("w", "b", "u", "p")}
+                      for role in ("w", "b", "u", "c", "p")}
 
     def _present(self, attr):
         return True
@@ -120,6 +125,12 @@ class _Cell(Module):
 
     def _fan(self, role):
         return self.inputSize if role in ("w", "b") else self.hiddenSize
+
+    def _draw(self, mask, scratch):
+        """Fill ``mask`` with a new scaled dropout mask (0, or 1 / (1 - p) with probability
+        1 - p) from the cell's stream; ``scratch`` (the mask's shape) is overwritten."""
+        dropout_update_output(scratch, scratch, mask, self.p, True, True,
+                              self._rng.generator.bit_generator.random_raw())
 
     def reset(self):
         """BigDL's initialisation: each array uniform in +-1/sqrt(fan-in) of its Linear
@@ -161,11 +172,15 @@ class _Cell(Module):
         t, b = shape_of(self._dgates)[:2]
         git = self._gradInput = resized(self._gradInput, (t, b, self.inputSize), -1,
                                         self.dtype)
-        recurrent_update_grad_input(self._dgates, git, self.weight)
-        self._dropGradInput(git)
+        self._inputGrad(git)
         gi = self.gradInput = resized(self.gradInput, (b, t, self.inputSize), -1, self.dtype)
         swap_time_batch(git, gi)
         return gi
+
+    def _inputGrad(self, git):
+        """The gradient of the time-major input into ``git``."""
+        recurrent_update_grad_input(self._dgates, git, self.weight)
+        self._dropGradInput(git)
 
     def _dropGradInput(self, git):
         """The input dropout's part of the gradient (time-major ``git``, in place)."""
@@ -199,7 +214,8 @@ class _Cell(Module):
     def _regularize(self):
         for role, reg, scale in (("w", self.wRegularizer, self.scaleW),
                                  ("u", self.uRegularizer, self.scaleW),
-                                 ("b", self.bRegularizer, self.scaleB)):
+                                 ("b", self.bRegularizer, self.scaleB),
+                                 ("c", self.bRegularizer, self.scaleB)):
             if reg is not None:
                 for w, g in self._arrays(role):
                     reg.accRegularization(w, g, scale)
@@ -216,22 +232,47 @@ def _refuse_activation(owner, what, given, allowed):
                          f"got {type(given).__name__}")
 
 
+_LSTM_GATES = "IGFO"  # the gate blocks of the kernels' packed arrays
+
+
+def _per_gate(prefix, role, shape, gates):
+    return tuple((prefix + k, role, shape) for k in gates)
+
+
 class LSTM(_Cell):
     """Long short-term memory: gates i, g, f, o (row blocks of the weights, in that order)
     ``z = W_ih x + b_ih + W_hh h``; ``i, f, o = sigmoid``, ``g = tanh``; ``c = f c + i g``;
     ``h = o tanh(c)``. Parameters ``[W_ih (4H, I), b_ih (4H), W_hh (4H, H)]`` (no hidden
     bias), as BigDL's.
 
+    Dropout ``p > 0`` as BigDL builds it: each gate k has a Linear of its own on the input
+    and one (with a bias) on h(t-1), ``z_k = W_k (x * mx_k) + b_k + U_k (h * mh_k) + c_k``,
+    so the parameters are BigDL's ``[W_o, b_o, W_f, b_f, W_g, b_g, W_i, b_i, U_o, c_o, U_f,
+    c_f, U_g, c_g, U_i, c_i]`` (W_k (H, I), U_k (H, H), b_k and c_k (H)), the order of
+    its graph. In training each of the eight Dropouts draws one mask per forward, over
+    (batch, features), that holds at every step of the sequence (BigDL's Recurrent shares
+    the first step's noise with the other steps); a mask keeps an element with probability
+    1 - p and scales it by 1 / (1 - p). In evaluation the masks are the identity. The masks
+    come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run repeats
+    them).
+
     Its buffers are feature-major, (features, time, batch): each step's hidden GEMM is then
     W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small batches, and the
     weight gradients read the gate gradients and states in place.
     """
 
+    _dropout = True
     _blocks = 4
     _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
-               ("hiddenWeight", "u", lambda i, h: (4 * h, h)))
+               ("hiddenWeight", "u", lambda i, h: (4 * h, h))) + \
+        tuple(x for k in "OFGI" for x in (("weight" + k, "w", lambda i, h: (h, i)),
+                                          ("bias" + k, "b", lambda i, h: (h,)))) + \
+        tuple(x for k in "OFGI" for x in (("hiddenWeight" + k, "u", lambda i, h: (h, h)),
+                                          ("hiddenBias" + k, "c", lambda i, h: (h,))))
     _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_states", "_gradStates",
-                                 "_hiddenWeightT")
+                                 "_hiddenWeightT", "_packed", "_inputMask", "_hiddenMask",
+                                 "_inputMaskOut", "_hiddenMaskOut", "_maskedInput",
+                                 "_dropped", "_dhParts", "_gradParts")
 
     def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
@@ -239,9 +280,20 @@ class LSTM(_Cell):
         _refuse_activation("LSTM", "innerActivation", innerActivation, Sigmoid)
         self.activation, self.innerActivation = activation, innerActivation
         self._gatesT = self._cell = self._tanhCell = self._states = self._gradStates = None
-        self._hiddenWeightT = None
+        self._hiddenWeightT = self._packed = self._inputMask = self._hiddenMask = None
+        self._inputMaskOut = self._hiddenMaskOut = self._maskedInput = self._dropped = None
+        self._dhParts = self._gradParts = None
+        self._masked = False  # whether the last forward drew masks
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
+
+    def _present(self, attr):
+        return (attr in ("weight", "bias", "hiddenWeight")) == (self.p == 0)
+
+    def _gate(self, k):
+        """(W_k, b_k, U_k, c_k) of gate k (p > 0)."""
+        return tuple(getattr(self, a + k) for a in ("weight", "bias", "hiddenWeight",
+                                                      "hiddenBias"))
 
     def updateOutput(self, input):
         shape = shape_of(input)
@@ -250,16 +302,46 @@ class LSTM(_Cell):
         x = self._input = resized(self._input, (self.inputSize, t, b), -1, dt)
         swap_outer(input, x, self.inputSize)
         proj = self._gates = resized(self._gates, (4 * h, t, b), -1, dt)
-        lstm_project(x, proj, self.weight, self.bias)
         self._gatesT = resized(self._gatesT, (t, 4 * h, b), -1, dt)
         self._cell = resized(self._cell, (t, h, b), -1, dt)
         self._tanhCell = resized(self._tanhCell, (t, h, b), -1, dt)
         hs = self._states = resized(self._states, (h, t, b), -1, dt)
-        lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, self.hiddenWeight)
+        if self.p == 0:
+            lstm_project(x, proj, self.weight, self.bias)
+            lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, self.hiddenWeight)
+        else:
+            self._gateForward(x, proj, hs, b, t)
         out = self.output = resized(self.output, (b, t, h), -1, dt)
         swap_outer(hs, out)
         self._bpttOf = None
         return out
+
+    def _gateForward(self, x, proj, hs, b, t):
+        """p > 0: each gate's projection of its (dropped) input, then the steps on the packed
+        hidden weights, with the hidden masks in training."""
+        h, i, dt = self.hiddenSize, self.inputSize, self.dtype
+        self._masked = masked = self._train
+        xs = x
+        if masked:
+            mx = self._inputMask = resized(self._inputMask, (4, i, b), -1, dt)
+            mh = self._hiddenMask = resized(self._hiddenMask, (4 * h, b), -1, dt)
+            self._inputMaskOut = resized(self._inputMaskOut, mx)
+            self._draw(mx, self._inputMaskOut)
+            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
+            self._draw(mh, self._hiddenMaskOut)
+            xs = self._maskedInput = resized(self._maskedInput, (4, i, t, b), -1, dt)
+            mask_over_time(x, mx, xs)
+        for q, k in enumerate(_LSTM_GATES):
+            w, bias, _, c = self._gate(k)
+            lstm_project(xs[q] if masked else x, proj[q * h:(q + 1) * h], w, bias, c)
+        packed = self._packed = resized(self._packed, (4 * h, h), -1, dt)
+        stack_rows(packed, tuple(self._gate(k)[2] for k in _LSTM_GATES))
+        if masked:
+            dropped = self._dropped = resized(self._dropped, (4 * h, t, b), -1, dt)
+            lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, packed,
+                       self._hiddenMask, dropped)
+        else:
+            lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, packed)
 
     def _backThroughTime(self, input, gradOutput):
         shape, dt = shape_of(self._states), self.dtype
@@ -275,8 +357,14 @@ class LSTM(_Cell):
         self._dh = resized(self._dh, (h, b), -1, dt)
         self._dc = resized(self._dc, (h, b), -1, dt)
         ut = self._hiddenWeightT = resized(self._hiddenWeightT, (h, 4 * h), -1, dt)
-        lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, self.hiddenWeight, ut,
-                  self._dgates, self._dh, self._dc)
+        u = self.hiddenWeight if self.p == 0 else self._packed
+        if self.p != 0 and self._masked:
+            parts = self._dhParts = resized(self._dhParts, (4 * h, b), -1, dt)
+            lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, u, ut, self._dgates,
+                      self._dh, self._dc, self._hiddenMask, parts)
+        else:
+            lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, u, ut, self._dgates,
+                      self._dh, self._dc)
         self._bpttOf = (input, gradOutput)
 
     def updateGradInput(self, input, gradOutput):
@@ -284,29 +372,70 @@ class LSTM(_Cell):
         if not self.propagateBack:
             return self.gradInput
         _, t, b = shape_of(self._dgates)
-        git = self._gradInput = resized(self._gradInput, (self.inputSize, t, b), -1,
-                                        self.dtype)
-        lstm_grad_input(self._dgates, git, self.weight)
-        gi = self.gradInput = resized(self.gradInput, (b, t, self.inputSize), -1, self.dtype)
+        i, h, dt = self.inputSize, self.hiddenSize, self.dtype
+        git = self._gradInput = resized(self._gradInput, (i, t, b), -1, dt)
+        if self.p == 0:
+            lstm_grad_input(self._dgates, git, self.weight)
+        else:  # each gate's part, through its input mask
+            parts = self._gradParts = resized(self._gradParts, (4, i, t, b), -1, dt)
+            for q, k in enumerate(_LSTM_GATES):
+                lstm_grad_input(self._dgates[q * h:(q + 1) * h], parts[q], self._gate(k)[0])
+            masked_sum_over_time(parts, self._inputMask if self._masked else None, git)
+        gi = self.gradInput = resized(self.gradInput, (b, t, i), -1, dt)
         swap_outer(git, gi)
         return gi
 
     def _accumulate(self):
-        lstm_acc_grad_parameters(self._input, self._states, self._dgates, self.gradWeight,
-                                 self.gradBias, self.gradHiddenWeight, self.scaleW, self.scaleB)
+        if self.p == 0:
+            lstm_acc_grad_parameters(self._input, self._states, self._dgates, self.gradWeight,
+                                     self.gradBias, self.gradHiddenWeight, self.scaleW,
+                                     self.scaleB)
+            return
+        h = self.hiddenSize
+        for q, k in enumerate(_LSTM_GATES):
+            rows = slice(q * h, (q + 1) * h)
+            x = self._maskedInput[q] if self._masked else self._input
+            hs = self._dropped[rows] if self._masked else self._states
+            lstm_acc_grad_parameters(x, hs, self._dgates[rows], getattr(self, "gradWeight" + k),
+                                     getattr(self, "gradBias" + k),
+                                     getattr(self, "gradHiddenWeight" + k), self.scaleW,
+                                     self.scaleB, getattr(self, "gradHiddenBias" + k))
+
+
+_GRU_GATES = "RZN"  # the gate blocks of the kernels' (T, B, 3H) gates
 
 
 class GRU(_Cell):
     """Gated recurrent unit as BigDL's: gates r, z, n; ``r, z = sigmoid(W x + b + U_rz h)``,
     ``n = tanh(W_n x + b_n + U_n (r h))`` (the reset gate before the matrix, unlike
     PyTorch's), ``h = (1 - z) n + z h``. Parameters ``[W_ih (3H, I), b_ih (3H),
-    U_rz (2H, H), U_n (H, H)]``."""
+    U_rz (2H, H), U_n (H, H)]``.
 
+    Dropout ``p > 0`` as BigDL builds it: r, z and n have Linears of their own on the input
+    (with biases) and on the state (without), ``r = sigmoid(W_r (x * mx_r) + b_r + U_r (h *
+    mh_r))``, z likewise, ``n = tanh(W_n (x * mx_n) + b_n + U_n (r h * mh_n))``, so the
+    parameters are BigDL's ``[W_z, b_z, W_r, b_r, U_z, U_r, U_n, W_n, b_n]`` (W_k (H, I),
+    b_k (H), U_k (H, H)), the order of its graph. In training each of the six Dropouts
+    draws one mask per forward, over (batch, features), that holds at every step (BigDL's
+    Recurrent shares the first step's noise with the other steps); a mask keeps an element
+    with probability 1 - p and scales it by 1 / (1 - p). In evaluation the masks are the
+    identity. The masks come from the cell's own ``pymodules.random.Stream``.
+    """
+
+    _dropout = True
     _blocks = 3
     _layout = (("weight", "w", lambda i, h: (3 * h, i)), ("bias", "b", lambda i, h: (3 * h,)),
                ("hiddenWeightRZ", "u", lambda i, h: (2 * h, h)),
-               ("hiddenWeightN", "u", lambda i, h: (h, h)))
-    _scratch = _Cell._scratch + ("_rh",)
+               ("weightZ", "w", lambda i, h: (h, i)), ("biasZ", "b", lambda i, h: (h,)),
+               ("weightR", "w", lambda i, h: (h, i)), ("biasR", "b", lambda i, h: (h,)),
+               ("hiddenWeightZ", "u", lambda i, h: (h, h)),
+               ("hiddenWeightR", "u", lambda i, h: (h, h)),
+               ("hiddenWeightN", "u", lambda i, h: (h, h)),
+               ("weightN", "w", lambda i, h: (h, i)), ("biasN", "b", lambda i, h: (h,)))
+    _scratch = _Cell._scratch + ("_rh", "_packed", "_inputMask", "_hiddenMask",
+                                 "_inputMaskOut", "_hiddenMaskOut", "_maskedInput",
+                                 "_dropped", "_dhParts", "_gradParts")
+    _plain = ("weight", "bias", "hiddenWeightRZ", "hiddenWeightN")
 
     def __init__(self, inputSize, outputSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
@@ -314,22 +443,105 @@ class GRU(_Cell):
         _refuse_activation("GRU", "innerActivation", innerActivation, Sigmoid)
         self.activation, self.innerActivation = activation, innerActivation
         self.outputSize = whole("GRU", "outputSize", outputSize)
-        self._rh = None
+        self._rh = self._packed = self._inputMask = self._hiddenMask = None
+        self._inputMaskOut = self._hiddenMaskOut = self._maskedInput = self._dropped = None
+        self._dhParts = self._gradParts = None
+        self._masked = False
         super().__init__(inputSize, outputSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
 
+    def _present(self, attr):
+        return attr == "hiddenWeightN" or (attr in self._plain) == (self.p == 0)
+
+    def _project(self, xt):
+        if self.p == 0:
+            recurrent_project(xt, self._gates, self.weight, self.bias)
+            return
+        t, b, i = shape_of(xt)
+        h, dt = self.hiddenSize, self.dtype
+        self._masked = masked = self._train
+        xs = xt
+        if masked:
+            mx = self._inputMask = resized(self._inputMask, (3, b, i), -1, dt)
+            mh = self._hiddenMask = resized(self._hiddenMask, (b, 3 * h), -1, dt)
+            self._inputMaskOut = resized(self._inputMaskOut, mx)
+            self._draw(mx, self._inputMaskOut)
+            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
+            self._draw(mh, self._hiddenMaskOut)
+            xs = self._maskedInput = resized(self._maskedInput, (3, t, b, i), -1, dt)
+            mask_over_time(xt.reshape(1, t, b * i), mx.reshape(3, 1, b * i),
+                           xs.reshape(3, 1, t, b * i))
+        for q, k in enumerate(_GRU_GATES):
+            recurrent_project(xs[q] if masked else xt, self._gates, getattr(self, "weight" + k),
+                              getattr(self, "bias" + k), None, q * h)
+        packed = self._packed = resized(self._packed, (2 * h, h), -1, dt)
+        stack_rows(packed, (self.hiddenWeightR, self.hiddenWeightZ))
+
     def _steps(self, out):
         self._rh = resized(self._rh, self._hprev, -1, self.dtype)
-        gru_steps(out, self._gates, self._rh, self._hprev, self.hiddenWeightRZ,
-                  self.hiddenWeightN)
+        if self.p == 0:
+            gru_steps(out, self._gates, self._rh, self._hprev, self.hiddenWeightRZ,
+                      self.hiddenWeightN)
+        elif self._masked:
+            t, b, h = shape_of(self._hprev)
+            dropped = self._dropped = resized(self._dropped, (t, b, 2 * h), -1, self.dtype)
+            gru_steps(out, self._gates, self._rh, self._hprev, self._packed,
+                      self.hiddenWeightN, self._hiddenMask, dropped)
+        else:
+            gru_steps(out, self._gates, self._rh, self._hprev, self._packed,
+                      self.hiddenWeightN)
 
     def _bptt(self, gradOutput):
-        gru_bptt(gradOutput, self._gates, self._hprev, self.hiddenWeightRZ, self.hiddenWeightN,
-                 self._dgates, self._dh, self._dc)
+        urz = self.hiddenWeightRZ if self.p == 0 else self._packed
+        if self.p != 0 and self._masked:
+            b, h = shape_of(self._dh)
+            parts = self._dhParts = resized(self._dhParts, (b, 2 * h), -1, self.dtype)
+            gru_bptt(gradOutput, self._gates, self._hprev, urz, self.hiddenWeightN,
+                     self._dgates, self._dh, self._dc, self._hiddenMask, parts)
+        else:
+            gru_bptt(gradOutput, self._gates, self._hprev, urz, self.hiddenWeightN,
+                     self._dgates, self._dh, self._dc)
+
+    def _inputGrad(self, git):
+        if self.p == 0:
+            recurrent_update_grad_input(self._dgates, git, self.weight)
+            return
+        t, b, i = shape_of(git)
+        h = self.hiddenSize
+        parts = self._gradParts = resized(self._gradParts, (3, t, b, i), -1, self.dtype)
+        for q, k in enumerate(_GRU_GATES):
+            recurrent_update_grad_input(self._dgates, parts[q], getattr(self, "weight" + k),
+                                        q * h)
+        mask = self._inputMask.reshape(3, 1, b * i) if self._masked else None
+        masked_sum_over_time(parts.reshape(3, 1, t, b * i), mask, git.reshape(1, t, b * i))
+
+    def _accumulate(self):
+        if self.p == 0:
+            super()._accumulate()
+            return
+        h = self.hiddenSize
+        for q, k in enumerate(_GRU_GATES):
+            recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
+                                self._dgates, getattr(self, "gradWeight" + k),
+                                getattr(self, "gradBias" + k), None, self.scaleW, self.scaleB,
+                                q * h)
+        self._acc_hidden()
 
     def _acc_hidden(self):
         h = self.hiddenSize
-        recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeightRZ, self.scaleW)
+        if self.p == 0:
+            recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeightRZ,
+                                 self.scaleW)
+        elif self._masked:
+            recurrent_acc_hidden(self._dropped, self._dgates, 0, self.gradHiddenWeightR,
+                                 self.scaleW, 0)
+            recurrent_acc_hidden(self._dropped, self._dgates, h, self.gradHiddenWeightZ,
+                                 self.scaleW, h)
+        else:
+            recurrent_acc_hidden(self._hprev, self._dgates, 0, self.gradHiddenWeightR,
+                                 self.scaleW)
+            recurrent_acc_hidden(self._hprev, self._dgates, h, self.gradHiddenWeightZ,
+                                 self.scaleW)
         recurrent_acc_hidden(self._rh, self._dgates, 2 * h, self.gradHiddenWeightN, self.scaleW)
 
 

@@ -324,3 +324,105 @@ def test_masked_peephole_refusals():
                         np.zeros((b, h)), hn, np.zeros((b, h)))
     with pytest.raises(ValueError, match="state columns 6:10 are outside the 8 of states"):
         R.recurrent_acc_hidden(hn, g, 0, np.zeros((h, 4)), 1.0, 6)
+
+
+# -- masks that hold over the sequence (LSTM and GRU with dropout), column blocks ------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mask_over_time_and_its_adjoint(dtype, rng):
+    x = rng.standard_normal((3, 5, 4)).astype(dtype)
+    m = rng.standard_normal((2, 3, 4)).astype(dtype)
+    y = _nan((2, 3, 5, 4), dtype)
+    R.mask_over_time(x, m, y)
+    np.testing.assert_array_equal(y, x[None] * m[:, :, None, :])
+    s = _nan((3, 5, 4), dtype)
+    R.masked_sum_over_time(y, m, s)
+    np.testing.assert_allclose(s, (y * m[:, :, None, :]).sum(0), **_tol(dtype))
+    R.masked_sum_over_time(y, None, s)
+    np.testing.assert_allclose(s, y.sum(0), **_tol(dtype))
+    out = _nan((7, 4), dtype)
+    a, b = rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal((4, 4)).astype(dtype)
+    R.stack_rows(out, (a, b))
+    np.testing.assert_array_equal(out, np.concatenate([a, b]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_blocks_of_the_projection_and_its_gradients(dtype, rng):
+    t, b, i, h = 3, 2, 5, 4
+    x = rng.standard_normal((t, b, i)).astype(dtype)
+    w = rng.standard_normal((h, i)).astype(dtype)
+    bias = rng.standard_normal(h).astype(dtype)
+    g = np.zeros((t, b, 3 * h), dtype)
+    R.recurrent_project(x, g, w, bias, None, h)
+    want = x.astype(np.float64) @ w.T.astype(np.float64) + bias
+    np.testing.assert_allclose(g[..., h:2 * h], want, **_tol(dtype))
+    assert not g[..., :h].any() and not g[..., 2 * h:].any()
+    dg = rng.standard_normal((t, b, 3 * h)).astype(dtype)
+    gi = _nan((t, b, i), dtype)
+    R.recurrent_update_grad_input(dg, gi, w, 2 * h)
+    np.testing.assert_allclose(gi, dg[..., 2 * h:].astype(np.float64) @ w, **_tol(dtype))
+    gw, gb = np.zeros_like(w), np.zeros_like(bias)
+    R.recurrent_acc_input(x, dg, gw, gb, None, 1.0, 1.0, h)
+    blk = dg[..., h:2 * h].reshape(-1, h).astype(np.float64)
+    np.testing.assert_allclose(gw, blk.T @ x.reshape(-1, i), **_tol(dtype))
+    np.testing.assert_allclose(gb, blk.sum(0), **_tol(dtype))
+    with pytest.raises(ValueError, match="columns 10:14 are outside the 12 of gates"):
+        R.recurrent_project(x, g, w, bias, None, 10)
+
+
+def _lstm_masked_reference(xp, u, hm):
+    """Feature-major LSTM over the projection xp (4H, T, B) with hidden masks hm (4H, B)."""
+    g4, t_, b_ = xp.shape
+    h_ = g4 // 4
+    h = np.zeros((h_, b_))
+    c = np.zeros((h_, b_))
+    hs = np.zeros((h_, t_, b_))
+    for t in range(t_):
+        z = xp[:, t].astype(np.float64).copy()
+        for k in range(4):
+            z[k * h_:(k + 1) * h_] += u[k * h_:(k + 1) * h_] @ (h * hm[k * h_:(k + 1) * h_])
+        i, g, f, o = _sig(z[:h_]), np.tanh(z[h_:2 * h_]), _sig(z[2 * h_:3 * h_]), _sig(z[3 * h_:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs[:, t] = h
+    return hs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_lstm_steps(dtype, rng):
+    h, t, b = 3, 4, 2
+    xp = rng.standard_normal((4 * h, t, b)).astype(dtype)
+    u = rng.standard_normal((4 * h, h)).astype(dtype)
+    hm = (rng.random((4 * h, b)) > 0.4).astype(dtype) / dtype(0.6)
+    gt, c, tc = _nan((t, 4 * h, b), dtype), _nan((t, h, b), dtype), _nan((t, h, b), dtype)
+    hs, hd = _nan((h, t, b), dtype), _nan((4 * h, t, b), dtype)
+    R.lstm_steps(xp, gt, c, tc, hs, u, hm, hd)
+    np.testing.assert_allclose(hs, _lstm_masked_reference(xp, u.astype(np.float64), hm),
+                               **_tol(dtype))
+    for k in range(4):
+        np.testing.assert_allclose(hd[k * h:(k + 1) * h, :t - 1],
+                                   hs[:, :t - 1] * hm[k * h:(k + 1) * h, None], **_tol(dtype))
+    with pytest.raises(ValueError, match="h_mask and dropped go together"):
+        R.lstm_steps(xp, gt, c, tc, hs, u, hm, None)
+    with pytest.raises(ValueError, match="h_mask and dh_parts go together"):
+        R.lstm_bptt(hs, gt, c, tc, u, np.zeros((h, 4 * h), dtype), np.zeros_like(xp),
+                    np.zeros((h, b), dtype), np.zeros((h, b), dtype), hm, None)
+    with pytest.raises(ValueError, match=r"h_mask has shape \(12, 3\), expected \(12, 2\)"):
+        R.lstm_steps(xp, gt, c, tc, hs, u, np.zeros((4 * h, 3), dtype), hd)
+
+
+def test_masked_gru_refusals():
+    b, t, h = 2, 3, 2
+    y, g, rh, hp = np.zeros((b, t, h)), np.zeros((t, b, 3 * h)), np.zeros((t, b, h)), \
+        np.zeros((t, b, h))
+    urz, un = np.zeros((2 * h, h)), np.zeros((h, h))
+    with pytest.raises(ValueError, match="h_mask and dropped go together"):
+        R.gru_steps(y, g, rh, hp, urz, un, np.zeros((b, 3 * h)), None)
+    with pytest.raises(ValueError, match=r"dropped has shape \(3, 2, 2\), expected"):
+        R.gru_steps(y, g, rh, hp, urz, un, np.zeros((b, 3 * h)), np.zeros((t, b, h)))
+    with pytest.raises(ValueError, match=r"dh_parts has shape \(2, 2\), expected \(2, 4\)"):
+        R.gru_bptt(y, g, hp, urz, un, np.zeros_like(g), np.zeros((b, h)), np.zeros((b, h)),
+                   np.zeros((b, 3 * h)), np.zeros((b, h)))
+    with pytest.raises(ValueError, match="blocks have 3 rows in all, output 4"):
+        R.stack_rows(np.zeros((4, 2)), (np.zeros((1, 2)), np.zeros((2, 2))))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 3, 3\), expected \(2, 3, 4\)"):
+        R.mask_over_time(np.zeros((3, 5, 4)), np.zeros((2, 3, 3)), np.zeros((2, 3, 5, 4)))

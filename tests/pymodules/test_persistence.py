@@ -280,6 +280,8 @@ EXAMPLES[pm.MultiHeadAttention] = [
 EXAMPLES[pm.TransformerEncoderLayer] = [
     (lambda: pm.TransformerEncoderLayer(8, 2, 16), _a(2, 3, 8)),
     (lambda: pm.TransformerEncoderLayer(8, 2, 16, 0.0, "gelu", normFirst=True), _a(2, 3, 8))]
+EXAMPLES[pm.LSTM].append((lambda: pm.Recurrent().add(pm.LSTM(4, 3, p=0.3)), _a(2, 5, 4)))
+EXAMPLES[pm.GRU].append((lambda: pm.Recurrent().add(pm.GRU(4, 3, p=0.3)), _a(2, 5, 4)))
 
 
 def _bi_reverse_trained(bi):

@@ -516,3 +516,229 @@ def test_dropout_probability_refusals():
         pm.LSTMPeephole(3, 4, p=1)
     with pytest.raises(ValueError, match="got -0.1"):
         pm.LSTMPeephole(3, 4, p=-0.1)
+
+
+# -- LSTM and GRU with dropout p > 0: BigDL's per-gate Linears and masks held over time -------
+DROP_LAYOUTS = {
+    # W_o, b_o, W_f, b_f, W_g, b_g, W_i, b_i, U_o, c_o, U_f, c_f, U_g, c_g, U_i, c_i
+    "LSTM": [(4, 3), (4,)] * 4 + [(4, 4), (4,)] * 4,
+    # W_z, b_z, W_r, b_r, U_z, U_r, U_n, W_n, b_n
+    "GRU": [(4, 3), (4,), (4, 3), (4,), (4, 4), (4, 4), (4, 4), (4, 3), (4,)],
+}
+DROP_NAMES = {
+    "LSTM": ["weightO", "biasO", "weightF", "biasF", "weightG", "biasG", "weightI", "biasI",
+             "hiddenWeightO", "hiddenBiasO", "hiddenWeightF", "hiddenBiasF", "hiddenWeightG",
+             "hiddenBiasG", "hiddenWeightI", "hiddenBiasI"],
+    "GRU": ["weightZ", "biasZ", "weightR", "biasR", "hiddenWeightZ", "hiddenWeightR",
+            "hiddenWeightN", "weightN", "biasN"],
+}
+
+
+def _dropping(name, dtype=np.float64, p=0.4, i=3, h=4):
+    return getattr(pm, name)(i, h, p=p, dtype=dtype)
+
+
+def dropout_reference(cell, x, masks=True):
+    """The cell (p > 0) over ``x`` from its parameters in BigDL's order, with the masks of
+    its last training forward (``masks``) or none (evaluation): LSTM's input masks
+    (4, I, B) and hidden masks (4H, B) in gate order i, g, f, o; GRU's (3, B, I) and
+    (B, 3H) in gate order r, z, n. Each mask holds at every step."""
+    p = [np.asarray(a, np.float64) for a in cell.parameters()[0]]
+    x = np.asarray(x, np.float64)
+    b_, t_, i_ = x.shape
+    h_ = cell.hiddenSize
+    h = np.zeros((b_, h_))
+    c = np.zeros((b_, h_))
+    out = np.zeros((b_, t_, h_))
+    if isinstance(cell, pm.LSTM):
+        w = dict(zip("ofgi", zip(p[0:8:2], p[1:8:2], strict=True), strict=True))
+        u = dict(zip("ofgi", zip(p[8:16:2], p[9:16:2], strict=True), strict=True))
+        mx = np.asarray(cell._inputMask, np.float64) if masks else np.ones((4, i_, b_))
+        mh = np.asarray(cell._hiddenMask, np.float64).reshape(4, h_, b_) if masks else \
+            np.ones((4, h_, b_))
+        for t in range(t_):
+            z = {k: (x[:, t] * mx[q].T) @ w[k][0].T + w[k][1] + (h * mh[q].T) @ u[k][0].T +
+                 u[k][1] for q, k in enumerate("igfo")}
+            c = _sig(z["f"]) * c + _sig(z["i"]) * np.tanh(z["g"])
+            h = _sig(z["o"]) * np.tanh(c)
+            out[:, t] = h
+        return out
+    wz, bz, wr, br, uz, ur, un, wn, bn = p
+    mx = np.asarray(cell._inputMask, np.float64) if masks else np.ones((3, b_, i_))
+    mh = np.asarray(cell._hiddenMask, np.float64) if masks else np.ones((b_, 3 * h_))
+    mr, mz, mn = (mh[:, k * h_:(k + 1) * h_] for k in range(3))
+    for t in range(t_):
+        xt = x[:, t]
+        r = _sig((xt * mx[0]) @ wr.T + br + (h * mr) @ ur.T)
+        z = _sig((xt * mx[1]) @ wz.T + bz + (h * mz) @ uz.T)
+        n = np.tanh((xt * mx[2]) @ wn.T + bn + (r * h * mn) @ un.T)
+        h = (1 - z) * n + z * h
+        out[:, t] = h
+    return out
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_layouts_are_bigdls(name):
+    cell = _dropping(name, np.float32, 0.3)
+    rec = pm.Recurrent().add(cell)
+    assert [w.shape for w in rec.parameters()[0]] == DROP_LAYOUTS[name]
+    assert [v for _, v, _ in cell._slots()] == DROP_NAMES[name]
+    assert rec.getParameters()[0].size == sum(int(np.prod(s)) for s in DROP_LAYOUTS[name])
+    assert "p=0.3" in str(cell)
+    # p = 0 keeps the packed layout
+    assert [w.shape for w in getattr(pm, name)(3, 4).parameters()[0]] == LAYOUTS[name]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_against_numpy_reference(name, dtype, rng):
+    cell = _dropping(name, dtype)
+    rec = pm.Recurrent().add(cell)
+    for shape in [(2, 5, 3), (1, 7, 3), (3, 1, 3), (6, 4, 3)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        y = rec.forward(x)
+        tol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, dropout_reference(cell, x), rtol=tol, atol=tol)
+    assert (cell._inputMask == 0).any() and (cell._hiddenMask == 0).any()
+    rec.evaluate()
+    x = rng.standard_normal((2, 5, 3)).astype(dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(rec.forward(x), dropout_reference(cell, x, masks=False),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_jacobians(name, rng):
+    """With the masks fixed by the seed, the training-mode map is differentiable."""
+    rec = pm.Recurrent().add(_dropping(name))
+    x = rng.standard_normal((2, 4, 3))
+    assert_jacobian(rec, x, wrt="input", seed=5)
+    assert_jacobian(rec, x, wrt="parameters", seed=5)
+    cell = rec.modules[0]
+    for value, _ in cell._params:
+        if getattr(cell, value) is not None:
+            assert_jacobian(cell, x, wrt=value, seed=5)
+    assert (cell._inputMask == 0).any() and (cell._hiddenMask == 0).any()
+    rec.evaluate()
+    assert_jacobian(rec, x, wrt="input")
+    assert_jacobian(rec, x, wrt="parameters")
+
+
+def _packed_p0(cell):
+    """The p = 0 cell with the same map as ``cell`` (p > 0) in evaluation."""
+    p = [np.asarray(a) for a in cell.parameters()[0]]
+    plain = type(cell)(3, 4, dtype=cell.dtype)
+    if isinstance(cell, pm.LSTM):
+        wb = dict(zip("ofgi", zip(p[0:8:2], p[1:8:2], strict=True), strict=True))
+        uc = dict(zip("ofgi", zip(p[8:16:2], p[9:16:2], strict=True), strict=True))
+        plain.weight[...] = np.concatenate([wb[k][0] for k in "igfo"])
+        plain.bias[...] = np.concatenate([wb[k][1] + uc[k][1] for k in "igfo"])
+        plain.hiddenWeight[...] = np.concatenate([uc[k][0] for k in "igfo"])
+    else:
+        wz, bz, wr, br, uz, ur, un, wn, bn = p
+        plain.weight[...] = np.concatenate([wr, wz, wn])
+        plain.bias[...] = np.concatenate([br, bz, bn])
+        plain.hiddenWeightRZ[...] = np.concatenate([ur, uz])
+        plain.hiddenWeightN[...] = un
+    return plain
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_evaluation_is_the_p0_cell(name, rng):
+    drop = _dropping(name)
+    plain = _packed_p0(drop)
+    x = rng.standard_normal((2, 5, 3))
+    go = rng.standard_normal((2, 5, 4))
+    drop.evaluate()
+    np.testing.assert_allclose(drop.forward(x), plain.forward(x), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(drop.backward(x, go), plain.backward(x, go), rtol=1e-12,
+                               atol=1e-13)
+    # the gradients are the packed ones, split by gate (biases b_k and c_k alike)
+    for got, ref in zip(_packed_grads(drop), (plain.gradWeight, plain.gradBias), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+    drop.training()
+    assert not np.allclose(drop.forward(x), plain.forward(x))
+
+
+def _packed_grads(cell):
+    g = [np.asarray(a) for a in cell.parameters()[1]]
+    if isinstance(cell, pm.LSTM):
+        gw = dict(zip("ofgi", g[0:8:2], strict=True))
+        gb = dict(zip("ofgi", g[1:8:2], strict=True))
+        gc = dict(zip("ofgi", g[9:16:2], strict=True))
+        for k in "ofgi":
+            np.testing.assert_array_equal(gb[k], gc[k])
+        return np.concatenate([gw[k] for k in "igfo"]), np.concatenate([gb[k] for k in "igfo"])
+    gwz, gbz, gwr, gbr, _, _, _, gwn, gbn = g
+    return np.concatenate([gwr, gwz, gwn]), np.concatenate([gbr, gbz, gbn])
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_masks_rate_scale_and_seed(name, rng):
+    p = 0.3
+    cell = _dropping(name, p=p, i=16, h=32)
+    rec = pm.Recurrent().add(cell)
+    x = rng.standard_normal((64, 3, 16))
+    pm.setSeed(11)
+    a = rec.forward(x).copy()
+    for m in (cell._inputMask, cell._hiddenMask):
+        kept = m != 0
+        assert np.all(m[kept] == 1 / (1 - p))
+        frac = 1 - kept.mean()
+        assert abs(frac - p) < 5 * np.sqrt(p * (1 - p) / m.size), (frac, p)
+    b = rec.forward(x).copy()
+    assert not np.array_equal(a, b)  # new masks each forward
+    pm.setSeed(11)
+    np.testing.assert_array_equal(rec.forward(x), a)
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_gradients_accumulate_and_use_the_masks(name, rng):
+    cell = _dropping(name)
+    x = rng.standard_normal((2, 4, 3))
+    go = rng.standard_normal((2, 4, 4))
+    cell.forward(x)
+    gi = cell.backward(x, go).copy()
+    g1 = cell.getParameters()[1].copy()
+    cell.backward(x, go)
+    np.testing.assert_allclose(cell.getParameters()[1], 2 * g1, rtol=1e-12, atol=1e-14)
+    cell.zeroGradParameters()
+    np.testing.assert_array_equal(cell.updateGradInput(x, go), gi)
+    cell.accGradParameters(x, go)
+    np.testing.assert_allclose(cell.getParameters()[1], g1, rtol=1e-12, atol=1e-14)
+    # an input element dropped by every gate's mask gets no gradient
+    mx = cell._inputMask  # LSTM (4, I, B), GRU (3, B, I)
+    dead = (mx == 0).all(axis=0)
+    dead = dead.T if isinstance(cell, pm.LSTM) else dead
+    assert np.all(gi[np.broadcast_to(dead[:, None, :], gi.shape)] == 0)
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_steady_state_allocates_nothing(name, rng):
+    rec = pm.Recurrent().add(_dropping(name, np.float32, 0.25, 32, 64))
+    x = rng.standard_normal((8, 16, 32)).astype(np.float32)
+    go = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            rec.forward(x)
+            rec.backward(x, go)
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(10):
+            rec.forward(x)
+            rec.backward(x, go)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 4096, f"peak grew by {peak - base} bytes"
+    assert current - base < 1024
+
+
+@pytest.mark.parametrize("name", list(DROP_LAYOUTS))
+def test_dropout_refusals(name):
+    with pytest.raises(ValueError, match=rf"{name}: the drop probability p must lie in "
+                                         r"\[0, 1\), got 1.0"):
+        getattr(pm, name)(3, 4, p=1)
+    with pytest.raises(ValueError, match="got -0.5"):
+        getattr(pm, name)(3, 4, p=-0.5)

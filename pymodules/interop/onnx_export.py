@@ -441,10 +441,15 @@ def _rnn(b, cell, x, direction="forward"):
             extra = []
         elif type(cell) is LSTMPeephole:
             op = "LSTM"
-            w = _blocks(cell.weight, (0, 3, 1, 2), 4)            # i, f, g, o -> i, o, f, c
+            if cell.weight is None:  # p > 0: a Linear per gate, stacked i, o, f, c
+                w = np.concatenate([getattr(cell, "weight" + k) for k in "IOFG"])
+                b_ih = np.concatenate([getattr(cell, "bias" + k) for k in "IOFG"])
+            else:
+                w = _blocks(cell.weight, (0, 3, 1, 2), 4)        # i, f, g, o -> i, o, f, c
+                b_ih = _blocks(cell.bias, (0, 3, 1, 2), 4)
             r = np.concatenate([cell.hiddenWeightI, cell.hiddenWeightO, cell.hiddenWeightF,
                                 cell.hiddenWeightG])
-            bias = np.concatenate([_blocks(cell.bias, (0, 3, 1, 2), 4), np.zeros(4 * h)])
+            bias = np.concatenate([b_ih, np.zeros(4 * h)])
             extra = ["", "", "", b.const(np.concatenate(
                 [cell.peepholeI, cell.peepholeO, cell.peepholeF])[None], "P")]
         elif type(cell) is GRU:

@@ -14,7 +14,7 @@ its container would.
 import numpy as np
 
 from pymodules.engine.buffers import resized, resized_list
-from pymodules.engine.dropout import dropout_update_grad_input, dropout_update_output
+from pymodules.engine.dropout import dropout_update_output
 from pymodules.engine.recurrent import (
     ACT_RELU,
     ACT_SIGMOID,
@@ -607,16 +607,18 @@ class LSTMPeephole(_Cell):
     ``i = sigmoid(x_i + U_i h + p_i c)``, ``f = sigmoid(x_f + U_f h + p_f c)``,
     ``g = tanh(x_g + U_g h)``, ``c' = f c + i g``, ``o = sigmoid(x_o + U_o h + p_o c')``,
     ``h = o tanh(c')``. Parameters ``[W_ih (4H, I), b_ih (4H), p_f (H), U_f, p_i (H), U_i,
-    U_g, p_o (H), U_o]``, each U (H, H), whatever p.
+    U_g, p_o (H), U_o]``, each U (H, H).
 
-    Dropout ``p > 0``, in training mode only, as BigDL's: the input sequence passes one
-    dropout before the input projection (an independent mask over every element of the
-    (batch, time, features) input), and each gate reads its own dropped copy of the state,
-    ``U_k (h(t-1) * m_k(t))`` for k = i, f, g, o, with four new masks every step; the masks
-    keep an element with probability 1 - p and scale it by 1 / (1 - p). The peepholes read
-    the cell undropped. In evaluation mode the cell computes as with p = 0 (same weights).
-    The masks come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run
-    repeats it); a new forward in training draws new masks.
+    Dropout ``p > 0`` as BigDL builds it: each gate k has a Linear of its own on the input
+    (with a bias) and one on h(t-1) (without), ``x_k = W_k (x * mx_k) + b_k`` and
+    ``U_k (h(t-1) * mh_k)``, so the parameters are BigDL's ``[p_f, U_f, W_f, b_f, p_i, U_i,
+    W_i, b_i, U_g, W_g, b_g, p_o, U_o, W_o, b_o]`` (W_k (H, I), b_k and p_k (H), U_k (H,
+    H)), the order of its graph. In training each of the eight Dropouts draws one mask per
+    forward, over (batch, features), that holds at every step (BigDL's Recurrent shares the
+    first step's noise with the other steps); a mask keeps an element with probability
+    1 - p and scales it by 1 / (1 - p). The peepholes read the cell undropped. In
+    evaluation the masks are the identity. The masks come from the cell's own
+    ``pymodules.random.Stream`` (``setSeed`` then a run repeats them).
     """
 
     _dropout = True
@@ -624,27 +626,56 @@ class LSTMPeephole(_Cell):
     _blocks = 4
     _layout = (("weight", "w", lambda i, h: (4 * h, i)), ("bias", "b", lambda i, h: (4 * h,)),
                ("peepholeF", "p", lambda i, h: (h,)), ("hiddenWeightF", "u", lambda i, h: (h, h)),
+               ("weightF", "w", lambda i, h: (h, i)), ("biasF", "b", lambda i, h: (h,)),
                ("peepholeI", "p", lambda i, h: (h,)), ("hiddenWeightI", "u", lambda i, h: (h, h)),
-               ("hiddenWeightG", "u", lambda i, h: (h, h)), ("peepholeO", "p", lambda i, h: (h,)),
-               ("hiddenWeightO", "u", lambda i, h: (h, h)))
-    _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed", "_inputNoise",
-                                 "_hiddenNoise", "_dropped", "_dhParts")
+               ("weightI", "w", lambda i, h: (h, i)), ("biasI", "b", lambda i, h: (h,)),
+               ("hiddenWeightG", "u", lambda i, h: (h, h)),
+               ("weightG", "w", lambda i, h: (h, i)), ("biasG", "b", lambda i, h: (h,)),
+               ("peepholeO", "p", lambda i, h: (h,)), ("hiddenWeightO", "u", lambda i, h: (h, h)),
+               ("weightO", "w", lambda i, h: (h, i)), ("biasO", "b", lambda i, h: (h,)))
+    _scratch = _Cell._scratch + ("_cell", "_tanhCell", "_packed", "_inputMask", "_hiddenMask",
+                                 "_inputMaskOut", "_hiddenMaskOut", "_maskedInput",
+                                 "_hiddenNoise", "_dropped", "_dhParts", "_gradParts")
+    _gateNames = "IFGO"  # the gate blocks of the kernels' (T, B, 4H) gates
 
     def __init__(self, inputSize=4, hiddenSize=3, p=0.0, wRegularizer=None, uRegularizer=None,
                  bRegularizer=None, dtype=np.float32):
-        self._cell = self._tanhCell = self._packed = None
-        self._inputNoise = self._hiddenNoise = self._dropped = self._dhParts = None
+        self._cell = self._tanhCell = self._packed = self._inputMask = None
+        self._hiddenMask = self._inputMaskOut = self._hiddenMaskOut = None
+        self._maskedInput = self._hiddenNoise = self._dropped = self._dhParts = None
+        self._gradParts = None
         self._masked = False  # whether the last forward drew masks
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
 
+    def _present(self, attr):
+        if attr in ("weight", "bias"):
+            return self.p == 0
+        if attr[:-1] in ("weight", "bias"):
+            return self.p != 0
+        return True
+
     def _project(self, xt):
-        self._masked = self.p > 0 and self._train
-        if self._masked:  # the input dropout, in place on the time-major copy of the input
-            noise = self._inputNoise = resized(self._inputNoise, xt, -1, self.dtype)
-            dropout_update_output(xt, xt, noise, self.p, True, True,
-                                  self._rng.generator.bit_generator.random_raw())
-        super()._project(xt)
+        if self.p == 0:
+            recurrent_project(xt, self._gates, self.weight, self.bias)
+            return
+        t, b, i = shape_of(xt)
+        h, dt = self.hiddenSize, self.dtype
+        self._masked = masked = self._train
+        xs = xt
+        if masked:
+            mx = self._inputMask = resized(self._inputMask, (4, b, i), -1, dt)
+            mh = self._hiddenMask = resized(self._hiddenMask, (b, 4 * h), -1, dt)
+            self._inputMaskOut = resized(self._inputMaskOut, mx)
+            self._draw(mx, self._inputMaskOut)
+            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
+            self._draw(mh, self._hiddenMaskOut)
+            xs = self._maskedInput = resized(self._maskedInput, (4, t, b, i), -1, dt)
+            mask_over_time(xt.reshape(1, t, b * i), mx.reshape(4, 1, b * i),
+                           xs.reshape(4, 1, t, b * i))
+        for q, k in enumerate(self._gateNames):
+            recurrent_project(xs[q] if masked else xt, self._gates, getattr(self, "weight" + k),
+                              getattr(self, "bias" + k), None, q * h)
 
     def _steps(self, out):
         h = self.hiddenSize
@@ -652,12 +683,11 @@ class LSTMPeephole(_Cell):
         self._tanhCell = resized(self._tanhCell, self._hprev, -1, self.dtype)
         self._packed = resized(self._packed, (4 * h, h), -1, self.dtype)
         noise = dropped = None
-        if self._masked:
+        if self.p != 0 and self._masked:
+            # the kernel reads a mask per step: the forward's masks, the same at every step
             noise = self._hiddenNoise = resized(self._hiddenNoise, self._gates, -1, self.dtype)
+            np.copyto(noise, self._hiddenMask)
             dropped = self._dropped = resized(self._dropped, self._gates, -1, self.dtype)
-            # draws the four masks of every step into noise; the steps then overwrite dropped
-            dropout_update_output(dropped, dropped, noise, self.p, True, True,
-                                  self._rng.generator.bit_generator.random_raw())
         peephole_steps(out, self._gates, self._cell, self._tanhCell, self._hprev, self._packed,
                        self.hiddenWeightI, self.hiddenWeightF, self.hiddenWeightG,
                        self.hiddenWeightO, self.peepholeI, self.peepholeF, self.peepholeO,
@@ -665,7 +695,7 @@ class LSTMPeephole(_Cell):
 
     def _bptt(self, gradOutput):
         noise = parts = None
-        if self._masked:
+        if self.p != 0 and self._masked:
             noise = self._hiddenNoise
             parts = self._dhParts = resized(self._dhParts, shape_of(noise)[1:], -1,
                                             self.dtype)
@@ -673,15 +703,36 @@ class LSTMPeephole(_Cell):
                       self.peepholeI, self.peepholeF, self.peepholeO, self._dgates, self._dh,
                       self._dc, noise, parts)
 
-    def _dropGradInput(self, git):
-        if self._masked:
-            dropout_update_grad_input(git, git, self._inputNoise, self.p, True, True)
+    def _inputGrad(self, git):
+        if self.p == 0:
+            recurrent_update_grad_input(self._dgates, git, self.weight)
+            return
+        t, b, i = shape_of(git)
+        h = self.hiddenSize
+        parts = self._gradParts = resized(self._gradParts, (4, t, b, i), -1, self.dtype)
+        for q, k in enumerate(self._gateNames):
+            recurrent_update_grad_input(self._dgates, parts[q], getattr(self, "weight" + k),
+                                        q * h)
+        mask = self._inputMask.reshape(4, 1, b * i) if self._masked else None
+        masked_sum_over_time(parts.reshape(4, 1, t, b * i), mask, git.reshape(1, t, b * i))
+
+    def _accumulate(self):
+        if self.p == 0:
+            super()._accumulate()
+            return
+        h = self.hiddenSize
+        for q, k in enumerate(self._gateNames):
+            recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
+                                self._dgates, getattr(self, "gradWeight" + k),
+                                getattr(self, "gradBias" + k), None, self.scaleW, self.scaleB,
+                                q * h)
+        self._acc_hidden()
 
     def _acc_hidden(self):
         h = self.hiddenSize
         for k, attr in enumerate(("gradHiddenWeightI", "gradHiddenWeightF",
                                   "gradHiddenWeightG", "gradHiddenWeightO")):
-            if self._masked:
+            if self.p != 0 and self._masked:
                 recurrent_acc_hidden(self._dropped, self._dgates, k * h, getattr(self, attr),
                                      self.scaleW, k * h)
             else:

@@ -340,190 +340,15 @@ def test_bigdl_flat_parameters_copy_in(rng):
     np.testing.assert_array_equal(b.modules[0].weight, w)
 
 
-# -- dropout p > 0 (training mode), as BigDL's ------------------------------------------------
-def peephole_reference_with_masks(cell, x):
-    """LSTMPeephole over ``x`` with the masks of the cell's last training forward: the input
-    mask (T, B, I) on x, and per step one mask (B, 4H) on h(t-1), a block per gate i, f, g, o."""
-    w, b, pf, uf, pi, ui, ug, po, uo = [np.asarray(a, np.float64) for a in cell.parameters()[0]]
-    mx = np.asarray(cell._inputNoise, np.float64)
-    mh = np.asarray(cell._hiddenNoise, np.float64)
-    x = np.asarray(x, np.float64)
-    b_, t_, _ = x.shape
-    h_ = cell.hiddenSize
-    h = np.zeros((b_, h_))
-    c = np.zeros((b_, h_))
-    out = np.zeros((b_, t_, h_))
-    for t in range(t_):
-        z = (x[:, t] * mx[t]) @ w.T + b
-        hi, hf, hg, ho = (h * mh[t][:, k * h_:(k + 1) * h_] for k in range(4))
-        i = _sig(z[:, :h_] + hi @ ui.T + pi * c)
-        f = _sig(z[:, h_:2 * h_] + hf @ uf.T + pf * c)
-        g = np.tanh(z[:, 2 * h_:3 * h_] + hg @ ug.T)
-        c = f * c + i * g
-        o = _sig(z[:, 3 * h_:] + ho @ uo.T + po * c)
-        h = o * np.tanh(c)
-        out[:, t] = h
-    return out
-
-
-def _dropping_peephole(dtype=np.float64, p=0.4):
-    return pm.LSTMPeephole(3, 4, p=p, dtype=dtype)
-
-
-def test_peephole_dropout_keeps_bigdls_layout():
-    rec = pm.Recurrent().add(pm.LSTMPeephole(3, 4, p=0.3))
-    assert [w.shape for w in rec.parameters()[0]] == LAYOUTS["LSTMPeephole"]
-    assert "p=0.3" in str(rec.modules[0])
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_peephole_dropout_against_numpy_reference(dtype, rng):
-    cell = _dropping_peephole(dtype)
-    rec = pm.Recurrent().add(cell)
-    for shape in [(2, 5, 3), (1, 7, 3), (3, 1, 3)]:
-        x = rng.standard_normal(shape).astype(dtype)
-        y = rec.forward(x)
-        mx, mh = cell._inputNoise, cell._hiddenNoise
-        assert mx.shape == (shape[1], shape[0], 3) and mh.shape == (shape[1], shape[0], 16)
-        assert set(np.unique(mh)) <= {0, dtype(1 / 0.6)} and (mh == 0).any()
-        tol = 2e-5 if dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(y, peephole_reference_with_masks(cell, x), rtol=tol,
-                                   atol=tol)
-
-
-def test_peephole_dropout_jacobians(rng):
-    """With the masks fixed by the seed, the training-mode map is differentiable."""
-    rec = pm.Recurrent().add(_dropping_peephole())
-    x = rng.standard_normal((2, 3, 3))
-    assert_jacobian(rec, x, wrt="input", seed=5)
-    assert_jacobian(rec, x, wrt="parameters", seed=5)
-    cell = rec.modules[0]
-    for value, _ in cell._params:
-        assert_jacobian(cell, x, wrt=value, seed=5)
-    # the masks did drop something in those runs
-    assert (cell._inputNoise == 0).any() and (cell._hiddenNoise == 0).any()
-
-
-def test_peephole_dropout_evaluation_is_the_p0_cell(rng):
-    drop = _dropping_peephole()
-    plain = pm.LSTMPeephole(3, 4, dtype=np.float64)
-    plain.getParameters()[0][:] = drop.getParameters()[0]
-    x = rng.standard_normal((2, 5, 3))
-    go = rng.standard_normal((2, 5, 4))
-    drop.evaluate()
-    np.testing.assert_array_equal(drop.forward(x), plain.forward(x))
-    np.testing.assert_array_equal(drop.backward(x, go), plain.backward(x, go))
-    np.testing.assert_array_equal(drop.getParameters()[1], plain.getParameters()[1])
-    drop.training()
-    assert not np.allclose(drop.forward(x), plain.forward(x))
-
-
-def test_peephole_dropout_masks_change_and_setseed_repeats_them(rng):
-    rec = pm.Recurrent().add(_dropping_peephole())
-    x = rng.standard_normal((2, 6, 3))
-    pm.setSeed(11)
-    a = rec.forward(x).copy()
-    b = rec.forward(x).copy()
-    assert not np.array_equal(a, b)
-    pm.setSeed(11)
-    np.testing.assert_array_equal(rec.forward(x), a)
-    np.testing.assert_array_equal(rec.forward(x), b)
-    # a copy draws masks of its own
-    other = rec.cloneModule()
-    pm.setSeed(11)
-    assert not np.array_equal(other.forward(x), rec.forward(x))
-
-
-def test_peephole_dropout_scaling_keeps_the_mean(rng):
-    """Each mask keeps an element with probability 1 - p at 1 / (1 - p): the mean of a
-    dropped quantity is the undropped one. Checked on the masks, and on the output of a cell
-    that is linear in the dropped input (hidden weights and peepholes zero, gates i, o
-    constant, the candidate g = tanh of the input projection in its linear range)."""
-    p, n = 0.3, 4000
-    cell = pm.LSTMPeephole(2, 8, p=p, dtype=np.float64)
-    for w in cell.parameters()[0][2:]:
-        w[...] = 0
-    cell.weight[...] = 0
-    cell.bias[...] = 0
-    cell.bias[:8] = 30  # i = 1
-    cell.bias[24:] = 30  # o = 1
-    cell.bias[8:16] = -30  # f = 0: c = g each step
-    cell.weight[16:24] = 0.01 * (0.5 + rng.random((8, 2)))  # W_g x > 0: a visible mean
-    x = 1 + np.abs(rng.standard_normal((n, 3, 2)))  # a projection whose mean is not 0
-    y = cell.forward(x)
-    mx, mh = cell._inputNoise, cell._hiddenNoise
-    for m in (mx, mh):
-        kept = m != 0
-        assert np.all(m[kept] == 1 / (1 - p))
-        frac, size = 1 - kept.mean(), m.size
-        assert abs(frac - p) < 5 * np.sqrt(p * (1 - p) / size), (frac, p)
-    # h = tanh(tanh(W_g (x * m))) ~ W_g (x * m), whose mean over the masks is W_g x: the
-    # sums over the batch differ by less than 5 standard deviations of the masks' noise
-    wg = cell.weight[16:24]
-    want = np.tanh(np.tanh(x @ wg.T))
-    err = (y - want).sum(axis=0)
-    sd = np.sqrt(p / (1 - p) * ((x ** 2) @ (wg ** 2).T).sum(axis=0))
-    assert np.all(np.abs(err) < 5 * sd), np.abs(err / sd).max()
-    # unscaled masks (x * mask) would be off by p of the mean: many deviations
-    assert np.all(np.abs((want * (1 - p) - want).sum(axis=0)) > 20 * sd)
-    assert not np.allclose(y, want)  # the dropout did act
-
-
-def test_peephole_dropout_gradients_accumulate_and_use_the_masks(rng):
-    """backward = updateGradInput + accGradParameters on the same masks; a second backward
-    accumulates the parameter gradients."""
-    cell = _dropping_peephole()
-    x = rng.standard_normal((2, 4, 3))
-    go = rng.standard_normal((2, 4, 4))
-    cell.forward(x)
-    gi = cell.backward(x, go).copy()
-    g1 = cell.getParameters()[1].copy()
-    cell.backward(x, go)
-    np.testing.assert_allclose(cell.getParameters()[1], 2 * g1, rtol=1e-12, atol=1e-14)
-    cell.zeroGradParameters()
-    np.testing.assert_array_equal(cell.updateGradInput(x, go), gi)
-    cell.accGradParameters(x, go)
-    np.testing.assert_allclose(cell.getParameters()[1], g1, rtol=1e-12, atol=1e-14)
-    # the input gradient is zero where the input mask dropped an element
-    dropped = np.transpose(cell._inputNoise, (1, 0, 2)) == 0
-    assert dropped.any() and np.all(gi[dropped] == 0)
-
-
-def test_peephole_dropout_steady_state_allocates_nothing(rng):
-    rec = pm.Recurrent().add(pm.LSTMPeephole(32, 64, p=0.25))
-    x = rng.standard_normal((8, 16, 32)).astype(np.float32)
-    go = rng.standard_normal((8, 16, 64)).astype(np.float32)
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            rec.forward(x)
-            rec.backward(x, go)
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for _ in range(10):
-            rec.forward(x)
-            rec.backward(x, go)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak - base < 2048, f"peak grew by {peak - base} bytes"
-    assert current - base < 1024
-
-
-def test_dropout_probability_refusals():
-    with pytest.raises(ValueError, match=r"LSTMPeephole: the drop probability p must lie in "
-                                         r"\[0, 1\), got 1.0"):
-        pm.LSTMPeephole(3, 4, p=1)
-    with pytest.raises(ValueError, match="got -0.1"):
-        pm.LSTMPeephole(3, 4, p=-0.1)
-
-
-# -- LSTM and GRU with dropout p > 0: BigDL's per-gate Linears and masks held over time -------
+# -- dropout p > 0: BigDL's per-gate Linears and masks held over time ------------------------
 DROP_LAYOUTS = {
     # W_o, b_o, W_f, b_f, W_g, b_g, W_i, b_i, U_o, c_o, U_f, c_f, U_g, c_g, U_i, c_i
     "LSTM": [(4, 3), (4,)] * 4 + [(4, 4), (4,)] * 4,
     # W_z, b_z, W_r, b_r, U_z, U_r, U_n, W_n, b_n
     "GRU": [(4, 3), (4,), (4, 3), (4,), (4, 4), (4, 4), (4, 4), (4, 3), (4,)],
+    # p_f, U_f, W_f, b_f, p_i, U_i, W_i, b_i, U_g, W_g, b_g, p_o, U_o, W_o, b_o
+    "LSTMPeephole": [(4,), (4, 4), (4, 3), (4,)] * 2 + [(4, 4), (4, 3), (4,)] +
+                    [(4,), (4, 4), (4, 3), (4,)],
 }
 DROP_NAMES = {
     "LSTM": ["weightO", "biasO", "weightF", "biasF", "weightG", "biasG", "weightI", "biasI",
@@ -531,6 +356,9 @@ DROP_NAMES = {
              "hiddenBiasG", "hiddenWeightI", "hiddenBiasI"],
     "GRU": ["weightZ", "biasZ", "weightR", "biasR", "hiddenWeightZ", "hiddenWeightR",
             "hiddenWeightN", "weightN", "biasN"],
+    "LSTMPeephole": ["peepholeF", "hiddenWeightF", "weightF", "biasF", "peepholeI",
+                     "hiddenWeightI", "weightI", "biasI", "hiddenWeightG", "weightG", "biasG",
+                     "peepholeO", "hiddenWeightO", "weightO", "biasO"],
 }
 
 
@@ -542,7 +370,8 @@ def dropout_reference(cell, x, masks=True):
     """The cell (p > 0) over ``x`` from its parameters in BigDL's order, with the masks of
     its last training forward (``masks``) or none (evaluation): LSTM's input masks
     (4, I, B) and hidden masks (4H, B) in gate order i, g, f, o; GRU's (3, B, I) and
-    (B, 3H) in gate order r, z, n. Each mask holds at every step."""
+    (B, 3H) in gate order r, z, n; LSTMPeephole's (4, B, I) and (B, 4H) in gate order
+    i, f, g, o. Each mask holds at every step."""
     p = [np.asarray(a, np.float64) for a in cell.parameters()[0]]
     x = np.asarray(x, np.float64)
     b_, t_, i_ = x.shape
@@ -561,6 +390,21 @@ def dropout_reference(cell, x, masks=True):
                  u[k][1] for q, k in enumerate("igfo")}
             c = _sig(z["f"]) * c + _sig(z["i"]) * np.tanh(z["g"])
             h = _sig(z["o"]) * np.tanh(c)
+            out[:, t] = h
+        return out
+    if isinstance(cell, pm.LSTMPeephole):
+        pf, uf, wf, bf, pi, ui, wi, bi, ug, wg, bg, po, uo, wo, bo = p
+        mx = np.asarray(cell._inputMask, np.float64) if masks else np.ones((4, b_, i_))
+        mh = np.asarray(cell._hiddenMask, np.float64) if masks else np.ones((b_, 4 * h_))
+        hm = [mh[:, k * h_:(k + 1) * h_] for k in range(4)]  # gates i, f, g, o
+        for t in range(t_):
+            xk = [x[:, t] * mx[q] for q in range(4)]
+            i = _sig(xk[0] @ wi.T + bi + (h * hm[0]) @ ui.T + pi * c)
+            f = _sig(xk[1] @ wf.T + bf + (h * hm[1]) @ uf.T + pf * c)
+            g = np.tanh(xk[2] @ wg.T + bg + (h * hm[2]) @ ug.T)
+            c = f * c + i * g
+            o = _sig(xk[3] @ wo.T + bo + (h * hm[3]) @ uo.T + po * c)
+            h = o * np.tanh(c)
             out[:, t] = h
         return out
     wz, bz, wr, br, uz, ur, un, wn, bn = p
@@ -634,6 +478,14 @@ def _packed_p0(cell):
         plain.weight[...] = np.concatenate([wb[k][0] for k in "igfo"])
         plain.bias[...] = np.concatenate([wb[k][1] + uc[k][1] for k in "igfo"])
         plain.hiddenWeight[...] = np.concatenate([uc[k][0] for k in "igfo"])
+    elif isinstance(cell, pm.LSTMPeephole):
+        pf, uf, wf, bf, pi, ui, wi, bi, ug, wg, bg, po, uo, wo, bo = p
+        plain.weight[...] = np.concatenate([wi, wf, wg, wo])
+        plain.bias[...] = np.concatenate([bi, bf, bg, bo])
+        for name, value in (("peepholeF", pf), ("hiddenWeightF", uf), ("peepholeI", pi),
+                            ("hiddenWeightI", ui), ("hiddenWeightG", ug),
+                            ("peepholeO", po), ("hiddenWeightO", uo)):
+            getattr(plain, name)[...] = value
     else:
         wz, bz, wr, br, uz, ur, un, wn, bn = p
         plain.weight[...] = np.concatenate([wr, wz, wn])
@@ -656,6 +508,11 @@ def test_dropout_evaluation_is_the_p0_cell(name, rng):
     # the gradients are the packed ones, split by gate (biases b_k and c_k alike)
     for got, ref in zip(_packed_grads(drop), (plain.gradWeight, plain.gradBias), strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+    if isinstance(drop, pm.LSTMPeephole):  # the arrays both layouts share
+        for k in "IFGO":
+            for a in ("gradHiddenWeight" + k,) + (("gradPeephole" + k,) if k != "G" else ()):
+                np.testing.assert_allclose(getattr(drop, a), getattr(plain, a), rtol=1e-12,
+                                           atol=1e-13)
     drop.training()
     assert not np.allclose(drop.forward(x), plain.forward(x))
 
@@ -669,6 +526,10 @@ def _packed_grads(cell):
         for k in "ofgi":
             np.testing.assert_array_equal(gb[k], gc[k])
         return np.concatenate([gw[k] for k in "igfo"]), np.concatenate([gb[k] for k in "igfo"])
+    if isinstance(cell, pm.LSTMPeephole):
+        gw = [g[k] for k in (6, 2, 9, 13)]  # i, f, g, o
+        gb = [g[k] for k in (7, 3, 10, 14)]
+        return np.concatenate(gw), np.concatenate(gb)
     gwz, gbz, gwr, gbr, _, _, _, gwn, gbn = g
     return np.concatenate([gwr, gwz, gwn]), np.concatenate([gbr, gbz, gbn])
 

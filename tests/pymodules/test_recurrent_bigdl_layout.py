@@ -126,6 +126,27 @@ def peephole(r, x, i_, h_):
     return np.stack(out, 1)
 
 
+def peephole_dropout_eval(r, x, i_, h_):
+    """p > 0 in evaluation: [p_f, U_f, W_f, b_f, p_i, U_i, W_i, b_i, U_g, W_g, b_g, p_o, U_o,
+    W_o, b_o], each gate x_k = W_k x + b_k, its hidden Linear U_k without a bias."""
+    pf, uf, wf, bf = r.take((h_,)), r.take((h_, h_)), r.take((h_, i_)), r.take((h_,))
+    pi, ui, wi, bi = r.take((h_,)), r.take((h_, h_)), r.take((h_, i_)), r.take((h_,))
+    ug, wg, bg = r.take((h_, h_)), r.take((h_, i_)), r.take((h_,))
+    po, uo, wo, bo = r.take((h_,)), r.take((h_, h_)), r.take((h_, i_)), r.take((h_,))
+    h = c = np.zeros((x.shape[0], h_))
+    out = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        ig = _sig(xt @ wi.T + bi + h @ ui.T + pi * c)
+        fg = _sig(xt @ wf.T + bf + h @ uf.T + pf * c)
+        g = np.tanh(xt @ wg.T + bg + h @ ug.T)
+        c = fg * c + ig * g
+        og = _sig(xt @ wo.T + bo + h @ uo.T + po * c)
+        h = og * np.tanh(c)
+        out.append(h)
+    return np.stack(out, 1)
+
+
 def bidirectional(cell, join):
     """API.md: the forward direction's parameters, then the backward's; the backward runs
     over the reversed sequence and its output is reversed back; summed or joined."""
@@ -151,6 +172,8 @@ CASES = {
         pm.LSTM(I_, H_, p=0.4, dtype=dt)).evaluate(), lstm_dropout_eval),
     "GRUDropoutEvaluate": (lambda dt: pm.Recurrent().add(
         pm.GRU(I_, H_, p=0.4, dtype=dt)).evaluate(), gru_dropout_eval),
+    "LSTMPeepholeDropoutEvaluate": (lambda dt: pm.Recurrent().add(
+        pm.LSTMPeephole(I_, H_, p=0.4, dtype=dt)).evaluate(), peephole_dropout_eval),
 }
 
 

@@ -37,7 +37,7 @@ from pymodules.engine.normalization_ln import (
 )
 from pymodules.nn.init import RandomUniform, Xavier
 from pymodules.nn.initializable import parameter
-from pymodules.nn.module import Module, whole
+from pymodules.nn.module import Module, attribute, whole
 from pymodules.random import Stream
 
 _ATTENTION_PARAMS = (("inProjWeight", "gradInProjWeight"), ("inProjBias", "gradInProjBias"),
@@ -398,10 +398,10 @@ class TransformerEncoderLayer(_Attending):
         """Layer normalisation ``which`` (1 or 2) of x, into a buffer."""
         dt = self.dtype
         rows = (x.size // self.embedDim,)
-        mean = resized(getattr(self, f"_mean{which}"), rows, -1, dt)
-        invstd = resized(getattr(self, f"_invstd{which}"), rows, -1, dt)
-        setattr(self, f"_mean{which}", mean)
-        setattr(self, f"_invstd{which}", invstd)
+        mean = resized(getattr(self, attribute("_mean", which)), rows, -1, dt)
+        invstd = resized(getattr(self, attribute("_invstd", which)), rows, -1, dt)
+        setattr(self, attribute("_mean", which), mean)
+        setattr(self, attribute("_invstd", which), invstd)
         return mean, invstd
 
     def _layernorm(self, x, out, which):
@@ -414,12 +414,12 @@ class TransformerEncoderLayer(_Attending):
     def _layernorm_grad(self, x, go, gi, which):
         """gi := the gradient of norm ``which`` at go; its parameter sums kept for
         accGradParameters."""
-        sums = resized(getattr(self, f"_sums{which}"), (2, self.embedDim), -1,
+        sums = resized(getattr(self, attribute("_sums", which)), (2, self.embedDim), -1,
                        np.dtype(np.float64))
-        setattr(self, f"_sums{which}", sums)
+        setattr(self, attribute("_sums", which), sums)
         layernorm_update_grad_input(x, go, gi, getattr(self, f"norm{which}Weight"),
-                                    getattr(self, f"_mean{which}"),
-                                    getattr(self, f"_invstd{which}"), sums)
+                                    getattr(self, attribute("_mean", which)),
+                                    getattr(self, attribute("_invstd", which)), sums)
         return gi
 
     def _dropping(self):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import sys
 from time import perf_counter_ns as _now
 
 import numpy as np
@@ -40,6 +41,14 @@ def float_dtype(dtype) -> np.dtype:
 
 
 _INDEX_MAX = 2**63 - 1
+
+
+def attribute(prefix: str, suffix) -> str:
+    """The attribute name ``prefix + str(suffix)`` as one shared string object. A name built
+    afresh at every call (``getattr(self, "weight" + k)``) is kept alive by CPython's type
+    attribute cache until the entry is evicted, so a step that builds names grows memory;
+    interned, every call reuses the same object."""
+    return sys.intern(f"{prefix}{suffix}")
 
 
 def whole(owner, what: str, value) -> int:

@@ -48,7 +48,7 @@ from pymodules.nn.activation import ReLU, Sigmoid, Tanh
 from pymodules.nn.containers import Container
 from pymodules.nn.init import RandomUniform
 from pymodules.nn.initializable import parameter
-from pymodules.nn.module import Module, whole
+from pymodules.nn.module import Module, attribute, whole
 from pymodules.nn.table import CAddTable
 from pymodules.random import Stream
 
@@ -125,6 +125,10 @@ class _Cell(Module):
 
     def _fan(self, role):
         return self.inputSize if role in ("w", "b") else self.hiddenSize
+
+    def _of(self, prefix, k):
+        """The array ``prefix + k`` of gate ``k`` (e.g. ``weightI``)."""
+        return getattr(self, attribute(prefix, k))
 
     def _draw(self, mask, scratch):
         """Fill ``mask`` with a new scaled dropout mask (0, or 1 / (1 - p) with probability
@@ -292,8 +296,10 @@ class LSTM(_Cell):
 
     def _gate(self, k):
         """(W_k, b_k, U_k, c_k) of gate k (p > 0)."""
-        return tuple(getattr(self, a + k) for a in ("weight", "bias", "hiddenWeight",
-                                                      "hiddenBias"))
+        # a tuple display: tuple() of a generator would grow the tuple free list at
+        # every call (it builds a longer tuple and shrinks it)
+        return (self._of("weight", k), self._of("bias", k), self._of("hiddenWeight", k),
+                self._of("hiddenBias", k))
 
     def updateOutput(self, input):
         shape = shape_of(input)
@@ -335,7 +341,7 @@ class LSTM(_Cell):
             w, bias, _, c = self._gate(k)
             lstm_project(xs[q] if masked else x, proj[q * h:(q + 1) * h], w, bias, c)
         packed = self._packed = resized(self._packed, (4 * h, h), -1, dt)
-        stack_rows(packed, tuple(self._gate(k)[2] for k in _LSTM_GATES))
+        stack_rows(packed, tuple([self._of("hiddenWeight", k) for k in _LSTM_GATES]))
         if masked:
             dropped = self._dropped = resized(self._dropped, (4 * h, t, b), -1, dt)
             lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, packed,
@@ -396,10 +402,10 @@ class LSTM(_Cell):
             rows = slice(q * h, (q + 1) * h)
             x = self._maskedInput[q] if self._masked else self._input
             hs = self._dropped[rows] if self._masked else self._states
-            lstm_acc_grad_parameters(x, hs, self._dgates[rows], getattr(self, "gradWeight" + k),
-                                     getattr(self, "gradBias" + k),
-                                     getattr(self, "gradHiddenWeight" + k), self.scaleW,
-                                     self.scaleB, getattr(self, "gradHiddenBias" + k))
+            lstm_acc_grad_parameters(x, hs, self._dgates[rows], self._of("gradWeight", k),
+                                     self._of("gradBias", k),
+                                     self._of("gradHiddenWeight", k), self.scaleW,
+                                     self.scaleB, self._of("gradHiddenBias", k))
 
 
 _GRU_GATES = "RZN"  # the gate blocks of the kernels' (T, B, 3H) gates
@@ -472,8 +478,8 @@ class GRU(_Cell):
             mask_over_time(xt.reshape(1, t, b * i), mx.reshape(3, 1, b * i),
                            xs.reshape(3, 1, t, b * i))
         for q, k in enumerate(_GRU_GATES):
-            recurrent_project(xs[q] if masked else xt, self._gates, getattr(self, "weight" + k),
-                              getattr(self, "bias" + k), None, q * h)
+            recurrent_project(xs[q] if masked else xt, self._gates, self._of("weight", k),
+                              self._of("bias", k), None, q * h)
         packed = self._packed = resized(self._packed, (2 * h, h), -1, dt)
         stack_rows(packed, (self.hiddenWeightR, self.hiddenWeightZ))
 
@@ -510,7 +516,7 @@ class GRU(_Cell):
         h = self.hiddenSize
         parts = self._gradParts = resized(self._gradParts, (3, t, b, i), -1, self.dtype)
         for q, k in enumerate(_GRU_GATES):
-            recurrent_update_grad_input(self._dgates, parts[q], getattr(self, "weight" + k),
+            recurrent_update_grad_input(self._dgates, parts[q], self._of("weight", k),
                                         q * h)
         mask = self._inputMask.reshape(3, 1, b * i) if self._masked else None
         masked_sum_over_time(parts.reshape(3, 1, t, b * i), mask, git.reshape(1, t, b * i))
@@ -522,8 +528,8 @@ class GRU(_Cell):
         h = self.hiddenSize
         for q, k in enumerate(_GRU_GATES):
             recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
-                                self._dgates, getattr(self, "gradWeight" + k),
-                                getattr(self, "gradBias" + k), None, self.scaleW, self.scaleB,
+                                self._dgates, self._of("gradWeight", k),
+                                self._of("gradBias", k), None, self.scaleW, self.scaleB,
                                 q * h)
         self._acc_hidden()
 
@@ -674,8 +680,8 @@ class LSTMPeephole(_Cell):
             mask_over_time(xt.reshape(1, t, b * i), mx.reshape(4, 1, b * i),
                            xs.reshape(4, 1, t, b * i))
         for q, k in enumerate(self._gateNames):
-            recurrent_project(xs[q] if masked else xt, self._gates, getattr(self, "weight" + k),
-                              getattr(self, "bias" + k), None, q * h)
+            recurrent_project(xs[q] if masked else xt, self._gates, self._of("weight", k),
+                              self._of("bias", k), None, q * h)
 
     def _steps(self, out):
         h = self.hiddenSize
@@ -711,7 +717,7 @@ class LSTMPeephole(_Cell):
         h = self.hiddenSize
         parts = self._gradParts = resized(self._gradParts, (4, t, b, i), -1, self.dtype)
         for q, k in enumerate(self._gateNames):
-            recurrent_update_grad_input(self._dgates, parts[q], getattr(self, "weight" + k),
+            recurrent_update_grad_input(self._dgates, parts[q], self._of("weight", k),
                                         q * h)
         mask = self._inputMask.reshape(4, 1, b * i) if self._masked else None
         masked_sum_over_time(parts.reshape(4, 1, t, b * i), mask, git.reshape(1, t, b * i))
@@ -723,8 +729,8 @@ class LSTMPeephole(_Cell):
         h = self.hiddenSize
         for q, k in enumerate(self._gateNames):
             recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
-                                self._dgates, getattr(self, "gradWeight" + k),
-                                getattr(self, "gradBias" + k), None, self.scaleW, self.scaleB,
+                                self._dgates, self._of("gradWeight", k),
+                                self._of("gradBias", k), None, self.scaleW, self.scaleB,
                                 q * h)
         self._acc_hidden()
 

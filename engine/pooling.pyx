@@ -206,8 +206,9 @@ cdef inline void _tap(floating v, cnp.npy_intp at, floating *m, cnp.npy_intp *i)
 cdef void _max_2x2(const floating *x, floating *y, cnp.npy_intp *idx,
                    const Pool *p) noexcept nogil:
     """_max_forward of whole 2x2 windows moved by 2: the four taps of an output in registers,
-    in the general loop's order (so the same tap wins a tie or a NaN). (64, 6, 28, 28)
-    float32: 400 us in the general loop, see bench/bench_layers.py for this one."""
+    in the general loop's order (so the same tap wins a tie or a NaN). float32, minimum of
+    300 on a shared machine, general loop -> this one: (64, 6, 28, 28) 529 -> 225 us,
+    (64, 16, 10, 10) 275 -> 77 us, (1, 6, 28, 28) 12 -> 4.3 us."""
     cdef Py_ssize_t _plane, oy, ox, W = p.W, oW = p.oW
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef const floating *r0

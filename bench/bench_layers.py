@@ -587,6 +587,35 @@ def _timedistributed_row(dtype, rng, batch, time, n_in, n_out):
 SECTIONS["timedistributed"] = bench_timedistributed
 
 
+def bench_lenet_layers():
+    header("LeNet-5's convolutions and max pooling at batch 64, forward (ratio = ours / torch)")
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _lenet_layer_rows(dtype, rng)
+
+
+def _lenet_layer_rows(dtype, rng):
+    for c, o, size, pad in ((1, 6, 28, 2), (6, 16, 14, 0)):
+        shape = (64, c, size, size)
+        x = rng.standard_normal(shape).astype(dtype)
+        m = pm.SpatialConvolution(c, o, 5, 5, 1, 1, pad, pad, dtype=dtype)
+        fwd = None if torch is None else _conv_torch(m.weight, m.bias, pad)
+        tx = _torch(x)
+        row(f"conv {c}->{o} 5x5 forward", dtype, shape, lambda m=m, x=x: m.forward(x), None,
+            None, None if torch is None else lambda fwd=fwd, tx=tx: fwd(tx))
+    shape = (64, 6, 28, 28)
+    x = rng.standard_normal(shape).astype(dtype)
+    pool = pm.SpatialMaxPooling(2, 2, 2, 2, dtype=dtype)
+    tx = _torch(x)
+    row("max pool 2x2 forward", dtype, shape, lambda: pool.forward(x), None, None,
+        None if torch is None else lambda: torch.nn.functional.max_pool2d(tx, 2))
+    g = rng.standard_normal((64, 6, 14, 14)).astype(dtype)
+    pool.forward(x)
+    row("max pool 2x2 backward", dtype, shape, lambda: pool.backward(x, g), None, None, None)
+
+
+SECTIONS["lenetlayers"] = bench_lenet_layers
+
 def main(argv):
     for info in threadpool_info():
         print(f"# {info.get('internal_api')} {info.get('version')} "

@@ -26,6 +26,13 @@ from engine._check cimport (
 )
 from engine._geometry cimport out_size, full_size, window_args, window_positions
 
+cdef extern from "_panel.h" nogil:
+    void pm_panel_f(int R, int K, int P, const float *a, ptrdiff_t ar, ptrdiff_t ak,
+                    const float *b, size_t ldb, const float *bias, int acc, float *y, size_t ldy)
+    void pm_panel_d(int R, int K, int P, const double *a, ptrdiff_t ar, ptrdiff_t ak,
+                    const double *b, size_t ldb, const double *bias, int acc, double *y,
+                    size_t ldy)
+
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
                         int cols, const float *add)
@@ -58,6 +65,7 @@ cdef struct Geom:
     int kH, kW, sH, sW, pT, pL, dH, dW
     int G              # groups
     bint direct        # the columns are the image itself (1x1, stride 1, no padding)
+    int B              # samples per block of columns (1: one sample at a time)
 
 
 cdef int _check_int(Py_ssize_t v, str what) except -1:
@@ -210,14 +218,16 @@ cdef inline void _span(Py_ssize_t start, Py_ssize_t stride, Py_ssize_t size, Py_
     hi[0] = <int> b
 
 
-cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nogil:
-    """cols[(c, i, j), (y, x)] := image[c, y*sH - pT + i*dH, x*sW - pL + j*dW], 0 outside.
+cdef void _im2col(const floating *x, floating *cols, const Geom *g, size_t ld) noexcept nogil:
+    """cols[(c, i, j), (y, x)] := image[c, y*sH - pT + i*dH, x*sW - pL + j*dW], 0 outside;
+    the rows of ``cols`` are ``ld`` apart (a block of samples side by side).
 
     With unit strides and rows as wide as the image's (SAME-like padding), a tap's column
     row is the plane shifted by a constant: one copy, then the wrapped ends of its rows
     zeroed. A forward with one output plane (im2col + gemv) on (32, 16, 28, 28) float32,
-    3x3, pad 1: 770 us row by row, 560 us so (minimum of 41, loaded machine). Short rows
-    are copied by a loop the compiler unrolls, long ones by memcpy.
+    3x3, pad 1: 770 us row by row, 560 us so (minimum of 41, loaded machine). Rows under 8
+    numbers are copied by a loop the compiler unrolls, longer ones by memcpy (LeNet's
+    6 -> 16, 5x5 on 14x14, rows of 10: the forward's instructions 73.5M -> 61.1M).
     """
     cdef int c, i, j, oy, ox, iy, ix0, lo, hi, ylo, yhi
     cdef size_t P = <size_t> g.oH * g.oW
@@ -233,7 +243,7 @@ cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nog
                 _span(ix0, g.sW, g.W, g.oW, &lo, &hi)
                 if ylo == yhi or lo == hi:
                     memset(row, 0, P * sizeof(floating))
-                    row += P
+                    row += ld
                     continue
                 memset(row, 0, <size_t> ylo * g.oW * sizeof(floating))
                 memset(row + <size_t> yhi * g.oW, 0,
@@ -250,7 +260,7 @@ cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nog
                             dst[ox] = 0
                         for ox in range(hi, g.oW):
                             dst[ox] = 0
-                    row += P
+                    row += ld
                     continue
                 for oy in range(ylo, yhi):
                     dst = row + <size_t> oy * g.oW
@@ -258,7 +268,7 @@ cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nog
                     src = x + (<size_t> c * g.H + iy) * g.W + ix0
                     for ox in range(lo):
                         dst[ox] = 0
-                    if g.sW == 1 and hi - lo >= 16:
+                    if g.sW == 1 and hi - lo >= 8:
                         memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
                     elif g.sW == 1:
                         for ox in range(lo, hi):
@@ -268,13 +278,13 @@ cdef void _im2col(const floating *x, floating *cols, const Geom *g) noexcept nog
                             dst[ox] = src[ox * g.sW]
                     for ox in range(hi, g.oW):
                         dst[ox] = 0
-                row += P
+                row += ld
 
 
-cdef void _col2im(const floating *cols, floating *x, const Geom *g) noexcept nogil:
-    """image[c, iy, ix] += every column entry whose tap lands there (the adjoint of _im2col)."""
+cdef void _col2im(const floating *cols, floating *x, const Geom *g, size_t ld) noexcept nogil:
+    """image[c, iy, ix] += every column entry whose tap lands there (the adjoint of _im2col;
+    the rows of ``cols`` are ``ld`` apart)."""
     cdef int c, i, j, oy, ox, iy, ix0, lo, hi
-    cdef size_t P = <size_t> g.oH * g.oW
     cdef const floating *row = cols
     cdef const floating *src
     cdef floating *dst
@@ -295,7 +305,7 @@ cdef void _col2im(const floating *cols, floating *x, const Geom *g) noexcept nog
                     else:
                         for ox in range(lo, hi):
                             dst[ox * g.sW] += src[ox]
-                row += P
+                row += ld
 
 
 cdef inline void _mm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating alpha,
@@ -314,6 +324,20 @@ cdef inline void _mm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k, floating
             gemv(NoTrans, n, k, alpha, b, ldb, a, 1 if ta == NoTrans else lda, beta, c, 1)
     else:
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+# Output planes per group up to which _panel runs in place of BLAS (see _panel.h).
+cdef int PANEL_ROWS = 16
+
+
+cdef inline void _panel(int R, int K, int P, const floating *a, ptrdiff_t ar, ptrdiff_t ak,
+                        const floating *b, size_t ldb, const floating *bias, bint acc,
+                        floating *y, size_t ldy) noexcept nogil:
+    """y[r, :] := bias[r] (+ y[r, :]) + sum_k a(r, k) * b[k, :] for R rows (_panel.h)."""
+    if floating is float:
+        pm_panel_f(R, K, P, a, ar, ak, b, ldb, bias, acc, y, ldy)
+    else:
+        pm_panel_d(R, K, P, a, ar, ak, b, ldb, bias, acc, y, ldy)
 
 
 cdef void _fill_planes(floating *y, const floating *b, int planes, size_t size,
@@ -372,12 +396,20 @@ cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
     cdef const floating *src
     cdef floating *yn
     cdef floating beta
+    if g.B > 1:
+        _grid_from_image_blocked(x, y, w, b, cols, g, n)
+        return
     for s in range(n):
         src = x + s * xs
         if not g.direct:
-            _im2col(src, cols, g)
+            _im2col(src, cols, g, P)
             src = cols
         yn = y + s * ys
+        if Mg <= PANEL_ROWS:
+            for r in range(g.G):
+                _panel(Mg, Kg, P, w + <size_t> r * Mg * Kg, Kg, 1, src + <size_t> r * Kg * P, P,
+                       NULL if b == NULL else b + r * Mg, False, yn + <size_t> r * Mg * P, P)
+            continue
         beta = 0
         if b != NULL:
             _fill_planes(yn, b, g.M, P, False)
@@ -386,6 +418,128 @@ cdef void _grid_from_image(const floating *x, floating *y, const floating *w,
             _mm(NoTrans, NoTrans, Mg, P, Kg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
                 src + <size_t> r * Kg * P, P, beta, yn + <size_t> r * Mg * P, P)
 
+
+# -- blocks of samples ------------------------------------------------------------------------
+#
+# One sample's GEMM is small where the grid has few planes or few pixels (LeNet's 1 -> 6,
+# 5x5 on 28x28 is (6, 25) @ (25, 784)), and BLAS spends much of such a call packing. With
+# columns of shape (K + M, B * P), B samples' columns lie side by side in the first K rows
+# (row stride B * P) and the last M rows stage the grid of the block as one (M, B * P)
+# matrix: one GEMM per group covers B samples, and one pass moves the staged grid to or from
+# the (N, M, oH, oW) layout (adding the bias on the way out). conv_columns_shape picks B.
+
+cdef inline void _block_grid_out(const floating *stage, floating *y, const floating *b,
+                                 const Geom *g, int nb, size_t ld) noexcept nogil:
+    """y[k, m, :] := stage[m, k*P : (k+1)*P] (+ b[m]) for the nb samples of a block."""
+    cdef size_t P = <size_t> g.oH * g.oW, i
+    cdef int k, m
+    cdef const floating *src
+    cdef floating v
+    for k in range(nb):
+        for m in range(g.M):
+            src = stage + <size_t> m * ld + <size_t> k * P
+            v = b[m] if b != NULL else 0
+            for i in range(P):
+                y[i] = src[i] + v
+            y += P
+
+
+cdef inline void _block_grid_in(const floating *y, floating *stage, const Geom *g, int nb,
+                                size_t ld) noexcept nogil:
+    """stage[m, k*P : (k+1)*P] := y[k, m, :] for the nb samples of a block."""
+    cdef size_t P = <size_t> g.oH * g.oW
+    cdef int k, m
+    for k in range(nb):
+        for m in range(g.M):
+            memcpy(stage + <size_t> m * ld + <size_t> k * P, y, P * sizeof(floating))
+            y += P
+
+
+cdef inline void _block_columns(const floating *x, floating *cols, const Geom *g, int nb,
+                                size_t ld) noexcept nogil:
+    """The columns of nb samples side by side, rows ``ld`` apart."""
+    cdef size_t P = <size_t> g.oH * g.oW, xs = <size_t> g.C * g.H * g.W
+    cdef int k
+    for k in range(nb):
+        _im2col(x + k * xs, cols + k * P, g, ld)
+
+
+# Bytes of a block's columns and staged grid: they stay in L2 between the im2col and the GEMM.
+cdef Py_ssize_t BLOCK_BYTES = 256 * 1024
+
+
+cdef int _block_of(const Geom *g, int n, int itemsize) noexcept:
+    """Samples per block of columns for a batch of n; 1 for one sample at a time, and where
+    _panel runs the forward (few planes per group)."""
+    cdef Py_ssize_t per = (<Py_ssize_t> g.C * g.kH * g.kW + g.M) * g.oH * g.oW * itemsize
+    cdef Py_ssize_t B = BLOCK_BYTES // per
+    if g.direct or n < 2 or B < 2 or g.M // g.G <= PANEL_ROWS:
+        return 1
+    if B > n:
+        B = n
+    if B * g.oH * g.oW > INT_MAX:
+        B = INT_MAX // (<Py_ssize_t> g.oH * g.oW)
+    return <int> B
+
+
+cdef void _grid_from_image_blocked(const floating *x, floating *y, const floating *w,
+                                   const floating *b, floating *cols, const Geom *g,
+                                   int n) noexcept nogil:
+    """_grid_from_image, g.B samples per GEMM."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, r, nb, s = 0
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P, ld
+    cdef floating *stage = cols + <size_t> g.G * Kg * g.B * P
+    while s < n:
+        nb = g.B if n - s > g.B else n - s
+        ld = <size_t> nb * P
+        _block_columns(x + s * xs, cols, g, nb, ld)
+        for r in range(g.G):
+            _mm(NoTrans, NoTrans, Mg, <int> ld, Kg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
+                cols + <size_t> r * Kg * ld, <int> ld, <floating> 0,
+                stage + <size_t> r * Mg * ld, <int> ld)
+        _block_grid_out(stage, y + s * ys, b, g, nb, ld)
+        s += nb
+
+
+cdef void _image_from_grid_blocked(const floating *y, floating *x, const floating *w,
+                                   floating *cols, const Geom *g, int n) noexcept nogil:
+    """_image_from_grid, g.B samples per GEMM."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, r, k, nb, s = 0
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P, ld
+    cdef floating *stage = cols + <size_t> g.G * Kg * g.B * P
+    cdef floating *xn
+    while s < n:
+        nb = g.B if n - s > g.B else n - s
+        ld = <size_t> nb * P
+        _block_grid_in(y + s * ys, stage, g, nb, ld)
+        for r in range(g.G):
+            _mm(Trans, NoTrans, Kg, <int> ld, Mg, <floating> 1, w + <size_t> r * Mg * Kg, Kg,
+                stage + <size_t> r * Mg * ld, <int> ld, <floating> 0,
+                cols + <size_t> r * Kg * ld, <int> ld)
+        for k in range(nb):
+            xn = x + (s + k) * xs
+            memset(xn, 0, xs * sizeof(floating))
+            _col2im(cols + <size_t> k * P, xn, g, ld)
+        s += nb
+
+
+cdef void _acc_weight_blocked(const floating *x, const floating *y, floating *gw,
+                              floating *cols, const Geom *g, int n,
+                              floating scale) noexcept nogil:
+    """_acc_weight, g.B samples per GEMM (the sum over the block is the GEMM's)."""
+    cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, r, nb, s = 0
+    cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P, ld
+    cdef floating *stage = cols + <size_t> g.G * Kg * g.B * P
+    while s < n:
+        nb = g.B if n - s > g.B else n - s
+        ld = <size_t> nb * P
+        _block_columns(x + s * xs, cols, g, nb, ld)
+        _block_grid_in(y + s * ys, stage, g, nb, ld)
+        for r in range(g.G):
+            _mm(NoTrans, Trans, Mg, Kg, <int> ld, scale, stage + <size_t> r * Mg * ld, <int> ld,
+                cols + <size_t> r * Kg * ld, <int> ld, <floating> 1,
+                gw + <size_t> r * Mg * Kg, Kg)
+        s += nb
 
 # The transposed forward (float32, one group, where _rows_scratch says it pays): the GEMM
 # writes the output as (pixels, planes), then one pass transposes it into NCHW with the bias
@@ -498,6 +652,9 @@ cdef void _image_from_grid(const floating *y, floating *x, const floating *w, fl
     cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P
     cdef floating *xn
     cdef floating *dst
+    if g.B > 1:
+        _image_from_grid_blocked(y, x, w, cols, g, n)
+        return
     for s in range(n):
         xn = x + s * xs
         dst = xn if g.direct else cols
@@ -506,7 +663,7 @@ cdef void _image_from_grid(const floating *y, floating *x, const floating *w, fl
                 y + s * ys + <size_t> r * Mg * P, P, <floating> 0, dst + <size_t> r * Kg * P, P)
         if not g.direct:
             memset(xn, 0, xs * sizeof(floating))
-            _col2im(cols, xn, g)
+            _col2im(cols, xn, g, P)
 
 
 cdef void _acc_weight(const floating *x, const floating *y, floating *gw, floating *cols,
@@ -515,10 +672,13 @@ cdef void _acc_weight(const floating *x, const floating *y, floating *gw, floati
     cdef int P = g.oH * g.oW, Kg = g.C // g.G * g.kH * g.kW, Mg = g.M // g.G, s, r
     cdef size_t xs = <size_t> g.C * g.H * g.W, ys = <size_t> g.M * P
     cdef const floating *src
+    if g.B > 1:
+        _acc_weight_blocked(x, y, gw, cols, g, n, scale)
+        return
     for s in range(n):
         src = x + s * xs
         if not g.direct:
-            _im2col(src, cols, g)
+            _im2col(src, cols, g, P)
             src = cols
         for r in range(g.G):
             _mm(NoTrans, Trans, Mg, Kg, P, scale, y + s * ys + <size_t> r * Mg * P, P,
@@ -540,7 +700,7 @@ cdef void _acc_weight_t(const float *x, const float *y, float *gw, float *cols,
     cdef float *gwt = yt + <size_t> P * g.M
     memset(gwt, 0, <size_t> K * g.M * sizeof(float))
     for s in range(n):
-        _im2col(x + <size_t> s * g.C * g.H * g.W, cols, g)
+        _im2col(x + <size_t> s * g.C * g.H * g.W, cols, g, P)
         pm_transpose_f(y + <size_t> s * g.M * P, P, yt, g.M, g.M, P, NULL)
         _mm(NoTrans, NoTrans, K, g.M, P, <float> 1, cols, P, yt, g.M, <float> 1, gwt, g.M)
     for m in range(g.M):
@@ -571,8 +731,22 @@ cdef int _shapes(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str w_what, c
     cdef int n = _geometry(g, full, x, w, w_what, sw, sh, pw, ph, aw, ah, groups)
     _vector(b, b_what, g.C if full else g.M)
     shape_is(out, out_what, _image_shape(x, g) if full else _grid_shape(x, g))
-    shape_is(cols, "columns", _columns_shape(g))
+    _columns(g, cols, full)
     return n
+
+
+cdef int _columns(Geom *g, cnp.ndarray cols, bint full) except -1:
+    """Check the columns, (K, P) or, for a convolution that reads them, (K + M, B * P) with
+    B >= 2 (a block of B samples); set g.B."""
+    cdef Py_ssize_t K = <Py_ssize_t> g.C * g.kH * g.kW, P = <Py_ssize_t> g.oH * g.oW
+    g.B = 1
+    if (not full and not g.direct and cnp.PyArray_NDIM(cols) == 2 and dim(cols, 0) == K + g.M
+            and dim(cols, 1) >= 2 * P and dim(cols, 1) % P == 0):
+        _check_int(dim(cols, 1), "a block of columns")
+        g.B = <int> (dim(cols, 1) // P)
+        return 0
+    shape_is(cols, "columns", _columns_shape(g))
+    return 0
 
 
 def conv_scratch_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
@@ -588,6 +762,25 @@ def conv_scratch_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h, P
     _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h, dilation_w,
                    dilation_h, n_group)
     return _rows_scratch(&g) if t == cnp.NPY_FLOAT32 else 0
+
+
+def conv_columns_shape(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h,
+                       Py_ssize_t pad_w, Py_ssize_t pad_h, Py_ssize_t dilation_w,
+                       Py_ssize_t dilation_h, Py_ssize_t n_group):
+    """Shape of the ``columns`` the convolution kernels run fastest with for these arguments:
+    (K + M, B * P) for blocks of B >= 2 samples (see _block_of), else (K, P), with K the
+    column length C * kH * kW, M the output planes and P the output pixels."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Geom g
+    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                dilation_w, dilation_h, n_group)
+    cdef Py_ssize_t K = <Py_ssize_t> g.C * g.kH * g.kW, P = <Py_ssize_t> g.oH * g.oW
+    cdef int B = _block_of(&g, n, 4 if t == cnp.NPY_FLOAT32 else 8)
+    if B < 2:
+        return (K, P)
+    return (K + g.M, B * P)
 
 
 def conv_update_output(input, output, weight, bias, columns, Py_ssize_t stride_w,

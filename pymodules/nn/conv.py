@@ -11,6 +11,7 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.conv import (
     conv_acc_grad_parameters,
+    conv_columns_shape,
     conv_scratch_size,
     conv_update_grad_input,
     conv_update_output,
@@ -114,7 +115,8 @@ class _Spatial(_Weighted):
             return _NO_PLAN
         h = output_size(shape[-2], self.kernelH, self.strideH, self.padH, self.dilationH)
         w = output_size(shape[-1], self.kernelW, self.strideW, self.padW, self.dilationW)
-        columns = (self.nInputPlane * self.kernelH * self.kernelW, h * w)
+        columns = conv_columns_shape(input, self.weight, self.strideW, self.strideH, self.padW,
+                                     self.padH, self.dilationW, self.dilationH, self.nGroup)
         rows = conv_scratch_size(input, self.weight, self.strideW, self.strideH, self.padW,
                                  self.padH, self.dilationW, self.dilationH, self.nGroup)
         return shape[:-3] + (self.nOutputPlane, h, w), columns, rows

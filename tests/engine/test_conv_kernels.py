@@ -117,6 +117,9 @@ CASES = [  # (N, C, H, W), O, (kh, kw), stride (h, w), pad (h, w), dilation (h, 
     ((2, 3, 8, 9), 4, (3, 5), (1, 1), (1, 2), (2, 1), 1),
     ((2, 2, 6, 5), 3, (3, 3), (1, 1), (-1, -1), (1, 1), 1),
     ((1, 2, 4, 3), 2, (2, 3), (1, 1), (3, 1), (1, 1), 1),
+    # few planes (no BLAS): whole 4-plane blocks over 16-pixel runs, then a tail
+    ((2, 3, 8, 4), 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((2, 3, 6, 6), 7, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 ]
 
 
@@ -384,6 +387,83 @@ def test_conv_rejects_bad_scratch(rng):
     with pytest.raises(ValueError, match="scratch overlaps input"):
         K.conv_update_output(buf[-x.size:].reshape(x.shape), y, w, b, cols, *args,
                              buf[:size])
+
+
+# -- blocks of samples: columns (K + M, B * P) --------------------------------------------------
+
+BLOCKED = [c for c in CASES if c[0][0] > 0 and c[2] != (1, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xshape,o,k,s,p,d,g", BLOCKED)
+@pytest.mark.parametrize("block", [2, 3, 5])
+def test_conv_blocks_against_reference(xshape, o, k, s, p, d, g, block, dtype, rng):
+    # blocks of 2 and 3 over batches of 1 to 3: whole blocks, a last partial one, one short
+    x = rng.standard_normal(xshape).astype(dtype)
+    w = rng.standard_normal((o, xshape[1] // g) + k).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    lead, (oh, ow) = _geometry(xshape, k, s, p, d)
+    args = (s[1], s[0], p[1], p[0], d[1], d[0], g)
+    patch = xshape[1] // g * k[0] * k[1]
+    cols = np.full((xshape[1] * k[0] * k[1] + o, block * oh * ow), np.nan, dtype)
+    y = np.full((xshape[0], o, oh, ow), np.nan, dtype)
+    K.conv_update_output(x, y, w, b, cols, *args)
+    close(y, conv_ref(x, w, s, lead, (oh, ow), d, g) + b[:, None, None], dtype, patch, x, w,
+          extra=b)
+    K.conv_update_output(x, y, w, None, cols, *args)
+    close(y, conv_ref(x, w, s, lead, (oh, ow), d, g), dtype, patch, x, w)
+
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gi = np.full_like(x, np.nan)
+    cols[:] = np.nan
+    K.conv_update_grad_input(x, go, gi, w, cols, *args)
+    close(gi, conv_adjoint_ref(go, w, xshape[1:], s, lead, d, g), dtype,
+          o // g * k[0] * k[1], go, w)
+
+    gw, gb = np.ones_like(w), np.ones_like(b)
+    cols[:] = np.nan
+    K.conv_acc_grad_parameters(x, go, gw, gb, cols, *args, 0.5, 2.0)
+    pixels = xshape[0] * oh * ow
+    close(gw, 1 + 0.5 * weight_grad_ref(x, go, w.shape, s, lead, d, g), dtype, pixels,
+          0.5, x, go, extra=1.0)
+    close(gb, 1 + 2.0 * go.sum(axis=(0, 2, 3)), dtype, pixels, 2.0, go, extra=1.0)
+
+
+def test_conv_columns_shape_picks_blocks():
+    def shape(xshape, o, k, pad=0, dtype=np.float32, g=1):
+        x = np.zeros(xshape, dtype)
+        w = np.zeros((o, xshape[-3] // g, k, k), dtype)
+        return K.conv_columns_shape(x, w, 1, 1, pad, pad, 1, 1, g)
+
+    # few planes: one sample at a time (the forward runs without BLAS, see _panel.h)
+    assert shape((64, 1, 28, 28), 6, 5, 2) == (25, 784) == shape((1, 28, 28), 6, 5, 2)
+    assert shape((64, 6, 14, 14), 16, 5) == (150, 100)
+    # more planes on small grids: several samples' columns and grids per block, at most all
+    assert shape((3, 16, 7, 7), 32, 3, 1) == (144 + 32, 3 * 49)
+    b32, b64 = shape((64, 16, 7, 7), 32, 3, 1), shape((64, 16, 7, 7), 32, 3, 1, np.float64)
+    assert b32[0] == b64[0] == 176 and b32[1] > b64[1] >= 2 * 49 and b64[1] % 49 == 0
+    assert shape((1, 16, 7, 7), 32, 3, 1) == (144, 49)
+    assert shape((8, 4, 6, 6), 4, 1) == (4, 36)  # 1x1: the image is the columns
+    assert shape((2, 64, 224, 224), 64, 3, 1) == (576, 224 * 224)  # one sample fills a block
+    assert shape((0, 2, 5, 5), 3, 3) == (18, 9)
+    assert shape((8, 4, 6, 6), 40, 3, 1, g=2) == (36 + 40, 8 * 36)
+
+
+def test_conv_rejects_bad_blocks():
+    x, y, w, b, cols = _conv_args()
+    geo = (1, 1, 0, 0, 1, 1, 1)
+    for bad in [(27 + 4, 16), (27 + 4, 40), (27 + 3, 32), (27, 32)]:
+        with pytest.raises(ValueError, match=r"columns has shape .* expected \(27, 16\)"):
+            K.conv_update_output(x, y, w, b, np.zeros(bad), *geo)
+    blocked = np.zeros((31, 32))
+    with pytest.raises(ValueError, match="columns overlaps gradOutput"):
+        g = np.zeros(blocked.size)
+        K.conv_update_grad_input(x, g[:y.size].reshape(y.shape), np.zeros_like(x), w,
+                                 g.reshape(blocked.shape), *geo)
+    # the transposed convolution keeps one sample's columns
+    with pytest.raises(ValueError, match="columns has shape"):
+        K.full_conv_update_output(y, np.zeros((2, 3, 6, 6)), w, None, np.zeros((31, 32)),
+                                  1, 1, 0, 0, 0, 0, 1)
 
 
 # -- SpatialFullConvolution kernels -----------------------------------------------------------

@@ -39,6 +39,10 @@ SPATIAL = [  # (N, C, H, W), kernel (h, w), stride, pad, ceil
     ((1, 1, 3, 3), (2, 2), (4, 4), (0, 0), True),
     ((2, 2, 7, 6), (3, 3), (2, 2), (-1, -1), False),
     ((0, 2, 4, 4), (2, 2), (2, 2), (0, 0), False),
+    # 2x2 by 2 on odd sizes: whole windows only (the 2x2 kernel), then a partial last one
+    ((2, 3, 7, 9), (2, 2), (2, 2), (0, 0), False),
+    ((2, 3, 7, 9), (2, 2), (2, 2), (0, 0), True),
+    ((1, 2, 8, 34), (2, 2), (2, 2), (1, 1), False),
 ]
 
 

@@ -1,0 +1,108 @@
+/* A product with few output rows, without BLAS: y[r, p] := bias[r] (+ y[r, p] if acc)
+   + sum_k a(r, k) * b[k, p], for r < R, p < P, k < K, where a(r, k) = a[r * ar + k * ak] and
+   the rows of b and y are ldb and ldy apart.
+
+   Where R is small (a convolution with few output planes: LeNet's 1 -> 6, 5x5 has R = 6,
+   K = 25, P = 784), BLAS packs all of b for every few rows it computes: sgemm's packing took
+   as many instructions as its kernel. Here each b row segment is loaded once per block of
+   four output rows, and a(r, k) is broadcast from memory: no packing, no copy.
+   Blocks: 4 rows x 16 pixels of accumulators, then single rows, then a scalar pixel tail. */
+
+#ifndef PM_PANEL_H
+#define PM_PANEL_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define PM_PANEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), unused))
+#else
+#define PM_PANEL_CLONES __attribute__((unused))
+#endif
+
+/* The products are contracted into fused multiply-adds where the target has them (as BLAS
+   does): half the vector instructions of the loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC push_options
+#pragma GCC optimize ("fp-contract=fast")
+#endif
+
+typedef float pm_panel_v8f __attribute__((vector_size(32), aligned(4)));
+typedef double pm_panel_v4d __attribute__((vector_size(32), aligned(8)));
+
+#define PM_PANEL_DEFINE(NAME, T, V, L)                                                        \
+static PM_PANEL_CLONES void NAME(int R, int K, int P, const T *a, ptrdiff_t ar, ptrdiff_t ak, \
+                                 const T *b, size_t ldb, const T *bias, int acc, T *y,        \
+                                 size_t ldy) {                                                \
+    int r = 0, k, p, q;                                                                       \
+    for (; r + 4 <= R; r += 4) {                                                              \
+        const T *a0 = a + r * ar, *a1 = a0 + ar, *a2 = a1 + ar, *a3 = a2 + ar;                \
+        T *y0 = y + (size_t) r * ldy, *y1 = y0 + ldy, *y2 = y1 + ldy, *y3 = y2 + ldy;         \
+        T c0 = bias ? bias[r] : 0, c1 = bias ? bias[r + 1] : 0;                               \
+        T c2 = bias ? bias[r + 2] : 0, c3 = bias ? bias[r + 3] : 0;                           \
+        for (p = 0; p + 2 * L <= P; p += 2 * L) {                                             \
+            V s00, s01, s10, s11, s20, s21, s30, s31;                                         \
+            for (q = 0; q < L; q++) {                                                         \
+                s00[q] = s01[q] = c0; s10[q] = s11[q] = c1;                                   \
+                s20[q] = s21[q] = c2; s30[q] = s31[q] = c3;                                   \
+            }                                                                                 \
+            if (acc) {                                                                        \
+                s00 += *(const V *) (y0 + p); s01 += *(const V *) (y0 + p + L);               \
+                s10 += *(const V *) (y1 + p); s11 += *(const V *) (y1 + p + L);               \
+                s20 += *(const V *) (y2 + p); s21 += *(const V *) (y2 + p + L);               \
+                s30 += *(const V *) (y3 + p); s31 += *(const V *) (y3 + p + L);               \
+            }                                                                                 \
+            for (k = 0; k < K; k++) {                                                         \
+                const T *bk = b + (size_t) k * ldb + p;                                       \
+                V u = *(const V *) bk, v = *(const V *) (bk + L);                             \
+                T w0 = a0[k * ak], w1 = a1[k * ak], w2 = a2[k * ak], w3 = a3[k * ak];         \
+                s00 += w0 * u; s01 += w0 * v; s10 += w1 * u; s11 += w1 * v;                   \
+                s20 += w2 * u; s21 += w2 * v; s30 += w3 * u; s31 += w3 * v;                   \
+            }                                                                                 \
+            *(V *) (y0 + p) = s00; *(V *) (y0 + p + L) = s01;                                 \
+            *(V *) (y1 + p) = s10; *(V *) (y1 + p + L) = s11;                                 \
+            *(V *) (y2 + p) = s20; *(V *) (y2 + p + L) = s21;                                 \
+            *(V *) (y3 + p) = s30; *(V *) (y3 + p + L) = s31;                                 \
+        }                                                                                     \
+        for (; p < P; p++) {                                                                  \
+            T t0 = c0, t1 = c1, t2 = c2, t3 = c3;                                             \
+            if (acc) { t0 += y0[p]; t1 += y1[p]; t2 += y2[p]; t3 += y3[p]; }                  \
+            for (k = 0; k < K; k++) {                                                         \
+                T u = b[(size_t) k * ldb + p];                                                \
+                t0 += a0[k * ak] * u; t1 += a1[k * ak] * u;                                   \
+                t2 += a2[k * ak] * u; t3 += a3[k * ak] * u;                                   \
+            }                                                                                 \
+            y0[p] = t0; y1[p] = t1; y2[p] = t2; y3[p] = t3;                                   \
+        }                                                                                     \
+    }                                                                                         \
+    for (; r < R; r++) {                                                                      \
+        const T *a0 = a + r * ar;                                                             \
+        T *y0 = y + (size_t) r * ldy;                                                         \
+        T c0 = bias ? bias[r] : 0;                                                            \
+        for (p = 0; p + 2 * L <= P; p += 2 * L) {                                             \
+            V s00, s01;                                                                       \
+            for (q = 0; q < L; q++) s00[q] = s01[q] = c0;                                     \
+            if (acc) { s00 += *(const V *) (y0 + p); s01 += *(const V *) (y0 + p + L); }      \
+            for (k = 0; k < K; k++) {                                                         \
+                const T *bk = b + (size_t) k * ldb + p;                                       \
+                T w0 = a0[k * ak];                                                            \
+                s00 += w0 * *(const V *) bk; s01 += w0 * *(const V *) (bk + L);               \
+            }                                                                                 \
+            *(V *) (y0 + p) = s00; *(V *) (y0 + p + L) = s01;                                 \
+        }                                                                                     \
+        for (; p < P; p++) {                                                                  \
+            T t0 = c0 + (acc ? y0[p] : 0);                                                    \
+            for (k = 0; k < K; k++) t0 += a0[k * ak] * b[(size_t) k * ldb + p];               \
+            y0[p] = t0;                                                                       \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+PM_PANEL_DEFINE(pm_panel_f, float, pm_panel_v8f, 8)
+PM_PANEL_DEFINE(pm_panel_d, double, pm_panel_v4d, 4)
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif

@@ -66,8 +66,11 @@ class _Cell(Module):
     attribute that ``_present`` denies (a bias switched off, the arrays of the other
     dropout layout) is None and not a parameter. It defines ``_steps`` (the forward after
     the input projection) and ``_bptt`` (the gate gradients into ``self._dgates``) and
-    ``_acc_hidden``.
+    ``_acc_hidden``; with ``p > 0`` the input side is one Linear per gate, named by the
+    gate letters of ``_gateNames`` (``weightR``, ``biasR``, ...).
     """
+
+    _gateNames = ""
 
     _blocks = 1  # gate blocks of the input projection
     _dropout = False  # whether p > 0 is implemented
@@ -167,7 +170,29 @@ class _Cell(Module):
         return out
 
     def _project(self, xt):
-        recurrent_project(xt, self._gates, self.weight, self.bias)
+        if self.p == 0:
+            recurrent_project(xt, self._gates, self.weight, self.bias)
+            return
+        # p > 0 (GRU, LSTMPeephole): each gate's own input Linear, as BigDL's graph, on the
+        # input that training drops with one mask per gate, held over time; the hidden
+        # masks are drawn alongside
+        n, (t, b, i) = len(self._gateNames), shape_of(xt)
+        h, dt = self.hiddenSize, self.dtype
+        self._masked = masked = self._train
+        xs = xt
+        if masked:
+            mx = self._inputMask = resized(self._inputMask, (n, b, i), -1, dt)
+            mh = self._hiddenMask = resized(self._hiddenMask, (b, n * h), -1, dt)
+            self._inputMaskOut = resized(self._inputMaskOut, mx)
+            self._draw(mx, self._inputMaskOut)
+            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
+            self._draw(mh, self._hiddenMaskOut)
+            xs = self._maskedInput = resized(self._maskedInput, (n, t, b, i), -1, dt)
+            mask_over_time(xt.reshape(1, t, b * i), mx.reshape(n, 1, b * i),
+                           xs.reshape(n, 1, t, b * i))
+        for q, k in enumerate(self._gateNames):
+            recurrent_project(xs[q] if masked else xt, self._gates, self._of("weight", k),
+                              self._of("bias", k), None, q * h)
 
     def updateGradInput(self, input, gradOutput):
         self._backThroughTime(input, gradOutput)
@@ -183,11 +208,16 @@ class _Cell(Module):
 
     def _inputGrad(self, git):
         """The gradient of the time-major input into ``git``."""
-        recurrent_update_grad_input(self._dgates, git, self.weight)
-        self._dropGradInput(git)
-
-    def _dropGradInput(self, git):
-        """The input dropout's part of the gradient (time-major ``git``, in place)."""
+        if self.p == 0:
+            recurrent_update_grad_input(self._dgates, git, self.weight)
+            return
+        n, (t, b, i), h = len(self._gateNames), shape_of(git), self.hiddenSize
+        parts = self._gradParts = resized(self._gradParts, (n, t, b, i), -1, self.dtype)
+        for q, k in enumerate(self._gateNames):
+            recurrent_update_grad_input(self._dgates, parts[q], self._of("weight", k),
+                                        q * h)
+        mask = self._inputMask.reshape(n, 1, b * i) if self._masked else None
+        masked_sum_over_time(parts.reshape(n, 1, t, b * i), mask, git.reshape(1, t, b * i))
 
     def _backThroughTime(self, input, gradOutput):
         shape, h = shape_of(self._gates), self.hiddenSize
@@ -209,10 +239,19 @@ class _Cell(Module):
         self._regularize()
 
     def _accumulate(self):
-        biases = self._arrays("b")
-        recurrent_acc_input(self._input, self._dgates, self.gradWeight,
-                            biases[0][1] if biases else None,
-                            biases[1][1] if len(biases) > 1 else None, self.scaleW, self.scaleB)
+        if self.p == 0:
+            biases = self._arrays("b")
+            recurrent_acc_input(self._input, self._dgates, self.gradWeight,
+                                biases[0][1] if biases else None,
+                                biases[1][1] if len(biases) > 1 else None, self.scaleW,
+                                self.scaleB)
+        else:
+            h = self.hiddenSize
+            for q, k in enumerate(self._gateNames):
+                recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
+                                    self._dgates, self._of("gradWeight", k),
+                                    self._of("gradBias", k), None, self.scaleW, self.scaleB,
+                                    q * h)
         self._acc_hidden()
 
     def _regularize(self):
@@ -408,9 +447,6 @@ class LSTM(_Cell):
                                      self.scaleB, self._of("gradHiddenBias", k))
 
 
-_GRU_GATES = "RZN"  # the gate blocks of the kernels' (T, B, 3H) gates
-
-
 class GRU(_Cell):
     """Gated recurrent unit as BigDL's: gates r, z, n; ``r, z = sigmoid(W x + b + U_rz h)``,
     ``n = tanh(W_n x + b_n + U_n (r h))`` (the reset gate before the matrix, unlike
@@ -427,6 +463,8 @@ class GRU(_Cell):
     with probability 1 - p and scales it by 1 / (1 - p). In evaluation the masks are the
     identity. The masks come from the cell's own ``pymodules.random.Stream``.
     """
+
+    _gateNames = "RZN"  # the gate blocks of the kernels' (T, B, 3H) gates
 
     _dropout = True
     _blocks = 3
@@ -460,28 +498,11 @@ class GRU(_Cell):
         return attr == "hiddenWeightN" or (attr in self._plain) == (self.p == 0)
 
     def _project(self, xt):
-        if self.p == 0:
-            recurrent_project(xt, self._gates, self.weight, self.bias)
-            return
-        t, b, i = shape_of(xt)
-        h, dt = self.hiddenSize, self.dtype
-        self._masked = masked = self._train
-        xs = xt
-        if masked:
-            mx = self._inputMask = resized(self._inputMask, (3, b, i), -1, dt)
-            mh = self._hiddenMask = resized(self._hiddenMask, (b, 3 * h), -1, dt)
-            self._inputMaskOut = resized(self._inputMaskOut, mx)
-            self._draw(mx, self._inputMaskOut)
-            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
-            self._draw(mh, self._hiddenMaskOut)
-            xs = self._maskedInput = resized(self._maskedInput, (3, t, b, i), -1, dt)
-            mask_over_time(xt.reshape(1, t, b * i), mx.reshape(3, 1, b * i),
-                           xs.reshape(3, 1, t, b * i))
-        for q, k in enumerate(_GRU_GATES):
-            recurrent_project(xs[q] if masked else xt, self._gates, self._of("weight", k),
-                              self._of("bias", k), None, q * h)
-        packed = self._packed = resized(self._packed, (2 * h, h), -1, dt)
-        stack_rows(packed, (self.hiddenWeightR, self.hiddenWeightZ))
+        super()._project(xt)
+        if self.p != 0:
+            packed = self._packed = resized(self._packed, (2 * self.hiddenSize,
+                                                           self.hiddenSize), -1, self.dtype)
+            stack_rows(packed, (self.hiddenWeightR, self.hiddenWeightZ))
 
     def _steps(self, out):
         self._rh = resized(self._rh, self._hprev, -1, self.dtype)
@@ -507,31 +528,6 @@ class GRU(_Cell):
         else:
             gru_bptt(gradOutput, self._gates, self._hprev, urz, self.hiddenWeightN,
                      self._dgates, self._dh, self._dc)
-
-    def _inputGrad(self, git):
-        if self.p == 0:
-            recurrent_update_grad_input(self._dgates, git, self.weight)
-            return
-        t, b, i = shape_of(git)
-        h = self.hiddenSize
-        parts = self._gradParts = resized(self._gradParts, (3, t, b, i), -1, self.dtype)
-        for q, k in enumerate(_GRU_GATES):
-            recurrent_update_grad_input(self._dgates, parts[q], self._of("weight", k),
-                                        q * h)
-        mask = self._inputMask.reshape(3, 1, b * i) if self._masked else None
-        masked_sum_over_time(parts.reshape(3, 1, t, b * i), mask, git.reshape(1, t, b * i))
-
-    def _accumulate(self):
-        if self.p == 0:
-            super()._accumulate()
-            return
-        h = self.hiddenSize
-        for q, k in enumerate(_GRU_GATES):
-            recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
-                                self._dgates, self._of("gradWeight", k),
-                                self._of("gradBias", k), None, self.scaleW, self.scaleB,
-                                q * h)
-        self._acc_hidden()
 
     def _acc_hidden(self):
         h = self.hiddenSize
@@ -661,28 +657,6 @@ class LSTMPeephole(_Cell):
             return self.p != 0
         return True
 
-    def _project(self, xt):
-        if self.p == 0:
-            recurrent_project(xt, self._gates, self.weight, self.bias)
-            return
-        t, b, i = shape_of(xt)
-        h, dt = self.hiddenSize, self.dtype
-        self._masked = masked = self._train
-        xs = xt
-        if masked:
-            mx = self._inputMask = resized(self._inputMask, (4, b, i), -1, dt)
-            mh = self._hiddenMask = resized(self._hiddenMask, (b, 4 * h), -1, dt)
-            self._inputMaskOut = resized(self._inputMaskOut, mx)
-            self._draw(mx, self._inputMaskOut)
-            self._hiddenMaskOut = resized(self._hiddenMaskOut, mh)
-            self._draw(mh, self._hiddenMaskOut)
-            xs = self._maskedInput = resized(self._maskedInput, (4, t, b, i), -1, dt)
-            mask_over_time(xt.reshape(1, t, b * i), mx.reshape(4, 1, b * i),
-                           xs.reshape(4, 1, t, b * i))
-        for q, k in enumerate(self._gateNames):
-            recurrent_project(xs[q] if masked else xt, self._gates, self._of("weight", k),
-                              self._of("bias", k), None, q * h)
-
     def _steps(self, out):
         h = self.hiddenSize
         self._cell = resized(self._cell, self._hprev, -1, self.dtype)
@@ -708,31 +682,6 @@ class LSTMPeephole(_Cell):
         peephole_bptt(gradOutput, self._gates, self._cell, self._tanhCell, self._packed,
                       self.peepholeI, self.peepholeF, self.peepholeO, self._dgates, self._dh,
                       self._dc, noise, parts)
-
-    def _inputGrad(self, git):
-        if self.p == 0:
-            recurrent_update_grad_input(self._dgates, git, self.weight)
-            return
-        t, b, i = shape_of(git)
-        h = self.hiddenSize
-        parts = self._gradParts = resized(self._gradParts, (4, t, b, i), -1, self.dtype)
-        for q, k in enumerate(self._gateNames):
-            recurrent_update_grad_input(self._dgates, parts[q], self._of("weight", k),
-                                        q * h)
-        mask = self._inputMask.reshape(4, 1, b * i) if self._masked else None
-        masked_sum_over_time(parts.reshape(4, 1, t, b * i), mask, git.reshape(1, t, b * i))
-
-    def _accumulate(self):
-        if self.p == 0:
-            super()._accumulate()
-            return
-        h = self.hiddenSize
-        for q, k in enumerate(self._gateNames):
-            recurrent_acc_input(self._maskedInput[q] if self._masked else self._input,
-                                self._dgates, self._of("gradWeight", k),
-                                self._of("gradBias", k), None, self.scaleW, self.scaleB,
-                                q * h)
-        self._acc_hidden()
 
     def _acc_hidden(self):
         h = self.hiddenSize

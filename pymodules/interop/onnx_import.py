@@ -868,18 +868,6 @@ class _Importer:
         x = self.tensor(node, ins[0])
         return self.add(node, module, [x], x.shape)
 
-    def op_Relu(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.ReLU(dtype=self.dtype))
-
-    def op_Tanh(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Tanh(dtype=self.dtype))
-
-    def op_Sigmoid(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Sigmoid(dtype=self.dtype))
-
     def op_LeakyRelu(self, node, ins, a):
         import pymodules as pm
         return self.unary(node, ins, pm.LeakyReLU(a.get("alpha", 0.01), dtype=self.dtype))
@@ -887,34 +875,6 @@ class _Importer:
     def op_Elu(self, node, ins, a):
         import pymodules as pm
         return self.unary(node, ins, pm.ELU(a.get("alpha", 1.0), dtype=self.dtype))
-
-    def op_Softplus(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.SoftPlus(dtype=self.dtype))
-
-    def op_Softsign(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.SoftSign(dtype=self.dtype))
-
-    def op_Abs(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Abs(dtype=self.dtype))
-
-    def op_Exp(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Exp(dtype=self.dtype))
-
-    def op_Log(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Log(dtype=self.dtype))
-
-    def op_Sqrt(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Sqrt(dtype=self.dtype))
-
-    def op_Neg(self, node, ins, a):
-        import pymodules as pm
-        return self.unary(node, ins, pm.Negative(dtype=self.dtype))
 
     def op_Reciprocal(self, node, ins, a):
         import pymodules as pm
@@ -1558,6 +1518,35 @@ class _Importer:
 
     def op_RNN(self, node, ins, a):
         return self.recurrent(node, ins, a, "RNN")
+
+
+#: ONNX operators that are one pymodules element-wise layer without arguments
+_ELEMENTWISE = {
+    "Relu": "ReLU",
+    "Tanh": "Tanh",
+    "Sigmoid": "Sigmoid",
+    "Softplus": "SoftPlus",
+    "Softsign": "SoftSign",
+    "Abs": "Abs",
+    "Exp": "Exp",
+    "Log": "Log",
+    "Sqrt": "Sqrt",
+    "Neg": "Negative",
+}
+
+
+def _elementwise(name):
+    """The importer's handler of an operator that is the layer ``pm.<name>``."""
+    def op(self, node, ins, a):
+        import pymodules as pm
+
+        return self.unary(node, ins, getattr(pm, name)(dtype=self.dtype))
+
+    return op
+
+
+for _op, _name in _ELEMENTWISE.items():
+    setattr(_Importer, f"op_{_op}", _elementwise(_name))
 
 
 class _Named:

@@ -20,6 +20,17 @@ gives it for any core. Measured by bench/bench_linear.py --grid (batch 2-256, la
     on it gains under 10% at 1 thread and loses at 2 (0.91-1.45).
 A core of other kernels gets only what both rules allow. float64 and the backward gemms
 showed no such gap.
+
+Beside OpenBLAS's AVX2 kernels (core Haswell or Zen) a float32 batch of 8 to 128 rows runs
+instead the packed kernel of _linear.h (``packs`` gives the rule): no BLAS, the weight read
+where it lies, only the batch packed into the scratch, the bias added and the output written
+in the same pass. Measured by bench/bench_linear.py --packed (the MLP 784-256-256-10 at
+batch 64, 1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels): 784 -> 256 at 83
+GFLOP/s against 57 (plain sgemm) and 62 (transposed); 256 -> 256 at 83 against 61 and 72;
+256 -> 10 at 40 against 35 and 19. On a grid of batches 2-256 and layers 64-1024 it won
+from batch 8 to 64 everywhere (0.45-0.98 of the best BLAS call), was even at 128 and lost
+at 2-4 (to the transposed call) and at 256 on narrow inputs. AVX-512 cores were not
+measured: there BLAS stays.
 """
 
 import ctypes
@@ -37,6 +48,11 @@ from engine._check cimport (
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
                         int cols, const float *add)
+
+cdef extern from "_linear.h" nogil:
+    size_t pm_linear_pack_size(size_t M, size_t K)
+    void pm_linear_f(int M, int N, int K, const float *x, const float *w, const float *bias,
+                     float *pack, float *y)
 
 cnp.import_array()
 
@@ -146,6 +162,10 @@ cdef bint _rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept n
 
 cdef int _core_family = _family(blas_core_name())
 
+cdef enum:
+    PACKED_MIN_BATCH = 8
+    PACKED_MAX_BATCH = 128
+
 
 def transposes(n, k, m, core):
     """Whether the float32 forward of an (n, k) batch through an (m, k) weight runs transposed
@@ -159,6 +179,27 @@ cdef bint _transposes(int t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept:
     return t == cnp.NPY_FLOAT32 and _rule(_core_family, n, k, m)
 
 
+cdef bint _packs_rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    """Whether an (n, k) float32 batch through an (m, k) weight runs the packed kernel of
+    _linear.h rather than BLAS, for a kernel family of OpenBLAS: the rule measured by
+    bench/bench_linear.py --packed (see the module doc)."""
+    if family == FAMILY_AVX2:
+        return PACKED_MIN_BATCH <= n <= PACKED_MAX_BATCH and k >= 1 and m >= 1
+    return False
+
+
+def packs(n, k, m, core):
+    """Whether the float32 forward of an (n, k) batch through an (m, k) weight runs the packed
+    kernel (no BLAS) beside OpenBLAS core type ``core`` (a name as blas_core_name gives; None
+    or an unknown name: never)."""
+    return bool(_packs_rule(_family(core), n, k, m))
+
+
+cdef bint _packs(int t, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept:
+    """Whether the forward of an (n, k) batch through an (m, k) weight runs packed here."""
+    return t == cnp.NPY_FLOAT32 and _packs_rule(_core_family, n, k, m)
+
+
 def linear_scratch_size(input, weight):
     """Elements of the scratch linear_update_output needs for these arguments (0: none).
     Arguments it cannot judge give 0; linear_update_output then says what is wrong."""
@@ -170,18 +211,39 @@ def linear_scratch_size(input, weight):
         return 0
     cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[0], k = cnp.PyArray_DIMS(x)[1]
     cdef Py_ssize_t m = cnp.PyArray_DIMS(w)[0]
-    if cnp.PyArray_DIMS(w)[1] != k or not _transposes(cnp.PyArray_TYPE(w), n, k, m):
+    cdef int t = cnp.PyArray_TYPE(w)
+    if cnp.PyArray_DIMS(w)[1] != k:
         return 0
-    return n * m
+    if _packs(t, n, k, m):
+        return pm_linear_pack_size(n, k)
+    if _transposes(t, n, k, m):
+        return n * m
+    return 0
 
 
-def linear_update_output(input, output, weight, bias, scratch=None, transposed=None):
+cdef cnp.ndarray _scratch_for(object scratch, str path, Py_ssize_t need, cnp.ndarray y,
+                              cnp.ndarray x, cnp.ndarray w, cnp.ndarray b):
+    """Check the scratch of the transposed or packed forward: float32, 1-D, writable,
+    ``need`` elements or more, apart from every other argument."""
+    cdef cnp.ndarray s = array(scratch, "scratch", cnp.NPY_FLOAT32, True)
+    ndim(s, "scratch", 1, 1)
+    if dim(s, 0) < need:
+        raise ValueError(f"scratch has {dim(s, 0)} elements, the {path} forward needs {need}")
+    disjoint_from(s, "scratch", y, "output", x, "input", w, "weight", b, "bias")
+    return s
+
+
+def linear_update_output(input, output, weight, bias, scratch=None, transposed=None,
+                         packed=None):
     """output := input @ weight.T + bias: (n, k) x (m, k) + (m,) -> (n, m); (k,) -> (m,).
 
     ``bias`` may be None. ``scratch``, a 1-D array of linear_scratch_size(input, weight)
-    elements or more, lets the forward run transposed where that is faster; None never does.
-    ``transposed`` True or False overrides that rule (for measuring it): True needs a float32
-    (n, k) batch with n, k >= 1 and a scratch of n * m elements.
+    elements or more, lets a float32 batch run the packed kernel or the transposed BLAS call
+    where the rule of this machine says that is faster; None runs plain BLAS.
+    ``packed`` or ``transposed`` True or False overrides the rule (for measuring it): True
+    needs a float32 (n, k) batch with n, k >= 1 and a scratch (packed: of
+    (n rounded up to 8) * k elements; transposed: n * m); ``transposed`` given alone means
+    not packed.
     """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -191,23 +253,31 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     cdef int n, k, m = _layer(w, "weight", b, "bias", x, y, "output", &n, &k)
     disjoint_from(y, "output", x, "input", w, "weight", b, "bias")
     cdef cnp.ndarray s = None
+    cdef bint batch = cnp.PyArray_NDIM(x) == 2
+    if packed is None:
+        packed = transposed is None and scratch is not None and batch and _packs(t, n, k, m)
     if transposed is None:
-        transposed = scratch is not None and cnp.PyArray_NDIM(x) == 2 and _transposes(t, n, k, m)
-    elif transposed and (t != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2 or n == 0 or k == 0
-                         or scratch is None):
-        raise ValueError(f"the transposed forward needs a float32 (n, k) batch with n, k >= 1 "
+        transposed = (not packed and scratch is not None and batch
+                      and _transposes(t, n, k, m))
+    if packed and transposed:
+        raise ValueError("the forward runs either packed or transposed, not both")
+    cdef str path = "packed" if packed else "transposed"
+    if (packed or transposed) and (t != cnp.NPY_FLOAT32 or not batch or n == 0 or k == 0
+                                   or scratch is None):
+        raise ValueError(f"the {path} forward needs a float32 (n, k) batch with n, k >= 1 "
                          f"and a scratch, got {(<object> x).dtype} input of shape "
                          f"{(<object> x).shape}"
                          + (" and no scratch" if scratch is None else ""))
-    if transposed:
-        s = array(scratch, "scratch", t, True)
-        ndim(s, "scratch", 1, 1)
-        if dim(s, 0) < <Py_ssize_t> n * m:
-            raise ValueError(f"scratch has {dim(s, 0)} elements, the transposed forward "
-                             f"needs {n * m}")
-        disjoint_from(s, "scratch", y, "output", x, "input", w, "weight", b, "bias")
+    if packed:
+        s = _scratch_for(scratch, path, pm_linear_pack_size(n, k), y, x, w, b)
+    elif transposed:
+        s = _scratch_for(scratch, path, <Py_ssize_t> n * m, y, x, w, b)
+    cdef bint pack = packed
     with nogil:
-        if s is not None:
+        if pack:
+            if m > 0:
+                pm_linear_f(n, m, k, f32(x), f32(w), f32(b), f32(s), f32(y))
+        elif s is not None:
             _update_output_t(f32(x), f32(y), f32(w), f32(b), f32(s), n, k, m)
         elif t == cnp.NPY_FLOAT32:
             _update_output(f32(x), f32(y), f32(w), f32(b), n, k, m)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from gradcheck import assert_jacobian
+from pymodules.engine.linear import linear_scratch_size
 from tolerance import abs_gemm, assert_reduction_close
 
 import pymodules as pm
@@ -57,8 +58,8 @@ def test_against_torch(dtype, torch, rng):
 
 @pytest.mark.parametrize(("batch", "sizes"), [(16, (128, 128)), (40, (784, 256)), (3, (1024, 512))])
 def test_transposed_forward_of_small_float32_batches(batch, sizes, torch, rng):
-    """Small float32 batches into wide layers run the forward transposed (a kept scratch);
-    the results are torch's, and a batch shape change resizes the scratch."""
+    """Small float32 batches into wide layers run the forward transposed or packed (a kept
+    scratch); the results are torch's, and a batch shape change resizes the scratch."""
     m = pm.Linear(*sizes)
     t = torch.nn.Linear(*sizes)
     with torch.no_grad():
@@ -69,7 +70,9 @@ def test_transposed_forward_of_small_float32_batches(batch, sizes, torch, rng):
         expected = t(torch.from_numpy(x)).detach().numpy()
         assert_reduction_close(m.forward(x), expected, np.float32, sizes[0] + 1,
                                2 * (abs_gemm(x, m.weight.T) + abs(m.bias)))
-        assert m._transposed is not None and m._transposed.size == n * sizes[1]
+        size = linear_scratch_size(x, m.weight)
+        assert size in (n * sizes[1], (n + 7) // 8 * 8 * sizes[0])
+        assert m._transposed is not None and m._transposed.size == size
     m.clearState()
     assert m._transposed is None
 

@@ -2,6 +2,7 @@
 
     python bench/bench_linear.py [--threads 1 2] [--dtypes float32 float64] [--plot out.png]
     python bench/bench_linear.py --grid [--threads 2]
+    python bench/bench_linear.py --packed [--batches 8 64 128]
 
 
 Each row is one (operation, dtype, threads, shape); times are medians of repeated runs after
@@ -13,6 +14,12 @@ of a grid, the kernel's forward plain and transposed, interleaved in blocks (a s
 per block), and prints the median time transposed / plain (below 1: transposed faster) with
 the rule's choice for this BLAS core. Run it once per core type, each in its own process
 (OPENBLAS_CORETYPE=Haswell forces the AVX2 kernels).
+
+--packed measures the three float32 forwards of the kernel on the layers of the MLP
+784-256-256-10 (and --layers): plain sgemm, the transposed sgemm and the packed kernel of
+engine/_linear.h, 1 thread, interleaved in blocks (a shuffled order per block); a time is the
+median over blocks of the process CPU time per call (less disturbed than wall time on a
+shared machine), with GFLOP/s (2 n k m per call) and the path the rule takes here.
 """
 
 import argparse
@@ -260,6 +267,78 @@ def run_grid(threads, batches=GRID_BATCHES, layers=GRID_LAYERS, rounds=3, blocks
     return ratios
 
 
+MLP_LAYERS = ((784, 256), (256, 256), (256, 10))
+
+
+def run_packed(batches, layers=MLP_LAYERS, blocks=15, budget=2e-3):
+    from pymodules.engine.linear import (
+        blas_core_name,
+        linear_scratch_size,
+        linear_update_output,
+        packs,
+        transposes,
+    )
+
+    core = blas_core_name()
+    rng, order = np.random.default_rng(0), random.Random(0)
+    clock = time.process_time
+    print(f"core {core}; 1 thread; float32; us per call (median of {blocks} interleaved blocks "
+          "of CPU time) and GFLOP/s")
+    print(f"{'(batch, in, out)':<20}{'plain':>18}{'transposed':>18}{'packed':>18}  rule")
+    total = {"plain": 0.0, "transposed": 0.0, "packed": 0.0}
+    with threadpool_limits(1):
+        for n in batches:
+            for k, m in layers:
+                x = rng.standard_normal((n, k)).astype(np.float32)
+                w = rng.standard_normal((m, k)).astype(np.float32)
+                b = rng.standard_normal(m).astype(np.float32)
+                y = np.empty((n, m), np.float32)
+                s = np.empty(max(n * m, (n + 7) // 8 * 8 * k), np.float32)
+                paths = {"plain": (False, False), "transposed": (True, False),
+                         "packed": (None, True)}
+                if n == 1:  # neither needs nor takes a scratch for a vector-sized batch
+                    paths = {"plain": (False, False)}
+                reps = 1
+                while True:
+                    start = clock()
+                    for _ in range(reps):
+                        linear_update_output(x, y, w, b, s, False)
+                    if clock() - start >= budget or reps >= 1 << 14:
+                        break
+                    reps *= 2
+                times = {p: [] for p in paths}
+                for _ in range(blocks):
+                    names = list(paths)
+                    order.shuffle(names)
+                    for name in names:
+                        tr, pk = paths[name]
+                        start = clock()
+                        for _ in range(reps):
+                            linear_update_output(x, y, w, b, s, tr, pk)
+                        times[name].append((clock() - start) / reps)
+                flops = 2.0 * n * k * m
+                cells = []
+                for name in ("plain", "transposed", "packed"):
+                    if name in times:
+                        t = statistics.median(times[name])
+                        if n == 64:
+                            total[name] += t
+                        cells.append(f"{t * 1e6:>9.1f} {flops / t * 1e-9:>5.1f} GF")
+                    else:
+                        cells.append(f"{'-':>18}")
+                xs = np.empty((n, k), np.float32)
+                rule = ("packed" if packs(n, k, m, core) else
+                        "transposed" if transposes(n, k, m, core) else "plain")
+                assert linear_scratch_size(xs, w) in (0, n * m, (n + 7) // 8 * 8 * k)
+                print(f"{str((n, k, m)):<20}" + "".join(cells) + f"  {rule}")
+                sys.stdout.flush()
+    if 64 in batches and layers == MLP_LAYERS:
+        flops = 2.0 * 64 * sum(k * m for k, m in layers)
+        print("MLP at batch 64, the three layers: " + ", ".join(
+            f"{name} {t * 1e6:.1f} us ({flops / t * 1e-9:.1f} GFLOP/s)"
+            for name, t in total.items()))
+
+
 HEADER = (f"{'op':<9}{'dtype':<8}{'thr':>3}  {'(batch, in, out)':<20}{'pymodules':>11}"
           f"{'numpy':>11}{'torch':>11}{'numpy/pm':>10}{'torch/pm':>10}")
 
@@ -307,12 +386,18 @@ def main(argv=None):
     parser.add_argument("--plot", metavar="PNG", nargs="?", const="bench/bench_linear.png")
     parser.add_argument("--grid", action="store_true",
                         help="measure the transposed float32 forward against the plain one")
+    parser.add_argument("--packed", action="store_true",
+                        help="measure the packed float32 forward on the MLP's layers")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64, 128])
     args = parser.parse_args(argv)
     print(f"pymodules {pm.__version__}: {pm.Linear(1, 1).getEngineType()}")
     print("BLAS:", *blas_description(), sep="\n  ")
     if args.grid:
         for threads in args.threads:
             run_grid(threads)
+        return
+    if args.packed:
+        run_packed(args.batches)
         return
     if torch is not None:
         print(f"torch {torch.__version__}")

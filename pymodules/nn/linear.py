@@ -36,7 +36,7 @@ class Linear(Initializable):
                     (initWeight, initBias, initGradWeight, initGradBias))
 
     _scratch = ("_transposed",)
-    _transposed = None  # where a small float32 batch's forward runs transposed
+    _transposed = None  # the scratch of a float32 batch whose forward runs packed or transposed
 
     def updateOutput(self, input):
         out = self.output = resized(self.output, input, self.outputSize, self.dtype)

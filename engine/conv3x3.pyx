@@ -93,12 +93,18 @@ cdef Py_ssize_t _size(const Shape *s):
 
 
 cdef bint _pays(const Shape *s):
-    """Where the Winograd kernels beat im2col + GEMM (forward plus backward, float32, one
-    thread, measured with bench/bench_layers.py's conv3x3 rows on AVX2): at least 8 input and
-    8 output planes and an output of at least 8x8 pixels. Below that the planes or tiles
-    padded to whole vectors and whole 4x4 tiles cost more than the 2.25-4x fewer products
-    save."""
-    return s.C >= 8 and s.M >= 8 and s.oH >= 8 and s.oW >= 8
+    """Where the Winograd kernels beat im2col + GEMM, forward plus backward (float32, one
+    thread, CPU time; bench/bench_layers.py's conv3x3 section prints both for a set of shapes
+    and what this rule picks): at least 3 input and 8 output planes (fewer are padded to a
+    vector of 8: (16, 3, 32, 32) -> 16 still runs in 0.91 of im2col's time), and at least 4
+    tiles of 4x4 outputs per sample; with 4096 plane pairs or more, at least 12 tiles: the
+    products run a sample's tiles as rows, six at a time, and (16, 64, 7, 7) -> 64 (4 tiles)
+    only breaks even (0.93), (16, 128, 4, 4) -> 128 (1 tile) takes 2.1x im2col's time, while
+    (32, 16, 8, 8) -> 16 (4 tiles) takes 0.29 of it and (32, 16, 28, 28) -> 32 0.37."""
+    cdef Py_ssize_t tiles = <Py_ssize_t> ((s.oH + 3) // 4) * ((s.oW + 3) // 4)
+    if s.C < 3 or s.M < 8 or tiles < 4:
+        return False
+    return tiles >= 12 or <Py_ssize_t> s.C * s.M < 4096
 
 
 def conv3x3_scratch_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h,

@@ -220,11 +220,17 @@ def test_scratch_size_says_where_the_kernels_apply(rng):
     assert W.conv3x3_scratch_size(x, w[:, :, :2], 1, 1, 1, 1, 1, 1, 1) == 0  # 2x3 kernel
     assert W.conv3x3_scratch_size(x, w[:, :8], 1, 1, 1, 1, 1, 1, 1) == 0  # planes differ
     # the rule: few planes or small outputs stay on im2col + GEMM, rule=False does not ask
-    small = x[:, :4].copy()
-    assert W.conv3x3_scratch_size(small, w[:, :4].copy(), 1, 1, 1, 1, 1, 1, 1) == 0
-    assert W.conv3x3_scratch_size(small, w[:, :4].copy(), 1, 1, 1, 1, 1, 1, 1, rule=False) > 0
-    tiny = x[:, :, :6, :6].copy()
-    assert W.conv3x3_scratch_size(tiny, w, 1, 1, 1, 1, 1, 1, 1) == 0
+    small = x[:, :2].copy()
+    assert W.conv3x3_scratch_size(small, w[:, :2].copy(), 1, 1, 1, 1, 1, 1, 1) == 0
+    assert W.conv3x3_scratch_size(small, w[:, :2].copy(), 1, 1, 1, 1, 1, 1, 1, rule=False) > 0
+    assert W.conv3x3_scratch_size(x[:, :3].copy(), w[:, :3].copy(), 1, 1, 1, 1, 1, 1, 1) > 0
+    assert W.conv3x3_scratch_size(x, w[:4].copy(), 1, 1, 1, 1, 1, 1, 1) == 0  # 4 planes out
+    tiny = x[:, :, :6, :6].copy()  # 6x6 output: 4 tiles
+    assert W.conv3x3_scratch_size(tiny, w, 1, 1, 1, 1, 1, 1, 1) > 0
+    assert W.conv3x3_scratch_size(tiny[:, :, :4, :4].copy(), w, 1, 1, 1, 1, 1, 1, 1) == 0
+    wide = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    assert W.conv3x3_scratch_size(tiny[:, :1].repeat(64, 1), wide, 1, 1, 1, 1, 1, 1, 1) == 0
+    assert W.conv3x3_scratch_size(x[:, :1].repeat(64, 1), wide, 1, 1, 1, 1, 1, 1, 1) > 0
 
 
 def test_rejects_bad_arguments(rng):
@@ -305,7 +311,7 @@ def test_layer_falls_back_where_winograd_does_not_apply(rng):
                  pm.SpatialConvolution(8, 8, 3, 3, 1, 1, 1, 1, 2),  # groups
                  pm.SpatialDilatedConvolution(8, 8, 3, 3, 1, 1, 2, 2, 2, 2),
                  pm.SpatialConvolution(8, 8, 5, 5, 1, 1, 2, 2),
-                 pm.SpatialConvolution(4, 8, 3, 3, 1, 1, 1, 1)):    # few planes (the rule)
+                 pm.SpatialConvolution(2, 8, 3, 3, 1, 1, 1, 1)):    # few planes (the rule)
         xin = x[:, :conv.nInputPlane].copy()
         y = conv.forward(xin)
         conv.backward(xin, np.ones_like(y))

@@ -707,14 +707,14 @@ def bench_conv3x3():
               f"{gemm / ours:.2f}x", flush=True)
 
     print("\n== 3x3 stride 1, float32: forward + backward, Winograd against im2col + GEMM "
-          "(median CPU us); the rule: C >= 3, M >= 8, >= 4 tiles of 4x4 per sample, >= 12 if "
+          "(median CPU us); the rule: C >= 3, M >= 8, >= 4 tiles of 4x4 per sample, >= 25 if "
           "C * M >= 4096")
     print(f"{'(N, C, H, W) -> M, pad':<34} {'winograd':>9} {'im2col':>9} {'ratio':>6}  "
           f"{'faster':<9} {'rule':<9}")
     for n, c, h, o, p in ((32, 16, 28, 32, 1), (64, 8, 28, 8, 1), (32, 4, 28, 16, 1),
                           (32, 32, 14, 32, 1), (16, 64, 7, 64, 1), (32, 16, 8, 16, 1),
                           (16, 128, 4, 128, 1), (16, 3, 32, 16, 1), (32, 16, 28, 8, 0),
-                          (16, 64, 14, 128, 1), (32, 8, 6, 8, 1)):
+                          (16, 64, 14, 128, 1), (32, 8, 6, 8, 1), (8, 64, 28, 64, 1)):
         x = rng.standard_normal((n, c, h, h)).astype(np.float32)
         m = pm.SpatialConvolution(c, o, 3, 3, 1, 1, p, p)
         g = rng.standard_normal(m.forward(x).shape).astype(np.float32)

@@ -96,15 +96,18 @@ cdef bint _pays(const Shape *s):
     """Where the Winograd kernels beat im2col + GEMM, forward plus backward (float32, one
     thread, CPU time; bench/bench_layers.py's conv3x3 section prints both for a set of shapes
     and what this rule picks): at least 3 input and 8 output planes (fewer are padded to a
-    vector of 8: (16, 3, 32, 32) -> 16 still runs in 0.91 of im2col's time), and at least 4
-    tiles of 4x4 outputs per sample; with 4096 plane pairs or more, at least 12 tiles: the
-    products run a sample's tiles as rows, six at a time, and (16, 64, 7, 7) -> 64 (4 tiles)
-    only breaks even (0.93), (16, 128, 4, 4) -> 128 (1 tile) takes 2.1x im2col's time, while
-    (32, 16, 8, 8) -> 16 (4 tiles) takes 0.29 of it and (32, 16, 28, 28) -> 32 0.37."""
+    vector of 8: (16, 3, 32, 32) -> 16 still runs in 0.74-0.91 of im2col's time) and at least
+    4 tiles of 4x4 outputs per sample; with 4096 plane pairs or more, at least 25 tiles. The
+    products run a sample's tiles as rows, a few at a time, against all the transformed
+    filters: with many planes those leave L2 and few tiles do not pay for reading them.
+    (32, 16, 8, 8) -> 16 (4 tiles) takes 0.26-0.29 of im2col's time, (32, 16, 28, 28) -> 32
+    0.37-0.39, (8, 64, 28, 28) -> 64 (49 tiles) 0.48; (16, 64, 7, 7) -> 64 (4 tiles) 0.89-0.93
+    and (16, 64, 14, 14) -> 128 (16 tiles) 0.76-1.18 about break even, (16, 128, 4, 4) -> 128
+    (1 tile) takes 2.1x."""
     cdef Py_ssize_t tiles = <Py_ssize_t> ((s.oH + 3) // 4) * ((s.oW + 3) // 4)
     if s.C < 3 or s.M < 8 or tiles < 4:
         return False
-    return tiles >= 12 or <Py_ssize_t> s.C * s.M < 4096
+    return tiles >= 25 or <Py_ssize_t> s.C * s.M < 4096
 
 
 def conv3x3_scratch_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h,

@@ -230,6 +230,8 @@ def test_scratch_size_says_where_the_kernels_apply(rng):
     assert W.conv3x3_scratch_size(tiny[:, :, :4, :4].copy(), w, 1, 1, 1, 1, 1, 1, 1) == 0
     wide = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     assert W.conv3x3_scratch_size(tiny[:, :1].repeat(64, 1), wide, 1, 1, 1, 1, 1, 1, 1) == 0
+    mid = x[:, :1, :16, :16].repeat(64, 1)  # 16 tiles: not with 4096 plane pairs
+    assert W.conv3x3_scratch_size(mid, wide, 1, 1, 1, 1, 1, 1, 1) == 0
     assert W.conv3x3_scratch_size(x[:, :1].repeat(64, 1), wide, 1, 1, 1, 1, 1, 1, 1) > 0
 
 

@@ -616,6 +616,128 @@ def _lenet_layer_rows(dtype, rng):
 
 SECTIONS["lenetlayers"] = bench_lenet_layers
 
+# -- the 3x3 stride-1 convolution: Winograd F(4x4, 3x3) against im2col + GEMM ------------------
+
+def _cpu_interleaved_us(fns, repeat=15, min_time=5e-3):
+    """Median process CPU time per call of each of ``fns`` (None: skipped), in alternating
+    blocks (CPU time: other processes on the machine do not count)."""
+    import time
+
+    numbers = [None if f is None else _calls(f, min_time) for f in fns]
+    runs = [[] for _ in fns]
+    for _ in range(repeat):
+        for f, n, r in zip(fns, numbers, runs, strict=True):
+            if f is not None:
+                t = time.process_time()
+                for _ in range(n):
+                    f()
+                r.append((time.process_time() - t) / n * 1e6)
+    return [None if not r else float(np.median(r)) for r in runs]
+
+
+def _conv3x3_kernels(x, m, g):
+    """(forward, backward) closures of the Winograd kernels and of im2col + GEMM for the
+    layer ``m``'s arguments (the kernels called directly, each with the scratch the layer
+    would give it)."""
+    from pymodules.engine import conv as K
+    from pymodules.engine import conv3x3 as W
+
+    p = m.padW
+    args = (1, 1, p, p, 1, 1, 1)
+    y = np.empty(g.shape, x.dtype)
+    gi, gw, gb = np.empty_like(x), np.zeros_like(m.weight), np.zeros_like(m.bias)
+    sc = np.empty(W.conv3x3_scratch_size(x, m.weight, *args, rule=False), x.dtype)
+    cols = np.empty(K.conv_columns_shape(x, m.weight, *args), x.dtype)
+    size = K.conv_scratch_size(x, m.weight, *args)
+    rows = np.empty(size, x.dtype) if size else None
+
+    def wino_fwd():
+        W.conv3x3_update_output(x, y, m.weight, m.bias, sc, p, p)
+
+    def wino_bwd():
+        W.conv3x3_update_grad_input(x, g, gi, m.weight, sc, p, p)
+        W.conv3x3_acc_grad_parameters(x, g, gw, gb, sc, p, p, 1.0, 1.0)
+
+    def gemm_fwd():
+        K.conv_update_output(x, y, m.weight, m.bias, cols, *args, rows)
+
+    def gemm_bwd():
+        K.conv_update_grad_input(x, g, gi, m.weight, cols, *args)
+        K.conv_acc_grad_parameters(x, g, gw, gb, cols, *args, 1.0, 1.0, rows)
+
+    return wino_fwd, wino_bwd, gemm_fwd, gemm_bwd
+
+
+def bench_conv3x3():
+    """The convolution row's acceptance (forward and backward against torch, float32, one
+    thread, CPU time) and the rule of conv3x3.pyx's _pays: for each shape the Winograd
+    kernels' and im2col + GEMM's forward + backward, which is faster, and which the rule
+    picks."""
+    from pymodules.engine import conv3x3 as W
+
+    rng = np.random.default_rng(0)
+    print("\n== SpatialConvolution 16 -> 32, 3x3, pad 1, float32, (32, 16, 28, 28): median "
+          "CPU us per call, speed-up = torch / ours (target >= 1.1)")
+    x = rng.standard_normal((32, 16, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((32, 32, 28, 28)).astype(np.float32)
+    m = pm.SpatialConvolution(16, 32, 3, 3, 1, 1, 1, 1)
+    m.forward(x)
+    path = "winograd" if m._wino is not None else "im2col + GEMM"
+    wino_fwd, wino_bwd, gemm_fwd, gemm_bwd = _conv3x3_kernels(x, m, g)
+    tx, tg = _torch(x), _torch(g)
+    tfwd = tbwd = None
+    if torch is not None:
+        tw, tb = torch.from_numpy(m.weight), torch.from_numpy(m.bias)
+
+        def tfwd():
+            torch.nn.functional.conv2d(tx, tw, tb, 1, 1)
+
+        def tbwd():
+            torch.ops.aten.convolution_backward(tg, tx, tw, [32], [1, 1], [1, 1], [1, 1],
+                                                False, [0, 0], 1, [True, True, True])
+
+    t = _cpu_interleaved_us([lambda: m.forward(x), gemm_fwd, tfwd,
+                             lambda: m.backward(x, g), gemm_bwd, tbwd])
+    for name, ours, gemm, ref in (("forward", t[0], t[1], t[2]),
+                                  ("backward", t[3], t[4], t[5])):
+        speed = "-" if ref is None else f"{ref / ours:.2f}x"
+        torch_us = "-" if ref is None else f"{ref:.0f}"
+        print(f"conv {name:<9} layer ({path}) {ours:8.0f} us   im2col + GEMM {gemm:8.0f} us   "
+              f"torch {torch_us:>8} us   speed-up vs torch {speed}   vs im2col "
+              f"{gemm / ours:.2f}x", flush=True)
+
+    print("\n== 3x3 stride 1, float32: forward + backward, Winograd against im2col + GEMM "
+          "(median CPU us); the rule: C >= 3, M >= 8, >= 4 tiles of 4x4 per sample, >= 25 if "
+          "C * M >= 4096")
+    print(f"{'(N, C, H, W) -> M, pad':<34} {'winograd':>9} {'im2col':>9} {'ratio':>6}  "
+          f"{'faster':<9} {'rule':<9}")
+    for n, c, h, o, p in ((32, 16, 28, 32, 1), (64, 8, 28, 8, 1), (32, 4, 28, 16, 1),
+                          (32, 32, 14, 32, 1), (16, 64, 7, 64, 1), (32, 16, 8, 16, 1),
+                          (16, 128, 4, 128, 1), (16, 3, 32, 16, 1), (32, 16, 28, 8, 0),
+                          (16, 64, 14, 128, 1), (32, 8, 6, 8, 1), (8, 64, 28, 64, 1)):
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        m = pm.SpatialConvolution(c, o, 3, 3, 1, 1, p, p)
+        g = rng.standard_normal(m.forward(x).shape).astype(np.float32)
+        wf, wb, gf, gb = _conv3x3_kernels(x, m, g)
+
+        def wino(wf=wf, wb=wb):
+            wf()
+            wb()
+
+        def gemm(gf=gf, gb=gb):
+            gf()
+            gb()
+
+        tw, tg = _cpu_interleaved_us([wino, gemm], repeat=7)
+        rule = W.conv3x3_scratch_size(x, m.weight, 1, 1, p, p, 1, 1, 1) > 0
+        print(f"{str((n, c, h, h)) + f' -> {o}, pad {p}':<34} {tw:9.0f} {tg:9.0f} "
+              f"{tw / tg:6.2f}  {'winograd' if tw < tg else 'im2col':<9} "
+              f"{'winograd' if rule else 'im2col':<9}", flush=True)
+
+
+SECTIONS["conv3x3"] = bench_conv3x3
+
+
 def main(argv):
     for info in threadpool_info():
         print(f"# {info.get('internal_api')} {info.get('version')} "

@@ -24,6 +24,12 @@ from pymodules.engine.conv import (
     temporal_conv_update_grad_input,
     temporal_conv_update_output,
 )
+from pymodules.engine.conv3x3 import (
+    conv3x3_acc_grad_parameters,
+    conv3x3_scratch_size,
+    conv3x3_update_grad_input,
+    conv3x3_update_output,
+)
 from pymodules.facade import shape_of
 from pymodules.nn.initializable import Initializable
 from pymodules.nn.module import whole
@@ -82,7 +88,7 @@ class _Weighted(Initializable):
 class _Spatial(_Weighted):
     """im2col + GEMM convolution over (C, H, W) or (N, C, H, W); see SpatialConvolution."""
 
-    _scratch = ("_columns", "_rows")
+    _scratch = ("_columns", "_rows", "_wino")
 
     def _setup(self, nInputPlane, nOutputPlane, kernelW, kernelH, strideW, strideH, padW,
                padH, dilationW, dilationH, nGroup, withBias, inits):
@@ -103,7 +109,7 @@ class _Spatial(_Weighted):
         self.dilationW, self.dilationH = int(dilationW), int(dilationH)
         self.nGroup = int(nGroup)
         self.withBias = bool(withBias)
-        self._columns = self._rows = None
+        self._columns = self._rows = self._wino = None
         k = self.kernelH * self.kernelW
         self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
         shape = (self.nOutputPlane, self.nInputPlane // self.nGroup, self.kernelH, self.kernelW)
@@ -119,7 +125,18 @@ class _Spatial(_Weighted):
                                      self.padH, self.dilationW, self.dilationH, self.nGroup)
         rows = conv_scratch_size(input, self.weight, self.strideW, self.strideH, self.padW,
                                  self.padH, self.dilationW, self.dilationH, self.nGroup)
-        return shape[:-3] + (self.nOutputPlane, h, w), columns, rows
+        wino = conv3x3_scratch_size(input, self.weight, self.strideW, self.strideH, self.padW,
+                                    self.padH, self.dilationW, self.dilationH, self.nGroup)
+        return shape[:-3] + (self.nOutputPlane, h, w), columns, rows, wino
+
+    def _winograd(self, input):
+        """The 3x3 Winograd kernels' scratch for ``input`` (conv3x3.pyx), None where
+        im2col + GEMM runs."""
+        plan = self._plan(input)
+        if len(plan) < 4 or not plan[3]:
+            return None
+        wino = self._wino = resized(self._wino, (plan[3],), -1, self.dtype)
+        return wino
 
     def _rows_scratch(self, size):
         if not size:
@@ -128,8 +145,12 @@ class _Spatial(_Weighted):
         return rows
 
     def updateOutput(self, input):
-        shape, columns, rows = self._plan(input)
+        shape, columns, rows = self._plan(input)[:3]
         out = self._output(shape)
+        wino = self._winograd(input)
+        if wino is not None:
+            conv3x3_update_output(input, out, self.weight, self.bias, wino, self.padW, self.padH)
+            return out
         conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
                            self.strideW, self.strideH, self.padW, self.padH,
                            self.dilationW, self.dilationH, self.nGroup,
@@ -141,13 +162,24 @@ class _Spatial(_Weighted):
             return self.gradInput
         columns = self._plan(input)[1]
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        wino = self._winograd(input)
+        if wino is not None:
+            conv3x3_update_grad_input(input, gradOutput, gi, self.weight, wino, self.padW,
+                                      self.padH)
+            return gi
         conv_update_grad_input(input, gradOutput, gi, self.weight, self._cols(columns),
                                self.strideW, self.strideH, self.padW, self.padH,
                                self.dilationW, self.dilationH, self.nGroup)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        _, columns, rows = self._plan(input)
+        _, columns, rows = self._plan(input)[:3]
+        wino = self._winograd(input)
+        if wino is not None:
+            conv3x3_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias, wino,
+                                        self.padW, self.padH, self.scaleW, self.scaleB)
+            self._regularize()
+            return
         conv_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
                                  self._cols(columns), self.strideW, self.strideH,
                                  self.padW, self.padH, self.dilationW, self.dilationH,

@@ -56,6 +56,13 @@ class OptimMethod(Facade):
     def optimize(self, feval, x):
         raise NotImplementedError(f"{type(self).__name__} does not define optimize")
 
+    def _optimize(self, feval, x, clear):
+        """``optimize`` as the Optimizer calls it: ``(x, losses, cleared)``. ``clear`` says
+        that nothing reads the gradient ``feval`` returns after the update, so the update
+        may set it to zero in its own pass; ``cleared`` whether it did."""
+        x, losses = self.optimize(feval, x)
+        return x, losses, False
+
     def getLearningRate(self) -> float:
         """The rate of the next step."""
         return self.learningRate / (1 + self.state["neval"] * self.learningRateDecay)
@@ -236,6 +243,15 @@ class SGD(OptimMethod):
         return self.learningRateSchedule.rate(self, self.state["neval"])
 
     def optimize(self, feval, x):
+        return self._step(feval, x, False)
+
+    def _optimize(self, feval, x, clear):
+        if type(self).optimize is not SGD.optimize:  # a subclass's own step
+            return super()._optimize(feval, x, clear)
+        x, losses = self._step(feval, x, clear)
+        return x, losses, clear
+
+    def _step(self, feval, x, clear):
         x = self._checked(x)
         loss, grad = feval(x)
         clr = self.getLearningRate()
@@ -246,7 +262,7 @@ class SGD(OptimMethod):
                 or self.state["dfdx"].shape != x.shape
             buf = self._buffer("dfdx", x)
         self._run(K.sgd_update, x, grad, buf, clr, self.weightDecay, self.momentum,
-                  self.dampening, self.nesterov, first)
+                  self.dampening, self.nesterov, first, clear)
         self.state["neval"] += 1
         return x, [loss]
 

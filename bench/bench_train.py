@@ -100,7 +100,7 @@ def pymodules_step(x, y, dtype, cores=1):
         return source.gradient_of(x, y, n), source._grad
 
     def step():
-        method._optimize(feval, weights, True)
+        method._optimize(feval, weights, True, source.split)
         source.cleared = True
 
     return step

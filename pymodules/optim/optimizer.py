@@ -383,6 +383,7 @@ class Optimizer:
         if isinstance(source, LocalGradient) and source.replicated():
             threads.now, threads.decided = 1, True  # the replicas are the parallelism
         clear = self._may_clear()
+        split = source.split if isinstance(source, LocalGradient) else None
         try:
             with _RedirectToBar(bar):
                 while not self.endWhen(state):
@@ -392,7 +393,7 @@ class Optimizer:
                     lr = method.getLearningRate()
                     threads.before()
                     step = time.perf_counter()
-                    _, losses, cleared = method._optimize(self._feval, weights, clear)
+                    _, losses, cleared = method._optimize(self._feval, weights, clear, split)
                     threads.after(time.perf_counter() - step)
                     if clear:
                         source.cleared = cleared
@@ -520,6 +521,14 @@ class LocalGradient:
         count = _replicas.parts_for(self.batchSize, cores)
         self._replicas = _replicas.Replicas(model, criterion, count) \
             if count > 1 and _replicas.replicable(model) else None
+
+    def split(self, kernel, args):
+        """An element-wise kernel over the flat vectors: in parts on the replicas' threads
+        when there are replicas, else in one call."""
+        if self._replicas is None:
+            kernel(*args)
+        else:
+            self._replicas.split(kernel, args)
 
     def replicated(self) -> bool:
         """Whether the batches run on several model replicas, one thread each."""

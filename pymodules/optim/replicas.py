@@ -23,6 +23,7 @@ rows of the whole batch's results. Anything else trains on one replica.
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -202,8 +203,20 @@ class Replicas:
             for r, p in zip(self.readers, saved, strict=False):
                 r.propagateBack = p
         for g in self.grads[:parts - 1]:
-            K.add_and_clear(self.grad, g)
+            self.split(K.add_and_clear, (self.grad, g))
         return loss
+
+    def split(self, kernel, args):
+        """``kernel(*args)`` for an element-wise kernel over flat vectors: every 1-D array
+        argument as long as the model's flat gradient is cut into one part per replica
+        (at multiples of 16 elements, a cache line), and the parts run at once."""
+        n = self.grad.shape[0]
+        count = len(self.models)
+        bounds = [min(n, (n * i // count + 15) & ~15) for i in range(count)] + [n]
+        calls = [(kernel, tuple(a[lo:hi] if isinstance(a, np.ndarray) and a.ndim == 1
+                                and a.shape[0] == n else a for a in args))
+                 for lo, hi in itertools.pairwise(bounds)]
+        self._workers.stage(calls[0], calls[1:])
 
     def close(self):
         self._workers.close()

@@ -215,3 +215,26 @@ def test_a_subclass_step_is_not_asked_to_clear(restore):
                        pm.MaxIteration(2), 48)
     opt.setProgressBar(False).setLogInterval(0).optimize()
     assert model.getParameters()[1].any()
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_an_element_wise_update_split_across_the_threads_is_the_whole_update(count):
+    from pymodules.engine import optim as K
+
+    model = _mlp(np.float32)
+    reps = R.Replicas(model, pm.ClassNLLCriterion(), count)
+    try:
+        n = reps.grad.shape[0]
+        rng = np.random.default_rng(1)
+        x, g, buf = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+        x2, g2, buf2 = x.copy(), g.copy(), buf.copy()
+        K.sgd_update(x, g, buf, 0.1, 0.01, 0.9, 0.0, True, False, True)
+        reps.split(K.sgd_update, (x2, g2, buf2, 0.1, 0.01, 0.9, 0.0, True, False, True))
+        np.testing.assert_array_equal(x2, x)
+        np.testing.assert_array_equal(buf2, buf)
+        assert not g2.any()
+        with pytest.raises(ValueError, match="overlaps"):
+            pm.SGD(0.1)._run(K.sgd_update, x2, x2, None, 0.1, 0, 0, 0, False, False,
+                             split=reps.split)
+    finally:
+        reps.close()

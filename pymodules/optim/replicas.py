@@ -14,7 +14,12 @@ run (each part always runs on the same replica, whichever thread runs it).
 
 The threads take the parts: the caller's thread runs the first part, then any part no
 other thread has started. On a machine whose other cores are busy, a worker that is not
-scheduled in time costs nothing but its share of the parallelism.
+scheduled in time costs nothing but its share of the parallelism; one that is late again
+and again is left out for a while (``_Workers``). Training on two threads runs on
+replicas rather than on a two-thread BLAS: OpenBLAS splits each product across its
+threads and waits for all of them, at every product, where the replicas meet twice a
+step; and the work around the products (activations, criterion, the update) runs on
+both cores too.
 
 Only models whose layers compute each sample alone, without randomness and without
 regularizers, are replicated (``replicable``): a part of the batch then gets exactly the
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 
@@ -87,11 +93,23 @@ class _Part:
 
 
 class _Workers:
-    """Threads that run the parts of a stage the caller's thread has not taken."""
+    """Threads that run the parts of a stage the caller's thread has not taken.
+
+    When, ``LATE`` stages in a row, the caller waited for the workers longer than its own
+    part took (the workers' cores are busy with other processes: a worker took a part and
+    was then not scheduled), the caller runs the next ``SOLO`` stages alone, all parts in
+    turn, then tries the workers again. The parts, and so the results, are the same either
+    way.
+    """
+
+    LATE = 3
+    SOLO = 64
 
     def __init__(self, count):
         self._parts = ()
         self._closed = False
+        self._late = 0
+        self._solo = 0
         self._wake = [threading.Lock() for _ in range(count)]
         for w in self._wake:
             w.acquire()
@@ -120,20 +138,35 @@ class _Workers:
     def stage(self, first, others):
         """Run ``first`` here and the ``others`` (fn, args) on any thread; return when all
         are done, raising the first error."""
+        if self._solo > 0:
+            self._solo -= 1
+            first[0](*first[1])
+            for fn, args in others:
+                fn(*args)
+            return
         parts = self._parts = [_Part(fn, args) for fn, args in others]
         self._signal()
         error = None
+        start = time.perf_counter()
         try:
             first[0](*first[1])
         except BaseException as err:  # noqa: BLE001 - after the other parts are done
             error = err
+        own = time.perf_counter() - start
+        waited = 0.0
         for part in parts:
             if part.take():
                 part.run()  # no worker started it: run it here
-            part.done.acquire()
+            else:
+                start = time.perf_counter()
+                part.done.acquire()
+                waited += time.perf_counter() - start
             if error is None and part.error is not None:
                 error = part.error
         self._parts = ()
+        self._late = self._late + 1 if waited > own else 0
+        if self._late >= self.LATE:
+            self._late, self._solo = 0, self.SOLO
         if error is not None:
             raise error
 

@@ -238,3 +238,29 @@ def test_an_element_wise_update_split_across_the_threads_is_the_whole_update(cou
                              split=reps.split)
     finally:
         reps.close()
+
+
+def test_late_workers_are_left_out_for_a_while():
+    workers = R._Workers(1)
+    try:
+        seen = []
+
+        def stage():
+            started = threading.Event()
+
+            def slow():
+                seen.append(threading.current_thread().name)
+                started.set()
+                threading.Event().wait(0.05)  # far longer than the caller's part
+
+            workers.stage((started.wait, (5,)), [(slow, ())])
+
+        for _ in range(R._Workers.LATE):
+            stage()
+        caller = threading.current_thread().name
+        assert caller not in seen and workers._solo == R._Workers.SOLO
+        seen.clear()
+        workers.stage((lambda: None, ()), [(seen.append, (caller,))])
+        assert seen == [caller] and workers._solo == R._Workers.SOLO - 1
+    finally:
+        workers.close()

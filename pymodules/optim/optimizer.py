@@ -4,7 +4,9 @@ One iteration: take the next batch, get the loss and flat gradient of that batch
 current weights from the gradient source, clip, and take the optimisation method's step on
 the flat parameter vector. The source is the only thing that differs between local and
 distributed training: ``LocalGradient`` runs forward/backward on this process's model over a
-local DataSet (nothing is allocated beyond the batch itself); ``pymodules.spark``'s
+local DataSet (nothing is allocated beyond the batch itself), on one model replica per
+thread that ``pm.setNumThreads`` allows when the model's layers allow it
+(``pymodules.optim.replicas``); ``pymodules.spark``'s
 ``DistributedGradient`` sums the gradients of the partitions of an RDD. Triggers count from
 this Optimizer's first iteration; ``optimize()`` again continues where the last call
 stopped, with the same method state.
@@ -158,6 +160,11 @@ class Optimizer:
 
     By default a line is logged (logger ``pymodules.optim``, INFO; shown on stderr when no
     logging is configured) every 50 iterations and at every validation, in BigDL's words.
+
+    Local training with SGD clears the model's gradients in the update's own pass (no
+    zeroing pass before the next batch), so they hold zeros after ``optimize()``; they are
+    kept when a TrainSummary records parameter histograms. Outside the Optimizer, backward
+    accumulates into the gradients and ``zeroGradParameters`` clears them, as in BigDL.
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,

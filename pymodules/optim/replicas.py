@@ -180,9 +180,10 @@ class _Workers:
 class Replicas:
     """``count`` replicas of ``model`` (the first is the model itself), sharing its weights.
 
-    ``gradient(input, target, reader)`` adds the batch's gradient into the model's flat
-    gradient and returns the loss, as ``model.backward`` after ``criterion.forward`` would.
-    ``close()`` stops the threads.
+    ``gradient(input, target, parts)`` adds the batch's gradient into the model's flat
+    gradient and returns the loss, as ``model.backward`` after ``criterion.forward`` would;
+    ``split(kernel, args)`` runs an element-wise kernel over the flat vectors in parts on
+    the replicas' threads. ``close()`` stops the threads.
     """
 
     def __init__(self, model, criterion, count):
@@ -191,7 +192,7 @@ class Replicas:
         self.models = [model]
         self.grads = []
         slots = list(model._slots())
-        for _ in range(count - 1):
+        for _replica in range(count - 1):
             r = model.cloneModule()
             g = np.zeros_like(self.grad)
             offset = 0

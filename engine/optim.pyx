@@ -8,11 +8,17 @@ caller computes.
 
 cimport numpy as cnp
 from libc.math cimport fabs, sqrt
+from libc.string cimport memset
 
 from engine.blas cimport floating, dot, scal
 from engine._check cimport float_type, array, f32, f64, vector_of, disjoint, shape
 
 cnp.import_array()
+
+# Elements a blocked pass updates before it clears them: 4 KiB of float32 (x, grad and a
+# buffer together stay in a 32 KiB L1 in either dtype).
+cdef enum:
+    BLOCK = 1024
 
 
 cdef cnp.ndarray _param(object x, int t):
@@ -41,15 +47,19 @@ cdef cnp.ndarray _like(object obj, str what, cnp.ndarray x, int t, bint writeabl
 
 
 def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double momentum,
-               double dampening, bint nesterov, bint first):
+               double dampening, bint nesterov, bint first, bint clear_grad=False):
     """Torch7's SGD step, with g = grad + weight_decay * x:
 
     buf := g if first else momentum * buf + (1 - dampening) * g  (momentum != 0 only)
     x -= clr * (g + momentum * buf if nesterov else buf)          (x -= clr * g without momentum)
+
+    ``clear_grad``: grad := 0 in the same pass (the next step's gradient then accumulates
+    from zero without a pass of its own to clear it).
     """
     cdef int t = float_type(x, "x")
     cdef cnp.ndarray xa = _param(x, t)
-    cdef cnp.ndarray g = _grad(grad, xa, t)
+    cdef cnp.ndarray g = _like(grad, "grad", xa, t, clear_grad, (), ())
+    disjoint(xa, "x", g, "grad")
     cdef cnp.ndarray b = None
     if momentum != 0:
         if momentum_buffer is None:
@@ -58,11 +68,26 @@ def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _sgd(f32(xa), f32(g), f32(b), n, clr, weight_decay, momentum, dampening, nesterov,
-                 first)
+            _sgd_blocks(f32(xa), f32(g), f32(b), n, clr, weight_decay, momentum, dampening,
+                        nesterov, first, clear_grad)
         else:
-            _sgd(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, dampening, nesterov,
-                 first)
+            _sgd_blocks(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, dampening,
+                        nesterov, first, clear_grad)
+
+
+cdef void _sgd_blocks(floating *x, floating *g, floating *buf, cnp.npy_intp n, double clr,
+                      double wd, double mom, double damp, bint nesterov, bint first,
+                      bint clear) noexcept nogil:
+    """_sgd in blocks that stay in the L1 cache, each block's gradient cleared after its
+    update while its lines are still there."""
+    cdef cnp.npy_intp i = 0, c
+    while i < n:
+        c = n - i if n - i < BLOCK else BLOCK
+        _sgd(x + i, g + i, NULL if buf == NULL else buf + i, c, clr, wd, mom, damp, nesterov,
+             first)
+        if clear:
+            memset(g + i, 0, <size_t> c * sizeof(floating))
+        i += c
 
 
 cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, double clr,
@@ -93,6 +118,37 @@ cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, do
             bi = m * buf[i] + d1 * gi
             buf[i] = bi
             x[i] -= c * bi
+
+
+def add_and_clear(total, part):
+    """total += part; part := 0, in one pass (the gradient of a model replica added into
+    the model's)."""
+    cdef int t = float_type(total, "total")
+    cdef cnp.ndarray a = array(total, "total", t, True)
+    if cnp.PyArray_NDIM(a) != 1:
+        raise ValueError(f"total must be a flat 1-D vector, got shape {shape(a)}")
+    cdef cnp.ndarray p = _like(part, "part", a, t, True, (a,), ("total",))
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(a)[0]
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _add_clear(f32(a), f32(p), n)
+        else:
+            _add_clear(f64(a), f64(p), n)
+
+
+cdef void _add_clear(floating *a, floating *p, cnp.npy_intp n) noexcept nogil:
+    cdef cnp.npy_intp i = 0, c
+    while i < n:
+        c = n - i if n - i < BLOCK else BLOCK
+        _add(a + i, p + i, c)
+        memset(p + i, 0, <size_t> c * sizeof(floating))
+        i += c
+
+
+cdef void _add(floating *a, const floating *p, cnp.npy_intp n) noexcept nogil:
+    cdef cnp.npy_intp i
+    for i in range(n):
+        a[i] += p[i]
 
 
 def adam_update(x, grad, m, v, double step, double beta1, double beta2, double eps,

@@ -56,6 +56,14 @@ class OptimMethod(Facade):
     def optimize(self, feval, x):
         raise NotImplementedError(f"{type(self).__name__} does not define optimize")
 
+    def _optimize(self, feval, x, clear, split=None):
+        """``optimize`` as the Optimizer calls it: ``(x, losses, cleared)``. ``clear`` says
+        that nothing reads the gradient ``feval`` returns after the update, so the update
+        may set it to zero in its own pass; ``cleared`` whether it did. ``split``, when
+        given, runs an element-wise kernel in parts on several threads."""
+        x, losses = self.optimize(feval, x)
+        return x, losses, False
+
     def getLearningRate(self) -> float:
         """The rate of the next step."""
         return self.learningRate / (1 + self.state["neval"] * self.learningRateDecay)
@@ -74,10 +82,15 @@ class OptimMethod(Facade):
                             f"{getattr(x, 'shape', type(x).__name__)}")
         return x
 
-    def _run(self, kernel, *args):
-        """``kernel(*args)``; a refusal is retold with this method's name (the facade)."""
+    def _run(self, kernel, *args, split=None):
+        """``kernel(*args)``, or ``split(kernel, args)`` (the element-wise update run in
+        parts on several threads); a refusal is retold with this method's name (the
+        facade)."""
         try:
-            kernel(*args)
+            if split is None:
+                kernel(*args)
+            else:
+                split(kernel, args)
         except REFUSALS as err:
             self._refused(err, kernel, args)
 
@@ -236,6 +249,15 @@ class SGD(OptimMethod):
         return self.learningRateSchedule.rate(self, self.state["neval"])
 
     def optimize(self, feval, x):
+        return self._step(feval, x, False)
+
+    def _optimize(self, feval, x, clear, split=None):
+        if type(self).optimize is not SGD.optimize:  # a subclass's own step
+            return super()._optimize(feval, x, clear, split)
+        x, losses = self._step(feval, x, clear, split)
+        return x, losses, clear
+
+    def _step(self, feval, x, clear, split=None):
         x = self._checked(x)
         loss, grad = feval(x)
         clr = self.getLearningRate()
@@ -246,7 +268,7 @@ class SGD(OptimMethod):
                 or self.state["dfdx"].shape != x.shape
             buf = self._buffer("dfdx", x)
         self._run(K.sgd_update, x, grad, buf, clr, self.weightDecay, self.momentum,
-                  self.dampening, self.nesterov, first)
+                  self.dampening, self.nesterov, first, clear, split=split)
         self.state["neval"] += 1
         return x, [loss]
 

@@ -4,7 +4,9 @@ One iteration: take the next batch, get the loss and flat gradient of that batch
 current weights from the gradient source, clip, and take the optimisation method's step on
 the flat parameter vector. The source is the only thing that differs between local and
 distributed training: ``LocalGradient`` runs forward/backward on this process's model over a
-local DataSet (nothing is allocated beyond the batch itself); ``pymodules.spark``'s
+local DataSet (nothing is allocated beyond the batch itself), on one model replica per
+thread that ``pm.setNumThreads`` allows when the model's layers allow it
+(``pymodules.optim.replicas``); ``pymodules.spark``'s
 ``DistributedGradient`` sums the gradients of the partitions of an RDD. Triggers count from
 this Optimizer's first iteration; ``optimize()`` again continues where the last call
 stopped, with the same method state.
@@ -26,6 +28,7 @@ from pymodules import threads as _threads
 from pymodules.data import to_dataset
 from pymodules.engine import optim as K
 from pymodules.nn.module import Module
+from pymodules.optim import replicas as _replicas
 from pymodules.optim.methods import SGD, OptimMethod
 from pymodules.optim.triggers import MaxEpoch, Trigger
 from pymodules.persistence import load_state, save_state
@@ -157,6 +160,11 @@ class Optimizer:
 
     By default a line is logged (logger ``pymodules.optim``, INFO; shown on stderr when no
     logging is configured) every 50 iterations and at every validation, in BigDL's words.
+
+    Local training with SGD clears the model's gradients in the update's own pass (no
+    zeroing pass before the next batch), so they hold zeros after ``optimize()``; they are
+    kept when a TrainSummary records parameter histograms. Outside the Optimizer, backward
+    accumulates into the gradients and ``zeroGradParameters`` clears them, as in BigDL.
     """
 
     def __init__(self, model, trainingSet, criterion, optimMethod=None, endTrigger=None,
@@ -379,6 +387,10 @@ class Optimizer:
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
         threads = _threads.StepThreads()
+        if isinstance(source, LocalGradient) and source.replicated():
+            threads.now, threads.decided = 1, True  # the replicas are the parallelism
+        clear = self._may_clear()
+        split = source.split if isinstance(source, LocalGradient) else None
         try:
             with _RedirectToBar(bar):
                 while not self.endWhen(state):
@@ -388,8 +400,10 @@ class Optimizer:
                     lr = method.getLearningRate()
                     threads.before()
                     step = time.perf_counter()
-                    _, losses = method.optimize(self._feval, weights)
+                    _, losses, cleared = method._optimize(self._feval, weights, clear, split)
                     threads.after(time.perf_counter() - step)
+                    if clear:
+                        source.cleared = cleared
                     loss = float(losses[-1])
                     state["iteration"] += 1
                     state["records"] += n
@@ -433,6 +447,15 @@ class Optimizer:
             source.stop()
             model.training()
         return model
+
+    def _may_clear(self) -> bool:
+        """Whether the method's update may clear the gradient in its pass (so that the next
+        batch's gradient needs no pass of its own to zero it): for local training, when no
+        parameter histograms read the gradient after the update. The model's gradients then
+        hold zeros after optimize() returns."""
+        summary = self._trainSummary
+        return isinstance(self._source, LocalGradient) and not (
+            summary is not None and summary.getSummaryTrigger("Parameters") is not None)
 
     def _maybe_validate(self):
         if self._validation is None:
@@ -491,14 +514,37 @@ class LocalGradient:
         """Records in one epoch (None when the dataset does not know)."""
         return self.dataset.size()
 
-    def start(self, model, criterion):
+    def start(self, model, criterion, cores=None):
+        """Get ready to train ``model``: on up to ``cores`` replicas (default: the threads
+        the BLAS may use, ``pm.getNumThreads()`` or a tighter threadpoolctl limit)."""
         self.model, self.criterion = model, criterion
         self._dtype = model.dtype
         self._grad = model.getParameters()[1]
         self._reader = data_reader(model)
+        #: True when the gradient holds zeros (the last update cleared it in its pass)
+        self.cleared = False
+        if cores is None:
+            cores = min(_threads.getNumThreads(), max(_threads.blas_threads(), default=1))
+        count = _replicas.parts_for(self.batchSize, cores)
+        self._replicas = _replicas.Replicas(model, criterion, count) \
+            if count > 1 and _replicas.replicable(model) else None
+
+    def split(self, kernel, args):
+        """An element-wise kernel over the flat vectors: in parts on the replicas' threads
+        when there are replicas, else in one call."""
+        if self._replicas is None:
+            kernel(*args)
+        else:
+            self._replicas.split(kernel, args)
+
+    def replicated(self) -> bool:
+        """Whether the batches run on several model replicas, one thread each."""
+        return self._replicas is not None
 
     def stop(self):
-        pass
+        if self._replicas is not None:
+            self._replicas.close()
+            self._replicas = None
 
     def next_batch(self):
         """Move to the next batch: (its size, whether it ends the epoch)."""
@@ -531,13 +577,26 @@ class LocalGradient:
     def gradient(self, x):
         """(loss, flat gradient) of the current batch; x is the model's own flat weights."""
         batch = self._batch
-        loss = batch_gradient(self.model, self.criterion, self._reader, batch.input,
-                              batch.target, self._grad)
-        return loss, self._grad
+        return self.gradient_of(batch.input, batch.target, batch.size()), self._grad
+
+    def gradient_of(self, input, target, size):
+        """The loss of the batch (``input``, ``target``) of ``size`` records; its gradient
+        goes into the model's flat gradient."""
+        clear, self.cleared = not self.cleared, False
+        replicas = self._replicas
+        parts = _replicas.parts_for(size, len(replicas.models)) \
+            if replicas is not None and isinstance(input, np.ndarray) else 1
+        if parts > 1:
+            if clear:
+                self._grad.fill(0)
+            return replicas.gradient(input, target, parts)
+        return batch_gradient(self.model, self.criterion, self._reader, input, target,
+                              self._grad, clear)
 
 
-def batch_gradient(model, criterion, reader, input, target, grad):
-    """The loss of one batch; its gradient goes into ``grad`` (zeroed first).
+def batch_gradient(model, criterion, reader, input, target, grad, clear=True):
+    """The loss of one batch; its gradient goes into ``grad`` (zeroed first when ``clear``;
+    else added to what it holds).
 
     Nothing reads the gradient with respect to the data, so ``reader`` (the layer that takes
     the data, ``data_reader``) skips its gradInput, the largest product of an MLP's first
@@ -546,7 +605,8 @@ def batch_gradient(model, criterion, reader, input, target, grad):
     propagate = reader.propagateBack
     reader.propagateBack = False
     try:
-        grad.fill(0)
+        if clear:
+            grad.fill(0)
         output = model.forward(input)
         loss = criterion.forward(output, target)
         model.backward(input, criterion.backward(output, target))

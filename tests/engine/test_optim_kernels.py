@@ -109,3 +109,58 @@ def test_bad_arguments_raise():
         K.clip_constant(x, 1.0, -1.0)
     with pytest.raises(ValueError, match="must be > 0"):
         K.clip_l2_norm(x, 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,first,nesterov", [(0.0, False, False), (0.9, True, False),
+                                                     (0.9, False, False), (0.9, False, True)])
+@pytest.mark.parametrize("n", [1, 1023, 1024, 2500])
+def test_sgd_clearing_the_gradient_matches_the_plain_update(dtype, momentum, first, nesterov,
+                                                            n, rng):
+    x, g, buf = _vecs(rng, n, dtype, 3)
+    x2, g2, buf2 = x.copy(), g.copy(), buf.copy()
+    damp = 0.0 if nesterov else 0.3
+    K.sgd_update(x, g, buf, 0.1, 0.01, momentum, damp, nesterov, first)
+    K.sgd_update(x2, g2, buf2, 0.1, 0.01, momentum, damp, nesterov, first, True)
+    np.testing.assert_array_equal(x2, x)  # the same update, bit for bit
+    np.testing.assert_array_equal(buf2, buf)
+    assert not g2.any() and g.any()  # cleared only when asked
+
+
+def test_sgd_clearing_propagates_nan_and_refuses_a_read_only_gradient():
+    x, g = np.zeros(5), np.array([1.0, np.nan, 0.0, -1.0, 2.0])
+    K.sgd_update(x, g, None, 0.5, 0.0, 0.0, 0.0, False, False, True)
+    assert np.isnan(x[1]) and x[0] == -0.5 and not np.nan_to_num(g, nan=1.0).any()
+    ro = np.zeros(5)
+    ro.flags.writeable = False
+    K.sgd_update(np.zeros(5), ro, None, 0.1, 0, 0, 0, False, False)  # read, not cleared
+    with pytest.raises(ValueError, match="grad is read-only"):
+        K.sgd_update(np.zeros(5), ro, None, 0.1, 0, 0, 0, False, False, True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 1024, 3000])
+def test_add_and_clear_matches_numpy(dtype, n, rng):
+    total, part = _vecs(rng, n, dtype, 2)
+    ref = total + part
+    K.add_and_clear(total, part)
+    np.testing.assert_array_equal(total, ref)
+    assert not part.any()
+
+
+def test_add_and_clear_refuses_bad_arguments():
+    x = np.zeros(4)
+    with pytest.raises(ValueError, match=r"part has shape \(3,\), expected \(4,\)"):
+        K.add_and_clear(x, np.zeros(3))
+    with pytest.raises(TypeError, match="part has dtype float32, expected float64"):
+        K.add_and_clear(x, np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="part overlaps total"):
+        K.add_and_clear(x, x)
+    with pytest.raises(ValueError, match="total must be a flat 1-D vector"):
+        K.add_and_clear(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="total must be a numpy.ndarray"):
+        K.add_and_clear([0.0], np.zeros(1))
+    ro = np.zeros(4)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="part is read-only"):
+        K.add_and_clear(x, ro)

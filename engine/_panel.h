@@ -14,13 +14,16 @@
 #include <stddef.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define PM_PANEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), unused))
+#define PM_PANEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), \
+                                                 unused))
 #else
 #define PM_PANEL_CLONES __attribute__((unused))
 #endif
 
 /* The products are contracted into fused multiply-adds where the target has them (as BLAS
-   does): half the vector instructions of the loop. */
+   does): half the vector instructions of the loop. The clones name x86-64-v3 (AVX2 with FMA)
+   and v4 (AVX-512 with FMA): a clone for "avx2" alone has no FMA, and ran a multiply and an
+   add for each product. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC push_options

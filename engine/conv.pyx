@@ -1062,9 +1062,16 @@ cdef void _direct_forward(const floating *x, floating *y, const floating *w,
     cdef const floating *row
     cdef floating *yn
     cdef floating v
-    for k in range(K):  # wt[k, m] := w[m, k], 0 in the lanes past M
-        for m in range(ML):
-            wt[<size_t> k * ML + m] = w[<size_t> m * K + k] if m < g.M else 0
+    # wt[k, m] := w[m, k], 0 in the lanes past M
+    if floating is float:
+        pm_transpose_f(w, K, wt, ML, g.M, K, NULL)
+    else:
+        for m in range(g.M):
+            for k in range(K):
+                wt[<size_t> k * ML + m] = w[<size_t> m * K + k]
+    if ML > g.M:
+        for k in range(K):
+            memset(wt + <size_t> k * ML + g.M, 0, (ML - g.M) * sizeof(floating))
     for s in range(n):
         src = x + <size_t> s * g.C * g.H * g.W
         if pad:
@@ -1077,6 +1084,9 @@ cdef void _direct_forward(const floating *x, floating *y, const floating *w,
             pm_direct_d(g.C, g.kH, g.kW, g.oH, g.oW, src, <size_t> (Hp if pad else g.H) *
                         (Wp if pad else g.W), Wp if pad else g.W, wt, ML, yt)
         yn = y + <size_t> s * g.M * P
+        if floating is float:
+            pm_transpose_f(yt, ML, yn, P, P, g.M, b)
+            continue
         for m in range(g.M):
             v = b[m] if b != NULL else 0
             row = yt + m

@@ -33,6 +33,12 @@ cdef extern from "_panel.h" nogil:
                     const double *b, size_t ldb, const double *bias, int acc, double *y,
                     size_t ldy)
 
+cdef extern from "_panel.h" nogil:
+    void pm_direct_f(int C, int kH, int kW, int oH, int oW, const float *x, size_t hw, size_t ws,
+                     const float *wt, int ML, float *yt)
+    void pm_direct_d(int C, int kH, int kW, int oH, int oW, const double *x, size_t hw,
+                     size_t ws, const double *wt, int ML, double *yt)
+
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
                         int cols, const float *add)
@@ -983,6 +989,157 @@ cdef void _acc_core(const floating *x, const floating *go, floating *gw, floatin
     if scale_b != 0 and gb != NULL:
         for s in range(n):
             _acc_planes(go + s * planes * size, gb, planes, size, scale_b)
+
+
+# -- the direct forward of few-plane convolutions ---------------------------------------------
+#
+# A convolution with few input and output planes, a kernel of 16 taps or more (5x5: LeNet's),
+# stride 1, no dilation and one group runs its forward without im2col (pm_direct_* in
+# _panel.h): each tap read in place from the image (a zero-padded copy of it where there are
+# pads), the output planes in vector lanes, then one transposing pass adds the bias into NCHW.
+# Forward, float32, one thread, CPU time on a shared machine, im2col + panel -> direct, 6 -> 16
+# on 14x14: 25 -> 15 us at batch 1, 1.97 -> 0.44 ms at batch 64 (float64: 2.3 -> 1.5 ms).
+# A scratch vector of conv_direct_size numbers holds the transposed weight, the transposed
+# output and the padded image.
+
+cdef int _lanes(const Geom *g, int itemsize) noexcept nogil:
+    """The output planes rounded up to whole 32-byte vectors."""
+    cdef int L = 32 // itemsize
+    return (g.M + L - 1) // L * L
+
+
+cdef Py_ssize_t _direct_size(const Geom *g, int itemsize):
+    """Length of the direct forward's scratch; 0 where it does not run (see above): at most
+    16 input and 32 output planes, where a GEMM has too little to work on to pay its packing,
+    and more than one vector of output planes (with one, LeNet's 1 -> 6 float32, the panel
+    over im2col was as fast: 0.63 -> 0.76 ms at batch 64, 13 -> 9 us at batch 1)."""
+    if (g.G != 1 or g.sW != 1 or g.sH != 1 or g.dW != 1 or g.dH != 1 or g.kH * g.kW < 16
+            or g.C > 16 or g.M > 32 or g.M * itemsize <= 32):
+        return 0
+    cdef Py_ssize_t ML = _lanes(g, itemsize), K = <Py_ssize_t> g.C * g.kH * g.kW
+    cdef Py_ssize_t padded = 0
+    if _direct_padded(g):
+        padded = <Py_ssize_t> g.C * (g.oH + g.kH - 1) * (g.oW + g.kW - 1)
+    return K * ML + <Py_ssize_t> g.oH * g.oW * ML + padded
+
+
+cdef inline bint _direct_padded(const Geom *g) noexcept nogil:
+    """Whether the windows reach outside the image (then they read a zero-padded copy)."""
+    return g.pT > 0 or g.pL > 0 or g.oH + g.kH - 1 > g.H or g.oW + g.kW - 1 > g.W
+
+
+cdef void _pad_image(const floating *x, floating *xp, const Geom *g, int Hp,
+                     int Wp) noexcept nogil:
+    """xp[c, yy, xx] := image[c, yy - pT, xx - pL], 0 outside, for yy < Hp, xx < Wp."""
+    cdef int c, yy, iy, lo, hi
+    cdef floating *dst
+    lo = g.pL if g.pL < Wp else Wp
+    hi = g.pL + g.W if g.pL + g.W < Wp else Wp
+    for c in range(g.C):
+        for yy in range(Hp):
+            dst = xp + (<size_t> c * Hp + yy) * Wp
+            iy = yy - g.pT
+            if iy < 0 or iy >= g.H or hi <= lo:
+                memset(dst, 0, Wp * sizeof(floating))
+                continue
+            memset(dst, 0, lo * sizeof(floating))
+            memcpy(dst + lo, x + (<size_t> c * g.H + iy) * g.W, (hi - lo) * sizeof(floating))
+            memset(dst + hi, 0, (Wp - hi) * sizeof(floating))
+
+
+cdef void _direct_forward(const floating *x, floating *y, const floating *w,
+                          const floating *b, floating *scratch, const Geom *g,
+                          int n) noexcept nogil:
+    """output := conv(input, weight) + bias by pm_direct_*, sample by sample."""
+    cdef int ML = _lanes(g, sizeof(floating)), P = g.oH * g.oW, T = g.kH * g.kW
+    cdef int K = g.C * T, s, m, k, p
+    cdef int Hp = g.oH + g.kH - 1, Wp = g.oW + g.kW - 1
+    cdef bint pad = _direct_padded(g)
+    cdef floating *wt = scratch
+    cdef floating *yt = wt + <size_t> K * ML
+    cdef floating *xp = yt + <size_t> P * ML
+    cdef const floating *src
+    cdef const floating *row
+    cdef floating *yn
+    cdef floating v
+    # wt[k, m] := w[m, k], 0 in the lanes past M
+    if floating is float:
+        pm_transpose_f(w, K, wt, ML, g.M, K, NULL)
+    else:
+        for m in range(g.M):
+            for k in range(K):
+                wt[<size_t> k * ML + m] = w[<size_t> m * K + k]
+    if ML > g.M:
+        for k in range(K):
+            memset(wt + <size_t> k * ML + g.M, 0, (ML - g.M) * sizeof(floating))
+    for s in range(n):
+        src = x + <size_t> s * g.C * g.H * g.W
+        if pad:
+            _pad_image(src, xp, g, Hp, Wp)
+            src = xp
+        if floating is float:
+            pm_direct_f(g.C, g.kH, g.kW, g.oH, g.oW, src, <size_t> (Hp if pad else g.H) *
+                        (Wp if pad else g.W), Wp if pad else g.W, wt, ML, yt)
+        else:
+            pm_direct_d(g.C, g.kH, g.kW, g.oH, g.oW, src, <size_t> (Hp if pad else g.H) *
+                        (Wp if pad else g.W), Wp if pad else g.W, wt, ML, yt)
+        yn = y + <size_t> s * g.M * P
+        if floating is float:
+            pm_transpose_f(yt, ML, yn, P, P, g.M, b)
+            continue
+        for m in range(g.M):
+            v = b[m] if b != NULL else 0
+            row = yt + m
+            for p in range(P):
+                yn[p] = row[<size_t> p * ML] + v
+            yn += P
+
+
+def conv_direct_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h,
+                     Py_ssize_t pad_w, Py_ssize_t pad_h, Py_ssize_t dilation_w,
+                     Py_ssize_t dilation_h, Py_ssize_t n_group):
+    """Length of conv_direct_update_output's ``scratch`` for these arguments; 0 where the
+    direct forward does not run (more than 16 input or 32 output planes, one vector of output
+    planes or less, a kernel of fewer than 16 taps, strides, dilations or groups)."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef Geom g
+    _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h, dilation_w,
+                   dilation_h, n_group)
+    return _direct_size(&g, 4 if t == cnp.NPY_FLOAT32 else 8)
+
+
+def conv_direct_update_output(input, output, weight, bias, scratch, Py_ssize_t stride_w,
+                              Py_ssize_t stride_h, Py_ssize_t pad_w, Py_ssize_t pad_h,
+                              Py_ssize_t dilation_w, Py_ssize_t dilation_h, Py_ssize_t n_group):
+    """output := conv(input, weight) + bias, as conv_update_output, without im2col: for the
+    arguments where conv_direct_size is not 0, with ``scratch`` a vector of that many
+    numbers. ``bias`` may be None."""
+    cdef int t = float_type(weight, "weight")
+    cdef cnp.ndarray w = array(weight, "weight", t, False)
+    cdef cnp.ndarray x = array(input, "input", t, False)
+    cdef cnp.ndarray y = array(output, "output", t, True)
+    cdef cnp.ndarray b = array_or_none(bias, "bias", t, False)
+    cdef cnp.ndarray sc = array(scratch, "scratch", t, True)
+    cdef Geom g
+    cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
+                                dilation_w, dilation_h, n_group)
+    _vector(b, "bias", g.M)
+    shape_is(y, "output", _grid_shape(x, &g))
+    cdef Py_ssize_t size = _direct_size(&g, 4 if t == cnp.NPY_FLOAT32 else 8)
+    if size == 0:
+        raise ValueError(f"the direct forward does not run for a {g.C} -> {g.M}, "
+                         f"{g.kH}x{g.kW} convolution with strides {stride_w}, {stride_h}, "
+                         f"dilations {dilation_w}, {dilation_h} and {n_group} groups")
+    vector_of(sc, "scratch", size)
+    disjoint_from(y, "output", x, "input", w, "weight", b, "bias", sc, "scratch")
+    disjoint_from(sc, "scratch", x, "input", w, "weight", b, "bias")
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _direct_forward(f32(x), f32(y), f32(w), f32(b), f32(sc), &g, n)
+        else:
+            _direct_forward(f64(x), f64(y), f64(w), f64(b), f64(sc), &g, n)
 
 
 # -- TemporalConvolution ----------------------------------------------------------------------

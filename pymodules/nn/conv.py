@@ -12,6 +12,8 @@ from pymodules.engine.buffers import resized
 from pymodules.engine.conv import (
     conv_acc_grad_parameters,
     conv_columns_shape,
+    conv_direct_size,
+    conv_direct_update_output,
     conv_scratch_size,
     conv_update_grad_input,
     conv_update_output,
@@ -56,6 +58,8 @@ class _Weighted(Initializable):
     Default init (BigDL's): weight and bias uniform in +-1/sqrt(fanIn).
     """
 
+    _no_plan = _NO_PLAN
+
     def _build(self, shape, biasSize, groups, inits):
         self._groups = groups
         self._seen = _NOT_SEEN
@@ -72,7 +76,7 @@ class _Weighted(Initializable):
         last one is remembered."""
         key = (shape_of(input), self.dtype)
         if key != self._seen:
-            self._planned = self._layout(input) if key[0] else _NO_PLAN
+            self._planned = self._layout(input) if key[0] else self._no_plan
             self._seen = key
         return self._planned
 
@@ -86,9 +90,15 @@ class _Weighted(Initializable):
 
 
 class _Spatial(_Weighted):
-    """im2col + GEMM convolution over (C, H, W) or (N, C, H, W); see SpatialConvolution."""
+    """im2col + GEMM convolution over (C, H, W) or (N, C, H, W); see SpatialConvolution.
 
-    _scratch = ("_columns", "_rows", "_wino")
+    Its plan is (output shape, columns shape, transposed forward's scratch, Winograd
+    scratch, direct forward's scratch): where the 3x3 Winograd kernels (conv3x3_scratch_size)
+    or the direct forward (few planes, conv_direct_size) run, the forward takes no columns.
+    """
+
+    _scratch = ("_columns", "_rows", "_wino", "_direct")
+    _no_plan = _NO_PLAN + (0, 0)
 
     def _setup(self, nInputPlane, nOutputPlane, kernelW, kernelH, strideW, strideH, padW,
                padH, dilationW, dilationH, nGroup, withBias, inits):
@@ -109,7 +119,7 @@ class _Spatial(_Weighted):
         self.dilationW, self.dilationH = int(dilationW), int(dilationH)
         self.nGroup = int(nGroup)
         self.withBias = bool(withBias)
-        self._columns = self._rows = self._wino = None
+        self._columns = self._rows = self._wino = self._direct = None
         k = self.kernelH * self.kernelW
         self._fans = (self.nInputPlane * k, self.nOutputPlane * k)
         shape = (self.nOutputPlane, self.nInputPlane // self.nGroup, self.kernelH, self.kernelW)
@@ -118,7 +128,7 @@ class _Spatial(_Weighted):
     def _layout(self, input):
         shape = input.shape
         if len(shape) not in (3, 4):
-            return _NO_PLAN
+            return self._no_plan
         h = output_size(shape[-2], self.kernelH, self.strideH, self.padH, self.dilationH)
         w = output_size(shape[-1], self.kernelW, self.strideW, self.padW, self.dilationW)
         columns = conv_columns_shape(input, self.weight, self.strideW, self.strideH, self.padW,
@@ -127,15 +137,17 @@ class _Spatial(_Weighted):
                                  self.padH, self.dilationW, self.dilationH, self.nGroup)
         wino = conv3x3_scratch_size(input, self.weight, self.strideW, self.strideH, self.padW,
                                     self.padH, self.dilationW, self.dilationH, self.nGroup)
-        return shape[:-3] + (self.nOutputPlane, h, w), columns, rows, wino
+        direct = conv_direct_size(input, self.weight, self.strideW, self.strideH, self.padW,
+                                  self.padH, self.dilationW, self.dilationH, self.nGroup)
+        return shape[:-3] + (self.nOutputPlane, h, w), columns, rows, wino, direct
 
     def _winograd(self, input):
         """The 3x3 Winograd kernels' scratch for ``input`` (conv3x3.pyx), None where
-        im2col + GEMM runs."""
-        plan = self._plan(input)
-        if len(plan) < 4 or not plan[3]:
+        they do not run."""
+        wino = self._plan(input)[3]
+        if not wino:
             return None
-        wino = self._wino = resized(self._wino, (plan[3],), -1, self.dtype)
+        wino = self._wino = resized(self._wino, (wino,), -1, self.dtype)
         return wino
 
     def _rows_scratch(self, size):
@@ -145,11 +157,17 @@ class _Spatial(_Weighted):
         return rows
 
     def updateOutput(self, input):
-        shape, columns, rows = self._plan(input)[:3]
+        shape, columns, rows, _, direct = self._plan(input)
         out = self._output(shape)
         wino = self._winograd(input)
         if wino is not None:
             conv3x3_update_output(input, out, self.weight, self.bias, wino, self.padW, self.padH)
+            return out
+        if direct:
+            scratch = self._direct = resized(self._direct, (direct,), -1, self.dtype)
+            conv_direct_update_output(input, out, self.weight, self.bias, scratch,
+                                      self.strideW, self.strideH, self.padW, self.padH,
+                                      self.dilationW, self.dilationH, self.nGroup)
             return out
         conv_update_output(input, out, self.weight, self.bias, self._cols(columns),
                            self.strideW, self.strideH, self.padW, self.padH,

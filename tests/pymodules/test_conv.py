@@ -91,7 +91,7 @@ def _tdtype(torch, dtype):
     (4, 6, (3, 2), (2, 1), (1, 2), 2, True),
     (16, 32, (3, 3), (1, 1), (1, 1), 1, False),
     (15, 24, (3, 3), (2, 2), (1, 2), 1, True),  # float32: the transposed forward
-    (6, 12, (5, 5), (1, 1), (0, 0), 1, True),  # float32: transposed on a small grid
+    (6, 12, (5, 5), (1, 1), (0, 0), 1, True),  # the direct forward (few planes, 5x5)
     (3, 4, (1, 1), (1, 1), (0, 0), 1, True),
 ])
 @pytest.mark.parametrize("batched", [True, False])

@@ -9,7 +9,9 @@ in a shuffled order, a few calls each, and the figure is the median over blocks 
 per call. The ratio is torch / pymodules (above 1: pymodules faster). BigDL's GRU differs from
 torch's (the reset gate before U_n), but the work per step is the same. For the LSTM cases a
 third run times only the GEMMs of pymodules' forward + backward (same shapes, same OpenBLAS),
-in the same interleaved blocks: the floor under the passes around them.
+in the same interleaved blocks: what the whole would cost on BLAS alone. Each LSTM line says
+where its per-step products ran: engine's own kernel (_narrow.h, for the batches that
+``lstm_step_kernel`` picks) or BLAS.
 """
 
 import argparse
@@ -24,6 +26,7 @@ try:
 except ImportError:  # the bench needs the oracle
     torch = None
 
+from pymodules.engine.recurrent import lstm_step_kernel  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import pymodules as pm  # noqa: E402
@@ -142,8 +145,12 @@ def main():
                                                                else "MISSED")
             ok &= target is None or ratio >= target
             name = f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]} fwd+bwd"
+            steps = ""
+            if case[0] == "LSTM":
+                own = lstm_step_kernel(case[1], case[4])
+                steps = "  (steps on " + ("_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
-                  f"{ratio:7.2f}  {mark}")
+                  f"{ratio:7.2f}  {mark}{steps}")
             if "gemms" in t:
                 print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
                       f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")

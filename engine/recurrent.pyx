@@ -570,15 +570,8 @@ def lstm_bptt(grad_states, gates_t, cell, tanh_cell, w_hh, w_hh_t, d_gates, dh, 
 
 
 cdef void _transpose(const floating *a, floating *at, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """at (n, m) := a (m, n).T, in tiles of 16 x 16."""
-    cdef Py_ssize_t i0, j0, i, j, i1, j1
-    for i0 in range(0, m, 16):
-        i1 = i0 + 16 if i0 + 16 < m else m
-        for j0 in range(0, n, 16):
-            j1 = j0 + 16 if j0 + 16 < n else n
-            for j in range(j0, j1):
-                for i in range(i0, i1):
-                    at[j * m + i] = a[i * n + j]
+    """at (n, m) := a (m, n).T."""
+    _tiled_transpose(a, n, at, m, m, n)
 
 
 cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
@@ -824,16 +817,30 @@ def swap_outer(input, output, Py_ssize_t features=-1):
 
 cdef void _swap_outer(const floating *x, floating *y, Py_ssize_t na, Py_ssize_t nt,
                       Py_ssize_t nk) noexcept nogil:
-    """In tiles of 16 x 16, so that both sides are read and written a cache line at a time."""
-    cdef Py_ssize_t t, a0, k0, a, k, a1, k1
+    cdef Py_ssize_t t
     for t in range(nt):
-        for a0 in range(0, na, 16):
-            a1 = a0 + 16 if a0 + 16 < na else na
-            for k0 in range(0, nk, 16):
-                k1 = k0 + 16 if k0 + 16 < nk else nk
+        _tiled_transpose(x + t * nk, nt * nk, y + t * na, nt * na, na, nk)
+
+
+cdef void _tiled_transpose(const floating *x, Py_ssize_t ldx, floating *y, Py_ssize_t ldy,
+                           Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """y[k, a] := x[a, k] for a < m, k < n (rows ldx and ldy apart), in tiles of 16 x 16
+    through a local copy: each tile's source rows are read, and its target rows written, a
+    cache line at a time. Transposing in place between the two would keep 16 lines of each
+    side live at once, and where the rows are a multiple of 4 KiB apart (the sequences here:
+    T * B floats) those lines share a few cache sets and evict each other at every element."""
+    cdef floating tile[256]
+    cdef Py_ssize_t a0, k0, a, k, a1, k1
+    for a0 in range(0, m, 16):
+        a1 = a0 + 16 if a0 + 16 < m else m
+        for k0 in range(0, n, 16):
+            k1 = k0 + 16 if k0 + 16 < n else n
+            for a in range(a0, a1):
                 for k in range(k0, k1):
-                    for a in range(a0, a1):
-                        y[(k * nt + t) * na + a] = x[(a * nt + t) * nk + k]
+                    tile[(k - k0) * 16 + a - a0] = x[a * ldx + k]
+            for k in range(k0, k1):
+                for a in range(a0, a1):
+                    y[k * ldy + a] = tile[(k - k0) * 16 + a - a0]
 
 
 # -- GRU: gates r, z, n; n = tanh(x_n + U_n (r h)); h = (1 - z) n + z h -----------------------

@@ -51,6 +51,11 @@ static PM_NARROW_CLONES void NAME(int M, int N, int K, const T *a, size_t lda, c
             V s00 = {0}, s01 = {0}, s10 = {0}, s11 = {0}, s20 = {0}, s21 = {0};              \
             V s30 = {0}, s31 = {0}, s40 = {0}, s41 = {0}, s50 = {0}, s51 = {0};              \
             const T *bk = b + p;                                                             \
+            if (c) /* rows of c far apart miss the cache: ask now, use after the k loop */   \
+                for (j = 0; j < 6; j++) {                                                    \
+                    __builtin_prefetch(c + (size_t) (r + j) * ldc + p);                      \
+                    __builtin_prefetch(c + (size_t) (r + j) * ldc + p + 2 * L - 1);          \
+                }                                                                            \
             for (k = 0; k < K; k++, bk += ldb) {                                             \
                 V u = *(const V *) bk, v = *(const V *) (bk + L);                            \
                 T w;                                                                         \

@@ -476,7 +476,8 @@ cdef void _lstm_steps(const floating *xp, floating *gt, floating *c, floating *t
             for b in range(nb):
                 sr[b] = s[3 * hb + j * nb + b] * tcs[j * nb + b]
             if hc != NULL:
-                memcpy(hc + j * nb, sr, nb * sizeof(floating))
+                for b in range(nb):  # a loop, not memcpy: a call per row of 16 costs more
+                    hc[j * nb + b] = sr[b]
 
 
 cdef void _drop_states(const floating *hp, const floating *hm, floating *hd, Py_ssize_t nb,
@@ -578,7 +579,7 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
                      const floating *tc, const floating *ut, floating *dg, floating *dh,
                      floating *dc, const floating *hm, floating *dp, floating *ds,
                      Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, j, k, o, q
+    cdef Py_ssize_t gw = 4 * h, hb = h * nb, tb = nt * nb, t, j, k, o, q, b
     cdef const floating *s
     cdef const floating *tcs
     cdef const floating *cp
@@ -605,7 +606,8 @@ cdef void _lstm_bptt(const floating *go, const floating *gt, const floating *c,
                                     dg + o + 3 * h * tb)
         if t > 0 and ds != NULL:
             for q in range(gw):
-                memcpy(ds + q * nb, dg + q * tb + t * nb, nb * sizeof(floating))
+                for b in range(nb):
+                    ds[q * nb + b] = dg[q * tb + t * nb + b]
             if hm == NULL:
                 _narrow(h, nb, gw, ut, gw, ds, nb, <floating *> NULL, 0, dh, nb)
             else:

@@ -16,7 +16,9 @@ the state. Backward: ``<cell>_bptt`` (per step one pass and one GEMM, dh(t-1) = 
 LSTM: feature-major buffers (width, T, B), where each step's hidden GEMM is W_hh (4H, H) @
 h(t-1) (H, B), about 1.7x faster than the batch-major product for a batch of 16 with OpenBLAS
 0.3.30's Haswell kernels (``lstm_project``, ``lstm_steps``, ``lstm_bptt``, ``lstm_grad_input``,
-``lstm_acc_grad_parameters``; ``swap_outer`` converts the batch-first sequences).
+``lstm_acc_grad_parameters``; ``swap_outer`` converts the batch-first sequences). For the
+batches ``lstm_step_kernel`` picks (16, 32), each step's product runs on engine/_narrow.h
+instead, without BLAS's per-call copy of W_hh, over contiguous copies of h(t-1) and dG(t).
 
 Gate blocks (rows of W_ih): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o; RnnCell
 one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.

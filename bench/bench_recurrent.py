@@ -5,11 +5,15 @@
 One thread for both libraries (threadpoolctl, applied after torch is imported, and
 torch.set_num_threads(1)). Each case times forward + backward (gradients of the input and of
 every parameter) on the same data, in interleaved blocks: each block runs pymodules and torch
-in a shuffled order, a few calls each, and the figure is the median over blocks of the time
-per call. The ratio is torch / pymodules (above 1: pymodules faster). BigDL's GRU differs from
-torch's (the reset gate before U_n), but the work per step is the same. For the LSTM cases a
+in a shuffled order, a few calls each, and the figure is the median over blocks of the
+process CPU time per call (on a shared machine wall time also counts the other processes'
+turns; with one thread each the two agree on a quiet one). The ratio is torch / pymodules
+(above 1: pymodules faster). BigDL's GRU differs from torch's (the reset gate before U_n),
+but the work per step is the same. For the LSTM cases a
 third run times only the GEMMs of pymodules' forward + backward (same shapes, same OpenBLAS),
-in the same interleaved blocks: the floor under the passes around them.
+in the same interleaved blocks: what the whole would cost on BLAS alone. Each LSTM line says
+where its per-step products ran: engine's own kernel (_narrow.h, for the batches that
+``lstm_step_kernel`` picks) or BLAS.
 """
 
 import argparse
@@ -24,6 +28,7 @@ try:
 except ImportError:  # the bench needs the oracle
     torch = None
 
+from pymodules.engine.recurrent import lstm_step_kernel  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import pymodules as pm  # noqa: E402
@@ -98,7 +103,7 @@ def lstm_gemms_case(cell, batch, steps, fan_in, hidden, dtype, rng):
 
 
 def measure(runs, blocks, calls):
-    """Median seconds per call of each run, interleaved in blocks of shuffled order."""
+    """Median CPU seconds per call of each run, interleaved in blocks of shuffled order."""
     samples = {name: [] for name in runs}
     for run in runs.values():
         run(2)  # warm-up: buffers, lazy initialisation
@@ -106,9 +111,9 @@ def measure(runs, blocks, calls):
         order = list(runs)
         random.shuffle(order)
         for name in order:
-            start = time.perf_counter()
+            start = time.process_time()
             runs[name](calls)
-            samples[name].append((time.perf_counter() - start) / calls)
+            samples[name].append((time.process_time() - start) / calls)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -142,8 +147,12 @@ def main():
                                                                else "MISSED")
             ok &= target is None or ratio >= target
             name = f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]} fwd+bwd"
+            steps = ""
+            if case[0] == "LSTM":
+                own = lstm_step_kernel(case[1], case[4])
+                steps = "  (steps on " + ("_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
-                  f"{ratio:7.2f}  {mark}")
+                  f"{ratio:7.2f}  {mark}{steps}")
             if "gemms" in t:
                 print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
                       f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")

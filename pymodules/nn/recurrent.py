@@ -26,6 +26,7 @@ from pymodules.engine.recurrent import (
     lstm_bptt,
     lstm_grad_input,
     lstm_project,
+    lstm_step_kernel,
     lstm_steps,
     mask_over_time,
     masked_sum_over_time,
@@ -301,7 +302,9 @@ class LSTM(_Cell):
 
     Its buffers are feature-major, (features, time, batch): each step's hidden GEMM is then
     W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small batches, and the
-    weight gradients read the gate gradients and states in place.
+    weight gradients read the gate gradients and states in place. For batches of 16 and 32
+    the per-step products run on engine's own kernel (``lstm_step_kernel``) over the
+    one-step buffers ``_hStep`` (H, B) and ``_dgStep`` (4H, B).
     """
 
     _dropout = True
@@ -315,7 +318,7 @@ class LSTM(_Cell):
     _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_states", "_gradStates",
                                  "_hiddenWeightT", "_packed", "_inputMask", "_hiddenMask",
                                  "_inputMaskOut", "_hiddenMaskOut", "_maskedInput",
-                                 "_dropped", "_dhParts", "_gradParts")
+                                 "_dropped", "_dhParts", "_gradParts", "_hStep", "_dgStep")
 
     def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
@@ -325,7 +328,7 @@ class LSTM(_Cell):
         self._gatesT = self._cell = self._tanhCell = self._states = self._gradStates = None
         self._hiddenWeightT = self._packed = self._inputMask = self._hiddenMask = None
         self._inputMaskOut = self._hiddenMaskOut = self._maskedInput = self._dropped = None
-        self._dhParts = self._gradParts = None
+        self._dhParts = self._gradParts = self._hStep = self._dgStep = None
         self._masked = False  # whether the last forward drew masks
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
@@ -353,13 +356,24 @@ class LSTM(_Cell):
         hs = self._states = resized(self._states, (h, t, b), -1, dt)
         if self.p == 0:
             lstm_project(x, proj, self.weight, self.bias)
-            lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, self.hiddenWeight)
+            lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, self.hiddenWeight,
+                       h_step=self._stepBuffer("_hStep", h, b))
         else:
             self._gateForward(x, proj, hs, b, t)
         out = self.output = resized(self.output, (b, t, h), -1, dt)
         swap_outer(hs, out)
         self._bpttOf = None
         return out
+
+    def _stepBuffer(self, name, rows, b):
+        """The contiguous (rows, batch) buffer of one step that lets the per-step products
+        run on engine's own kernel where that is faster than BLAS (lstm_step_kernel), else
+        None."""
+        if not lstm_step_kernel(b, self.hiddenSize):
+            return None
+        buf = resized(getattr(self, name), (rows, b), -1, self.dtype)
+        setattr(self, name, buf)
+        return buf
 
     def _gateForward(self, x, proj, hs, b, t):
         """p > 0: each gate's projection of its (dropped) input, then the steps on the packed
@@ -406,10 +420,11 @@ class LSTM(_Cell):
         if self.p != 0 and self._masked:
             parts = self._dhParts = resized(self._dhParts, (4 * h, b), -1, dt)
             lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, u, ut, self._dgates,
-                      self._dh, self._dc, self._hiddenMask, parts)
+                      self._dh, self._dc, self._hiddenMask, parts,
+                      dg_step=self._stepBuffer("_dgStep", 4 * h, b))
         else:
             lstm_bptt(gs, self._gatesT, self._cell, self._tanhCell, u, ut, self._dgates,
-                      self._dh, self._dc)
+                      self._dh, self._dc, dg_step=self._stepBuffer("_dgStep", 4 * h, b))
         self._bpttOf = (input, gradOutput)
 
     def updateGradInput(self, input, gradOutput):

@@ -11,8 +11,24 @@ pickled. Validation methods and criteria are plain objects and travel with the t
 
 Training (``DistributedGradient``, the gradient source of the Optimizer for an RDD) is
 synchronous data parallelism: for every batch each of the P partitions computes the
-gradient of its ``batchSize / P`` records at the driver's current weights, Spark sums the
-partitions' gradients (``treeReduce``), and the optimisation method steps on the driver.
+gradient of its ``batchSize / P`` records at the driver's current weights, the driver sums
+the partitions' gradients in partition order, and the optimisation method steps on the
+driver. One Spark stage serves a whole ``optimize()`` run: a barrier stage over the cached
+partitions whose P tasks keep the model and their partition's arrays, connect back to a
+socket server on the driver (authenticated by a random token in the tasks' closure), and
+receive each batch's weights as raw bytes over it, returning gradients the same way
+(``pymodules.spark._loop``). Spark still schedules, caches and retries: a failed task or a
+lost executor makes Spark rerun the stage, whose new tasks connect and get the batch under
+way again. Where a barrier stage cannot run (more partitions than task slots, dynamic
+allocation, an RDD that Spark refuses in a barrier stage) each batch is one Spark job
+(``mapPartitions`` then ``treeReduce``), with the same results.
+
+The stage holds its task slots while training runs. evaluate and predict stop it first
+(it starts again at the next batch), and so does ``pause_training()``; a Spark job of the
+user's own inside a trigger or a summary needs nothing: while the driver is between
+batches, the training loop sees the other job active and stops the stage within a fraction
+of a second. (A job started by another thread of the driver while a batch is under way
+waits for that batch to end.)
 
 Data order. Partition p (of ``n_p`` records) reads its records as an endless stream of
 passes; pass e is the permutation ``order(seed, p, e, n_p)`` of its records (NumPy's
@@ -44,6 +60,10 @@ from pymodules.spark import _loop
 from pymodules.validation import validation_methods
 
 log = logging.getLogger("pymodules.spark")
+
+#: Stop the Spark stage of any training under way on this driver, freeing its task slots
+#: for another job (the training starts a new stage at its next batch).
+pause_training = _loop.pause_all
 
 # -- the model on the executors --------------------------------------------------------
 #: Modules rebuilt in this Python worker, by broadcast key (the most recent few).
@@ -314,7 +334,11 @@ def _sum_gradients(a, b):
 class DistributedGradient:
     """The Optimizer's gradient source for an RDD of Sample: every batch, each partition
     computes the gradient of its ``batchSize / partitions`` records (the data order is in
-    the module's documentation) and Spark sums them. With a criterion that averages over
+    the module's documentation) and the driver sums them in partition order. Each
+    ``optimize()`` run trains in one barrier stage whose tasks get the weights over a
+    socket (``mode`` is then "one stage"), or, where Spark cannot run that stage or
+    ``persistent`` is False, in a Spark job per batch ("job per iteration"); the results
+    are the same. With a criterion that averages over
     the batch (``sizeAverage``, the default) the sum is divided by the partition count, so
     the result is the gradient of the whole batch, as the local Optimizer computes it.
 

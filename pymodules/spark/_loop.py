@@ -460,9 +460,14 @@ class GradientLoop:
         if idle > IDLE_PAUSE:
             why = f"no batch for {IDLE_PAUSE:.0f} s"
         else:
-            tracker = self.sc.statusTracker()
-            ours = set(tracker.getJobIdsForGroup(self.group))
-            if set(tracker.getActiveJobsIds()) - ours:
+            try:
+                tracker = self.sc.statusTracker()
+                active = set(tracker.getActiveJobsIds())
+                others = active - set(tracker.getJobIdsForGroup(self.group))
+            except Exception as e:  # noqa: BLE001 (the context is stopping: look again later)
+                log.debug("pymodules.spark: no look at Spark's jobs: %s", e)
+                others = ()
+            if others:
                 why = "another Spark job is running"
         if why is not None:
             log.info("pymodules.spark: stopping the training stage (%s); the next batch "

@@ -152,6 +152,17 @@ def test_more_partitions_than_task_slots_fall_back_to_a_job_per_iteration(sc):
     np.testing.assert_allclose(got, model.getParameters()[0], rtol=1e-10, atol=1e-12)
 
 
+def test_an_rdd_that_spark_refuses_in_a_barrier_stage_trains_a_job_per_iteration(sc):
+    """A union of RDDs of one partition each: Spark runs no barrier stage over it."""
+    x, y = S.data(n=48)
+    rdd = _rdd(sc, x[:24], y[:24], 1).union(_rdd(sc, x[24:], y[24:], 1))
+    assert rdd.getNumPartitions() == 2
+    got, opt, _ = _train(sc, rdd, 6)
+    assert opt._source.mode == "job per iteration"
+    want, _, _ = _train(sc, rdd, 6, persistent=False)
+    np.testing.assert_array_equal(got, want)
+
+
 # -- the protocol, without Spark -------------------------------------------------------------
 def test_arrays_round_trip_and_bad_frames_are_refused():
     arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5, -2.0]),

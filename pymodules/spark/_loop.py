@@ -231,7 +231,12 @@ class GradientLoop:
         self.jobs = 0  # stages started (one unless paused)
         self._seq = 0  # requests made
         bind, host = _bind_address(sc)
-        self._listener = socket.create_server((bind, 0), backlog=max(16, 2 * partitions))
+        try:
+            self._listener = socket.create_server((bind, 0), backlog=max(16, 2 * partitions))
+        except OSError as e:  # a driver host that names no interface here (a proxy, NAT)
+            log.info("pymodules.spark: cannot bind the training server to %s (%s); binding "
+                     "to every interface", bind, e)
+            self._listener = socket.create_server(("", 0), backlog=max(16, 2 * partitions))
         self.address = (host, self._listener.getsockname()[1])
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

@@ -11,8 +11,24 @@ pickled. Validation methods and criteria are plain objects and travel with the t
 
 Training (``DistributedGradient``, the gradient source of the Optimizer for an RDD) is
 synchronous data parallelism: for every batch each of the P partitions computes the
-gradient of its ``batchSize / P`` records at the driver's current weights, Spark sums the
-partitions' gradients (``treeReduce``), and the optimisation method steps on the driver.
+gradient of its ``batchSize / P`` records at the driver's current weights, the driver sums
+the partitions' gradients in partition order, and the optimisation method steps on the
+driver. One Spark stage serves a whole ``optimize()`` run: a barrier stage over the cached
+partitions whose P tasks keep the model and their partition's arrays, connect back to a
+socket server on the driver (authenticated by a random token in the tasks' closure), and
+receive each batch's weights as raw bytes over it, returning gradients the same way
+(``pymodules.spark._loop``). Spark still schedules, caches and retries: a failed task or a
+lost executor makes Spark rerun the stage, whose new tasks connect and get the batch under
+way again. Where a barrier stage cannot run (more partitions than task slots, dynamic
+allocation, an RDD that Spark refuses in a barrier stage) each batch is one Spark job
+(``mapPartitions`` then ``treeReduce``), with the same results.
+
+The stage holds its task slots while training runs. evaluate and predict stop it first
+(it starts again at the next batch), and so does ``pause_training()``; a Spark job of the
+user's own inside a trigger or a summary needs nothing: while the driver is between
+batches, the training loop sees the other job active and stops the stage within a fraction
+of a second. (A job started by another thread of the driver while a batch is under way
+waits for that batch to end.)
 
 Data order. Partition p (of ``n_p`` records) reads its records as an endless stream of
 passes; pass e is the permutation ``order(seed, p, e, n_p)`` of its records (NumPy's
@@ -31,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import os
 import secrets
 import tempfile
@@ -39,7 +56,14 @@ import numpy as np
 
 from pymodules import random as _random
 from pymodules.data import each, rows, samples_arrays
+from pymodules.spark import _loop
 from pymodules.validation import validation_methods
+
+log = logging.getLogger("pymodules.spark")
+
+#: Stop the Spark stage of any training under way on this driver, freeing its task slots
+#: for another job (the training starts a new stage at its next batch).
+pause_training = _loop.pause_all
 
 # -- the model on the executors --------------------------------------------------------
 #: Modules rebuilt in this Python worker, by broadcast key (the most recent few).
@@ -154,6 +178,7 @@ def evaluate(module, rdd, vMethods, batchSize=None):
     Each partition evaluates its records in batches of ``batchSize / partitions``."""
     methods = validation_methods(vMethods)
     per = _per_partition(batchSize, rdd.getNumPartitions())
+    _loop.pause_all()
     module.evaluate()
     shipped = _Shipped(rdd.context, module)
     try:
@@ -189,6 +214,7 @@ def predict(module, rdd, batchSize=None):
     of ``rdd``, so that ``rdd.zip(result)`` pairs each sample with its output. Lazy like
     every RDD: the model's weights are those at this call."""
     per = _per_partition(batchSize, rdd.getNumPartitions())
+    _loop.pause_all()
     module.evaluate()
     # The broadcast stays for as long as the result may be recomputed; Spark frees it
     # once the result is garbage.
@@ -254,21 +280,51 @@ def _take(value, idx):
     return each(lambda a: np.take(a, idx, axis=0), value)
 
 
-def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
+def _gradient(trained, criterion, weights, extra, index, x, y, batch, size, seed):
+    """(loss, gradient, extra parameters) of partition ``index``'s share of batch
+    ``batch`` at ``weights``: a function of these arguments only (the gradient and the
+    extra parameters are the module's own buffers)."""
     from pymodules.optim.optimizer import batch_gradient
 
+    model, w, g, reader = trained
+    w[...] = weights
+    if extra:
+        model.setExtraParameter(extra)
+    idx = batch_indices(seed, index, rows(x), batch, size)
+    xb, yb = _take(x, idx), _take(y, idx)
+    # dropout and the like draw the same numbers when Spark retries this task
+    _random.setSeed(int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0]))
+    loss = batch_gradient(model, criterion, reader, xb, yb, g)
+    return float(loss), g, model.getExtraParameter()
+
+
+def _partition_gradient(items, shipped, criterion, weights, extra, batch, size, seed):
+    """One batch, one Spark job (the path where a barrier stage cannot run)."""
     _task_threads()
     for index, x, y in items:
-        model, w, g, reader = shipped.get(_train_mode)
-        w[...] = weights
-        if extra:
-            model.setExtraParameter(extra)
-        idx = batch_indices(seed, index, rows(x), batch, size)
-        xb, yb = _take(x, idx), _take(y, idx)
-        # dropout and the like draw the same numbers when Spark retries this task
-        _random.setSeed(int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0]))
-        loss = batch_gradient(model, criterion, reader, xb, yb, g)
-        yield np.array(g), float(loss), [np.array(e) for e in model.getExtraParameter()]
+        loss, g, ext = _gradient(shipped.get(_train_mode), criterion, weights, extra, index,
+                                 x, y, batch, size, seed)
+        yield np.array(g), loss, [np.array(e) for e in ext]
+
+
+def _training_task(items, address, token, shipped, criterion, size, seed, bound):
+    """A task of the persistent training stage: serve the driver's batches over a
+    socket until it says stop (``_loop.serve``)."""
+    from pymodules.spark import _loop
+
+    _task_threads()
+    items = list(items)  # consume the input: PySpark reuses the Python worker only then
+    for index, x, y in items:
+        trained = shipped.get(_train_mode)
+
+        def compute(batch, arrays, index=index, x=x, y=y, trained=trained):
+            weights, *extra = arrays
+            loss, g, ext = _gradient(trained, criterion, weights, extra, index, x, y, batch,
+                                     size, seed)
+            return loss, [g, *ext]
+
+        _loop.serve(address, token, index, _loop.task_attempt(), compute, bound)
+    yield len(items)
 
 
 def _sum_gradients(a, b):
@@ -278,7 +334,11 @@ def _sum_gradients(a, b):
 class DistributedGradient:
     """The Optimizer's gradient source for an RDD of Sample: every batch, each partition
     computes the gradient of its ``batchSize / partitions`` records (the data order is in
-    the module's documentation) and Spark sums them. With a criterion that averages over
+    the module's documentation) and the driver sums them in partition order. Each
+    ``optimize()`` run trains in one barrier stage whose tasks get the weights over a
+    socket (``mode`` is then "one stage"), or, where Spark cannot run that stage or
+    ``persistent`` is False, in a Spark job per batch ("job per iteration"); the results
+    are the same. With a criterion that averages over
     the batch (``sizeAverage``, the default) the sum is divided by the partition count, so
     the result is the gradient of the whole batch, as the local Optimizer computes it.
 
@@ -287,6 +347,10 @@ class DistributedGradient:
     model takes the mean over the partitions. (A running mean is then what local training
     computes on the same batches; batch normalisation itself sees each partition's share
     only, as in BigDL.)"""
+
+    #: Train in one barrier stage for the whole run when Spark can (False: a Spark job
+    #: per iteration, always).
+    persistent = True
 
     def __init__(self, rdd, batchSize):
         self.rdd = rdd
@@ -299,6 +363,9 @@ class DistributedGradient:
         self.batchSize = batchSize
         self.perPartition = batchSize // p
         self.seed = int(_random.Stream().generator.integers(2**62))
+        self.mode = None  # "one stage" or "job per iteration", once started
+        self.stages = 0  # barrier stages of the last optimize() run
+        self._loop = None
         self._data = None
         self._dtype = None
         self._sizes = None
@@ -328,15 +395,56 @@ class DistributedGradient:
         self._data, self._dtype, self._sizes = data, dtype, sizes
 
     def start(self, model, criterion):
+        _loop.pause_all()
         self._convert(model.dtype)
         self.criterion = criterion
         self._shipped = _Shipped(self._data.context, model)
         self._model = model
         self._grad = model.getParameters()[1]
         self._average = bool(getattr(criterion, "sizeAverage", True))
+        self._loop = None
+        self.stages = 0
+        why = self._no_barrier() if self.persistent else "persistent is False"
+        if why is None:
+            bound = _loop.frame_bound([self._grad, *model.getExtraParameter()])
+            self._loop = _loop.GradientLoop(self._data.context, self.partitions,
+                                            functools.partial(self._run_stage, bound=bound),
+                                            bound)
+        else:
+            log.info("pymodules.spark: a Spark job per training iteration (%s)", why)
+        self.mode = "job per iteration" if self._loop is None else "one stage"
+
+    def _no_barrier(self):
+        """Why one barrier stage cannot run the training here (None: it can)."""
+        sc = self._data.context
+        conf = sc.getConf()
+        if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+            return "dynamic allocation is enabled"
+        try:
+            jsc = sc._jsc.sc()
+            slots = int(jsc.maxNumConcurrentTasks(
+                jsc.resourceProfileManager().defaultResourceProfile()))
+        except Exception as e:  # noqa: BLE001 (a Spark without this call)
+            return f"the task slots are unknown ({type(e).__name__})"
+        if slots < self.partitions:
+            return f"{self.partitions} partitions and {slots} task slots"
+        return None
+
+    def _run_stage(self, address, token, bound):
+        """The persistent stage: a barrier stage over the cached partitions, then a
+        shuffle, so that Spark retries it as a whole when a task fails."""
+        job = functools.partial(_training_task, address=address, token=token,
+                                shipped=self._shipped, criterion=self.criterion,
+                                size=self.perPartition, seed=self.seed, bound=bound)
+        self._data.barrier().mapPartitions(job).coalesce(1, shuffle=True).collect()
 
     def stop(self):
-        self._shipped.release()
+        try:
+            if self._loop is not None:
+                self._loop.close()
+                self.stages += self._loop.jobs
+        finally:
+            self._shipped.release()
 
     def next_batch(self):
         """Move to the next batch: (its size, whether it ends the epoch)."""
@@ -360,13 +468,36 @@ class DistributedGradient:
         self._batch, self._records = int(progress["batches"]), int(progress["epochRecords"])
 
     def gradient(self, x):
-        """(loss, flat gradient) of the current batch at the weights x, summed by Spark
-        into the model's flat gradient vector."""
+        """(loss, flat gradient) of the current batch at the weights x, summed in
+        partition order into the model's flat gradient vector."""
+        batch = self._batch - 1
+        if self._loop is not None:
+            try:
+                results = self._loop.request(batch, [x, *self._model.getExtraParameter()])
+            except _loop.BarrierRefused as e:
+                log.info("pymodules.spark: Spark refused the barrier stage (%s); a Spark job "
+                         "per training iteration from now on", e)
+                self._loop.close()
+                self.stages += self._loop.jobs
+                self._loop, self.mode = None, "job per iteration"
+            else:
+                loss, (grad, *extra) = results[0]
+                grad = grad.copy() if len(results) > 1 else grad
+                extra = [e.copy() for e in extra]
+                for lp, (g, *ep) in results[1:]:
+                    loss += lp
+                    grad += g
+                    for e, f in zip(extra, ep, strict=True):
+                        e += f
+                return self._finish(grad, loss, extra)
         extra = [np.array(e) for e in self._model.getExtraParameter()]
         job = functools.partial(_partition_gradient, shipped=self._shipped,
                                 criterion=self.criterion, weights=np.array(x), extra=extra,
-                                batch=self._batch - 1, size=self.perPartition, seed=self.seed)
+                                batch=batch, size=self.perPartition, seed=self.seed)
         grad, loss, extra = self._data.mapPartitions(job).treeReduce(_sum_gradients)
+        return self._finish(grad, loss, extra)
+
+    def _finish(self, grad, loss, extra):
         if extra:
             self._model.setExtraParameter([e / self.partitions for e in extra])
         scale = 1.0 / self.partitions if self._average else 1.0

@@ -1086,13 +1086,13 @@ cdef void _direct_forward(const floating *x, floating *y, const floating *w,
         yn = y + <size_t> s * g.M * P
         if floating is float:
             pm_transpose_f(yt, ML, yn, P, P, g.M, b)
-            continue
-        for m in range(g.M):
-            v = b[m] if b != NULL else 0
-            row = yt + m
-            for p in range(P):
-                yn[p] = row[<size_t> p * ML] + v
-            yn += P
+        else:
+            for m in range(g.M):
+                v = b[m] if b != NULL else 0
+                row = yt + m
+                for p in range(P):
+                    yn[p] = row[<size_t> p * ML] + v
+                yn += P
 
 
 def conv_direct_size(input, weight, Py_ssize_t stride_w, Py_ssize_t stride_h,

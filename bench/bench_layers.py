@@ -292,7 +292,8 @@ def _lenet_rows(name, full, dtype, batch):
         with torch.no_grad():
             for p, w in zip(net.parameters(), model.parameters()[0], strict=True):
                 p.copy_(torch.from_numpy(w))
-        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+        # the input's gradient too, as ours computes it: the same work on both sides
+        tx, tg = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(g)
 
         def torch_fb():
             net(tx).backward(tg)

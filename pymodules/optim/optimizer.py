@@ -4,9 +4,9 @@ One iteration: take the next batch, get the loss and flat gradient of that batch
 current weights from the gradient source, clip, and take the optimisation method's step on
 the flat parameter vector. The source is the only thing that differs between local and
 distributed training: ``LocalGradient`` runs forward/backward on this process's model over a
-local DataSet (nothing is allocated beyond the batch itself), on one model replica per
-thread that ``pm.setNumThreads`` allows when the model's layers allow it
-(``pymodules.optim.replicas``); ``pymodules.spark``'s
+local DataSet (nothing is allocated beyond the batch itself), on one model, or with
+``pymodules.optim.replicas.ENABLED`` on one model replica per thread that
+``pm.setNumThreads`` allows when the model's layers allow it; ``pymodules.spark``'s
 ``DistributedGradient`` sums the gradients of the partitions of an RDD. Triggers count from
 this Optimizer's first iteration; ``optimize()`` again continues where the last call
 stopped, with the same method state.
@@ -515,8 +515,9 @@ class LocalGradient:
         return self.dataset.size()
 
     def start(self, model, criterion, cores=None):
-        """Get ready to train ``model``: on up to ``cores`` replicas (default: the threads
-        the BLAS may use, ``pm.getNumThreads()`` or a tighter threadpoolctl limit)."""
+        """Get ready to train ``model``: on up to ``cores`` replicas (default: one, or with
+        ``replicas.ENABLED`` the threads the BLAS may use, ``pm.getNumThreads()`` or a
+        tighter threadpoolctl limit)."""
         self.model, self.criterion = model, criterion
         self._dtype = model.dtype
         self._grad = model.getParameters()[1]
@@ -524,7 +525,8 @@ class LocalGradient:
         #: True when the gradient holds zeros (the last update cleared it in its pass)
         self.cleared = False
         if cores is None:
-            cores = min(_threads.getNumThreads(), max(_threads.blas_threads(), default=1))
+            cores = min(_threads.getNumThreads(), max(_threads.blas_threads(), default=1)) \
+                if _replicas.ENABLED else 1
         count = _replicas.parts_for(self.batchSize, cores)
         self._replicas = _replicas.Replicas(model, criterion, count) \
             if count > 1 and _replicas.replicable(model) else None

@@ -40,6 +40,13 @@ from pymodules.engine.buffers import resized
 #: Rows of the batch each replica takes at least.
 MIN_ROWS = 16
 
+#: Whether the Optimizer trains on replicas by itself (``LocalGradient.start`` without an
+#: explicit replica count). Off: on this project's 2-core machine (bench/bench_train.py, a
+#: quiet machine) two replicas took the MLP step at batch 64 from 1.49 to 1.75 ms and left
+#: batch 256 unchanged (5.38 -> 5.27 ms), and the Optimizer at the default threads went from
+#: 1.73 to 2.17 ms a step (4.3 ms beside two busy processes, against 1.9 ms without).
+ENABLED = False
+
 #: The layer types whose results for a sample depend on that sample only (with their
 #: parameters), with no randomness: the same rows from a part of a batch as from the whole.
 _ROW_WISE = frozenset((

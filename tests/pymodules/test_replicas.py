@@ -12,11 +12,28 @@ from pymodules.optim.optimizer import LocalGradient
 
 
 @pytest.fixture
-def restore():
+def restore(monkeypatch):
+    monkeypatch.setattr(R, "ENABLED", True)  # the Optimizer replicates by itself
     saved = dict(threads._state)
     yield
     threads._state.update(saved)
     threads.use_threads(threads.getNumThreads())
+
+
+def test_the_optimizer_does_not_replicate_unless_enabled():
+    saved = dict(threads._state)
+    try:
+        pm.setNumThreads(2)
+        source = LocalGradient(None, 48)
+        source.start(_mlp(np.float32), pm.ClassNLLCriterion())
+        assert not R.ENABLED and not source.replicated()
+        source.stop()
+        source.start(_mlp(np.float32), pm.ClassNLLCriterion(), 2)  # asked for: replicated
+        assert source.replicated()
+        source.stop()
+    finally:
+        threads._state.update(saved)
+        threads.use_threads(threads.getNumThreads())
 
 
 def _mlp(dtype, dropout=False):

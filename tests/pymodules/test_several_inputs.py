@@ -85,7 +85,10 @@ def test_a_two_input_graph_trains_validates_and_predicts(form):
     assert out.shape == (40, 3)
     np.testing.assert_array_equal(model.predictClass([xa, xb]), out.argmax(axis=1))
     if form != "pair":
-        np.testing.assert_allclose(model.predict(data, batchSize=7), out, rtol=1e-6)
+        # batches of 7 and of 40 may run different float32 Linear kernels (the packed
+        # forward takes 8 to 128 rows): the same sums in another order
+        np.testing.assert_allclose(model.predict(data, batchSize=7), out, rtol=1e-5,
+                                   atol=1e-5 * float(np.abs(out).max()))
 
 
 def test_the_same_weights_as_a_hand_written_loop():

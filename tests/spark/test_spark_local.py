@@ -66,7 +66,10 @@ def test_evaluate_and_predict_in_float32(sc):
     model = S.mlp(np.float32)
     out = np.stack(model.predict(_rdd(sc, x, y)).collect())
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, model.predict(x), rtol=1e-6)
+    # the partitions' batches and the whole array may run different float32 Linear kernels
+    # (the packed forward takes 8 to 128 rows): the same sums in another order
+    whole = model.predict(x)
+    np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-5 * float(np.abs(whole).max()))
 
 
 def test_evaluate_errors(sc):

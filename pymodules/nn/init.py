@@ -5,7 +5,6 @@ mean for its weight (Linear: inputSize and outputSize). Biases get the weight's 
 Torch7, so that the default ``RandomUniform()`` gives both +-1/sqrt(fanIn).
 """
 
-import contextlib
 import math
 import threading
 
@@ -16,16 +15,22 @@ from pymodules.random import generator
 _skipping = threading.local()
 
 
-@contextlib.contextmanager
-def thread_setting(local: threading.local, name: str, value):
+class thread_setting:
     """In this block, in this thread, ``local.name`` is ``value``; the previous value (None
-    when there was none) comes back after it."""
-    before = getattr(local, name, None)
-    setattr(local, name, value)
-    try:
-        yield
-    finally:
-        setattr(local, name, before)
+    when there was none) comes back after it. (A class, not a generator: loading enters
+    one per module it rebuilds.)"""
+
+    __slots__ = ("local", "name", "value", "before")
+
+    def __init__(self, local: threading.local, name: str, value):
+        self.local, self.name, self.value = local, name, value
+
+    def __enter__(self):
+        self.before = getattr(self.local, self.name, None)
+        setattr(self.local, self.name, self.value)
+
+    def __exit__(self, *exc):
+        setattr(self.local, self.name, self.before)
 
 
 def skipped():

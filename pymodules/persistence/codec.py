@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 
-from pymodules.nn.init import skipped
 from pymodules.nn.initializable import restoring
 from pymodules.nn.module import Module
 from pymodules.persistence.archive import DTYPES, Archive, FileFormatError, _Entry
@@ -30,6 +29,12 @@ def is_node(value) -> bool:
     return all(hasattr(value, a) for a in ("element", "prevNodes", "nextNodes"))
 
 
+#: What a constructor or a setter raises on values it refuses: the file's fault when they
+#: come from a file.
+_REBUILD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+                   RecursionError, MemoryError)
+
+
 @contextlib.contextmanager
 def refusing(archive, what="cannot rebuild what the file describes"):
     """Any failure to rebuild from what the file says is the file's: FileFormatError
@@ -38,8 +43,7 @@ def refusing(archive, what="cannot rebuild what the file describes"):
         yield
     except FileFormatError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
-            RecursionError, MemoryError) as err:
+    except _REBUILD_ERRORS as err:
         raise archive.error(f"{what} ({type(err).__name__}: {err})"[:400]) from None
 
 
@@ -342,13 +346,18 @@ class Decoder:
         try:
             # The parameters are read from the file next; what the arguments size must be
             # what the file holds, checked before it is allocated.
-            with skipped(), restoring(held):
+            with restoring(held):  # load() runs the whole decoding under skipped()
                 m = cls(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \
                 from None
-        with refusing(self, f"cannot restore {cls.__name__} {str(d.get('name'))[:80]!r}"):
+        try:
             self._restore(m, d)
+        except FileFormatError:
+            raise
+        except _REBUILD_ERRORS as err:  # as ``refusing``, its message made only on failure
+            raise self.error(f"cannot restore {cls.__name__} {str(d.get('name'))[:80]!r} "
+                             f"({type(err).__name__}: {err})"[:400]) from None
         return m
 
     def _held(self, d: dict) -> dict:
@@ -384,10 +393,14 @@ class Decoder:
             raise self.error(f"garbled dtype {str(dtype)[:20]}")
         if m.dtype != np.dtype(dtype):
             m._convert(dtype)
-        for section, attrs in (("params", [v for v, _ in m._params]), ("extra", m._extra)):
+        for section, attrs in (("params", m._params), ("extra", m._extra)):
             saved = d.get(section, {})
             if not isinstance(saved, dict):
                 raise self.error(f"garbled {section}")
+            if not saved and not attrs:  # most layers: nothing held, nothing to compare
+                continue
+            if section == "params":
+                attrs = [v for v, _ in attrs]
             expected = {a for a in attrs if getattr(m, a, None) is not None}
             if set(saved) != expected:
                 raise self.error(f"{m}: the file has {section} {sorted(saved)}, the rebuilt "

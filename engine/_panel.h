@@ -201,6 +201,82 @@ static PM_PANEL_CLONES void NAME(int C, int kH, int kW, int oH, int oW, const T 
 PM_DIRECT_DEFINE(pm_direct_f, float, pm_panel_v8f, 8)
 PM_DIRECT_DEFINE(pm_direct_d, double, pm_panel_v4d, 4)
 
+/* A direct convolution with one vector of planes or fewer (stride 1, no dilation), the
+   output pixels of a row in vector lanes: y[m, oy, ox] := bias[m] + sum over taps (c, i, j) of
+   w[m, c, i, j] * x[c, oy + i, ox + j], for the M planes of y (oH x oW each, NCHW), where x is
+   the (possibly padded) image with planes hw apart and rows ws apart (ws >= oW + kW - 1) and
+   w the weight as it lies, (M, C, kH, kW).
+
+   The planes in lanes (pm_direct_*) fill only 6 of 8 lanes for LeNet's 1 -> 6 and need a
+   transposing pass; here a block of up to 6 planes x 2 L pixels of one output row keeps 12
+   accumulators, each tap loads two vectors of the input row where it lies (unaligned) and
+   broadcasts a weight per plane; the sums start from the bias and are stored in place. A
+   row's last block ends at its end, overlapping the one before where oW is not a multiple
+   of 2 L (28 = 16 + 12: a quarter of its lanes computed twice). Needs oW >= 2 L. LeNet's
+   1 -> 6, 5x5 on 28x28 float32: a tap's 12 products for 2 loads and 6 broadcasts. */
+#define PM_ROWS_BLOCK(NAME, T, V, L, R)                                                       \
+static inline __attribute__((always_inline)) void NAME(                                       \
+        int C, int kH, int kW, int oH, int oW, const T *x, size_t hw, size_t ws, const T *w,  \
+        const T *bias, T *y) {                                                                \
+    int oy, ox, c, i, j, r, q, T_ = kH * kW, K = C * T_, P = oH * oW;                         \
+    for (oy = 0; oy < oH; oy++)                                                               \
+        for (ox = 0; ox < oW; ox += 2 * L) {                                                  \
+            V s[R][2];                                                                        \
+            const T *xo;                                                                      \
+            if (ox + 2 * L > oW) ox = oW - 2 * L;                                             \
+            xo = x + (size_t) oy * ws + ox;                                                   \
+            _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                                 \
+                T c0 = bias ? bias[r] : 0;                                                    \
+                for (q = 0; q < L; q++) s[r][0][q] = s[r][1][q] = c0;                         \
+            }                                                                                 \
+            for (c = 0; c < C; c++)                                                           \
+                for (i = 0; i < kH; i++) {                                                    \
+                    const T *xt = xo + c * hw + i * ws, *wt = w + c * T_ + i * kW;            \
+                    for (j = 0; j < kW; j++) {                                                \
+                        V u0 = *(const V *) (xt + j), u1 = *(const V *) (xt + j + L);         \
+                        _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                     \
+                            T wr = wt[(size_t) r * K + j];                                    \
+                            s[r][0] += wr * u0;                                               \
+                            s[r][1] += wr * u1;                                               \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+            _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                                 \
+                *(V *) (y + (size_t) r * P + (size_t) oy * oW + ox) = s[r][0];                \
+                *(V *) (y + (size_t) r * P + (size_t) oy * oW + ox + L) = s[r][1];            \
+            }                                                                                 \
+        }                                                                                     \
+}
+
+#define PM_ROWS_DEFINE(NAME, T, V, L)                                                         \
+PM_ROWS_BLOCK(NAME##_6, T, V, L, 6)                                                           \
+PM_ROWS_BLOCK(NAME##_5, T, V, L, 5)                                                           \
+PM_ROWS_BLOCK(NAME##_4, T, V, L, 4)                                                           \
+PM_ROWS_BLOCK(NAME##_3, T, V, L, 3)                                                           \
+PM_ROWS_BLOCK(NAME##_2, T, V, L, 2)                                                           \
+PM_ROWS_BLOCK(NAME##_1, T, V, L, 1)                                                           \
+static PM_PANEL_CLONES void NAME(int C, int M, int kH, int kW, int oH, int oW, const T *x,   \
+                                 size_t hw, size_t ws, const T *w, const T *bias, T *y) {    \
+    int r, R;                                                                                 \
+    size_t K = (size_t) C * kH * kW, P = (size_t) oH * oW;                                    \
+    for (r = 0; r < M; r += R) {                                                              \
+        const T *wr = w + r * K, *br = bias ? bias + r : NULL;                                \
+        T *yr = y + r * P;                                                                    \
+        R = M - r < 6 ? M - r : 6;                                                            \
+        switch (R) {                                                                          \
+        case 6: NAME##_6(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                    \
+        case 5: NAME##_5(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                    \
+        case 4: NAME##_4(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                    \
+        case 3: NAME##_3(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                    \
+        case 2: NAME##_2(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                    \
+        default: NAME##_1(C, kH, kW, oH, oW, x, hw, ws, wr, br, yr); break;                   \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+PM_ROWS_DEFINE(pm_direct_rows_f, float, pm_panel_v8f, 8)
+PM_ROWS_DEFINE(pm_direct_rows_d, double, pm_panel_v4d, 4)
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif

@@ -68,14 +68,62 @@ def test_direct_scratch_is_reused_and_dropped(rng):
     assert m._direct.dtype == np.float64
 
 
-def test_direct_not_for_one_vector_of_planes_or_strides(rng):
+def test_direct_not_for_one_vector_of_planes_on_short_rows_or_strides(rng):
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
-    m = pm.SpatialConvolution(1, 6, 5, 5, 1, 1, 2, 2)  # LeNet's first: the panel path
+    m = pm.SpatialConvolution(1, 6, 5, 5, 1, 1, 2, 2)  # LeNet's first: output rows in lanes
     m.forward(x)
+    assert m._direct is not None and m._columns is None
+    m = pm.SpatialConvolution(1, 6, 5, 5)  # 15-pixel rows, under two float32 vectors: panel
+    m.forward(x[:, :, :19, :19])
     assert m._direct is None and m._columns is not None
     m = pm.SpatialConvolution(1, 16, 5, 5, 2, 2)
     m.forward(x)
     assert m._direct is None
+
+
+# The output rows in the lanes (one vector of planes or fewer, rows of two vectors or more):
+# blocks of up to 6 planes, a row's last block overlapping the one before where its length
+# is not a multiple of two vectors.
+@pytest.mark.parametrize("wrt", ["input", "weight", "bias"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_direct_rows_jacobian(wrt, batched, rng):
+    m = pm.SpatialConvolution(2, 3, 4, 4, 1, 1, 1, 0, dtype=np.float64)
+    x = rng.standard_normal((2, 2, 5, 12) if batched else (2, 5, 12))  # 11-pixel rows
+    m.forward(x)
+    assert m._direct is not None and m._columns is None
+    assert_jacobian(m, x, wrt=wrt)
+
+
+@pytest.mark.parametrize("dtype,c,o,pad,width", [
+    (np.float32, 1, 6, 2, 28), (np.float32, 1, 8, 0, 20), (np.float32, 2, 7, 1, 18),
+    (np.float32, 3, 1, 2, 33), (np.float64, 1, 4, 2, 28), (np.float64, 2, 3, 0, 12),
+    (np.float64, 3, 1, 1, 10)])
+@pytest.mark.parametrize("batched", [True, False])
+def test_direct_rows_matches_torch(torch, dtype, c, o, pad, width, batched, rng):
+    m = pm.SpatialConvolution(c, o, 5, 5, 1, 1, pad, pad, dtype=dtype)
+    tm = torch.nn.Conv2d(c, o, 5, 1, pad).to(torch.float32 if dtype == np.float32
+                                             else torch.float64)
+    with torch.no_grad():
+        tm.weight.copy_(torch.tensor(m.weight))
+        tm.bias.copy_(torch.tensor(m.bias))
+    x = rng.standard_normal((3, c, 9, width) if batched else (c, 9, width)).astype(dtype)
+    y = m.forward(x)
+    assert m._direct is not None and m._columns is None
+    taps = c * 25
+    assert_reduction_close(y, tm(torch.tensor(x)).detach().numpy(), dtype, taps + 1,
+                           2 * taps * _top(x) * _top(m.weight) + _top(m.bias), 1e-10)
+    assert not np.shares_memory(y, m._direct)
+
+
+def test_direct_rows_propagates_nan(rng):
+    m = pm.SpatialConvolution(1, 6, 5, 5, 1, 1, 2, 2)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    x[1, 0, 10, 27] = np.nan
+    y = m.forward(x)
+    assert m._direct is not None
+    bad = np.isnan(y)
+    assert not bad[0].any()
+    assert bad[1, :, 8:13, 25:28].all() and bad[1].sum() == 6 * 5 * 3
 
 
 def test_direct_refusal_names_the_module(rng):

@@ -16,6 +16,10 @@ cpu``, the default: on a shared machine another process's time slices do not cou
 the wall clock. Ratios are other / pymodules (above 1: pymodules is faster). "predict" is
 ``model.predict(x)`` on one sample against one ORT run. The last lines check the targets:
 forward at least 1.2x ORT at batch 1 and 1.0x at batch 64, predict at least 1.0x ORT.
+
+``--layers`` adds, per model at batch 1, each layer's own forward (on the input it gets in
+the model) against an Identity's forward on the same input (the cost of the call itself:
+Module.forward, the gate, the timing), so that what a layer adds to the call stands out.
 """
 
 import argparse
@@ -87,6 +91,21 @@ def interleaved(contenders, blocks, reps, clock=time.perf_counter):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def layer_times(model, x, blocks, reps, clock):
+    """[(layer, input shape, its forward, an Identity's forward)] in seconds, each layer fed
+    the input it gets inside ``model`` (a Sequential), interleaved as the models are."""
+    model.forward(x)
+    rows, inp = [], x
+    for child in model.modules:
+        identity = pm.Identity()
+        t = interleaved({"own": lambda c=child, i=inp: c.forward(i),
+                         "identity": lambda c=identity, i=inp: c.forward(i)},
+                        max(blocks // 3, 1), reps, clock)
+        rows.append((type(child).__name__, tuple(inp.shape), t["own"], t["identity"]))
+        inp = child.output
+    return rows
+
+
 def blas_kernels():
     return ", ".join(f"{i['internal_api']} {i['version']} {i.get('architecture', '?')} "
                      f"({os.path.basename(i['filepath'])})"
@@ -98,6 +117,8 @@ def main(argv=None):
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each layer of each model at batch 1")
     args = parser.parse_args(argv)
     import onnxruntime as ort
     import torch
@@ -107,7 +128,7 @@ def main(argv=None):
     torch.manual_seed(0)
     random.seed(0)
     rng = np.random.default_rng(0)
-    rows = []
+    rows, breakdowns = [], []
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     with threadpool_limits(1, user_api="blas"), tempfile.TemporaryDirectory() as tmp:
         print(f"BLAS: {blas_kernels()}; torch {torch.__version__}, onnxruntime "
@@ -140,6 +161,9 @@ def main(argv=None):
                     contenders["predict"] = lambda ours=ours, x=x: ours.predict(x)
                 t = interleaved(contenders, args.blocks, args.reps, clock)
                 rows.append((name, batch, t))
+                if args.layers and batch == 1:
+                    breakdowns.append((name, t["forward"],
+                                       layer_times(ours, x, args.blocks, args.reps, clock)))
     print(f"\ntimes: median {args.clock} time per call, microseconds")
     print("| model | batch | pm forward | pm predict | ORT | torch eager | ORT / forward | "
           "torch / forward | ORT / predict |")
@@ -151,6 +175,18 @@ def main(argv=None):
         print(f"| {name} | {batch} | {us['forward']:.1f} | {pred} | {us['ort']:.1f} | "
               f"{us['torch']:.1f} | {t['ort'] / t['forward']:.2f} | "
               f"{t['torch'] / t['forward']:.2f} | {pred_ratio} |")
+
+    for name, total, layers in breakdowns:
+        print(f"\n{name}, batch 1, per layer: median {args.clock} time of its forward alone, "
+              f"microseconds (an Identity's forward on the same input: the call's own cost)")
+        print("| layer | input | forward | Identity |")
+        print("|---|---|---:|---:|")
+        for label, shape, own, empty in layers:
+            print(f"| {label} | {shape} | {own * 1e6:.2f} | {empty * 1e6:.2f} |")
+        own = sum(r[2] for r in layers)
+        print(f"| sum | | {own * 1e6:.1f} | {sum(r[3] for r in layers) * 1e6:.1f} |")
+        print(f"model forward {total * 1e6:.1f} us: {(total - own) * 1e6:+.1f} us beside its "
+              f"layers' own (the Sequential's walk, and caches the layers alone keep warm)")
 
     print()
     for name, batch, t in rows:

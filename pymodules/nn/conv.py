@@ -157,10 +157,10 @@ class _Spatial(_Weighted):
         return rows
 
     def updateOutput(self, input):
-        shape, columns, rows, _, direct = self._plan(input)
+        shape, columns, rows, wino, direct = self._plan(input)  # one plan lookup a call
         out = self._output(shape)
-        wino = self._winograd(input)
-        if wino is not None:
+        if wino:
+            wino = self._wino = resized(self._wino, (wino,), -1, self.dtype)
             conv3x3_update_output(input, out, self.weight, self.bias, wino, self.padW, self.padH)
             return out
         if direct:

@@ -424,9 +424,10 @@ class Module(Facade, Recorded):
 
     def predict(self, dataset, batchSize=None):
         """Eval mode; the outputs over the dataset, batch-first."""
-        from pymodules.validation import predict_dataset
-
-        return predict_dataset(self, dataset, batchSize)
+        v = _validation or _load_validation()
+        if type(dataset) is np.ndarray and v._one_batch(dataset, batchSize):
+            return v._predict_array(self, dataset)  # one batch: no dataset to build
+        return v.predict_dataset(self, dataset, batchSize)
 
     def predictClass(self, dataset, batchSize=None):
         """Eval mode; the 0-based arg-max class of every sample."""
@@ -623,6 +624,19 @@ class Module(Facade, Recorded):
 
         return save_onnx(self, path, inputShape, opset, overWrite,
                          storage_options=storage_options)
+
+
+# pymodules.validation, imported on the first predict (it imports this module): an import
+# statement run at every call costs about a microsecond, a model's predict of one sample 60.
+_validation = None
+
+
+def _load_validation():
+    global _validation
+    from pymodules import validation
+
+    _validation = validation
+    return validation
 
 
 def _is_view_at(a: np.ndarray, base: np.ndarray, offset: int) -> bool:

@@ -9,11 +9,12 @@ thread, fixed seeds, warm-up, median of many runs, taken in interleaved blocks o
 the floor ratio in wall time (median) and in CPU time of the thread (block totals).
 
 Then both cores: the step on 1 and 2 threads (pymodules: two model replicas, one per core,
-each on a one-thread BLAS; torch: torch.set_num_threads), interleaved in the same blocks,
-and the Optimizer's own steps (median over MaxIteration(--runs), TrainSummary throughput)
-with pm.setNumThreads(1) and (2). Last, the Optimizer at the default threads on a quiet
-machine and against two busy background processes (pure-Python loops the bench starts,
-bounded in time, and stops).
+each on a one-thread BLAS, in two processes and in two threads, and one model on OpenBLAS's
+two threads; torch: torch.set_num_threads), interleaved in the same blocks, and the
+Optimizer's own steps (median over MaxIteration(--runs), TrainSummary throughput) with
+pm.setNumThreads(1), (2) and (2) with replicas.ENABLED. Last, the Optimizer at the default
+threads on a quiet machine and against two busy background processes (pure-Python loops
+the bench starts, bounded in time, and stops).
 
     python bench/bench_train.py [--runs 200] [--dtype float32] [--busy 2]
 """
@@ -293,20 +294,24 @@ def two_thread_rows(dtype, batches, runs):
               f"{q1 / q2:>7.2f}{q2 / p2:>14.2f}")
     _torch_threads(1)
     print(f"\n{'Optimizer.optimize()':<34}{'dtype':<9}{'batch':>6}{'setNumThreads(1)':>18}"
-          f"{'(2)':>10}{'2t/1t':>7}")
-    saved = pm.getNumThreads()
+          f"{'(2)':>10}{'2t/1t':>7}{'(2) replicas':>14}{'2r/1t':>7}")
+    from pymodules.optim import replicas
+
+    saved, enabled = pm.getNumThreads(), replicas.ENABLED
     try:
         for batch in batches:
             x, y = data(batch, dtype)
-            times = {1: [], 2: []}
+            times = {1: [], 2: [], "r": []}
             for _ in range(3):  # interleaved: three short runs each
-                for n in (1, 2):
-                    pm.setNumThreads(n)
+                for n in (1, 2, "r"):
+                    replicas.ENABLED = n == "r"  # "r": two replicas (replicas.KIND)
+                    pm.setNumThreads(2 if n == "r" else n)
                     times[n].append(optimizer_step_us(x, y, dtype, max(runs // 3, 20)))
-            o1, o2 = (float(np.median(times[n])) for n in (1, 2))
+            o1, o2, o3 = (float(np.median(times[n])) for n in (1, 2, "r"))
             print(f"{'Optimizer steps (median)':<34}{dtype.name:<9}{batch:>6}{o1:>18.1f}"
-                  f"{o2:>10.1f}{o1 / o2:>7.2f}")
+                  f"{o2:>10.1f}{o1 / o2:>7.2f}{o3:>14.1f}{o1 / o3:>7.2f}")
     finally:
+        replicas.ENABLED = enabled
         pm.setNumThreads(saved)
 
 

@@ -24,6 +24,19 @@ both cores too.
 Only models whose layers compute each sample alone, without randomness and without
 regularizers, are replicated (``replicable``): a part of the batch then gets exactly the
 rows of the whole batch's results. Anything else trains on one replica.
+
+``ProcessReplicas`` (the Optimizer's kind, ``KIND``) runs the other replicas in forked
+worker processes instead, each with an interpreter of its own: the two sides meet twice a
+step (outputs, gradients) on semaphores they spin on briefly before sleeping, and no GIL
+is handed over between kernels. What was measured here (AMD EPYC, 2 vCPUs, OpenBLAS 0.3.30
+Haswell kernels; a shared machine, so minima and CPU times): two threads looping SciPy's
+OpenBLAS sgemm on the step's 128-row shapes, GIL released, each keep the CPU time of one
+thread alone and block 6-8 times in 800 calls (no lock serializes them); every kernel of
+the MLP step releases the GIL; a worker thread's part takes as long on the clock as on
+its CPU (913 us forward at batch 256), and a stage wakes it in 26-36 us (42-74 us median).
+What the parts cost whatever runs them: two half-batch replicas, one after the other, take
+1.24x (batch 256) and 1.30x (batch 64) the CPU time of one model on the whole batch (the
+GEMMs at half the rows run 12% slower), so two cores can give at most about 1.6x.
 """
 
 from __future__ import annotations
@@ -47,9 +60,11 @@ MIN_ROWS = 16
 
 #: Whether the Optimizer trains on replicas by itself (``LocalGradient.start`` without an
 #: explicit replica count). Off: on this project's 2-core machine (bench/bench_train.py, a
-#: quiet machine) two replicas took the MLP step at batch 64 from 1.49 to 1.75 ms and left
-#: batch 256 unchanged (5.38 -> 5.27 ms), and the Optimizer at the default threads went from
-#: 1.73 to 2.17 ms a step (4.3 ms beside two busy processes, against 1.9 ms without).
+#: quiet machine) two thread replicas took the MLP step at batch 64 from 1.49 to 1.75 ms and
+#: left batch 256 unchanged (5.38 -> 5.27 ms), and the Optimizer at the default threads went
+#: from 1.73 to 2.17 ms a step (4.3 ms beside two busy processes, against 1.9 ms without).
+#: The process replicas have not yet been timed on a quiet machine (bench_train's "both
+#: cores" rows); on a busy one every two-core contender, torch's too, loses to one thread.
 ENABLED = False
 
 #: The layer types whose results for a sample depend on that sample only (with their

@@ -9,11 +9,12 @@ thread, fixed seeds, warm-up, median of many runs, taken in interleaved blocks o
 the floor ratio in wall time (median) and in CPU time of the thread (block totals).
 
 Then both cores: the step on 1 and 2 threads (pymodules: two model replicas, one per core,
-each on a one-thread BLAS; torch: torch.set_num_threads), interleaved in the same blocks,
-and the Optimizer's own steps (median over MaxIteration(--runs), TrainSummary throughput)
-with pm.setNumThreads(1) and (2). Last, the Optimizer at the default threads on a quiet
-machine and against two busy background processes (pure-Python loops the bench starts,
-bounded in time, and stops).
+each on a one-thread BLAS, in two processes and in two threads, and one model on OpenBLAS's
+two threads; torch: torch.set_num_threads), interleaved in the same blocks, and the
+Optimizer's own steps (median over MaxIteration(--runs), TrainSummary throughput) with
+pm.setNumThreads(1), (2) and (2) with replicas.ENABLED. Last, the Optimizer at the default
+threads on a quiet machine and against two busy background processes (pure-Python loops
+the bench starts, bounded in time, and stops).
 
     python bench/bench_train.py [--runs 200] [--dtype float32] [--busy 2]
 """
@@ -82,9 +83,11 @@ def mlp(dtype):
     return model.float() if dtype == np.float32 else model.double()
 
 
-def pymodules_step(x, y, dtype, cores=1):
+def pymodules_step(x, y, dtype, cores=1, kind="processes"):
     """The Optimizer's step on the batch (x, y): its gradient source (on ``cores`` model
-    replicas) and SGD's update, which clears the gradient in its pass."""
+    replicas of ``kind``, replicas.KIND) and SGD's update, which clears the gradient in
+    its pass."""
+    from pymodules.optim import replicas
     from pymodules.optim.optimizer import LocalGradient
 
     model = mlp(dtype)
@@ -93,7 +96,11 @@ def pymodules_step(x, y, dtype, cores=1):
     weights, _ = model.getParameters()
     model.training()
     source = LocalGradient(None, len(x))
-    source.start(model, crit, cores)
+    saved, replicas.KIND = replicas.KIND, kind
+    try:
+        source.start(model, crit, cores)
+    finally:
+        replicas.KIND = saved
     n = len(x)
 
     def feval(_):
@@ -262,37 +269,49 @@ def _torch_threads(n):
 
 def two_thread_rows(dtype, batches, runs):
     """The step on one and two threads, pymodules and torch, interleaved; then the
-    Optimizer's steps with pm.setNumThreads(1) and (2)."""
-    print(f"\n{'both cores':<34}{'dtype':<9}{'batch':>6}{'pm 1t us':>10}{'pm 2t us':>10}"
-          f"{'2t/1t':>7}{'torch 1t':>10}{'torch 2t':>10}{'2t/1t':>7}"
-          f"{'torch2t/pm2t':>14}")
+    Optimizer's steps with pm.setNumThreads(1) and (2).
+
+    pymodules on two cores three ways: two model replicas in two processes (the
+    Optimizer's choice, replicas.KIND), two replicas on two threads of this process, and
+    one model on OpenBLAS's two threads. Every thread limit is set at the start of each
+    block, after every BLAS library (SciPy's, NumPy's, torch's) is loaded."""
+    print(f"\n{'both cores':<34}{'dtype':<9}{'batch':>6}{'pm 1t us':>10}{'pm 2p us':>10}"
+          f"{'2p/1t':>7}{'pm 2thr':>9}{'blas 2t':>9}{'torch 1t':>10}{'torch 2t':>10}"
+          f"{'2t/1t':>7}{'torch2t/pm2p':>14}")
     for batch in batches:
         x, y = data(batch, dtype)
         one = Timed(pymodules_step(x, y, dtype, 1), lambda: use_threads(1))
-        two = Timed(pymodules_step(x, y, dtype, 2), lambda: use_threads(1))
+        procs = Timed(pymodules_step(x, y, dtype, 2, "processes"), lambda: use_threads(1))
+        thr = Timed(pymodules_step(x, y, dtype, 2, "threads"), lambda: use_threads(1))
+        blas2 = Timed(pymodules_step(x, y, dtype, 1), lambda: use_threads(2))
         t1, t2 = torch_step(x, y, dtype, 1), torch_step(x, y, dtype, 2)
-        p1, p2, q1, q2 = median_us(
-            [one, two, t1 and Timed(t1, lambda: _torch_threads(1)),
+        p1, p2, pt, pb, q1, q2 = median_us(
+            [one, procs, thr, blas2, t1 and Timed(t1, lambda: _torch_threads(1)),
              t2 and Timed(t2, lambda: _torch_threads(2))], runs)
+        use_threads(1)
         print(f"{'train step MLP 784-256-256-10':<34}{dtype.name:<9}{batch:>6}{p1:>10.1f}"
-              f"{p2:>10.1f}{p1 / p2:>7.2f}{q1:>10.1f}{q2:>10.1f}{q1 / q2:>7.2f}"
-              f"{q2 / p2:>14.2f}")
+              f"{p2:>10.1f}{p1 / p2:>7.2f}{pt:>9.1f}{pb:>9.1f}{q1:>10.1f}{q2:>10.1f}"
+              f"{q1 / q2:>7.2f}{q2 / p2:>14.2f}")
     _torch_threads(1)
     print(f"\n{'Optimizer.optimize()':<34}{'dtype':<9}{'batch':>6}{'setNumThreads(1)':>18}"
-          f"{'(2)':>10}{'2t/1t':>7}")
-    saved = pm.getNumThreads()
+          f"{'(2)':>10}{'2t/1t':>7}{'(2) replicas':>14}{'2r/1t':>7}")
+    from pymodules.optim import replicas
+
+    saved, enabled = pm.getNumThreads(), replicas.ENABLED
     try:
         for batch in batches:
             x, y = data(batch, dtype)
-            times = {1: [], 2: []}
+            times = {1: [], 2: [], "r": []}
             for _ in range(3):  # interleaved: three short runs each
-                for n in (1, 2):
-                    pm.setNumThreads(n)
+                for n in (1, 2, "r"):
+                    replicas.ENABLED = n == "r"  # "r": two replicas (replicas.KIND)
+                    pm.setNumThreads(2 if n == "r" else n)
                     times[n].append(optimizer_step_us(x, y, dtype, max(runs // 3, 20)))
-            o1, o2 = (float(np.median(times[n])) for n in (1, 2))
+            o1, o2, o3 = (float(np.median(times[n])) for n in (1, 2, "r"))
             print(f"{'Optimizer steps (median)':<34}{dtype.name:<9}{batch:>6}{o1:>18.1f}"
-                  f"{o2:>10.1f}{o1 / o2:>7.2f}")
+                  f"{o2:>10.1f}{o1 / o2:>7.2f}{o3:>14.1f}{o1 / o3:>7.2f}")
     finally:
+        replicas.ENABLED = enabled
         pm.setNumThreads(saved)
 
 

@@ -528,7 +528,7 @@ class LocalGradient:
             cores = min(_threads.getNumThreads(), max(_threads.blas_threads(), default=1)) \
                 if _replicas.ENABLED else 1
         count = _replicas.parts_for(self.batchSize, cores)
-        self._replicas = _replicas.Replicas(model, criterion, count) \
+        self._replicas = _replicas.make(model, criterion, count) \
             if count > 1 and _replicas.replicable(model) else None
 
     def split(self, kernel, args):

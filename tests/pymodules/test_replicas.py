@@ -281,3 +281,161 @@ def test_late_workers_are_left_out_for_a_while():
         assert seen == [caller] and workers._solo == R._Workers.SOLO - 1
     finally:
         workers.close()
+
+
+# -- replicas in worker processes --------------------------------------------------------
+
+needs_fork = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork")
+
+
+def _reference_gradient(dtype, x, y):
+    ref = _mlp(dtype)
+    _, rg = ref.getParameters()
+    crit = pm.ClassNLLCriterion()
+    out = ref.forward(x)
+    loss = crit.forward(out, y)
+    ref.backward(x, crit.backward(out, y))
+    return loss, rg
+
+
+def _alive(pid):
+    import os
+
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def _reaped(pid):
+    """Whether the child ``pid`` has ended and been waited for (no zombie left)."""
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@needs_fork
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [2, 3])
+def test_process_replicas_give_the_gradient_of_one_model(dtype, count):
+    model = _mlp(dtype)
+    _, g = model.getParameters()
+    reps = R.ProcessReplicas(model, pm.ClassNLLCriterion(), count)
+    try:
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else \
+            dict(rtol=1e-12, atol=1e-14)
+        for n in (96, 97, 64):  # odd parts; a smaller batch fits the same workers
+            x, y = _data(dtype, n)
+            g.fill(0)
+            loss = reps.gradient(x, y, count)
+            ref_loss, rg = _reference_gradient(dtype, x, y)
+            assert loss == pytest.approx(ref_loss, rel=1e-5 if dtype == np.float32 else 1e-13)
+            np.testing.assert_allclose(g, rg, **tol)
+        assert len(reps.workers) == count - 1 and all(_alive(w.pid) for w in reps.workers)
+        assert all(not w.grad.any() for w in reps.workers)  # added in and cleared
+        assert model.modules[0].propagateBack
+    finally:
+        reps.close()
+
+
+@needs_fork
+def test_parts_run_here_give_the_same_numbers_as_in_the_worker():
+    model = _mlp(np.float32)
+    _, g = model.getParameters()
+    reps = R.ProcessReplicas(model, pm.ClassNLLCriterion(), 2)
+    try:
+        x, y = _data(np.float32)
+        g.fill(0)
+        reps.gradient(x, y, 2)
+        in_worker = g.copy()
+        reps._solo = 1  # the next step runs both parts here
+        g.fill(0)
+        reps.gradient(x, y, 2)
+        np.testing.assert_array_equal(g, in_worker)
+        assert reps._solo == 0
+    finally:
+        reps.close()
+
+
+@needs_fork
+def test_training_on_process_replicas_is_deterministic_and_matches_one(restore, monkeypatch):
+    monkeypatch.setattr(R, "KIND", "processes")
+    a, _ = _train(2, np.float64)
+    b, _ = _train(2, np.float64)
+    one, _ = _train(1, np.float64)
+    np.testing.assert_array_equal(a.getParameters()[0], b.getParameters()[0])
+    np.testing.assert_allclose(a.getParameters()[0], one.getParameters()[0], rtol=1e-12,
+                               atol=1e-13)
+
+
+@needs_fork
+def test_the_optimizer_ends_its_workers(restore, monkeypatch):
+    monkeypatch.setattr(R, "KIND", "processes")
+    made = []
+    real = R._Worker.__init__
+
+    def spy(self, *args):
+        real(self, *args)
+        made.append(self.pid)
+
+    monkeypatch.setattr(R._Worker, "__init__", spy)
+    _train(2, np.float32)
+    assert made and all(_reaped(pid) for pid in made)  # no zombie left
+
+
+@needs_fork
+def test_a_worker_error_surfaces_in_the_caller_and_the_workers_end():
+    model = _mlp(np.float64)
+    model.getParameters()[1].fill(0)
+    reps = R.ProcessReplicas(model, pm.ClassNLLCriterion(), 2)
+    try:
+        x, y = _data(np.float64)
+        reps.gradient(x, y, 2)
+        worker = reps.workers[0]
+        pid = worker.pid
+        worker.ctrl[3] = 10 ** 6  # more rows than the shared memory holds: the worker fails
+        worker.go.release()
+        with pytest.raises(RuntimeError, match="worker process failed: ValueError"):
+            worker.wait()
+        reps.close()
+        assert _reaped(pid) and reps.workers == []
+        reps.gradient(x, y, 2)  # started anew
+        assert reps.workers and reps.workers[0].pid != pid
+    finally:
+        reps.close()
+
+
+@needs_fork
+def test_a_killed_worker_is_reported_not_waited_for():
+    import os
+    import signal
+
+    model = _mlp(np.float32)
+    model.getParameters()[1].fill(0)
+    reps = R.ProcessReplicas(model, pm.ClassNLLCriterion(), 2)
+    try:
+        x, y = _data(np.float32)
+        reps.gradient(x, y, 2)
+        pid = reps.workers[0].pid
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="worker process ended"):
+            reps.workers[0].wait()
+        assert _reaped(pid)
+    finally:
+        reps.close()
+
+
+@needs_fork
+def test_unreplicable_models_train_on_one_process(restore, monkeypatch):
+    monkeypatch.setattr(R, "KIND", "processes")
+    pm.setNumThreads(2)
+    source = LocalGradient(None, 48)
+    source.start(_mlp(np.float32, dropout=True), pm.ClassNLLCriterion(), 2)
+    assert not source.replicated()
+    source.start(_mlp(np.float32), pm.ClassNLLCriterion(), 2)
+    assert isinstance(source._replicas, R.ProcessReplicas)
+    source.stop()

@@ -14,6 +14,13 @@ third run times only the GEMMs of pymodules' forward + backward (same shapes, sa
 in the same interleaved blocks: what the whole would cost on BLAS alone. Each LSTM line says
 where its per-step products ran: engine's own kernel (_narrow.h, for the batches that
 ``lstm_step_kernel`` picks) or BLAS.
+
+``--phases`` adds, for each LSTM case, the CPU time of each kernel call of one forward +
+backward on the module's own buffers (interleaved blocks, medians): the layout swaps, the
+input projection GEMM, the steps (per-step products and gate passes), back through time
+(gate-backward passes and per-step products, W_hh's transpose), the input gradient GEMM and
+the weight gradients (the W_ih and W_hh GEMMs and the bias sums); "module" is the whole call
+through Recurrent, whose excess over the sum is the Python layers' share.
 """
 
 import argparse
@@ -102,6 +109,46 @@ def lstm_gemms_case(cell, batch, steps, fan_in, hidden, dtype, rng):
     return run
 
 
+def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
+    """The kernel calls of one Recurrent(LSTM) forward + backward (p = 0), each on its own,
+    on the buffers the module keeps: name -> run(n)."""
+    from pymodules.engine import recurrent as R
+
+    cell = pm.LSTM(fan_in, hidden, dtype=dtype)
+    rec = pm.Recurrent().add(cell)
+    x = rng.standard_normal((batch, steps, fan_in)).astype(dtype)
+    go = rng.standard_normal((batch, steps, hidden)).astype(dtype)
+    rec.forward(x)
+    rec.backward(x, go)
+    c = cell
+    out, gi = np.empty((batch, steps, hidden), dtype), np.empty((batch, steps, fan_in), dtype)
+    calls = {
+        "swap input": lambda: R.swap_outer(x, c._input, fan_in),
+        "projection GEMM": lambda: R.lstm_project(c._input, c._gates, c.weight, c.bias),
+        "steps (products + gates)": lambda: R.lstm_steps(
+            c._gates, c._gatesT, c._cell, c._tanhCell, c._states, c.hiddenWeight,
+            h_step=c._hStep),
+        "swap output": lambda: R.swap_outer(c._states, out),
+        "swap gradOutput": lambda: R.swap_outer(go, c._gradStates, hidden),
+        "bptt (gates + products)": lambda: R.lstm_bptt(
+            c._gradStates, c._gatesT, c._cell, c._tanhCell, c.hiddenWeight,
+            c._hiddenWeightT, c._dgates, c._dh, c._dc, dg_step=c._dgStep),
+        "gradInput GEMM": lambda: R.lstm_grad_input(c._dgates, c._gradInput, c.weight),
+        "swap gradInput": lambda: R.swap_outer(c._gradInput, gi),
+        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_acc_grad_parameters(
+            c._input, c._states, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight,
+            1.0, 1.0),
+        "module (all, through Recurrent)": lambda: (rec.forward(x), rec.backward(x, go)),
+    }
+
+    def runner(f):
+        def run(n):
+            for _ in range(n):
+                f()
+        return run
+    return {name: runner(f) for name, f in calls.items()}
+
+
 def measure(runs, blocks, calls):
     """Median CPU seconds per call of each run, interleaved in blocks of shuffled order."""
     samples = {name: [] for name in runs}
@@ -122,6 +169,8 @@ def main():
     parser.add_argument("--blocks", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--phases", action="store_true",
+                        help="also time each kernel call of the LSTM cases on its own")
     args = parser.parse_args()
     if torch is None:
         raise SystemExit("bench_recurrent needs torch")
@@ -156,6 +205,13 @@ def main():
             if "gemms" in t:
                 print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
                       f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")
+            if args.phases and case[0] == "LSTM":
+                p = measure(lstm_phases(*case[1:], args.dtype, np.random.default_rng(0)),
+                            args.blocks, args.calls)
+                parts = sum(v for k, v in p.items() if not k.startswith("module"))
+                for name, v in p.items():
+                    print(f"    {name:<32} {v * 1e3:10.3f} ms")
+                print(f"    {'sum of the kernel calls':<32} {parts * 1e3:10.3f} ms")
     return 0 if ok else 1
 
 

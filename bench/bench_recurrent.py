@@ -11,16 +11,18 @@ turns; with one thread each the two agree on a quiet one). The ratio is torch / 
 (above 1: pymodules faster). BigDL's GRU differs from torch's (the reset gate before U_n),
 but the work per step is the same. For the LSTM cases a
 third run times only the GEMMs of pymodules' forward + backward (same shapes, same OpenBLAS),
-in the same interleaved blocks: what the whole would cost on BLAS alone. Each LSTM line says
-where its per-step products ran: engine's own kernel (_narrow.h, for the batches that
-``lstm_step_kernel`` picks) or BLAS.
+in the same interleaved blocks: what the feature-major design would cost on BLAS alone. Each
+LSTM line says where its per-step products ran: float32 runs one product per step each way
+over [x(t), h(t-1)] on engine's packed-panel kernel (lstm_xh_forward / lstm_xh_backward, any
+batch); float64 the feature-major kernels (_narrow.h for the batches that
+``lstm_step_kernel`` picks, else BLAS).
 
-``--phases`` adds, for each LSTM case, the CPU time of each kernel call of one forward +
-backward on the module's own buffers (interleaved blocks, medians): the layout swaps, the
-input projection GEMM, the steps (per-step products and gate passes), back through time
-(gate-backward passes and per-step products, W_hh's transpose), the input gradient GEMM and
-the weight gradients (the W_ih and W_hh GEMMs and the bias sums); "module" is the whole call
-through Recurrent, whose excess over the sum is the Python layers' share.
+``--phases`` adds, for each LSTM case (float32), the CPU time of each kernel call of one
+forward + backward on the module's own buffers (interleaved blocks, medians): the forward
+(packing the weights, one product per step over [x(t), h(t-1)], the gate passes), the
+backward (packing, gate-backward passes, one product per step giving dx(t) and dh(t-1)) and
+the weight gradients (the W_ih and W_hh GEMMs over all steps, the bias sums); "module" is the
+whole call through Recurrent, whose excess over the sum is the Python layers' share.
 """
 
 import argparse
@@ -110,8 +112,9 @@ def lstm_gemms_case(cell, batch, steps, fan_in, hidden, dtype, rng):
 
 
 def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
-    """The kernel calls of one Recurrent(LSTM) forward + backward (p = 0), each on its own,
-    on the buffers the module keeps: name -> run(n)."""
+    """The kernel calls of one Recurrent(LSTM) forward + backward (p = 0, float32: the
+    one-product-per-step kernels over [x(t), h(t-1)]), each on its own, on the buffers the
+    module keeps: name -> run(n)."""
     from pymodules.engine import recurrent as R
 
     cell = pm.LSTM(fan_in, hidden, dtype=dtype)
@@ -123,21 +126,14 @@ def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
     c = cell
     out, gi = np.empty((batch, steps, hidden), dtype), np.empty((batch, steps, fan_in), dtype)
     calls = {
-        "swap input": lambda: R.swap_outer(x, c._input, fan_in),
-        "projection GEMM": lambda: R.lstm_project(c._input, c._gates, c.weight, c.bias),
-        "steps (products + gates)": lambda: R.lstm_steps(
-            c._gates, c._gatesT, c._cell, c._tanhCell, c._states, c.hiddenWeight,
-            h_step=c._hStep),
-        "swap output": lambda: R.swap_outer(c._states, out),
-        "swap gradOutput": lambda: R.swap_outer(go, c._gradStates, hidden),
-        "bptt (gates + products)": lambda: R.lstm_bptt(
-            c._gradStates, c._gatesT, c._cell, c._tanhCell, c.hiddenWeight,
-            c._hiddenWeightT, c._dgates, c._dh, c._dc, dg_step=c._dgStep),
-        "gradInput GEMM": lambda: R.lstm_grad_input(c._dgates, c._gradInput, c.weight),
-        "swap gradInput": lambda: R.swap_outer(c._gradInput, gi),
-        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_acc_grad_parameters(
-            c._input, c._states, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight,
-            1.0, 1.0),
+        "forward (pack, products, gates)": lambda: R.lstm_xh_forward(
+            x, c.weight, c.hiddenWeight, c.bias, c._packed, c._packedBias, c._xh, c._gatesT,
+            c._cell, c._tanhCell, out),
+        "backward (pack, gates, products)": lambda: R.lstm_xh_backward(
+            go, c.weight, c.hiddenWeight, c._packedBack, c._gatesT, c._cell, c._tanhCell,
+            c._dgates, c._dxh, c._dc, gi),
+        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_xh_acc(
+            c._xh, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight, 1.0, 1.0),
         "module (all, through Recurrent)": lambda: (rec.forward(x), rec.backward(x, go)),
     }
 
@@ -199,13 +195,14 @@ def main():
             steps = ""
             if case[0] == "LSTM":
                 own = lstm_step_kernel(case[1], case[4])
-                steps = "  (steps on " + ("_narrow.h)" if own else "BLAS)")
+                steps = "  (steps on " + ("packed [x, h] panels)" if args.dtype == "float32"
+                                          else "_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
                   f"{ratio:7.2f}  {mark}{steps}")
             if "gemms" in t:
                 print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
                       f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")
-            if args.phases and case[0] == "LSTM":
+            if args.phases and case[0] == "LSTM" and args.dtype == "float32":
                 p = measure(lstm_phases(*case[1:], args.dtype, np.random.default_rng(0)),
                             args.blocks, args.calls)
                 parts = sum(v for k, v in p.items() if not k.startswith("module"))

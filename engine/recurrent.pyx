@@ -20,6 +20,12 @@ h(t-1) (H, B), about 1.7x faster than the batch-major product for a batch of 16 
 batches ``lstm_step_kernel`` picks (16, 32), each step's product runs on engine/_narrow.h
 instead, without BLAS's per-call copy of W_hh, over contiguous copies of h(t-1) and dG(t).
 
+LSTM in float32 without masks: ``lstm_xh_forward``, ``lstm_xh_backward``, ``lstm_xh_acc``,
+time-major (T, B, ...): the rows [x(t), h(t-1)] of each step side by side, so that each step
+is ONE product each way on [W_ih W_hh] packed once per call into 24-column panels (no
+projection GEMM over the sequence, no input-gradient GEMM, no strided step columns, no
+repacking per step as BLAS does); the weight gradients are one GEMM each over all steps.
+
 Gate blocks (rows of W_ih): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o; RnnCell
 one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.
 """

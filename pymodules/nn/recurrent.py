@@ -309,10 +309,11 @@ class LSTM(_Cell):
     product per step giving dx(t) and dh(t-1), lstm_xh_backward; the weight gradients one
     GEMM each over all steps, lstm_xh_acc), buffers time-major (time, batch, features).
     Otherwise its buffers are feature-major, (features, time, batch): each step's hidden
-    GEMM is then W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small batches, and the
-    weight gradients read the gate gradients and states in place. For batches of 16 and 32
-    the per-step products run on engine's own kernel (``lstm_step_kernel``) over the
-    one-step buffers ``_hStep`` (H, B) and ``_dgStep`` (4H, B).
+    GEMM is then W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small
+    batches, and the weight gradients read the gate gradients and states in place. For
+    batches of 16 and 32 the per-step products run on engine's own kernel
+    (``lstm_step_kernel``) over the one-step buffers ``_hStep`` (H, B) and ``_dgStep``
+    (4H, B).
     """
 
     _dropout = True

@@ -11,9 +11,18 @@ turns; with one thread each the two agree on a quiet one). The ratio is torch / 
 (above 1: pymodules faster). BigDL's GRU differs from torch's (the reset gate before U_n),
 but the work per step is the same. For the LSTM cases a
 third run times only the GEMMs of pymodules' forward + backward (same shapes, same OpenBLAS),
-in the same interleaved blocks: what the whole would cost on BLAS alone. Each LSTM line says
-where its per-step products ran: engine's own kernel (_narrow.h, for the batches that
-``lstm_step_kernel`` picks) or BLAS.
+in the same interleaved blocks: what the feature-major design would cost on BLAS alone. Each
+LSTM line says where its per-step products ran: float32 runs one product per step each way
+over [x(t), h(t-1)] on engine's packed-panel kernel (lstm_xh_forward / lstm_xh_backward, any
+batch); float64 the feature-major kernels (_narrow.h for the batches that
+``lstm_step_kernel`` picks, else BLAS).
+
+``--phases`` adds, for each LSTM case (float32), the CPU time of each kernel call of one
+forward + backward on the module's own buffers (interleaved blocks, medians): the forward
+(packing the weights, one product per step over [x(t), h(t-1)], the gate passes), the
+backward (packing, gate-backward passes, one product per step giving dx(t) and dh(t-1)) and
+the weight gradients (the W_ih and W_hh GEMMs over all steps, the bias sums); "module" is the
+whole call through Recurrent, whose excess over the sum is the Python layers' share.
 """
 
 import argparse
@@ -102,6 +111,40 @@ def lstm_gemms_case(cell, batch, steps, fan_in, hidden, dtype, rng):
     return run
 
 
+def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
+    """The kernel calls of one Recurrent(LSTM) forward + backward (p = 0, float32: the
+    one-product-per-step kernels over [x(t), h(t-1)]), each on its own, on the buffers the
+    module keeps: name -> run(n)."""
+    from pymodules.engine import recurrent as R
+
+    cell = pm.LSTM(fan_in, hidden, dtype=dtype)
+    rec = pm.Recurrent().add(cell)
+    x = rng.standard_normal((batch, steps, fan_in)).astype(dtype)
+    go = rng.standard_normal((batch, steps, hidden)).astype(dtype)
+    rec.forward(x)
+    rec.backward(x, go)
+    c = cell
+    out, gi = np.empty((batch, steps, hidden), dtype), np.empty((batch, steps, fan_in), dtype)
+    calls = {
+        "forward (pack, products, gates)": lambda: R.lstm_xh_forward(
+            x, c.weight, c.hiddenWeight, c.bias, c._packed, c._packedBias, c._xh, c._gatesT,
+            c._cell, c._tanhCell, out),
+        "backward (pack, gates, products)": lambda: R.lstm_xh_backward(
+            go, c.weight, c.hiddenWeight, c._packedBack, c._gatesT, c._cell, c._tanhCell,
+            c._dgates, c._dxh, c._dc, gi),
+        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_xh_acc(
+            c._xh, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight, 1.0, 1.0),
+        "module (all, through Recurrent)": lambda: (rec.forward(x), rec.backward(x, go)),
+    }
+
+    def runner(f):
+        def run(n):
+            for _ in range(n):
+                f()
+        return run
+    return {name: runner(f) for name, f in calls.items()}
+
+
 def measure(runs, blocks, calls):
     """Median CPU seconds per call of each run, interleaved in blocks of shuffled order."""
     samples = {name: [] for name in runs}
@@ -122,6 +165,8 @@ def main():
     parser.add_argument("--blocks", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--phases", action="store_true",
+                        help="also time each kernel call of the LSTM cases on its own")
     args = parser.parse_args()
     if torch is None:
         raise SystemExit("bench_recurrent needs torch")
@@ -150,12 +195,20 @@ def main():
             steps = ""
             if case[0] == "LSTM":
                 own = lstm_step_kernel(case[1], case[4])
-                steps = "  (steps on " + ("_narrow.h)" if own else "BLAS)")
+                steps = "  (steps on " + ("packed [x, h] panels)" if args.dtype == "float32"
+                                          else "_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
                   f"{ratio:7.2f}  {mark}{steps}")
             if "gemms" in t:
                 print(f"{'  its GEMMs alone (SciPy BLAS)':<34} {t['gemms'] * 1e3:12.3f} "
                       f"{'':>10} {t['torch'] / t['gemms']:7.2f}  (torch / GEMMs)")
+            if args.phases and case[0] == "LSTM" and args.dtype == "float32":
+                p = measure(lstm_phases(*case[1:], args.dtype, np.random.default_rng(0)),
+                            args.blocks, args.calls)
+                parts = sum(v for k, v in p.items() if not k.startswith("module"))
+                for name, v in p.items():
+                    print(f"    {name:<32} {v * 1e3:10.3f} ms")
+                print(f"    {'sum of the kernel calls':<32} {parts * 1e3:10.3f} ms")
     return 0 if ok else 1
 
 

@@ -28,6 +28,10 @@ from pymodules.engine.recurrent import (
     lstm_project,
     lstm_step_kernel,
     lstm_steps,
+    lstm_xh_acc,
+    lstm_xh_backward,
+    lstm_xh_forward,
+    lstm_xh_panels,
     mask_over_time,
     masked_sum_over_time,
     peephole_acc,
@@ -300,11 +304,16 @@ class LSTM(_Cell):
     come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run repeats
     them).
 
-    Its buffers are feature-major, (features, time, batch): each step's hidden GEMM is then
-    W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small batches, and the
-    weight gradients read the gate gradients and states in place. For batches of 16 and 32
-    the per-step products run on engine's own kernel (``lstm_step_kernel``) over the
-    one-step buffers ``_hStep`` (H, B) and ``_dgStep`` (4H, B).
+    In float32 without dropout each step is one product over the rows [x(t), h(t-1)] (batch,
+    I + H) with [W_ih W_hh] packed once per call (engine's lstm_xh_forward; the backward one
+    product per step giving dx(t) and dh(t-1), lstm_xh_backward; the weight gradients one
+    GEMM each over all steps, lstm_xh_acc), buffers time-major (time, batch, features).
+    Otherwise its buffers are feature-major, (features, time, batch): each step's hidden
+    GEMM is then W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small
+    batches, and the weight gradients read the gate gradients and states in place. For
+    batches of 16 and 32 the per-step products run on engine's own kernel
+    (``lstm_step_kernel``) over the one-step buffers ``_hStep`` (H, B) and ``_dgStep``
+    (4H, B).
     """
 
     _dropout = True
@@ -318,7 +327,8 @@ class LSTM(_Cell):
     _scratch = _Cell._scratch + ("_gatesT", "_cell", "_tanhCell", "_states", "_gradStates",
                                  "_hiddenWeightT", "_packed", "_inputMask", "_hiddenMask",
                                  "_inputMaskOut", "_hiddenMaskOut", "_maskedInput",
-                                 "_dropped", "_dhParts", "_gradParts", "_hStep", "_dgStep")
+                                 "_dropped", "_dhParts", "_gradParts", "_hStep", "_dgStep",
+                                 "_xh", "_packedBias", "_packedBack", "_dxh")
 
     def __init__(self, inputSize, hiddenSize, p=0.0, activation=None, innerActivation=None,
                  wRegularizer=None, uRegularizer=None, bRegularizer=None, dtype=np.float32):
@@ -329,7 +339,9 @@ class LSTM(_Cell):
         self._hiddenWeightT = self._packed = self._inputMask = self._hiddenMask = None
         self._inputMaskOut = self._hiddenMaskOut = self._maskedInput = self._dropped = None
         self._dhParts = self._gradParts = self._hStep = self._dgStep = None
+        self._xh = self._packedBias = self._packedBack = self._dxh = None
         self._masked = False  # whether the last forward drew masks
+        self._xhRan = False  # whether the last forward ran lstm_xh_forward
         super().__init__(inputSize, hiddenSize, p, wRegularizer, uRegularizer, bRegularizer,
                          dtype)
 
@@ -347,6 +359,9 @@ class LSTM(_Cell):
         shape = shape_of(input)
         b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
         h, dt = self.hiddenSize, self.dtype
+        self._xhRan = self.p == 0 and dt == np.float32
+        if self._xhRan:
+            return self._xhForward(input, b, t)
         x = self._input = resized(self._input, (self.inputSize, t, b), -1, dt)
         swap_outer(input, x, self.inputSize)
         proj = self._gates = resized(self._gates, (4 * h, t, b), -1, dt)
@@ -364,6 +379,41 @@ class LSTM(_Cell):
         swap_outer(hs, out)
         self._bpttOf = None
         return out
+
+    def _xhForward(self, input, b, t):
+        """float32, p = 0: one product per step over [x(t), h(t-1)] on the packed weights
+        (lstm_xh_forward), time-major buffers (T, B, ...)."""
+        h, i, dt = self.hiddenSize, self.inputSize, self.dtype
+        pf = lstm_xh_panels(i, h)[0]
+        self._packed = resized(self._packed, (pf, i + h, 24), -1, dt)
+        self._packedBias = resized(self._packedBias, (24 * pf,), -1, dt)
+        self._xh = resized(self._xh, (t, b, i + h), -1, dt)
+        self._gatesT = resized(self._gatesT, (t, b, 24 * pf), -1, dt)
+        self._cell = resized(self._cell, (t, b, h), -1, dt)
+        self._tanhCell = resized(self._tanhCell, (t, b, h), -1, dt)
+        out = self.output = resized(self.output, (b, t, h), -1, dt)
+        lstm_xh_forward(input, self.weight, self.hiddenWeight, self.bias, self._packed,
+                        self._packedBias, self._xh, self._gatesT, self._cell, self._tanhCell,
+                        out)
+        self._bpttOf = None
+        return out
+
+    def _xhBackward(self, input, gradOutput):
+        t, b, h = shape_of(self._cell)
+        i, dt = self.inputSize, self.dtype
+        if shape_of(gradOutput) not in ((b, t, h), ()):
+            raise ValueError(f"gradOutput has shape {shape_of(gradOutput)}, expected "
+                             f"{(b, t, h)}")
+        pb = lstm_xh_panels(i, h)[1]
+        self._packedBack = resized(self._packedBack, (pb, 4 * h, 24), -1, dt)
+        self._dgates = resized(self._dgates, (t, b, 4 * h), -1, dt)
+        self._dxh = resized(self._dxh, (b, 24 * pb), -1, dt)
+        self._dc = resized(self._dc, (b, h), -1, dt)
+        gi = self.gradInput = resized(self.gradInput, (b, t, i), -1, dt)
+        lstm_xh_backward(gradOutput, self.weight, self.hiddenWeight, self._packedBack,
+                         self._gatesT, self._cell, self._tanhCell, self._dgates, self._dxh,
+                         self._dc, gi)
+        self._bpttOf = (input, gradOutput)
 
     def _stepBuffer(self, name, rows, b):
         """The contiguous (rows, batch) buffer of one step that lets the per-step products
@@ -403,6 +453,8 @@ class LSTM(_Cell):
             lstm_steps(proj, self._gatesT, self._cell, self._tanhCell, hs, packed)
 
     def _backThroughTime(self, input, gradOutput):
+        if self._xhRan:
+            return self._xhBackward(input, gradOutput)
         shape, dt = shape_of(self._states), self.dtype
         if len(shape) != 3:
             raise ValueError("backward needs a forward first")
@@ -429,7 +481,7 @@ class LSTM(_Cell):
 
     def updateGradInput(self, input, gradOutput):
         self._backThroughTime(input, gradOutput)
-        if not self.propagateBack:
+        if not self.propagateBack or self._xhRan:
             return self.gradInput
         _, t, b = shape_of(self._dgates)
         i, h, dt = self.inputSize, self.hiddenSize, self.dtype
@@ -446,6 +498,10 @@ class LSTM(_Cell):
         return gi
 
     def _accumulate(self):
+        if self._xhRan:
+            lstm_xh_acc(self._xh, self._dgates, self.gradWeight, self.gradBias,
+                        self.gradHiddenWeight, self.scaleW, self.scaleB)
+            return
         if self.p == 0:
             lstm_acc_grad_parameters(self._input, self._states, self._dgates, self.gradWeight,
                                      self.gradBias, self.gradHiddenWeight, self.scaleW,

@@ -1,0 +1,90 @@
+"""The float32 LSTM over [x(t), h(t-1)] (lstm_xh_forward, lstm_xh_backward, lstm_xh_acc: one
+product per step each way on packed weights, 4 batch rows x 24 columns per block) against
+the float64 module, which runs the feature-major kernels: batches 1 to 21 (every row tail of
+the 4-row blocks), sizes whose I + H and 4H are not multiples of the 24-column panels, K
+beyond one 128 chunk, NaN, and the kernels' refusals."""
+
+import numpy as np
+import pytest
+from pymodules.engine import recurrent as R
+from tolerance import EPS32
+
+import pymodules as pm
+
+
+def _pair(i, h):
+    r32 = pm.Recurrent().add(pm.LSTM(i, h))
+    r64 = pm.Recurrent().add(pm.LSTM(i, h, dtype=np.float64))
+    for w32, w64 in zip(r32.parameters()[0], r64.parameters()[0], strict=True):
+        w64[...] = w32
+    return r32, r64
+
+
+def _run(rec, x, go):
+    rec.zeroGradParameters()
+    y = rec.forward(x.astype(rec.modules[0].dtype)).copy()
+    gi = rec.backward(x.astype(y.dtype), go.astype(y.dtype)).copy()
+    return [y, gi] + [g.copy() for g in rec.parameters()[1]]
+
+
+@pytest.mark.parametrize(("i", "h", "t"), [(1, 1, 1), (7, 13, 3), (30, 9, 4), (25, 24, 2),
+                                           (50, 100, 3)])
+@pytest.mark.parametrize("b", list(range(1, 22, 2)) + [16, 20])
+def test_float32_xh_path_matches_the_float64_module(b, i, h, t, rng):
+    r32, r64 = _pair(i, h)
+    x = rng.standard_normal((b, t, i))
+    go = rng.standard_normal((b, t, h))
+    got, want = _run(r32, x, go), _run(r64, x, go)
+    assert r32.modules[0]._xhRan and not r64.modules[0]._xhRan
+    k = (i + 4 * h) * t  # the longest reductions, carried over the steps
+    for what, g, w in zip(["output", "gradInput", "gradW_ih", "gradB_ih", "gradW_hh"], got,
+                          want, strict=True):
+        red = k * b if what.startswith("grad") and what != "gradInput" else k
+        tol = 4 * (red + 2) * EPS32
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1, np.abs(w).max()),
+                                   err_msg=what)
+
+
+def test_nan_in_one_hidden_weight_reaches_every_later_state(rng):
+    b, t, i, h = 6, 3, 5, 7
+    r32, _ = _pair(i, h)
+    cell = r32.modules[0]
+    cell.hiddenWeight[2 * h + 1, 3] = np.nan  # forget gate of unit 1, reading unit 3
+    x = rng.standard_normal((b, t, i)).astype(np.float32)
+    y = r32.forward(x)
+    assert not np.isnan(y[:, 0]).any()
+    assert np.isnan(y[:, 1:, 1]).all()
+    gi = r32.backward(x, np.ones_like(y))
+    assert np.isnan(gi).any()
+
+
+def test_refusals():
+    i, h, b, t = 3, 2, 4, 5
+    pf, pb = R.lstm_xh_panels(i, h)
+    assert (pf, pb) == (1, 1)
+    f = np.float32
+    w, u, bias = np.zeros((4 * h, i), f), np.zeros((4 * h, h), f), np.zeros(4 * h, f)
+    x = np.zeros((b, t, i), f)
+    args = [x, w, u, bias, np.zeros((pf, i + h, 24), f), np.zeros(24 * pf, f),
+            np.zeros((t, b, i + h), f), np.zeros((t, b, 24 * pf), f), np.zeros((t, b, h), f),
+            np.zeros((t, b, h), f), np.zeros((b, t, h), f)]
+    R.lstm_xh_forward(*args)
+    with pytest.raises(TypeError, match="W_ih"):
+        R.lstm_xh_forward(x, w.astype(np.float64), *args[2:])
+    with pytest.raises(ValueError, match="input has 4 features, expected 3"):
+        R.lstm_xh_forward(np.zeros((b, t, 4), f), *args[1:])
+    with pytest.raises(ValueError, match=r"packed has shape"):
+        R.lstm_xh_forward(*args[:4], np.zeros((pf, i + h, 8), f), *args[5:])
+    with pytest.raises(ValueError, match="cell overlaps tanh_cell in memory"):
+        R.lstm_xh_forward(*args[:9], args[8], args[10])
+    go, gi = np.zeros((b, t, h), f), np.zeros((b, t, i), f)
+    bargs = [go, w, u, np.zeros((pb, 4 * h, 24), f), args[7], args[8], args[9],
+             np.zeros((t, b, 4 * h), f), np.zeros((b, 24 * pb), f), np.zeros((b, h), f), gi]
+    R.lstm_xh_backward(*bargs)
+    with pytest.raises(ValueError, match=r"dxh has shape"):
+        R.lstm_xh_backward(*bargs[:8], np.zeros((b, 8), f), *bargs[9:])
+    with pytest.raises(ValueError, match="d_gates overlaps dc in memory"):
+        R.lstm_xh_backward(*bargs[:9], bargs[7].reshape(-1)[:b * h].reshape(b, h), gi)
+    with pytest.raises(ValueError, match=r"d_gates has shape"):
+        R.lstm_xh_acc(args[6], np.zeros((t, b, h), f), np.zeros((4 * h, i), f),
+                      np.zeros(4 * h, f), np.zeros((4 * h, h), f), 1.0, 1.0)

@@ -190,8 +190,6 @@ def main(argv=None):
 
     print()
     for name, batch, t in rows:
-        if not name.startswith("LeNet"):
-            continue
         goal = 1.2 if batch == 1 else 1.0
         ratio = t["ort"] / t["forward"]
         print(f"{name} batch {batch}: ORT / forward {ratio:.2f} (target >= {goal}): "

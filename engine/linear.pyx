@@ -40,7 +40,7 @@ import os
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
-from engine.blas cimport floating, gemm, gemv, axpy, NoTrans, Trans
+from engine.blas cimport floating, gemm, gemv, NoTrans, Trans
 from engine._check cimport (
     float_type, array, array_or_none, f32, f64, ndim, dim, vector_of, rows_of, disjoint_from,
 )
@@ -375,7 +375,8 @@ def linear_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
 cdef void _acc_grad_parameters(const floating *x, const floating *go, floating *gw,
                                floating *gb, floating scale_w, floating scale_b,
                                int n, int k, int m) noexcept nogil:
-    cdef int i
+    cdef Py_ssize_t i, j
+    cdef const floating *row
     if n == 0 or m == 0:
         return
     if scale_w != 0 and k != 0:
@@ -383,5 +384,15 @@ cdef void _acc_grad_parameters(const floating *x, const floating *go, floating *
         # 1.7x faster than its ger (measured on 0.3.30, SkylakeX kernels).
         gemm(Trans, NoTrans, m, k, n, scale_w, go, m, x, k, <floating> 1, gw, k)
     if scale_b != 0 and gb != NULL:
-        for i in range(n):
-            axpy(m, scale_b, go + <size_t> i * m, 1, gb, 1)
+        # The rows added one after the other, as n axpy calls would, in one loop: the MLP
+        # 784-256-256-10 at batch 64 spent about 35k instructions a step in 192 axpy calls.
+        if scale_b == 1:
+            for i in range(n):
+                row = go + i * m
+                for j in range(m):
+                    gb[j] += row[j]
+        else:
+            for i in range(n):
+                row = go + i * m
+                for j in range(m):
+                    gb[j] += scale_b * row[j]

@@ -13,10 +13,16 @@ from libc.string cimport memset
 from engine.blas cimport floating, dot, scal
 from engine._check cimport float_type, array, f32, f64, vector_of, disjoint, shape
 
+cdef extern from "_sgd.h" nogil:
+    void pm_sgd_f32(float *x, float *g, float *buf, Py_ssize_t n, float c, float w, float m,
+                    float d1, int nesterov, int first, int clear)
+    void pm_sgd_f64(double *x, double *g, double *buf, Py_ssize_t n, double c, double w,
+                    double m, double d1, int nesterov, int first, int clear)
+
 cnp.import_array()
 
-# Elements a blocked pass updates before it clears them: 4 KiB of float32 (x, grad and a
-# buffer together stay in a 32 KiB L1 in either dtype).
+# Elements a blocked pass adds before it clears them: 4 KiB of float32 (both vectors together
+# stay in a 32 KiB L1 in either dtype).
 cdef enum:
     BLOCK = 1024
 
@@ -66,58 +72,15 @@ def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double
             raise ValueError("momentum != 0 needs a momentum buffer")
         b = _like(momentum_buffer, "momentum buffer", xa, t, True, (xa, g), ("x", "grad"))
     cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
+    # The loops are _sgd.h's, one per case, in the parameters' own precision (the scalars
+    # rounded to it first), so that they vectorise.
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _sgd_blocks(f32(xa), f32(g), f32(b), n, clr, weight_decay, momentum, dampening,
-                        nesterov, first, clear_grad)
+            pm_sgd_f32(f32(xa), f32(g), f32(b), n, <float> clr, <float> weight_decay,
+                       <float> momentum, <float> (1 - dampening), nesterov, first, clear_grad)
         else:
-            _sgd_blocks(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, dampening,
-                        nesterov, first, clear_grad)
-
-
-cdef void _sgd_blocks(floating *x, floating *g, floating *buf, cnp.npy_intp n, double clr,
-                      double wd, double mom, double damp, bint nesterov, bint first,
-                      bint clear) noexcept nogil:
-    """_sgd in blocks that stay in the L1 cache, each block's gradient cleared after its
-    update while its lines are still there."""
-    cdef cnp.npy_intp i = 0, c
-    while i < n:
-        c = n - i if n - i < BLOCK else BLOCK
-        _sgd(x + i, g + i, NULL if buf == NULL else buf + i, c, clr, wd, mom, damp, nesterov,
-             first)
-        if clear:
-            memset(g + i, 0, <size_t> c * sizeof(floating))
-        i += c
-
-
-cdef void _sgd(floating *x, const floating *g, floating *buf, cnp.npy_intp n, double clr,
-               double wd, double mom, double damp, bint nesterov, bint first) noexcept nogil:
-    # One branch-free loop per case, in the parameters' own precision, so that the
-    # compiler vectorises it: a loop with the cases inside runs about 4x slower.
-    cdef cnp.npy_intp i
-    cdef floating c = <floating> clr, w = <floating> wd, m = <floating> mom
-    cdef floating d1 = <floating> (1 - damp), gi, bi
-    if buf == NULL:
-        for i in range(n):
-            x[i] -= c * (g[i] + w * x[i])
-    elif first:
-        # the buffer starts as the first gradient
-        for i in range(n):
-            gi = g[i] + w * x[i]
-            buf[i] = gi
-            x[i] -= c * (gi + m * gi) if nesterov else c * gi
-    elif nesterov:
-        for i in range(n):
-            gi = g[i] + w * x[i]
-            bi = m * buf[i] + d1 * gi
-            buf[i] = bi
-            x[i] -= c * (gi + m * bi)
-    else:
-        for i in range(n):
-            gi = g[i] + w * x[i]
-            bi = m * buf[i] + d1 * gi
-            buf[i] = bi
-            x[i] -= c * bi
+            pm_sgd_f64(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, 1 - dampening,
+                       nesterov, first, clear_grad)
 
 
 def add_and_clear(total, part):

@@ -258,3 +258,21 @@ def test_transposed_forward_refusals(rng):
     small = _r(rng, (4, 8), np.float32)
     out = np.zeros((4, 128), np.float32)
     linear_update_output(small, out, _r(rng, (128, 8), np.float32), None, np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_bias_gradient_adds_the_column_sums(dtype, scale):
+    """gradBias += scale * the sum of gradOutput's rows, onto what it holds (37 rows, 19
+    columns: vector tails), and a scale of 0 leaves it alone."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((37, 5)).astype(dtype)
+    go = rng.standard_normal((37, 19)).astype(dtype)
+    gw, gb = np.zeros((19, 5), dtype), rng.standard_normal(19).astype(dtype)
+    want = gb.astype(np.float64) + scale * go.astype(np.float64).sum(0)
+    linear_acc_grad_parameters(x, go, gw, gb, 1.0, scale)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(gb, want, rtol=tol, atol=tol)
+    before = gb.copy()
+    linear_acc_grad_parameters(x, go, gw, gb, 1.0, 0.0)
+    np.testing.assert_array_equal(gb, before)

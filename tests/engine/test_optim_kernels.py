@@ -164,3 +164,37 @@ def test_add_and_clear_refuses_bad_arguments():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="part is read-only"):
         K.add_and_clear(x, ro)
+
+
+def _sgd_in_dtype(x, g, buf, clr, wd, mom, damp, nesterov, first):
+    """SGD's step written out in the parameters' own precision, in the kernel's order."""
+    t = x.dtype.type
+    c, w, m, d1 = t(clr), t(wd), t(mom), t(1 - damp)  # the scalars rounded to the dtype
+    gi = g + w * x
+    if buf is None:
+        return x - c * gi, None
+    b = gi if first else m * buf + d1 * gi
+    return x - (c * (gi + m * b) if nesterov else c * b), b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["plain", "first", "first nesterov", "momentum", "nesterov"])
+@pytest.mark.parametrize("clear", [False, True])
+def test_sgd_is_the_scalar_formula_bit_for_bit(dtype, case, clear, rng):
+    """Every vector width the loop runs (and its tail: 1037 elements) gives the bits of the
+    formula in the parameters' precision, with and without weight decay and dampening."""
+    for wd, damp in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.3), (0.02, 0.5)]:
+        nesterov = "nesterov" in case
+        if nesterov:
+            damp = 0.0
+        x, g, buf = _vecs(rng, 1037, dtype, 3)
+        mom = 0.0 if case == "plain" else 0.9
+        want_x, want_b = _sgd_in_dtype(x, g, None if case == "plain" else buf, 0.05, wd, mom,
+                                       damp, nesterov, "first" in case)
+        g0 = g.copy()
+        K.sgd_update(x, g, None if case == "plain" else buf, 0.05, wd, mom, damp, nesterov,
+                     "first" in case, clear)
+        np.testing.assert_array_equal(x, want_x)
+        if want_b is not None:
+            np.testing.assert_array_equal(buf, want_b)
+        np.testing.assert_array_equal(g, np.zeros_like(g) if clear else g0)

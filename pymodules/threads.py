@@ -5,16 +5,22 @@
 cores available to the process. They act on every BLAS library loaded in the process
 (scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
 
-A training step (and a batch of evaluate or predict) runs on one thread unless it is long
-(``PARALLEL_STEP``). OpenBLAS splits each product across its threads and waits for all of
-them; when other processes keep the cores busy, a thread may wait a whole scheduler time
-slice (milliseconds) before it runs, at every product. The MLP 784-256-256-10 at batch 64
-(about 1 ms on one thread, 9 products a step) took 117 ms a step on two threads against two
-busy processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way: a
-short step gains at most half on a quiet machine and loses up to 70x on a busy one. A step
-of 0.1 s or more on one thread hides such waits (measured: two threads against two busy
+A batch of evaluate or predict runs on one thread unless it is long (``PARALLEL_STEP``).
+OpenBLAS splits each product across its threads and waits for all of them; when other
+processes keep the cores busy, a thread may wait a whole scheduler time slice
+(milliseconds) before it runs, at every product. The MLP 784-256-256-10 at batch 64 (about
+1 ms on one thread, 9 products a step) took 117 ms a step on two threads against two busy
+processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way. A batch of
+0.1 s or more on one thread hides such waits (measured: two threads against two busy
 processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule then times
-both counts on the run's own steps and keeps the faster.
+both counts on the run's own batches and keeps the faster.
+
+A training step of 1 ms or more (``PARALLEL_TRAIN_STEP``) is timed on both counts too:
+on a quiet machine two threads took that MLP's step from 1.54 to 1.37 ms at batch 64 and
+from 5.45 to 3.16 ms at batch 256 (bench/bench_train.py). A run of steps is long enough to
+watch: one step on threads slower than twice one thread's median sends the run back to one
+thread, and threads are timed again after 64 steps, then 128, ... (``StepThreads``), so a
+busy machine costs one slow step now and then rather than every step.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ import time
 
 import numpy as np
 
-#: A training step that takes at least this long (seconds) on one thread runs on
-#: getNumThreads() threads; shorter ones run on one (see the module's documentation).
+#: A batch of evaluate or predict that takes at least this long (seconds) on one thread
+#: is timed on getNumThreads() threads; shorter ones run on one (see the module's
+#: documentation).
 PARALLEL_STEP = 0.1
+#: The same for a training step: a run of steps is long, so that timing threads costs a
+#: few steps once, and its steps are watched (``StepThreads``).
+PARALLEL_TRAIN_STEP = 0.001
 
 _lock = threading.Lock()
 _state = {"threads": None, "libraries": None}
@@ -108,41 +118,84 @@ def task_cpus() -> int:
 class StepThreads:
     """The size rule of one run of steps (training, evaluate, predict). Steps run on one
     thread; once ``TIMED`` of them are timed (after one to warm up), a run whose steps take
-    at least ``PARALLEL_STEP`` times ``TIMED`` steps on ``getNumThreads()`` threads (or
-    fewer when the BLAS was limited further, e.g. by threadpoolctl) and keeps the faster.
-    ``before()`` before a step, ``after(seconds)`` with its time; ``close()`` gives the BLAS
-    back the threads it had."""
+    at least ``least`` (``PARALLEL_TRAIN_STEP`` for training, ``PARALLEL_STEP`` otherwise)
+    times ``TIMED`` steps on ``getNumThreads()`` threads (or fewer when the BLAS was limited
+    further, e.g. by threadpoolctl) and keeps the faster.
+
+    Threads are kept when they take at most ``WIN`` of one thread's time. The choice is
+    watched: a step on threads that takes ``SLOW`` times one thread's median (other
+    processes took the cores) sends the run back to one thread at once, and so does a
+    timing of threads that loses; threads are timed again after ``RETRY`` steps, then after
+    twice as many each time they lose (at most ``RETRY_MOST``), so that a busy machine costs
+    one slow step now and then. ``before()`` before a step, ``after(seconds)`` with its time;
+    ``close()`` gives the BLAS back the threads it had."""
 
     #: steps timed for each choice (after one step that warms up)
     TIMED = 3
+    #: threads are kept when their median step is at most this part of one thread's (a
+    #: smaller gain is within the noise of three steps)
+    WIN = 0.9
+    #: a step on threads this many times slower than one thread's median ends their use
+    SLOW = 2.0
+    #: steps on one thread before threads are timed again, and the most it grows to
+    RETRY, RETRY_MOST = 64, 4096
+    #: one thread's recent step times kept for its median
+    KEPT = 9
 
-    def __init__(self):
+    def __init__(self, training: bool = False):
         self.saved = blas_threads()
         self.most = min(getNumThreads(), max(self.saved, default=1))
+        self.least = PARALLEL_TRAIN_STEP if training else PARALLEL_STEP
         self.now = 1
         self.times = {1: [], self.most: []}
         self.decided = self.most == 1
+        self.steps = 0
+        self.retry_at = None  # the step at which threads are timed again
+        self.wait = self.RETRY
 
     def before(self):
         use_threads(self.now)
 
+    def _one(self) -> float:
+        return float(np.median(self.times[1][1:]))
+
+    def _back_to_one(self):
+        self.now, self.decided = 1, True
+        self.retry_at = self.steps + self.wait
+        self.wait = min(2 * self.wait, self.RETRY_MOST)
+
     def after(self, seconds):
+        self.steps += 1
+        if self.most == 1:
+            return
+        if self.now == 1:
+            times = self.times[1]
+            times.append(seconds)
+            if len(times) > self.KEPT + 1:
+                del times[1]  # the first (warm-up) step stays out of the median
+            if self.decided:
+                if self.retry_at is not None and self.steps >= self.retry_at:
+                    self.now, self.decided, self.times[self.most] = self.most, False, []
+                return
+            if len(times) <= self.TIMED:
+                return
+            if self._one() < self.least:
+                self.decided = True  # short steps: threads cannot pay (module documentation)
+                return
+            self.now, self.times[self.most] = self.most, []
+            return
+        if seconds > self.SLOW * self._one():
+            self._back_to_one()  # the cores are busy elsewhere: one slow step is enough
+            return
         if self.decided:
             return
         times = self.times[self.now]
         times.append(seconds)
-        if self.now == 1:
-            if len(times) <= self.TIMED:
-                return
-            if float(np.median(times[1:])) < PARALLEL_STEP:
-                self.decided = True  # short steps: threads cannot pay (module documentation)
-                return
-            self.now = self.most  # long steps: time them on every thread
-        elif len(times) == self.TIMED:
-            one = float(np.median(self.times[1][1:]))
-            if float(np.median(times)) >= one:
-                self.now = 1
-            self.decided = True
+        if len(times) == self.TIMED:
+            if float(np.median(times)) >= self.WIN * self._one():
+                self._back_to_one()
+            else:
+                self.decided, self.wait = True, self.RETRY
 
     def run(self, f, *args):
         """``f(*args)`` as one step under the rule."""

@@ -386,7 +386,7 @@ class Optimizer:
         self._started = time.perf_counter()
         bar = self._bar()
         log_records, log_start = 0, time.perf_counter()
-        threads = _threads.StepThreads()
+        threads = _threads.StepThreads(training=True)
         if isinstance(source, LocalGradient) and source.replicated():
             threads.now, threads.decided = 1, True  # the replicas are the parallelism
         clear = self._may_clear()

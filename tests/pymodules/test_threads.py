@@ -64,12 +64,62 @@ def test_short_steps_run_on_one_thread(restore, monkeypatch):
 
 def test_long_steps_keep_the_faster_count(restore, monkeypatch):
     pm.setNumThreads(2)
-    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)  # every step counts as long
+    monkeypatch.setattr(threads, "PARALLEL_TRAIN_STEP", 0.0)  # every step counts as long
+    monkeypatch.setattr(threads.StepThreads, "SLOW", float("inf"))  # no step is slow
     calls = _train(monkeypatch, 12)
     timed = threads.StepThreads.TIMED
     assert calls[:timed + 1] == [1] * (timed + 1) and calls[timed + 1:2 * timed + 1] == [2] * timed
-    assert len(set(calls[2 * timed + 1:])) == 1  # then one choice for the rest of the run
+    assert len(set(calls[2 * timed + 1:])) == 1  # then one choice until the next timing
     assert set(_blas_threads().values()) == {2}
+
+
+def test_training_times_threads_from_a_shorter_step_than_predict(restore, monkeypatch):
+    pm.setNumThreads(2)
+    monkeypatch.setattr(threads, "PARALLEL_TRAIN_STEP", 0.0)
+    assert 2 in _train(monkeypatch, 12)
+    seen = []
+    monkeypatch.setattr(threads, "use_threads", lambda n: seen.append(n))
+    model = pm.Sequential().add(pm.Linear(6, 3))
+    model.predict(np.zeros((40, 6), np.float32), batchSize=4)  # PARALLEL_STEP: 0.1 s
+    assert seen and set(seen) == {1}
+
+
+def _steps(rule, times_of, n):
+    """Run ``n`` steps of ``rule``; ``times_of(step, threads)`` is a step's time."""
+    seen = []
+    for i in range(n):
+        rule.before()
+        seen.append(rule.now)
+        rule.after(times_of(i, rule.now))
+    return seen
+
+
+def test_a_slow_step_on_threads_goes_back_to_one_and_threads_are_timed_again(restore):
+    pm.setNumThreads(2)
+    rule = threads.StepThreads(training=True)
+    # threads win, then the cores get busy at step 20 (a step on threads takes 10x)
+    seen = _steps(rule, lambda i, n: 0.01 if n == 1 else (0.005 if i < 20 else 0.1), 300)
+    retry, timed = rule.RETRY, rule.TIMED
+    assert seen[:2 * timed + 1] == [1] * (timed + 1) + [2] * timed
+    assert seen[2 * timed + 1:21] == [2] * (21 - 2 * timed - 1)
+    # one slow step (20), then one thread until the retry, whose first step is slow again
+    assert seen[21:21 + retry] == [1] * retry and seen[21 + retry] == 2
+    assert seen[22 + retry:22 + 3 * retry] == [1] * 2 * retry  # twice as long a wait
+    assert seen[22 + 3 * retry] == 2
+    rule.close()
+
+
+def test_threads_that_lose_are_timed_again_later_and_win_when_the_machine_is_quiet(restore):
+    pm.setNumThreads(2)
+    rule = threads.StepThreads(training=True)
+    # threads lose (busy) until step 100, then win
+    seen = _steps(rule, lambda i, n: 0.01 if n == 1 else (0.015 if i < 100 else 0.005), 300)
+    timed, retry = rule.TIMED, rule.RETRY
+    first = 2 * timed + 1
+    assert seen[timed + 1:first] == [2] * timed and seen[first:first + retry] == [1] * retry
+    assert seen[first + retry:first + retry + timed] == [2] * timed  # timed again: lose
+    assert seen[-50:] == [2] * 50  # quiet again: threads kept
+    rule.close()
 
 
 @pytest.mark.parametrize("one, two, keep", [(0.2, 0.1, 2), (0.2, 0.3, 1)])
@@ -87,7 +137,7 @@ def test_the_rule_keeps_the_faster(restore, one, two, keep):
 
 def test_one_thread_set_means_one(restore, monkeypatch):
     pm.setNumThreads(1)
-    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
+    monkeypatch.setattr(threads, "PARALLEL_TRAIN_STEP", 0.0)
     assert set(_train(monkeypatch, 6)) == {1}
 
 
@@ -95,7 +145,7 @@ def test_a_tighter_limit_of_threadpoolctl_is_kept(restore, monkeypatch):
     from threadpoolctl import threadpool_limits
 
     pm.setNumThreads(2)
-    monkeypatch.setattr(threads, "PARALLEL_STEP", 0.0)
+    monkeypatch.setattr(threads, "PARALLEL_TRAIN_STEP", 0.0)
     with threadpool_limits(1, user_api="blas"):
         assert set(_train(monkeypatch, 6)) == {1}
         assert set(_blas_threads().values()) == {1}

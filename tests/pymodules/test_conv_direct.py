@@ -24,16 +24,22 @@ def test_direct_jacobian(wrt, batched, rng):
     assert_jacobian(m, x, wrt=wrt)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c,o,pad", [(6, 16, 0), (6, 12, 0), (3, 10, 2)])
-@pytest.mark.parametrize("batched", [True, False])
-def test_direct_matches_torch(torch, dtype, c, o, pad, batched, rng):
+def _with_torch_twin(torch, c, o, pad, dtype):
+    """A 5x5 SpatialConvolution and the torch Conv2d with its weights."""
     m = pm.SpatialConvolution(c, o, 5, 5, 1, 1, pad, pad, dtype=dtype)
     tm = torch.nn.Conv2d(c, o, 5, 1, pad).to(torch.float32 if dtype == np.float32
                                              else torch.float64)
     with torch.no_grad():
         tm.weight.copy_(torch.tensor(m.weight))
         tm.bias.copy_(torch.tensor(m.bias))
+    return m, tm
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c,o,pad", [(6, 16, 0), (6, 12, 0), (3, 10, 2)])
+@pytest.mark.parametrize("batched", [True, False])
+def test_direct_matches_torch(torch, dtype, c, o, pad, batched, rng):
+    m, tm = _with_torch_twin(torch, c, o, pad, dtype)
     x = rng.standard_normal((3, c, 14, 13) if batched else (c, 14, 13)).astype(dtype)
     xt = torch.tensor(x, requires_grad=True)
     yt = tm(xt)
@@ -100,12 +106,7 @@ def test_direct_rows_jacobian(wrt, batched, rng):
     (np.float64, 3, 1, 1, 10)])
 @pytest.mark.parametrize("batched", [True, False])
 def test_direct_rows_matches_torch(torch, dtype, c, o, pad, width, batched, rng):
-    m = pm.SpatialConvolution(c, o, 5, 5, 1, 1, pad, pad, dtype=dtype)
-    tm = torch.nn.Conv2d(c, o, 5, 1, pad).to(torch.float32 if dtype == np.float32
-                                             else torch.float64)
-    with torch.no_grad():
-        tm.weight.copy_(torch.tensor(m.weight))
-        tm.bias.copy_(torch.tensor(m.bias))
+    m, tm = _with_torch_twin(torch, c, o, pad, dtype)
     x = rng.standard_normal((3, c, 9, width) if batched else (c, 9, width)).astype(dtype)
     y = m.forward(x)
     assert m._direct is not None and m._columns is None

@@ -15,7 +15,10 @@ processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way. 
 processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule then times
 both counts on the run's own batches and keeps the faster.
 
-A training step of 1 ms or more (``PARALLEL_TRAIN_STEP``) is timed on both counts too:
+Once ``setNumThreads`` was called, a training step of 1 ms or more
+(``PARALLEL_TRAIN_STEP``) is timed on both counts too (never called, training keeps the
+0.1 s rule: two threads may round a product's last bits otherwise than one, and the
+timed choice would make two runs of one seed differ):
 on a quiet machine two threads took that MLP's step from 1.54 to 1.37 ms at batch 64 and
 from 5.45 to 3.16 ms at batch 256 (bench/bench_train.py). A run of steps is long enough to
 watch: one step on threads slower than twice one thread's median sends the run back to one
@@ -35,8 +38,9 @@ import numpy as np
 #: is timed on getNumThreads() threads; shorter ones run on one (see the module's
 #: documentation).
 PARALLEL_STEP = 0.1
-#: The same for a training step: a run of steps is long, so that timing threads costs a
-#: few steps once, and its steps are watched (``StepThreads``).
+#: The same for a training step once ``setNumThreads`` was called: a run of steps is long,
+#: so that timing threads costs a few steps once, and its steps are watched
+#: (``StepThreads``).
 PARALLEL_TRAIN_STEP = 0.001
 
 _lock = threading.Lock()
@@ -163,7 +167,11 @@ class StepThreads:
     def __init__(self, training: bool = False):
         self.saved = blas_threads()
         self.most = min(getNumThreads(), max(self.saved, default=1))
-        self.least = PARALLEL_TRAIN_STEP if training else PARALLEL_STEP
+        # Training asks threads from 1 ms on when setNumThreads was called: OpenBLAS on
+        # two threads may round a product's last bits otherwise than on one, so a timed
+        # choice makes runs of one seed differ; by default they stay bit for bit the same.
+        chosen = _state["threads"] is not None
+        self.least = PARALLEL_TRAIN_STEP if training and chosen else PARALLEL_STEP
         self.now = 1
         self.times = {1: [], self.most: []}
         self.decided = self.most == 1

@@ -84,6 +84,16 @@ def test_training_times_threads_from_a_shorter_step_than_predict(restore, monkey
     assert seen and set(seen) == {1}
 
 
+def test_training_keeps_the_long_rule_unless_threads_were_set(restore, monkeypatch):
+    threads._state["threads"] = None  # never set: the cores available
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    rule = threads.StepThreads(training=True)
+    assert rule.least == threads.PARALLEL_STEP  # runs of one seed stay bit for bit equal
+    pm.setNumThreads(2)
+    assert threads.StepThreads(training=True).least == threads.PARALLEL_TRAIN_STEP
+    assert threads.StepThreads().least == threads.PARALLEL_STEP
+
+
 def _steps(rule, times_of, n):
     """Run ``n`` steps of ``rule``; ``times_of(step, threads)`` is a step's time."""
     seen = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 
-from pymodules.nn.init import skipped
 from pymodules.nn.module import Module
 from pymodules.persistence import archive, storage
 from pymodules.persistence.archive import FORMAT_VERSION, FileFormatError
@@ -42,7 +41,7 @@ def load(path, *, storage_options=None) -> Module:
     """Rebuild the module saved at ``path``, with its names, mode and weights."""
     with _reading(path, storage_options) as file:
         definition = file.definition("module")
-        with refusing(file), skipped():
+        with refusing(file):
             root = Decoder(file, definition).value(definition.get("root"))
         if not isinstance(root, Module):
             raise file.error(f"holds a {type(root).__name__} at its root, not a module")

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from pymodules.nn.init import skipped
 from pymodules.nn.initializable import restoring
 from pymodules.nn.module import Module
 from pymodules.persistence.archive import DTYPES, Archive, FileFormatError, _Entry
@@ -346,7 +347,7 @@ class Decoder:
         try:
             # The parameters are read from the file next; what the arguments size must be
             # what the file holds, checked before it is allocated.
-            with restoring(held):  # load() runs the whole decoding under skipped()
+            with skipped(), restoring(held):
                 m = cls(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - whatever the arguments from the file do
             raise self.error(f"cannot rebuild {cls.__name__} from its arguments: {err}") \

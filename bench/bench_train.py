@@ -8,8 +8,10 @@ same shapes, transposes and beta, taken by the forward and backward of the step)
 thread, fixed seeds, warm-up, median of many runs, taken in interleaved blocks of 25 steps;
 the floor ratio in wall time (median) and in CPU time of the thread (block totals).
 
-Then both cores: the step on 1 and 2 threads (pymodules: two model replicas, one per core,
-each on a one-thread BLAS, in two processes and in two threads, and one model on OpenBLAS's
+Then both cores: the step on 1 and 2 threads (pymodules: one model on the engine's two
+threads, as the Optimizer runs it after pm.setNumThreads(2) (pymodules.threads.use_threads:
+each large product cut in two, every BLAS call on one thread); one model on OpenBLAS's two
+threads; two model replicas, one per core, each on a one-thread BLAS, in two processes and in
 two threads; torch: torch.set_num_threads), interleaved in the same blocks, and the
 Optimizer's own steps (median over MaxIteration(--runs), TrainSummary throughput) with
 pm.setNumThreads(1), (2) and (2) with replicas.ENABLED. Last, the Optimizer at the default
@@ -275,23 +277,24 @@ def two_thread_rows(dtype, batches, runs):
     Optimizer's choice, replicas.KIND), two replicas on two threads of this process, and
     one model on OpenBLAS's two threads. Every thread limit is set at the start of each
     block, after every BLAS library (SciPy's, NumPy's, torch's) is loaded."""
-    print(f"\n{'both cores':<34}{'dtype':<9}{'batch':>6}{'pm 1t us':>10}{'pm 2p us':>10}"
-          f"{'2p/1t':>7}{'pm 2thr':>9}{'blas 2t':>9}{'torch 1t':>10}{'torch 2t':>10}"
-          f"{'2t/1t':>7}{'torch2t/pm2p':>14}")
+    print(f"\n{'both cores':<34}{'dtype':<9}{'batch':>6}{'pm 1t us':>10}{'pm 2t us':>10}"
+          f"{'2t/1t':>7}{'blas 2t':>9}{'pm 2p':>9}{'pm 2thr':>9}{'torch 1t':>10}"
+          f"{'torch 2t':>10}{'2t/1t':>7}{'torch2t/pm2t':>14}")
     for batch in batches:
         x, y = data(batch, dtype)
         one = Timed(pymodules_step(x, y, dtype, 1), lambda: use_threads(1))
+        engine = Timed(pymodules_step(x, y, dtype, 1), lambda: use_threads(2))
+        blas2 = Timed(pymodules_step(x, y, dtype, 1), lambda: blas_threads_only(2))
         procs = Timed(pymodules_step(x, y, dtype, 2, "processes"), lambda: use_threads(1))
         thr = Timed(pymodules_step(x, y, dtype, 2, "threads"), lambda: use_threads(1))
-        blas2 = Timed(pymodules_step(x, y, dtype, 1), lambda: use_threads(2))
         t1, t2 = torch_step(x, y, dtype, 1), torch_step(x, y, dtype, 2)
-        p1, p2, pt, pb, q1, q2 = median_us(
-            [one, procs, thr, blas2, t1 and Timed(t1, lambda: _torch_threads(1)),
+        p1, pe, pb, p2, pt, q1, q2 = median_us(
+            [one, engine, blas2, procs, thr, t1 and Timed(t1, lambda: _torch_threads(1)),
              t2 and Timed(t2, lambda: _torch_threads(2))], runs)
         use_threads(1)
         print(f"{'train step MLP 784-256-256-10':<34}{dtype.name:<9}{batch:>6}{p1:>10.1f}"
-              f"{p2:>10.1f}{p1 / p2:>7.2f}{pt:>9.1f}{pb:>9.1f}{q1:>10.1f}{q2:>10.1f}"
-              f"{q1 / q2:>7.2f}{q2 / p2:>14.2f}")
+              f"{pe:>10.1f}{p1 / pe:>7.2f}{pb:>9.1f}{p2:>9.1f}{pt:>9.1f}{q1:>10.1f}"
+              f"{q2:>10.1f}{q1 / q2:>7.2f}{q2 / pe:>14.2f}")
     _torch_threads(1)
     print(f"\n{'Optimizer.optimize()':<34}{'dtype':<9}{'batch':>6}{'setNumThreads(1)':>18}"
           f"{'(2)':>10}{'2t/1t':>7}{'(2) replicas':>14}{'2r/1t':>7}")
@@ -332,6 +335,16 @@ def use_threads(n):
     from pymodules.threads import use_threads as use
 
     use(n)
+
+
+def blas_threads_only(n):
+    """OpenBLAS on ``n`` threads, the engine's own threads off."""
+    from pymodules.engine import pool
+
+    from pymodules.threads import _set_blas
+
+    pool.set_threads(1)
+    _set_blas(n)
 
 
 def main():

@@ -40,7 +40,7 @@ typedef int pm_lin_i8 __attribute__((vector_size(32)));
 /* Columns of a batch panel. */
 #define PM_LINEAR_PANEL 24
 
-/* Floats of the packed batch for M rows of K: the scratch pm_linear_f needs. */
+/* Floats of the packed batch for M rows of K: the scratch of the packed forward. */
 static inline size_t pm_linear_pack_size(size_t M, size_t K) {
     return ((M + 7) & ~(size_t) 7) * K;
 }
@@ -163,19 +163,33 @@ PM_LINEAR_KERNEL(pm_linear_k11, 1, 1)
 PM_LINEAR_KERNEL(pm_linear_k12, 1, 2)
 PM_LINEAR_KERNEL(pm_linear_k13, 1, 3)
 
-/* y := x w.T + bias (bias may be NULL) for x (M, K), w (N, K), y (M, N), all contiguous;
-   pack: pm_linear_pack_size(M, K) floats. M, N, K >= 1. */
-static PM_LINEAR_CLONES void pm_linear_f(int M, int N, int K, const float *x, const float *w,
-                                         const float *bias, float *pack, float *y) {
-    int m0, r, pw, rb;
-    int Mp = (M + 7) & ~7;
-    for (m0 = 0; m0 < M; m0 += PM_LINEAR_PANEL) {
+/* Batch panels of the packed forward: ceil(M / PM_LINEAR_PANEL). */
+static inline int pm_linear_panels(int M) {
+    return (M + PM_LINEAR_PANEL - 1) / PM_LINEAR_PANEL;
+}
+
+/* Pack panels [p0, p1) of x (M, K) into pack (pm_linear_pack_size(M, K) floats). */
+static PM_LINEAR_CLONES void pm_linear_pack_panels(int M, int K, const float *x, float *pack,
+                                                   int p0, int p1) {
+    int p, m0, pw, Mp = (M + 7) & ~7;
+    for (p = p0; p < p1; p++) {
+        m0 = p * PM_LINEAR_PANEL;
         pw = Mp - m0 < PM_LINEAR_PANEL ? Mp - m0 : PM_LINEAR_PANEL;
         pm_linear_pack(x, M, K, m0, pw, pack + (size_t) m0 * K);
     }
-    for (r = 0; r < N; r += 4) {
+}
+
+/* Columns [r0, r1) of y := x w.T + bias from the packed batch: weight rows r0 to r1 (r0 a
+   multiple of 4). Each output is one sum in k order, whatever the range: a forward cut in
+   ranges across threads gives the same numbers as one call. */
+static PM_LINEAR_CLONES void pm_linear_rows(int M, int N, int K, const float *w,
+                                            const float *bias, const float *pack, float *y,
+                                            int r0, int r1) {
+    int m0, r, pw, rb;
+    int Mp = (M + 7) & ~7;
+    for (r = r0; r < r1; r += 4) {
         const float *a = w + (size_t) r * K, *c = bias ? bias + r : NULL;
-        rb = N - r < 4 ? N - r : 4;
+        rb = r1 - r < 4 ? r1 - r : 4;
         for (m0 = 0; m0 < M; m0 += PM_LINEAR_PANEL) {
             const float *b = pack + (size_t) m0 * K;
             float *yb = y + (size_t) m0 * N + r;

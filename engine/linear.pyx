@@ -40,7 +40,7 @@ import os
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
-from engine.blas cimport floating, gemm, gemv, NoTrans, Trans
+from engine.blas cimport floating, gemm, gemv, NoTrans, Trans, cut, run_parts, threads_for
 from engine._check cimport (
     float_type, array, array_or_none, f32, f64, ndim, dim, vector_of, rows_of, disjoint_from,
 )
@@ -51,8 +51,10 @@ cdef extern from "_transpose.h" nogil:
 
 cdef extern from "_linear.h" nogil:
     size_t pm_linear_pack_size(size_t M, size_t K)
-    void pm_linear_f(int M, int N, int K, const float *x, const float *w, const float *bias,
-                     float *pack, float *y)
+    int pm_linear_panels(int M)
+    void pm_linear_pack_panels(int M, int K, const float *x, float *pack, int p0, int p1)
+    void pm_linear_rows(int M, int N, int K, const float *w, const float *bias,
+                        const float *pack, float *y, int r0, int r1)
 
 cnp.import_array()
 
@@ -276,7 +278,7 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     with nogil:
         if pack:
             if m > 0:
-                pm_linear_f(n, m, k, f32(x), f32(w), f32(b), f32(s), f32(y))
+                _packed_forward(n, m, k, f32(x), f32(w), f32(b), f32(s), f32(y))
         elif s is not None:
             _update_output_t(f32(x), f32(y), f32(w), f32(b), f32(s), n, k, m)
         elif t == cnp.NPY_FLOAT32:
@@ -396,3 +398,46 @@ cdef void _acc_grad_parameters(const floating *x, const floating *go, floating *
                 row = go + i * m
                 for j in range(m):
                     gb[j] += scale_b * row[j]
+
+
+# -- the packed forward on the engine's threads ---------------------------------------------
+# Cut by weight rows (after the batch panels are packed, cut the same way): each output is
+# still one sum in k order, so the numbers are those of one thread, bit for bit.
+
+cdef struct Packed:
+    # The packed forward's arguments: x (n, k), w (m, k), bias (m,) or NULL, y (n, m).
+    int n, m, k
+    const float *x
+    const float *w
+    const float *b
+    float *pack
+    float *y
+
+
+cdef void _pack_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef Packed *t = <Packed *> arg
+    cdef int panels = pm_linear_panels(t.n)
+    pm_linear_pack_panels(t.n, t.k, t.x, t.pack, cut(panels, c, chunks, 1),
+                          cut(panels, c + 1, chunks, 1))
+
+
+cdef void _rows_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef Packed *t = <Packed *> arg
+    cdef int lo = cut(t.m, c, chunks, 4), hi = cut(t.m, c + 1, chunks, 4)
+    if hi > lo:
+        pm_linear_rows(t.n, t.m, t.k, t.w, t.b, t.pack, t.y, lo, hi)
+
+
+cdef void _packed_forward(int n, int m, int k, const float *x, const float *w,
+                          const float *b, float *pack, float *y) noexcept nogil:
+    """y := x w.T + b on the packed kernel of _linear.h."""
+    cdef Packed t
+    t.n, t.m, t.k, t.x, t.w, t.b, t.pack, t.y = n, m, k, x, w, b, pack, y
+    cdef int parts = threads_for(<double> n * m * k)
+    cdef int panels = pm_linear_panels(n)
+    if parts < 2:
+        _pack_part(&t, 0, 1)
+        _rows_part(&t, 0, 1)
+        return
+    run_parts(_pack_part, &t, parts if parts < panels else panels)
+    run_parts(_rows_part, &t, parts)

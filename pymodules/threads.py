@@ -1,26 +1,33 @@
-"""Threads: how many the BLAS under the engine may use, and when training uses them.
+"""Threads: how many the engine may use, and when training, evaluate and predict use them.
 
-``setNumThreads(n)`` / ``getNumThreads()`` set and read the BLAS threads of this process
-(the engine's kernels are single-threaded loops around BLAS calls); the default is the
-cores available to the process. They act on every BLAS library loaded in the process
-(scipy's OpenBLAS, which the engine calls, and numpy's), through threadpoolctl.
+``setNumThreads(n)`` / ``getNumThreads()`` set and read the threads of this process; the
+default is the cores available to it. ``setNumThreads`` sets every BLAS library loaded in the
+process (scipy's OpenBLAS, which the engine calls, and numpy's, through threadpoolctl) and the
+engine's own threads (pymodules.engine.pool), which then take only the kernels that call no
+BLAS (Linear's packed forward): a forward or backward called by hand runs its products on
+OpenBLAS's threads.
+
+Inside a run of steps (the Optimizer, evaluate, predict, a Spark task) the rule below picks
+one thread or ``getNumThreads()`` for each step (``use_threads``). Several threads there are
+the engine's own: each large product (from 2^18 multiply-adds) is cut in as many parts, one
+BLAS call on one thread each, and the calling thread takes parts itself, so a worker that
+another process keeps off its core does not hold the product up unless it began a part. On
+the 2-core AMD EPYC (OpenBLAS 0.3.30 Haswell kernels) the MLP 784-256-256-10's training step
+went from 1.47-1.57 to 1.06 ms at batch 64 and from 5.35-5.60 to 4.08-4.36 ms at batch 256
+(bench/bench_train.py), where OpenBLAS's own two threads gave 1.7-1.8 ms and 3.8-4.1 ms.
 
 A batch of evaluate or predict runs on one thread unless it is long (``PARALLEL_STEP``).
-OpenBLAS splits each product across its threads and waits for all of them; when other
-processes keep the cores busy, a thread may wait a whole scheduler time slice
-(milliseconds) before it runs, at every product. The MLP 784-256-256-10 at batch 64 (about
-1 ms on one thread, 9 products a step) took 117 ms a step on two threads against two busy
-processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread either way. A batch of
-0.1 s or more on one thread hides such waits (measured: two threads against two busy
-processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule then times
-both counts on the run's own batches and keeps the faster.
+When other processes keep the cores busy, a thread may wait a whole scheduler time slice
+(milliseconds) before it runs: the MLP at batch 64 once took 117 ms a step on OpenBLAS's two
+threads against two busy processes on two cores (1.6 ms quiet), and 1.1-1.4 ms on one thread
+either way. A batch of 0.1 s or more on one thread hides such waits (measured: two threads
+against two busy processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule
+then times both counts on the run's own batches and keeps the faster.
 
 Once ``setNumThreads`` was called, a training step of 1 ms or more
 (``PARALLEL_TRAIN_STEP``) is timed on both counts too (never called, training keeps the
-0.1 s rule: two threads may round a product's last bits otherwise than one, and the
-timed choice would make two runs of one seed differ):
-on a quiet machine two threads took that MLP's step from 1.54 to 1.37 ms at batch 64 and
-from 5.45 to 3.16 ms at batch 256 (bench/bench_train.py). A run of steps is long enough to
+0.1 s rule: a product cut in parts may round its last bits otherwise than whole, and the
+timed choice would make two runs of one seed differ). A run of steps is long enough to
 watch: one step on threads slower than twice one thread's median sends the run back to one
 thread, and threads are timed again after 64 steps, then 128, ... (``StepThreads``), so a
 busy machine costs one slow step now and then rather than every step.
@@ -67,14 +74,28 @@ def _libraries():
     return libs
 
 
-def use_threads(n: int) -> None:
-    """Let the BLAS libraries use ``n`` threads now (nothing is done when they already
-    do): the Optimizer's size rule and Spark's tasks call this around their work."""
-    n = int(n)
+def _set_blas(n: int) -> None:
+    """Set every BLAS library of the process to ``n`` threads (those already there are left
+    alone)."""
     with _lock:
         for lib in _libraries():
             if lib.get_num_threads() != n:
                 lib.set_num_threads(n)
+
+
+def use_threads(n: int) -> None:
+    """Run the engine's products on ``n`` threads now: the engine's own threads
+    (pymodules.engine.pool) share each large product, and the BLAS runs each call on one
+    thread. The Optimizer's size rule and Spark's tasks call this around their work."""
+    n = int(n)
+    _set_blas(1)
+    _pool().set_threads(n, 1)
+
+
+def _pool():
+    from pymodules.engine import pool
+
+    return pool
 
 
 def _getters():
@@ -101,19 +122,27 @@ def blas_threads() -> list[int]:
         return [get() for get in _getters()]
 
 
-def _restore(counts):
+def _restore(counts, engine):
+    """Give the BLAS libraries their thread counts back, and the engine's pool its
+    ``(threads, cuts BLAS products)`` setting."""
     with _lock:
         for lib, n in zip(_libraries(), counts, strict=False):
             if lib.get_num_threads() != n:
                 lib.set_num_threads(n)
+    parts, split = engine
+    _pool().set_threads(parts, 1 if split else max(max(counts, default=1), 2))
 
 
 def setNumThreads(n) -> None:
-    """Use at most ``n`` BLAS threads in this process (``pm.setNumThreads``)."""
+    """Use at most ``n`` threads in this process, the BLAS's and the engine's own
+    (``pm.setNumThreads``)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"setNumThreads: n must be a positive int, got {n!r}")
     _state["threads"] = int(n)
-    use_threads(int(n))
+    _set_blas(int(n))
+    # Calls outside a run (forward and backward by hand) keep the BLAS's own threads; the
+    # engine's threads take only kernels that call no BLAS (Linear's packed forward).
+    _pool().set_threads(int(n), int(n))
 
 
 def getNumThreads() -> int:
@@ -166,6 +195,7 @@ class StepThreads:
 
     def __init__(self, training: bool = False):
         self.saved = blas_threads()
+        self.saved_engine = _pool().get_threads()
         self.most = min(getNumThreads(), max(self.saved, default=1))
         # Training asks threads from 1 ms on when setNumThreads was called: OpenBLAS on
         # two threads may round a product's last bits otherwise than on one, so a timed
@@ -232,4 +262,4 @@ class StepThreads:
         return result
 
     def close(self):
-        _restore(self.saved)
+        _restore(self.saved, self.saved_engine)

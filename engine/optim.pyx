@@ -10,7 +10,7 @@ cimport numpy as cnp
 from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 
-from engine.blas cimport floating, dot, scal
+from engine.blas cimport floating, dot, scal, run_parts, threads_for
 from engine._check cimport float_type, array, f32, f64, vector_of, disjoint, shape
 
 cdef extern from "_sgd.h" nogil:
@@ -71,16 +71,55 @@ def sgd_update(x, grad, momentum_buffer, double clr, double weight_decay, double
         if momentum_buffer is None:
             raise ValueError("momentum != 0 needs a momentum buffer")
         b = _like(momentum_buffer, "momentum buffer", xa, t, True, (xa, g), ("x", "grad"))
-    cdef cnp.npy_intp n = cnp.PyArray_DIMS(xa)[0]
-    # The loops are _sgd.h's, one per case, in the parameters' own precision (the scalars
-    # rounded to it first), so that they vectorise.
+    cdef Sgd s
+    s.f64, s.n = t == cnp.NPY_FLOAT64, cnp.PyArray_DIMS(xa)[0]
+    s.x, s.g = cnp.PyArray_DATA(xa), cnp.PyArray_DATA(g)
+    s.b = NULL if b is None else cnp.PyArray_DATA(b)
+    s.c, s.w, s.m, s.d1 = clr, weight_decay, momentum, 1 - dampening
+    s.nesterov, s.first, s.clear = nesterov, first, clear_grad
     with nogil:
-        if t == cnp.NPY_FLOAT32:
-            pm_sgd_f32(f32(xa), f32(g), f32(b), n, <float> clr, <float> weight_decay,
-                       <float> momentum, <float> (1 - dampening), nesterov, first, clear_grad)
-        else:
-            pm_sgd_f64(f64(xa), f64(g), f64(b), n, clr, weight_decay, momentum, 1 - dampening,
-                       nesterov, first, clear_grad)
+        run_parts(_sgd_part, &s, threads_for(<double> s.n * SGD_COST))
+
+
+cdef enum:
+    # What an element of SGD's pass costs beside a multiply-add of a product (engine/blas.pxd's
+    # threads_for): it reads and writes three vectors.
+    SGD_COST = 8
+
+
+cdef struct Sgd:
+    # sgd_update's arguments: the data of x, grad and the momentum buffer (or NULL), n, the
+    # scalars and flags.
+    bint f64
+    void *x
+    void *g
+    void *b
+    Py_ssize_t n
+    double c, w, m, d1
+    int nesterov, first, clear
+
+
+cdef void _sgd_part(void *arg, int part, int parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of sgd_update's pass, cut on whole blocks: each element is
+    updated alone, so the parts give the numbers of one pass. The loops are _sgd.h's, one per
+    case, in the parameters' own precision (the scalars rounded to it first), so that they
+    vectorise."""
+    cdef Sgd *s = <Sgd *> arg
+    cdef Py_ssize_t blocks = (s.n + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t lo = blocks * part // parts * BLOCK
+    cdef Py_ssize_t hi = s.n if part == parts - 1 else blocks * (part + 1) // parts * BLOCK
+    if hi > s.n:
+        hi = s.n
+    if hi <= lo:
+        return
+    if s.f64:
+        pm_sgd_f64(<double *> s.x + lo, <double *> s.g + lo,
+                   <double *> s.b + lo if s.b != NULL else NULL, hi - lo, s.c, s.w, s.m, s.d1,
+                   s.nesterov, s.first, s.clear)
+    else:
+        pm_sgd_f32(<float *> s.x + lo, <float *> s.g + lo,
+                   <float *> s.b + lo if s.b != NULL else NULL, hi - lo, <float> s.c,
+                   <float> s.w, <float> s.m, <float> s.d1, s.nesterov, s.first, s.clear)
 
 
 def add_and_clear(total, part):

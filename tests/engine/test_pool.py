@@ -1,5 +1,5 @@
-"""Linear's kernels on the engine's threads (engine/pool.pyx): the same results as on one
-thread, from any thread of the process and in a forked child."""
+"""Kernels on the engine's threads (engine/pool.pyx): Linear's and SGD's give the results of
+one thread, from any thread of the process and in a forked child."""
 
 import multiprocessing
 import threading
@@ -14,6 +14,7 @@ from pymodules.engine.linear import (
     linear_update_output,
     packs,
 )
+from pymodules.engine.optim import sgd_update
 from pymodules.engine.pool import get_threads, set_threads
 from tolerance import abs_gemm, assert_reduction_close
 
@@ -132,3 +133,24 @@ def test_set_threads_refuses(bad):
     with pytest.raises(ValueError, match="blas_threads must be a positive int"):
         set_threads(1, blas_threads=bad)
     assert get_threads() == (1, True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [270_000, 100_003])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_on_threads_is_bit_for_bit_one_thread(threads, dtype, n, momentum, rng):
+    x0 = rng.standard_normal(n).astype(dtype)
+    g0 = rng.standard_normal(n).astype(dtype)
+    b0 = rng.standard_normal(n).astype(dtype)
+    results = []
+    for parts in (1, 2, 3):
+        threads(parts)
+        x, g, b = x0.copy(), g0.copy(), b0.copy()
+        for first in (True, False):
+            sgd_update(x, g, b, 0.01, 1e-4, momentum, 0.0, False, first, clear_grad=False)
+        sgd_update(x, g, b, 0.01, 1e-4, momentum, 0.0, True, False, clear_grad=True)
+        results.append((x, g, b))
+    for x, g, b in results[1:]:
+        np.testing.assert_array_equal(x, results[0][0])
+        np.testing.assert_array_equal(b, results[0][2])
+        assert not g.any()

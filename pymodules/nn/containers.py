@@ -11,8 +11,6 @@ from pymodules.facade import REFUSALS, in_use
 from pymodules.nn.module import Module, _now, whole
 from pymodules.nn.table import axis_of, sum_into
 
-_FORWARD = Module.forward
-
 
 class Container(Module):
     """A module holding an ordered list of children, ``modules``."""
@@ -204,7 +202,7 @@ class Sequential(Container):
         x = input
         start = _now()
         for child in self.modules:
-            if child._busy or type(child).forward is not _FORWARD:
+            if child._busy or not child._inlineForward:
                 x = child.forward(x)
                 start = _now()
                 continue

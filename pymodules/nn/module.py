@@ -169,6 +169,9 @@ class Module(Facade, Recorded):
         # one reads. (An instance attribute only: one shadowing a class attribute is not
         # specialised by the interpreter.)
         self._busy = False
+        # Whether forward is Module's own: a container may then run its steps inline (see
+        # Sequential.updateOutput); an instance attribute, as it is read for every child.
+        self._inlineForward = type(self).forward is Module.forward
 
     # -- the protocol ------------------------------------------------------------------
     @has_gate

@@ -12,6 +12,7 @@
 # checked array (or NULL for None) as the pointer type of that instance.
 
 cimport numpy as cnp
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from libc.limits cimport INT_MAX
 
 cnp.import_array()
@@ -110,9 +111,60 @@ cdef inline int rows_of(cnp.ndarray a, str what, int nd, cnp.npy_intp n, cnp.npy
 
 
 cdef inline int shape_is(cnp.ndarray a, str what, tuple expected) except -1:
+    """``a`` has the shape ``expected``, a tuple of sizes: compared in C where its entries
+    are ints (no tuple of ``a``'s shape is built then), else as tuples."""
+    cdef Py_ssize_t nd = len(expected), i
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    cdef object e
+    cdef int overflow
+    if nd == cnp.PyArray_NDIM(a):
+        for i in range(nd):
+            e = expected[i]
+            if not PyLong_CheckExact(e) or PyLong_AsLongLongAndOverflow(e, &overflow) != d[i] \
+                    or overflow:
+                break
+        else:
+            return 0
     if shape(a) != expected:
         raise ValueError(f"{what} has shape {shape(a)}, expected {expected}")
     return 0
+
+
+cdef inline int same_shape(cnp.ndarray a, str what, cnp.ndarray b) except -1:
+    """``a`` has ``b``'s shape (``shape_is(a, what, shape(b))``, compared in C: the tuples
+    are built for the error only)."""
+    cdef int nd = cnp.PyArray_NDIM(a), i
+    cdef cnp.npy_intp *da = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *db = cnp.PyArray_DIMS(b)
+    if nd == cnp.PyArray_NDIM(b):
+        for i in range(nd):
+            if da[i] != db[i]:
+                break
+        else:
+            return 0
+    raise ValueError(f"{what} has shape {shape(a)}, expected {shape(b)}")
+
+
+cdef inline int dims_are(cnp.ndarray a, str what, int nd, const cnp.npy_intp *dims) except -1:
+    """``a`` has the shape ``dims[:nd]`` (``shape_is`` on a shape worked out in C: the
+    tuples are built for the error only)."""
+    cdef int i
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    if nd == cnp.PyArray_NDIM(a):
+        for i in range(nd):
+            if d[i] != dims[i]:
+                break
+        else:
+            return 0
+    expected = tuple([dims[i] for i in range(nd)])
+    raise ValueError(f"{what} has shape {shape(a)}, expected {expected}")
+
+
+# Below this many elements (or multiply-adds) a kernel runs with the GIL held: releasing it
+# and taking it back costs about 400 instructions, more than such a loop gains for other
+# threads (a ReLU of 120 floats runs in about 130).
+cdef enum:
+    GIL_FREE_WORK = 16384
 
 
 cdef inline int disjoint(object out, str out_what, object other, str other_what) except -1:

@@ -12,7 +12,9 @@ functions of the exponential family written there.
 
 cimport numpy as cnp
 
-from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
+from engine._check cimport (
+    GIL_FREE_WORK, shape, float_type, array, ndim, shape_is, same_shape, disjoint,
+)
 from engine._inplace cimport same_or_disjoint
 from engine.vecmath cimport (
     pm_threshold_fwd, pm_threshold_bwd, pm_leaky_relu_fwd, pm_leaky_relu_bwd, pm_elu_fwd,
@@ -45,7 +47,7 @@ cdef Arrays forward_arrays(input, output) except *:
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef cnp.ndarray x = array(input, "input", t, False)
-    shape_is(y, "output", shape(x))
+    same_shape(y, "output", x)
     same_or_disjoint(y, "output", x, "input")
     cdef Arrays a
     a.f64 = t == cnp.NPY_FLOAT64
@@ -66,10 +68,9 @@ cdef Arrays backward_arrays(input, output, grad_output, grad_input) except *:
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, False)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
-    cdef tuple s = shape(x)
-    shape_is(y, "output", s)
-    shape_is(go, "gradOutput", s)
-    shape_is(gi, "gradInput", s)
+    same_shape(y, "output", x)
+    same_shape(go, "gradOutput", x)
+    same_shape(gi, "gradInput", x)
     same_or_disjoint(gi, "gradInput", go, "gradOutput")
     disjoint(gi, "gradInput", x, "input")
     disjoint(gi, "gradInput", y, "output")
@@ -86,6 +87,9 @@ cdef Arrays backward_arrays(input, output, grad_output, grad_input) except *:
 def threshold_update_output(input, output, double th, double v):
     """output := input > th ? input : v (ReLU: th = v = 0)."""
     cdef Arrays a = forward_arrays(input, output)
+    if a.n < GIL_FREE_WORK:  # a small batch's ReLU: the GIL is kept (see _check.pxd)
+        pm_threshold_fwd(a.f64, a.x, a.y, a.n, th, v)
+        return
     with nogil:
         pm_threshold_fwd(a.f64, a.x, a.y, a.n, th, v)
 
@@ -93,6 +97,9 @@ def threshold_update_output(input, output, double th, double v):
 def threshold_update_grad_input(input, output, grad_output, grad_input, double th, double v):
     """grad_input := input > th ? grad_output : 0."""
     cdef Arrays a = backward_arrays(input, output, grad_output, grad_input)
+    if a.n < GIL_FREE_WORK:
+        pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
+        return
     with nogil:
         pm_threshold_bwd(a.f64, a.x, a.go, a.gi, a.n, th)
 
@@ -336,7 +343,7 @@ def prelu_update_output(input, output, weight, bint shared):
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Py_ssize_t outer, ch, inner
     _prelu_layout(x, w, shared, &outer, &ch, &inner)
-    shape_is(y, "output", shape(x))
+    same_shape(y, "output", x)
     disjoint(y, "output", x, "input")
     disjoint(y, "output", w, "weight")
     if cnp.PyArray_SIZE(x) == 0:
@@ -355,8 +362,8 @@ def prelu_update_grad_input(input, grad_output, grad_input, weight, bint shared)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Py_ssize_t outer, ch, inner
     _prelu_layout(x, w, shared, &outer, &ch, &inner)
-    shape_is(go, "gradOutput", shape(x))
-    shape_is(gi, "gradInput", shape(x))
+    same_shape(go, "gradOutput", x)
+    same_shape(gi, "gradInput", x)
     disjoint(gi, "gradInput", x, "input")
     disjoint(gi, "gradInput", go, "gradOutput")
     disjoint(gi, "gradInput", w, "weight")
@@ -375,7 +382,7 @@ def prelu_acc_grad_parameters(input, grad_output, grad_weight, bint shared, doub
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t outer, ch, inner
     _prelu_layout(x, gw, shared, &outer, &ch, &inner)
-    shape_is(go, "gradOutput", shape(x))
+    same_shape(go, "gradOutput", x)
     disjoint(gw, "gradWeight", x, "input")
     disjoint(gw, "gradWeight", go, "gradOutput")
     if scale == 0 or cnp.PyArray_SIZE(x) == 0:

@@ -8,6 +8,7 @@ much). Layout and write access are the kernel's to check, with the reason in its
 import numpy as _np
 
 cimport numpy as cnp
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 
 cnp.import_array()
 
@@ -21,8 +22,9 @@ def resized(buf, like, Py_ssize_t last=-1, dtype=None):
     that follows refuses it and says why.
     """
     if isinstance(like, tuple):
-        if cnp.PyArray_Check(buf) and (<object> buf).shape == like and \
-                (<object> buf).dtype == dtype:
+        if cnp.PyArray_Check(buf) and _shaped(<cnp.ndarray> buf, <tuple> like) and (
+                <object> cnp.PyArray_DESCR(<cnp.ndarray> buf) is dtype
+                or (<object> buf).dtype == dtype):
             return buf
         return _np.empty(like, dtype)
     if not cnp.PyArray_Check(like):
@@ -48,6 +50,23 @@ def resized(buf, like, Py_ssize_t last=-1, dtype=None):
                 return buf
     return cnp.PyArray_EMPTY(nd, dx, t, 0) if last == dx[nd - 1] else \
         _empty(nd, dx, last, t)
+
+
+cdef bint _shaped(cnp.ndarray b, tuple like) except -1:
+    """Whether ``b.shape == like``, compared in C where ``like`` holds ints (no tuple built)."""
+    cdef Py_ssize_t nd = len(like), i
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(b)
+    cdef object e
+    cdef int overflow
+    if nd != cnp.PyArray_NDIM(b):
+        return False
+    for i in range(nd):
+        e = like[i]
+        if not PyLong_CheckExact(e):
+            return (<object> b).shape == like
+        if PyLong_AsLongLongAndOverflow(e, &overflow) != d[i] or overflow:
+            return False
+    return True
 
 
 def resized_list(buf, Py_ssize_t n):

@@ -22,7 +22,7 @@ from libc.string cimport memcpy, memset
 from engine.blas cimport floating, gemm, gemv, BLAS_Trans, NoTrans, Trans
 from engine._check cimport (
     shape, float_type, array, array_or_none, f32, f64, ndim, dim, int_limit, vector_of,
-    shape_is, disjoint_from,
+    shape_is, same_shape, dims_are, disjoint_from,
 )
 from engine._geometry cimport out_size, full_size, window_args, window_positions
 
@@ -188,20 +188,17 @@ cdef int _full_geometry(Geom *g, cnp.ndarray x, cnp.ndarray w, str wwhat, Py_ssi
     return dim(x, 0) if nd == 4 else 1
 
 
-cdef tuple _image_shape(cnp.ndarray like, const Geom *g):
+cdef int _sized_is(cnp.ndarray a, str what, cnp.ndarray like, Py_ssize_t planes,
+                   Py_ssize_t h, Py_ssize_t w) except -1:
+    """``a`` has the shape (planes, h, w), after ``like``'s batch size when ``like`` is 4-D
+    (compared in C: the tuples are built for the error only)."""
+    cdef cnp.npy_intp dims[4]
+    cdef int nd = 0
     if cnp.PyArray_NDIM(like) == 4:
-        return (dim(like, 0), g.C, g.H, g.W)
-    return (g.C, g.H, g.W)
-
-
-cdef tuple _grid_shape(cnp.ndarray like, const Geom *g):
-    if cnp.PyArray_NDIM(like) == 4:
-        return (dim(like, 0), g.M, g.oH, g.oW)
-    return (g.M, g.oH, g.oW)
-
-
-cdef tuple _columns_shape(const Geom *g):
-    return (g.C * g.kH * g.kW, g.oH * g.oW)
+        dims[0] = dim(like, 0)
+        nd = 1
+    dims[nd], dims[nd + 1], dims[nd + 2] = planes, h, w
+    return dims_are(a, what, nd + 3, dims)
 
 
 cdef int _vector(cnp.ndarray b, str what, int n) except -1:
@@ -740,7 +737,10 @@ cdef int _shapes(Geom *g, bint full, cnp.ndarray x, cnp.ndarray w, str w_what, c
     the columns against it; return the batch size."""
     cdef int n = _geometry(g, full, x, w, w_what, sw, sh, pw, ph, aw, ah, groups)
     _vector(b, b_what, g.C if full else g.M)
-    shape_is(out, out_what, _image_shape(x, g) if full else _grid_shape(x, g))
+    if full:
+        _sized_is(out, out_what, x, g.C, g.H, g.W)
+    else:
+        _sized_is(out, out_what, x, g.M, g.oH, g.oW)
     _columns(g, cols, full)
     return n
 
@@ -755,7 +755,9 @@ cdef int _columns(Geom *g, cnp.ndarray cols, bint full) except -1:
         _check_int(dim(cols, 1), "a block of columns")
         g.B = <int> (dim(cols, 1) // P)
         return 0
-    shape_is(cols, "columns", _columns_shape(g))
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = K, P
+    dims_are(cols, "columns", 2, dims)
     return 0
 
 
@@ -893,7 +895,7 @@ cdef int _backward(input, grad_output, grad_input, weight, columns, Py_ssize_t s
     cdef Geom g
     cdef int n = _shapes(&g, full, x, w, "weight", None, None, go, "gradOutput", cols, sw, sh,
                          pw, ph, aw, ah, groups)
-    shape_is(gi, "gradInput", shape(x))
+    same_shape(gi, "gradInput", x)
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight", cols, "columns")
     disjoint_from(cols, "columns", go, "gradOutput", w, "weight")
     with nogil:
@@ -1165,7 +1167,7 @@ def conv_direct_update_output(input, output, weight, bias, scratch, Py_ssize_t s
     cdef int n = _conv_geometry(&g, x, w, "weight", stride_w, stride_h, pad_w, pad_h,
                                 dilation_w, dilation_h, n_group)
     _vector(b, "bias", g.M)
-    shape_is(y, "output", _grid_shape(x, &g))
+    _sized_is(y, "output", x, g.M, g.oH, g.oW)
     cdef Py_ssize_t size = _direct_size(&g, 4 if t == cnp.NPY_FLOAT32 else 8)
     if size == 0:
         raise ValueError(f"the direct forward does not run for a {g.C} -> {g.M}, "
@@ -1286,7 +1288,7 @@ def temporal_conv_update_grad_input(input, grad_output, grad_input, weight, Py_s
     cdef Seq q
     cdef int n = _seq_shapes(&q, x, w, "weight", None, None, go, "gradOutput", kernel_w,
                              stride_w)
-    shape_is(gi, "gradInput", shape(x))
+    same_shape(gi, "gradInput", x)
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
     with nogil:
         if t == cnp.NPY_FLOAT32:

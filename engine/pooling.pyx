@@ -11,7 +11,8 @@ from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
 from engine._check cimport (
-    shape, float_type, array, f32, f64, ndim, shape_is, disjoint, disjoint_from,
+    GIL_FREE_WORK, shape, float_type, array, f32, f64, ndim, shape_is, same_shape, dims_are,
+    disjoint, disjoint_from,
 )
 from engine.vecmath cimport pm_select_f32, pm_select_f64
 from engine._geometry cimport out_size, window_args, window_positions
@@ -79,8 +80,14 @@ cdef tuple _lead(cnp.ndarray a):
     return shape(a)[:nd - 2 if nd > 2 else 0]
 
 
-cdef tuple _pooled_shape(cnp.ndarray x, const Pool *p):
-    return _lead(x) + (p.oH, p.oW)
+cdef int _pooled_is(cnp.ndarray a, str what, cnp.ndarray x, const Pool *p) except -1:
+    """``a`` has the pooled shape of ``x``: its leading sizes, then (oH, oW)."""
+    cdef int nd = cnp.PyArray_NDIM(x), i
+    cdef cnp.npy_intp dims[4]
+    for i in range(nd - 2):
+        dims[i] = cnp.PyArray_DIMS(x)[i]
+    dims[nd - 2], dims[nd - 1] = p.oH, p.oW
+    return dims_are(a, what, nd, dims)
 
 
 cdef inline cnp.npy_intp *_indices(cnp.ndarray a) noexcept nogil:
@@ -119,10 +126,16 @@ def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize
     cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef Pool p
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
-    shape_is(y, "output", _pooled_shape(x, &p))
-    shape_is(idx, "indices", _pooled_shape(x, &p))
+    _pooled_is(y, "output", x, &p)
+    _pooled_is(idx, "indices", x, &p)
     disjoint(y, "output", x, "input")
     disjoint_from(idx, "indices", x, "input", y, "output")
+    if cnp.PyArray_SIZE(x) < GIL_FREE_WORK:  # a small batch: the GIL is kept (_check.pxd)
+        if t == cnp.NPY_FLOAT32:
+            _max_forward(f32(x), f32(y), _indices(idx), &p)
+        else:
+            _max_forward(f64(x), f64(y), _indices(idx), &p)
+        return
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _max_forward(f32(x), f32(y), _indices(idx), &p)
@@ -248,8 +261,8 @@ cdef int _max_backward(input, grad_output, grad_input, indices, bint temporal) e
     if not temporal and (cnp.PyArray_NDIM(go) != nd or _lead(go) != _lead(x)):
         raise ValueError(f"gradOutput has shape {shape(go)}, expected {_lead(x)} + "
                          f"(outputHeight, outputWidth)")
-    shape_is(idx, "indices", shape(go))
-    shape_is(gi, "gradInput", shape(x))
+    same_shape(idx, "indices", go)
+    same_shape(gi, "gradInput", x)
     disjoint_from(gi, "gradInput", go, "gradOutput", idx, "indices")
     # temporal: frames, channels
     cdef Py_ssize_t H = d[nd - 2], W = d[nd - 1]
@@ -314,7 +327,7 @@ def avg_pool_update_output(input, output, Py_ssize_t kernel_w, Py_ssize_t kernel
     cdef cnp.ndarray y = array(output, "output", t, True)
     cdef Pool p
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
-    shape_is(y, "output", _pooled_shape(x, &p))
+    _pooled_is(y, "output", x, &p)
     disjoint(y, "output", x, "input")
     _avg_of(t, x, y, &p, count_include_pad, divide, False)
 
@@ -330,8 +343,8 @@ def avg_pool_update_grad_input(input, grad_output, grad_input, Py_ssize_t kernel
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     cdef Pool p
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
-    shape_is(go, "gradOutput", _pooled_shape(x, &p))
-    shape_is(gi, "gradInput", shape(x))
+    _pooled_is(go, "gradOutput", x, &p)
+    same_shape(gi, "gradInput", x)
     disjoint(gi, "gradInput", go, "gradOutput")
     _avg_of(t, gi, go, &p, count_include_pad, divide, True)
 

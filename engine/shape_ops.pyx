@@ -10,7 +10,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
-from engine._check cimport shape, float_type, array, f32, f64, shape_is, disjoint
+from engine._check cimport shape, float_type, array, f32, f64, shape_is, same_shape, disjoint
 from engine._inplace cimport same_or_disjoint
 
 cnp.import_array()
@@ -237,7 +237,7 @@ def index_positions(indices, positions):
     cdef cnp.ndarray p = array(positions, "positions", cnp.NPY_INT64, True)
     if cnp.PyArray_NDIM(ix) != 1:
         raise ValueError(f"indices must be 1-D, got shape {shape(ix)}")
-    shape_is(p, "positions", shape(ix))
+    same_shape(p, "positions", ix)
     disjoint(p, "positions", ix, "indices")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(ix), bad
     cdef void *src = cnp.PyArray_DATA(ix)

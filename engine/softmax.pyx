@@ -10,7 +10,7 @@ pm_softmax_fwd and pm_softmax_bwd of vecmath.h.
 
 cimport numpy as cnp
 
-from engine._check cimport shape, float_type, array, ndim, shape_is, disjoint
+from engine._check cimport GIL_FREE_WORK, float_type, array, ndim, same_shape, disjoint
 from engine.vecmath cimport pm_softmax_fwd, pm_softmax_bwd
 
 cnp.import_array()
@@ -50,9 +50,14 @@ cdef int _update_output(input, output, int max_dims, bint negate, bint take_log)
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef Py_ssize_t outer, n, inner
     _layout(x, max_dims, &outer, &n, &inner)
-    shape_is(y, "output", shape(x))
+    same_shape(y, "output", x)
     disjoint(y, "output", x, "input")
-    if cnp.PyArray_SIZE(x) == 0:
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x)
+    if size == 0:
+        return 0
+    if size < GIL_FREE_WORK:  # a small batch: the GIL is kept (see _check.pxd)
+        pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), outer, n,
+                       inner, -1 if negate else 1, take_log)
         return 0
     with nogil:
         pm_softmax_fwd(t == cnp.NPY_FLOAT64, cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), outer, n,
@@ -78,8 +83,8 @@ cdef int _grad_input(output, grad_output, grad_input, int max_dims, bint negate,
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     cdef Py_ssize_t outer, n, inner
     _layout(y, max_dims, &outer, &n, &inner)
-    shape_is(go, "gradOutput", shape(y))
-    shape_is(gi, "gradInput", shape(y))
+    same_shape(go, "gradOutput", y)
+    same_shape(gi, "gradInput", y)
     disjoint(gi, "gradInput", y, "output")
     disjoint(gi, "gradInput", go, "gradOutput")
     if cnp.PyArray_SIZE(y) == 0:

@@ -74,16 +74,20 @@ class Facade:
         return type(self).__name__
 
 
+# np.ndarray as a name of this module: a global read costs less than an attribute of numpy's.
+_ndarray = np.ndarray
+
+
 def shape_of(arg) -> tuple:
     """``arg.shape`` for an array, () for anything else: a layer sizes its buffers from it
     and the kernel, given the non-array, refuses it and says why (no AttributeError)."""
-    return arg.shape if isinstance(arg, np.ndarray) else ()
+    return arg.shape if isinstance(arg, _ndarray) else ()
 
 
 def require_array(arg, what: str = "input") -> np.ndarray:
     """``arg`` itself if it is an array (any layout), else a TypeError naming ``what``: for
     the layers that work on it in NumPy before (or instead of) a kernel."""
-    if not isinstance(arg, np.ndarray):
+    if not isinstance(arg, _ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(arg).__name__}")
     return arg
 

@@ -20,6 +20,7 @@ from pymodules.facade import REFUSALS, Facade, fixed_arguments, has_gate, in_use
 from pymodules.recorded import Recorded
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_ndarray = np.ndarray  # a global read costs less than numpy's attribute (predict's test)
 
 # Names are ClassName@postfix: a per-process counter offset by a random salt, so that the
 # postfix stays short, never repeats within a process and rarely meets a name loaded from
@@ -169,6 +170,9 @@ class Module(Facade, Recorded):
         # one reads. (An instance attribute only: one shadowing a class attribute is not
         # specialised by the interpreter.)
         self._busy = False
+        # Whether forward is Module's own: a container may then run its steps inline (see
+        # Sequential.updateOutput); an instance attribute, as it is read for every child.
+        self._inlineForward = type(self).forward is Module.forward
 
     # -- the protocol ------------------------------------------------------------------
     @has_gate
@@ -425,7 +429,7 @@ class Module(Facade, Recorded):
     def predict(self, dataset, batchSize=None):
         """Eval mode; the outputs over the dataset, batch-first."""
         v = _validation or _load_validation()
-        if type(dataset) is np.ndarray and v._one_batch(dataset, batchSize):
+        if type(dataset) is _ndarray and v._one_batch(dataset, batchSize):
             return v._predict_array(self, dataset)  # one batch: no dataset to build
         return v.predict_dataset(self, dataset, batchSize)
 

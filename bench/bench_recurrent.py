@@ -1,6 +1,6 @@
 """Recurrent(LSTM) and Recurrent(GRU) against torch.nn.LSTM / torch.nn.GRU (eager), one run.
 
-    python bench/bench_recurrent.py [--blocks 15] [--dtype float32]
+    python bench/bench_recurrent.py [--blocks 15] [--dtype float32] [--phases] [--only 'LSTM b16']
 
 One thread for both libraries (threadpoolctl, applied after torch is imported, and
 torch.set_num_threads(1)). Each case times forward + backward (gradients of the input and of
@@ -165,6 +165,8 @@ def main():
     parser.add_argument("--blocks", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--only", default="",
+                        help="run only the cases whose name contains this, e.g. 'LSTM b16'")
     parser.add_argument("--phases", action="store_true",
                         help="also time each kernel call of the LSTM cases on its own")
     args = parser.parse_args()
@@ -180,6 +182,8 @@ def main():
         print(f"{'case':<34} {'pymodules ms':>12} {'torch ms':>10} {'ratio':>7}  target")
         ok = True
         for case in CASES:
+            if args.only not in f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]}":
+                continue
             rng = np.random.default_rng(0)
             runs = {"pymodules": pymodules_case(*case, args.dtype, rng),
                     "torch": torch_case(*case, args.dtype, rng)}

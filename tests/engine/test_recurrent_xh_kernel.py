@@ -79,12 +79,14 @@ def test_refusals():
         R.lstm_xh_forward(*args[:9], args[8], args[10])
     go, gi = np.zeros((b, t, h), f), np.zeros((b, t, i), f)
     bargs = [go, w, u, np.zeros((pb, 4 * h, 24), f), args[7], args[8], args[9],
-             np.zeros((t, b, 4 * h), f), np.zeros((b, 24 * pb), f), np.zeros((b, h), f), gi]
+             np.zeros((t, b, 24 * pf), f), np.zeros((b, 24 * pb), f), np.zeros((b, h), f), gi]
     R.lstm_xh_backward(*bargs)
     with pytest.raises(ValueError, match=r"dxh has shape"):
         R.lstm_xh_backward(*bargs[:8], np.zeros((b, 8), f), *bargs[9:])
     with pytest.raises(ValueError, match="d_gates overlaps dc in memory"):
         R.lstm_xh_backward(*bargs[:9], bargs[7].reshape(-1)[:b * h].reshape(b, h), gi)
     with pytest.raises(ValueError, match=r"d_gates has shape"):
+        R.lstm_xh_backward(*bargs[:7], np.zeros((t, b, 4 * h), f), *bargs[8:])
+    with pytest.raises(ValueError, match=r"d_gates has 2 columns, fewer than the 4 \* 2"):
         R.lstm_xh_acc(args[6], np.zeros((t, b, h), f), np.zeros((4 * h, i), f),
                       np.zeros(4 * h, f), np.zeros((4 * h, h), f), 1.0, 1.0)

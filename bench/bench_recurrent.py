@@ -21,7 +21,8 @@ batch); float64 the feature-major kernels (_narrow.h for the batches that
 forward + backward on the module's own buffers (interleaved blocks, medians): the forward
 (packing the weights, one product per step over [x(t), h(t-1)], the gate passes), the
 backward (packing, gate-backward passes, one product per step giving dx(t) and dh(t-1)) and
-the weight gradients (the W_ih and W_hh GEMMs over all steps, the bias sums); "module" is the
+the weight gradients (W_ih, W_hh and the bias in one pass over all steps, engine/_recurrent.h's
+pm_rec_wgrad, or two BLAS GEMMs and the bias pass for the largest sizes); "module" is the
 whole call through Recurrent, whose excess over the sum is the Python layers' share.
 """
 
@@ -132,7 +133,7 @@ def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
         "backward (pack, gates, products)": lambda: R.lstm_xh_backward(
             go, c.weight, c.hiddenWeight, c._packedBack, c._gatesT, c._cell, c._tanhCell,
             c._dgates, c._dxh, c._dc, gi),
-        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_xh_acc(
+        "weight + bias gradients": lambda: R.lstm_xh_acc(
             c._xh, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight, 1.0, 1.0),
         "module (all, through Recurrent)": lambda: (rec.forward(x), rec.backward(x, go)),
     }

@@ -1,6 +1,6 @@
 """Recurrent(LSTM) and Recurrent(GRU) against torch.nn.LSTM / torch.nn.GRU (eager), one run.
 
-    python bench/bench_recurrent.py [--blocks 15] [--dtype float32]
+    python bench/bench_recurrent.py [--blocks 15] [--dtype float32] [--phases] [--only 'LSTM b16']
 
 One thread for both libraries (threadpoolctl, applied after torch is imported, and
 torch.set_num_threads(1)). Each case times forward + backward (gradients of the input and of
@@ -21,7 +21,8 @@ batch); float64 the feature-major kernels (_narrow.h for the batches that
 forward + backward on the module's own buffers (interleaved blocks, medians): the forward
 (packing the weights, one product per step over [x(t), h(t-1)], the gate passes), the
 backward (packing, gate-backward passes, one product per step giving dx(t) and dh(t-1)) and
-the weight gradients (the W_ih and W_hh GEMMs over all steps, the bias sums); "module" is the
+the weight gradients (W_ih, W_hh and the bias in one pass over all steps, engine/_recurrent.h's
+pm_rec_wgrad, or two BLAS GEMMs and the bias pass for the largest sizes); "module" is the
 whole call through Recurrent, whose excess over the sum is the Python layers' share.
 """
 
@@ -132,7 +133,7 @@ def lstm_phases(batch, steps, fan_in, hidden, dtype, rng):
         "backward (pack, gates, products)": lambda: R.lstm_xh_backward(
             go, c.weight, c.hiddenWeight, c._packedBack, c._gatesT, c._cell, c._tanhCell,
             c._dgates, c._dxh, c._dc, gi),
-        "dW_ih + dW_hh GEMMs, bias sums": lambda: R.lstm_xh_acc(
+        "weight + bias gradients": lambda: R.lstm_xh_acc(
             c._xh, c._dgates, c.gradWeight, c.gradBias, c.gradHiddenWeight, 1.0, 1.0),
         "module (all, through Recurrent)": lambda: (rec.forward(x), rec.backward(x, go)),
     }
@@ -165,6 +166,8 @@ def main():
     parser.add_argument("--blocks", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--only", default="",
+                        help="run only the cases whose name contains this, e.g. 'LSTM b16'")
     parser.add_argument("--phases", action="store_true",
                         help="also time each kernel call of the LSTM cases on its own")
     args = parser.parse_args()
@@ -180,6 +183,8 @@ def main():
         print(f"{'case':<34} {'pymodules ms':>12} {'torch ms':>10} {'ratio':>7}  target")
         ok = True
         for case in CASES:
+            if args.only not in f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]}":
+                continue
             rng = np.random.default_rng(0)
             runs = {"pymodules": pymodules_case(*case, args.dtype, rng),
                     "torch": torch_case(*case, args.dtype, rng)}

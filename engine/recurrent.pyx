@@ -24,7 +24,9 @@ LSTM in float32 without masks: ``lstm_xh_forward``, ``lstm_xh_backward``, ``lstm
 time-major (T, B, ...): the rows [x(t), h(t-1)] of each step side by side, so that each step
 is ONE product each way on [W_ih W_hh] packed once per call into 24-column panels (no
 projection GEMM over the sequence, no input-gradient GEMM, no strided step columns, no
-repacking per step as BLAS does); the weight gradients are one GEMM each over all steps.
+repacking per step as BLAS does); the forward's gates are activated in one vectorised pass
+per row; the weight gradients and the bias's are one pass over all steps, without BLAS (it
+packed all of dG again for each of the two GEMMs). The kernels are in engine/_recurrent.h.
 
 Gate blocks (rows of W_ih): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o; RnnCell
 one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.
@@ -1689,97 +1691,24 @@ def stack_rows(output, blocks):
 
 # -- LSTM over [x(t), h(t-1)]: one product per step each way, on packed weights (float32) ----
 
-cdef extern from *:
-    """
-    /* y (M x Np, rows ldy apart, Np = the panels' columns) := (bias or y) + a (M x K, rows
-       lda apart) @ the packed matrix p: panels of 24 columns, k-major (p[panel][k][24], K0
-       rows each, K <= K0 of them used). 4 rows x 3 vectors of accumulators; K in chunks of
-       128 so that a panel's chunk stays in L1 over the row blocks; the last rows repeat the
-       last row (the same sums stored twice). acc: add onto y; bias (24 * panels) starts the
-       first chunk instead. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define PM_XH_CLONES __attribute__((target_clones("fma", "default"), unused))
-    #else
-    #define PM_XH_CLONES __attribute__((unused))
-    #endif
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC push_options
-    #pragma GCC optimize ("fp-contract=fast")
-    #endif
-    typedef float pm_xh_v8 __attribute__((vector_size(32), aligned(4)));
-    static PM_XH_CLONES void pm_xh_product(int M, int K, int K0, int panels, const float *a,
-                                           size_t lda, const float *p, const float *bias,
-                                           float *y, size_t ldy) {
-        int k0, q, r, k, kc;
-        if (M <= 0) return;
-        for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += 128) {
-            kc = K - k0 < 128 ? K - k0 : 128;
-            for (q = 0; q < panels; q++) {
-                const float *pq = p + ((size_t) q * K0 + k0) * 24;
-                for (r = 0; r < M; r += 4) {
-                    int r1 = r + 1 < M ? r + 1 : M - 1, r2 = r + 2 < M ? r + 2 : M - 1;
-                    int r3 = r + 3 < M ? r + 3 : M - 1;
-                    const float *a0 = a + (size_t) r * lda + k0, *a1 = a + (size_t) r1 * lda + k0;
-                    const float *a2 = a + (size_t) r2 * lda + k0, *a3 = a + (size_t) r3 * lda + k0;
-                    float *y0 = y + (size_t) r * ldy + q * 24, *y1 = y + (size_t) r1 * ldy + q * 24;
-                    float *y2 = y + (size_t) r2 * ldy + q * 24;
-                    float *y3 = y + (size_t) r3 * ldy + q * 24;
-                    pm_xh_v8 s00, s01, s02, s10, s11, s12, s20, s21, s22, s30, s31, s32;
-                    const float *pk = pq;
-                    if (k0 == 0 && bias) {
-                        const float *bq = bias + q * 24;
-                        s00 = s10 = s20 = s30 = *(const pm_xh_v8 *) bq;
-                        s01 = s11 = s21 = s31 = *(const pm_xh_v8 *) (bq + 8);
-                        s02 = s12 = s22 = s32 = *(const pm_xh_v8 *) (bq + 16);
-                    } else if (k0 == 0) {
-                        pm_xh_v8 z = {0};
-                        s00 = s01 = s02 = s10 = s11 = s12 = z;
-                        s20 = s21 = s22 = s30 = s31 = s32 = z;
-                    } else {
-                        s00 = *(pm_xh_v8 *) y0; s01 = *(pm_xh_v8 *) (y0 + 8);
-                        s02 = *(pm_xh_v8 *) (y0 + 16);
-                        s10 = *(pm_xh_v8 *) y1; s11 = *(pm_xh_v8 *) (y1 + 8);
-                        s12 = *(pm_xh_v8 *) (y1 + 16);
-                        s20 = *(pm_xh_v8 *) y2; s21 = *(pm_xh_v8 *) (y2 + 8);
-                        s22 = *(pm_xh_v8 *) (y2 + 16);
-                        s30 = *(pm_xh_v8 *) y3; s31 = *(pm_xh_v8 *) (y3 + 8);
-                        s32 = *(pm_xh_v8 *) (y3 + 16);
-                    }
-                    for (k = 0; k < kc; k++, pk += 24) {
-                        pm_xh_v8 w0 = *(const pm_xh_v8 *) pk, w1 = *(const pm_xh_v8 *) (pk + 8);
-                        pm_xh_v8 w2 = *(const pm_xh_v8 *) (pk + 16);
-                        float x;
-                        x = a0[k]; s00 += x * w0; s01 += x * w1; s02 += x * w2;
-                        x = a1[k]; s10 += x * w0; s11 += x * w1; s12 += x * w2;
-                        x = a2[k]; s20 += x * w0; s21 += x * w1; s22 += x * w2;
-                        x = a3[k]; s30 += x * w0; s31 += x * w1; s32 += x * w2;
-                    }
-                    /* the repeated rows store the same sums: the last store of a row wins */
-                    *(pm_xh_v8 *) y3 = s30; *(pm_xh_v8 *) (y3 + 8) = s31;
-                    *(pm_xh_v8 *) (y3 + 16) = s32;
-                    *(pm_xh_v8 *) y2 = s20; *(pm_xh_v8 *) (y2 + 8) = s21;
-                    *(pm_xh_v8 *) (y2 + 16) = s22;
-                    *(pm_xh_v8 *) y1 = s10; *(pm_xh_v8 *) (y1 + 8) = s11;
-                    *(pm_xh_v8 *) (y1 + 16) = s12;
-                    *(pm_xh_v8 *) y0 = s00; *(pm_xh_v8 *) (y0 + 8) = s01;
-                    *(pm_xh_v8 *) (y0 + 16) = s02;
-                }
-            }
-            if (K == 0) break;
-        }
-    }
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC pop_options
-    #endif
-    """
-    void pm_xh_product(int M, int K, int K0, int panels, const float *a, size_t lda,
-                       const float *p, const float *bias, float *y, size_t ldy) noexcept nogil
+cdef extern from "_recurrent.h" nogil:
+    void pm_rec_pack_fwd(int I, int H, const float *wi, const float *wh, const float *bi,
+                         float *pk, float *pb, int P)
+    void pm_rec_pack_bwd(int I, int H, const float *wi, const float *wh, float *pk, int P)
+    void pm_rec_product(int M, int K, int K0, int kc_max, int P, const float *a, size_t lda,
+                        const float *p, const float *bias, float *y, size_t ldy)
+    void pm_rec_lstm_gates(int H, float *z, const float *cp, float *c, float *tc, float *h1,
+                           float *h2)
+    void pm_rec_wgrad(int N, int G, int I, int H, const float *dg, size_t ldg, const float *xh,
+                      size_t ldx, float scale, float *gw, size_t ldw, float *gu, size_t ldu,
+                      float *gb, float scale_b, int n_h)
 
 
 def lstm_xh_panels(Py_ssize_t input_size, Py_ssize_t hidden):
     """(forward panels, backward panels) of lstm_xh_forward's and lstm_xh_backward's packed
     weights: ceil(4H / 24) and ceil((I + H) / 24); their buffers are (panels, I + H, 24)
-    and (panels, 4H, 24), the forward's bias (24 * panels,)."""
+    and (panels, 4H, 24), the forward's bias (24 * panels,); ``gates`` and ``d_gates`` are
+    (T, B, 24 * forward panels)."""
     return (4 * hidden + 23) // 24, (input_size + hidden + 23) // 24
 
 
@@ -1794,13 +1723,20 @@ cdef int _xh_sizes(cnp.ndarray wi, cnp.ndarray wh, Py_ssize_t *i, Py_ssize_t *h)
     return 0
 
 
+cdef inline int _xh_chunk(Py_ssize_t k) noexcept nogil:
+    """K per chunk of a step's product: all of a forward's I + H up to 256 (one pass, the
+    panel's 24 KB and the four rows stay in L1), else 128."""
+    return <int> k if k <= 256 else 128
+
+
 def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cell, tanh_cell,
                     output):
     """float32 LSTM forward (gates i, g, f, o) with one product per step over the rows
     [x(t), h(t-1)] of ``xh`` (T, B, I + H; filled here, h(-1) = 0): gates[t] (B, 24 * P) =
     xh[t] @ [W_ih W_hh].T + b_ih on ``packed`` (P, I + H, 24; the weights packed here, once
-    per call) and ``packed_bias`` (24 * P), then activated in place; ``cell`` and
-    ``tanh_cell`` (T, B, H) get c(t) and tanh(c(t)), ``output`` (B, T, H) h(t)."""
+    per call) and ``packed_bias`` (24 * P), then activated in place (one vectorised pass per
+    row, engine/_recurrent.h); ``cell`` and ``tanh_cell`` (T, B, H) get c(t) and tanh(c(t)),
+    ``output`` (B, T, H) h(t)."""
     cdef int t = cnp.NPY_FLOAT32
     cdef cnp.ndarray wi = array(w_ih, "W_ih", t, False)
     cdef cnp.ndarray wh = array(w_hh, "W_hh", t, False)
@@ -1833,40 +1769,16 @@ def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cel
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        _xh_pack_fwd(f32(wi), f32(wh), f32(bi), f32(pk), f32(pb), i, h, np_)
+        pm_rec_pack_fwd(<int> i, <int> h, f32(wi), f32(wh), f32(bi), f32(pk), f32(pb),
+                        <int> np_)
         _xh_forward(f32(x), f32(pk), f32(pb), f32(a), f32(z), f32(c), f32(tc), f32(y), nb, nt,
                     i, h, np_)
-
-
-cdef void _xh_pack_fwd(const float *wi, const float *wh, const float *bi, float *pk,
-                       float *pb, Py_ssize_t i, Py_ssize_t h, Py_ssize_t np_) noexcept nogil:
-    """pk[q, k, j] := [W_ih W_hh][24 q + j, k] (0 past 4H), pb likewise from b_ih."""
-    cdef Py_ssize_t k = i + h, q, j, n, kk
-    cdef float *dst
-    for q in range(np_):
-        for j in range(24):
-            n = q * 24 + j
-            pb[n] = bi[n] if n < 4 * h else 0
-            dst = pk + q * k * 24 + j
-            if n < 4 * h:
-                for kk in range(i):
-                    dst[kk * 24] = wi[n * i + kk]
-                for kk in range(h):
-                    dst[(i + kk) * 24] = wh[n * h + kk]
-            else:
-                for kk in range(k):
-                    dst[kk * 24] = 0
 
 
 cdef void _xh_forward(const float *x, const float *pk, const float *pb, float *xh, float *z,
                       float *c, float *tc, float *y, Py_ssize_t nb, Py_ssize_t nt,
                       Py_ssize_t i, Py_ssize_t h, Py_ssize_t np_) noexcept nogil:
-    cdef Py_ssize_t k = i + h, gw = 24 * np_, t, b, j
-    cdef float *zr
-    cdef float *cr
-    cdef float *tr
-    cdef const float *cp
-    cdef float *hn
+    cdef Py_ssize_t k = i + h, gw = 24 * np_, t, b, r
     if nb == 0 or nt == 0:
         return
     for t in range(nt):
@@ -1875,36 +1787,23 @@ cdef void _xh_forward(const float *x, const float *pk, const float *pb, float *x
     for b in range(nb):
         memset(xh + b * k + i, 0, h * sizeof(float))
     for t in range(nt):
-        pm_xh_product(<int> nb, <int> (k if t > 0 else i), <int> k, <int> np_, xh + t * nb * k,
-                      k, pk, pb, z + t * nb * gw, gw)
+        pm_rec_product(<int> nb, <int> (k if t > 0 else i), <int> k, _xh_chunk(k), <int> np_,
+                       xh + t * nb * k, k, pk, pb, z + t * nb * gw, gw)
         for b in range(nb):
-            zr = z + (t * nb + b) * gw
-            cr = c + (t * nb + b) * h
-            tr = tc + (t * nb + b) * h
-            pm_sigmoid_fwd(0, zr, zr, h)
-            pm_tanh_fwd(0, zr + h, zr + h, h)
-            pm_sigmoid_fwd(0, zr + 2 * h, zr + 2 * h, 2 * h)
-            if t > 0:
-                cp = c + ((t - 1) * nb + b) * h
-                for j in range(h):
-                    cr[j] = zr[2 * h + j] * cp[j] + zr[j] * zr[h + j]
-            else:
-                for j in range(h):
-                    cr[j] = zr[j] * zr[h + j]
-            pm_tanh_fwd(0, cr, tr, h)
-            hn = y + (b * nt + t) * h
-            for j in range(h):
-                hn[j] = zr[3 * h + j] * tr[j]
-            if t + 1 < nt:
-                memcpy(xh + ((t + 1) * nb + b) * k + i, hn, h * sizeof(float))
+            r = t * nb + b
+            pm_rec_lstm_gates(<int> h, z + r * gw, c + (r - nb) * h if t > 0 else NULL,
+                              c + r * h, tc + r * h, y + (b * nt + t) * h,
+                              xh + (r + nb) * k + i if t + 1 < nt else NULL)
 
 
 def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_gates, dxh, dc,
                      grad_input):
     """Back through time of lstm_xh_forward: per step one pass, dG(t) into ``d_gates``
-    (T, B, 4H), then one product [dx(t) dh(t-1)] = dG(t) @ [W_ih W_hh] into ``dxh``
-    (B, 24 * P) on ``packed`` (P, 4H, 24; packed here), dx(t) to ``grad_input`` (B, T, I);
-    ``dc`` (B, H) is the cell's carry."""
+    (T, B, 24 * forward panels: rows as wide as ``gates``'s, so that they do not fall
+    on the same cache sets; columns past 4H unused), then one product [dx(t) dh(t-1)] =
+    dG(t) @ [W_ih W_hh] into ``dxh`` (B, 24 * P) on ``packed`` (P, 4H, 24; packed here; the
+    first step computes dx(0) only), dx(t) to ``grad_input`` (B, T, I); ``dc`` (B, H) is the
+    cell's carry."""
     cdef int t = cnp.NPY_FLOAT32
     cdef cnp.ndarray wi = array(w_ih, "W_ih", t, False)
     cdef cnp.ndarray wh = array(w_hh, "W_hh", t, False)
@@ -1922,14 +1821,14 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     shape_is(c, "cell", (nt, nb, h))
     shape_is(tc, "tanh_cell", (nt, nb, h))
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
-    shape_is(dg, "d_gates", (nt, nb, 4 * h))
+    shape_is(dg, "d_gates", (nt, nb, gw))
     cdef cnp.ndarray d = array(dxh, "dxh", t, True)
     _matrix(d, "dxh", nb, 24 * np_)
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
     _matrix(dcv, "dc", nb, h)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
     _seq(gi, "gradInput", nb, nt, i)
-    int_limit(nt * nb * 4 * h, "time * batch * gate width")
+    int_limit(nt * nb * gw, "time * batch * gate width")
     outs = ((pk, "packed"), (dg, "d_gates"), (d, "dxh"), (dcv, "dc"), (gi, "gradInput"))
     for q, (o, what) in enumerate(outs):
         disjoint_from(o, what, go, "gradOutput", wi, "W_ih", wh, "W_hh", z, "gates")
@@ -1937,28 +1836,16 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        _xh_pack_bwd(f32(wi), f32(wh), f32(pk), i, h, np_)
+        pm_rec_pack_bwd(<int> i, <int> h, f32(wi), f32(wh), f32(pk), <int> np_)
         _xh_backward(f32(go), f32(pk), f32(z), f32(c), f32(tc), f32(dg), f32(d), f32(dcv),
                      f32(gi), nb, nt, i, h, np_, gw)
-
-
-cdef void _xh_pack_bwd(const float *wi, const float *wh, float *pk, Py_ssize_t i,
-                       Py_ssize_t h, Py_ssize_t np_) noexcept nogil:
-    """pk[q, g, j] := [W_ih W_hh][g, 24 q + j] (0 past I + H)."""
-    cdef Py_ssize_t g, n, k = i + h
-    memset(pk, 0, np_ * 4 * h * 24 * sizeof(float))
-    for g in range(4 * h):
-        for n in range(i):
-            pk[((n // 24) * 4 * h + g) * 24 + n % 24] = wi[g * i + n]
-        for n in range(i, k):
-            pk[((n // 24) * 4 * h + g) * 24 + n % 24] = wh[g * h + n - i]
 
 
 cdef void _xh_backward(const float *go, const float *pk, const float *z, const float *c,
                        const float *tc, float *dg, float *dxh, float *dc, float *gi,
                        Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t i, Py_ssize_t h,
                        Py_ssize_t np_, Py_ssize_t gw) noexcept nogil:
-    cdef Py_ssize_t dw = 24 * np_, t, b
+    cdef Py_ssize_t dw = 24 * np_, t, b, r
     cdef const float *zr
     cdef float *dr
     if nb == 0 or nt == 0:
@@ -1967,23 +1854,27 @@ cdef void _xh_backward(const float *go, const float *pk, const float *z, const f
     memset(dxh, 0, nb * dw * sizeof(float))  # dh(T - 1) = 0
     for t in range(nt - 1, -1, -1):
         for b in range(nb):
-            zr = z + (t * nb + b) * gw
-            dr = dg + (t * nb + b) * 4 * h
-            pm_lstm_bwd_row_f32(h, zr, zr + h, zr + 2 * h, zr + 3 * h, tc + (t * nb + b) * h,
-                                go + (b * nt + t) * h,
-                                c + ((t - 1) * nb + b) * h if t > 0 else NULL,
+            r = t * nb + b
+            zr = z + r * gw
+            dr = dg + r * gw
+            pm_lstm_bwd_row_f32(h, zr, zr + h, zr + 2 * h, zr + 3 * h, tc + r * h,
+                                go + (b * nt + t) * h, c + (r - nb) * h if t > 0 else NULL,
                                 dxh + b * dw + i, dc + b * h, dr, dr + h, dr + 2 * h,
                                 dr + 3 * h)
-        pm_xh_product(<int> nb, <int> (4 * h), <int> (4 * h), <int> np_, dg + t * nb * 4 * h,
-                      4 * h, pk, NULL, dxh, dw)
+        # the first step needs dx(0) only: the panels of its I columns
+        pm_rec_product(<int> nb, <int> (4 * h), <int> (4 * h), 128,
+                       <int> (np_ if t > 0 else (i + 23) // 24), dg + t * nb * gw, gw, pk,
+                       NULL, dxh, dw)
         for b in range(nb):
             memcpy(gi + (b * nt + t) * i, dxh + b * dw, i * sizeof(float))
 
 
 def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, double scale_b):
-    """The weight gradients of lstm_xh_backward, each one GEMM over all steps: grad_w_ih +=
-    scale_w * dG.T @ x, grad_w_hh += scale_w * dG.T @ h(t-1) (the columns of ``xh``, (T, B,
-    I + H)), grad_b_ih += scale_b * the column sums of dG (T, B, 4H), summed in double."""
+    """The weight gradients of lstm_xh_backward in one pass over all steps (engine/
+    _recurrent.h's pm_rec_wgrad): grad_w_ih += scale_w * dG.T @ x, grad_w_hh += scale_w *
+    dG.T @ h(t-1) (the columns of ``xh``, (T, B, I + H), whose first step's h(-1) = 0 is not
+    read), grad_b_ih += scale_b * the column sums of dG (``d_gates``, (T, B, W), its first
+    4H columns)."""
     cdef int t = cnp.NPY_FLOAT32
     cdef cnp.ndarray gw = array(grad_w_ih, "gradW_ih", t, True)
     cdef cnp.ndarray gu = array(grad_w_hh, "gradW_hh", t, True)
@@ -1996,44 +1887,43 @@ def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, do
     cdef Py_ssize_t nt = cnp.PyArray_DIMS(a)[0], nb = cnp.PyArray_DIMS(a)[1]
     shape_is(a, "xh", (nt, nb, i + h))
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, False)
-    shape_is(dg, "d_gates", (nt, nb, 4 * h))
+    ndim(dg, "d_gates", 3, 3)
+    cdef Py_ssize_t w = cnp.PyArray_DIMS(dg)[2]
+    if w < 4 * h:
+        raise ValueError(f"d_gates has {w} columns, fewer than the 4 * {h} gates")
+    shape_is(dg, "d_gates", (nt, nb, w))
     int_limit(nt * nb, "time * batch")
+    int_limit(w, "d_gates width")
     for o, what in ((gw, "gradW_ih"), (gu, "gradW_hh"), (gb, "gradB_ih")):
         disjoint_from(o, what, a, "xh", dg, "d_gates")
     disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
     disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
+    cdef bint own = (nt * nb) * (4 * h) * (i + h) <= XH_OWN_WGRAD
     with nogil:
-        _xh_acc(f32(a), f32(dg), f32(gw), f32(gb), f32(gu), <float> scale_w, scale_b,
-                nt * nb, i, h)
+        if scale_w != 0 and not own:
+            _xh_acc_blas(f32(a), f32(dg), f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
+        if scale_w != 0 and own or scale_b != 0:
+            # scale_w = 0 or BLAS's products: the bias only (no columns)
+            pm_rec_wgrad(<int> (nt * nb), <int> (4 * h), <int> i if scale_w != 0 and own else 0,
+                         <int> h if scale_w != 0 and own else 0, f32(dg), w, f32(a), i + h,
+                         <float> scale_w, f32(gw), i, f32(gu), h,
+                         f32(gb) if scale_b != 0 else NULL, <float> scale_b, <int> nb)
 
 
-cdef void _xh_acc(const float *xh, const float *dg, float *gw, float *gb, float *gu,
-                  float scale_w, double scale_b, Py_ssize_t n, Py_ssize_t i,
-                  Py_ssize_t h) noexcept nogil:
-    cdef Py_ssize_t g = 4 * h, k = i + h, c0, r, r2, j, w
-    cdef double acc[256]
-    cdef float part[256]
-    cdef const float *row
+# Multiply-adds (T B x 4H x (I + H)) up to which lstm_xh_acc's weight gradients run on
+# pm_rec_wgrad rather than two BLAS GEMMs: at batch 16, 64 -> 128 (50M) it ran in about 0.92
+# of OpenBLAS 0.3.30 Haswell's time; at batch 128, 256 -> 256 (2.1G) in 1.1 of it.
+XH_OWN_WGRAD = 1 << 27
+
+
+cdef void _xh_acc_blas(const float *xh, const float *dg, float *gw, float *gu, float scale_w,
+                       Py_ssize_t n, Py_ssize_t i, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    cdef Py_ssize_t g = 4 * h, k = i + h
     if n == 0:
         return
-    if scale_w != 0:
-        gemm(Trans, NoTrans, <int> g, <int> i, <int> n, scale_w, dg, <int> g, xh, <int> k,
+    if i > 0:
+        gemm(Trans, NoTrans, <int> g, <int> i, <int> n, scale_w, dg, <int> w, xh, <int> k,
              <float> 1, gw, <int> i)
-        gemm(Trans, NoTrans, <int> g, <int> h, <int> n, scale_w, dg, <int> g, xh + i, <int> k,
+    if h > 0:
+        gemm(Trans, NoTrans, <int> g, <int> h, <int> n, scale_w, dg, <int> w, xh + i, <int> k,
              <float> 1, gu, <int> h)
-    if scale_b != 0:
-        for c0 in range(0, g, 256):
-            w = g - c0 if g - c0 < 256 else 256
-            for j in range(w):
-                acc[j] = 0
-            for r in range(0, n, 8):  # blocks of 8 rows summed in float, then in double
-                for j in range(w):
-                    part[j] = 0
-                for r2 in range(r, r + 8 if r + 8 < n else n):
-                    row = dg + r2 * g + c0
-                    for j in range(w):
-                        part[j] += row[j]
-                for j in range(w):
-                    acc[j] += part[j]
-            for j in range(w):
-                gb[c0 + j] += <float> (scale_b * acc[j])

@@ -404,9 +404,9 @@ class LSTM(_Cell):
         if shape_of(gradOutput) not in ((b, t, h), ()):
             raise ValueError(f"gradOutput has shape {shape_of(gradOutput)}, expected "
                              f"{(b, t, h)}")
-        pb = lstm_xh_panels(i, h)[1]
+        pf, pb = lstm_xh_panels(i, h)
         self._packedBack = resized(self._packedBack, (pb, 4 * h, 24), -1, dt)
-        self._dgates = resized(self._dgates, (t, b, 4 * h), -1, dt)
+        self._dgates = resized(self._dgates, (t, b, 24 * pf), -1, dt)
         self._dxh = resized(self._dxh, (b, 24 * pb), -1, dt)
         self._dc = resized(self._dc, (b, h), -1, dt)
         gi = self.gradInput = resized(self.gradInput, (b, t, i), -1, dt)

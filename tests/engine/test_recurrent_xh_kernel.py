@@ -79,12 +79,35 @@ def test_refusals():
         R.lstm_xh_forward(*args[:9], args[8], args[10])
     go, gi = np.zeros((b, t, h), f), np.zeros((b, t, i), f)
     bargs = [go, w, u, np.zeros((pb, 4 * h, 24), f), args[7], args[8], args[9],
-             np.zeros((t, b, 4 * h), f), np.zeros((b, 24 * pb), f), np.zeros((b, h), f), gi]
+             np.zeros((t, b, 24 * pf), f), np.zeros((b, 24 * pb), f), np.zeros((b, h), f), gi]
     R.lstm_xh_backward(*bargs)
     with pytest.raises(ValueError, match=r"dxh has shape"):
         R.lstm_xh_backward(*bargs[:8], np.zeros((b, 8), f), *bargs[9:])
     with pytest.raises(ValueError, match="d_gates overlaps dc in memory"):
         R.lstm_xh_backward(*bargs[:9], bargs[7].reshape(-1)[:b * h].reshape(b, h), gi)
     with pytest.raises(ValueError, match=r"d_gates has shape"):
+        R.lstm_xh_backward(*bargs[:7], np.zeros((t, b, 4 * h), f), *bargs[8:])
+    with pytest.raises(ValueError, match=r"d_gates has 2 columns, fewer than the 4 \* 2"):
         R.lstm_xh_acc(args[6], np.zeros((t, b, h), f), np.zeros((4 * h, i), f),
                       np.zeros(4 * h, f), np.zeros((4 * h, h), f), 1.0, 1.0)
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_weight_gradients_by_own_kernel_and_by_blas_agree_with_float64(own, rng, monkeypatch):
+    """lstm_xh_acc runs pm_rec_wgrad up to XH_OWN_WGRAD multiply-adds, two GEMMs beyond: both
+    against the float64 module, accumulating onto earlier gradients; sizes with
+    a panel across the W_ih / W_hh boundary, a partial last panel, 4H not a multiple of 4 rows,
+    and more than one 128-row chunk of T B."""
+    monkeypatch.setattr(R, "XH_OWN_WGRAD", 1 << 62 if own else 0)
+    b, t, i, h = 7, 23, 30, 9
+    r32, r64 = _pair(i, h)
+    x = rng.standard_normal((b, t, i))
+    go = rng.standard_normal((b, t, h))
+    for rec in (r32, r64):
+        rec.zeroGradParameters()
+        y = rec.forward(x.astype(rec.modules[0].dtype))
+        rec.backward(x.astype(y.dtype), go.astype(y.dtype))
+        rec.backward(x.astype(y.dtype), go.astype(y.dtype))  # accumulates
+    tol = 4 * ((i + 4 * h) * t * b + 2) * EPS32
+    for g, w in zip(r32.parameters()[1], r64.parameters()[1], strict=True):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1, np.abs(w).max()))

@@ -1,0 +1,402 @@
+/* The float32 LSTM over [x(t), h(t-1)] (engine/recurrent.pyx's lstm_xh_*): packing of
+   [W_ih W_hh] into 24-column panels, the per-step product on them, the gates of a step in one
+   vectorised pass, and the weight gradients over all steps.
+
+   The weight gradient without BLAS:
+
+       [gw gu][g, c] += scale * sum_n dg[n, g] * xh[n, c]     (g < G = 4H, c < C = I + H)
+
+   where dg (N x G, rows ldg apart) holds the gate gradients of all N = T * B rows and xh
+   (N x C, rows ldx apart) the rows [x(t), h(t-1)] side by side; the columns c < I land in
+   gw (G x I, rows ldw apart), the others in gu (G x H, rows ldu apart). One pass computes
+   both (BLAS: one GEMM each, each packing all of dg again, 1 MB at batch 16, 4H = 512).
+
+   Blocks: N in chunks of 128 rows, G in passes of 256; per chunk and pass, xh's columns in
+   panels of 24, each packed k-major into a 12 KB stack buffer (zeros past C) that stays in
+   L1 while every block of four g rows runs over it: per n, three panel vectors, four
+   broadcasts of dg[n, g..g+3] (one cache line serves four consecutive blocks; dg's rows are
+   padded so that they do not share cache sets), twelve fused multiply-adds into twelve
+   accumulators. The block adds scale times its sums onto the outputs (rows of a last partial
+   block repeat the last row: the same sums stored twice; a panel across the gw/gu boundary
+   or past C stores column by column). Sums in n order within a chunk, chunk sums added in
+   order, so NaN and infinities propagate as in any dot product. */
+
+#ifndef PM_RECURRENT_H
+#define PM_RECURRENT_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* x86-64-v3 (AVX2 with FMA: GCC's "fma" target alone has no 256-bit integer operations, which
+   the exponent assembly of exp needs, and "avx2" alone has no FMA) and v4 (AVX-512) */
+#define PM_REC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                                                   "default"), unused))
+#else
+#define PM_REC_CLONES __attribute__((unused))
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC push_options
+#pragma GCC optimize ("fp-contract=fast")
+#endif
+
+typedef float pm_rec_v8 __attribute__((vector_size(32), aligned(4)));
+
+/* -- packing ---------------------------------------------------------------------------------
+
+   Forward panels: pk[q][k][j] = [W_ih W_hh][24 q + j][k] (P panels of K = I + H rows of 24,
+   zeros past 4H), pb[24 q + j] = b_ih[24 q + j] (0 past 4H): the weights transposed, read
+   along their rows, written 24 floats apart. Backward panels: pk[q][g][j] =
+   [W_ih W_hh][g][24 q + j] (zeros past I + H): runs of 24 copied as they lie. */
+static void pm_rec_pack_fwd(int NI, int H, const float *wi, const float *wh, const float *bi,
+                            float *pk, float *pb, int P) {
+    int K = NI + H, q, j, k;
+    for (q = 0; q < P; q++) {
+        float *pq = pk + (size_t) q * K * 24;
+        for (j = 0; j < 24; j++) {
+            int n = q * 24 + j;
+            float *dst = pq + j;
+            if (n < 4 * H) {
+                const float *ri = wi + (size_t) n * NI, *rh = wh + (size_t) n * H;
+                pb[n] = bi[n];
+                for (k = 0; k < NI; k++) dst[(size_t) k * 24] = ri[k];
+                for (k = 0; k < H; k++) dst[(size_t) (NI + k) * 24] = rh[k];
+            } else {
+                pb[n] = 0;
+                for (k = 0; k < K; k++) dst[(size_t) k * 24] = 0;
+            }
+        }
+    }
+}
+
+static void pm_rec_pack_bwd(int NI, int H, const float *wi, const float *wh, float *pk, int P) {
+    int K = NI + H, G = 4 * H, q, g, j;
+    for (q = 0; q < P; q++) {
+        int c0 = q * 24;
+        float *pq = pk + (size_t) q * G * 24;
+        for (g = 0; g < G; g++) {
+            float *dst = pq + (size_t) g * 24;
+            const float *ri = wi + (size_t) g * NI, *rh = wh + (size_t) g * H;
+            if (c0 + 24 <= NI) {
+                memcpy(dst, ri + c0, 24 * sizeof(float));
+            } else if (c0 >= NI && c0 + 24 <= K) {
+                memcpy(dst, rh + (c0 - NI), 24 * sizeof(float));
+            } else {
+                for (j = 0; j < 24; j++) {
+                    int c = c0 + j;
+                    dst[j] = c < NI ? ri[c] : c < K ? rh[c - NI] : 0;
+                }
+            }
+        }
+    }
+}
+
+/* -- one product per step ----------------------------------------------------------------------
+
+   y (M x 24 P, rows ldy apart) := (bias or 0) + a (M x K, rows lda apart) @ the packed matrix
+   p: P panels of 24 columns, k-major (p[panel][k][24], K0 rows each, the first K used).
+   4 rows x 3 vectors of accumulators; K in chunks of kc so that a panel's chunk stays in L1
+   over the row blocks (a later chunk adds onto y); the last rows repeat the last row (the same
+   sums stored twice); bias (24 P) starts the first chunk. */
+static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P,
+                                         const float *a, size_t lda, const float *p,
+                                         const float *bias, float *y, size_t ldy) {
+    int k0, q, r, k, kc;
+    if (M <= 0) return;
+    for (k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += kc_max) {
+        kc = K - k0 < kc_max ? K - k0 : kc_max;
+        for (q = 0; q < P; q++) {
+            const float *pq = p + ((size_t) q * K0 + k0) * 24;
+            for (r = 0; r < M; r += 4) {
+                int r1 = r + 1 < M ? r + 1 : M - 1, r2 = r + 2 < M ? r + 2 : M - 1;
+                int r3 = r + 3 < M ? r + 3 : M - 1;
+                const float *a0 = a + (size_t) r * lda + k0, *a1 = a + (size_t) r1 * lda + k0;
+                const float *a2 = a + (size_t) r2 * lda + k0, *a3 = a + (size_t) r3 * lda + k0;
+                float *y0 = y + (size_t) r * ldy + q * 24, *y1 = y + (size_t) r1 * ldy + q * 24;
+                float *y2 = y + (size_t) r2 * ldy + q * 24, *y3 = y + (size_t) r3 * ldy + q * 24;
+                pm_rec_v8 s00, s01, s02, s10, s11, s12, s20, s21, s22, s30, s31, s32;
+                const float *pk = pq;
+                if (k0 == 0 && bias) {
+                    const float *bq = bias + q * 24;
+                    s00 = s10 = s20 = s30 = *(const pm_rec_v8 *) bq;
+                    s01 = s11 = s21 = s31 = *(const pm_rec_v8 *) (bq + 8);
+                    s02 = s12 = s22 = s32 = *(const pm_rec_v8 *) (bq + 16);
+                } else if (k0 == 0) {
+                    pm_rec_v8 z = {0};
+                    s00 = s01 = s02 = s10 = s11 = s12 = z;
+                    s20 = s21 = s22 = s30 = s31 = s32 = z;
+                } else {
+                    s00 = *(pm_rec_v8 *) y0; s01 = *(pm_rec_v8 *) (y0 + 8);
+                    s02 = *(pm_rec_v8 *) (y0 + 16);
+                    s10 = *(pm_rec_v8 *) y1; s11 = *(pm_rec_v8 *) (y1 + 8);
+                    s12 = *(pm_rec_v8 *) (y1 + 16);
+                    s20 = *(pm_rec_v8 *) y2; s21 = *(pm_rec_v8 *) (y2 + 8);
+                    s22 = *(pm_rec_v8 *) (y2 + 16);
+                    s30 = *(pm_rec_v8 *) y3; s31 = *(pm_rec_v8 *) (y3 + 8);
+                    s32 = *(pm_rec_v8 *) (y3 + 16);
+                }
+                for (k = 0; k < kc; k++, pk += 24) {
+                    pm_rec_v8 w0 = *(const pm_rec_v8 *) pk, w1 = *(const pm_rec_v8 *) (pk + 8);
+                    pm_rec_v8 w2 = *(const pm_rec_v8 *) (pk + 16);
+                    float x;
+                    x = a0[k]; s00 += x * w0; s01 += x * w1; s02 += x * w2;
+                    x = a1[k]; s10 += x * w0; s11 += x * w1; s12 += x * w2;
+                    x = a2[k]; s20 += x * w0; s21 += x * w1; s22 += x * w2;
+                    x = a3[k]; s30 += x * w0; s31 += x * w1; s32 += x * w2;
+                }
+                /* the repeated rows store the same sums: the last store of a row wins */
+                *(pm_rec_v8 *) y3 = s30; *(pm_rec_v8 *) (y3 + 8) = s31;
+                *(pm_rec_v8 *) (y3 + 16) = s32;
+                *(pm_rec_v8 *) y2 = s20; *(pm_rec_v8 *) (y2 + 8) = s21;
+                *(pm_rec_v8 *) (y2 + 16) = s22;
+                *(pm_rec_v8 *) y1 = s10; *(pm_rec_v8 *) (y1 + 8) = s11;
+                *(pm_rec_v8 *) (y1 + 16) = s12;
+                *(pm_rec_v8 *) y0 = s00; *(pm_rec_v8 *) (y0 + 8) = s01;
+                *(pm_rec_v8 *) (y0 + 16) = s02;
+            }
+        }
+        if (K == 0) break;
+    }
+}
+
+/* -- the weight gradients over all steps ------------------------------------------------------ */
+
+#define PM_REC_KC 128   /* rows n per chunk: a packed panel chunk is 12 KB */
+#define PM_REC_GB 256   /* g rows per pass over the panels: dg's chunk (128 KB) stays in L2 */
+
+/* y[j] += s * v[j] for the 24 columns c0 + j of one output row, split at I between gw and
+   gu, only c < C */
+static inline __attribute__((always_inline)) void pm_rec_store_row(
+        const float *v, float s, int c0, int NI, int C, float *gw, float *gu) {
+    int j;
+    for (j = 0; j < 24 && c0 + j < C; j++) {
+        int c = c0 + j;
+        float *d = c < NI ? gw + c : gu + (c - NI);
+        *d += s * v[j];
+    }
+}
+
+/* [gw gu] += scale * dg.T @ xh as the header describes; gb (G, or NULL) += scale_b * the
+   column sums of dg (in float per chunk of 128 rows); rows n < n_h of xh are taken as zero in
+   the columns c >= I (h(-1) = 0: the first step's rows of W_hh's gradient are skipped). */
+static PM_REC_CLONES void pm_rec_wgrad(int N, int G, int NI, int H, const float *dg,
+                                       size_t ldg, const float *xh, size_t ldx, float scale,
+                                       float *gw, size_t ldw, float *gu, size_t ldu,
+                                       float *gb, float scale_b, int n_h) {
+    float pack[PM_REC_KC * 24] __attribute__((aligned(32)));
+    int C = NI + H, n0, c0, g, k, j, g0;
+    if (N <= 0 || G <= 0) return;
+    for (n0 = 0; n0 < N; n0 += PM_REC_KC) {
+        int kc = N - n0 < PM_REC_KC ? N - n0 : PM_REC_KC;
+        for (g0 = 0; g0 < G; g0 += PM_REC_GB) {
+            int ge = G - g0 < PM_REC_GB ? G : g0 + PM_REC_GB;
+            if (gb) {  /* the bias: column sums of this chunk of dg */
+                for (g = g0; g + 8 <= ge; g += 8) {
+                    pm_rec_v8 s0 = {0}, s1 = {0};
+                    const float *d = dg + (size_t) n0 * ldg + g;
+                    for (k = 0; k + 1 < kc; k += 2, d += 2 * ldg) {
+                        s0 += *(const pm_rec_v8 *) d;
+                        s1 += *(const pm_rec_v8 *) (d + ldg);
+                    }
+                    if (k < kc) s0 += *(const pm_rec_v8 *) d;
+                    s0 += s1;
+                    *(pm_rec_v8 *) (gb + g) += scale_b * s0;
+                }
+                for (; g < ge; g++) {
+                    float s0 = 0;
+                    for (k = 0; k < kc; k++) s0 += dg[(size_t) (n0 + k) * ldg + g];
+                    gb[g] += scale_b * s0;
+                }
+            }
+            if (C == 0) continue;
+            for (c0 = 0; c0 < C; c0 += 24) {
+                int w = C - c0 < 24 ? C - c0 : 24;
+                /* rows of the chunk that are zero in this panel (h(-1) = 0) */
+                int k_lo = c0 >= NI && n_h > n0 ? (n_h - n0 < kc ? n_h - n0 : kc) : 0;
+                if (k_lo == kc) continue;
+                /* the panel, k-major, zeros past C */
+                for (k = k_lo; k < kc; k++) {
+                    const float *src = xh + (size_t) (n0 + k) * ldx + c0;
+                    float *dst = pack + k * 24;
+                    if (w == 24) {
+                        memcpy(dst, src, 24 * sizeof(float));
+                    } else {
+                        for (j = 0; j < w; j++) dst[j] = src[j];
+                        for (; j < 24; j++) dst[j] = 0;
+                    }
+                }
+                /* where the panel's columns go: all to gw, all to gu, or split / cut */
+                int whole = w == 24 && (c0 + 24 <= NI || c0 >= NI);
+                float *yb = c0 < NI ? gw + c0 : gu + (c0 - NI);
+                size_t ldy = c0 < NI ? ldw : ldu;
+                for (g = g0; g < ge; g += 4) {
+                    int g1 = g + 1 < G ? g + 1 : G - 1, g2 = g + 2 < G ? g + 2 : G - 1;
+                    int g3 = g + 3 < G ? g + 3 : G - 1;
+                    const float *d = dg + (size_t) (n0 + k_lo) * ldg;
+                    const float *pk = pack + k_lo * 24;
+                    pm_rec_v8 s00 = {0}, s01 = {0}, s02 = {0}, s10 = {0}, s11 = {0};
+                    pm_rec_v8 s12 = {0}, s20 = {0}, s21 = {0}, s22 = {0}, s30 = {0};
+                    pm_rec_v8 s31 = {0}, s32 = {0};
+                    for (k = k_lo; k < kc; k++, pk += 24, d += ldg) {
+                        pm_rec_v8 w0 = *(const pm_rec_v8 *) pk;
+                        pm_rec_v8 w1 = *(const pm_rec_v8 *) (pk + 8);
+                        pm_rec_v8 w2 = *(const pm_rec_v8 *) (pk + 16);
+                        float a;
+                        a = d[g]; s00 += a * w0; s01 += a * w1; s02 += a * w2;
+                        a = d[g1]; s10 += a * w0; s11 += a * w1; s12 += a * w2;
+                        a = d[g2]; s20 += a * w0; s21 += a * w1; s22 += a * w2;
+                        a = d[g3]; s30 += a * w0; s31 += a * w1; s32 += a * w2;
+                    }
+                    if (whole) {
+                        /* loads first, then stores, last row first: repeated rows agree */
+                        float *y0 = yb + (size_t) g * ldy, *y1 = yb + (size_t) g1 * ldy;
+                        float *y2 = yb + (size_t) g2 * ldy, *y3 = yb + (size_t) g3 * ldy;
+                        pm_rec_v8 t00 = *(pm_rec_v8 *) y0 + scale * s00;
+                        pm_rec_v8 t01 = *(pm_rec_v8 *) (y0 + 8) + scale * s01;
+                        pm_rec_v8 t02 = *(pm_rec_v8 *) (y0 + 16) + scale * s02;
+                        pm_rec_v8 t10 = *(pm_rec_v8 *) y1 + scale * s10;
+                        pm_rec_v8 t11 = *(pm_rec_v8 *) (y1 + 8) + scale * s11;
+                        pm_rec_v8 t12 = *(pm_rec_v8 *) (y1 + 16) + scale * s12;
+                        pm_rec_v8 t20 = *(pm_rec_v8 *) y2 + scale * s20;
+                        pm_rec_v8 t21 = *(pm_rec_v8 *) (y2 + 8) + scale * s21;
+                        pm_rec_v8 t22 = *(pm_rec_v8 *) (y2 + 16) + scale * s22;
+                        pm_rec_v8 t30 = *(pm_rec_v8 *) y3 + scale * s30;
+                        pm_rec_v8 t31 = *(pm_rec_v8 *) (y3 + 8) + scale * s31;
+                        pm_rec_v8 t32 = *(pm_rec_v8 *) (y3 + 16) + scale * s32;
+                        *(pm_rec_v8 *) y3 = t30; *(pm_rec_v8 *) (y3 + 8) = t31;
+                        *(pm_rec_v8 *) (y3 + 16) = t32;
+                        *(pm_rec_v8 *) y2 = t20; *(pm_rec_v8 *) (y2 + 8) = t21;
+                        *(pm_rec_v8 *) (y2 + 16) = t22;
+                        *(pm_rec_v8 *) y1 = t10; *(pm_rec_v8 *) (y1 + 8) = t11;
+                        *(pm_rec_v8 *) (y1 + 16) = t12;
+                        *(pm_rec_v8 *) y0 = t00; *(pm_rec_v8 *) (y0 + 8) = t01;
+                        *(pm_rec_v8 *) (y0 + 16) = t02;
+                    } else {
+                        float v[4][24] __attribute__((aligned(32)));
+                        int q, nr = G - g < 4 ? G - g : 4;
+                        *(pm_rec_v8 *) v[0] = s00; *(pm_rec_v8 *) (v[0] + 8) = s01;
+                        *(pm_rec_v8 *) (v[0] + 16) = s02;
+                        *(pm_rec_v8 *) v[1] = s10; *(pm_rec_v8 *) (v[1] + 8) = s11;
+                        *(pm_rec_v8 *) (v[1] + 16) = s12;
+                        *(pm_rec_v8 *) v[2] = s20; *(pm_rec_v8 *) (v[2] + 8) = s21;
+                        *(pm_rec_v8 *) (v[2] + 16) = s22;
+                        *(pm_rec_v8 *) v[3] = s30; *(pm_rec_v8 *) (v[3] + 8) = s31;
+                        *(pm_rec_v8 *) (v[3] + 16) = s32;
+                        for (q = 0; q < nr; q++)
+                            pm_rec_store_row(v[q], scale, c0, NI, C,
+                                             gw + (size_t) (g + q) * ldw,
+                                             gu + (size_t) (g + q) * ldu);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* -- the gates of one LSTM step, vectorised ------------------------------------------------
+
+   The same algorithms as engine/vecmath.h's exp, sigmoid and tanh (its scalar functions,
+   written here on vectors of 8 so that one pass does all the gates of a row): exp of a
+   non-positive argument by a Cody-Waite reduction and a degree-6 fit, 2^k in two factors
+   (gradual underflow); sigmoid(x) = 1 / (1 + e), times e for x < 0, e = exp(-|x|);
+   tanh(x) = x P(x^2) for |x| < 0.625, else (1 - e) / (1 + e), e = exp(-2|x|), with x's
+   sign. NaN stays NaN (comparisons with NaN are false, and NaN passes every operation). */
+
+typedef int pm_rec_i8 __attribute__((vector_size(32)));
+
+#define PM_REC_B(x) ((pm_rec_v8) {x, x, x, x, x, x, x, x})
+
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sel(pm_rec_i8 m, pm_rec_v8 a,
+                                                                  pm_rec_v8 b) {
+    return (pm_rec_v8) (((pm_rec_i8) a & m) | ((pm_rec_i8) b & ~m));
+}
+
+/* exp(x) for x <= 0 or NaN */
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp_neg(pm_rec_v8 x) {
+    const pm_rec_v8 round = PM_REC_B(12582912.0f);
+    x = pm_rec_sel(x < PM_REC_B(-105.0f), PM_REC_B(-105.0f), x);
+    pm_rec_v8 t = x * PM_REC_B(1.44269504088896341f) + round;
+    pm_rec_v8 kf = t - round;
+    pm_rec_i8 k = (pm_rec_i8) t - (pm_rec_i8) round;
+    pm_rec_v8 r = (x - kf * PM_REC_B(0.693359375f)) - kf * PM_REC_B(-2.12194440e-4f);
+    pm_rec_v8 p = PM_REC_B(1.0f) + r * (PM_REC_B(1.00000003804f) + r * (PM_REC_B(0.500000004753f)
+                  + r * (PM_REC_B(0.166664140602f) + r * (PM_REC_B(0.0416663510802f)
+                  + r * (PM_REC_B(0.00837524732689f) + r * PM_REC_B(0.00139412594688f))))));
+    pm_rec_i8 k1 = k >> 1, k2 = k - k1;
+    pm_rec_i8 e127 = {127, 127, 127, 127, 127, 127, 127, 127};
+    return p * (pm_rec_v8) ((k1 + e127) << 23) * (pm_rec_v8) ((k2 + e127) << 23);
+}
+
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_abs(pm_rec_v8 x) {
+    pm_rec_i8 m = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff,
+                   0x7fffffff, 0x7fffffff};
+    return (pm_rec_v8) ((pm_rec_i8) x & m);
+}
+
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sigmoid(pm_rec_v8 x) {
+    pm_rec_v8 e = pm_rec_exp_neg(-pm_rec_abs(x));
+    pm_rec_v8 r = PM_REC_B(1.0f) / (PM_REC_B(1.0f) + e);
+    return pm_rec_sel(x >= PM_REC_B(0.0f), r, e * r);
+}
+
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_tanh(pm_rec_v8 x) {
+    pm_rec_v8 a = pm_rec_abs(x), z = a * a;
+    pm_rec_v8 small = a * (PM_REC_B(0.99999999985393478884f) + z * (PM_REC_B(-0.33333329662929515885f)
+                      + z * (PM_REC_B(0.13333181748509383883f) + z * (PM_REC_B(-0.053944584678163066277f)
+                      + z * (PM_REC_B(0.021691265316521299072f) + z * (PM_REC_B(-0.0081578533724838813213f)
+                      + z * PM_REC_B(0.0021274353634957097326f)))))));
+    pm_rec_v8 e = pm_rec_exp_neg(PM_REC_B(-2.0f) * a);
+    pm_rec_v8 big = (PM_REC_B(1.0f) - e) / (PM_REC_B(1.0f) + e);
+    pm_rec_v8 v = pm_rec_sel(a < PM_REC_B(0.625f), small, big);
+    return (pm_rec_v8) ((pm_rec_i8) v | ((pm_rec_i8) x & (pm_rec_i8) PM_REC_B(-0.0f)));
+}
+
+/* 8 units of one row: z[0], z[h], z[2h], z[3h] the pre-activations of i, g, f, o (activated
+   in place); c := f cp + i g (i g where cp is NULL, the first step); tc := tanh(c);
+   h1 (and h2 unless NULL) := o tc */
+static inline __attribute__((always_inline)) void pm_rec_gates8(
+        float *z, size_t h, const float *cp, float *c, float *tc, float *h1, float *h2) {
+    pm_rec_v8 i = pm_rec_sigmoid(*(pm_rec_v8 *) z), g = pm_rec_tanh(*(pm_rec_v8 *) (z + h));
+    pm_rec_v8 f = pm_rec_sigmoid(*(pm_rec_v8 *) (z + 2 * h));
+    pm_rec_v8 o = pm_rec_sigmoid(*(pm_rec_v8 *) (z + 3 * h));
+    pm_rec_v8 cv = cp ? f * *(const pm_rec_v8 *) cp + i * g : i * g, t = pm_rec_tanh(cv);
+    pm_rec_v8 hv = o * t;
+    *(pm_rec_v8 *) z = i; *(pm_rec_v8 *) (z + h) = g;
+    *(pm_rec_v8 *) (z + 2 * h) = f; *(pm_rec_v8 *) (z + 3 * h) = o;
+    *(pm_rec_v8 *) c = cv; *(pm_rec_v8 *) tc = t; *(pm_rec_v8 *) h1 = hv;
+    if (h2) *(pm_rec_v8 *) h2 = hv;
+}
+
+/* The gates of one LSTM step for one row of the batch: pm_rec_gates8 over the H units (the
+   last few through an 8-lane copy). */
+static PM_REC_CLONES void pm_rec_lstm_gates(int H, float *z, const float *cp, float *c,
+                                            float *tc, float *h1, float *h2) {
+    int j = 0, q, n;
+    for (; j + 8 <= H; j += 8)
+        pm_rec_gates8(z + j, (size_t) H, cp ? cp + j : NULL, c + j, tc + j, h1 + j,
+                      h2 ? h2 + j : NULL);
+    if (j < H) {
+        float zt[32] = {0}, ct[8] = {0}, tt[8], cpt[8] = {0}, ht[8];
+        n = H - j;
+        for (q = 0; q < n; q++) {
+            zt[q] = z[j + q]; zt[8 + q] = z[H + j + q];
+            zt[16 + q] = z[2 * H + j + q]; zt[24 + q] = z[3 * H + j + q];
+            if (cp) cpt[q] = cp[j + q];
+        }
+        pm_rec_gates8(zt, 8, cp ? cpt : NULL, ct, tt, ht, NULL);
+        for (q = 0; q < n; q++) {
+            z[j + q] = zt[q]; z[H + j + q] = zt[8 + q];
+            z[2 * H + j + q] = zt[16 + q]; z[3 * H + j + q] = zt[24 + q];
+            c[j + q] = ct[q]; tc[j + q] = tt[q]; h1[j + q] = ht[q];
+            if (h2) h2[j + q] = ht[q];
+        }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif

@@ -181,7 +181,7 @@ class StepThreads:
     one slow step now and then. ``before()`` before a step, ``after(seconds)`` with its time;
     ``close()`` gives the BLAS back the threads it had."""
 
-    #: steps timed for each choice (after one step that warms up)
+    #: steps timed for each choice (the first of them warms up and is left out)
     TIMED = 3
     #: threads are kept when their median step is at most this part of one thread's (a
     #: smaller gain is within the noise of three steps)
@@ -248,7 +248,9 @@ class StepThreads:
         times = self.times[self.now]
         times.append(seconds)
         if len(times) == self.TIMED:
-            if float(np.median(times)) >= self.WIN * self._one():
+            # The first step on threads wakes them and fills their caches: it is left out,
+            # as one thread's first step is.
+            if float(np.median(times[1:])) >= self.WIN * self._one():
                 self._back_to_one()
             else:
                 self.decided, self.wait = True, self.RETRY

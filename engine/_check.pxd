@@ -130,21 +130,6 @@ cdef inline int shape_is(cnp.ndarray a, str what, tuple expected) except -1:
     return 0
 
 
-cdef inline int same_shape(cnp.ndarray a, str what, cnp.ndarray b) except -1:
-    """``a`` has ``b``'s shape (``shape_is(a, what, shape(b))``, compared in C: the tuples
-    are built for the error only)."""
-    cdef int nd = cnp.PyArray_NDIM(a), i
-    cdef cnp.npy_intp *da = cnp.PyArray_DIMS(a)
-    cdef cnp.npy_intp *db = cnp.PyArray_DIMS(b)
-    if nd == cnp.PyArray_NDIM(b):
-        for i in range(nd):
-            if da[i] != db[i]:
-                break
-        else:
-            return 0
-    raise ValueError(f"{what} has shape {shape(a)}, expected {shape(b)}")
-
-
 cdef inline int dims_are(cnp.ndarray a, str what, int nd, const cnp.npy_intp *dims) except -1:
     """``a`` has the shape ``dims[:nd]`` (``shape_is`` on a shape worked out in C: the
     tuples are built for the error only)."""
@@ -158,6 +143,12 @@ cdef inline int dims_are(cnp.ndarray a, str what, int nd, const cnp.npy_intp *di
             return 0
     expected = tuple([dims[i] for i in range(nd)])
     raise ValueError(f"{what} has shape {shape(a)}, expected {expected}")
+
+
+cdef inline int same_shape(cnp.ndarray a, str what, cnp.ndarray b) except -1:
+    """``a`` has ``b``'s shape (``shape_is(a, what, shape(b))``, compared in C: the tuples
+    are built for the error only)."""
+    return dims_are(a, what, cnp.PyArray_NDIM(b), cnp.PyArray_DIMS(b))
 
 
 # Below this many elements (or multiply-adds) a kernel runs with the GIL held: releasing it

@@ -37,7 +37,7 @@
 #define PM_POOL_PAUSE() ((void) 0)
 #endif
 
-typedef void (*pm_pool_fn)(void *arg, int chunk, int chunks);
+#include "_pool_client.h"  /* pm_pool_fn and the table pool.pyx hands out */
 
 /* Most threads a task is shared by; chunks per task at most 65535. */
 #define PM_POOL_MOST 64

@@ -20,12 +20,13 @@ cdef extern from "_pool.h" nogil:
     void pm_pool_set_blas_single(int single)
     enum: PM_POOL_MOST
 
-cdef struct Api:
-    int (*parts)() noexcept nogil
-    int (*split_blas)() noexcept nogil
-    void (*run)(pm_pool_fn fn, void *arg, int chunks) noexcept nogil
+cdef extern from "_pool_client.h" nogil:
+    ctypedef struct pm_pool_api:
+        int (*parts)() noexcept nogil
+        int (*split_blas)() noexcept nogil
+        void (*run)(pm_pool_fn fn, void *arg, int chunks) noexcept nogil
 
-cdef Api _api
+cdef pm_pool_api _api
 _api.parts = pm_pool_parts
 _api.split_blas = pm_pool_split_blas
 _api.run = pm_pool_run

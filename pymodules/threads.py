@@ -129,8 +129,8 @@ def _restore(counts, engine):
         for lib, n in zip(_libraries(), counts, strict=False):
             if lib.get_num_threads() != n:
                 lib.set_num_threads(n)
-    parts, split = engine
-    _pool().set_threads(parts, 1 if split else max(max(counts, default=1), 2))
+    parts, split = engine  # as pool.get_threads() gave them
+    _pool().set_threads(parts, 1 if split else 2)
 
 
 def setNumThreads(n) -> None:

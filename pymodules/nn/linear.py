@@ -5,6 +5,7 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.linear import (
     linear_acc_grad_parameters,
+    linear_grad_scratch_size,
     linear_scratch_size,
     linear_update_grad_input,
     linear_update_output,
@@ -35,8 +36,9 @@ class Linear(Initializable):
         self._build((self.outputSize, self.inputSize), self.outputSize if self.withBias else None,
                     (initWeight, initBias, initGradWeight, initGradBias))
 
-    _scratch = ("_transposed",)
+    _scratch = ("_transposed", "_packedGrad")
     _transposed = None  # the scratch of a float32 batch whose forward runs packed or transposed
+    _packedGrad = None  # the scratch of a float32 batch whose weight gradient runs packed
 
     def updateOutput(self, input):
         out = self.output = resized(self.output, input, self.outputSize, self.dtype)
@@ -57,8 +59,11 @@ class Linear(Initializable):
         return gi
 
     def accGradParameters(self, input, gradOutput):
+        size, scratch = linear_grad_scratch_size(input, self.gradWeight), None
+        if size:
+            scratch = self._packedGrad = resized(self._packedGrad, (size,), -1, self.dtype)
         linear_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
-                                   self.scaleW, self.scaleB)
+                                   self.scaleW, self.scaleB, scratch)
         self._regularize()
 
     def extraRepr(self):

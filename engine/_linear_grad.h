@@ -1,0 +1,190 @@
+/* The float32 weight gradient of Linear without BLAS:
+   gw[j, c] += sum_i go[i, j] * x[i, c] for a batch x (n, k), its output gradient go (n, m)
+   and the gradient gw (m, k), all rows contiguous.
+
+   Both operands are packed first, each in one pass: go by groups of four columns (gp: for
+   each group, n rows of four numbers), x by strips of 24 columns (xp: for each strip, n rows
+   of 24 numbers; the last strip padded with zeros to a multiple of 8). A block of four gw
+   rows by one strip then lives in 12 accumulators (AVX2's 16 registers): for each batch row
+   i, the four numbers of gp are broadcast and the strip's 24 numbers loaded, 12 fused
+   multiply-adds; the sums are then added to gw where it lies. The group's gp (n x 4
+   numbers) stays in L1 while xp streams from L2 in the order it was written; gw is read and
+   written once, row by row. Narrower strips run the same loop with fewer accumulators, a
+   last group of fewer than four rows one row at a time. Each element's sum runs in batch
+   order and is then added to the old value (as BLAS's beta = 1 does), so NaN and infinities
+   propagate as in any dot product. */
+
+#ifndef PM_LINEAR_GRAD_H
+#define PM_LINEAR_GRAD_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* "fma": AVX with fused multiply-adds, which GCC's "avx2" target lacks */
+#define PM_LINEAR_GRAD_CLONES __attribute__((target_clones("avx512f", "fma", "default"), unused))
+#else
+#define PM_LINEAR_GRAD_CLONES __attribute__((unused))
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC push_options
+#pragma GCC optimize ("fp-contract=fast")
+#endif
+
+typedef float pm_lg_v8 __attribute__((vector_size(32), aligned(4)));
+
+/* Columns of an x strip. */
+#define PM_LINEAR_GRAD_STRIP 24
+
+/* Strips of x and groups of go for k columns and m rows of gw. */
+static inline int pm_linear_grad_strips(int k) {
+    return (k + PM_LINEAR_GRAD_STRIP - 1) / PM_LINEAR_GRAD_STRIP;
+}
+
+static inline int pm_linear_grad_groups(int m) {
+    return (m + 3) / 4;
+}
+
+/* Floats of the packed operands for a batch of n rows, k columns, m gw rows: xp first, then
+   gp (offset pm_linear_grad_gp_at). */
+static inline size_t pm_linear_grad_gp_at(size_t n, int k) {
+    return n * PM_LINEAR_GRAD_STRIP * (size_t) pm_linear_grad_strips(k);
+}
+
+static inline size_t pm_linear_grad_pack_size(size_t n, int k, int m) {
+    return pm_linear_grad_gp_at(n, k) + n * 4 * (size_t) pm_linear_grad_groups(m);
+}
+
+/* The block of R gw rows (j to j + R - 1) by 8 NV columns at c. g: the rows' numbers in the
+   group's gp (four apart per batch row); xs: the strip in xp. The plain block adds all 8 NV
+   sums to gw; the _part block (the last strip of a k that is not a multiple of 8) only the
+   first `cols`, the rest being the strip's zero padding. */
+#define PM_LINEAR_GRAD_SUMS(R, NV)                                                           \
+    pm_lg_v8 a[R][NV];                                                                       \
+    int i, r, v;                                                                             \
+    _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                          \
+        _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                     \
+            a[r][v] = (pm_lg_v8) {0, 0, 0, 0, 0, 0, 0, 0};                                   \
+    for (i = 0; i < n; i++) {                                                                \
+        pm_lg_v8 u[NV];                                                                      \
+        const float *gi = g + (size_t) 4 * i;                                                \
+        _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                     \
+            u[v] = *(const pm_lg_v8 *) (xs + (size_t) i * (8 * NV) + 8 * v);                 \
+        _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                      \
+            _Pragma("GCC unroll 4") for (v = 0; v < NV; v++) a[r][v] += gi[r] * u[v];        \
+    }
+
+#define PM_LINEAR_GRAD_BLOCK(NAME, R, NV)                                                    \
+static inline __attribute__((always_inline)) void NAME(                                     \
+        int n, const float *g, const float *xs, float *w, size_t ldw) {                     \
+    PM_LINEAR_GRAD_SUMS(R, NV)                                                               \
+    _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                          \
+        _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                     \
+            *(pm_lg_v8 *) (w + r * ldw + 8 * v) += a[r][v];                                  \
+}                                                                                            \
+static inline __attribute__((always_inline)) void NAME##_part(                              \
+        int n, const float *g, const float *xs, float *w, size_t ldw, int cols) {            \
+    float buf[8 * NV];                                                                       \
+    int l;                                                                                   \
+    PM_LINEAR_GRAD_SUMS(R, NV)                                                               \
+    for (r = 0; r < R; r++) {                                                                \
+        for (v = 0; v < NV; v++)                                                             \
+            *(pm_lg_v8 *) (buf + 8 * v) = a[r][v];                                           \
+        for (l = 0; l < cols; l++)                                                           \
+            w[r * ldw + l] += buf[l];                                                        \
+    }                                                                                        \
+}
+
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b43, 4, 3)
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b42, 4, 2)
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b41, 4, 1)
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b13, 1, 3)
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b12, 1, 2)
+PM_LINEAR_GRAD_BLOCK(pm_linear_grad_b11, 1, 1)
+
+/* gp[4 n q + 4 i + r] := go[i, 4 q + r] for the groups q in [q0, q1) (zero past m). */
+static PM_LINEAR_GRAD_CLONES void pm_linear_grad_pack_go(int n, int m, const float *go,
+                                                         float *gp, int q0, int q1) {
+    int q, i, r;
+    for (q = q0; q < q1; q++) {
+        float *d = gp + (size_t) 4 * n * q;
+        const float *s = go + (size_t) 4 * q;
+        int rows = m - 4 * q < 4 ? m - 4 * q : 4;
+        for (i = 0; i < n; i++) {
+            for (r = 0; r < rows; r++)
+                d[4 * (size_t) i + r] = s[(size_t) i * m + r];
+            for (; r < 4; r++)
+                d[4 * (size_t) i + r] = 0.0f;
+        }
+    }
+}
+
+/* xp[24 n s + w i + l] := x[i, 24 s + l] for the strips s in [s0, s1), w = 24 but for the
+   last strip, whose width is the rest of k rounded up to 8 (zero past k). */
+static PM_LINEAR_GRAD_CLONES void pm_linear_grad_pack_x(int n, int k, const float *x,
+                                                        float *xp, int s0, int s1) {
+    int s, i, l;
+    for (s = s0; s < s1; s++) {
+        int c = PM_LINEAR_GRAD_STRIP * s, cols = k - c < PM_LINEAR_GRAD_STRIP ? k - c : 24;
+        int w = (cols + 7) & ~7;
+        float *d = xp + (size_t) PM_LINEAR_GRAD_STRIP * n * s;
+        for (i = 0; i < n; i++) {
+            const float *src = x + (size_t) i * k + c;
+            float *row = d + (size_t) w * i;
+            for (l = 0; l < cols; l++) row[l] = src[l];
+            for (; l < w; l++) row[l] = 0.0f;
+        }
+    }
+}
+
+/* Rows [r0, r1) of gw += go.T x from the packed operands (r0 a multiple of 4; n, k >= 1).
+   Each element's sum runs in batch order whatever the range: the gradient cut in ranges
+   across threads has the numbers of one call. */
+static PM_LINEAR_GRAD_CLONES void pm_linear_grad_rows(int n, int k, const float *xp,
+                                                      const float *gp, float *gw, int r0,
+                                                      int r1) {
+    int j, s, strips = pm_linear_grad_strips(k);
+    for (j = r0; j < r1; j += 4) {
+        const float *g = gp + (size_t) 4 * n * (j / 4);
+        int rows = r1 - j < 4 ? r1 - j : 4;
+        for (s = 0; s < strips; s++) {
+            int c = PM_LINEAR_GRAD_STRIP * s;
+            int cols = k - c < PM_LINEAR_GRAD_STRIP ? k - c : PM_LINEAR_GRAD_STRIP;
+            int nv = (cols + 7) / 8, r;
+            const float *xs = xp + (size_t) PM_LINEAR_GRAD_STRIP * n * s;
+            float *w = gw + (size_t) j * k + c;
+            if (rows == 4 && cols == 8 * nv) {
+                if (nv == 3)
+                    pm_linear_grad_b43(n, g, xs, w, k);
+                else if (nv == 2)
+                    pm_linear_grad_b42(n, g, xs, w, k);
+                else
+                    pm_linear_grad_b41(n, g, xs, w, k);
+            } else if (rows == 4) {
+                if (nv == 3)
+                    pm_linear_grad_b43_part(n, g, xs, w, k, cols);
+                else if (nv == 2)
+                    pm_linear_grad_b42_part(n, g, xs, w, k, cols);
+                else
+                    pm_linear_grad_b41_part(n, g, xs, w, k, cols);
+            } else {
+                for (r = 0; r < rows; r++) {
+                    float *wr = w + (size_t) r * k;
+                    if (nv == 3)
+                        pm_linear_grad_b13_part(n, g + r, xs, wr, k, cols);
+                    else if (nv == 2)
+                        pm_linear_grad_b12_part(n, g + r, xs, wr, k, cols);
+                    else
+                        pm_linear_grad_b11_part(n, g + r, xs, wr, k, cols);
+                }
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#endif

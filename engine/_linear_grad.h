@@ -1,18 +1,20 @@
-/* The float32 weight gradient of Linear without BLAS:
+/* The float32 weight gradient and gradInput of Linear without BLAS:
    gw[j, c] += sum_i go[i, j] * x[i, c] for a batch x (n, k), its output gradient go (n, m)
-   and the gradient gw (m, k), all rows contiguous.
+   and the gradient gw (m, k); gi[i, c] = sum_j go[i, j] * w[j, c] for the weight w (m, k);
+   all rows contiguous.
 
-   Both operands are packed first, each in one pass: go by groups of four columns (gp: for
-   each group, n rows of four numbers), x by strips of 24 columns (xp: for each strip, n rows
-   of 24 numbers; the last strip padded with zeros to a multiple of 8). A block of four gw
-   rows by one strip then lives in 12 accumulators (AVX2's 16 registers): for each batch row
-   i, the four numbers of gp are broadcast and the strip's 24 numbers loaded, 12 fused
-   multiply-adds; the sums are then added to gw where it lies. The group's gp (n x 4
-   numbers) stays in L1 while xp streams from L2 in the order it was written; gw is read and
-   written once, row by row. Narrower strips run the same loop with fewer accumulators, a
-   last group of fewer than four rows one row at a time. Each element's sum runs in batch
-   order and is then added to the old value (as BLAS's beta = 1 does), so NaN and infinities
-   propagate as in any dot product. */
+   Both are one product out[r, c] (+)= sum_t a[t, r] b[t, c] with both operands packed first,
+   each in one pass: a by groups of four of its r (gp: for each group, t rows of four
+   numbers), b by strips of 24 columns (xp: for each strip, t rows of 24 numbers; the last
+   strip padded with zeros to a multiple of 8). A block of four out rows by one strip then
+   lives in 12 accumulators (AVX2's 16 registers): for each t, the four numbers of gp are
+   broadcast and the strip's 24 numbers loaded, 12 fused multiply-adds; the sums are then
+   added to out (the weight gradient) or stored into it (gradInput) where it lies. The
+   group's gp stays in L1 while xp streams from L2 in the order it was written; out is read
+   and written once, row by row. Narrower strips run the same loop with fewer accumulators,
+   a last group of fewer than four rows one row at a time. Each element's sum runs in t
+   order and is then added to the old value (as BLAS's beta = 1 does), so NaN and
+   infinities propagate as in any dot product. */
 
 #ifndef PM_LINEAR_GRAD_H
 #define PM_LINEAR_GRAD_H
@@ -77,14 +79,20 @@ static inline size_t pm_linear_grad_pack_size(size_t n, int k, int m) {
 
 #define PM_LINEAR_GRAD_BLOCK(NAME, R, NV)                                                    \
 static inline __attribute__((always_inline)) void NAME(                                     \
-        int n, const float *g, const float *xs, float *w, size_t ldw) {                     \
+        int n, const float *g, const float *xs, float *w, size_t ldw, int add) {            \
     PM_LINEAR_GRAD_SUMS(R, NV)                                                               \
-    _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                          \
-        _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                     \
-            *(pm_lg_v8 *) (w + r * ldw + 8 * v) += a[r][v];                                  \
+    if (add) {                                                                               \
+        _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                      \
+            _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                 \
+                *(pm_lg_v8 *) (w + r * ldw + 8 * v) += a[r][v];                              \
+    } else {                                                                                 \
+        _Pragma("GCC unroll 4") for (r = 0; r < R; r++)                                      \
+            _Pragma("GCC unroll 4") for (v = 0; v < NV; v++)                                 \
+                *(pm_lg_v8 *) (w + r * ldw + 8 * v) = a[r][v];                               \
+    }                                                                                        \
 }                                                                                            \
 static inline __attribute__((always_inline)) void NAME##_part(                              \
-        int n, const float *g, const float *xs, float *w, size_t ldw, int cols) {            \
+        int n, const float *g, const float *xs, float *w, size_t ldw, int add, int cols) {   \
     float buf[8 * NV];                                                                       \
     int l;                                                                                   \
     PM_LINEAR_GRAD_SUMS(R, NV)                                                               \
@@ -92,7 +100,7 @@ static inline __attribute__((always_inline)) void NAME##_part(                  
         for (v = 0; v < NV; v++)                                                             \
             *(pm_lg_v8 *) (buf + 8 * v) = a[r][v];                                           \
         for (l = 0; l < cols; l++)                                                           \
-            w[r * ldw + l] += buf[l];                                                        \
+            w[r * ldw + l] = add ? w[r * ldw + l] + buf[l] : buf[l];                         \
     }                                                                                        \
 }
 
@@ -138,13 +146,35 @@ static PM_LINEAR_GRAD_CLONES void pm_linear_grad_pack_x(int n, int k, const floa
     }
 }
 
-/* Rows [r0, r1) of gw += go.T x from the packed operands (r0 a multiple of 4; n, k >= 1).
-   Each element's sum runs in batch order whatever the range: the gradient cut in ranges
-   across threads has the numbers of one call. */
-static PM_LINEAR_GRAD_CLONES void pm_linear_grad_rows(int n, int k, const float *xp,
-                                                      const float *gp, float *gw, int r0,
-                                                      int r1) {
-    int j, s, strips = pm_linear_grad_strips(k);
+/* gp[4 m q + 4 t + r] := go[4 q + r, t] for the groups q in [q0, q1) of four rows of go
+   (n, m) (zero past n): the left operand of gradInput = go w, in groups of four rows. */
+static PM_LINEAR_GRAD_CLONES void pm_linear_grad_pack_rows(int n, int m, const float *go,
+                                                           float *gp, int q0, int q1) {
+    int q, t, r;
+    for (q = q0; q < q1; q++) {
+        float *d = gp + (size_t) 4 * m * q;
+        int rows = n - 4 * q < 4 ? n - 4 * q : 4;
+        for (r = 0; r < 4; r++) {
+            const float *src = go + (size_t) (4 * q + r) * m;
+            if (r < rows)
+                for (t = 0; t < m; t++) d[4 * (size_t) t + r] = src[t];
+            else
+                for (t = 0; t < m; t++) d[4 * (size_t) t + r] = 0.0f;
+        }
+    }
+}
+
+/* Rows [r0, r1) of out (rows k apart) := (add ? out : 0) + sum_t a[t, row] b[t, :] from the
+   packed operands: a in groups of four rows (gp: for each group, t numbers of four), b in
+   strips (xp: for each strip, t rows of 24). r0 is a multiple of 4; t, k >= 1. The weight
+   gradient is out = gw, t the batch, a = go (pm_linear_grad_pack_go), b = x; gradInput is
+   out = gradInput, t the outputs, a = go's rows (pm_linear_grad_pack_rows), b = the weight.
+   Each element's sum runs in t order whatever the range: cut in ranges across threads the
+   result has the numbers of one call. */
+static PM_LINEAR_GRAD_CLONES void pm_linear_grad_rows(int t, int k, const float *xp,
+                                                      const float *gp, float *out, int r0,
+                                                      int r1, int add) {
+    int j, s, strips = pm_linear_grad_strips(k), n = t;
     for (j = r0; j < r1; j += 4) {
         const float *g = gp + (size_t) 4 * n * (j / 4);
         int rows = r1 - j < 4 ? r1 - j : 4;
@@ -153,30 +183,30 @@ static PM_LINEAR_GRAD_CLONES void pm_linear_grad_rows(int n, int k, const float 
             int cols = k - c < PM_LINEAR_GRAD_STRIP ? k - c : PM_LINEAR_GRAD_STRIP;
             int nv = (cols + 7) / 8, r;
             const float *xs = xp + (size_t) PM_LINEAR_GRAD_STRIP * n * s;
-            float *w = gw + (size_t) j * k + c;
+            float *w = out + (size_t) j * k + c;
             if (rows == 4 && cols == 8 * nv) {
                 if (nv == 3)
-                    pm_linear_grad_b43(n, g, xs, w, k);
+                    pm_linear_grad_b43(n, g, xs, w, k, add);
                 else if (nv == 2)
-                    pm_linear_grad_b42(n, g, xs, w, k);
+                    pm_linear_grad_b42(n, g, xs, w, k, add);
                 else
-                    pm_linear_grad_b41(n, g, xs, w, k);
+                    pm_linear_grad_b41(n, g, xs, w, k, add);
             } else if (rows == 4) {
                 if (nv == 3)
-                    pm_linear_grad_b43_part(n, g, xs, w, k, cols);
+                    pm_linear_grad_b43_part(n, g, xs, w, k, add, cols);
                 else if (nv == 2)
-                    pm_linear_grad_b42_part(n, g, xs, w, k, cols);
+                    pm_linear_grad_b42_part(n, g, xs, w, k, add, cols);
                 else
-                    pm_linear_grad_b41_part(n, g, xs, w, k, cols);
+                    pm_linear_grad_b41_part(n, g, xs, w, k, add, cols);
             } else {
                 for (r = 0; r < rows; r++) {
                     float *wr = w + (size_t) r * k;
                     if (nv == 3)
-                        pm_linear_grad_b13_part(n, g + r, xs, wr, k, cols);
+                        pm_linear_grad_b13_part(n, g + r, xs, wr, k, add, cols);
                     else if (nv == 2)
-                        pm_linear_grad_b12_part(n, g + r, xs, wr, k, cols);
+                        pm_linear_grad_b12_part(n, g + r, xs, wr, k, add, cols);
                     else
-                        pm_linear_grad_b11_part(n, g + r, xs, wr, k, cols);
+                        pm_linear_grad_b11_part(n, g + r, xs, wr, k, add, cols);
                 }
             }
         }

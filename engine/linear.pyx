@@ -32,14 +32,17 @@ from batch 8 to 64 everywhere (0.45-0.98 of the best BLAS call), was even at 128
 at 2-4 (to the transposed call) and at 256 on narrow inputs. AVX-512 cores were not
 measured: there BLAS stays.
 
-Beside the same kernels, the float32 weight gradient of a batch of 8 to 128 rows (with
-scale_w 1) runs the packed kernel of _linear_grad.h (``grad_packs`` gives the rule): go and x
-packed in one pass each, the sums in registers, added to gw where it lies. Measured by
+Beside the same kernels, the float32 weight gradient (with scale_w 1) and gradInput of a batch
+of 8 to 128 rows run the packed kernel of _linear_grad.h (``grad_packs`` and
+``grad_input_packs`` give the rules): both operands packed in one pass each, the sums in
+registers, added to (or stored into) the result where it lies. Measured by
 bench/bench_linear_grad.py (1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels,
-interleaved calls, packing included), packed / sgemm time: the MLP's 784 -> 256 at batch 64
-0.91 (75 GFLOP/s), 256 -> 256 0.91, 256 -> 10 0.54; LeNet's 400 -> 120, 120 -> 84, 84 -> 10
-at batch 64 0.73-0.85; 784 -> 256 at batch 8 to 128 0.85-0.96, and 0.94 at 256 (left to
-BLAS with the forward's bound). In a training step of that MLP at batch 64 it saves 2-5%.
+interleaved calls, packing included), packed / sgemm time, two runs: weight gradient of the
+MLP's 784 -> 256 at batch 64 0.91-0.94, 256 -> 256 0.91-1.02, 256 -> 10 0.54-0.61, LeNet's
+400 -> 120, 120 -> 84, 84 -> 10 at batch 64 0.73-0.98, 784 -> 256 at batch 8 to 32
+0.85-0.96 and at 128 0.94-1.03; gradInput 0.51-0.73 at batch 8 to 32, 0.91-0.98 at 64,
+0.94 at 128. Batch 256 (0.94-1.08) stays on BLAS, with the forward's bound. In a training
+step of that MLP at batch 64 the two save 0-6%.
 """
 
 import ctypes
@@ -72,8 +75,9 @@ cdef extern from "_linear_grad.h" nogil:
     int pm_linear_grad_groups(int m)
     void pm_linear_grad_pack_go(int n, int m, const float *go, float *gp, int q0, int q1)
     void pm_linear_grad_pack_x(int n, int k, const float *x, float *xp, int s0, int s1)
-    void pm_linear_grad_rows(int n, int k, const float *xp, const float *gp, float *gw,
-                             int r0, int r1)
+    void pm_linear_grad_pack_rows(int n, int m, const float *go, float *gp, int q0, int q1)
+    void pm_linear_grad_rows(int t, int k, const float *xp, const float *gp, float *out,
+                             int r0, int r1, int add)
 
 cnp.import_array()
 
@@ -342,8 +346,33 @@ cdef void _update_output_t(const float *x, float *y, const float *w, const float
     pm_transpose_f(yt, n, y, m, m, n, NULL)
 
 
-def linear_update_grad_input(input, grad_output, grad_input, weight):
-    """grad_input := grad_output @ weight: (n, m) x (m, k) -> (n, k); (m,) -> (k,)."""
+def linear_grad_input_scratch_size(grad_output, weight):
+    """Elements of the scratch linear_update_grad_input needs for these arguments to run
+    packed (0: it runs on BLAS). Arguments it cannot judge give 0; linear_update_grad_input
+    then says what is wrong."""
+    if not (cnp.PyArray_Check(grad_output) and cnp.PyArray_Check(weight)):
+        return 0
+    cdef cnp.ndarray go = <cnp.ndarray> grad_output, w = <cnp.ndarray> weight
+    if cnp.PyArray_NDIM(go) != 2 or cnp.PyArray_NDIM(w) != 2 or \
+            cnp.PyArray_TYPE(go) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(w) != cnp.NPY_FLOAT32:
+        return 0
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(go)[0], m = cnp.PyArray_DIMS(go)[1]
+    cdef Py_ssize_t k = cnp.PyArray_DIMS(w)[1]
+    if cnp.PyArray_DIMS(w)[0] != m or not _grad_input_packs_rule(_core_family, n, k, m):
+        return 0
+    return pm_linear_grad_pack_size(m, k, n)
+
+
+def linear_update_grad_input(input, grad_output, grad_input, weight, scratch=None,
+                             packed=None):
+    """grad_input := grad_output @ weight: (n, m) x (m, k) -> (n, k); (m,) -> (k,).
+
+    ``scratch``, a 1-D float32 array of linear_grad_input_scratch_size(grad_output, weight)
+    elements or more, lets a float32 batch run the packed kernel of _linear_grad.h where the
+    rule of this machine says that is faster; None runs BLAS. ``packed`` True or False
+    overrides the rule (for measuring it): True needs a float32 (n, m) batch with n, k, m >= 1
+    and a scratch.
+    """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
     cdef cnp.ndarray x = array(input, "input", t, False)
@@ -352,8 +381,29 @@ def linear_update_grad_input(input, grad_output, grad_input, weight):
     cdef int n, k, m = _layer(w, "weight", None, None, x, go, "gradOutput", &n, &k)
     rows_of(gi, "gradInput", cnp.PyArray_NDIM(x), n, k)
     disjoint_from(gi, "gradInput", go, "gradOutput", w, "weight")
+    cdef bint batch = cnp.PyArray_NDIM(x) == 2
+    if packed is None:
+        packed = (scratch is not None and batch and t == cnp.NPY_FLOAT32
+                  and _grad_input_packs_rule(_core_family, n, k, m))
+    cdef cnp.ndarray s = None
+    if packed:
+        if t != cnp.NPY_FLOAT32 or not batch or n == 0 or k == 0 or m == 0 or scratch is None:
+            raise ValueError(
+                "the packed gradInput needs a float32 (n, m) gradOutput with n, k, m >= 1 and "
+                f"a scratch, got {(<object> go).dtype} gradOutput of shape "
+                f"{(<object> go).shape}, weight of shape {(<object> w).shape}"
+                + (" and no scratch" if scratch is None else ""))
+        s = array(scratch, "scratch", cnp.NPY_FLOAT32, True)
+        ndim(s, "scratch", 1, 1)
+        if dim(s, 0) < <Py_ssize_t> pm_linear_grad_pack_size(m, k, n):
+            raise ValueError(f"scratch has {dim(s, 0)} elements, the packed gradInput needs "
+                             f"{pm_linear_grad_pack_size(m, k, n)}")
+        disjoint_from(s, "scratch", gi, "gradInput", go, "gradOutput", w, "weight")
+    cdef bint pack = packed
     with nogil:
-        if t == cnp.NPY_FLOAT32:
+        if pack:
+            _packed_grad_input(n, m, k, f32(go), f32(w), f32(gi), f32(s))
+        elif t == cnp.NPY_FLOAT32:
             _update_grad_input(f32(go), f32(gi), f32(w), n, k, m)
         else:
             _update_grad_input(f64(go), f64(gi), f64(w), n, k, m)
@@ -378,6 +428,23 @@ cdef bint _grad_packs_rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m)
     if family == FAMILY_AVX2:
         return PACKED_MIN_BATCH <= n <= PACKED_MAX_BATCH and k >= 1 and m >= 1
     return False
+
+
+cdef bint _grad_input_packs_rule(int family, Py_ssize_t n, Py_ssize_t k,
+                                 Py_ssize_t m) noexcept nogil:
+    """Whether the float32 gradInput of an (n, m) gradOutput through an (m, k) weight runs the
+    packed kernel of _linear_grad.h rather than BLAS, for a kernel family of OpenBLAS: the
+    rule measured by bench/bench_linear_grad.py (see the module doc)."""
+    if family == FAMILY_AVX2:
+        return PACKED_MIN_BATCH <= n <= PACKED_MAX_BATCH and k >= 1 and m >= 1
+    return False
+
+
+def grad_input_packs(n, k, m, core):
+    """Whether the float32 gradInput of an (n, m) gradOutput through an (m, k) weight runs the
+    packed kernel (no BLAS) beside OpenBLAS core type ``core`` (None or an unknown name:
+    never)."""
+    return bool(_grad_input_packs_rule(_family(core), n, k, m))
 
 
 def grad_packs(n, k, m, core):
@@ -551,7 +618,7 @@ cdef void _grad_rows_part(void *arg, int c, int chunks) noexcept nogil:
     cdef PackedGrad *t = <PackedGrad *> arg
     cdef int lo = cut(t.m, c, chunks, 4), hi = cut(t.m, c + 1, chunks, 4)
     if hi > lo:
-        pm_linear_grad_rows(t.n, t.k, t.xp, t.gp, t.gw, lo, hi)
+        pm_linear_grad_rows(t.n, t.k, t.xp, t.gp, t.gw, lo, hi, 1)
 
 
 cdef void _packed_grad(int n, int m, int k, const float *x, const float *go, float *gw,
@@ -567,3 +634,47 @@ cdef void _packed_grad(int n, int m, int k, const float *x, const float *go, flo
         return
     run_parts(_grad_pack_part, &t, parts)
     run_parts(_grad_rows_part, &t, parts)
+
+
+# gradInput = go w the same way: go's rows packed in groups of four, the weight in strips,
+# the rows of gradInput cut across the threads.
+
+cdef struct PackedGradInput:
+    # go (n, m), w (m, k), gi (n, k); wp and gp: the packed operands in the scratch.
+    int n, m, k
+    const float *go
+    const float *w
+    float *gi
+    float *wp
+    float *gp
+
+
+cdef void _grad_input_pack_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef PackedGradInput *t = <PackedGradInput *> arg
+    cdef int groups = pm_linear_grad_groups(t.n), strips = pm_linear_grad_strips(t.k)
+    pm_linear_grad_pack_rows(t.n, t.m, t.go, t.gp, cut(groups, c, chunks, 1),
+                             cut(groups, c + 1, chunks, 1))
+    pm_linear_grad_pack_x(t.m, t.k, t.w, t.wp, cut(strips, c, chunks, 1),
+                          cut(strips, c + 1, chunks, 1))
+
+
+cdef void _grad_input_rows_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef PackedGradInput *t = <PackedGradInput *> arg
+    cdef int lo = cut(t.n, c, chunks, 4), hi = cut(t.n, c + 1, chunks, 4)
+    if hi > lo:
+        pm_linear_grad_rows(t.m, t.k, t.wp, t.gp, t.gi, lo, hi, 0)
+
+
+cdef void _packed_grad_input(int n, int m, int k, const float *go, const float *w, float *gi,
+                             float *scratch) noexcept nogil:
+    """gi := go w on the packed kernel of _linear_grad.h (n, k, m >= 1)."""
+    cdef PackedGradInput t
+    t.n, t.m, t.k, t.go, t.w, t.gi = n, m, k, go, w, gi
+    t.wp, t.gp = scratch, scratch + pm_linear_grad_gp_at(m, k)
+    cdef int parts = threads_for(<double> n * m * k)
+    if parts < 2:
+        _grad_input_pack_part(&t, 0, 1)
+        _grad_input_rows_part(&t, 0, 1)
+        return
+    run_parts(_grad_input_pack_part, &t, parts)
+    run_parts(_grad_input_rows_part, &t, parts)

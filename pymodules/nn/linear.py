@@ -5,6 +5,7 @@ import numpy as np
 from pymodules.engine.buffers import resized
 from pymodules.engine.linear import (
     linear_acc_grad_parameters,
+    linear_grad_input_scratch_size,
     linear_grad_scratch_size,
     linear_scratch_size,
     linear_update_grad_input,
@@ -36,9 +37,10 @@ class Linear(Initializable):
         self._build((self.outputSize, self.inputSize), self.outputSize if self.withBias else None,
                     (initWeight, initBias, initGradWeight, initGradBias))
 
-    _scratch = ("_transposed", "_packedGrad")
+    _scratch = ("_transposed", "_packedGrad", "_packedGradInput")
     _transposed = None  # the scratch of a float32 batch whose forward runs packed or transposed
     _packedGrad = None  # the scratch of a float32 batch whose weight gradient runs packed
+    _packedGradInput = None  # the same for its gradInput
 
     def updateOutput(self, input):
         out = self.output = resized(self.output, input, self.outputSize, self.dtype)
@@ -55,7 +57,11 @@ class Linear(Initializable):
         if not self.propagateBack:
             return self.gradInput
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-        linear_update_grad_input(input, gradOutput, gi, self.weight)
+        size, scratch = linear_grad_input_scratch_size(gradOutput, self.weight), None
+        if size:
+            scratch = self._packedGradInput = resized(self._packedGradInput, (size,), -1,
+                                                      self.dtype)
+        linear_update_grad_input(input, gradOutput, gi, self.weight, scratch)
         return gi
 
     def accGradParameters(self, input, gradOutput):

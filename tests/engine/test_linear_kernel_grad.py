@@ -1,6 +1,6 @@
-"""Linear's packed float32 weight gradient (engine/_linear_grad.h) against NumPy and the BLAS
-path: odd sizes on every edge of its blocks, accumulation, NaN and infinities, refusals, the
-rule, threads, no allocation."""
+"""Linear's packed float32 weight gradient and gradInput (engine/_linear_grad.h) against NumPy
+and the BLAS path: odd sizes on every edge of their blocks, accumulation, NaN and infinities,
+refusals, the rules, threads, no allocation."""
 
 import tracemalloc
 
@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from pymodules.engine.linear import (
     blas_core_name,
+    grad_input_packs,
     grad_packs,
     linear_acc_grad_parameters,
+    linear_grad_input_scratch_size,
     linear_grad_scratch_size,
+    linear_update_grad_input,
 )
 from pymodules.engine.pool import set_threads
 from tolerance import abs_gemm, assert_reduction_close
@@ -179,8 +182,8 @@ def test_threads_give_one_threads_numbers(n, k, m, rng):
 
 @pytest.mark.parametrize("batch", [8, 64, 70])
 def test_linear_module_backward_allocates_nothing(batch, rng):
-    """Linear keeps the gradient's packing scratch: no array memory after the first step,
-    whichever path the rule takes; its gradient is the float64 one."""
+    """Linear keeps its gradients' packing scratches: no array memory after the first step,
+    whichever path the rules take; its gradients are the float64 ones."""
     m = pm.Linear(33, 17)
     x, go = _r(rng, (batch, 33)), _r(rng, (batch, 17))
     m.forward(x)
@@ -202,3 +205,110 @@ def test_linear_module_backward_allocates_nothing(batch, rng):
     assert_reduction_close(m.gradWeight, expected, np.float32, batch, abs_gemm(go.T, x))
     assert_reduction_close(m.gradBias, go.astype(np.float64).sum(0), np.float32, batch,
                            abs(go).sum(0))
+    assert_reduction_close(m.gradInput, go.astype(np.float64) @ m.weight.astype(np.float64),
+                           np.float32, 17, abs_gemm(go, m.weight))
+
+
+# -- gradInput = gradOutput @ weight on the same kernel ----------------------------------------
+
+def _packed_gi(go, w, extra=5):
+    """The forced packed gradInput into a NaN-filled array (nothing of it may be read), its
+    scratch padded with NaN that must stay untouched."""
+    n, m = go.shape
+    k = w.shape[1]
+    need = _pack_size(m, k, n)
+    scratch = np.full(need + extra, np.nan, np.float32)
+    gi = np.full((n, k), np.nan, np.float32)
+    linear_update_grad_input(np.zeros((n, k), np.float32), go, gi, w, scratch, True)
+    assert np.isnan(scratch[need:]).all()
+    return gi
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 23, 24, 25, 63, 64, 65, 70])
+@pytest.mark.parametrize(("k", "m"), [(1, 1), (5, 3), (8, 4), (13, 6), (16, 5), (24, 8),
+                                      (33, 7), (47, 9), (100, 10), (257, 11)])
+def test_packed_grad_input_against_numpy_and_blas(n, k, m, rng):
+    go, w = _r(rng, (n, m)), _r(rng, (m, k))
+    gi = _packed_gi(go, w)
+    expected = go.astype(np.float64) @ w.astype(np.float64)
+    magnitude = abs_gemm(go, w)
+    assert_reduction_close(gi, expected, np.float32, m, magnitude)
+    blas = np.full_like(gi, np.nan)
+    linear_update_grad_input(np.zeros((n, k), np.float32), go, blas, w, None, False)
+    assert_reduction_close(gi, blas, np.float32, m, 2 * magnitude)
+
+
+@pytest.mark.parametrize(("n", "k", "m"), [(64, 784, 256), (64, 256, 256), (64, 256, 10),
+                                           (128, 1024, 130), (64, 400, 120)])
+def test_packed_grad_input_layer_sizes(n, k, m, rng):
+    go, w = _r(rng, (n, m)), _r(rng, (m, k))
+    gi = _packed_gi(go, w)
+    assert_reduction_close(gi, go.astype(np.float64) @ w.astype(np.float64), np.float32, m,
+                           abs_gemm(go, w))
+
+
+def test_packed_grad_input_nan_and_infinity(rng):
+    n, k, m = 30, 21, 9
+    go, w = _r(rng, (n, m)), _r(rng, (m, k))
+    go[4, 2] = np.nan       # row 4 of gradInput: all NaN
+    w[6, 11] = np.inf       # column 11: inf or NaN
+    gi = _packed_gi(go, w)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = go.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(gi), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(gi), np.isinf(expected))
+    assert np.isnan(gi[4]).all()
+
+
+def test_packed_grad_input_refusals(rng):
+    x, go, w = _r(rng, (20, 30)), _r(rng, (20, 11)), _r(rng, (11, 30))
+    gi = np.full((20, 30), 7, np.float32)
+    need = _pack_size(11, 30, 20)
+    for args, error, match in [
+            ((x, go, gi, w, np.zeros(need - 1, np.float32)), ValueError,
+             f"scratch has {need - 1} elements, the packed gradInput needs {need}"),
+            ((x, go, gi, w, None), ValueError, "packed gradInput .* and no scratch"),
+            ((x[:0], go[:0], gi[:0], w, np.zeros(need, np.float32)), ValueError,
+             "n, k, m >= 1"),
+            ((x, go, gi, w, np.zeros(need, np.float64)), TypeError, "scratch"),
+            ((x, go[:, ::-1], gi, w, np.zeros(need, np.float32)), ValueError, "gradOutput"),
+            ((x, go, gi[:, :29], w, np.zeros(need, np.float32)), ValueError, "gradInput"),
+            ((x, go, gi, np.asfortranarray(w), np.zeros(need, np.float32)), ValueError,
+             "weight")]:
+        with pytest.raises(error, match=match):
+            linear_update_grad_input(*args, True)
+        assert np.all(gi == 7)
+    big = np.zeros(need + 20 * 30, np.float32)
+    with pytest.raises(ValueError, match="scratch"):
+        linear_update_grad_input(x, go, big[need:].reshape(20, 30), w, big, True)
+
+
+def test_grad_input_rule_and_scratch_size(rng):
+    assert not grad_input_packs(64, 256, 256, None)
+    assert not grad_input_packs(64, 256, 256, "SkylakeX")
+    assert grad_input_packs(64, 256, 256, "Haswell")
+    assert not grad_input_packs(1, 256, 256, "Haswell")
+    core = blas_core_name()
+    for n, k, m in [(64, 256, 256), (8, 13, 3), (1, 5, 5), (500, 20, 20)]:
+        x, go, w = _r(rng, (n, k)), _r(rng, (n, m)), _r(rng, (m, k))
+        size = linear_grad_input_scratch_size(go, w)
+        assert size == (_pack_size(m, k, n) if grad_input_packs(n, k, m, core) else 0)
+        if size:
+            scratch = np.zeros(size, np.float32)
+            default, forced = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)
+            linear_update_grad_input(x, go, default, w, scratch)
+            linear_update_grad_input(x, go, forced, w, scratch, True)
+            np.testing.assert_array_equal(default, forced)
+
+
+@pytest.mark.parametrize(("n", "k", "m"), [(64, 784, 256), (96, 300, 70)])
+def test_grad_input_threads_give_one_threads_numbers(n, k, m, rng):
+    go, w = _r(rng, (n, m)), _r(rng, (m, k))
+    try:
+        set_threads(1)
+        one = _packed_gi(go, w)
+        set_threads(2)
+        two = _packed_gi(go, w)
+    finally:
+        set_threads(1)
+    np.testing.assert_array_equal(one, two)

@@ -119,9 +119,9 @@ def gemm_floor(x, dtype):
     """The step's GEMMs alone: the calls Linear's kernels make for the MLP at this batch
     (forward: transposed where linear.transposes says so, bias as beta = 1; backward:
     gradInput of all but the first layer, weight gradients with beta = 1), through the
-    engine's BLAS wrapper, on arrays of the same shapes. A forward that Linear runs on a
-    kernel of its own instead of BLAS (where it has one) is timed against the BLAS call
-    it replaces: the floor stays the products at BLAS's speed."""
+    engine's BLAS wrapper, on arrays of the same shapes. A forward, weight gradient or
+    gradInput that Linear runs on a kernel of its own instead of BLAS (where it has one) is
+    timed as the BLAS call it replaces: the floor stays the products at BLAS's speed."""
     from pymodules.engine import blas
     from pymodules.engine import linear as L
 

@@ -395,6 +395,84 @@ static PM_REC_CLONES void pm_rec_lstm_gates(int H, float *z, const float *cp, fl
     }
 }
 
+/* -- whole sequences ---------------------------------------------------------------------------
+
+   The loops of engine/recurrent.pyx's lstm_xh_forward and lstm_xh_backward (the arguments
+   checked there), time-major (T, B, ...) buffers. */
+
+/* The backward pass of one LSTM step for one row: z the activated gates i, g, f, o (H apart),
+   tc tanh(c(t)), go the output's gradient, cp c(t-1) (NULL at t = 0), dh the gradient
+   carried from step t + 1; dc (in: from t + 1, out: to t - 1); dg the gates' gradients. */
+static PM_REC_CLONES void pm_rec_lstm_bwd_row(int H, const float *restrict z,
+                                              const float *restrict tc,
+                                              const float *restrict go,
+                                              const float *restrict cp,
+                                              const float *restrict dh, float *restrict dc,
+                                              float *restrict dg) {
+    const float *si = z, *sg = z + H, *sf = z + 2 * (size_t) H, *so = z + 3 * (size_t) H;
+    float *di = dg, *dgg = dg + H, *df = dg + 2 * (size_t) H, *dob = dg + 3 * (size_t) H;
+    int b;
+    for (b = 0; b < H; b++) {
+        float iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = tc[b];
+        float dv = dh[b] + go[b];
+        float dcell = dv * ov * (1 - tv * tv) + dc[b];
+        di[b] = dcell * gv * iv * (1 - iv);
+        dgg[b] = dcell * iv * (1 - gv * gv);
+        df[b] = dcell * (cp ? cp[b] : 0.0f) * fv * (1 - fv);
+        dob[b] = dv * tv * ov * (1 - ov);
+        dc[b] = dcell * fv;
+    }
+}
+
+/* x (B, T, I) -> xh (T, B, K = I + H) rows [x(t), h(t-1)], gates z (T, B, 24 P), c and tc
+   (T, B, H), y (B, T, H); pk, pb packed by pm_rec_pack_fwd */
+static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
+                              ptrdiff_t np, const float *x, const float *pk, const float *pb,
+                              float *xh, float *z, float *c, float *tc, float *y) {
+    ptrdiff_t k = ni + h, gw = 24 * np, t, b, r;
+    if (nb == 0 || nt == 0) return;
+    for (t = 0; t < nt; t++)
+        for (b = 0; b < nb; b++)
+            memcpy(xh + (t * nb + b) * k, x + (b * nt + t) * ni, ni * sizeof(float));
+    for (b = 0; b < nb; b++) memset(xh + b * k + ni, 0, h * sizeof(float));
+    for (t = 0; t < nt; t++) {
+        pm_rec_product((int) nb, (int) (t > 0 ? k : ni), (int) k, k <= 256 ? (int) k : 128,
+                       (int) np, xh + t * nb * k, k, pk, pb, z + t * nb * gw, gw);
+        for (b = 0; b < nb; b++) {
+            r = t * nb + b;
+            pm_rec_lstm_gates((int) h, z + r * gw, t > 0 ? c + (r - nb) * h : NULL, c + r * h,
+                              tc + r * h, y + (b * nt + t) * h,
+                              t + 1 < nt ? xh + (r + nb) * k + ni : NULL);
+        }
+    }
+}
+
+/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw), gi (B, T, I); dxh (B, 24 P) and dc
+   (B, H) scratch; pk packed by pm_rec_pack_bwd (P panels) */
+static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
+                               ptrdiff_t np, ptrdiff_t gw, const float *go, const float *pk,
+                               const float *z, const float *c, const float *tc, float *dg,
+                               float *dxh, float *dc, float *gi) {
+    ptrdiff_t dw = 24 * np, t, b, r;
+    if (nb == 0 || nt == 0) return;
+    memset(dc, 0, nb * h * sizeof(float));
+    memset(dxh, 0, nb * dw * sizeof(float));  /* dh(T - 1) = 0 */
+    for (t = nt - 1; t >= 0; t--) {
+        for (b = 0; b < nb; b++) {
+            r = t * nb + b;
+            pm_rec_lstm_bwd_row((int) h, z + r * gw, tc + r * h, go + (b * nt + t) * h,
+                                t > 0 ? c + (r - nb) * h : NULL, dxh + b * dw + ni,
+                                dc + b * h, dg + r * gw);
+        }
+        /* the first step needs dx(0) only: the panels of its I columns */
+        pm_rec_product((int) nb, (int) (4 * h), (int) (4 * h), 128,
+                       (int) (t > 0 ? np : (ni + 23) / 24), dg + t * nb * gw, gw, pk, NULL,
+                       dxh, dw);
+        for (b = 0; b < nb; b++)
+            memcpy(gi + (b * nt + t) * ni, dxh + b * dw, ni * sizeof(float));
+    }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif

@@ -167,14 +167,22 @@ static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P
 #define PM_REC_GB 256   /* g rows per pass over the panels: dg's chunk (128 KB) stays in L2 */
 
 /* y[j] += s * v[j] for the 24 columns c0 + j of one output row, split at I between gw and
-   gu, only c < C */
+   gu, only c < C: by vectors of 8 where they lie whole on one side (with I a multiple of 8,
+   every vector of a panel across the boundary), the others column by column */
 static inline __attribute__((always_inline)) void pm_rec_store_row(
         const float *v, float s, int c0, int NI, int C, float *gw, float *gu) {
-    int j;
-    for (j = 0; j < 24 && c0 + j < C; j++) {
-        int c = c0 + j;
-        float *d = c < NI ? gw + c : gu + (c - NI);
-        *d += s * v[j];
+    int j0, j;
+    for (j0 = 0; j0 < 24 && c0 + j0 < C; j0 += 8) {
+        int c = c0 + j0;
+        if (c + 8 <= C && (c + 8 <= NI || c >= NI)) {
+            pm_rec_v8 *d = (pm_rec_v8 *) (c < NI ? gw + c : gu + (c - NI));
+            *d = *d + s * *(const pm_rec_v8 *) (v + j0);
+        } else {
+            for (j = j0; j < j0 + 8 && c0 + j < C; j++) {
+                float *d = c0 + j < NI ? gw + c0 + j : gu + (c0 + j - NI);
+                *d += s * v[j];
+            }
+        }
     }
 }
 

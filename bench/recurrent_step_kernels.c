@@ -12,7 +12,10 @@
        sed 's/pm_rec_/pmB_rec_/g; s/PM_REC_/PMB_REC_/g; s/PM_RECURRENT_H/PMB_RECURRENT_H/' \
            engine/_recurrent.h > /tmp/rec_B.h
        gcc -O3 -ffp-contract=off -I/tmp bench/recurrent_step_kernels.c -o /tmp/rsk -lm
-       /tmp/rsk 16 64 128 32 41
+       /tmp/rsk 16 64 128 32 41 [offset A] [offset B]
+
+   (the offsets, in floats past a 64-byte boundary, of the state buffers of each: NumPy's
+   arrays start 16 bytes past one or at any multiple of 16)
 
    It prints, per call, the median CPU ms of A and B and B / A, and the largest difference
    of B's outputs from A's relative to the largest magnitude of each. */
@@ -31,8 +34,10 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static int OFFSET = 0;  /* floats past a 64-byte boundary at which make()'s buffers start */
+
 static float *buf(size_t n, float scale) {
-    float *p = aligned_alloc(64, ((n * 4 + 63) / 64) * 64);
+    float *p = (float *) aligned_alloc(64, ((n * 4 + 127) / 64) * 64) + OFFSET;
     for (size_t i = 0; i < n; i++) p[i] = scale * ((float) rand() / (float) RAND_MAX - 0.5f);
     return p;
 }
@@ -50,24 +55,24 @@ static state make(void) {
     s.pk = buf((size_t) PF * k * 24, 0); s.pb = buf(24 * PF, 0);
     s.xh = buf((size_t) NT * NB * k, 0); s.z = buf((size_t) NT * NB * GW, 0);
     s.c = buf((size_t) NT * NB * NH, 0); s.tc = buf((size_t) NT * NB * NH, 0);
-    s.y = buf((size_t) NB * NT * NH, 0); s.pkb = buf((size_t) PB * 4 * NH * 24, 0);
-    s.dg = buf((size_t) NT * NB * GW, 0); s.dxh = buf((size_t) NB * 24 * PB, 0);
+    s.y = buf((size_t) NB * NT * NH, 0); s.pkb = buf((size_t) (PB + 1) * 4 * NH * 24, 0);
+    s.dg = buf((size_t) NT * NB * GW, 0); s.dxh = buf((size_t) NB * 24 * (PB + 1), 0);
     s.dc = buf((size_t) NB * NH, 0); s.gi = buf((size_t) NB * NT * NI, 0);
     s.gw = buf((size_t) 4 * NH * NI, 0); s.gu = buf((size_t) 4 * NH * NH, 0);
     s.gb = buf((size_t) 4 * NH, 0);
     return s;
 }
 
+/* the calls of engine/recurrent.pyx (the buffers of the backward with one panel of room) */
 #define VERSION(P)                                                                            \
     static void P##_fwd(state *s) {                                                           \
-        P##_rec_pack_fwd(NI, NH, WI, WH, BI, s->pk, s->pb, PF);                               \
-        P##_rec_xh_forward(NB, NT, NI, NH, PF, X, s->pk, s->pb, s->xh, s->z, s->c, s->tc,     \
-                           s->y);                                                             \
+        P##_rec_xh_forward(NB, NT, NI, NH, PF, X, WI, WH, BI, s->pk, (size_t) PF * (NI + NH)  \
+                           * 24, s->pb, s->xh, s->z, s->c, s->tc, s->y);                      \
     }                                                                                         \
     static void P##_bwd(state *s) {                                                           \
-        P##_rec_pack_bwd(NI, NH, WI, WH, s->pkb, PB);                                         \
-        P##_rec_xh_backward(NB, NT, NI, NH, PB, GW, GO, s->pkb, s->z, s->c, s->tc, s->dg,     \
-                            s->dxh, s->dc, s->gi);                                            \
+        P##_rec_xh_backward(NB, NT, NI, NH, PB, GW, GO, WI, WH, s->pkb, (size_t) (PB + 1) * 4 \
+                            * NH * 24, s->z, s->c, s->tc, s->dg, s->dxh, (size_t) NB * 24 *   \
+                            (PB + 1), s->dc, s->gi);                                          \
     }                                                                                         \
     static void P##_acc(state *s) {                                                           \
         memset(s->gw, 0, (size_t) 4 * NH * NI * 4);                                           \
@@ -107,7 +112,10 @@ int main(int argc, char **argv) {
     X = buf((size_t) NB * NT * NI, 2.0f); WI = buf((size_t) 4 * NH * NI, 0.2f);
     WH = buf((size_t) 4 * NH * NH, 0.2f); BI = buf(4 * NH, 0.2f);
     GO = buf((size_t) NB * NT * NH, 2.0f);
-    state a = make(), b = make();
+    OFFSET = argc > 6 ? atoi(argv[6]) : 0;  /* A's buffers at OFFSET, B's at argv[7] */
+    state a = make();
+    OFFSET = argc > 7 ? atoi(argv[7]) : 0;
+    state b = make();
     void (*fn[6])(state *) = {pmA_fwd, pmB_fwd, pmA_bwd, pmB_bwd, pmA_acc, pmB_acc};
     const char *names[3] = {"forward (pack + steps)", "backward (pack + steps)",
                             "weight gradients"};

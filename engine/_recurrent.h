@@ -25,6 +25,7 @@
 #define PM_RECURRENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -432,12 +433,24 @@ static PM_REC_CLONES void pm_rec_lstm_bwd_row(int H, const float *restrict z,
     }
 }
 
+/* p moved on to the next 64-byte boundary where `used` floats from there still lie within the
+   `size` floats at p (NumPy's arrays start on 16 bytes: a 24-float panel row or a gate's vector
+   of 8 would straddle two cache lines every other time) */
+static inline float *pm_rec_align64(float *p, size_t used, size_t size) {
+    size_t s = (size_t) (-(uintptr_t) p & 63) / sizeof(float);
+    return (uintptr_t) p % sizeof(float) == 0 && used + s <= size ? p + s : p;
+}
+
 /* x (B, T, I) -> xh (T, B, K = I + H) rows [x(t), h(t-1)], gates z (T, B, 24 P), c and tc
-   (T, B, H), y (B, T, H); pk, pb packed by pm_rec_pack_fwd */
+   (T, B, H), y (B, T, H); [W_ih W_hh] and b_ih packed first (pm_rec_pack_fwd) into pk (P
+   panels within its pk_size floats) and pb (24 P) */
 static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
-                              ptrdiff_t np, const float *x, const float *pk, const float *pb,
+                              ptrdiff_t np, const float *x, const float *wi, const float *wh,
+                              const float *bi, float *pk, size_t pk_size, float *pb,
                               float *xh, float *z, float *c, float *tc, float *y) {
     ptrdiff_t k = ni + h, gw = 24 * np, t, b, r;
+    pk = pm_rec_align64(pk, (size_t) np * k * 24, pk_size);
+    pm_rec_pack_fwd((int) ni, (int) h, wi, wh, bi, pk, pb, (int) np);
     if (nb == 0 || nt == 0) return;
     for (t = 0; t < nt; t++)
         for (b = 0; b < nb; b++)
@@ -455,13 +468,18 @@ static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_
     }
 }
 
-/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw), gi (B, T, I); dxh (B, 24 P) and dc
-   (B, H) scratch; pk packed by pm_rec_pack_bwd (P panels) */
+/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw), gi (B, T, I); [W_ih W_hh] packed
+   first (pm_rec_pack_bwd) into pk (P panels within its pk_size floats); dxh (rows of 24 P
+   within its dxh_size floats) and dc (B, H) scratch */
 static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
-                               ptrdiff_t np, ptrdiff_t gw, const float *go, const float *pk,
-                               const float *z, const float *c, const float *tc, float *dg,
-                               float *dxh, float *dc, float *gi) {
+                               ptrdiff_t np, ptrdiff_t gw, const float *go, const float *wi,
+                               const float *wh, float *pk, size_t pk_size, const float *z,
+                               const float *c, const float *tc, float *dg, float *dxh,
+                               size_t dxh_size, float *dc, float *gi) {
     ptrdiff_t dw = 24 * np, t, b, r;
+    pk = pm_rec_align64(pk, (size_t) np * 4 * h * 24, pk_size);
+    dxh = pm_rec_align64(dxh, (size_t) nb * dw, dxh_size);
+    pm_rec_pack_bwd((int) ni, (int) h, wi, wh, pk, (int) np);
     if (nb == 0 || nt == 0) return;
     memset(dc, 0, nb * h * sizeof(float));
     memset(dxh, 0, nb * dw * sizeof(float));  /* dh(T - 1) = 0 */

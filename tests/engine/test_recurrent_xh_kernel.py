@@ -61,7 +61,7 @@ def test_nan_in_one_hidden_weight_reaches_every_later_state(rng):
 def test_refusals():
     i, h, b, t = 3, 2, 4, 5
     pf, pb = R.lstm_xh_panels(i, h)
-    assert (pf, pb) == (1, 1)
+    assert (pf, pb) == (1, 2)  # the backward's: one panel and one of room to align it
     f = np.float32
     w, u, bias = np.zeros((4 * h, i), f), np.zeros((4 * h, h), f), np.zeros(4 * h, f)
     x = np.zeros((b, t, i), f)

@@ -45,16 +45,23 @@
 
 typedef float pm_rec_v8 __attribute__((vector_size(32), aligned(4)));
 
+/* The width of the last of the forward's 24-column panels: 4H rounded up to vectors of 8 */
+static inline int pm_rec_last_width(int H) {
+    return (4 * H - 24 * ((4 * H - 1) / 24) + 7) & ~7;
+}
+
 /* -- packing ---------------------------------------------------------------------------------
 
    Forward panels: pk[q][k][j] = [W_ih W_hh][24 q + j][k] (P panels of K = I + H rows of 24,
-   zeros past 4H), pb[24 q + j] = b_ih[24 q + j] (0 past 4H): the weights transposed, read
-   along their rows, written 24 floats apart. Backward panels: pk[q][g][j] =
+   the last one's rows only as wide as the vectors of 8 it needs, pm_rec_last_width; zeros
+   past 4H), pb[24 q + j] = b_ih[24 q + j] (0 past 4H): the weights transposed, read along
+   their rows, written a panel's width apart. Backward panels: pk[q][g][j] =
    [W_ih W_hh][g][24 q + j] (zeros past I + H): runs of 24 copied as they lie. */
 static void pm_rec_pack_fwd(int NI, int H, const float *wi, const float *wh, const float *bi,
                             float *pk, float *pb, int P) {
     int K = NI + H, q, j, k;
     for (q = 0; q < P; q++) {
+        int wq = q + 1 < P ? 24 : pm_rec_last_width(H);
         float *pq = pk + (size_t) q * K * 24;
         for (j = 0; j < 24; j++) {
             int n = q * 24 + j;
@@ -62,11 +69,12 @@ static void pm_rec_pack_fwd(int NI, int H, const float *wi, const float *wh, con
             if (n < 4 * H) {
                 const float *ri = wi + (size_t) n * NI, *rh = wh + (size_t) n * H;
                 pb[n] = bi[n];
-                for (k = 0; k < NI; k++) dst[(size_t) k * 24] = ri[k];
-                for (k = 0; k < H; k++) dst[(size_t) (NI + k) * 24] = rh[k];
+                for (k = 0; k < NI; k++) dst[(size_t) k * wq] = ri[k];
+                for (k = 0; k < H; k++) dst[(size_t) (NI + k) * wq] = rh[k];
             } else {
                 pb[n] = 0;
-                for (k = 0; k < K; k++) dst[(size_t) k * 24] = 0;
+                if (j < wq)
+                    for (k = 0; k < K; k++) dst[(size_t) k * wq] = 0;
             }
         }
     }
@@ -100,8 +108,42 @@ static void pm_rec_pack_bwd(int NI, int H, const float *wi, const float *wh, flo
    p: P panels of 24 columns, k-major (p[panel][k][24], K0 rows each, the first K used).
    4 rows x 3 vectors of accumulators; K in chunks of kc so that a panel's chunk stays in L1
    over the row blocks (a later chunk adds onto y); the last rows repeat the last row (the same
-   sums stored twice); bias (24 P) starts the first chunk. */
-static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P,
+   sums stored twice); bias (24 P) starts the first chunk. The last panel's rows are wl
+   floats wide (8, 16 or 24), the vectors it has: below 24 it runs 8 rows x 1 vector or
+   4 rows x 2 (pm_rec_tail) and stores only its wl columns. */
+
+/* R rows x NV vectors of the last panel, pq its chunk (rows NV 8 floats apart), y at its
+   first column */
+#define PM_REC_TAIL(R, NV)                                                                    \
+    for (r = 0; r < M; r += R) {                                                              \
+        const float *ar[R];                                                                   \
+        float *yr[R];                                                                         \
+        pm_rec_v8 s[R][NV], w[NV];                                                            \
+        int i, v;                                                                             \
+        for (i = 0; i < R; i++) {                                                             \
+            int ri = r + i < M ? r + i : M - 1;                                               \
+            ar[i] = a + (size_t) ri * lda + k0;                                               \
+            yr[i] = y + (size_t) ri * ldy + q * 24;                                           \
+        }                                                                                     \
+        for (i = 0; i < R; i++)                                                               \
+            for (v = 0; v < NV; v++) {                                                        \
+                pm_rec_v8 z = {0};                                                            \
+                s[i][v] = k0 > 0 ? *(pm_rec_v8 *) (yr[i] + 8 * v)                            \
+                          : bias ? *(const pm_rec_v8 *) (bias + q * 24 + 8 * v) : z;          \
+            }                                                                                 \
+        for (k = 0; k < kc; k++) {                                                            \
+            for (v = 0; v < NV; v++) w[v] = *(const pm_rec_v8 *) (pq + (size_t) k * NV * 8   \
+                                                                   + 8 * v);                  \
+            for (i = 0; i < R; i++) {                                                         \
+                float x = ar[i][k];                                                           \
+                for (v = 0; v < NV; v++) s[i][v] += x * w[v];                                 \
+            }                                                                                 \
+        }                                                                                     \
+        for (i = R - 1; i >= 0; i--)                                                          \
+            for (v = 0; v < NV; v++) *(pm_rec_v8 *) (yr[i] + 8 * v) = s[i][v];                \
+    }
+
+static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P, int wl,
                                          const float *a, size_t lda, const float *p,
                                          const float *bias, float *y, size_t ldy) {
     int k0, q, r, k, kc;
@@ -110,6 +152,15 @@ static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P
         kc = K - k0 < kc_max ? K - k0 : kc_max;
         for (q = 0; q < P; q++) {
             const float *pq = p + ((size_t) q * K0 + k0) * 24;
+            if (q == P - 1 && wl < 24) {
+                pq = p + (size_t) q * K0 * 24 + (size_t) k0 * wl;
+                if (wl == 8) {
+                    PM_REC_TAIL(8, 1)
+                } else {
+                    PM_REC_TAIL(4, 2)
+                }
+                continue;
+            }
             for (r = 0; r < M; r += 4) {
                 int r1 = r + 1 < M ? r + 1 : M - 1, r2 = r + 2 < M ? r + 2 : M - 1;
                 int r3 = r + 3 < M ? r + 3 : M - 1;
@@ -441,15 +492,24 @@ static inline float *pm_rec_align64(float *p, size_t used, size_t size) {
     return (uintptr_t) p % sizeof(float) == 0 && used + s <= size ? p + s : p;
 }
 
-/* x (B, T, I) -> xh (T, B, K = I + H) rows [x(t), h(t-1)], gates z (T, B, 24 P), c and tc
-   (T, B, H), y (B, T, H); [W_ih W_hh] and b_ih packed first (pm_rec_pack_fwd) into pk (P
-   panels within its pk_size floats) and pb (24 P) */
+/* The first of n rows of gates (the forward's z, the backward's dg), gw floats apart in a
+   buffer of n gw: on a 64-byte boundary where the room past the last row's 4H columns
+   (rounded up to vectors of 8, as the forward's product writes them) allows */
+static inline float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H) {
+    return pm_rec_align64(z, n ? (n - 1) * gw + (size_t) ((4 * H + 7) & ~7) : 0, n * gw);
+}
+
+/* x (B, T, I) -> xh (T, B, K = I + H) rows [x(t), h(t-1)], gates z (T, B, 24 P, from
+   pm_rec_gate_rows), c and tc (T, B, H), y (B, T, H); [W_ih W_hh] and b_ih packed first
+   (pm_rec_pack_fwd) into pk (P panels within its pk_size floats) and pb (24 P) */
 static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
                               ptrdiff_t np, const float *x, const float *wi, const float *wh,
                               const float *bi, float *pk, size_t pk_size, float *pb,
                               float *xh, float *z, float *c, float *tc, float *y) {
     ptrdiff_t k = ni + h, gw = 24 * np, t, b, r;
-    pk = pm_rec_align64(pk, (size_t) np * k * 24, pk_size);
+    pk = pm_rec_align64(pk, np ? (size_t) (np - 1) * k * 24 + (size_t) k
+                                 * pm_rec_last_width((int) h) : 0, pk_size);
+    z = pm_rec_gate_rows(z, (size_t) (nt * nb), (size_t) gw, (int) h);
     pm_rec_pack_fwd((int) ni, (int) h, wi, wh, bi, pk, pb, (int) np);
     if (nb == 0 || nt == 0) return;
     for (t = 0; t < nt; t++)
@@ -458,7 +518,8 @@ static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_
     for (b = 0; b < nb; b++) memset(xh + b * k + ni, 0, h * sizeof(float));
     for (t = 0; t < nt; t++) {
         pm_rec_product((int) nb, (int) (t > 0 ? k : ni), (int) k, k <= 256 ? (int) k : 128,
-                       (int) np, xh + t * nb * k, k, pk, pb, z + t * nb * gw, gw);
+                       (int) np, pm_rec_last_width((int) h), xh + t * nb * k, k, pk, pb,
+                       z + t * nb * gw, gw);
         for (b = 0; b < nb; b++) {
             r = t * nb + b;
             pm_rec_lstm_gates((int) h, z + r * gw, t > 0 ? c + (r - nb) * h : NULL, c + r * h,
@@ -468,7 +529,8 @@ static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_
     }
 }
 
-/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw), gi (B, T, I); [W_ih W_hh] packed
+/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw; z and dg from pm_rec_gate_rows),
+   gi (B, T, I); [W_ih W_hh] packed
    first (pm_rec_pack_bwd) into pk (P panels within its pk_size floats); dxh (rows of 24 P
    within its dxh_size floats) and dc (B, H) scratch */
 static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
@@ -479,6 +541,8 @@ static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff
     ptrdiff_t dw = 24 * np, t, b, r;
     pk = pm_rec_align64(pk, (size_t) np * 4 * h * 24, pk_size);
     dxh = pm_rec_align64(dxh, (size_t) nb * dw, dxh_size);
+    z = pm_rec_gate_rows((float *) z, (size_t) (nt * nb), (size_t) gw, (int) h);
+    dg = pm_rec_gate_rows(dg, (size_t) (nt * nb), (size_t) gw, (int) h);
     pm_rec_pack_bwd((int) ni, (int) h, wi, wh, pk, (int) np);
     if (nb == 0 || nt == 0) return;
     memset(dc, 0, nb * h * sizeof(float));
@@ -492,7 +556,7 @@ static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff
         }
         /* the first step needs dx(0) only: the panels of its I columns */
         pm_rec_product((int) nb, (int) (4 * h), (int) (4 * h), 128,
-                       (int) (t > 0 ? np : (ni + 23) / 24), dg + t * nb * gw, gw, pk, NULL,
+                       (int) (t > 0 ? np : (ni + 23) / 24), 24, dg + t * nb * gw, gw, pk, NULL,
                        dxh, dw);
         for (b = 0; b < nb; b++)
             memcpy(gi + (b * nt + t) * ni, dxh + b * dw, ni * sizeof(float));

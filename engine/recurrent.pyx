@@ -1704,6 +1704,7 @@ cdef extern from "_recurrent.h" nogil:
                             const float *wh, float *pk, size_t pk_size, const float *z,
                             const float *c, const float *tc, float *dg, float *dxh,
                             size_t dxh_size, float *dc, float *gi)
+    float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H)
 
 
 def lstm_xh_panels(Py_ssize_t input_size, Py_ssize_t hidden):
@@ -1846,13 +1847,15 @@ def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, do
     disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
     disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
     cdef bint own = (nt * nb) * (4 * h) * (i + h) <= XH_OWN_WGRAD
+    cdef float *d
     with nogil:
+        d = pm_rec_gate_rows(f32(dg), nt * nb, w, <int> h)
         if scale_w != 0 and not own:
-            _xh_acc_blas(f32(a), f32(dg), f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
+            _xh_acc_blas(f32(a), d, f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
         if scale_w != 0 and own or scale_b != 0:
             # scale_w = 0 or BLAS's products: the bias only (no columns)
             pm_rec_wgrad(<int> (nt * nb), <int> (4 * h), <int> i if scale_w != 0 and own else 0,
-                         <int> h if scale_w != 0 and own else 0, f32(dg), w, f32(a), i + h,
+                         <int> h if scale_w != 0 and own else 0, d, w, f32(a), i + h,
                          <float> scale_w, f32(gw), i, f32(gu), h,
                          f32(gb) if scale_b != 0 else NULL, <float> scale_b, <int> nb)
 

@@ -357,12 +357,13 @@ static PM_REC_CLONES void pm_rec_wgrad(int N, int G, int NI, int H, const float 
 
 /* -- the gates of one LSTM step, vectorised ------------------------------------------------
 
-   The same algorithms as engine/vecmath.h's exp, sigmoid and tanh (its scalar functions,
-   written here on vectors of 8 so that one pass does all the gates of a row): exp of a
-   non-positive argument by a Cody-Waite reduction and a degree-6 fit, 2^k in two factors
-   (gradual underflow); sigmoid(x) = 1 / (1 + e), times e for x < 0, e = exp(-|x|);
-   tanh(x) = x P(x^2) for |x| < 0.625, else (1 - e) / (1 + e), e = exp(-2|x|), with x's
-   sign. NaN stays NaN (comparisons with NaN are false, and NaN passes every operation). */
+   engine/vecmath.h's exp and tanh on vectors of 8, so that one pass does all the gates of a
+   row: exp by a Cody-Waite reduction and a degree-6 fit of an argument clamped to [-87, 88]
+   (2^k in one factor: no result below the smallest normal float, 1.2e-38, whose absolute
+   error is all that the clamp changes); sigmoid(x) = 1 / (1 + exp(-x)) (exp(-x) up to 1.7e38
+   for x down to -88: no overflow); tanh(x) = x P(x^2) for |x| < 0.625, else (1 - e) /
+   (1 + e), e = exp(-2|x|), with x's sign. NaN stays NaN (comparisons with NaN are false,
+   and NaN passes every operation). */
 
 typedef int pm_rec_i8 __attribute__((vector_size(32)));
 
@@ -373,10 +374,11 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sel(pm_rec_i8 m, p
     return (pm_rec_v8) (((pm_rec_i8) a & m) | ((pm_rec_i8) b & ~m));
 }
 
-/* exp(x) for x <= 0 or NaN */
-static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp_neg(pm_rec_v8 x) {
+/* exp(x), x clamped to [-87, 88] (NaN stays NaN) */
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp(pm_rec_v8 x) {
     const pm_rec_v8 round = PM_REC_B(12582912.0f);
-    x = pm_rec_sel(x < PM_REC_B(-105.0f), PM_REC_B(-105.0f), x);
+    x = pm_rec_sel(x < PM_REC_B(-87.0f), PM_REC_B(-87.0f), x);
+    x = pm_rec_sel(x > PM_REC_B(88.0f), PM_REC_B(88.0f), x);
     pm_rec_v8 t = x * PM_REC_B(1.44269504088896341f) + round;
     pm_rec_v8 kf = t - round;
     pm_rec_i8 k = (pm_rec_i8) t - (pm_rec_i8) round;
@@ -384,9 +386,8 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp_neg(pm_rec_v8 
     pm_rec_v8 p = PM_REC_B(1.0f) + r * (PM_REC_B(1.00000003804f) + r * (PM_REC_B(0.500000004753f)
                   + r * (PM_REC_B(0.166664140602f) + r * (PM_REC_B(0.0416663510802f)
                   + r * (PM_REC_B(0.00837524732689f) + r * PM_REC_B(0.00139412594688f))))));
-    pm_rec_i8 k1 = k >> 1, k2 = k - k1;
     pm_rec_i8 e127 = {127, 127, 127, 127, 127, 127, 127, 127};
-    return p * (pm_rec_v8) ((k1 + e127) << 23) * (pm_rec_v8) ((k2 + e127) << 23);
+    return p * (pm_rec_v8) ((k + e127) << 23);
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_abs(pm_rec_v8 x) {
@@ -396,9 +397,7 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_abs(pm_rec_v8 x) {
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sigmoid(pm_rec_v8 x) {
-    pm_rec_v8 e = pm_rec_exp_neg(-pm_rec_abs(x));
-    pm_rec_v8 r = PM_REC_B(1.0f) / (PM_REC_B(1.0f) + e);
-    return pm_rec_sel(x >= PM_REC_B(0.0f), r, e * r);
+    return PM_REC_B(1.0f) / (PM_REC_B(1.0f) + pm_rec_exp(-x));
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_tanh(pm_rec_v8 x) {
@@ -407,7 +406,7 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_tanh(pm_rec_v8 x) 
                       + z * (PM_REC_B(0.13333181748509383883f) + z * (PM_REC_B(-0.053944584678163066277f)
                       + z * (PM_REC_B(0.021691265316521299072f) + z * (PM_REC_B(-0.0081578533724838813213f)
                       + z * PM_REC_B(0.0021274353634957097326f)))))));
-    pm_rec_v8 e = pm_rec_exp_neg(PM_REC_B(-2.0f) * a);
+    pm_rec_v8 e = pm_rec_exp(PM_REC_B(-2.0f) * a);
     pm_rec_v8 big = (PM_REC_B(1.0f) - e) / (PM_REC_B(1.0f) + e);
     pm_rec_v8 v = pm_rec_sel(a < PM_REC_B(0.625f), small, big);
     return (pm_rec_v8) ((pm_rec_i8) v | ((pm_rec_i8) x & (pm_rec_i8) PM_REC_B(-0.0f)));

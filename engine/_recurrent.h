@@ -18,7 +18,7 @@
    padded so that they do not share cache sets), twelve fused multiply-adds into twelve
    accumulators. The block adds scale times its sums onto the outputs (rows of a last partial
    block repeat the last row: the same sums stored twice; a panel across the gw/gu boundary
-   or past C stores column by column). Sums in n order within a chunk, chunk sums added in
+   or past C stores by vectors of 8 where they lie on one side, else column by column). Sums in n order within a chunk, chunk sums added in
    order, so NaN and infinities propagate as in any dot product. */
 
 #ifndef PM_RECURRENT_H

@@ -18,13 +18,14 @@
    padded so that they do not share cache sets), twelve fused multiply-adds into twelve
    accumulators. The block adds scale times its sums onto the outputs (rows of a last partial
    block repeat the last row: the same sums stored twice; a panel across the gw/gu boundary
-   or past C stores column by column). Sums in n order within a chunk, chunk sums added in
+   or past C stores by vectors of 8 where they lie on one side, else column by column). Sums in n order within a chunk, chunk sums added in
    order, so NaN and infinities propagate as in any dot product. */
 
 #ifndef PM_RECURRENT_H
 #define PM_RECURRENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -44,16 +45,23 @@
 
 typedef float pm_rec_v8 __attribute__((vector_size(32), aligned(4)));
 
+/* The width of the last of the forward's 24-column panels: 4H rounded up to vectors of 8 */
+static inline int pm_rec_last_width(int H) {
+    return (4 * H - 24 * ((4 * H - 1) / 24) + 7) & ~7;
+}
+
 /* -- packing ---------------------------------------------------------------------------------
 
    Forward panels: pk[q][k][j] = [W_ih W_hh][24 q + j][k] (P panels of K = I + H rows of 24,
-   zeros past 4H), pb[24 q + j] = b_ih[24 q + j] (0 past 4H): the weights transposed, read
-   along their rows, written 24 floats apart. Backward panels: pk[q][g][j] =
+   the last one's rows only as wide as the vectors of 8 it needs, pm_rec_last_width; zeros
+   past 4H), pb[24 q + j] = b_ih[24 q + j] (0 past 4H): the weights transposed, read along
+   their rows, written a panel's width apart. Backward panels: pk[q][g][j] =
    [W_ih W_hh][g][24 q + j] (zeros past I + H): runs of 24 copied as they lie. */
 static void pm_rec_pack_fwd(int NI, int H, const float *wi, const float *wh, const float *bi,
                             float *pk, float *pb, int P) {
     int K = NI + H, q, j, k;
     for (q = 0; q < P; q++) {
+        int wq = q + 1 < P ? 24 : pm_rec_last_width(H);
         float *pq = pk + (size_t) q * K * 24;
         for (j = 0; j < 24; j++) {
             int n = q * 24 + j;
@@ -61,11 +69,12 @@ static void pm_rec_pack_fwd(int NI, int H, const float *wi, const float *wh, con
             if (n < 4 * H) {
                 const float *ri = wi + (size_t) n * NI, *rh = wh + (size_t) n * H;
                 pb[n] = bi[n];
-                for (k = 0; k < NI; k++) dst[(size_t) k * 24] = ri[k];
-                for (k = 0; k < H; k++) dst[(size_t) (NI + k) * 24] = rh[k];
+                for (k = 0; k < NI; k++) dst[(size_t) k * wq] = ri[k];
+                for (k = 0; k < H; k++) dst[(size_t) (NI + k) * wq] = rh[k];
             } else {
                 pb[n] = 0;
-                for (k = 0; k < K; k++) dst[(size_t) k * 24] = 0;
+                if (j < wq)
+                    for (k = 0; k < K; k++) dst[(size_t) k * wq] = 0;
             }
         }
     }
@@ -99,8 +108,42 @@ static void pm_rec_pack_bwd(int NI, int H, const float *wi, const float *wh, flo
    p: P panels of 24 columns, k-major (p[panel][k][24], K0 rows each, the first K used).
    4 rows x 3 vectors of accumulators; K in chunks of kc so that a panel's chunk stays in L1
    over the row blocks (a later chunk adds onto y); the last rows repeat the last row (the same
-   sums stored twice); bias (24 P) starts the first chunk. */
-static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P,
+   sums stored twice); bias (24 P) starts the first chunk. The last panel's rows are wl
+   floats wide (8, 16 or 24), the vectors it has: below 24 it runs 8 rows x 1 vector or
+   4 rows x 2 (pm_rec_tail) and stores only its wl columns. */
+
+/* R rows x NV vectors of the last panel, pq its chunk (rows NV 8 floats apart), y at its
+   first column */
+#define PM_REC_TAIL(R, NV)                                                                    \
+    for (r = 0; r < M; r += R) {                                                              \
+        const float *ar[R];                                                                   \
+        float *yr[R];                                                                         \
+        pm_rec_v8 s[R][NV], w[NV];                                                            \
+        int i, v;                                                                             \
+        for (i = 0; i < R; i++) {                                                             \
+            int ri = r + i < M ? r + i : M - 1;                                               \
+            ar[i] = a + (size_t) ri * lda + k0;                                               \
+            yr[i] = y + (size_t) ri * ldy + q * 24;                                           \
+        }                                                                                     \
+        for (i = 0; i < R; i++)                                                               \
+            for (v = 0; v < NV; v++) {                                                        \
+                pm_rec_v8 z = {0};                                                            \
+                s[i][v] = k0 > 0 ? *(pm_rec_v8 *) (yr[i] + 8 * v)                            \
+                          : bias ? *(const pm_rec_v8 *) (bias + q * 24 + 8 * v) : z;          \
+            }                                                                                 \
+        for (k = 0; k < kc; k++) {                                                            \
+            for (v = 0; v < NV; v++) w[v] = *(const pm_rec_v8 *) (pq + (size_t) k * NV * 8   \
+                                                                   + 8 * v);                  \
+            for (i = 0; i < R; i++) {                                                         \
+                float x = ar[i][k];                                                           \
+                for (v = 0; v < NV; v++) s[i][v] += x * w[v];                                 \
+            }                                                                                 \
+        }                                                                                     \
+        for (i = R - 1; i >= 0; i--)                                                          \
+            for (v = 0; v < NV; v++) *(pm_rec_v8 *) (yr[i] + 8 * v) = s[i][v];                \
+    }
+
+static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P, int wl,
                                          const float *a, size_t lda, const float *p,
                                          const float *bias, float *y, size_t ldy) {
     int k0, q, r, k, kc;
@@ -109,6 +152,15 @@ static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P
         kc = K - k0 < kc_max ? K - k0 : kc_max;
         for (q = 0; q < P; q++) {
             const float *pq = p + ((size_t) q * K0 + k0) * 24;
+            if (q == P - 1 && wl < 24) {
+                pq = p + (size_t) q * K0 * 24 + (size_t) k0 * wl;
+                if (wl == 8) {
+                    PM_REC_TAIL(8, 1)
+                } else {
+                    PM_REC_TAIL(4, 2)
+                }
+                continue;
+            }
             for (r = 0; r < M; r += 4) {
                 int r1 = r + 1 < M ? r + 1 : M - 1, r2 = r + 2 < M ? r + 2 : M - 1;
                 int r3 = r + 3 < M ? r + 3 : M - 1;
@@ -167,14 +219,22 @@ static PM_REC_CLONES void pm_rec_product(int M, int K, int K0, int kc_max, int P
 #define PM_REC_GB 256   /* g rows per pass over the panels: dg's chunk (128 KB) stays in L2 */
 
 /* y[j] += s * v[j] for the 24 columns c0 + j of one output row, split at I between gw and
-   gu, only c < C */
+   gu, only c < C: by vectors of 8 where they lie whole on one side (with I a multiple of 8,
+   every vector of a panel across the boundary), the others column by column */
 static inline __attribute__((always_inline)) void pm_rec_store_row(
         const float *v, float s, int c0, int NI, int C, float *gw, float *gu) {
-    int j;
-    for (j = 0; j < 24 && c0 + j < C; j++) {
-        int c = c0 + j;
-        float *d = c < NI ? gw + c : gu + (c - NI);
-        *d += s * v[j];
+    int j0, j;
+    for (j0 = 0; j0 < 24 && c0 + j0 < C; j0 += 8) {
+        int c = c0 + j0;
+        if (c + 8 <= C && (c + 8 <= NI || c >= NI)) {
+            pm_rec_v8 *d = (pm_rec_v8 *) (c < NI ? gw + c : gu + (c - NI));
+            *d = *d + s * *(const pm_rec_v8 *) (v + j0);
+        } else {
+            for (j = j0; j < j0 + 8 && c0 + j < C; j++) {
+                float *d = c0 + j < NI ? gw + c0 + j : gu + (c0 + j - NI);
+                *d += s * v[j];
+            }
+        }
     }
 }
 
@@ -297,12 +357,13 @@ static PM_REC_CLONES void pm_rec_wgrad(int N, int G, int NI, int H, const float 
 
 /* -- the gates of one LSTM step, vectorised ------------------------------------------------
 
-   The same algorithms as engine/vecmath.h's exp, sigmoid and tanh (its scalar functions,
-   written here on vectors of 8 so that one pass does all the gates of a row): exp of a
-   non-positive argument by a Cody-Waite reduction and a degree-6 fit, 2^k in two factors
-   (gradual underflow); sigmoid(x) = 1 / (1 + e), times e for x < 0, e = exp(-|x|);
-   tanh(x) = x P(x^2) for |x| < 0.625, else (1 - e) / (1 + e), e = exp(-2|x|), with x's
-   sign. NaN stays NaN (comparisons with NaN are false, and NaN passes every operation). */
+   engine/vecmath.h's exp and tanh on vectors of 8, so that one pass does all the gates of a
+   row: exp by a Cody-Waite reduction and a degree-6 fit of an argument clamped to [-87, 88]
+   (2^k in one factor: no result below the smallest normal float, 1.2e-38, whose absolute
+   error is all that the clamp changes); sigmoid(x) = 1 / (1 + exp(-x)) (exp(-x) up to 1.7e38
+   for x down to -88: no overflow); tanh(x) = x P(x^2) for |x| < 0.625, else (1 - e) /
+   (1 + e), e = exp(-2|x|), with x's sign. NaN stays NaN (comparisons with NaN are false,
+   and NaN passes every operation). */
 
 typedef int pm_rec_i8 __attribute__((vector_size(32)));
 
@@ -313,10 +374,11 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sel(pm_rec_i8 m, p
     return (pm_rec_v8) (((pm_rec_i8) a & m) | ((pm_rec_i8) b & ~m));
 }
 
-/* exp(x) for x <= 0 or NaN */
-static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp_neg(pm_rec_v8 x) {
+/* exp(x), x clamped to [-87, 88] (NaN stays NaN) */
+static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp(pm_rec_v8 x) {
     const pm_rec_v8 round = PM_REC_B(12582912.0f);
-    x = pm_rec_sel(x < PM_REC_B(-105.0f), PM_REC_B(-105.0f), x);
+    x = pm_rec_sel(x < PM_REC_B(-87.0f), PM_REC_B(-87.0f), x);
+    x = pm_rec_sel(x > PM_REC_B(88.0f), PM_REC_B(88.0f), x);
     pm_rec_v8 t = x * PM_REC_B(1.44269504088896341f) + round;
     pm_rec_v8 kf = t - round;
     pm_rec_i8 k = (pm_rec_i8) t - (pm_rec_i8) round;
@@ -324,9 +386,8 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_exp_neg(pm_rec_v8 
     pm_rec_v8 p = PM_REC_B(1.0f) + r * (PM_REC_B(1.00000003804f) + r * (PM_REC_B(0.500000004753f)
                   + r * (PM_REC_B(0.166664140602f) + r * (PM_REC_B(0.0416663510802f)
                   + r * (PM_REC_B(0.00837524732689f) + r * PM_REC_B(0.00139412594688f))))));
-    pm_rec_i8 k1 = k >> 1, k2 = k - k1;
     pm_rec_i8 e127 = {127, 127, 127, 127, 127, 127, 127, 127};
-    return p * (pm_rec_v8) ((k1 + e127) << 23) * (pm_rec_v8) ((k2 + e127) << 23);
+    return p * (pm_rec_v8) ((k + e127) << 23);
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_abs(pm_rec_v8 x) {
@@ -336,9 +397,7 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_abs(pm_rec_v8 x) {
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_sigmoid(pm_rec_v8 x) {
-    pm_rec_v8 e = pm_rec_exp_neg(-pm_rec_abs(x));
-    pm_rec_v8 r = PM_REC_B(1.0f) / (PM_REC_B(1.0f) + e);
-    return pm_rec_sel(x >= PM_REC_B(0.0f), r, e * r);
+    return PM_REC_B(1.0f) / (PM_REC_B(1.0f) + pm_rec_exp(-x));
 }
 
 static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_tanh(pm_rec_v8 x) {
@@ -347,7 +406,7 @@ static inline __attribute__((always_inline)) pm_rec_v8 pm_rec_tanh(pm_rec_v8 x) 
                       + z * (PM_REC_B(0.13333181748509383883f) + z * (PM_REC_B(-0.053944584678163066277f)
                       + z * (PM_REC_B(0.021691265316521299072f) + z * (PM_REC_B(-0.0081578533724838813213f)
                       + z * PM_REC_B(0.0021274353634957097326f)))))));
-    pm_rec_v8 e = pm_rec_exp_neg(PM_REC_B(-2.0f) * a);
+    pm_rec_v8 e = pm_rec_exp(PM_REC_B(-2.0f) * a);
     pm_rec_v8 big = (PM_REC_B(1.0f) - e) / (PM_REC_B(1.0f) + e);
     pm_rec_v8 v = pm_rec_sel(a < PM_REC_B(0.625f), small, big);
     return (pm_rec_v8) ((pm_rec_i8) v | ((pm_rec_i8) x & (pm_rec_i8) PM_REC_B(-0.0f)));
@@ -392,6 +451,114 @@ static PM_REC_CLONES void pm_rec_lstm_gates(int H, float *z, const float *cp, fl
             c[j + q] = ct[q]; tc[j + q] = tt[q]; h1[j + q] = ht[q];
             if (h2) h2[j + q] = ht[q];
         }
+    }
+}
+
+/* -- whole sequences ---------------------------------------------------------------------------
+
+   The loops of engine/recurrent.pyx's lstm_xh_forward and lstm_xh_backward (the arguments
+   checked there), time-major (T, B, ...) buffers. */
+
+/* The backward pass of one LSTM step for one row: z the activated gates i, g, f, o (H apart),
+   tc tanh(c(t)), go the output's gradient, cp c(t-1) (NULL at t = 0), dh the gradient
+   carried from step t + 1; dc (in: from t + 1, out: to t - 1); dg the gates' gradients. */
+static PM_REC_CLONES void pm_rec_lstm_bwd_row(int H, const float *restrict z,
+                                              const float *restrict tc,
+                                              const float *restrict go,
+                                              const float *restrict cp,
+                                              const float *restrict dh, float *restrict dc,
+                                              float *restrict dg) {
+    const float *si = z, *sg = z + H, *sf = z + 2 * (size_t) H, *so = z + 3 * (size_t) H;
+    float *di = dg, *dgg = dg + H, *df = dg + 2 * (size_t) H, *dob = dg + 3 * (size_t) H;
+    int b;
+    for (b = 0; b < H; b++) {
+        float iv = si[b], gv = sg[b], fv = sf[b], ov = so[b], tv = tc[b];
+        float dv = dh[b] + go[b];
+        float dcell = dv * ov * (1 - tv * tv) + dc[b];
+        di[b] = dcell * gv * iv * (1 - iv);
+        dgg[b] = dcell * iv * (1 - gv * gv);
+        df[b] = dcell * (cp ? cp[b] : 0.0f) * fv * (1 - fv);
+        dob[b] = dv * tv * ov * (1 - ov);
+        dc[b] = dcell * fv;
+    }
+}
+
+/* p moved on to the next 64-byte boundary where `used` floats from there still lie within the
+   `size` floats at p (NumPy's arrays start on 16 bytes: a 24-float panel row or a gate's vector
+   of 8 would straddle two cache lines every other time) */
+static inline float *pm_rec_align64(float *p, size_t used, size_t size) {
+    size_t s = (size_t) (-(uintptr_t) p & 63) / sizeof(float);
+    return (uintptr_t) p % sizeof(float) == 0 && used + s <= size ? p + s : p;
+}
+
+/* The first of n rows of gates (the forward's z, the backward's dg), gw floats apart in a
+   buffer of n gw: on a 64-byte boundary where the room past the last row's 4H columns
+   (rounded up to vectors of 8, as the forward's product writes them) allows */
+static inline float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H) {
+    return pm_rec_align64(z, n ? (n - 1) * gw + (size_t) ((4 * H + 7) & ~7) : 0, n * gw);
+}
+
+/* x (B, T, I) -> xh (T, B, K = I + H) rows [x(t), h(t-1)], gates z (T, B, 24 P, from
+   pm_rec_gate_rows), c and tc (T, B, H), y (B, T, H); [W_ih W_hh] and b_ih packed first
+   (pm_rec_pack_fwd) into pk (P panels within its pk_size floats) and pb (24 P) */
+static void pm_rec_xh_forward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
+                              ptrdiff_t np, const float *x, const float *wi, const float *wh,
+                              const float *bi, float *pk, size_t pk_size, float *pb,
+                              float *xh, float *z, float *c, float *tc, float *y) {
+    ptrdiff_t k = ni + h, gw = 24 * np, t, b, r;
+    pk = pm_rec_align64(pk, np ? (size_t) (np - 1) * k * 24 + (size_t) k
+                                 * pm_rec_last_width((int) h) : 0, pk_size);
+    z = pm_rec_gate_rows(z, (size_t) (nt * nb), (size_t) gw, (int) h);
+    pm_rec_pack_fwd((int) ni, (int) h, wi, wh, bi, pk, pb, (int) np);
+    if (nb == 0 || nt == 0) return;
+    for (t = 0; t < nt; t++)
+        for (b = 0; b < nb; b++)
+            memcpy(xh + (t * nb + b) * k, x + (b * nt + t) * ni, ni * sizeof(float));
+    for (b = 0; b < nb; b++) memset(xh + b * k + ni, 0, h * sizeof(float));
+    for (t = 0; t < nt; t++) {
+        pm_rec_product((int) nb, (int) (t > 0 ? k : ni), (int) k, k <= 256 ? (int) k : 128,
+                       (int) np, pm_rec_last_width((int) h), xh + t * nb * k, k, pk, pb,
+                       z + t * nb * gw, gw);
+        for (b = 0; b < nb; b++) {
+            r = t * nb + b;
+            pm_rec_lstm_gates((int) h, z + r * gw, t > 0 ? c + (r - nb) * h : NULL, c + r * h,
+                              tc + r * h, y + (b * nt + t) * h,
+                              t + 1 < nt ? xh + (r + nb) * k + ni : NULL);
+        }
+    }
+}
+
+/* go (B, T, H), the forward's z, c, tc -> dg (T, B, gw; z and dg from pm_rec_gate_rows),
+   gi (B, T, I); [W_ih W_hh] packed
+   first (pm_rec_pack_bwd) into pk (P panels within its pk_size floats); dxh (rows of 24 P
+   within its dxh_size floats) and dc (B, H) scratch */
+static void pm_rec_xh_backward(ptrdiff_t nb, ptrdiff_t nt, ptrdiff_t ni, ptrdiff_t h,
+                               ptrdiff_t np, ptrdiff_t gw, const float *go, const float *wi,
+                               const float *wh, float *pk, size_t pk_size, const float *z,
+                               const float *c, const float *tc, float *dg, float *dxh,
+                               size_t dxh_size, float *dc, float *gi) {
+    ptrdiff_t dw = 24 * np, t, b, r;
+    pk = pm_rec_align64(pk, (size_t) np * 4 * h * 24, pk_size);
+    dxh = pm_rec_align64(dxh, (size_t) nb * dw, dxh_size);
+    z = pm_rec_gate_rows((float *) z, (size_t) (nt * nb), (size_t) gw, (int) h);
+    dg = pm_rec_gate_rows(dg, (size_t) (nt * nb), (size_t) gw, (int) h);
+    pm_rec_pack_bwd((int) ni, (int) h, wi, wh, pk, (int) np);
+    if (nb == 0 || nt == 0) return;
+    memset(dc, 0, nb * h * sizeof(float));
+    memset(dxh, 0, nb * dw * sizeof(float));  /* dh(T - 1) = 0 */
+    for (t = nt - 1; t >= 0; t--) {
+        for (b = 0; b < nb; b++) {
+            r = t * nb + b;
+            pm_rec_lstm_bwd_row((int) h, z + r * gw, tc + r * h, go + (b * nt + t) * h,
+                                t > 0 ? c + (r - nb) * h : NULL, dxh + b * dw + ni,
+                                dc + b * h, dg + r * gw);
+        }
+        /* the first step needs dx(0) only: the panels of its I columns */
+        pm_rec_product((int) nb, (int) (4 * h), (int) (4 * h), 128,
+                       (int) (t > 0 ? np : (ni + 23) / 24), 24, dg + t * nb * gw, gw, pk, NULL,
+                       dxh, dw);
+        for (b = 0; b < nb; b++)
+            memcpy(gi + (b * nt + t) * ni, dxh + b * dw, ni * sizeof(float));
     }
 }
 

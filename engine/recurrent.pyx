@@ -1692,24 +1692,28 @@ def stack_rows(output, blocks):
 # -- LSTM over [x(t), h(t-1)]: one product per step each way, on packed weights (float32) ----
 
 cdef extern from "_recurrent.h" nogil:
-    void pm_rec_pack_fwd(int I, int H, const float *wi, const float *wh, const float *bi,
-                         float *pk, float *pb, int P)
-    void pm_rec_pack_bwd(int I, int H, const float *wi, const float *wh, float *pk, int P)
-    void pm_rec_product(int M, int K, int K0, int kc_max, int P, const float *a, size_t lda,
-                        const float *p, const float *bias, float *y, size_t ldy)
-    void pm_rec_lstm_gates(int H, float *z, const float *cp, float *c, float *tc, float *h1,
-                           float *h2)
     void pm_rec_wgrad(int N, int G, int I, int H, const float *dg, size_t ldg, const float *xh,
                       size_t ldx, float scale, float *gw, size_t ldw, float *gu, size_t ldu,
                       float *gb, float scale_b, int n_h)
+    void pm_rec_xh_forward(Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t ni, Py_ssize_t h,
+                           Py_ssize_t np_, const float *x, const float *wi, const float *wh,
+                           const float *bi, float *pk, size_t pk_size, float *pb, float *xh,
+                           float *z, float *c, float *tc, float *y)
+    void pm_rec_xh_backward(Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t ni, Py_ssize_t h,
+                            Py_ssize_t np_, Py_ssize_t gw, const float *go, const float *wi,
+                            const float *wh, float *pk, size_t pk_size, const float *z,
+                            const float *c, const float *tc, float *dg, float *dxh,
+                            size_t dxh_size, float *dc, float *gi)
+    float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H)
 
 
 def lstm_xh_panels(Py_ssize_t input_size, Py_ssize_t hidden):
     """(forward panels, backward panels) of lstm_xh_forward's and lstm_xh_backward's packed
-    weights: ceil(4H / 24) and ceil((I + H) / 24); their buffers are (panels, I + H, 24)
-    and (panels, 4H, 24), the forward's bias (24 * panels,); ``gates`` and ``d_gates`` are
-    (T, B, 24 * forward panels)."""
-    return (4 * hidden + 23) // 24, (input_size + hidden + 23) // 24
+    weights: ceil(4H / 24) and ceil((I + H) / 24) + 1 (one panel of room in which the panels
+    start on a 64-byte boundary); their buffers are (panels, I + H, 24) and (panels, 4H, 24),
+    the forward's bias (24 * panels,), the backward's ``dxh`` (B, 24 * panels); ``gates``
+    and ``d_gates`` are (T, B, 24 * forward panels)."""
+    return (4 * hidden + 23) // 24, (input_size + hidden + 23) // 24 + 1
 
 
 cdef int _xh_sizes(cnp.ndarray wi, cnp.ndarray wh, Py_ssize_t *i, Py_ssize_t *h) except -1:
@@ -1721,12 +1725,6 @@ cdef int _xh_sizes(cnp.ndarray wi, cnp.ndarray wh, Py_ssize_t *i, Py_ssize_t *h)
     _matrix(wi, "W_ih", 4 * h[0], i[0])
     int_limit(4 * h[0] * (i[0] + h[0]) * 24, "packed weights")
     return 0
-
-
-cdef inline int _xh_chunk(Py_ssize_t k) noexcept nogil:
-    """K per chunk of a step's product: all of a forward's I + H up to 256 (one pass, the
-    panel's 24 KB and the four rows stay in L1), else 128."""
-    return <int> k if k <= 256 else 128
 
 
 def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cell, tanh_cell,
@@ -1769,31 +1767,8 @@ def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cel
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        pm_rec_pack_fwd(<int> i, <int> h, f32(wi), f32(wh), f32(bi), f32(pk), f32(pb),
-                        <int> np_)
-        _xh_forward(f32(x), f32(pk), f32(pb), f32(a), f32(z), f32(c), f32(tc), f32(y), nb, nt,
-                    i, h, np_)
-
-
-cdef void _xh_forward(const float *x, const float *pk, const float *pb, float *xh, float *z,
-                      float *c, float *tc, float *y, Py_ssize_t nb, Py_ssize_t nt,
-                      Py_ssize_t i, Py_ssize_t h, Py_ssize_t np_) noexcept nogil:
-    cdef Py_ssize_t k = i + h, gw = 24 * np_, t, b, r
-    if nb == 0 or nt == 0:
-        return
-    for t in range(nt):
-        for b in range(nb):
-            memcpy(xh + (t * nb + b) * k, x + (b * nt + t) * i, i * sizeof(float))
-    for b in range(nb):
-        memset(xh + b * k + i, 0, h * sizeof(float))
-    for t in range(nt):
-        pm_rec_product(<int> nb, <int> (k if t > 0 else i), <int> k, _xh_chunk(k), <int> np_,
-                       xh + t * nb * k, k, pk, pb, z + t * nb * gw, gw)
-        for b in range(nb):
-            r = t * nb + b
-            pm_rec_lstm_gates(<int> h, z + r * gw, c + (r - nb) * h if t > 0 else NULL,
-                              c + r * h, tc + r * h, y + (b * nt + t) * h,
-                              xh + (r + nb) * k + i if t + 1 < nt else NULL)
+        pm_rec_xh_forward(nb, nt, i, h, np_, f32(x), f32(wi), f32(wh), f32(bi), f32(pk),
+                          np_ * k * 24, f32(pb), f32(a), f32(z), f32(c), f32(tc), f32(y))
 
 
 def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_gates, dxh, dc,
@@ -1801,7 +1776,8 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     """Back through time of lstm_xh_forward: per step one pass, dG(t) into ``d_gates``
     (T, B, 24 * forward panels: rows as wide as ``gates``'s, so that they do not fall
     on the same cache sets; columns past 4H unused), then one product [dx(t) dh(t-1)] =
-    dG(t) @ [W_ih W_hh] into ``dxh`` (B, 24 * P) on ``packed`` (P, 4H, 24; packed here; the
+    dG(t) @ [W_ih W_hh] into ``dxh`` (B, 24 * (P + 1)) on ``packed`` (P + 1, 4H, 24; the P
+    panels packed here from the first 64-byte boundary in it, P = ceil((I + H) / 24); the
     first step computes dx(0) only), dx(t) to ``grad_input`` (B, T, I); ``dc`` (B, H) is the
     cell's carry."""
     cdef int t = cnp.NPY_FLOAT32
@@ -1813,7 +1789,7 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     _sizes(go, "gradOutput", h, &nb, &nt)
     cdef cnp.ndarray pk = array(packed, "packed", t, True)
-    shape_is(pk, "packed", (np_, 4 * h, 24))
+    shape_is(pk, "packed", (np_ + 1, 4 * h, 24))
     cdef cnp.ndarray z = array(gates, "gates", t, False)
     shape_is(z, "gates", (nt, nb, gw))
     cdef cnp.ndarray c = array(cell, "cell", t, False)
@@ -1823,7 +1799,7 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
     shape_is(dg, "d_gates", (nt, nb, gw))
     cdef cnp.ndarray d = array(dxh, "dxh", t, True)
-    _matrix(d, "dxh", nb, 24 * np_)
+    _matrix(d, "dxh", nb, 24 * (np_ + 1))
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
     _matrix(dcv, "dc", nb, h)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
@@ -1836,37 +1812,9 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        pm_rec_pack_bwd(<int> i, <int> h, f32(wi), f32(wh), f32(pk), <int> np_)
-        _xh_backward(f32(go), f32(pk), f32(z), f32(c), f32(tc), f32(dg), f32(d), f32(dcv),
-                     f32(gi), nb, nt, i, h, np_, gw)
-
-
-cdef void _xh_backward(const float *go, const float *pk, const float *z, const float *c,
-                       const float *tc, float *dg, float *dxh, float *dc, float *gi,
-                       Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t i, Py_ssize_t h,
-                       Py_ssize_t np_, Py_ssize_t gw) noexcept nogil:
-    cdef Py_ssize_t dw = 24 * np_, t, b, r
-    cdef const float *zr
-    cdef float *dr
-    if nb == 0 or nt == 0:
-        return
-    memset(dc, 0, nb * h * sizeof(float))
-    memset(dxh, 0, nb * dw * sizeof(float))  # dh(T - 1) = 0
-    for t in range(nt - 1, -1, -1):
-        for b in range(nb):
-            r = t * nb + b
-            zr = z + r * gw
-            dr = dg + r * gw
-            pm_lstm_bwd_row_f32(h, zr, zr + h, zr + 2 * h, zr + 3 * h, tc + r * h,
-                                go + (b * nt + t) * h, c + (r - nb) * h if t > 0 else NULL,
-                                dxh + b * dw + i, dc + b * h, dr, dr + h, dr + 2 * h,
-                                dr + 3 * h)
-        # the first step needs dx(0) only: the panels of its I columns
-        pm_rec_product(<int> nb, <int> (4 * h), <int> (4 * h), 128,
-                       <int> (np_ if t > 0 else (i + 23) // 24), dg + t * nb * gw, gw, pk,
-                       NULL, dxh, dw)
-        for b in range(nb):
-            memcpy(gi + (b * nt + t) * i, dxh + b * dw, i * sizeof(float))
+        pm_rec_xh_backward(nb, nt, i, h, np_, gw, f32(go), f32(wi), f32(wh), f32(pk),
+                           (np_ + 1) * 4 * h * 24, f32(z), f32(c), f32(tc), f32(dg), f32(d),
+                           nb * 24 * (np_ + 1), f32(dcv), f32(gi))
 
 
 def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, double scale_b):
@@ -1899,13 +1847,15 @@ def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, do
     disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
     disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
     cdef bint own = (nt * nb) * (4 * h) * (i + h) <= XH_OWN_WGRAD
+    cdef float *d
     with nogil:
+        d = pm_rec_gate_rows(f32(dg), nt * nb, w, <int> h)
         if scale_w != 0 and not own:
-            _xh_acc_blas(f32(a), f32(dg), f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
+            _xh_acc_blas(f32(a), d, f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
         if scale_w != 0 and own or scale_b != 0:
             # scale_w = 0 or BLAS's products: the bias only (no columns)
             pm_rec_wgrad(<int> (nt * nb), <int> (4 * h), <int> i if scale_w != 0 and own else 0,
-                         <int> h if scale_w != 0 and own else 0, f32(dg), w, f32(a), i + h,
+                         <int> h if scale_w != 0 and own else 0, d, w, f32(a), i + h,
                          <float> scale_w, f32(gw), i, f32(gu), h,
                          f32(gb) if scale_b != 0 else NULL, <float> scale_b, <int> nb)
 

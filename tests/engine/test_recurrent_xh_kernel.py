@@ -61,7 +61,7 @@ def test_nan_in_one_hidden_weight_reaches_every_later_state(rng):
 def test_refusals():
     i, h, b, t = 3, 2, 4, 5
     pf, pb = R.lstm_xh_panels(i, h)
-    assert (pf, pb) == (1, 1)
+    assert (pf, pb) == (1, 2)  # the backward's: one panel and one of room to align it
     f = np.float32
     w, u, bias = np.zeros((4 * h, i), f), np.zeros((4 * h, h), f), np.zeros(4 * h, f)
     x = np.zeros((b, t, i), f)
@@ -111,3 +111,50 @@ def test_weight_gradients_by_own_kernel_and_by_blas_agree_with_float64(own, rng,
     tol = 4 * ((i + 4 * h) * t * b + 2) * EPS32
     for g, w in zip(r32.parameters()[1], r64.parameters()[1], strict=True):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1, np.abs(w).max()))
+
+
+def _at(shape, offset):
+    """A zeroed float32 array of ``shape`` starting ``offset`` floats past a 64-byte
+    boundary (NumPy's own arrays start on 16 bytes)."""
+    n = int(np.prod(shape))
+    raw = np.zeros(n + 32, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4 + offset
+    return raw[skip:skip + n].reshape(shape)
+
+
+@pytest.mark.parametrize(("i", "h"), [(64, 128), (7, 13), (5, 6), (3, 10)])
+def test_results_do_not_depend_on_where_the_buffers_start(i, h, rng):
+    """The kernels move the packed panels, dxh's rows and the gate rows to a 64-byte
+    boundary where their buffers leave room (4H not a multiple of 24, one spare backward
+    panel): the same numbers, bit for bit, from buffers at every 16-byte offset, and
+    lstm_xh_acc finds d_gates where lstm_xh_backward left them."""
+    b, t = 5, 3
+    pf, pb = R.lstm_xh_panels(i, h)
+    x = rng.standard_normal((b, t, i)).astype(np.float32)
+    go = rng.standard_normal((b, t, h)).astype(np.float32)
+    w = (0.3 * rng.standard_normal((4 * h, i))).astype(np.float32)
+    u = (0.3 * rng.standard_normal((4 * h, h))).astype(np.float32)
+    bias = rng.standard_normal(4 * h).astype(np.float32)
+    results = []
+    for offset in (0, 4, 8, 12):
+        xh, z = _at((t, b, i + h), offset), _at((t, b, 24 * pf), offset)
+        c, tc = _at((t, b, h), offset), _at((t, b, h), offset)
+        y, gi = _at((b, t, h), offset), _at((b, t, i), offset)
+        dg = _at((t, b, 24 * pf), offset)
+        gw, gu, gb = _at((4 * h, i), offset), _at((4 * h, h), offset), _at((4 * h,), offset)
+        R.lstm_xh_forward(x, w, u, bias, _at((pf, i + h, 24), offset), _at((24 * pf,), offset),
+                          xh, z, c, tc, y)
+        R.lstm_xh_backward(go, w, u, _at((pb, 4 * h, 24), offset), z, c, tc, dg,
+                           _at((b, 24 * pb), offset), _at((b, h), offset), gi)
+        R.lstm_xh_acc(xh, dg, gw, gb, gu, 1.0, 1.0)
+        results.append([a.copy() for a in (y, c, gi, gw, gu, gb)])
+    for other in results[1:]:
+        for a, a0 in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(a, a0)
+    r64 = pm.Recurrent().add(pm.LSTM(i, h, dtype=np.float64))
+    cell = r64.modules[0]
+    cell.weight[...], cell.hiddenWeight[...], cell.bias[...] = w, u, bias
+    r64.zeroGradParameters()
+    want = r64.forward(x.astype(np.float64))
+    tol = 4 * ((i + 4 * h) * t + 2) * EPS32
+    np.testing.assert_allclose(results[0][0], want, rtol=tol, atol=tol)

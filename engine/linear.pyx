@@ -50,6 +50,7 @@ cdef extern from "_transpose.h" nogil:
                         int cols, const float *add)
 
 cdef extern from "_linear.h" nogil:
+    enum: PM_LINEAR_ROWS
     size_t pm_linear_pack_size(size_t M, size_t K)
     int pm_linear_panels(int M)
     void pm_linear_pack_panels(int M, int K, const float *x, float *pack, int p0, int p1)
@@ -244,8 +245,8 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     where the rule of this machine says that is faster; None runs plain BLAS.
     ``packed`` or ``transposed`` True or False overrides the rule (for measuring it): True
     needs a float32 (n, k) batch with n, k >= 1 and a scratch (packed: of
-    (n rounded up to 8) * k elements; transposed: n * m); ``transposed`` given alone means
-    not packed.
+    (n rounded up to 8) * k + 15 elements; transposed: n * m); ``transposed`` given alone
+    means not packed.
     """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -423,7 +424,8 @@ cdef void _pack_part(void *arg, int c, int chunks) noexcept nogil:
 
 cdef void _rows_part(void *arg, int c, int chunks) noexcept nogil:
     cdef Packed *t = <Packed *> arg
-    cdef int lo = cut(t.m, c, chunks, 4), hi = cut(t.m, c + 1, chunks, 4)
+    cdef int lo = cut(t.m, c, chunks, PM_LINEAR_ROWS)
+    cdef int hi = cut(t.m, c + 1, chunks, PM_LINEAR_ROWS)
     if hi > lo:
         pm_linear_rows(t.n, t.m, t.k, t.w, t.b, t.pack, t.y, lo, hi)
 

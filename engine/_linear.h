@@ -156,7 +156,7 @@ static inline __attribute__((always_inline)) void NAME(                         
         _Pragma("GCC unroll 4") for (j = 0; j < NV; j++)                                     \
             s[i][j] = zero + c;                                                              \
     }                                                                                        \
-    for (k = 0; k < K; k++) {                                                                \
+    _Pragma("GCC unroll 8") for (k = 0; k < K; k++) {                                        \
         pm_lin_v8 u[NV];                                                                     \
         _Pragma("GCC unroll 4") for (j = 0; j < NV; j++)                                     \
             u[j] = *(const pm_lin_v8 *) (b + (size_t) k * (8 * NV) + 8 * j);               \

@@ -15,11 +15,17 @@
    the same loop with fewer accumulators and store through a small buffer. Sums run in k
    order per output, so NaN and infinities propagate as in any dot product.
 
-   Against the 4 x 24 block this replaced (a C harness, the two interleaved with a cache flush,
-   the MLP 784-256-256-10 at batch 64, 1 thread, Zen 3): batch 64 is four full panels
-   instead of 24 + 24 + a half-used 16, the pack is read 43 times instead of 64 per layer,
-   and a panel row no longer straddles cache lines: 445-460 us against 537-540 us per
-   forward (median), the block alone (unaligned) 489-499 us. */
+   Against the 4 x 24 block this replaced (a C harness, the two alternated with a 2 MB cache
+   flush between calls, the MLP 784-256-256-10 at batch 64, 1 thread, Zen 3, median forward):
+   433-490 us against 535-582 us. Batch 64 is four full panels instead of 24 + 24 + a
+   half-used 16, and the pack is read 43 times a layer instead of 64 (alone: 8-10%); a panel
+   row no longer straddles cache lines (0-9%, most when the machine is busy); the k loop
+   unrolled eight times runs a quarter of its own instructions per step, which counts when
+   the core is shared (9-10%; 4 and 16 times did as well). Tried and left: cutting K in
+   blocks of 96-256 so that a panel's slice stays in L1 (sums kept in a scratch between
+   blocks: even or up to 8% slower), the panels outside the weight rows (weight read four
+   times: 1-2% slower), software prefetch of the weight rows ahead or of the next group
+   (0-4% slower). */
 
 #ifndef PM_LINEAR_H
 #define PM_LINEAR_H

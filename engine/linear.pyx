@@ -25,9 +25,9 @@ Beside OpenBLAS's AVX2 kernels (core Haswell or Zen) a float32 batch of 8 to 128
 instead the packed kernel of _linear.h (``packs`` gives the rule): no BLAS, the weight read
 where it lies, only the batch packed into the scratch, the bias added and the output written
 in the same pass. Measured by bench/bench_linear.py --packed (the MLP 784-256-256-10 at
-batch 64, 1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels): 784 -> 256 at 83
-GFLOP/s against 57 (plain sgemm) and 62 (transposed); 256 -> 256 at 83 against 61 and 72;
-256 -> 10 at 40 against 35 and 19. On a grid of batches 2-256 and layers 64-1024 it won
+batch 64, 1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels, 6 x 16 blocks): 784 ->
+256 at 87 GFLOP/s against 60 (plain sgemm) and 69 (transposed); 256 -> 256 at 81 against 54
+and 60; 256 -> 10 at 48 against 30 and 17. On a grid of batches 2-256 and layers 64-1024 it won
 from batch 8 to 64 everywhere (0.45-0.98 of the best BLAS call), was even at 128 and lost
 at 2-4 (to the transposed call) and at 256 on narrow inputs. AVX-512 cores were not
 measured: there BLAS stays.

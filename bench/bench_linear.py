@@ -293,7 +293,7 @@ def run_packed(batches, layers=MLP_LAYERS, blocks=15, budget=2e-3):
                 w = rng.standard_normal((m, k)).astype(np.float32)
                 b = rng.standard_normal(m).astype(np.float32)
                 y = np.empty((n, m), np.float32)
-                s = np.empty(max(n * m, (n + 7) // 8 * 8 * k), np.float32)
+                s = np.empty(max(n * m, (n + 7) // 8 * 8 * k + 15), np.float32)
                 paths = {"plain": (False, False), "transposed": (True, False),
                          "packed": (None, True)}
                 if n == 1:  # neither needs nor takes a scratch for a vector-sized batch
@@ -329,7 +329,7 @@ def run_packed(batches, layers=MLP_LAYERS, blocks=15, budget=2e-3):
                 xs = np.empty((n, k), np.float32)
                 rule = ("packed" if packs(n, k, m, core) else
                         "transposed" if transposes(n, k, m, core) else "plain")
-                assert linear_scratch_size(xs, w) in (0, n * m, (n + 7) // 8 * 8 * k)
+                assert linear_scratch_size(xs, w) in (0, n * m, (n + 7) // 8 * 8 * k + 15)
                 print(f"{str((n, k, m)):<20}" + "".join(cells) + f"  {rule}")
                 sys.stdout.flush()
     if 64 in batches and layers == MLP_LAYERS:

@@ -25,9 +25,9 @@ Beside OpenBLAS's AVX2 kernels (core Haswell or Zen) a float32 batch of 8 to 128
 instead the packed kernel of _linear.h (``packs`` gives the rule): no BLAS, the weight read
 where it lies, only the batch packed into the scratch, the bias added and the output written
 in the same pass. Measured by bench/bench_linear.py --packed (the MLP 784-256-256-10 at
-batch 64, 1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels): 784 -> 256 at 83
-GFLOP/s against 57 (plain sgemm) and 62 (transposed); 256 -> 256 at 83 against 61 and 72;
-256 -> 10 at 40 against 35 and 19. On a grid of batches 2-256 and layers 64-1024 it won
+batch 64, 1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels, 6 x 16 blocks): 784 ->
+256 at 87 GFLOP/s against 60 (plain sgemm) and 69 (transposed); 256 -> 256 at 81 against 54
+and 60; 256 -> 10 at 48 against 30 and 17. On a grid of batches 2-256 and layers 64-1024 it won
 from batch 8 to 64 everywhere (0.45-0.98 of the best BLAS call), was even at 128 and lost
 at 2-4 (to the transposed call) and at 256 on narrow inputs. AVX-512 cores were not
 measured: there BLAS stays.
@@ -62,6 +62,7 @@ cdef extern from "_transpose.h" nogil:
                         int cols, const float *add)
 
 cdef extern from "_linear.h" nogil:
+    enum: PM_LINEAR_ROWS
     size_t pm_linear_pack_size(size_t M, size_t K)
     int pm_linear_panels(int M)
     void pm_linear_pack_panels(int M, int K, const float *x, float *pack, int p0, int p1)
@@ -267,8 +268,8 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
     where the rule of this machine says that is faster; None runs plain BLAS.
     ``packed`` or ``transposed`` True or False overrides the rule (for measuring it): True
     needs a float32 (n, k) batch with n, k >= 1 and a scratch (packed: of
-    (n rounded up to 8) * k elements; transposed: n * m); ``transposed`` given alone means
-    not packed.
+    (n rounded up to 8) * k + 15 elements; transposed: n * m); ``transposed`` given alone
+    means not packed.
     """
     cdef int t = float_type(weight, "weight")
     cdef cnp.ndarray w = array(weight, "weight", t, False)
@@ -571,7 +572,8 @@ cdef void _pack_part(void *arg, int c, int chunks) noexcept nogil:
 
 cdef void _rows_part(void *arg, int c, int chunks) noexcept nogil:
     cdef Packed *t = <Packed *> arg
-    cdef int lo = cut(t.m, c, chunks, 4), hi = cut(t.m, c + 1, chunks, 4)
+    cdef int lo = cut(t.m, c, chunks, PM_LINEAR_ROWS)
+    cdef int hi = cut(t.m, c + 1, chunks, PM_LINEAR_ROWS)
     if hi > lo:
         pm_linear_rows(t.n, t.m, t.k, t.w, t.b, t.pack, t.y, lo, hi)
 

@@ -21,7 +21,8 @@ def _r(rng, shape, dtype=np.float32):
 
 
 def _pack_size(n, k):
-    return (n + 7) // 8 * 8 * k
+    """The batch rounded up to 8 rows, and 15 floats to start it on a 64-byte line."""
+    return (n + 7) // 8 * 8 * k + 15
 
 
 def _packed(x, w, b, extra=5):
@@ -35,13 +36,13 @@ def _packed(x, w, b, extra=5):
     return y
 
 
-# batch: every rest modulo the 8-row vectors and 24-row panels, and 1..70 across the edges;
+# batch: every rest modulo the 8-row vectors and 16-row panels, and 1..70 across the edges;
 # features: not a multiple of 8 (the packing's scalar tail), under 8, long; outputs: every
-# rest modulo the 4 weight rows of a block
+# rest modulo the 6 weight rows of a block
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 33, 47, 48, 49,
                                63, 64, 65, 70])
 @pytest.mark.parametrize(("k", "m"), [(1, 1), (5, 3), (13, 6), (16, 4), (33, 7), (100, 10),
-                                      (257, 9)])
+                                      (257, 9), (20, 5), (40, 11), (9, 8), (12, 2)])
 @pytest.mark.parametrize("withBias", [True, False])
 def test_packed_against_numpy_and_blas(n, k, m, withBias, rng):
     x, w = _r(rng, (n, k)), _r(rng, (m, k))
@@ -187,3 +188,22 @@ def test_linear_module_follows_in_place_weight_writes(rng):
     m.weight[...] *= 2
     m.bias[...] *= 2
     np.testing.assert_allclose(m.forward(x), 2 * before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", range(16))
+def test_packed_scratch_at_any_alignment(offset, rng):
+    """The pack starts on the scratch's first 64-byte line: wherever the scratch begins, the
+    numbers are the same bit for bit and nothing outside the scratch is written."""
+    n, k, m = 37, 29, 13
+    x, w, b = _r(rng, (n, k)), _r(rng, (m, k)), _r(rng, m)
+    need = _pack_size(n, k)
+    results = []
+    for start in (offset, 16 + offset):
+        whole = np.full(need + 48, np.nan, np.float32)
+        y = np.full((n, m), np.nan, np.float32)
+        linear_update_output(x, y, w, b, whole[start:start + need], None, True)
+        assert np.isnan(whole[:start]).all() and np.isnan(whole[start + need:]).all()
+        results.append(y)
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    assert_reduction_close(results[0], expected, np.float32, k + 1, abs_gemm(x, w.T) + abs(b))

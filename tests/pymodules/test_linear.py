@@ -71,7 +71,7 @@ def test_transposed_forward_of_small_float32_batches(batch, sizes, torch, rng):
         assert_reduction_close(m.forward(x), expected, np.float32, sizes[0] + 1,
                                2 * (abs_gemm(x, m.weight.T) + abs(m.bias)))
         size = linear_scratch_size(x, m.weight)
-        assert size in (n * sizes[1], (n + 7) // 8 * 8 * sizes[0])
+        assert size in (n * sizes[1], (n + 7) // 8 * 8 * sizes[0] + 15)
         assert m._transposed is not None and m._transposed.size == size
     m.clearState()
     assert m._transposed is None

@@ -403,7 +403,7 @@ def linear_update_grad_input(input, grad_output, grad_input, weight, scratch=Non
     cdef bint pack = packed
     with nogil:
         if pack:
-            _packed_grad_input(n, m, k, f32(go), f32(w), f32(gi), f32(s))
+            _packed_product(n, m, k, f32(go), f32(w), f32(gi), f32(s), False)
         elif t == cnp.NPY_FLOAT32:
             _update_grad_input(f32(go), f32(gi), f32(w), n, k, m)
         else:
@@ -514,7 +514,7 @@ def linear_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
     cdef bint pack = packed
     with nogil:
         if pack:
-            _packed_grad(n, m, k, f32(x), f32(go), f32(gw), f32(s))
+            _packed_product(n, m, k, f32(go), f32(x), f32(gw), f32(s), True)
             _acc_grad_parameters(f32(x), f32(go), NULL, f32(gb), 0, <float> scale_b, n, k, m)
         elif t == cnp.NPY_FLOAT32:
             _acc_grad_parameters(f32(x), f32(go), f32(gw), f32(gb), <float> scale_w,
@@ -593,90 +593,55 @@ cdef void _packed_forward(int n, int m, int k, const float *x, const float *w,
     run_parts(_rows_part, &t, parts)
 
 
-# -- the packed weight gradient, on the engine's threads where it is large -------------------
-# The operands are packed in parts (groups of go's columns, strips of x's), then gw is cut by
-# rows: each element is still one sum in batch order, the numbers of one thread, bit for bit.
+# -- the packed gradients, on the engine's threads where they are large --------------------
+# Both are out[r, c] (+)= sum_t a[t, r] b[t, c] with a from gradOutput: the operands are packed
+# in parts, then out is cut by rows: each element is still one sum in t order, the numbers
+# of one thread, bit for bit.
 
-cdef struct PackedGrad:
-    # x (n, k), go (n, m), gw (m, k); xp and gp: the packed operands in the scratch.
-    int n, m, k
-    const float *x
+cdef struct Product:
+    # The weight gradient (add): out = gw (m, k) += go.T x, t = n, go packed by columns,
+    # b = x (n, k). gradInput: out = gi (n, k) := go w, t = m, go packed by rows, b = w (m, k).
+    # go is (n, m) either way; bp and ap: the packed b and go in the scratch.
+    int n, m, k, add
     const float *go
-    float *gw
-    float *xp
-    float *gp
+    const float *b
+    float *out
+    float *bp
+    float *ap
 
 
-cdef void _grad_pack_part(void *arg, int c, int chunks) noexcept nogil:
-    cdef PackedGrad *t = <PackedGrad *> arg
-    cdef int groups = pm_linear_grad_groups(t.m), strips = pm_linear_grad_strips(t.k)
-    pm_linear_grad_pack_go(t.n, t.m, t.go, t.gp, cut(groups, c, chunks, 1),
-                           cut(groups, c + 1, chunks, 1))
-    pm_linear_grad_pack_x(t.n, t.k, t.x, t.xp, cut(strips, c, chunks, 1),
+cdef void _product_pack_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef Product *p = <Product *> arg
+    cdef int t = p.n if p.add else p.m, rows = p.m if p.add else p.n
+    cdef int groups = pm_linear_grad_groups(rows), strips = pm_linear_grad_strips(p.k)
+    cdef int q0 = cut(groups, c, chunks, 1), q1 = cut(groups, c + 1, chunks, 1)
+    if p.add:
+        pm_linear_grad_pack_go(p.n, p.m, p.go, p.ap, q0, q1)
+    else:
+        pm_linear_grad_pack_rows(p.n, p.m, p.go, p.ap, q0, q1)
+    pm_linear_grad_pack_x(t, p.k, p.b, p.bp, cut(strips, c, chunks, 1),
                           cut(strips, c + 1, chunks, 1))
 
 
-cdef void _grad_rows_part(void *arg, int c, int chunks) noexcept nogil:
-    cdef PackedGrad *t = <PackedGrad *> arg
-    cdef int lo = cut(t.m, c, chunks, 4), hi = cut(t.m, c + 1, chunks, 4)
+cdef void _product_rows_part(void *arg, int c, int chunks) noexcept nogil:
+    cdef Product *p = <Product *> arg
+    cdef int t = p.n if p.add else p.m, rows = p.m if p.add else p.n
+    cdef int lo = cut(rows, c, chunks, 4), hi = cut(rows, c + 1, chunks, 4)
     if hi > lo:
-        pm_linear_grad_rows(t.n, t.k, t.xp, t.gp, t.gw, lo, hi, 1)
+        pm_linear_grad_rows(t, p.k, p.bp, p.ap, p.out, lo, hi, p.add)
 
 
-cdef void _packed_grad(int n, int m, int k, const float *x, const float *go, float *gw,
-                       float *scratch) noexcept nogil:
-    """gw += go.T x on the packed kernel of _linear_grad.h (n, k, m >= 1)."""
-    cdef PackedGrad t
-    t.n, t.m, t.k, t.x, t.go, t.gw = n, m, k, x, go, gw
-    t.xp, t.gp = scratch, scratch + pm_linear_grad_gp_at(n, k)
+cdef void _packed_product(int n, int m, int k, const float *go, const float *b, float *out,
+                          float *scratch, bint add) noexcept nogil:
+    """gw += go.T x (add; b = x) or gi := go w (b = w) on the packed kernel of
+    _linear_grad.h (n, k, m >= 1)."""
+    cdef Product p
+    p.n, p.m, p.k, p.add, p.go, p.b, p.out = n, m, k, add, go, b, out
+    p.bp, p.ap = scratch, scratch + pm_linear_grad_gp_at(n if add else m, k)
     cdef int parts = threads_for(<double> n * m * k)
     if parts < 2:
-        _grad_pack_part(&t, 0, 1)
-        _grad_rows_part(&t, 0, 1)
+        _product_pack_part(&p, 0, 1)
+        _product_rows_part(&p, 0, 1)
         return
-    run_parts(_grad_pack_part, &t, parts)
-    run_parts(_grad_rows_part, &t, parts)
-
-
-# gradInput = go w the same way: go's rows packed in groups of four, the weight in strips,
-# the rows of gradInput cut across the threads.
-
-cdef struct PackedGradInput:
-    # go (n, m), w (m, k), gi (n, k); wp and gp: the packed operands in the scratch.
-    int n, m, k
-    const float *go
-    const float *w
-    float *gi
-    float *wp
-    float *gp
-
-
-cdef void _grad_input_pack_part(void *arg, int c, int chunks) noexcept nogil:
-    cdef PackedGradInput *t = <PackedGradInput *> arg
-    cdef int groups = pm_linear_grad_groups(t.n), strips = pm_linear_grad_strips(t.k)
-    pm_linear_grad_pack_rows(t.n, t.m, t.go, t.gp, cut(groups, c, chunks, 1),
-                             cut(groups, c + 1, chunks, 1))
-    pm_linear_grad_pack_x(t.m, t.k, t.w, t.wp, cut(strips, c, chunks, 1),
-                          cut(strips, c + 1, chunks, 1))
-
-
-cdef void _grad_input_rows_part(void *arg, int c, int chunks) noexcept nogil:
-    cdef PackedGradInput *t = <PackedGradInput *> arg
-    cdef int lo = cut(t.n, c, chunks, 4), hi = cut(t.n, c + 1, chunks, 4)
-    if hi > lo:
-        pm_linear_grad_rows(t.m, t.k, t.wp, t.gp, t.gi, lo, hi, 0)
-
-
-cdef void _packed_grad_input(int n, int m, int k, const float *go, const float *w, float *gi,
-                             float *scratch) noexcept nogil:
-    """gi := go w on the packed kernel of _linear_grad.h (n, k, m >= 1)."""
-    cdef PackedGradInput t
-    t.n, t.m, t.k, t.go, t.w, t.gi = n, m, k, go, w, gi
-    t.wp, t.gp = scratch, scratch + pm_linear_grad_gp_at(m, k)
-    cdef int parts = threads_for(<double> n * m * k)
-    if parts < 2:
-        _grad_input_pack_part(&t, 0, 1)
-        _grad_input_rows_part(&t, 0, 1)
-        return
-    run_parts(_grad_input_pack_part, &t, parts)
-    run_parts(_grad_input_rows_part, &t, parts)
+    run_parts(_product_pack_part, &p, parts)
+    run_parts(_product_rows_part, &p, parts)

@@ -9,8 +9,7 @@ For each (batch, in, out) both paths run ``linear_acc_grad_parameters`` on the s
 calls (a shuffled order per block), each call timed by the thread's CPU clock; a time is the
 median over all calls, in microseconds. The packed time includes its packing. One thread
 (threadpoolctl on the BLAS libraries, the engine's pool at 1). The last column is what the
-rules of engine/linear.pyx (``grad_packs``, ``grad_input_packs``) pick on this machine's
-BLAS kernels.
+rule of engine/linear.pyx (``grad_packs``) picks on this machine's BLAS kernels.
 """
 
 import argparse
@@ -21,7 +20,6 @@ import time
 import numpy as np
 from pymodules.engine.linear import (
     blas_core_name,
-    grad_input_packs,
     grad_packs,
     linear_acc_grad_parameters,
     linear_grad_scratch_size,
@@ -96,14 +94,13 @@ def main(argv=None):
         kernels = ", ".join(f"{i['internal_api']} {i['version']} {i.get('architecture')}"
                             for i in threadpool_info() if i["user_api"] == "blas")
         print(f"BLAS: {kernels}; rule for core {core!r}\n")
-        for title, run, rule in (("weight gradient", weight_gradient, grad_packs),
-                                 ("gradInput", grad_input, grad_input_packs)):
+        for title, run in (("weight gradient", weight_gradient), ("gradInput", grad_input)):
             print(f"{title + ' (batch, in, out)':<34}{'sgemm us':>10}{'packed us':>11}"
                   f"{'GFLOP/s':>9}{'packed/sgemm':>14}  rule")
             for n, k, m in SHAPES:
                 t = run(n, k, m, args.blocks, args.reps)
                 gflops = 2.0 * n * k * m / t["packed"] / 1e3
-                picked = "packed" if rule(n, k, m, core) else "sgemm"
+                picked = "packed" if grad_packs(n, k, m, core) else "sgemm"
                 print(f"{str((n, k, m)):<34}{t['sgemm']:>10.1f}{t['packed']:>11.1f}"
                       f"{gflops:>9.1f}{t['packed'] / t['sgemm']:>14.2f}  {picked}")
             print()

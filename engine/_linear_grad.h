@@ -171,44 +171,49 @@ static PM_LINEAR_GRAD_CLONES void pm_linear_grad_pack_rows(int n, int m, const f
    out = gradInput, t the outputs, a = go's rows (pm_linear_grad_pack_rows), b = the weight.
    Each element's sum runs in t order whatever the range: cut in ranges across threads the
    result has the numbers of one call. */
+/* One block: four rows (four) or one, by the strip's nv vectors of which cols are out's. */
+static inline __attribute__((always_inline)) void pm_linear_grad_block(
+        int four, int nv, int cols, int t, const float *g, const float *xs, float *w, size_t ldw,
+        int add) {
+    int full = cols == 8 * nv;
+    if (four && nv == 3)
+        full ? pm_linear_grad_b43(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b43_part(t, g, xs, w, ldw, add, cols);
+    else if (four && nv == 2)
+        full ? pm_linear_grad_b42(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b42_part(t, g, xs, w, ldw, add, cols);
+    else if (four)
+        full ? pm_linear_grad_b41(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b41_part(t, g, xs, w, ldw, add, cols);
+    else if (nv == 3)
+        full ? pm_linear_grad_b13(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b13_part(t, g, xs, w, ldw, add, cols);
+    else if (nv == 2)
+        full ? pm_linear_grad_b12(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b12_part(t, g, xs, w, ldw, add, cols);
+    else
+        full ? pm_linear_grad_b11(t, g, xs, w, ldw, add)
+             : pm_linear_grad_b11_part(t, g, xs, w, ldw, add, cols);
+}
+
 static PM_LINEAR_GRAD_CLONES void pm_linear_grad_rows(int t, int k, const float *xp,
                                                       const float *gp, float *out, int r0,
                                                       int r1, int add) {
-    int j, s, strips = pm_linear_grad_strips(k), n = t;
+    int j, s, r, strips = pm_linear_grad_strips(k);
     for (j = r0; j < r1; j += 4) {
-        const float *g = gp + (size_t) 4 * n * (j / 4);
+        const float *g = gp + (size_t) 4 * t * (j / 4);
         int rows = r1 - j < 4 ? r1 - j : 4;
         for (s = 0; s < strips; s++) {
             int c = PM_LINEAR_GRAD_STRIP * s;
             int cols = k - c < PM_LINEAR_GRAD_STRIP ? k - c : PM_LINEAR_GRAD_STRIP;
-            int nv = (cols + 7) / 8, r;
-            const float *xs = xp + (size_t) PM_LINEAR_GRAD_STRIP * n * s;
+            const float *xs = xp + (size_t) PM_LINEAR_GRAD_STRIP * t * s;
             float *w = out + (size_t) j * k + c;
-            if (rows == 4 && cols == 8 * nv) {
-                if (nv == 3)
-                    pm_linear_grad_b43(n, g, xs, w, k, add);
-                else if (nv == 2)
-                    pm_linear_grad_b42(n, g, xs, w, k, add);
-                else
-                    pm_linear_grad_b41(n, g, xs, w, k, add);
-            } else if (rows == 4) {
-                if (nv == 3)
-                    pm_linear_grad_b43_part(n, g, xs, w, k, add, cols);
-                else if (nv == 2)
-                    pm_linear_grad_b42_part(n, g, xs, w, k, add, cols);
-                else
-                    pm_linear_grad_b41_part(n, g, xs, w, k, add, cols);
-            } else {
-                for (r = 0; r < rows; r++) {
-                    float *wr = w + (size_t) r * k;
-                    if (nv == 3)
-                        pm_linear_grad_b13_part(n, g + r, xs, wr, k, add, cols);
-                    else if (nv == 2)
-                        pm_linear_grad_b12_part(n, g + r, xs, wr, k, add, cols);
-                    else
-                        pm_linear_grad_b11_part(n, g + r, xs, wr, k, add, cols);
-                }
-            }
+            if (rows == 4)
+                pm_linear_grad_block(1, (cols + 7) / 8, cols, t, g, xs, w, k, add);
+            else
+                for (r = 0; r < rows; r++)
+                    pm_linear_grad_block(0, (cols + 7) / 8, cols, t, g + r, xs,
+                                         w + (size_t) r * k, k, add);
         }
     }
 }

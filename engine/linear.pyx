@@ -33,9 +33,9 @@ at 2-4 (to the transposed call) and at 256 on narrow inputs. AVX-512 cores were 
 measured: there BLAS stays.
 
 Beside the same kernels, the float32 weight gradient (with scale_w 1) and gradInput of a batch
-of 8 to 128 rows run the packed kernel of _linear_grad.h (``grad_packs`` and
-``grad_input_packs`` give the rules): both operands packed in one pass each, the sums in
-registers, added to (or stored into) the result where it lies. Measured by
+of 8 to 128 rows run the packed kernel of _linear_grad.h (``grad_packs`` gives the rule):
+both operands packed in one pass each, the sums in registers, added to (or stored into) the
+result where it lies. Measured by
 bench/bench_linear_grad.py (1 thread, AMD EPYC Zen 3, OpenBLAS 0.3.30 Haswell kernels,
 interleaved calls, packing included), packed / sgemm time, two runs: weight gradient of the
 MLP's 784 -> 256 at batch 64 0.91-0.94, 256 -> 256 0.91-1.02, 256 -> 10 0.54-0.61, LeNet's
@@ -247,16 +247,25 @@ def linear_scratch_size(input, weight):
     return 0
 
 
-cdef cnp.ndarray _scratch_for(object scratch, str path, Py_ssize_t need, cnp.ndarray y,
-                              cnp.ndarray x, cnp.ndarray w, cnp.ndarray b):
-    """Check the scratch of the transposed or packed forward: float32, 1-D, writable,
-    ``need`` elements or more, apart from every other argument."""
+cdef cnp.ndarray _scratch_for(object scratch, str path, Py_ssize_t need, object a,
+                              str a_what, object b, str b_what, object c, str c_what,
+                              object d=None, str d_what=None):
+    """Check the scratch of a packed or transposed path (``path``, as an error names it):
+    float32, 1-D, writable, ``need`` elements or more, apart from every other argument."""
     cdef cnp.ndarray s = array(scratch, "scratch", cnp.NPY_FLOAT32, True)
     ndim(s, "scratch", 1, 1)
     if dim(s, 0) < need:
-        raise ValueError(f"scratch has {dim(s, 0)} elements, the {path} forward needs {need}")
-    disjoint_from(s, "scratch", y, "output", x, "input", w, "weight", b, "bias")
+        raise ValueError(f"scratch has {dim(s, 0)} elements, the {path} needs {need}")
+    disjoint_from(s, "scratch", a, a_what, b, b_what, c, c_what, d, d_what)
     return s
+
+
+cdef bint _float32_pair(object a, object b) noexcept:
+    """Whether a and b are both 2-D float32 arrays (the packed gradients' operands)."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_Check(b)
+            and cnp.PyArray_NDIM(<cnp.ndarray> a) == 2 and cnp.PyArray_NDIM(<cnp.ndarray> b) == 2
+            and cnp.PyArray_TYPE(<cnp.ndarray> a) == cnp.NPY_FLOAT32
+            and cnp.PyArray_TYPE(<cnp.ndarray> b) == cnp.NPY_FLOAT32)
 
 
 def linear_update_output(input, output, weight, bias, scratch=None, transposed=None,
@@ -295,9 +304,11 @@ def linear_update_output(input, output, weight, bias, scratch=None, transposed=N
                          f"{(<object> x).shape}"
                          + (" and no scratch" if scratch is None else ""))
     if packed:
-        s = _scratch_for(scratch, path, pm_linear_pack_size(n, k), y, x, w, b)
+        s = _scratch_for(scratch, "packed forward", pm_linear_pack_size(n, k), y, "output", x,
+                         "input", w, "weight", b, "bias")
     elif transposed:
-        s = _scratch_for(scratch, path, <Py_ssize_t> n * m, y, x, w, b)
+        s = _scratch_for(scratch, "transposed forward", <Py_ssize_t> n * m, y, "output", x,
+                         "input", w, "weight", b, "bias")
     cdef bint pack = packed
     with nogil:
         if pack:
@@ -351,15 +362,12 @@ def linear_grad_input_scratch_size(grad_output, weight):
     """Elements of the scratch linear_update_grad_input needs for these arguments to run
     packed (0: it runs on BLAS). Arguments it cannot judge give 0; linear_update_grad_input
     then says what is wrong."""
-    if not (cnp.PyArray_Check(grad_output) and cnp.PyArray_Check(weight)):
+    if not _float32_pair(grad_output, weight):
         return 0
     cdef cnp.ndarray go = <cnp.ndarray> grad_output, w = <cnp.ndarray> weight
-    if cnp.PyArray_NDIM(go) != 2 or cnp.PyArray_NDIM(w) != 2 or \
-            cnp.PyArray_TYPE(go) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(w) != cnp.NPY_FLOAT32:
-        return 0
     cdef Py_ssize_t n = cnp.PyArray_DIMS(go)[0], m = cnp.PyArray_DIMS(go)[1]
     cdef Py_ssize_t k = cnp.PyArray_DIMS(w)[1]
-    if cnp.PyArray_DIMS(w)[0] != m or not _grad_input_packs_rule(_core_family, n, k, m):
+    if cnp.PyArray_DIMS(w)[0] != m or not _grad_packs_rule(_core_family, n, k, m):
         return 0
     return pm_linear_grad_pack_size(m, k, n)
 
@@ -385,7 +393,7 @@ def linear_update_grad_input(input, grad_output, grad_input, weight, scratch=Non
     cdef bint batch = cnp.PyArray_NDIM(x) == 2
     if packed is None:
         packed = (scratch is not None and batch and t == cnp.NPY_FLOAT32
-                  and _grad_input_packs_rule(_core_family, n, k, m))
+                  and _grad_packs_rule(_core_family, n, k, m))
     cdef cnp.ndarray s = None
     if packed:
         if t != cnp.NPY_FLOAT32 or not batch or n == 0 or k == 0 or m == 0 or scratch is None:
@@ -394,12 +402,8 @@ def linear_update_grad_input(input, grad_output, grad_input, weight, scratch=Non
                 f"a scratch, got {(<object> go).dtype} gradOutput of shape "
                 f"{(<object> go).shape}, weight of shape {(<object> w).shape}"
                 + (" and no scratch" if scratch is None else ""))
-        s = array(scratch, "scratch", cnp.NPY_FLOAT32, True)
-        ndim(s, "scratch", 1, 1)
-        if dim(s, 0) < <Py_ssize_t> pm_linear_grad_pack_size(m, k, n):
-            raise ValueError(f"scratch has {dim(s, 0)} elements, the packed gradInput needs "
-                             f"{pm_linear_grad_pack_size(m, k, n)}")
-        disjoint_from(s, "scratch", gi, "gradInput", go, "gradOutput", w, "weight")
+        s = _scratch_for(scratch, "packed gradInput", pm_linear_grad_pack_size(m, k, n), gi,
+                         "gradInput", go, "gradOutput", w, "weight")
     cdef bint pack = packed
     with nogil:
         if pack:
@@ -423,35 +427,19 @@ cdef void _update_grad_input(const floating *go, floating *gi, const floating *w
 
 
 cdef bint _grad_packs_rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
-    """Whether the float32 weight gradient of an (n, k) batch into an (m, k) gradient runs
-    the packed kernel of _linear_grad.h rather than BLAS, for a kernel family of OpenBLAS:
-    the rule measured by bench/bench_linear_grad.py (see the module doc)."""
+    """Whether the float32 gradients of a batch of n rows through an (m, k) weight (the weight
+    gradient and gradInput) run the packed kernel of _linear_grad.h rather than BLAS, for a
+    kernel family of OpenBLAS: the rule measured by bench/bench_linear_grad.py (see the
+    module doc)."""
     if family == FAMILY_AVX2:
         return PACKED_MIN_BATCH <= n <= PACKED_MAX_BATCH and k >= 1 and m >= 1
     return False
-
-
-cdef bint _grad_input_packs_rule(int family, Py_ssize_t n, Py_ssize_t k,
-                                 Py_ssize_t m) noexcept nogil:
-    """Whether the float32 gradInput of an (n, m) gradOutput through an (m, k) weight runs the
-    packed kernel of _linear_grad.h rather than BLAS, for a kernel family of OpenBLAS: the
-    rule measured by bench/bench_linear_grad.py (see the module doc)."""
-    if family == FAMILY_AVX2:
-        return PACKED_MIN_BATCH <= n <= PACKED_MAX_BATCH and k >= 1 and m >= 1
-    return False
-
-
-def grad_input_packs(n, k, m, core):
-    """Whether the float32 gradInput of an (n, m) gradOutput through an (m, k) weight runs the
-    packed kernel (no BLAS) beside OpenBLAS core type ``core`` (None or an unknown name:
-    never)."""
-    return bool(_grad_input_packs_rule(_family(core), n, k, m))
 
 
 def grad_packs(n, k, m, core):
-    """Whether the float32 weight gradient of an (n, k) batch into an (m, k) gradient runs
-    the packed kernel (no BLAS) beside OpenBLAS core type ``core`` (a name as blas_core_name
-    gives; None or an unknown name: never)."""
+    """Whether the float32 weight gradient and gradInput of a batch of n rows through an
+    (m, k) weight run the packed kernel (no BLAS) beside OpenBLAS core type ``core`` (a name
+    as blas_core_name gives; None or an unknown name: never)."""
     return bool(_grad_packs_rule(_family(core), n, k, m))
 
 
@@ -459,12 +447,9 @@ def linear_grad_scratch_size(input, grad_weight):
     """Elements of the scratch linear_acc_grad_parameters needs for these arguments to run
     packed (0: it runs on BLAS). Arguments it cannot judge give 0; linear_acc_grad_parameters
     then says what is wrong."""
-    if not (cnp.PyArray_Check(input) and cnp.PyArray_Check(grad_weight)):
+    if not _float32_pair(input, grad_weight):
         return 0
     cdef cnp.ndarray x = <cnp.ndarray> input, gw = <cnp.ndarray> grad_weight
-    if cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_NDIM(gw) != 2 or \
-            cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(gw) != cnp.NPY_FLOAT32:
-        return 0
     cdef Py_ssize_t n = cnp.PyArray_DIMS(x)[0], k = cnp.PyArray_DIMS(x)[1]
     cdef Py_ssize_t m = cnp.PyArray_DIMS(gw)[0]
     if cnp.PyArray_DIMS(gw)[1] != k or not _grad_packs_rule(_core_family, n, k, m):
@@ -504,13 +489,8 @@ def linear_acc_grad_parameters(input, grad_output, grad_weight, grad_bias,
                 f"m >= 1, scale_w 1 and a scratch, got {(<object> x).dtype} input of shape "
                 f"{(<object> x).shape}, gradWeight of shape {(<object> gw).shape}, scale_w "
                 f"{scale_w}" + (" and no scratch" if scratch is None else ""))
-        s = array(scratch, "scratch", cnp.NPY_FLOAT32, True)
-        ndim(s, "scratch", 1, 1)
-        if dim(s, 0) < <Py_ssize_t> pm_linear_grad_pack_size(n, k, m):
-            raise ValueError(f"scratch has {dim(s, 0)} elements, the packed weight gradient "
-                             f"needs {pm_linear_grad_pack_size(n, k, m)}")
-        disjoint_from(s, "scratch", gw, "gradWeight", x, "input", go, "gradOutput",
-                      gb, "gradBias")
+        s = _scratch_for(scratch, "packed weight gradient", pm_linear_grad_pack_size(n, k, m),
+                         gw, "gradWeight", x, "input", go, "gradOutput", gb, "gradBias")
     cdef bint pack = packed
     with nogil:
         if pack:

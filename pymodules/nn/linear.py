@@ -44,30 +44,30 @@ class Linear(Initializable):
 
     def updateOutput(self, input):
         out = self.output = resized(self.output, input, self.outputSize, self.dtype)
-        size = linear_scratch_size(input, self.weight)
-        linear_update_output(input, out, self.weight, self.bias,
-                             self._transposed_scratch(size) if size else None)
+        scratch = self._kept("_transposed", linear_scratch_size(input, self.weight))
+        linear_update_output(input, out, self.weight, self.bias, scratch)
         return out
 
-    def _transposed_scratch(self, size):
-        buf = self._transposed = resized(self._transposed, (size,), -1, self.dtype)
+    def _kept(self, name, size):
+        """The scratch kept as ``name``, of ``size`` elements (None when the kernel takes
+        none)."""
+        if not size:
+            return None
+        buf = resized(getattr(self, name), (size,), -1, self.dtype)
+        setattr(self, name, buf)
         return buf
 
     def updateGradInput(self, input, gradOutput):
         if not self.propagateBack:
             return self.gradInput
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-        size, scratch = linear_grad_input_scratch_size(gradOutput, self.weight), None
-        if size:
-            scratch = self._packedGradInput = resized(self._packedGradInput, (size,), -1,
-                                                      self.dtype)
+        scratch = self._kept("_packedGradInput",
+                             linear_grad_input_scratch_size(gradOutput, self.weight))
         linear_update_grad_input(input, gradOutput, gi, self.weight, scratch)
         return gi
 
     def accGradParameters(self, input, gradOutput):
-        size, scratch = linear_grad_scratch_size(input, self.gradWeight), None
-        if size:
-            scratch = self._packedGrad = resized(self._packedGrad, (size,), -1, self.dtype)
+        scratch = self._kept("_packedGrad", linear_grad_scratch_size(input, self.gradWeight))
         linear_acc_grad_parameters(input, gradOutput, self.gradWeight, self.gradBias,
                                    self.scaleW, self.scaleB, scratch)
         self._regularize()

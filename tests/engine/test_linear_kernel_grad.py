@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from pymodules.engine.linear import (
     blas_core_name,
-    grad_input_packs,
     grad_packs,
     linear_acc_grad_parameters,
     linear_grad_input_scratch_size,
@@ -284,15 +283,15 @@ def test_packed_grad_input_refusals(rng):
 
 
 def test_grad_input_rule_and_scratch_size(rng):
-    assert not grad_input_packs(64, 256, 256, None)
-    assert not grad_input_packs(64, 256, 256, "SkylakeX")
-    assert grad_input_packs(64, 256, 256, "Haswell")
-    assert not grad_input_packs(1, 256, 256, "Haswell")
+    assert not grad_packs(64, 256, 256, None)
+    assert not grad_packs(64, 256, 256, "SkylakeX")
+    assert grad_packs(64, 256, 256, "Haswell")
+    assert not grad_packs(1, 256, 256, "Haswell")
     core = blas_core_name()
     for n, k, m in [(64, 256, 256), (8, 13, 3), (1, 5, 5), (500, 20, 20)]:
         x, go, w = _r(rng, (n, k)), _r(rng, (n, m)), _r(rng, (m, k))
         size = linear_grad_input_scratch_size(go, w)
-        assert size == (_pack_size(m, k, n) if grad_input_packs(n, k, m, core) else 0)
+        assert size == (_pack_size(m, k, n) if grad_packs(n, k, m, core) else 0)
         if size:
             scratch = np.zeros(size, np.float32)
             default, forced = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)

@@ -531,7 +531,10 @@ class Module(Facade, Recorded):
             m._flat = None
             for attr, value in list(vars(m).items()):
                 if isinstance(value, np.ndarray) and value.dtype in _FLOATS:
-                    setattr(m, attr, value.astype(dtype))
+                    # A signalling NaN widens to a quiet one, which IEEE flags as invalid:
+                    # what a NaN was stays a NaN, no error.
+                    with np.errstate(invalid="ignore"):
+                        setattr(m, attr, value.astype(dtype))
         return self
 
     # -- persistence (pymodules.persistence: the file format and storage) --------------

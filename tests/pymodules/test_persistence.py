@@ -378,6 +378,41 @@ def test_round_trip_keeps_float64_given_to_the_constructor(tmp_path):
     assert np.array_equal(r.weight, m.weight)
 
 
+def _signalling_nan_empty(monkeypatch):
+    """Make every new float array hold signalling NaNs: the bits an unset array may hold."""
+    real = np.empty
+
+    def empty(shape, dtype=float, *args, **kwargs):
+        a = real(shape, dtype, *args, **kwargs)
+        if a.dtype == np.float32:
+            a.view(np.uint32)[...] = 0x7F800001
+        elif a.dtype == np.float64:
+            a.view(np.uint64)[...] = 0x7FF0000000000001
+        return a
+
+    monkeypatch.setattr(np, "empty", empty)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_load_ignores_what_unset_arrays_held(dtype, tmp_path, monkeypatch):
+    """Loading rebuilds each module with its parameters unset, then reads the file's in;
+    whatever those unset arrays held, even a NaN that traps when converted, is not read."""
+    m = pm.Sequential().add(pm.Linear(4, 3)).add(pm.Recurrent().add(pm.LSTM(3, 2, p=0.3)))
+    m._convert(dtype)
+    m.save(tmp_path / "m.pm")
+    _signalling_nan_empty(monkeypatch)
+    r = pm.load(tmp_path / "m.pm")
+    assert r.dtype == np.dtype(dtype)
+    assert _equal(r.parameters()[0], m.parameters()[0])
+
+
+def test_converting_a_signalling_nan_gives_a_nan(monkeypatch):
+    _signalling_nan_empty(monkeypatch)
+    m = pm.Linear(2, 2)
+    m.weight = np.empty((2, 2), np.float32)
+    assert np.isnan(m.double().weight).all()
+
+
 def test_load_is_a_classmethod_that_checks_the_class(tmp_path):
     pm.Linear(3, 2).save(tmp_path / "m.pm")
     assert isinstance(pm.Module.load(tmp_path / "m.pm"), pm.Linear)

@@ -24,7 +24,7 @@ either way. A batch of 0.1 s or more on one thread hides such waits (measured: t
 against two busy processes within 1.1x of one thread at 0.1 s, 2x faster at 0.34 s); the rule
 then times both counts on the run's own batches and keeps the faster.
 
-Once ``setNumThreads`` was called, a training step of 1 ms or more
+Once ``setNumThreads`` was called, a training step of 0.2 ms or more
 (``PARALLEL_TRAIN_STEP``) is timed on both counts too (never called, training keeps the
 0.1 s rule: a product cut in parts may round its last bits otherwise than whole, and the
 timed choice would make two runs of one seed differ). A run of steps is long enough to
@@ -47,8 +47,10 @@ import numpy as np
 PARALLEL_STEP = 0.1
 #: The same for a training step once ``setNumThreads`` was called: a run of steps is long,
 #: so that timing threads costs a few steps once, and its steps are watched
-#: (``StepThreads``).
-PARALLEL_TRAIN_STEP = 0.001
+#: (``StepThreads``). A time, not a size, so it depends on the core: the MLP
+#: 784-256-256-10's step at batch 64 takes 1.3 ms on a Zen 3 core and 0.75 ms on a Zen 5
+#: one, and two engine threads make it 1.3x and 1.7-1.8x faster (bench/bench_train.py).
+PARALLEL_TRAIN_STEP = 0.0002
 
 _lock = threading.Lock()
 _state = {"threads": None, "libraries": None, "getters": None}
@@ -197,7 +199,7 @@ class StepThreads:
         self.saved = blas_threads()
         self.saved_engine = _pool().get_threads()
         self.most = min(getNumThreads(), max(self.saved, default=1))
-        # Training asks threads from 1 ms on when setNumThreads was called: OpenBLAS on
+        # Training asks threads from 0.2 ms on when setNumThreads was called: OpenBLAS on
         # two threads may round a product's last bits otherwise than on one, so a timed
         # choice makes runs of one seed differ; by default they stay bit for bit the same.
         chosen = _state["threads"] is not None

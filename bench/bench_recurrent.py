@@ -42,6 +42,7 @@ from pymodules.engine.recurrent import lstm_step_kernel  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import pymodules as pm  # noqa: E402
+from pymodules.nn import recurrent  # noqa: E402
 
 CASES = [("LSTM", 16, 32, 64, 128), ("LSTM", 128, 32, 256, 256), ("GRU", 16, 32, 64, 128),
          ("GRU", 128, 32, 256, 256)]
@@ -199,8 +200,9 @@ def main():
             name = f"{case[0]} b{case[1]} t{case[2]} {case[3]}->{case[4]} fwd+bwd"
             steps = ""
             if case[0] == "LSTM":
-                own = lstm_step_kernel(case[1], case[4])
-                steps = "  (steps on " + ("packed [x, h] panels)" if args.dtype == "float32"
+                own = recurrent.OWN_PRODUCTS and lstm_step_kernel(case[1], case[4])
+                panels = args.dtype == "float32" and recurrent.OWN_PRODUCTS
+                steps = "  (steps on " + ("packed [x, h] panels)" if panels
                                           else "_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
                   f"{ratio:7.2f}  {mark}{steps}")

@@ -188,6 +188,18 @@ cdef bint _rule(int family, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m) noexcept n
 
 cdef int _core_family = _family(blas_core_name())
 
+
+def own_kernels(core):
+    """Whether the engine's own float32 product kernels (packed Linear, the LSTM on [x, h]
+    panels), AVX2-wide, run beside OpenBLAS core type ``core`` (a name as blas_core_name
+    gives): beside its AVX2 kernels they were measured faster; beside its AVX-512 ones
+    OpenBLAS's products are (None or an unknown name: never)."""
+    return _family(core) == FAMILY_AVX2
+
+
+#: own_kernels of the core this process's OpenBLAS runs
+OWN_KERNELS = _core_family == FAMILY_AVX2
+
 cdef enum:
     PACKED_MIN_BATCH = 8
     PACKED_MAX_BATCH = 128

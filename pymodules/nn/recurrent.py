@@ -15,6 +15,7 @@ import numpy as np
 
 from pymodules.engine.buffers import resized, resized_list
 from pymodules.engine.dropout import dropout_update_output
+from pymodules.engine.linear import OWN_KERNELS
 from pymodules.engine.recurrent import (
     ACT_RELU,
     ACT_SIGMOID,
@@ -287,6 +288,15 @@ def _per_gate(prefix, role, shape, gates):
     return tuple((prefix + k, role, shape) for k in gates)
 
 
+#: Whether the LSTM runs its products on the engine's own AVX2-wide kernels: the packed
+#: [x, h] panels (float32 without dropout, engine's lstm_xh_*) and _narrow.h for the steps
+#: of batches 16 and 32 otherwise (lstm_step_kernel). Beside OpenBLAS's AVX2 kernels they
+#: beat its GEMMs (batch 16, 64 -> 128: 2.6 against 3.0 ms a forward and backward; batch
+#: 128, 256 -> 256: 110 against 114 ms; bench/bench_recurrent.py); beside its AVX-512 ones
+#: OpenBLAS is faster (2.1-2.3 against 2.3-2.7 ms, 66 against 92 ms, on a Zen 5 core).
+OWN_PRODUCTS = OWN_KERNELS
+
+
 class LSTM(_Cell):
     """Long short-term memory: gates i, g, f, o (row blocks of the weights, in that order)
     ``z = W_ih x + b_ih + W_hh h``; ``i, f, o = sigmoid``, ``g = tanh``; ``c = f c + i g``;
@@ -304,14 +314,15 @@ class LSTM(_Cell):
     come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run repeats
     them).
 
-    In float32 without dropout each step is one product over the rows [x(t), h(t-1)] (batch,
-    I + H) with [W_ih W_hh] packed once per call (engine's lstm_xh_forward; the backward one
-    product per step giving dx(t) and dh(t-1), lstm_xh_backward; the weight gradients one
-    GEMM each over all steps, lstm_xh_acc), buffers time-major (time, batch, features).
-    Otherwise its buffers are feature-major, (features, time, batch): each step's hidden
-    GEMM is then W_hh @ h(t-1), faster than the batch-major h(t-1) @ W_hh.T for small
-    batches, and the weight gradients read the gate gradients and states in place. For
-    batches of 16 and 32 the per-step products run on engine's own kernel
+    In float32 without dropout, beside OpenBLAS's AVX2 kernels (``OWN_PRODUCTS``), each
+    step is one product over the rows [x(t), h(t-1)] (batch, I + H) with [W_ih W_hh] packed
+    once per call (engine's lstm_xh_forward; the backward one product per step giving dx(t)
+    and dh(t-1), lstm_xh_backward; the weight gradients one GEMM each over all steps,
+    lstm_xh_acc), buffers time-major (time, batch, features). Otherwise its buffers are
+    feature-major, (features, time, batch): each step's hidden GEMM is then W_hh @ h(t-1),
+    faster than the batch-major h(t-1) @ W_hh.T for small batches, and the weight gradients
+    read the gate gradients and states in place. For batches of 16 and 32 (and
+    ``OWN_PRODUCTS``) the per-step products run on engine's own kernel
     (``lstm_step_kernel``) over the one-step buffers ``_hStep`` (H, B) and ``_dgStep``
     (4H, B).
     """
@@ -359,7 +370,7 @@ class LSTM(_Cell):
         shape = shape_of(input)
         b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
         h, dt = self.hiddenSize, self.dtype
-        self._xhRan = self.p == 0 and dt == np.float32
+        self._xhRan = OWN_PRODUCTS and self.p == 0 and dt == np.float32
         if self._xhRan:
             return self._xhForward(input, b, t)
         x = self._input = resized(self._input, (self.inputSize, t, b), -1, dt)
@@ -419,7 +430,7 @@ class LSTM(_Cell):
         """The contiguous (rows, batch) buffer of one step that lets the per-step products
         run on engine's own kernel where that is faster than BLAS (lstm_step_kernel), else
         None."""
-        if not lstm_step_kernel(b, self.hiddenSize):
+        if not (OWN_PRODUCTS and lstm_step_kernel(b, self.hiddenSize)):
             return None
         buf = resized(getattr(self, name), (rows, b), -1, self.dtype)
         setattr(self, name, buf)

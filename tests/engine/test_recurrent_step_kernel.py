@@ -12,6 +12,13 @@ from pymodules.engine import recurrent as R
 from tolerance import EPS32
 
 import pymodules as pm
+from pymodules.nn import recurrent
+
+
+@pytest.fixture(autouse=True)
+def _own_products(monkeypatch):
+    """The layer runs _narrow.h beside OpenBLAS's AVX2 kernels only; here, on any core."""
+    monkeypatch.setattr(recurrent, "OWN_PRODUCTS", True)
 
 DTYPES = [np.float32, np.float64]
 

@@ -2,14 +2,23 @@
 product per step each way on packed weights, 4 batch rows x 24 columns per block) against
 the float64 module, which runs the feature-major kernels: batches 1 to 21 (every row tail of
 the 4-row blocks), sizes whose I + H and 4H are not multiples of the 24-column panels, K
-beyond one 128 chunk, NaN, and the kernels' refusals."""
+beyond one 128 chunk, NaN, and the kernels' refusals. The layer takes this path beside
+OpenBLAS's AVX2 kernels only (``OWN_PRODUCTS``); these tests make it take it on any core."""
 
 import numpy as np
 import pytest
 from pymodules.engine import recurrent as R
+from pymodules.engine.linear import own_kernels
 from tolerance import EPS32
 
 import pymodules as pm
+from pymodules.nn import recurrent
+
+
+@pytest.fixture(autouse=True)
+def _xh_panels(monkeypatch):
+    """The layer runs the panels beside OpenBLAS's AVX2 kernels only; here, on any core."""
+    monkeypatch.setattr(recurrent, "OWN_PRODUCTS", True)
 
 
 def _pair(i, h):
@@ -25,6 +34,25 @@ def _run(rec, x, go):
     y = rec.forward(x.astype(rec.modules[0].dtype)).copy()
     gi = rec.backward(x.astype(y.dtype), go.astype(y.dtype)).copy()
     return [y, gi] + [g.copy() for g in rec.parameters()[1]]
+
+
+def test_the_panels_run_beside_avx2_kernels_only():
+    assert own_kernels("Haswell") and own_kernels("Zen")
+    assert not own_kernels("SkylakeX") and not own_kernels("Cooperlake")
+    assert not own_kernels(None) and not own_kernels("Prescott")
+
+
+def test_without_the_panels_the_float32_module_runs_the_feature_major_path(monkeypatch, rng):
+    r32, _ = _pair(5, 7)
+    x, go = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 7))
+    want = _run(r32, x, go)
+    assert r32.modules[0]._xhRan
+    monkeypatch.setattr(recurrent, "OWN_PRODUCTS", False)
+    got = _run(r32, x, go)
+    assert not r32.modules[0]._xhRan
+    tol = 4 * ((5 + 4 * 7) * 4 * 3 + 2) * EPS32  # the longest reductions, over the batch
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * max(1, np.abs(w).max()))
 
 
 @pytest.mark.parametrize(("i", "h", "t"), [(1, 1, 1), (7, 13, 3), (30, 9, 4), (25, 24, 2),

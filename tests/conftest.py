@@ -12,6 +12,29 @@ import pytest  # noqa: E402
 import pymodules as pm  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--poison-empty", action="store_true",
+                     help="fill every float array from np.empty / np.empty_like with "
+                          "signalling NaNs: a test that reads memory before writing it fails")
+
+
+def _poisoned(allocate):
+    def poisoned(*args, **kwargs):
+        a = allocate(*args, **kwargs)
+        if a.dtype == np.float32:
+            a.view(np.uint32)[...] = 0x7F800001
+        elif a.dtype == np.float64:
+            a.view(np.uint64)[...] = 0x7FF0000000000001
+        return a
+
+    return poisoned
+
+
+def pytest_configure(config):
+    if config.getoption("--poison-empty"):
+        np.empty, np.empty_like = _poisoned(np.empty), _poisoned(np.empty_like)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same library generator."""

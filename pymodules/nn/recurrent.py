@@ -886,3 +886,8 @@ class BiRecurrent(Container):
         super()._convert(dtype)
         self._merge._convert(dtype)
         return self
+
+    def clearState(self):
+        super().clearState()
+        self._merge.clearState()  # not a child: it holds no parameters
+        return self

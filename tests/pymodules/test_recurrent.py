@@ -154,6 +154,18 @@ def test_birecurrent_against_reference(merge, rng):
     assert len(bi.parameters()[0]) == 8
 
 
+@pytest.mark.parametrize("merge", [None, "join"])
+def test_birecurrent_clear_state_reaches_its_merge(merge, rng):
+    bi = pm.BiRecurrent(None if merge is None else pm.JoinTable(2)).add(pm.LSTM(3, 4))
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    y = bi.forward(x).copy()
+    bi.backward(x, np.ones_like(y))
+    assert bi._merge.output.size and bi._merge.gradInput
+    bi.clearState()
+    assert bi._merge.output.size == 0 and not len(bi._merge.gradInput)
+    np.testing.assert_array_equal(bi.forward(x), y)
+
+
 def _torch_lstm(torch, cell, dtype):
     h = cell.hiddenSize
     t = torch.nn.LSTM(cell.inputSize, h, batch_first=True).to(getattr(torch, dtype))

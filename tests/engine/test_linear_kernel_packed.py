@@ -38,11 +38,14 @@ def _packed(x, w, b, extra=5):
 
 # batch: every rest modulo the 8-row vectors and 16-row panels, and 1..70 across the edges;
 # features: not a multiple of 8 (the packing's scalar tail), under 8, long; outputs: every
-# rest modulo the 6 weight rows of a block
+# rest modulo the 6 weight rows of a block, and blocks of 12 (on a core with AVX-512) whole,
+# with 1, 5, 7 and 11 rows over
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 33, 47, 48, 49,
                                63, 64, 65, 70])
 @pytest.mark.parametrize(("k", "m"), [(1, 1), (5, 3), (13, 6), (16, 4), (33, 7), (100, 10),
-                                      (257, 9), (20, 5), (40, 11), (9, 8), (12, 2)])
+                                      (257, 9), (20, 5), (40, 11), (9, 8), (12, 2),
+                                      (40, 12), (33, 13), (20, 17), (19, 19), (130, 23),
+                                      (8, 24)])
 @pytest.mark.parametrize("withBias", [True, False])
 def test_packed_against_numpy_and_blas(n, k, m, withBias, rng):
     x, w = _r(rng, (n, k)), _r(rng, (m, k))
@@ -142,11 +145,17 @@ def test_packed_refusals(rng):
 
 
 def test_rule_and_scratch_size(rng):
-    """The rule picks the packed kernel only beside OpenBLAS's AVX2 kernels (measured there);
-    the scratch size follows it."""
-    assert not packs(64, 784, 256, None) and not packs(64, 784, 256, "SkylakeX")
-    assert packs(64, 784, 256, "Haswell") and packs(64, 256, 10, "Zen")
-    assert not packs(1, 784, 256, "Haswell")
+    """The rule picks the packed kernel beside OpenBLAS's AVX2 kernels, and beside its
+    AVX-512 ones for layers of 256 outputs and more on a core that runs the 64-byte blocks
+    (measured there); the scratch size follows it."""
+    for wide in (False, True):
+        assert not packs(64, 784, 256, None, wide) and not packs(64, 256, 10, "SkylakeX", wide)
+        assert packs(64, 784, 256, "Haswell", wide) and packs(64, 256, 10, "Zen", wide)
+        assert not packs(1, 784, 256, "Haswell", wide)
+    assert packs(64, 784, 256, "SkylakeX", True) and not packs(64, 784, 256, "SkylakeX", False)
+    assert not packs(256, 784, 256, "Cooperlake", True) and packs(8, 30, 300, "Cooperlake", True)
+    assert packs(512, 784, 10, "Haswell", True) and not packs(512, 784, 10, "Haswell", False)
+    assert not packs(513, 784, 10, "Haswell", True)
     core = blas_core_name()
     for n, k, m in [(64, 784, 256), (8, 13, 3), (1, 5, 5), (500, 20, 20)]:
         x, w = _r(rng, (n, k)), _r(rng, (m, k))

@@ -28,9 +28,11 @@
    (0-4% slower).
 
    On a core with AVX-512 a full panel row is one 64-byte vector: blocks of 12 weight rows
-   by 16 batch rows keep 12 of its 32 registers summing (pm_linear_rows12), and each lane
-   runs the same fused multiply-adds in the same order as the 8-float blocks, so the numbers
-   do not depend on the core. On a Zen 5 core the MLP's three layers at batch 64 went from
+   by 16 batch rows keep 12 of its 32 registers summing (pm_linear_rows12). GCC builds the
+   avx512f clone of the 8-float blocks with separate multiplies and adds (the fma clone, which
+   AVX2 cores run, fuses them); each lane of the 64-byte blocks multiplies and adds as that
+   clone does, in the same order, so on such a core the numbers do not depend on the blocks
+   (tested). On a Zen 5 core the MLP's three layers at batch 64 went from
    287 to 156-164 us (220 GFLOP/s against OpenBLAS's 101 with its Haswell kernels and 177
    with its SkylakeX ones; bench/bench_linear.py --packed). */
 
@@ -43,7 +45,8 @@
 /* "fma": AVX with fused multiply-adds, which GCC's "avx2" target lacks */
 #define PM_LINEAR_CLONES __attribute__((target_clones("avx512f", "fma", "default"), unused))
 /* The 64-byte blocks, for a core with AVX-512 (pm_linear_wide) */
-#define PM_LINEAR_WIDE __attribute__((target("avx512f,avx512vl,fma"), unused))
+#define PM_LINEAR_WIDE __attribute__((target("avx512f,avx512vl"), \
+                                      optimize("fp-contract=off"), unused))
 #else
 #define PM_LINEAR_CLONES __attribute__((unused))
 #endif
@@ -275,7 +278,7 @@ static PM_LINEAR_CLONES void pm_linear_rows6(int M, int N, int K, const float *w
 #ifdef PM_LINEAR_WIDE
 /* On a core with AVX-512, twelve weight rows by a full panel of 16 batch rows, one 64-byte
    vector per row: 12 accumulators, each step one panel row loaded and 12 weights broadcast.
-   Each lane runs the fused multiply-adds of the 8-float kernels in the same order, so the
+   Each lane multiplies and adds as the avx512f clone of the 8-float kernels does, so the
    numbers are theirs, bit for bit. Stored as two halves of 8 batch rows, in 4 x 8 blocks. */
 static inline __attribute__((always_inline)) void pm_linear_k12x16(
         int K, const float *a, size_t lda, const float *b, const float *bias, float *y,
@@ -334,16 +337,29 @@ static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
     }
 }
 
+static int pm_linear_wide_on = -1;
+
 /* Whether this core runs pm_linear_rows12 (asked once). */
 static int pm_linear_wide(void) {
-    static int wide = -1;
-    if (wide < 0)
-        wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-    return wide;
+    if (pm_linear_wide_on < 0)
+        pm_linear_wide_on = __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512vl");
+    return pm_linear_wide_on;
+}
+
+/* Tests: 0 runs the 8-float blocks on any core; 1 the core's choice again. */
+static void pm_linear_allow_wide(int allow) {
+    pm_linear_wide_on = -1;
+    if (!allow)
+        pm_linear_wide_on = 0;
 }
 #else
 static int pm_linear_wide(void) {
     return 0;
+}
+
+static void pm_linear_allow_wide(int allow) {
+    (void) allow;
 }
 #endif
 

@@ -73,6 +73,7 @@ cdef extern from "_linear.h" nogil:
     void pm_linear_rows(int M, int N, int K, const float *w, const float *bias,
                         const float *pack, float *y, int r0, int r1)
     int pm_linear_wide()
+    void pm_linear_allow_wide(int allow)
 
 cdef extern from "_linear_grad.h" nogil:
     size_t pm_linear_grad_pack_size(size_t n, int k, int m)
@@ -229,6 +230,12 @@ cdef bint _wide = pm_linear_wide()
 
 #: Whether this core runs the packed forward's 64-byte blocks (AVX-512, _linear.h)
 WIDE = bool(_wide)
+
+
+def allow_wide(bint allow):
+    """For tests: False makes the packed forward run its 8-float blocks on any core (the
+    rule still reads WIDE), True gives the core its choice back."""
+    pm_linear_allow_wide(allow)
 
 
 cdef bint _packs_rule(int family, bint wide, Py_ssize_t n, Py_ssize_t k,

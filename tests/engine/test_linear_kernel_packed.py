@@ -6,6 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from pymodules.engine.linear import (
+    allow_wide,
     blas_core_name,
     linear_scratch_size,
     linear_update_output,
@@ -23,6 +24,15 @@ def _r(rng, shape, dtype=np.float32):
 def _pack_size(n, k):
     """The batch rounded up to 8 rows, and 15 floats to start it on a 64-byte line."""
     return (n + 7) // 8 * 8 * k + 15
+
+
+@pytest.fixture(params=["core's blocks", "8-float blocks"])
+def blocks(request):
+    """The packed forward as this core runs it, then (on a core with AVX-512 another path)
+    with the 8-float blocks."""
+    allow_wide(request.param == "core's blocks")
+    yield request.param
+    allow_wide(True)
 
 
 def _packed(x, w, b, extra=5):
@@ -47,7 +57,7 @@ def _packed(x, w, b, extra=5):
                                       (40, 12), (33, 13), (20, 17), (19, 19), (130, 23),
                                       (8, 24)])
 @pytest.mark.parametrize("withBias", [True, False])
-def test_packed_against_numpy_and_blas(n, k, m, withBias, rng):
+def test_packed_against_numpy_and_blas(n, k, m, withBias, blocks, rng):
     x, w = _r(rng, (n, k)), _r(rng, (m, k))
     b = _r(rng, m) if withBias else None
     y = _packed(x, w, b)
@@ -66,6 +76,21 @@ def test_packed_layer_sizes(n, k, m, rng):
     y = _packed(x, w, b)
     expected = x.astype(np.float64) @ w.T.astype(np.float64) + b
     assert_reduction_close(y, expected, np.float32, k + 1, abs_gemm(x, w.T) + abs(b))
+
+
+@pytest.mark.parametrize(("n", "k", "m"), [(16, 784, 256), (64, 256, 256), (64, 33, 12),
+                                           (48, 100, 30), (512, 20, 13)])
+def test_the_numbers_do_not_depend_on_the_blocks(n, k, m, rng):
+    """The 64-byte blocks (AVX-512) run each sum as the 8-float blocks do on that core: the
+    same bits."""
+    x, w, b = _r(rng, (n, k)), _r(rng, (m, k)), _r(rng, m)
+    core = _packed(x, w, b)
+    allow_wide(False)
+    try:
+        narrow = _packed(x, w, b)
+    finally:
+        allow_wide(True)
+    np.testing.assert_array_equal(core, narrow)
 
 
 def test_packed_reads_the_current_weights(rng):

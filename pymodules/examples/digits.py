@@ -194,7 +194,7 @@ def main(argv=None):
         return accuracy
     epochs = 30 if args.epochs is None else args.epochs
     for name, build, method in (
-            ("MLP", mlp, pm.SGD(learningRate=0.1, momentum=0.9, dampening=0.0)),
+            ("MLP", mlp, pm.SGD(learningRate=0.05, momentum=0.9, dampening=0.0)),
             ("LeNet", lenet, pm.SGD(learningRate=0.05, momentum=0.9, dampening=0.0))):
         model, ts, vs = train(name, build(), train_set, test_set, epochs, args.batch,
                               method, not args.no_progress, out_dir)

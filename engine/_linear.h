@@ -349,9 +349,7 @@ static int pm_linear_wide(void) {
 
 /* Tests: 0 runs the 8-float blocks on any core; 1 the core's choice again. */
 static void pm_linear_allow_wide(int allow) {
-    pm_linear_wide_on = -1;
-    if (!allow)
-        pm_linear_wide_on = 0;
+    pm_linear_wide_on = allow ? -1 : 0;
 }
 #else
 static int pm_linear_wide(void) {

@@ -196,10 +196,10 @@ cdef int _core_family = _family(blas_core_name())
 
 
 def own_kernels(core):
-    """Whether the engine's own float32 product kernels (packed Linear, the LSTM on [x, h]
-    panels), AVX2-wide, run beside OpenBLAS core type ``core`` (a name as blas_core_name
-    gives): beside its AVX2 kernels they were measured faster; beside its AVX-512 ones
-    OpenBLAS's products are (None or an unknown name: never)."""
+    """Whether the engine's AVX2-wide float32 product kernels (the LSTM's [x, h] panels and
+    _narrow.h) run beside OpenBLAS core type ``core`` (a name as blas_core_name gives): beside
+    its AVX2 kernels they were measured faster; beside its AVX-512 ones OpenBLAS's products
+    are (None or an unknown name: never). Linear's packed forward has its own rule (packs)."""
     return _family(core) == FAMILY_AVX2
 
 

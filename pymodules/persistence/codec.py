@@ -393,15 +393,6 @@ class Decoder:
         if dtype not in ("float32", "float64"):
             raise self.error(f"garbled dtype {str(dtype)[:20]}")
         if m.dtype != np.dtype(dtype):
-            # The arrays the file holds are read in next: they take the new dtype unset,
-            # their values (none yet, the constructor left them unset) are not converted.
-            held = [v for v, _ in m._params] + list(m._extra)
-            for section in ("params", "extra"):
-                saved = d.get(section)
-                for attr in saved if isinstance(saved, dict) else ():
-                    value = getattr(m, attr, None) if attr in held else None
-                    if isinstance(value, np.ndarray):
-                        setattr(m, attr, np.empty(value.shape, dtype))
             m._convert(dtype)
         for section, attrs in (("params", m._params), ("extra", m._extra)):
             saved = d.get(section, {})

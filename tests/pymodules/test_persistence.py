@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+from poison import poisoned
 
 import pymodules as pm
 from pymodules import persistence
@@ -378,21 +379,6 @@ def test_round_trip_keeps_float64_given_to_the_constructor(tmp_path):
     assert np.array_equal(r.weight, m.weight)
 
 
-def _signalling_nan_empty(monkeypatch):
-    """Make every new float array hold signalling NaNs: the bits an unset array may hold."""
-    real = np.empty
-
-    def empty(shape, dtype=float, *args, **kwargs):
-        a = real(shape, dtype, *args, **kwargs)
-        if a.dtype == np.float32:
-            a.view(np.uint32)[...] = 0x7F800001
-        elif a.dtype == np.float64:
-            a.view(np.uint64)[...] = 0x7FF0000000000001
-        return a
-
-    monkeypatch.setattr(np, "empty", empty)
-
-
 @pytest.mark.parametrize(("make", "make_input", "dtype"), list(_cases()))
 def test_load_ignores_what_unset_arrays_held(make, make_input, dtype, tmp_path, monkeypatch):
     """Loading rebuilds each module with its parameters unset, then reads the file's in;
@@ -400,14 +386,14 @@ def test_load_ignores_what_unset_arrays_held(make, make_input, dtype, tmp_path, 
     m = make()._convert(dtype)
     m.save(tmp_path / "m.pm")
     with monkeypatch.context() as patched:
-        _signalling_nan_empty(patched)
+        patched.setattr(np, "empty", poisoned(np.empty))
         r = pm.load(tmp_path / "m.pm")
     assert _equal(m.parameters()[0] + m.getExtraParameter(),
                   r.parameters()[0] + r.getExtraParameter())
 
 
 def test_converting_a_signalling_nan_gives_a_nan(monkeypatch):
-    _signalling_nan_empty(monkeypatch)
+    monkeypatch.setattr(np, "empty", poisoned(np.empty))
     m = pm.Linear(2, 2)
     m.weight = np.empty((2, 2), np.float32)
     assert np.isnan(m.double().weight).all()

@@ -14,7 +14,8 @@ third run times only the GEMMs of pymodules' forward + backward (same shapes, sa
 in the same interleaved blocks: what the feature-major design would cost on BLAS alone. Each
 LSTM line says where its per-step products ran: float32 runs one product per step each way
 over [x(t), h(t-1)] on engine's packed-panel kernel (lstm_xh_forward / lstm_xh_backward, any
-batch); float64 the feature-major kernels (_narrow.h for the batches that
+batch; panels of 24 columns, 48 on a core with AVX-512) where ``XH_PANELS`` allows; float64
+the feature-major kernels (_narrow.h for the batches that
 ``lstm_step_kernel`` picks, else BLAS).
 
 ``--phases`` adds, for each LSTM case (float32), the CPU time of each kernel call of one
@@ -201,8 +202,9 @@ def main():
             steps = ""
             if case[0] == "LSTM":
                 own = recurrent.OWN_PRODUCTS and lstm_step_kernel(case[1], case[4])
-                panels = args.dtype == "float32" and recurrent.OWN_PRODUCTS
-                steps = "  (steps on " + ("packed [x, h] panels)" if panels
+                panels = args.dtype == "float32" and recurrent.XH_PANELS
+                width = recurrent.lstm_xh_panels(case[3], case[4])[2]
+                steps = "  (steps on " + (f"packed [x, h] panels of {width})" if panels
                                           else "_narrow.h)" if own else "BLAS)")
             print(f"{name:<34} {t['pymodules'] * 1e3:12.3f} {t['torch'] * 1e3:10.3f} "
                   f"{ratio:7.2f}  {mark}{steps}")

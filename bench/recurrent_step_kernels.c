@@ -12,15 +12,16 @@
        sed 's/pm_rec_/pmB_rec_/g; s/PM_REC_/PMB_REC_/g; s/PM_RECURRENT_H/PMB_RECURRENT_H/' \
            engine/_recurrent.h > /tmp/rec_B.h
        gcc -O3 -ffp-contract=off -I/tmp bench/recurrent_step_kernels.c -o /tmp/rsk -lm
-       /tmp/rsk 16 64 128 32 41 [offset A] [offset B]
+       /tmp/rsk 16 64 128 32 41 [offset A] [offset B] [panel width]
 
    (the offsets, in floats past a 64-byte boundary, of the state buffers of each: NumPy's
-   arrays start 16 bytes past one or at any multiple of 16)
+   arrays start 16 bytes past one or at any multiple of 16; the width 24 or 48, by default
+   the core's, pm_rec_width)
 
    It prints, per call, the median CPU ms of A and B and B / A, and the largest difference
    of B's outputs from A's relative to the largest magnitude of each. A revision older than
-   pm_rec_gate_rows needs `#define pmA_rec_gate_rows(z, n, gw, h) (z)` appended to its
-   header (its gate rows start where the buffer does).
+   the panel width argument of the calls (pm_rec_width) runs on neither side: the calls here
+   name it.
 
    Runs on the 2-core AMD EPYC (Zen 3, AVX2; shared, so phases of 20-30% either way; both
    sides at offset 4, as NumPy places them), B16 I64 H128 T32, each change against the one
@@ -31,7 +32,9 @@
    left: prefetching pm_rec_wgrad's next output rows (1.02-1.05), its chunks of 256 rows or
    passes of 512 gates (0.99, 1.015: noise), a forward K chunk of 96 (1.02). Alone, with
    operands in cache, the step product runs at 93-96 GFLOPS, the gate pass in 0.25-0.31 ms,
-   the backward's row pass in 0.15 ms. */
+   the backward's row pass in 0.15 ms. On a Zen 5 core (AVX-512), the working tree on both
+   sides, width 24 then 48: sum 3.21 then 1.56 ms; forward 88 then 184 GFLOPS, backward 93
+   then 194, weight gradients 103 then 206 (the same numbers either way). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,17 +62,17 @@ typedef struct {
     float *pk, *pb, *xh, *z, *c, *tc, *y, *pkb, *dg, *dxh, *dc, *gi, *gw, *gu, *gb;
 } state;
 
-static int NB, NT, NI, NH, PF, PB, GW;
+static int NB, NT, NI, NH, PF, PB, GW, PW;
 static float *X, *WI, *WH, *BI, *GO;
 
 static state make(void) {
     state s;
     int k = NI + NH;
-    s.pk = buf((size_t) PF * k * 24, 0); s.pb = buf(24 * PF, 0);
+    s.pk = buf((size_t) PF * k * PW, 0); s.pb = buf(PW * PF, 0);
     s.xh = buf((size_t) NT * NB * k, 0); s.z = buf((size_t) NT * NB * GW, 0);
     s.c = buf((size_t) NT * NB * NH, 0); s.tc = buf((size_t) NT * NB * NH, 0);
-    s.y = buf((size_t) NB * NT * NH, 0); s.pkb = buf((size_t) (PB + 1) * 4 * NH * 24, 0);
-    s.dg = buf((size_t) NT * NB * GW, 0); s.dxh = buf((size_t) NB * 24 * (PB + 1), 0);
+    s.y = buf((size_t) NB * NT * NH, 0); s.pkb = buf((size_t) (PB + 1) * 4 * NH * PW, 0);
+    s.dg = buf((size_t) NT * NB * GW, 0); s.dxh = buf((size_t) NB * PW * (PB + 1), 0);
     s.dc = buf((size_t) NB * NH, 0); s.gi = buf((size_t) NB * NT * NI, 0);
     s.gw = buf((size_t) 4 * NH * NI, 0); s.gu = buf((size_t) 4 * NH * NH, 0);
     s.gb = buf((size_t) 4 * NH, 0);
@@ -79,20 +82,21 @@ static state make(void) {
 /* the calls of engine/recurrent.pyx (the buffers of the backward with one panel of room) */
 #define VERSION(P)                                                                            \
     static void P##_fwd(state *s) {                                                           \
-        P##_rec_xh_forward(NB, NT, NI, NH, PF, X, WI, WH, BI, s->pk, (size_t) PF * (NI + NH)  \
-                           * 24, s->pb, s->xh, s->z, s->c, s->tc, s->y);                      \
+        P##_rec_xh_forward(NB, NT, NI, NH, PF, PW, X, WI, WH, BI, s->pk, (size_t) PF          \
+                           * (NI + NH) * PW, s->pb, s->xh, s->z, s->c, s->tc, s->y);          \
     }                                                                                         \
     static void P##_bwd(state *s) {                                                           \
-        P##_rec_xh_backward(NB, NT, NI, NH, PB, GW, GO, WI, WH, s->pkb, (size_t) (PB + 1) * 4 \
-                            * NH * 24, s->z, s->c, s->tc, s->dg, s->dxh, (size_t) NB * 24 *   \
-                            (PB + 1), s->dc, s->gi);                                          \
+        P##_rec_xh_backward(NB, NT, NI, NH, PB, PW, GW, GO, WI, WH, s->pkb, (size_t) (PB + 1) \
+                            * 4 * NH * PW, s->z, s->c, s->tc, s->dg, s->dxh, (size_t) NB * PW \
+                            * (PB + 1), s->dc, s->gi);                                        \
     }                                                                                         \
     static void P##_acc(state *s) {                                                           \
         memset(s->gw, 0, (size_t) 4 * NH * NI * 4);                                           \
         memset(s->gu, 0, (size_t) 4 * NH * NH * 4);                                           \
         memset(s->gb, 0, (size_t) 4 * NH * 4);                                                \
-        P##_rec_wgrad(NT * NB, 4 * NH, NI, NH, P##_rec_gate_rows(s->dg, (size_t) NT * NB, GW, \
-                      NH), GW, s->xh, NI + NH, 1.0f, s->gw, NI, s->gu, NH, s->gb, 1.0f, NB);  \
+        P##_rec_wgrad_w(PW, NT * NB, 4 * NH, NI, NH, P##_rec_gate_rows(s->dg, (size_t) NT     \
+                        * NB, GW, NH, PW), GW, s->xh, NI + NH, 1.0f, s->gw, NI, s->gu, NH,    \
+                        s->gb, 1.0f, NB);                                                     \
     }
 
 VERSION(pmA)
@@ -115,12 +119,13 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s B I H T blocks\n", argv[0]);
+        fprintf(stderr, "usage: %s B I H T blocks [offset A] [offset B] [width]\n", argv[0]);
         return 2;
     }
     NB = atoi(argv[1]); NI = atoi(argv[2]); NH = atoi(argv[3]); NT = atoi(argv[4]);
     int blocks = atoi(argv[5]), k = NI + NH;
-    PF = (4 * NH + 23) / 24; PB = (k + 23) / 24; GW = 24 * PF;
+    PW = argc > 8 ? atoi(argv[8]) : pmB_rec_width();  /* 24, or 48 on a core with AVX-512 */
+    PF = (4 * NH + PW - 1) / PW; PB = (k + PW - 1) / PW; GW = PW * PF;
     srand(1);
     X = buf((size_t) NB * NT * NI, 2.0f); WI = buf((size_t) 4 * NH * NI, 0.2f);
     WH = buf((size_t) 4 * NH * NH, 0.2f); BI = buf(4 * NH, 0.2f);

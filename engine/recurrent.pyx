@@ -22,11 +22,12 @@ instead, without BLAS's per-call copy of W_hh, over contiguous copies of h(t-1) 
 
 LSTM in float32 without masks: ``lstm_xh_forward``, ``lstm_xh_backward``, ``lstm_xh_acc``,
 time-major (T, B, ...): the rows [x(t), h(t-1)] of each step side by side, so that each step
-is ONE product each way on [W_ih W_hh] packed once per call into 24-column panels (no
-projection GEMM over the sequence, no input-gradient GEMM, no strided step columns, no
-repacking per step as BLAS does); the forward's gates are activated in one vectorised pass
-per row; the weight gradients and the bias's are one pass over all steps, without BLAS (it
-packed all of dG again for each of the two GEMMs). The kernels are in engine/_recurrent.h.
+is ONE product each way on [W_ih W_hh] packed once per call into 24-column panels, 48 on a
+core with AVX-512 (no projection GEMM over the sequence, no input-gradient GEMM, no strided
+step columns, no repacking per step as BLAS does); the forward's gates are activated in one
+vectorised pass per row; the weight gradients and the bias's are one pass over all steps,
+without BLAS (it packed all of dG again for each of the two GEMMs). The kernels are in
+engine/_recurrent.h.
 
 Gate blocks (rows of W_ih): LSTM i, g, f, o; GRU r, z, n; LSTMPeephole i, f, g, o; RnnCell
 one block. Activations of RnnCell: ACT_TANH, ACT_SIGMOID, ACT_RELU.
@@ -1692,28 +1693,38 @@ def stack_rows(output, blocks):
 # -- LSTM over [x(t), h(t-1)]: one product per step each way, on packed weights (float32) ----
 
 cdef extern from "_recurrent.h" nogil:
-    void pm_rec_wgrad(int N, int G, int I, int H, const float *dg, size_t ldg, const float *xh,
-                      size_t ldx, float scale, float *gw, size_t ldw, float *gu, size_t ldu,
-                      float *gb, float scale_b, int n_h)
+    void pm_rec_wgrad_w(int W, int N, int G, int I, int H, const float *dg, size_t ldg,
+                        const float *xh, size_t ldx, float scale, float *gw, size_t ldw,
+                        float *gu, size_t ldu, float *gb, float scale_b, int n_h)
     void pm_rec_xh_forward(Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t ni, Py_ssize_t h,
-                           Py_ssize_t np_, const float *x, const float *wi, const float *wh,
-                           const float *bi, float *pk, size_t pk_size, float *pb, float *xh,
-                           float *z, float *c, float *tc, float *y)
+                           Py_ssize_t np_, int W, const float *x, const float *wi,
+                           const float *wh, const float *bi, float *pk, size_t pk_size,
+                           float *pb, float *xh, float *z, float *c, float *tc, float *y)
     void pm_rec_xh_backward(Py_ssize_t nb, Py_ssize_t nt, Py_ssize_t ni, Py_ssize_t h,
-                            Py_ssize_t np_, Py_ssize_t gw, const float *go, const float *wi,
-                            const float *wh, float *pk, size_t pk_size, const float *z,
-                            const float *c, const float *tc, float *dg, float *dxh,
-                            size_t dxh_size, float *dc, float *gi)
-    float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H)
+                            Py_ssize_t np_, int W, Py_ssize_t gw, const float *go,
+                            const float *wi, const float *wh, float *pk, size_t pk_size,
+                            const float *z, const float *c, const float *tc, float *dg,
+                            float *dxh, size_t dxh_size, float *dc, float *gi)
+    float *pm_rec_gate_rows(float *z, size_t n, size_t gw, int H, int W)
+    int pm_rec_width()
+    void pm_rec_allow_wide(int allow)
 
 
 def lstm_xh_panels(Py_ssize_t input_size, Py_ssize_t hidden):
-    """(forward panels, backward panels) of lstm_xh_forward's and lstm_xh_backward's packed
-    weights: ceil(4H / 24) and ceil((I + H) / 24) + 1 (one panel of room in which the panels
-    start on a 64-byte boundary); their buffers are (panels, I + H, 24) and (panels, 4H, 24),
-    the forward's bias (24 * panels,), the backward's ``dxh`` (B, 24 * panels); ``gates``
-    and ``d_gates`` are (T, B, 24 * forward panels)."""
-    return (4 * hidden + 23) // 24, (input_size + hidden + 23) // 24 + 1
+    """(forward panels, backward panels, width) of lstm_xh_forward's and lstm_xh_backward's
+    packed weights on this core: panels of W = 48 columns where it has AVX-512 (three
+    64-byte vectors a row), else 24; ceil(4H / W) and ceil((I + H) / W) + 1 (one panel of
+    room in which the panels start on a 64-byte boundary); their buffers are (panels, I + H,
+    W) and (panels, 4H, W), the forward's bias (W * panels,), the backward's ``dxh`` (B,
+    W * panels); ``gates`` and ``d_gates`` are (T, B, W * forward panels)."""
+    cdef Py_ssize_t w = pm_rec_width()
+    return (4 * hidden + w - 1) // w, (input_size + hidden + w - 1) // w + 1, w
+
+
+def lstm_xh_allow_wide(bint allow):
+    """For tests: False gives every core the 24-column panels, True gives the core its
+    choice back (buffers follow lstm_xh_panels)."""
+    pm_rec_allow_wide(allow)
 
 
 cdef int _xh_sizes(cnp.ndarray wi, cnp.ndarray wh, Py_ssize_t *i, Py_ssize_t *h) except -1:
@@ -1723,7 +1734,7 @@ cdef int _xh_sizes(cnp.ndarray wi, cnp.ndarray wh, Py_ssize_t *i, Py_ssize_t *h)
     i[0] = cnp.PyArray_DIMS(wi)[1]
     _matrix(wh, "W_hh", 4 * h[0], h[0])
     _matrix(wi, "W_ih", 4 * h[0], i[0])
-    int_limit(4 * h[0] * (i[0] + h[0]) * 24, "packed weights")
+    int_limit((4 * h[0] + 48) * (i[0] + h[0] + 96), "packed weights")
     return 0
 
 
@@ -1740,26 +1751,27 @@ def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cel
     cdef cnp.ndarray wh = array(w_hh, "W_hh", t, False)
     cdef Py_ssize_t i, h, nb, nt
     _xh_sizes(wi, wh, &i, &h)
-    cdef Py_ssize_t k = i + h, np_ = (4 * h + 23) // 24
+    cdef int W = pm_rec_width()
+    cdef Py_ssize_t k = i + h, np_ = (4 * h + W - 1) // W
     cdef cnp.ndarray x = array(input, "input", t, False)
     _sizes(x, "input", i, &nb, &nt)
     cdef cnp.ndarray bi = array(b_ih, "b_ih", t, False)
     vector_of(bi, "b_ih", 4 * h)
     cdef cnp.ndarray pk = array(packed, "packed", t, True)
-    shape_is(pk, "packed", (np_, k, 24))
+    shape_is(pk, "packed", (np_, k, W))
     cdef cnp.ndarray pb = array(packed_bias, "packed_bias", t, True)
-    vector_of(pb, "packed_bias", 24 * np_)
+    vector_of(pb, "packed_bias", W * np_)
     cdef cnp.ndarray a = array(xh, "xh", t, True)
     shape_is(a, "xh", (nt, nb, k))
     cdef cnp.ndarray z = array(gates, "gates", t, True)
-    shape_is(z, "gates", (nt, nb, 24 * np_))
+    shape_is(z, "gates", (nt, nb, W * np_))
     cdef cnp.ndarray c = array(cell, "cell", t, True)
     cdef cnp.ndarray tc = array(tanh_cell, "tanh_cell", t, True)
     shape_is(c, "cell", (nt, nb, h))
     shape_is(tc, "tanh_cell", (nt, nb, h))
     cdef cnp.ndarray y = array(output, "output", t, True)
     _seq(y, "output", nb, nt, h)
-    int_limit(nt * nb * 24 * np_, "time * batch * gate width")
+    int_limit(nt * nb * W * np_, "time * batch * gate width")
     outs = ((pk, "packed"), (pb, "packed_bias"), (a, "xh"), (z, "gates"), (c, "cell"),
             (tc, "tanh_cell"), (y, "output"))
     for q, (o, what) in enumerate(outs):
@@ -1767,8 +1779,8 @@ def lstm_xh_forward(input, w_ih, w_hh, b_ih, packed, packed_bias, xh, gates, cel
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        pm_rec_xh_forward(nb, nt, i, h, np_, f32(x), f32(wi), f32(wh), f32(bi), f32(pk),
-                          np_ * k * 24, f32(pb), f32(a), f32(z), f32(c), f32(tc), f32(y))
+        pm_rec_xh_forward(nb, nt, i, h, np_, W, f32(x), f32(wi), f32(wh), f32(bi), f32(pk),
+                          np_ * k * W, f32(pb), f32(a), f32(z), f32(c), f32(tc), f32(y))
 
 
 def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_gates, dxh, dc,
@@ -1785,11 +1797,12 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     cdef cnp.ndarray wh = array(w_hh, "W_hh", t, False)
     cdef Py_ssize_t i, h, nb, nt
     _xh_sizes(wi, wh, &i, &h)
-    cdef Py_ssize_t k = i + h, np_ = (k + 23) // 24, gw = 24 * ((4 * h + 23) // 24)
+    cdef int W = pm_rec_width()
+    cdef Py_ssize_t k = i + h, np_ = (k + W - 1) // W, gw = W * ((4 * h + W - 1) // W)
     cdef cnp.ndarray go = array(grad_output, "gradOutput", t, False)
     _sizes(go, "gradOutput", h, &nb, &nt)
     cdef cnp.ndarray pk = array(packed, "packed", t, True)
-    shape_is(pk, "packed", (np_ + 1, 4 * h, 24))
+    shape_is(pk, "packed", (np_ + 1, 4 * h, W))
     cdef cnp.ndarray z = array(gates, "gates", t, False)
     shape_is(z, "gates", (nt, nb, gw))
     cdef cnp.ndarray c = array(cell, "cell", t, False)
@@ -1799,7 +1812,7 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
     cdef cnp.ndarray dg = array(d_gates, "d_gates", t, True)
     shape_is(dg, "d_gates", (nt, nb, gw))
     cdef cnp.ndarray d = array(dxh, "dxh", t, True)
-    _matrix(d, "dxh", nb, 24 * (np_ + 1))
+    _matrix(d, "dxh", nb, W * (np_ + 1))
     cdef cnp.ndarray dcv = array(dc, "dc", t, True)
     _matrix(dcv, "dc", nb, h)
     cdef cnp.ndarray gi = array(grad_input, "gradInput", t, True)
@@ -1812,9 +1825,9 @@ def lstm_xh_backward(grad_output, w_ih, w_hh, packed, gates, cell, tanh_cell, d_
         for o2, what2 in outs[q + 1:]:
             disjoint_from(o, what, o2, what2)
     with nogil:
-        pm_rec_xh_backward(nb, nt, i, h, np_, gw, f32(go), f32(wi), f32(wh), f32(pk),
-                           (np_ + 1) * 4 * h * 24, f32(z), f32(c), f32(tc), f32(dg), f32(d),
-                           nb * 24 * (np_ + 1), f32(dcv), f32(gi))
+        pm_rec_xh_backward(nb, nt, i, h, np_, W, gw, f32(go), f32(wi), f32(wh), f32(pk),
+                           (np_ + 1) * 4 * h * W, f32(z), f32(c), f32(tc), f32(dg), f32(d),
+                           nb * W * (np_ + 1), f32(dcv), f32(gi))
 
 
 def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, double scale_b):
@@ -1846,23 +1859,27 @@ def lstm_xh_acc(xh, d_gates, grad_w_ih, grad_b_ih, grad_w_hh, double scale_w, do
         disjoint_from(o, what, a, "xh", dg, "d_gates")
     disjoint_from(gw, "gradW_ih", gu, "gradW_hh", gb, "gradB_ih")
     disjoint_from(gu, "gradW_hh", gb, "gradB_ih")
-    cdef bint own = (nt * nb) * (4 * h) * (i + h) <= XH_OWN_WGRAD
+    cdef int W = pm_rec_width()
+    cdef bint own = W == 48 or (nt * nb) * (4 * h) * (i + h) <= XH_OWN_WGRAD
     cdef float *d
     with nogil:
-        d = pm_rec_gate_rows(f32(dg), nt * nb, w, <int> h)
+        d = pm_rec_gate_rows(f32(dg), nt * nb, w, <int> h, W)
         if scale_w != 0 and not own:
             _xh_acc_blas(f32(a), d, f32(gw), f32(gu), <float> scale_w, nt * nb, i, h, w)
         if scale_w != 0 and own or scale_b != 0:
             # scale_w = 0 or BLAS's products: the bias only (no columns)
-            pm_rec_wgrad(<int> (nt * nb), <int> (4 * h), <int> i if scale_w != 0 and own else 0,
-                         <int> h if scale_w != 0 and own else 0, d, w, f32(a), i + h,
-                         <float> scale_w, f32(gw), i, f32(gu), h,
-                         f32(gb) if scale_b != 0 else NULL, <float> scale_b, <int> nb)
+            pm_rec_wgrad_w(W, <int> (nt * nb), <int> (4 * h),
+                           <int> i if scale_w != 0 and own else 0,
+                           <int> h if scale_w != 0 and own else 0, d, w, f32(a), i + h,
+                           <float> scale_w, f32(gw), i, f32(gu), h,
+                           f32(gb) if scale_b != 0 else NULL, <float> scale_b, <int> nb)
 
 
 # Multiply-adds (T B x 4H x (I + H)) up to which lstm_xh_acc's weight gradients run on
 # pm_rec_wgrad rather than two BLAS GEMMs: at batch 16, 64 -> 128 (50M) it ran in about 0.92
-# of OpenBLAS 0.3.30 Haswell's time; at batch 128, 256 -> 256 (2.1G) in 1.1 of it.
+# of OpenBLAS 0.3.30 Haswell's time; at batch 128, 256 -> 256 (2.1G) in 1.1 of it. With the
+# 48-column panels (AVX-512) it runs at every size: on a Zen 5 core 0.44-0.46 ms and 21 ms
+# for those two, OpenBLAS 0.97 and 40 with its Haswell kernels, 0.55 and 22 with SkylakeX.
 XH_OWN_WGRAD = 1 << 27
 
 

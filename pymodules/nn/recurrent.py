@@ -288,13 +288,20 @@ def _per_gate(prefix, role, shape, gates):
     return tuple((prefix + k, role, shape) for k in gates)
 
 
-#: Whether the LSTM runs its products on the engine's own AVX2-wide kernels: the packed
-#: [x, h] panels (float32 without dropout, engine's lstm_xh_*) and _narrow.h for the steps
-#: of batches 16 and 32 otherwise (lstm_step_kernel). Beside OpenBLAS's AVX2 kernels they
-#: beat its GEMMs (batch 16, 64 -> 128: 2.6 against 3.0 ms a forward and backward; batch
-#: 128, 256 -> 256: 110 against 114 ms; bench/bench_recurrent.py); beside its AVX-512 ones
-#: OpenBLAS is faster (2.1-2.3 against 2.3-2.7 ms, 66 against 92 ms, on a Zen 5 core).
+#: Whether the LSTM runs the per-step products of batches 16 and 32 on _narrow.h (engine's
+#: lstm_step_kernel, AVX2-wide) where it does not run the [x, h] panels (float64, dropout):
+#: beside OpenBLAS's AVX2 kernels they beat its GEMMs; beside its AVX-512 ones OpenBLAS
+#: is faster.
 OWN_PRODUCTS = OWN_KERNELS
+
+#: Whether the float32 LSTM without dropout runs on the engine's packed [x, h] panels
+#: (lstm_xh_*): beside OpenBLAS's AVX2 kernels, and on any core with AVX-512, whose
+#: panels are 48 columns of 64-byte vectors (lstm_xh_panels). Beside OpenBLAS's AVX2
+#: kernels (batch 16, 64 -> 128, a forward and backward, bench/bench_recurrent.py) the
+#: 24-column panels ran in 2.6 ms against its GEMMs' 3.0 on a Zen 3 core; on a Zen 5 core
+#: the 48-column ones run in 1.4-1.6 ms against OpenBLAS's 2.9-3.1 (Haswell kernels) and
+#: 2.1-2.3 (SkylakeX), and at batch 128, 256 -> 256, in 59-61 ms against 108-110 and 66.
+XH_PANELS = OWN_KERNELS or lstm_xh_panels(1, 1)[2] == 48
 
 
 class LSTM(_Cell):
@@ -314,10 +321,11 @@ class LSTM(_Cell):
     come from the cell's own ``pymodules.random.Stream`` (``setSeed`` then a run repeats
     them).
 
-    In float32 without dropout, beside OpenBLAS's AVX2 kernels (``OWN_PRODUCTS``), each
-    step is one product over the rows [x(t), h(t-1)] (batch, I + H) with [W_ih W_hh] packed
-    once per call (engine's lstm_xh_forward; the backward one product per step giving dx(t)
-    and dh(t-1), lstm_xh_backward; the weight gradients one GEMM each over all steps,
+    In float32 without dropout, beside OpenBLAS's AVX2 kernels or on a core with AVX-512
+    (``XH_PANELS``), each step is one product over the rows [x(t), h(t-1)] (batch, I + H)
+    with [W_ih W_hh] packed once per call (engine's lstm_xh_forward; the backward one
+    product per step giving dx(t) and dh(t-1), lstm_xh_backward; the weight gradients in
+    one pass over all steps, or two BLAS GEMMs for the largest on an AVX2 core,
     lstm_xh_acc), buffers time-major (time, batch, features). Otherwise its buffers are
     feature-major, (features, time, batch): each step's hidden GEMM is then W_hh @ h(t-1),
     faster than the batch-major h(t-1) @ W_hh.T for small batches, and the weight gradients
@@ -370,7 +378,7 @@ class LSTM(_Cell):
         shape = shape_of(input)
         b, t = (shape[0], shape[1]) if len(shape) == 3 else (0, 0)
         h, dt = self.hiddenSize, self.dtype
-        self._xhRan = OWN_PRODUCTS and self.p == 0 and dt == np.float32
+        self._xhRan = XH_PANELS and self.p == 0 and dt == np.float32
         if self._xhRan:
             return self._xhForward(input, b, t)
         x = self._input = resized(self._input, (self.inputSize, t, b), -1, dt)
@@ -395,11 +403,11 @@ class LSTM(_Cell):
         """float32, p = 0: one product per step over [x(t), h(t-1)] on the packed weights
         (lstm_xh_forward), time-major buffers (T, B, ...)."""
         h, i, dt = self.hiddenSize, self.inputSize, self.dtype
-        pf = lstm_xh_panels(i, h)[0]
-        self._packed = resized(self._packed, (pf, i + h, 24), -1, dt)
-        self._packedBias = resized(self._packedBias, (24 * pf,), -1, dt)
+        pf, _, w = lstm_xh_panels(i, h)
+        self._packed = resized(self._packed, (pf, i + h, w), -1, dt)
+        self._packedBias = resized(self._packedBias, (w * pf,), -1, dt)
         self._xh = resized(self._xh, (t, b, i + h), -1, dt)
-        self._gatesT = resized(self._gatesT, (t, b, 24 * pf), -1, dt)
+        self._gatesT = resized(self._gatesT, (t, b, w * pf), -1, dt)
         self._cell = resized(self._cell, (t, b, h), -1, dt)
         self._tanhCell = resized(self._tanhCell, (t, b, h), -1, dt)
         out = self.output = resized(self.output, (b, t, h), -1, dt)
@@ -415,10 +423,10 @@ class LSTM(_Cell):
         if shape_of(gradOutput) not in ((b, t, h), ()):
             raise ValueError(f"gradOutput has shape {shape_of(gradOutput)}, expected "
                              f"{(b, t, h)}")
-        pf, pb = lstm_xh_panels(i, h)
-        self._packedBack = resized(self._packedBack, (pb, 4 * h, 24), -1, dt)
-        self._dgates = resized(self._dgates, (t, b, 24 * pf), -1, dt)
-        self._dxh = resized(self._dxh, (b, 24 * pb), -1, dt)
+        pf, pb, w = lstm_xh_panels(i, h)
+        self._packedBack = resized(self._packedBack, (pb, 4 * h, w), -1, dt)
+        self._dgates = resized(self._dgates, (t, b, w * pf), -1, dt)
+        self._dxh = resized(self._dxh, (b, w * pb), -1, dt)
         self._dc = resized(self._dc, (b, h), -1, dt)
         gi = self.gradInput = resized(self.gradInput, (b, t, i), -1, dt)
         lstm_xh_backward(gradOutput, self.weight, self.hiddenWeight, self._packedBack,

@@ -518,10 +518,14 @@ PM_REC_WGRAD_DEFINE(pm_rec_wgrad48, PM_REC_WIDE, 48, pm_rec_blocks48)
 
 static int pm_rec_wide_on = -1;
 
-/* The panels' width on this core: 48 where it has AVX-512 (asked once), else 24. */
+/* The panels' width on this core: 48 where it has the AVX-512 of x86-64-v4, which the
+   wide kernels are built for (asked once), else 24. */
 static int pm_rec_width(void) {
     if (pm_rec_wide_on < 0)
-        pm_rec_wide_on = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+        pm_rec_wide_on = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                         && __builtin_cpu_supports("avx512bw")
+                         && __builtin_cpu_supports("avx512dq")
+                         && __builtin_cpu_supports("avx512cd");
     return pm_rec_wide_on ? 48 : 24;
 }
 

@@ -27,14 +27,17 @@
    times: 1-2% slower), software prefetch of the weight rows ahead or of the next group
    (0-4% slower).
 
-   On a core with AVX-512 a full panel row is one 64-byte vector: blocks of 12 weight rows
-   by 16 batch rows keep 12 of its 32 registers summing (pm_linear_rows12). GCC builds the
-   avx512f clone of the 8-float blocks with separate multiplies and adds (the fma clone, which
-   AVX2 cores run, fuses them); each lane of the 64-byte blocks multiplies and adds as that
-   clone does, in the same order, so on such a core the numbers do not depend on the blocks
-   (tested). On a Zen 5 core the MLP's three layers at batch 64 went from
-   287 to 156-164 us (220 GFLOP/s against OpenBLAS's 101 with its Haswell kernels and 177
-   with its SkylakeX ones; bench/bench_linear.py --packed). */
+   On a core with AVX-512 a full panel row is one 64-byte vector: blocks of 6 weight rows by
+   four panels (64 batch rows) keep 24 of its 32 registers summing, 12 by one panel where
+   fewer are left (pm_linear_rows12). Every block fuses each multiply-add, as the x86-64-v3
+   ("fma") clone that AVX2 cores run does, and the x86-64-v4 clone of the 8-float blocks on
+   an AVX-512 core, in the same k order: the numbers depend neither on the blocks nor on the
+   kind of core (tested). On a Zen 5 core the MLP's three layers at batch 64 went from 287 to
+   156-164 us with the 12 x 16 blocks (multiplies and adds apart, as GCC built the
+   "avx512f" clone then: 220 GFLOP/s against OpenBLAS's 101 with its Haswell kernels and
+   177 with its SkylakeX ones; bench/bench_linear.py --packed); fused, the 6 x 64 blocks run
+   784 -> 256 at batch 64 at 232 GFLOP/s where the 12 x 16 unfused ran at 209 (0.90 of the
+   time; at batch 128, 0.91; 512, 0.88: a C harness, the two alternated). */
 
 #ifndef PM_LINEAR_H
 #define PM_LINEAR_H
@@ -42,11 +45,12 @@
 #include <stddef.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* "fma": AVX with fused multiply-adds, which GCC's "avx2" target lacks */
-#define PM_LINEAR_CLONES __attribute__((target_clones("avx512f", "fma", "default"), unused))
+/* "fma": AVX with fused multiply-adds, which GCC's "avx2" target lacks; "arch=x86-64-v4":
+   AVX-512 with them ("avx512f" alone has none: its clone multiplied and added apart) */
+#define PM_LINEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "fma", "default"), \
+                                                  unused))
 /* The 64-byte blocks, for a core with AVX-512 (pm_linear_wide) */
-#define PM_LINEAR_WIDE __attribute__((target("avx512f,avx512vl"), \
-                                      optimize("fp-contract=off"), unused))
+#define PM_LINEAR_WIDE __attribute__((target("arch=x86-64-v4"), unused))
 #else
 #define PM_LINEAR_CLONES __attribute__((unused))
 #endif
@@ -278,8 +282,8 @@ static PM_LINEAR_CLONES void pm_linear_rows6(int M, int N, int K, const float *w
 #ifdef PM_LINEAR_WIDE
 /* On a core with AVX-512, twelve weight rows by a full panel of 16 batch rows, one 64-byte
    vector per row: 12 accumulators, each step one panel row loaded and 12 weights broadcast.
-   Each lane multiplies and adds as the avx512f clone of the 8-float kernels does, so the
-   numbers are theirs, bit for bit. Stored as two halves of 8 batch rows, in 4 x 8 blocks. */
+   Each lane multiplies and adds as the 8-float kernels do, so the numbers are theirs, bit
+   for bit. Stored as two halves of 8 batch rows, in 4 x 8 blocks. */
 static inline __attribute__((always_inline)) void pm_linear_k12x16(
         int K, const float *a, size_t lda, const float *b, const float *bias, float *y,
         size_t ldy) {
@@ -309,8 +313,42 @@ static inline __attribute__((always_inline)) void pm_linear_k12x16(
     }
 }
 
-/* pm_linear_rows on AVX-512: twelve rows at a time on full panels, the rest as the 6-row
-   blocks do. */
+/* Six weight rows by four full panels (64 batch rows), one 64-byte vector per panel row:
+   24 accumulators, each step four panel rows loaded (one from each panel) and 6 weights
+   broadcast, 10 loads for 24 multiply-adds where the 12 x 16 block needs 13 for 12. The same
+   sums, lane by lane, as the other blocks. */
+static inline __attribute__((always_inline)) void pm_linear_k6x64(
+        int K, const float *a, size_t lda, const float *b, const float *bias, float *y,
+        size_t ldy) {
+    const pm_lin_v16 zero = {0};
+    pm_lin_v16 s[6][4];
+    int i, j, k;
+    _Pragma("GCC unroll 6") for (i = 0; i < 6; i++)
+        _Pragma("GCC unroll 4") for (j = 0; j < 4; j++)
+            s[i][j] = zero + (bias ? bias[i] : 0.0f);
+    _Pragma("GCC unroll 4") for (k = 0; k < K; k++) {
+        pm_lin_v16 u[4];
+        _Pragma("GCC unroll 4") for (j = 0; j < 4; j++)
+            u[j] = *(const pm_lin_v16 *) (b + (size_t) j * 16 * K + (size_t) k * 16);
+        _Pragma("GCC unroll 6") for (i = 0; i < 6; i++) {
+            float wk = a[(size_t) i * lda + k];
+            _Pragma("GCC unroll 4") for (j = 0; j < 4; j++) s[i][j] += wk * u[j];
+        }
+    }
+    _Pragma("GCC unroll 8") for (j = 0; j < 8; j++) {
+        int h = j & 1, p = j >> 1;
+        float *yj = y + (size_t) (16 * p + 8 * h) * ldy;
+#define PM_LIN_HALF(v) (h ? __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15) \
+                          : __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7))
+        pm_linear_store4x8(yj, ldy, PM_LIN_HALF(s[0][p]), PM_LIN_HALF(s[1][p]),
+                           PM_LIN_HALF(s[2][p]), PM_LIN_HALF(s[3][p]));
+        pm_linear_store2x8(yj + 4, ldy, PM_LIN_HALF(s[4][p]), PM_LIN_HALF(s[5][p]));
+#undef PM_LIN_HALF
+    }
+}
+
+/* pm_linear_rows on AVX-512: twelve rows at a time, as two blocks of 6 x 64 over each four
+   full panels, 12 x 16 over a full panel left, the rest as the 6-row blocks do. */
 static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
                                             const float *bias, const float *scratch,
                                             float *y, int r0, int r1) {
@@ -325,6 +363,12 @@ static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
             float *yb = y + (size_t) m0 * N + r;
             mv = M - m0 < PM_LINEAR_PANEL ? M - m0 : PM_LINEAR_PANEL;
             pw = Mp - m0 < PM_LINEAR_PANEL ? Mp - m0 : PM_LINEAR_PANEL;
+            if (rb == 12 && M - m0 >= 64) {
+                pm_linear_k6x64(K, a, K, b, c, yb, N);
+                pm_linear_k6x64(K, a + (size_t) 6 * K, K, b, c ? c + 6 : NULL, yb + 6, N);
+                m0 += 3 * PM_LINEAR_PANEL;
+                continue;
+            }
             if (rb == 12 && mv == 16) {
                 pm_linear_k12x16(K, a, K, b, c, yb, N);
                 continue;
@@ -339,11 +383,14 @@ static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
 
 static int pm_linear_wide_on = -1;
 
-/* Whether this core runs pm_linear_rows12 (asked once). */
+/* Whether this core runs pm_linear_rows12: the AVX-512 of x86-64-v4 (asked once). */
 static int pm_linear_wide(void) {
     if (pm_linear_wide_on < 0)
         pm_linear_wide_on = __builtin_cpu_supports("avx512f") &&
-                            __builtin_cpu_supports("avx512vl");
+                            __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512dq") &&
+                            __builtin_cpu_supports("avx512cd");
     return pm_linear_wide_on;
 }
 

@@ -300,8 +300,8 @@ OWN_PRODUCTS = OWN_KERNELS
 #: kernels (batch 16, 64 -> 128, a forward and backward, bench/bench_recurrent.py) the
 #: 24-column panels ran in 2.6 ms against its GEMMs' 3.0 on a Zen 3 core; on a Zen 5 core
 #: the 48-column ones run in 1.4-1.6 ms, where the steps' GEMMs alone take 2.9-3.1 on
-#: OpenBLAS's Haswell kernels and the module on its SkylakeX ones took 2.1-2.3; at batch
-#: 128, 256 -> 256, 59-61 ms against 108-110 and 66.
+#: OpenBLAS's Haswell kernels and the module on its SkylakeX ones 2.0-2.3; at batch 128,
+#: 256 -> 256, 59-61 ms against 108-110 and 66-68.
 XH_PANELS = OWN_KERNELS or lstm_xh_panels(1, 1)[2] == 48
 
 

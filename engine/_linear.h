@@ -29,15 +29,16 @@
 
    On a core with AVX-512 a full panel row is one 64-byte vector: blocks of 6 weight rows by
    four panels (64 batch rows) keep 24 of its 32 registers summing, 12 by one panel where
-   fewer are left (pm_linear_rows12). Every block fuses each multiply-add, as the x86-64-v3
-   ("fma") clone that AVX2 cores run does, and the x86-64-v4 clone of the 8-float blocks on
-   an AVX-512 core, in the same k order: the numbers depend neither on the blocks (tested on
-   each core) nor on the kind of core (the same fused operations in the same order). On a Zen 5 core the MLP's three layers at batch 64 went from 287 to
-   156-164 us with the 12 x 16 blocks (multiplies and adds apart, as GCC built the
-   "avx512f" clone then: 220 GFLOP/s against OpenBLAS's 101 with its Haswell kernels and
-   177 with its SkylakeX ones; bench/bench_linear.py --packed); fused, the 6 x 64 blocks run
-   784 -> 256 at batch 64 at 232 GFLOP/s where the 12 x 16 unfused ran at 209 (0.90 of the
-   time; at batch 128, 0.91; 512, 0.88: a C harness, the two alternated). */
+   fewer are left (pm_linear_rows12). Every block fuses each multiply-add, as the "fma"
+   clone of the 8-float blocks that AVX2 cores run does, and their x86-64-v4 clone on an
+   AVX-512 core, in the same k order: the numbers depend neither on the blocks (tested on
+   each core) nor on the kind of core (the same fused operations in the same order). On a
+   Zen 5 core the MLP's three layers at batch 64 went from 287 to 156-164 us with the
+   12 x 16 blocks (multiplies and adds apart, as GCC built the "avx512f" clone then: 220
+   GFLOP/s against OpenBLAS's 101 with its Haswell kernels and 177 with its SkylakeX ones;
+   bench/bench_linear.py --packed); fused, the 6 x 64 blocks run 784 -> 256 at batch 64 at
+   232 GFLOP/s where the 12 x 16 unfused ran at 209 (0.90 of the time; at batch 128, 0.91;
+   512, 0.88: a C harness, the two alternated). */
 
 #ifndef PM_LINEAR_H
 #define PM_LINEAR_H

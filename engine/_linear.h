@@ -281,36 +281,70 @@ static PM_LINEAR_CLONES void pm_linear_rows6(int M, int N, int K, const float *w
 }
 
 #ifdef PM_LINEAR_WIDE
-/* On a core with AVX-512, twelve weight rows by a full panel of 16 batch rows, one 64-byte
-   vector per row: 12 accumulators, each step one panel row loaded and 12 weights broadcast.
+/* On a core with AVX-512, R <= 12 weight rows by a full panel of 16 batch rows, one 64-byte
+   vector per row: R accumulators, each step one panel row loaded and R weights broadcast.
    Each lane multiplies and adds as the 8-float kernels do, so the numbers are theirs, bit
-   for bit. Stored as two halves of 8 batch rows, in 4 x 8 blocks. */
-static inline __attribute__((always_inline)) void pm_linear_k12x16(
-        int K, const float *a, size_t lda, const float *b, const float *bias, float *y,
-        size_t ldy) {
-    const pm_lin_v16 zero = {0};
-    pm_lin_v16 s[12];
-    int i, k, g;
-    _Pragma("GCC unroll 12") for (i = 0; i < 12; i++)
-        s[i] = zero + (bias ? bias[i] : 0.0f);
-    _Pragma("GCC unroll 8") for (k = 0; k < K; k++) {
-        pm_lin_v16 u = *(const pm_lin_v16 *) (b + (size_t) k * 16);
-        _Pragma("GCC unroll 12") for (i = 0; i < 12; i++) s[i] += a[(size_t) i * lda + k] * u;
-    }
-    _Pragma("GCC unroll 3") for (g = 0; g < 12; g += 4) {
-        pm_linear_store4x8(y + g, ldy,
-                           __builtin_shufflevector(s[g], s[g], 0, 1, 2, 3, 4, 5, 6, 7),
-                           __builtin_shufflevector(s[g + 1], s[g + 1], 0, 1, 2, 3, 4, 5, 6, 7),
-                           __builtin_shufflevector(s[g + 2], s[g + 2], 0, 1, 2, 3, 4, 5, 6, 7),
-                           __builtin_shufflevector(s[g + 3], s[g + 3], 0, 1, 2, 3, 4, 5, 6, 7));
-        pm_linear_store4x8(y + 8 * ldy + g, ldy,
-                           __builtin_shufflevector(s[g], s[g], 8, 9, 10, 11, 12, 13, 14, 15),
-                           __builtin_shufflevector(s[g + 1], s[g + 1], 8, 9, 10, 11, 12, 13,
-                                                   14, 15),
-                           __builtin_shufflevector(s[g + 2], s[g + 2], 8, 9, 10, 11, 12, 13,
-                                                   14, 15),
-                           __builtin_shufflevector(s[g + 3], s[g + 3], 8, 9, 10, 11, 12, 13,
-                                                   14, 15));
+   for bit. Stored as two halves of 8 batch rows, in 4 x 8 blocks, then a 2 x 8 block and a
+   last row where R needs them. */
+#define PM_LIN_LO(v) __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+#define PM_LIN_HI(v) __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)
+#define PM_LINEAR_WIDE_KERNEL(NAME, R)                                                        \
+static inline __attribute__((always_inline)) void NAME(                                     \
+        int K, const float *a, size_t lda, const float *b, const float *bias, float *y,      \
+        size_t ldy) {                                                                        \
+    const pm_lin_v16 zero = {0};                                                             \
+    pm_lin_v16 s[R];                                                                         \
+    int i, k, g = 0, l;                                                                      \
+    _Pragma("GCC unroll 12") for (i = 0; i < R; i++)                                         \
+        s[i] = zero + (bias ? bias[i] : 0.0f);                                               \
+    _Pragma("GCC unroll 8") for (k = 0; k < K; k++) {                                        \
+        pm_lin_v16 u = *(const pm_lin_v16 *) (b + (size_t) k * 16);                          \
+        _Pragma("GCC unroll 12") for (i = 0; i < R; i++) s[i] += a[(size_t) i * lda + k] * u; \
+    }                                                                                        \
+    _Pragma("GCC unroll 3") for (; g + 4 <= R; g += 4) {                                     \
+        pm_linear_store4x8(y + g, ldy, PM_LIN_LO(s[g]), PM_LIN_LO(s[g + 1]),                 \
+                           PM_LIN_LO(s[g + 2]), PM_LIN_LO(s[g + 3]));                        \
+        pm_linear_store4x8(y + 8 * ldy + g, ldy, PM_LIN_HI(s[g]), PM_LIN_HI(s[g + 1]),       \
+                           PM_LIN_HI(s[g + 2]), PM_LIN_HI(s[g + 3]));                        \
+    }                                                                                        \
+    if (g + 2 <= R) {                                                                        \
+        pm_linear_store2x8(y + g, ldy, PM_LIN_LO(s[g]), PM_LIN_LO(s[g + 1]));                \
+        pm_linear_store2x8(y + 8 * ldy + g, ldy, PM_LIN_HI(s[g]), PM_LIN_HI(s[g + 1]));      \
+        g += 2;                                                                              \
+    }                                                                                        \
+    if (g < R)                                                                               \
+        for (l = 0; l < 16; l++) y[(size_t) l * ldy + g] = s[g][l];                          \
+}
+
+PM_LINEAR_WIDE_KERNEL(pm_linear_k12x16, 12)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k11x16, 11)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k10x16, 10)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k9x16, 9)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k8x16, 8)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k7x16, 7)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k6x16, 6)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k5x16, 5)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k4x16, 4)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k3x16, 3)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k2x16, 2)
+PM_LINEAR_WIDE_KERNEL(pm_linear_k1x16, 1)
+
+/* The block of rb <= 12 weight rows by a full panel */
+static inline __attribute__((always_inline)) void pm_linear_wide_block(
+        int rb, int K, const float *a, const float *b, const float *c, float *yb, size_t ldy) {
+    switch (rb) {
+    case 12: pm_linear_k12x16(K, a, K, b, c, yb, ldy); break;
+    case 11: pm_linear_k11x16(K, a, K, b, c, yb, ldy); break;
+    case 10: pm_linear_k10x16(K, a, K, b, c, yb, ldy); break;
+    case 9: pm_linear_k9x16(K, a, K, b, c, yb, ldy); break;
+    case 8: pm_linear_k8x16(K, a, K, b, c, yb, ldy); break;
+    case 7: pm_linear_k7x16(K, a, K, b, c, yb, ldy); break;
+    case 6: pm_linear_k6x16(K, a, K, b, c, yb, ldy); break;
+    case 5: pm_linear_k5x16(K, a, K, b, c, yb, ldy); break;
+    case 4: pm_linear_k4x16(K, a, K, b, c, yb, ldy); break;
+    case 3: pm_linear_k3x16(K, a, K, b, c, yb, ldy); break;
+    case 2: pm_linear_k2x16(K, a, K, b, c, yb, ldy); break;
+    default: pm_linear_k1x16(K, a, K, b, c, yb, ldy); break;
     }
 }
 
@@ -336,20 +370,20 @@ static inline __attribute__((always_inline)) void pm_linear_k6x64(
             _Pragma("GCC unroll 4") for (j = 0; j < 4; j++) s[i][j] += wk * u[j];
         }
     }
-    _Pragma("GCC unroll 8") for (j = 0; j < 8; j++) {
-        int h = j & 1, p = j >> 1;
-        float *yj = y + (size_t) (16 * p + 8 * h) * ldy;
-#define PM_LIN_HALF(v) (h ? __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15) \
-                          : __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7))
-        pm_linear_store4x8(yj, ldy, PM_LIN_HALF(s[0][p]), PM_LIN_HALF(s[1][p]),
-                           PM_LIN_HALF(s[2][p]), PM_LIN_HALF(s[3][p]));
-        pm_linear_store2x8(yj + 4, ldy, PM_LIN_HALF(s[4][p]), PM_LIN_HALF(s[5][p]));
-#undef PM_LIN_HALF
+    _Pragma("GCC unroll 4") for (j = 0; j < 4; j++) {
+        float *lo = y + (size_t) 16 * j * ldy, *hi = lo + 8 * ldy;
+        pm_linear_store4x8(lo, ldy, PM_LIN_LO(s[0][j]), PM_LIN_LO(s[1][j]), PM_LIN_LO(s[2][j]),
+                           PM_LIN_LO(s[3][j]));
+        pm_linear_store2x8(lo + 4, ldy, PM_LIN_LO(s[4][j]), PM_LIN_LO(s[5][j]));
+        pm_linear_store4x8(hi, ldy, PM_LIN_HI(s[0][j]), PM_LIN_HI(s[1][j]), PM_LIN_HI(s[2][j]),
+                           PM_LIN_HI(s[3][j]));
+        pm_linear_store2x8(hi + 4, ldy, PM_LIN_HI(s[4][j]), PM_LIN_HI(s[5][j]));
     }
 }
 
 /* pm_linear_rows on AVX-512: twelve rows at a time, as two blocks of 6 x 64 over each four
-   full panels, 12 x 16 over a full panel left, the rest as the 6-row blocks do. */
+   full panels, 12 x 16 over a full panel left (fewer rows, the last group: R x 16), a
+   partial panel as the 6-row blocks do. */
 static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
                                             const float *bias, const float *scratch,
                                             float *y, int r0, int r1) {
@@ -370,8 +404,8 @@ static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
                 m0 += 3 * PM_LINEAR_PANEL;
                 continue;
             }
-            if (rb == 12 && mv == 16) {
-                pm_linear_k12x16(K, a, K, b, c, yb, N);
+            if (mv == 16) {
+                pm_linear_wide_block(rb, K, a, b, c, yb, N);
                 continue;
             }
             pm_linear_block(rb < 6 ? rb : 6, pw, N, K, a, b, c, yb, mv);

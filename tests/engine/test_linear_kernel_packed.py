@@ -80,7 +80,7 @@ def test_packed_layer_sizes(n, k, m, rng):
 
 @pytest.mark.parametrize(("n", "k", "m"), [(16, 784, 256), (64, 256, 256), (64, 33, 12),
                                            (48, 100, 30), (512, 20, 13), (100, 50, 24),
-                                           (80, 7, 36), (128, 3, 11)])
+                                           (80, 7, 36), (128, 3, 11), (64, 256, 10), (32, 40, 7)])
 def test_the_numbers_do_not_depend_on_the_blocks(n, k, m, rng):
     """The 64-byte blocks (AVX-512: 6 weight rows x 64 batch rows, 12 x 16, then the edges)
     run each sum as the 8-float blocks do on that core: the same bits."""

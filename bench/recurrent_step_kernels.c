@@ -11,7 +11,7 @@
            s/PM_REC_/PMA_REC_/g; s/PM_RECURRENT_H/PMA_RECURRENT_H/' > /tmp/rec_A.h
        sed 's/pm_rec_/pmB_rec_/g; s/PM_REC_/PMB_REC_/g; s/PM_RECURRENT_H/PMB_RECURRENT_H/' \
            engine/_recurrent.h > /tmp/rec_B.h
-       gcc -O3 -ffp-contract=off -I/tmp bench/recurrent_step_kernels.c -o /tmp/rsk -lm
+       gcc -O3 -ffp-contract=off -I/tmp -Iengine bench/recurrent_step_kernels.c -o /tmp/rsk -lm
        /tmp/rsk 16 64 128 32 41 [offset A] [offset B] [panel width]
 
    (the offsets, in floats past a 64-byte boundary, of the state buffers of each: NumPy's

@@ -45,6 +45,8 @@
 
 #include <stddef.h>
 
+#include "_wide.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* "fma": AVX with fused multiply-adds, which GCC's "avx2" target lacks; "arch=x86-64-v4":
    AVX-512 with them ("avx512f" alone has none: its clone multiplied and added apart) */
@@ -416,32 +418,10 @@ static PM_LINEAR_WIDE void pm_linear_rows12(int M, int N, int K, const float *w,
     }
 }
 
-static int pm_linear_wide_on = -1;
-
-/* Whether this core runs pm_linear_rows12: the AVX-512 of x86-64-v4 (asked once). */
-static int pm_linear_wide(void) {
-    if (pm_linear_wide_on < 0)
-        pm_linear_wide_on = __builtin_cpu_supports("avx512f") &&
-                            __builtin_cpu_supports("avx512vl") &&
-                            __builtin_cpu_supports("avx512bw") &&
-                            __builtin_cpu_supports("avx512dq") &&
-                            __builtin_cpu_supports("avx512cd");
-    return pm_linear_wide_on;
-}
-
-/* Tests: 0 runs the 8-float blocks on any core; 1 the core's choice again. */
-static void pm_linear_allow_wide(int allow) {
-    pm_linear_wide_on = allow ? -1 : 0;
-}
-#else
-static int pm_linear_wide(void) {
-    return 0;
-}
-
-static void pm_linear_allow_wide(int allow) {
-    (void) allow;
-}
 #endif
+
+/* pm_linear_wide(): whether this core runs pm_linear_rows12; pm_linear_allow_wide */
+PM_WIDE_SWITCH(pm_linear_wide_on, pm_linear_wide, pm_linear_allow_wide)
 
 /* Columns [r0, r1) of y := x w.T + bias from the batch packed in scratch: weight rows r0 to
    r1, in groups of six (twelve on a core with AVX-512), each group over every panel. Each

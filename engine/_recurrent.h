@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_wide.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* x86-64-v3 (AVX2 with FMA: GCC's "fma" target alone has no 256-bit integer operations, which
    the exponent assembly of exp needs, and "avx2" alone has no FMA) and v4 (AVX-512) */
@@ -516,32 +518,15 @@ static inline __attribute__((always_inline)) void pm_rec_blocks48(
 /* pm_rec_wgrad on panels of 48 columns of xh */
 PM_REC_WGRAD_DEFINE(pm_rec_wgrad48, PM_REC_WIDE, 48, pm_rec_blocks48)
 
-static int pm_rec_wide_on = -1;
-
-/* The panels' width on this core: 48 where it has the AVX-512 of x86-64-v4, which the
-   wide kernels are built for (asked once), else 24. */
-static int pm_rec_width(void) {
-    if (pm_rec_wide_on < 0)
-        pm_rec_wide_on = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-                         && __builtin_cpu_supports("avx512bw")
-                         && __builtin_cpu_supports("avx512dq")
-                         && __builtin_cpu_supports("avx512cd");
-    return pm_rec_wide_on ? 48 : 24;
-}
-
-/* Tests: 0 gives every core the 24-column panels; 1 the core's choice again. */
-static void pm_rec_allow_wide(int allow) {
-    pm_rec_wide_on = allow ? -1 : 0;
-}
-#else
-static int pm_rec_width(void) {
-    return 24;
-}
-
-static void pm_rec_allow_wide(int allow) {
-    (void) allow;
-}
 #endif
+
+/* pm_rec_wide(): whether this core runs the 48-column panels; pm_rec_allow_wide */
+PM_WIDE_SWITCH(pm_rec_wide_on, pm_rec_wide, pm_rec_allow_wide)
+
+/* The panels' width on this core: 48 where it runs the 64-byte kernels, else 24. */
+static int pm_rec_width(void) {
+    return pm_rec_wide() ? 48 : 24;
+}
 
 /* -- the gates of one LSTM step, vectorised (engine/_lstm_gates.h) --------------------------- */
 

@@ -19,9 +19,9 @@ from engine._geometry cimport out_size, window_args, window_positions
 
 cdef extern from "_pool2.h" nogil:
     void pm_max2x2_row_f(const float *r0, const float *r1, float *y, cnp.npy_intp *idx,
-                         cnp.npy_intp at, cnp.npy_intp W, cnp.npy_intp n)
+                         cnp.npy_intp at, cnp.npy_intp W, cnp.npy_intp n, const float *end)
     void pm_max2x2_row_d(const double *r0, const double *r1, double *y, cnp.npy_intp *idx,
-                         cnp.npy_intp at, cnp.npy_intp W, cnp.npy_intp n)
+                         cnp.npy_intp at, cnp.npy_intp W, cnp.npy_intp n, const double *end)
 
 cnp.import_array()
 
@@ -115,7 +115,8 @@ cdef int _index_range(cnp.ndarray idx, Py_ssize_t bound) except -1:
 def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize_t kernel_h,
                            Py_ssize_t stride_w, Py_ssize_t stride_h, Py_ssize_t pad_w,
                            Py_ssize_t pad_h, bint ceil_mode):
-    """output := the maximum of each window; indices := its flat position in the plane.
+    """output := the maximum of each window; indices := its flat position in the plane, or
+    only the maxima where ``indices`` is None (inference: nothing will scatter back).
 
     (N, C, H, W) -> (N, C, oH, oW); (C, H, W) -> (C, oH, oW). Padding never wins; pads -1, -1
     mean SAME.
@@ -123,24 +124,29 @@ def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = None
+    cdef cnp.npy_intp *at = NULL
+    if indices is not None:
+        idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef Pool p
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
     _pooled_is(y, "output", x, &p)
-    _pooled_is(idx, "indices", x, &p)
     disjoint(y, "output", x, "input")
-    disjoint_from(idx, "indices", x, "input", y, "output")
+    if idx is not None:
+        _pooled_is(idx, "indices", x, &p)
+        disjoint_from(idx, "indices", x, "input", y, "output")
+        at = _indices(idx)
     if cnp.PyArray_SIZE(x) < GIL_FREE_WORK:  # a small batch: the GIL is kept (_check.pxd)
         if t == cnp.NPY_FLOAT32:
-            _max_forward(f32(x), f32(y), _indices(idx), &p)
+            _max_forward(f32(x), f32(y), at, &p)
         else:
-            _max_forward(f64(x), f64(y), _indices(idx), &p)
+            _max_forward(f64(x), f64(y), at, &p)
         return
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _max_forward(f32(x), f32(y), _indices(idx), &p)
+            _max_forward(f32(x), f32(y), at, &p)
         else:
-            _max_forward(f64(x), f64(y), _indices(idx), &p)
+            _max_forward(f64(x), f64(y), at, &p)
 
 
 cdef inline bint _halves(const Pool *p) noexcept nogil:
@@ -182,6 +188,7 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
     cdef cnp.npy_intp *ir
     cdef floating m, v
     cdef cnp.npy_intp take
+    ir = NULL
     if _halves(p):
         _max_2x2(x, y, idx, p)
         return
@@ -191,17 +198,25 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
             h1 = min(h0 + p.kH, p.H)
             h0 = max(h0, 0)
             yr = y + <size_t> oy * p.oW
-            ir = idx + <size_t> oy * p.oW
+            if idx != NULL:  # NULL: the maxima only
+                ir = idx + <size_t> oy * p.oW
             row = x + <size_t> h0 * p.W
             for ox in range(p.oW):
                 w0 = max(ox * p.sW - p.pL, 0)  # the window's first tap inside the input
                 yr[ox] = row[w0]
-                ir[ox] = h0 * p.W + w0
+                if idx != NULL:
+                    ir[ox] = h0 * p.W + w0
             for iy in range(h0, h1):
                 row = x + <size_t> iy * p.W
                 for j in range(p.kW):
                     w0 = j - p.pL
                     _cols_in(w0, p.sW, p.W, p.oW, &lo, &hi)
+                    if idx == NULL:
+                        for ox in range(lo, hi):
+                            v = row[w0 + ox * p.sW]
+                            m = yr[ox]
+                            yr[ox] = _select(-<cnp.npy_intp> ((v > m) | (v != v)), v, m)
+                        continue
                     for ox in range(lo, hi):
                         ix = w0 + ox * p.sW
                         v = row[ix]
@@ -212,7 +227,8 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
                         ir[ox] ^= (ir[ox] ^ (iy * p.W + ix)) & take
         x += plane
         y += out
-        idx += out
+        if idx != NULL:
+            idx += out
 
 
 cdef void _max_2x2(const floating *x, floating *y, cnp.npy_intp *idx,
@@ -225,16 +241,21 @@ cdef void _max_2x2(const floating *x, floating *y, cnp.npy_intp *idx,
     cdef Py_ssize_t _plane, oy, W = p.W, oW = p.oW
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef const floating *r0
+    cdef const floating *end = x + plane * p.planes
+    cdef cnp.npy_intp *ir = NULL
     for _plane in range(p.planes):
         for oy in range(p.oH):
             r0 = x + <size_t> 2 * oy * W
+            if idx != NULL:
+                ir = idx + oy * oW
             if floating is float:
-                pm_max2x2_row_f(r0, r0 + W, y + oy * oW, idx + oy * oW, 2 * oy * W, W, oW)
+                pm_max2x2_row_f(r0, r0 + W, y + oy * oW, ir, 2 * oy * W, W, oW, end)
             else:
-                pm_max2x2_row_d(r0, r0 + W, y + oy * oW, idx + oy * oW, 2 * oy * W, W, oW)
+                pm_max2x2_row_d(r0, r0 + W, y + oy * oW, ir, 2 * oy * W, W, oW, end)
         x += plane
         y += out
-        idx += out
+        if idx != NULL:
+            idx += out
 
 
 def max_pool_update_grad_input(input, grad_output, grad_input, indices):

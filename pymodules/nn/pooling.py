@@ -3,7 +3,8 @@
 
 Output sizes come from the shared ``output_size`` helper (floor or ceil mode; pads -1, -1 are
 SAME padding), worked out once per input shape. Max pooling keeps the argmax of each window in
-``indices`` (reused; dropped by clearState) for backward.
+``indices`` (reused; dropped by clearState) for backward; in evaluation its forward writes only
+the maxima, and a backward then finds the argmax from the input it is given.
 """
 
 import numpy as np
@@ -102,19 +103,35 @@ class SpatialMaxPooling(_Pooling):
                       kH if dH is None else dH, padW, padH)
         self._window(kW, kH, dW, dH, padW, padH, toCeil)
         self.indices = None
+        self._indexed = True  # whether indices belong to the last forward
 
     def updateOutput(self, input):
         shape = self._plan(input)[0]
         out = self.output = resized(self.output, shape, -1, self.dtype)
-        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        idx = None
+        if self._train:  # in evaluation only the maxima: a backward finds the indices
+            idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        self._indexed = self._train
         max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
                                self.padW, self.padH, self.ceilMode)
         return out
 
     def updateGradInput(self, input, gradOutput):
+        if not self._indexed:
+            self._findIndices(input)
         gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
         max_pool_update_grad_input(input, gradOutput, gi, self.indices)
         return gi
+
+    def _findIndices(self, input):
+        """The argmax of each window of ``input`` (the forward's, as backward's contract has
+        it) after a forward in evaluation, which kept none; the maxima go to a scratch array,
+        as ``output`` may have been changed in place since."""
+        shape = self._plan(input)[0]
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        max_pool_update_output(input, np.empty(shape, self.dtype), idx, self.kW, self.kH,
+                               self.dW, self.dH, self.padW, self.padH, self.ceilMode)
+        self._indexed = True
 
 
 class SpatialAveragePooling(_Pooling):

@@ -2,6 +2,9 @@
 the scalar rule: the first tap, then (0, 1), (1, 0), (1, 1), a later tap winning where it is
 larger or NaN."""
 
+import ctypes
+import mmap
+
 import numpy as np
 import pytest
 from pymodules.engine import pooling as K
@@ -45,3 +48,37 @@ def test_2x2_against_the_scalar_rule(dtype, hw, rng):
     K.max_pool_update_output(x[1], y1, i1, 2, 2, 2, 2, 0, 0, False)
     np.testing.assert_array_equal(y1, ry[1])
     np.testing.assert_array_equal(i1, ri[1])
+    # without indices (inference): the same maxima, NaNs and signed zeros included
+    y0 = np.full_like(y, 7)
+    K.max_pool_update_output(x, y0, None, 2, 2, 2, 2, 0, 0, False)
+    np.testing.assert_array_equal(y0.view(np.uint8), y.view(np.uint8))
+
+
+@pytest.mark.parametrize("hw", [(10, 10), (4, 9), (12, 30)])
+def test_2x2_rows_shorter_than_a_vector_read_only_the_input(hw, rng):
+    """A row of fewer than 8 outputs reads 16 columns of its two rows (past the row's end,
+    into the rows after it) except where that would pass the input's end: a view ending
+    at a page boundary, before an unmapped page, would fault."""
+    h, w = hw
+    page = mmap.PAGESIZE
+    n = h * w * 4
+    buf = mmap.mmap(-1, 2 * page + n)
+    base = (page - n % page) % page  # the image ends where the second page starts
+    x = np.frombuffer(buf, np.float32, h * w, base).reshape(1, 1, h, w)
+    x[...] = rng.standard_normal(hw)
+    libc = ctypes.CDLL(None)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + base + n
+    assert addr % page == 0
+    assert libc.mprotect(ctypes.c_void_p(addr), ctypes.c_size_t(page), 0) == 0
+    try:
+        y = np.empty((1, 1, h // 2, w // 2), np.float32)
+        idx = np.empty(y.shape, np.intp)
+        K.max_pool_update_output(x, y, idx, 2, 2, 2, 2, 0, 0, False)
+        ry, ri = reference(np.array(x))
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_array_equal(idx, ri)
+        K.max_pool_update_output(x, y, None, 2, 2, 2, 2, 0, 0, False)
+        np.testing.assert_array_equal(y, ry)
+    finally:
+        libc.mprotect(ctypes.c_void_p(addr), ctypes.c_size_t(page), 3)
+

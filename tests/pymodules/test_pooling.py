@@ -161,3 +161,27 @@ def test_backward_before_forward_is_a_named_error():
     with pytest.raises(TypeError, match="indices must be a numpy.ndarray") as info:
         m.backward(x, np.zeros((1, 2, 2), np.float32))
     assert str(info.value).startswith(str(m))
+
+
+@pytest.mark.parametrize("kernel", [(2, 2, 2, 2), (3, 3, 2, 2, 1, 1)])
+def test_max_pooling_in_evaluation_keeps_no_indices_and_backward_finds_them(kernel, rng):
+    """In evaluation the forward writes only the maxima; a backward then finds the argmax from
+    the input it gets, as the training forward would have (the output may have been changed
+    in place since: an in-place ReLU after the pooling)."""
+    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    go = rng.standard_normal(pm.SpatialMaxPooling(*kernel).forward(x).shape).astype(np.float32)
+    trained = pm.SpatialMaxPooling(*kernel)
+    y = trained.forward(x).copy()
+    gi = trained.backward(x, go).copy()
+    m = pm.SpatialMaxPooling(*kernel).evaluate()
+    np.testing.assert_array_equal(m.forward(x), y)
+    assert m.indices is None
+    m.output[...] = -1  # changed in place after the forward
+    np.testing.assert_array_equal(m.backward(x, go), gi)
+    np.testing.assert_array_equal(m.indices, trained.indices)
+    np.testing.assert_array_equal(m.output, -1)
+    # a later forward in evaluation leaves the indices stale: the backward finds them again
+    x2 = x[:, :, ::-1].copy()
+    m.forward(x2)
+    trained.forward(x2)
+    np.testing.assert_array_equal(m.backward(x2, go), trained.backward(x2, go))

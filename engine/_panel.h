@@ -13,9 +13,13 @@
 
 #include <stddef.h>
 
+#include "_wide.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define PM_PANEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), \
                                                  unused))
+/* The direct convolutions in 64-byte vectors, for a core with AVX-512 (pm_panel_wide) */
+#define PM_PANEL_WIDE __attribute__((target("arch=x86-64-v4"), unused))
 #else
 #define PM_PANEL_CLONES __attribute__((unused))
 #endif
@@ -32,6 +36,7 @@
 
 typedef float pm_panel_v8f __attribute__((vector_size(32), aligned(4)));
 typedef double pm_panel_v4d __attribute__((vector_size(32), aligned(8)));
+typedef float pm_panel_v16f __attribute__((vector_size(64), aligned(4)));
 
 #define PM_PANEL_DEFINE(NAME, T, V, L)                                                        \
 static PM_PANEL_CLONES void NAME(int R, int K, int P, const T *a, ptrdiff_t ar, ptrdiff_t ak, \
@@ -117,8 +122,8 @@ PM_PANEL_DEFINE(pm_panel_d, double, pm_panel_v4d, 4)
    odd last vector; a last partial block repeats its last pixel and stores only the real
    ones. LeNet's 6 -> 16, 5x5 on 14x14, float32 at batch 1: 243k instructions a call by im2col
    and the panel above, 52k so. */
-#define PM_DIRECT_DEFINE(NAME, T, V, L)                                                       \
-static PM_PANEL_CLONES void NAME(int C, int kH, int kW, int oH, int oW, const T *x,          \
+#define PM_DIRECT_DEFINE(NAME, T, V, L, ATTR)                                                 \
+static ATTR void NAME(int C, int kH, int kW, int oH, int oW, const T *x,          \
                                  size_t hw, size_t ws, const T *wt, int ML, T *yt) {          \
     int P = oH * oW, v = 0, p, q, c, i, j;                                                    \
     const V zero = {0};                                                                       \
@@ -198,8 +203,11 @@ static PM_PANEL_CLONES void NAME(int C, int kH, int kW, int oH, int oW, const T 
     }                                                                                         \
 }
 
-PM_DIRECT_DEFINE(pm_direct_f, float, pm_panel_v8f, 8)
-PM_DIRECT_DEFINE(pm_direct_d, double, pm_panel_v4d, 4)
+PM_DIRECT_DEFINE(pm_direct_f8, float, pm_panel_v8f, 8, PM_PANEL_CLONES)
+PM_DIRECT_DEFINE(pm_direct_d, double, pm_panel_v4d, 4, PM_PANEL_CLONES)
+#ifdef PM_PANEL_WIDE
+PM_DIRECT_DEFINE(pm_direct_f16, float, pm_panel_v16f, 16, PM_PANEL_WIDE)
+#endif
 
 /* A direct convolution with one vector of planes or fewer (stride 1, no dilation), the
    output pixels of a row in vector lanes: y[m, oy, ox] := bias[m] + sum over taps (c, i, j) of
@@ -212,8 +220,10 @@ PM_DIRECT_DEFINE(pm_direct_d, double, pm_panel_v4d, 4)
    accumulators, each tap loads two vectors of the input row where it lies (unaligned) and
    broadcasts a weight per plane; the sums start from the bias and are stored in place. A
    row's last block ends at its end, overlapping the one before where oW is not a multiple
-   of 2 L (28 = 16 + 12: a quarter of its lanes computed twice). Needs oW >= 2 L. LeNet's
-   1 -> 6, 5x5 on 28x28 float32: a tap's 12 products for 2 loads and 6 broadcasts. */
+   of 2 L (28 = 16 + 12: a quarter of its lanes computed twice); a row shorter than 2 L has
+   one block, its second vector ending at the row's end (28 = 16 + 12 again, in 64-byte
+   vectors). Needs oW >= L. LeNet's 1 -> 6, 5x5 on 28x28 float32: a tap's 12 products for 2
+   loads and 6 broadcasts. */
 #define PM_ROWS_BLOCK(NAME, T, V, L, R)                                                       \
 static inline __attribute__((always_inline)) void NAME(                                       \
         int C, int kH, int kW, int oH, int oW, const T *x, size_t hw, size_t ws, const T *w,  \
@@ -223,8 +233,9 @@ static inline __attribute__((always_inline)) void NAME(                         
         for (ox = 0; ox < oW; ox += 2 * L) {                                                  \
             V s[R][2];                                                                        \
             const T *xo;                                                                      \
-            if (ox + 2 * L > oW) ox = oW - 2 * L;                                             \
-            xo = x + (size_t) oy * ws + ox;                                                   \
+            int p0 = ox + 2 * L <= oW ? ox : (oW >= 2 * L ? oW - 2 * L : 0);                  \
+            int p1 = oW >= 2 * L ? p0 + L : oW - L, d = p1 - p0;                              \
+            xo = x + (size_t) oy * ws + p0;                                                   \
             _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                                 \
                 T c0 = bias ? bias[r] : 0;                                                    \
                 for (q = 0; q < L; q++) s[r][0][q] = s[r][1][q] = c0;                         \
@@ -233,7 +244,7 @@ static inline __attribute__((always_inline)) void NAME(                         
                 for (i = 0; i < kH; i++) {                                                    \
                     const T *xt = xo + c * hw + i * ws, *wt = w + c * T_ + i * kW;            \
                     for (j = 0; j < kW; j++) {                                                \
-                        V u0 = *(const V *) (xt + j), u1 = *(const V *) (xt + j + L);         \
+                        V u0 = *(const V *) (xt + j), u1 = *(const V *) (xt + j + d);         \
                         _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                     \
                             T wr = wt[(size_t) r * K + j];                                    \
                             s[r][0] += wr * u0;                                               \
@@ -242,20 +253,20 @@ static inline __attribute__((always_inline)) void NAME(                         
                     }                                                                         \
                 }                                                                             \
             _Pragma("GCC unroll 6") for (r = 0; r < R; r++) {                                 \
-                *(V *) (y + (size_t) r * P + (size_t) oy * oW + ox) = s[r][0];                \
-                *(V *) (y + (size_t) r * P + (size_t) oy * oW + ox + L) = s[r][1];            \
+                *(V *) (y + (size_t) r * P + (size_t) oy * oW + p0) = s[r][0];                \
+                *(V *) (y + (size_t) r * P + (size_t) oy * oW + p1) = s[r][1];                \
             }                                                                                 \
         }                                                                                     \
 }
 
-#define PM_ROWS_DEFINE(NAME, T, V, L)                                                         \
+#define PM_ROWS_DEFINE(NAME, T, V, L, ATTR)                                                   \
 PM_ROWS_BLOCK(NAME##_6, T, V, L, 6)                                                           \
 PM_ROWS_BLOCK(NAME##_5, T, V, L, 5)                                                           \
 PM_ROWS_BLOCK(NAME##_4, T, V, L, 4)                                                           \
 PM_ROWS_BLOCK(NAME##_3, T, V, L, 3)                                                           \
 PM_ROWS_BLOCK(NAME##_2, T, V, L, 2)                                                           \
 PM_ROWS_BLOCK(NAME##_1, T, V, L, 1)                                                           \
-static PM_PANEL_CLONES void NAME(int C, int M, int kH, int kW, int oH, int oW, const T *x,   \
+static ATTR void NAME(int C, int M, int kH, int kW, int oH, int oW, const T *x,              \
                                  size_t hw, size_t ws, const T *w, const T *bias, T *y) {    \
     int r, R;                                                                                 \
     size_t K = (size_t) C * kH * kW, P = (size_t) oH * oW;                                    \
@@ -274,8 +285,51 @@ static PM_PANEL_CLONES void NAME(int C, int M, int kH, int kW, int oH, int oW, c
     }                                                                                         \
 }
 
-PM_ROWS_DEFINE(pm_direct_rows_f, float, pm_panel_v8f, 8)
-PM_ROWS_DEFINE(pm_direct_rows_d, double, pm_panel_v4d, 4)
+PM_ROWS_DEFINE(pm_direct_rows_f8, float, pm_panel_v8f, 8, PM_PANEL_CLONES)
+PM_ROWS_DEFINE(pm_direct_rows_d, double, pm_panel_v4d, 4, PM_PANEL_CLONES)
+#ifdef PM_PANEL_WIDE
+PM_ROWS_DEFINE(pm_direct_rows_f16, float, pm_panel_v16f, 16, PM_PANEL_WIDE)
+#endif
+
+/* pm_panel_wide(): whether this core runs the 64-byte direct convolutions; pm_panel_allow_wide */
+PM_WIDE_SWITCH(pm_panel_wide_on, pm_panel_wide, pm_panel_allow_wide)
+
+/* The float32 direct convolutions on the core's widest vectors: pm_direct_lanes_f(M) is the
+   ML that pm_direct_f's weight and output rows have (M rounded up to whole vectors). Each
+   output is one sum in the same order at either width: the same numbers. */
+static __attribute__((unused)) int pm_direct_lanes_f(int M) {
+    int L = 8;
+#ifdef PM_PANEL_WIDE
+    if (pm_panel_wide())
+        L = 16;
+#endif
+    return (M + L - 1) / L * L;
+}
+
+static __attribute__((unused)) void pm_direct_f(int C, int kH, int kW, int oH, int oW,
+                                                const float *x, size_t hw, size_t ws,
+                                                const float *wt, int ML, float *yt) {
+#ifdef PM_PANEL_WIDE
+    if (pm_panel_wide()) {
+        pm_direct_f16(C, kH, kW, oH, oW, x, hw, ws, wt, ML, yt);
+        return;
+    }
+#endif
+    pm_direct_f8(C, kH, kW, oH, oW, x, hw, ws, wt, ML, yt);
+}
+
+static __attribute__((unused)) void pm_direct_rows_f(int C, int M, int kH, int kW, int oH,
+                                                     int oW, const float *x, size_t hw,
+                                                     size_t ws, const float *w,
+                                                     const float *bias, float *y) {
+#ifdef PM_PANEL_WIDE
+    if (pm_panel_wide()) {
+        pm_direct_rows_f16(C, M, kH, kW, oH, oW, x, hw, ws, w, bias, y);
+        return;
+    }
+#endif
+    pm_direct_rows_f8(C, M, kH, kW, oH, oW, x, hw, ws, w, bias, y);
+}
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options

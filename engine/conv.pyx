@@ -42,6 +42,9 @@ cdef extern from "_panel.h" nogil:
                           size_t hw, size_t ws, const float *w, const float *bias, float *y)
     void pm_direct_rows_d(int C, int M, int kH, int kW, int oH, int oW, const double *x,
                           size_t hw, size_t ws, const double *w, const double *bias, double *y)
+    int pm_direct_lanes_f(int M)
+    int pm_panel_wide()
+    void pm_panel_allow_wide(int allow)
 
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
@@ -1015,9 +1018,23 @@ cdef void _acc_core(const floating *x, const floating *go, floating *gw, floatin
 # machine: im2col + panel 0.98 ms -> 0.28 ms at batch 64.
 
 cdef int _lanes(const Geom *g, int itemsize) noexcept nogil:
-    """The output planes rounded up to whole 32-byte vectors."""
+    """The output planes rounded up to whole vectors of the direct forward's kernel: 64 bytes
+    for float32 on a core with AVX-512, else 32."""
     cdef int L = 32 // itemsize
+    if itemsize == 4:
+        return pm_direct_lanes_f(g.M)
     return (g.M + L - 1) // L * L
+
+
+def direct_allow_wide(bint allow):
+    """False: the direct convolutions run their 32-byte kernels on any core (tests compare
+    the two); True: the core's widest (64-byte ones where it has AVX-512)."""
+    pm_panel_allow_wide(allow)
+
+
+def direct_wide():
+    """Whether the float32 direct convolutions run their 64-byte kernels on this core."""
+    return bool(pm_panel_wide())
 
 
 cdef Py_ssize_t _direct_size(const Geom *g, int itemsize):
@@ -1034,7 +1051,10 @@ cdef Py_ssize_t _direct_size(const Geom *g, int itemsize):
         return 1  # nothing to hold, but the direct forward runs
     if g.M * itemsize <= 32:
         return 0
-    cdef Py_ssize_t ML = _lanes(g, itemsize), K = <Py_ssize_t> g.C * g.kH * g.kW
+    # room for the planes in float32's 64-byte vectors, the widest either kernel uses
+    cdef Py_ssize_t V = 16 if itemsize == 4 else 32 // itemsize
+    cdef Py_ssize_t ML = (g.M + V - 1) // V * V
+    cdef Py_ssize_t K = <Py_ssize_t> g.C * g.kH * g.kW
     cdef Py_ssize_t padded = 0
     if _direct_padded(g):
         padded = <Py_ssize_t> g.C * (g.oH + g.kH - 1) * (g.oW + g.kW - 1)

@@ -19,7 +19,23 @@ CASES = [
     ((1, 16, 6, 5), 32, (5, 5), (2, 2)),
     ((2, 4, 5, 5), 24, (5, 5), (0, 0)),
     ((2, 2, 10, 9), 10, (4, 6), (1, 0)),
+    # one vector of planes or fewer, output rows of 16 pixels or more (the pixels of a row in
+    # the lanes): LeNet's 1 -> 6 with pad 2, rows of one 64-byte vector, of one and a bit
+    # (the two vectors overlap), of two and more (the last block overlaps the one before)
+    ((2, 1, 28, 28), 6, (5, 5), (2, 2)),
+    ((1, 2, 19, 19), 5, (4, 4), (0, 0)),
+    ((2, 1, 6, 21), 8, (4, 4), (0, 0)),
+    ((1, 3, 9, 45), 3, (5, 5), (1, 1)),
+    ((1, 1, 8, 35), 1, (2, 8), (0, 0)),
 ]
+
+
+@pytest.fixture(autouse=True, params=["core's vectors", "32-byte vectors"])
+def width(request):
+    """Every test with the core's widest direct kernels and with the 32-byte ones."""
+    K.direct_allow_wide(request.param == "core's vectors")
+    yield request.param
+    K.direct_allow_wide(True)
 
 
 def reference(x, w, b, pad):
@@ -99,7 +115,8 @@ def test_direct_size_where_it_runs():
 
     # weight (150, 16) transposed, output (100, 16) transposed, no padded copy
     assert size(6, 16) == 150 * 16 + 100 * 16
-    # 12 planes fill 16 float32 lanes (12 doubles: 12); a padded 18x18 copy with pad 2
+    # 12 planes fill 16 float32 lanes (12 doubles: 12); a padded 18x18 copy with pad 2 (room
+    # for planes in 64-byte vectors of float32 on any core: 16 lanes)
     assert size(6, 12, pad=2) == 150 * 16 + 196 * 16 + 6 * 18 * 18
     assert size(6, 12, dtype=np.float64) == 150 * 12 + 100 * 12
     assert size(1, 6) == 0  # one vector of planes: the panel is as fast
@@ -143,3 +160,17 @@ def test_direct_rejects_bad_arguments(rng):
         xb = np.zeros(size + x.size - 1, np.float32)
         K.conv_direct_update_output(xb[-x.size:].reshape(x.shape), y, w, b, xb[:size],
                                     *args)
+
+
+@pytest.mark.parametrize("xshape,o,k,pad", CASES)
+def test_the_numbers_do_not_depend_on_the_vector_width(xshape, o, k, pad, rng):
+    """On a core with AVX-512 the float32 direct kernels run in 64-byte vectors: each output
+    is the same sum in the same order as in the 32-byte kernels, so the same bits."""
+    x = rng.standard_normal(xshape).astype(np.float32)
+    w = rng.standard_normal((o, xshape[1]) + k).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    got = []
+    for allow in (True, False):
+        K.direct_allow_wide(allow)
+        got.append(run(x, w, b, pad))
+    np.testing.assert_array_equal(*got)

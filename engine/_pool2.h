@@ -52,7 +52,7 @@ typedef ptrdiff_t pm_pool2_v4pu __attribute__((vector_size(32), aligned(8)));
    2 L columns of both rows; a row of n < L outputs runs one such block where those reads
    stay before ``end`` (they pass the row's end into the rows after it, whose lanes are
    dropped: only n lanes are stored), else the scalar loop. */
-#define PM_POOL2_DEFINE(NAME, T, V, VU, I, IL, ILU, L, EVEN, ODD, LANES2)                    \
+#define PM_POOL2_DEFINE(NAME, T, V, VU, I, IL, ILU, L, EVEN, ODD, LANES2)                     \
 static inline __attribute__((always_inline)) void NAME##_rows(                                \
         const T *r0, const T *r1, T *y, ptrdiff_t *idx, ptrdiff_t at, ptrdiff_t W,            \
         ptrdiff_t n, const T *end, const int want) {                                          \
@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
     if (n >= L || r1 + 2 * L <= end)                                                          \
         for (;;) {                                                                            \
             const int part = n < L;                                                           \
-            if (!part && ox + L > n) ox = n - L; /* overlaps the block before: same results */ \
+            if (!part && ox + L > n) ox = n - L; /* overlaps the one before */                \
             V a0 = *(const VU *) (r0 + 2 * ox), a1 = *(const VU *) (r0 + 2 * ox + L);         \
             V b0 = *(const VU *) (r1 + 2 * ox), b1 = *(const VU *) (r1 + 2 * ox + L);         \
             V m = __builtin_shuffle(a0, a1, even), v;                                         \

@@ -19,6 +19,10 @@ CASES = [
     ((1, 16, 6, 5), 32, (5, 5), (2, 2)),
     ((2, 4, 5, 5), 24, (5, 5), (0, 0)),
     ((2, 2, 10, 9), 10, (4, 6), (1, 0)),
+    # rows in several blocks of one length (27 = 3 x 9 with one vector of planes, 5 x 6 with
+    # two, the last overlapping the one before)
+    ((1, 2, 8, 30), 9, (4, 4), (0, 0)),
+    ((1, 2, 8, 30), 20, (4, 4), (0, 0)),
     # one vector of planes or fewer, output rows of 16 pixels or more (the pixels of a row in
     # the lanes): LeNet's 1 -> 6 with pad 2, rows of one 64-byte vector, of one and a bit
     # (the two vectors overlap), of two and more (the last block overlaps the one before)

@@ -74,6 +74,8 @@ cdef extern from "_linear.h" nogil:
                         const float *pack, float *y, int r0, int r1)
     int pm_linear_wide()
     void pm_linear_allow_wide(int allow)
+    int pm_linear_one(int M, int K, const float *w, const float *x, const float *bias,
+                      float *y)
 
 cdef extern from "_linear_grad.h" nogil:
     size_t pm_linear_grad_pack_size(size_t n, int k, int m)
@@ -370,6 +372,9 @@ cdef void _update_output(const floating *x, floating *y, const floating *w,
     cdef floating beta = 0
     if n == 0 or m == 0:
         return
+    if floating is float:  # a batch of one on a core with AVX-512: _linear.h's dot products
+        if n == 1 and k > 0 and pm_linear_one(m, k, w, x, b, y):
+            return
     if b != NULL:
         for i in range(n):
             memcpy(y + <size_t> i * m, b, m * sizeof(floating))

@@ -208,3 +208,19 @@ def test_without_propagate_back_only_parameters_learn(rng):
     assert m.gradInput.size == 0  # never computed
     np.testing.assert_array_equal(m.gradWeight, ref.gradWeight)
     np.testing.assert_array_equal(m.gradBias, ref.gradBias)
+
+
+def test_parameters_start_on_a_cache_line(tmp_path):
+    """Constructors allocate weights and biases 64-byte aligned (one cache line per 64-byte
+    load along a row), also when a file sizes them; the arrays behave as any other."""
+    models = [pm.Linear(400, 120), pm.SpatialConvolution(6, 16, 5, 5), pm.LSTM(7, 9)]
+    for m in models:
+        for w in m.parameters()[0]:
+            assert w.ctypes.data % 64 == 0 and w.flags.c_contiguous and w.flags.writeable
+    path = str(tmp_path / "m.pm")
+    seq = pm.Sequential(pm.Linear(30, 17), pm.ReLU(), pm.Linear(17, 5))
+    seq.save(path)
+    loaded = pm.Module.load(path)
+    for w, v in zip(loaded.parameters()[0], seq.parameters()[0], strict=True):
+        assert w.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(w, v)

@@ -725,22 +725,87 @@ static PM_CLONES void PM_S(pm_prelu_acc)(const T *x, const T *go, T *gw, double 
 /* -- SoftMax, SoftMin, LogSoftMax ------------------------------------------------------------- */
 
 /* Distributions along n, stride inner, of x seen as (outer, n, inner), of sign * x.
-   inner == 1: rows, one pass for the max, one writing exp(v - max), one summing, one scaling.
-   inner > 1: PM_BLOCK neighbouring lines at once, so that every loop runs along contiguous
-   memory with per-line accumulators. */
+   inner == 1: rows, one pass for the max, one writing exp(v - max), one summing, one scaling;
+   rows of PM_SHORT values or fewer are copied transposed, PM_BLOCK at a time, and run as
+   lines. inner > 1: PM_BLOCK neighbouring lines at once, so that every loop runs along
+   contiguous memory with per-line accumulators. */
 #ifndef PM_BLOCK
 #define PM_BLOCK 64
 #endif
+#ifndef PM_SHORT
+#define PM_SHORT 16
+#endif
+
+/* nb <= PM_BLOCK neighbouring lines of n values, stride inner, from xb into yb: each loop
+   runs across the lines (the vector lanes), the sums in double in k order */
+PM_INLINE void PM_S(pm_softmax_lines)(const T *xb, T *yb, Py_ssize_t n, Py_ssize_t inner,
+                                      Py_ssize_t nb, T sign, int take_log) {
+    T m[PM_BLOCK], lt[PM_BLOCK];
+    double total[PM_BLOCK];
+    for (Py_ssize_t j = 0; j < nb; j++) { m[j] = sign * xb[j]; total[j] = 0; }
+    for (Py_ssize_t k = 1; k < n; k++) {
+        const T *xr = xb + k * inner;
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            T v = sign * xr[j];
+            m[j] = v > m[j] ? v : m[j];
+        }
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const T *xr = xb + k * inner;
+        T *yr = yb + k * inner;
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            T e = PM_S(pm_exp)(sign * xr[j] - m[j]);
+            yr[j] = e;
+            total[j] += e;
+        }
+    }
+    if (take_log) {
+        for (Py_ssize_t j = 0; j < nb; j++) lt[j] = (T) log(total[j]);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const T *xr = xb + k * inner;
+            T *yr = yb + k * inner;
+            for (Py_ssize_t j = 0; j < nb; j++) yr[j] = (sign * xr[j] - m[j]) - lt[j];
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < nb; j++) lt[j] = (T) (1 / total[j]);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            T *yr = yb + k * inner;
+            for (Py_ssize_t j = 0; j < nb; j++) yr[j] *= lt[j];
+        }
+    }
+}
 
 static PM_CLONES void PM_S(pm_softmax_fwd)(const T *x, T *y, Py_ssize_t outer, Py_ssize_t n,
                                            Py_ssize_t inner, T sign, int take_log) {
+    if (inner == 1 && n <= PM_SHORT && outer >= 4) {
+        /* A row at a time, a row of 10 (LogSoftMax over 10 classes) ran each loop in its
+           scalar tail: 64 x 10 float32 took 1.8 us, transposed to lines 0.8. Fewer rows run
+           a row at a time, summed in the lines' order: a row's numbers do not depend on its
+           batch. */
+        T xt[PM_SHORT * PM_BLOCK], yt[PM_SHORT * PM_BLOCK];
+        for (Py_ssize_t o0 = 0; o0 < outer; o0 += PM_BLOCK) {
+            Py_ssize_t nb = outer - o0 < PM_BLOCK ? outer - o0 : PM_BLOCK;
+            const T *xb = x + o0 * n;
+            T *yb = y + o0 * n;
+            for (Py_ssize_t r = 0; r < nb; r++)
+                for (Py_ssize_t k = 0; k < n; k++) xt[k * nb + r] = xb[r * n + k];
+            PM_S(pm_softmax_lines)(xt, yt, n, nb, nb, sign, take_log);
+            for (Py_ssize_t r = 0; r < nb; r++)
+                for (Py_ssize_t k = 0; k < n; k++) yb[r * n + k] = yt[k * nb + r];
+        }
+        return;
+    }
     if (inner == 1) {
         for (Py_ssize_t o = 0; o < outer; o++) {
             const T *xr = x + o * n;
             T *yr = y + o * n;
             T m = PM_S(pm_rowmax)(xr, n, sign);
             for (Py_ssize_t i = 0; i < n; i++) yr[i] = PM_S(pm_exp)(sign * xr[i] - m);
-            double total = PM_S(pm_sum)(yr, n);
+            double total = 0;
+            if (n <= PM_SHORT)
+                for (Py_ssize_t i = 0; i < n; i++) total += yr[i];
+            else
+                total = PM_S(pm_sum)(yr, n);
             if (take_log) {
                 T lt = (T) log(total);
                 for (Py_ssize_t i = 0; i < n; i++) yr[i] = (sign * xr[i] - m) - lt;
@@ -751,46 +816,12 @@ static PM_CLONES void PM_S(pm_softmax_fwd)(const T *x, T *y, Py_ssize_t outer, P
         }
         return;
     }
-    T m[PM_BLOCK], lt[PM_BLOCK];
-    double total[PM_BLOCK];
-    for (Py_ssize_t o = 0; o < outer; o++) {
+    for (Py_ssize_t o = 0; o < outer; o++)
         for (Py_ssize_t j0 = 0; j0 < inner; j0 += PM_BLOCK) {
             Py_ssize_t nb = inner - j0 < PM_BLOCK ? inner - j0 : PM_BLOCK;
-            const T *xb = x + o * n * inner + j0;
-            T *yb = y + o * n * inner + j0;
-            for (Py_ssize_t j = 0; j < nb; j++) { m[j] = sign * xb[j]; total[j] = 0; }
-            for (Py_ssize_t k = 1; k < n; k++) {
-                const T *xr = xb + k * inner;
-                for (Py_ssize_t j = 0; j < nb; j++) {
-                    T v = sign * xr[j];
-                    m[j] = v > m[j] ? v : m[j];
-                }
-            }
-            for (Py_ssize_t k = 0; k < n; k++) {
-                const T *xr = xb + k * inner;
-                T *yr = yb + k * inner;
-                for (Py_ssize_t j = 0; j < nb; j++) {
-                    T e = PM_S(pm_exp)(sign * xr[j] - m[j]);
-                    yr[j] = e;
-                    total[j] += e;
-                }
-            }
-            if (take_log) {
-                for (Py_ssize_t j = 0; j < nb; j++) lt[j] = (T) log(total[j]);
-                for (Py_ssize_t k = 0; k < n; k++) {
-                    const T *xr = xb + k * inner;
-                    T *yr = yb + k * inner;
-                    for (Py_ssize_t j = 0; j < nb; j++) yr[j] = (sign * xr[j] - m[j]) - lt[j];
-                }
-            } else {
-                for (Py_ssize_t j = 0; j < nb; j++) lt[j] = (T) (1 / total[j]);
-                for (Py_ssize_t k = 0; k < n; k++) {
-                    T *yr = yb + k * inner;
-                    for (Py_ssize_t j = 0; j < nb; j++) yr[j] *= lt[j];
-                }
-            }
+            PM_S(pm_softmax_lines)(x + o * n * inner + j0, y + o * n * inner + j0, n, inner, nb,
+                                   sign, take_log);
         }
-    }
 }
 
 /* SoftMax/SoftMin: gi = sign * y * (go - sum(go * y)); LogSoftMax: gi = go - exp(y) sum(go) */

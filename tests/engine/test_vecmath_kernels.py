@@ -255,7 +255,8 @@ def _np_softmax(x, axis, sign=1):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (7, 1000), (3, 17), (33,), (2, 5, 9, 9), (3, 70),
-                                   (4, 130, 1, 1), (3, 4, 1)])
+                                   (4, 130, 1, 1), (3, 4, 1), (64, 10), (130, 16), (4, 3),
+                                   (9, 1)])
 @pytest.mark.parametrize("negate", [False, True])
 def test_softmax_rows_and_channels(shape, negate, dtype, rng):
     x = (rng.standard_normal(shape) * 30).astype(dtype)
@@ -280,6 +281,24 @@ def test_softmax_rows_and_channels(shape, negate, dtype, rng):
         log_softmax_update_grad_input(y, g, gi)
         expected = gd - np.exp(y.astype(np.float64)) * gd.sum(axis=axis, keepdims=True)
         np.testing.assert_allclose(gi, expected, rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 10, 16, 17])
+def test_short_rows_do_not_depend_on_their_batch(n, dtype, rng):
+    """Rows of 16 or fewer run transposed, as lines, in batches of four rows or more, and a
+    row at a time below that: the same sums in the same order, so a row's numbers are the
+    same alone and in any batch (two blocks of 64 rows here)."""
+    x = (rng.standard_normal((130, n)) * 5).astype(dtype)
+    for update in (log_softmax_update_output,
+                   lambda a, b: softmax_update_output(a, b, False),
+                   lambda a, b: softmax_update_output(a, b, True)):
+        batch = np.empty_like(x)
+        update(x, batch)
+        for lo, hi in ((0, 1), (5, 8), (60, 70), (129, 130)):
+            part = np.empty_like(x[lo:hi])
+            update(x[lo:hi].copy(), part)
+            np.testing.assert_array_equal(part, batch[lo:hi])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -94,7 +94,7 @@ class SpatialMaxPooling(_Pooling):
     size. Pads may not exceed half the kernel; padW = padH = -1 is SAME padding.
     """
 
-    _scratch = ("indices",)
+    _scratch = ("indices", "_maxima")
 
     def __init__(self, kW, kH, dW=None, dH=None, padW=0, padH=0, toCeil=False,
                  dtype=np.float32):
@@ -102,7 +102,7 @@ class SpatialMaxPooling(_Pooling):
         _check_window("SpatialMaxPooling", kW, kH, kW if dW is None else dW,
                       kH if dH is None else dH, padW, padH)
         self._window(kW, kH, dW, dH, padW, padH, toCeil)
-        self.indices = None
+        self.indices = self._maxima = None
         self._indexed = True  # whether indices belong to the last forward
 
     def updateOutput(self, input):
@@ -125,12 +125,14 @@ class SpatialMaxPooling(_Pooling):
 
     def _findIndices(self, input):
         """The argmax of each window of ``input`` (the forward's, as backward's contract has
-        it) after a forward in evaluation, which kept none; the maxima go to a scratch array,
-        as ``output`` may have been changed in place since."""
+        it) after a forward in evaluation, which kept none; the maxima go to a scratch array
+        (reused: input gradients of a model in evaluation, call after call), as ``output``
+        may have been changed in place since."""
         shape = self._plan(input)[0]
         idx = self.indices = resized(self.indices, shape, -1, _INDEX)
-        max_pool_update_output(input, np.empty(shape, self.dtype), idx, self.kW, self.kH,
-                               self.dW, self.dH, self.padW, self.padH, self.ceilMode)
+        maxima = self._maxima = resized(self._maxima, shape, -1, self.dtype)
+        max_pool_update_output(input, maxima, idx, self.kW, self.kH, self.dW, self.dH,
+                               self.padW, self.padH, self.ceilMode)
         self._indexed = True
 
 

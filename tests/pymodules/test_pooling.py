@@ -182,6 +182,10 @@ def test_max_pooling_in_evaluation_keeps_no_indices_and_backward_finds_them(kern
     np.testing.assert_array_equal(m.output, -1)
     # a later forward in evaluation leaves the indices stale: the backward finds them again
     x2 = x[:, :, ::-1].copy()
+    maxima = m._maxima
     m.forward(x2)
     trained.forward(x2)
     np.testing.assert_array_equal(m.backward(x2, go), trained.backward(x2, go))
+    assert m._maxima is maxima  # the backward's scratch is reused, not allocated a call
+    m.clearState()
+    assert m._maxima is None and m.indices is None

@@ -122,18 +122,17 @@ PM_PANEL_DEFINE(pm_panel_d, double, pm_panel_v4d, pm_panel_v4du, 4)
    lanes padded with zeros to whole vectors (yt rows are ML long too).
 
    No im2col: a tap's input is read where it lies, broadcast into the accumulators of a
-   block of pixels (one pixel's address per accumulator pair, so a block may cross output
-   rows: a 10-pixel row wastes nothing). Blocks: 6 pixels x 2 vectors of planes (12
-   accumulators, 2 weight loads and 6 broadcasts per tap), or 12 pixels x 1 vector for an
-   odd last vector; a last partial block repeats its last pixel and stores only the real
-   ones. LeNet's 6 -> 16, 5x5 on 14x14, float32 at batch 1: 243k instructions a call by im2col
-   and the panel above, 52k so.
+   block of pixels. Blocks: 6 pixels x 2 vectors of planes (12 accumulators, 2 weight loads
+   and 6 broadcasts per tap), or 12 pixels x 1 vector for an odd last vector. LeNet's 6 -> 16,
+   5x5 on 14x14, float32 at batch 1: 243k instructions a call by im2col and the panel above,
+   52k so.
 
-   Where an output row holds half a block or more, the blocks keep to a row instead (one
-   input address for all their pixels, where a pointer a pixel spilled registers): each
-   row in the fewest blocks of at most 6 pixels (12 with one vector), all of one length.
-   Either way each output is the sum over the taps in their order, from zero: the same
-   numbers. */
+   Where an output row holds half a block or more, the blocks keep to a row (one input
+   address for all their pixels): each row in the fewest blocks of at most 6 pixels (12 with
+   one vector), all of one length. Shorter rows run blocks across rows, one pixel's address
+   per accumulator (a pointer a pixel, which spilled registers where rows were longer); a
+   last partial block repeats its last pixel and stores only the real ones. Either way each
+   output is the sum over the taps in their order, from zero: the same numbers. */
 
 /* N pixels (N <= NB) of one output row starting at x0 (the input under its first pixel),
    NV vectors of planes from w (wt + v), into y (yt + its first pixel's row + v) */
@@ -210,33 +209,19 @@ static ATTR void NAME(int C, int kH, int kW, int oH, int oW, const T *x,        
                 xq[q] = x + (size_t) (at / oW) * ws + at % oW;                                \
                 s[q][0] = s[q][1] = zero;                                                     \
             }                                                                                 \
-            const T *w = wt + v, *x0 = xq[0];                                                 \
-            if (p % oW + 6 <= oW)  /* one output row: one pointer for the six */              \
-                for (c = 0; c < C; c++)                                                       \
-                    for (i = 0; i < kH; i++) {                                                \
-                        const T *xt = x0 + c * hw + i * ws;                                   \
-                        for (j = 0; j < kW; j++, w += ML) {                                   \
-                            V w0 = *(const VU *) w, w1 = *(const VU *) (w + L);               \
-                            for (q = 0; q < 6; q++) {                                         \
-                                T u = xt[j + q];                                              \
-                                s[q][0] += w0 * u;                                            \
-                                s[q][1] += w1 * u;                                            \
-                            }                                                                 \
+            const T *w = wt + v;  /* rows shorter than 3: each pixel its own address */       \
+            for (c = 0; c < C; c++)                                                           \
+                for (i = 0; i < kH; i++) {                                                    \
+                    size_t t = c * hw + i * ws;                                               \
+                    for (j = 0; j < kW; j++, w += ML) {                                       \
+                        V w0 = *(const VU *) w, w1 = *(const VU *) (w + L);                   \
+                        for (q = 0; q < 6; q++) {                                             \
+                            T u = xq[q][t + j];                                               \
+                            s[q][0] += w0 * u;                                                \
+                            s[q][1] += w1 * u;                                                \
                         }                                                                     \
                     }                                                                         \
-            else                                                                              \
-                for (c = 0; c < C; c++)                                                       \
-                    for (i = 0; i < kH; i++) {                                                \
-                        size_t t = c * hw + i * ws;                                           \
-                        for (j = 0; j < kW; j++, w += ML) {                                   \
-                            V w0 = *(const VU *) w, w1 = *(const VU *) (w + L);               \
-                            for (q = 0; q < 6; q++) {                                         \
-                                T u = xq[q][t + j];                                           \
-                                s[q][0] += w0 * u;                                            \
-                                s[q][1] += w1 * u;                                            \
-                            }                                                                 \
-                        }                                                                     \
-                    }                                                                         \
+                }                                                                             \
             for (q = 0; q < 6 && p + q < P; q++) {                                            \
                 *(VU *) (yt + (size_t) (p + q) * ML + v) = s[q][0];                           \
                 *(VU *) (yt + (size_t) (p + q) * ML + v + L) = s[q][1];                       \
@@ -256,25 +241,15 @@ static ATTR void NAME(int C, int kH, int kW, int oH, int oW, const T *x,        
                 xq[q] = x + (size_t) (at / oW) * ws + at % oW;                                \
                 s[q] = zero;                                                                  \
             }                                                                                 \
-            const T *w = wt + v, *x0 = xq[0];                                                 \
-            if (p % oW + 12 <= oW)                                                            \
-                for (c = 0; c < C; c++)                                                       \
-                    for (i = 0; i < kH; i++) {                                                \
-                        const T *xt = x0 + c * hw + i * ws;                                   \
-                        for (j = 0; j < kW; j++, w += ML) {                                   \
-                            V w0 = *(const VU *) w;                                           \
-                            for (q = 0; q < 12; q++) s[q] += w0 * xt[j + q];                  \
-                        }                                                                     \
+            const T *w = wt + v;  /* rows shorter than 6: each pixel its own address */       \
+            for (c = 0; c < C; c++)                                                           \
+                for (i = 0; i < kH; i++) {                                                    \
+                    size_t t = c * hw + i * ws;                                               \
+                    for (j = 0; j < kW; j++, w += ML) {                                       \
+                        V w0 = *(const VU *) w;                                               \
+                        for (q = 0; q < 12; q++) s[q] += w0 * xq[q][t + j];                   \
                     }                                                                         \
-            else                                                                              \
-                for (c = 0; c < C; c++)                                                       \
-                    for (i = 0; i < kH; i++) {                                                \
-                        size_t t = c * hw + i * ws;                                           \
-                        for (j = 0; j < kW; j++, w += ML) {                                   \
-                            V w0 = *(const VU *) w;                                           \
-                            for (q = 0; q < 12; q++) s[q] += w0 * xq[q][t + j];               \
-                        }                                                                     \
-                    }                                                                         \
+                }                                                                             \
             for (q = 0; q < 12 && p + q < P; q++)                                             \
                 *(VU *) (yt + (size_t) (p + q) * ML + v) = s[q];                              \
         }                                                                                     \

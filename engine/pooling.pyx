@@ -439,44 +439,60 @@ cdef Py_ssize_t _frames(cnp.ndarray x, Py_ssize_t kernel_w, Py_ssize_t stride_w,
 
 def temporal_max_pool_update_output(input, output, indices, Py_ssize_t kernel_w,
                                     Py_ssize_t stride_w):
-    """output[t, c] := max of input[t*dW : t*dW + kW, c]; indices := the frame it came from.
+    """output[t, c] := max of input[t*dW : t*dW + kW, c]; indices := the frame it came from,
+    or only the maxima where ``indices`` is None (inference: nothing will scatter back).
 
     (N, T, C) -> (N, T', C), T' = (T - kW) // dW + 1; (T, C) -> (T', C).
     """
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = None
+    cdef cnp.npy_intp *at = NULL
+    if indices is not None:
+        idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef int nd
     cdef Py_ssize_t To = _frames(x, kernel_w, stride_w, &nd)
     cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
     expected = _lead(x) + (To, d[nd - 1])
     shape_is(y, "output", expected)
-    shape_is(idx, "indices", expected)
     disjoint(y, "output", x, "input")
-    disjoint_from(idx, "indices", x, "input", y, "output")
+    if idx is not None:
+        shape_is(idx, "indices", expected)
+        disjoint_from(idx, "indices", x, "input", y, "output")
+        at = _indices(idx)
     cdef Py_ssize_t n = d[0] if nd == 3 else 1, T = d[nd - 2], C = d[nd - 1]
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _temporal_max(f32(x), f32(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
+            _temporal_max(f32(x), f32(y), at, n, T, C, To, kernel_w, stride_w)
         else:
-            _temporal_max(f64(x), f64(y), _indices(idx), n, T, C, To, kernel_w, stride_w)
+            _temporal_max(f64(x), f64(y), at, n, T, C, To, kernel_w, stride_w)
 
 
 cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ssize_t n,
                         Py_ssize_t T, Py_ssize_t C, Py_ssize_t To, Py_ssize_t kW,
                         Py_ssize_t dW) noexcept nogil:
-    cdef Py_ssize_t s, t, f, c
+    # Without indices (idx NULL) a frame's sweep keeps the larger value or a NaN, lane by
+    # lane, with no branch: the loop the compiler vectorises.
+    cdef Py_ssize_t s, t, f, _f, c
     cdef const floating *row
     cdef floating *yt
     cdef cnp.npy_intp *it
-    cdef floating v
+    cdef floating v, m
     for s in range(n):
         for t in range(To):
             yt = y + (<size_t> s * To + t) * C
-            it = idx + (<size_t> s * To + t) * C
             row = x + (<size_t> s * T + t * dW) * C
             memcpy(yt, row, C * sizeof(floating))
+            if idx == NULL:
+                for _f in range(1, kW):
+                    row += C
+                    for c in range(C):
+                        v = row[c]
+                        m = yt[c]
+                        yt[c] = v if (v > m or v != v) else m
+                continue
+            it = idx + (<size_t> s * To + t) * C
             for c in range(C):
                 it[c] = t * dW
             for f in range(1, kW):

@@ -808,7 +808,8 @@ cdef inline cnp.npy_intp *_indices(cnp.ndarray a) noexcept nogil:
 
 
 def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mode):
-    """output := the maximum of each window; indices := its flat position in the plane.
+    """output := the maximum of each window; indices := its flat position in the plane, or
+    only the maxima where ``indices`` is None (inference: nothing will scatter back).
 
     (N, C, T, H, W) -> (N, C, oT, oH, oW), or one sample; ``window`` = (kT, kW, kH, dT, dW,
     dH, padT, padW, padH). Padding never wins; a NaN does.
@@ -816,18 +817,23 @@ def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mod
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = None
+    cdef cnp.npy_intp *at = NULL
+    if indices is not None:
+        idx = array(indices, "indices", cnp.NPY_INTP, True)
     cdef Pool3 p
     _pool_geometry(&p, x, window, ceil_mode)
     shape_is(y, "output", _pooled(x, &p))
-    shape_is(idx, "indices", _pooled(x, &p))
     disjoint(y, "output", x, "input")
-    disjoint_from(idx, "indices", x, "input", y, "output")
+    if idx is not None:
+        shape_is(idx, "indices", _pooled(x, &p))
+        disjoint_from(idx, "indices", x, "input", y, "output")
+        at = _indices(idx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _max3(f32(x), f32(y), _indices(idx), &p)
+            _max3(f32(x), f32(y), at, &p)
         else:
-            _max3(f64(x), f64(y), _indices(idx), &p)
+            _max3(f64(x), f64(y), at, &p)
 
 
 cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
@@ -858,10 +864,12 @@ cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
                                     m = v
                                     best = (it * p.H + iy) * p.W + ix
                     y[(ot * p.oH + oy) * p.oW + ox] = m
-                    idx[(ot * p.oH + oy) * p.oW + ox] = best
+                    if idx != NULL:  # NULL: only the maxima
+                        idx[(ot * p.oH + oy) * p.oW + ox] = best
         x += vol
         y += out
-        idx += out
+        if idx != NULL:
+            idx += out
 
 
 def max_pool3d_update_grad_input(input, grad_output, grad_input, indices):

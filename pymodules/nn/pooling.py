@@ -37,6 +37,48 @@ def _check_window(owner, kW, kH, dW, dH, padW, padH):
         raise ValueError(f"{owner}: pads {padW}, {padH} exceed half the {kW}x{kH} kernel")
 
 
+class _MaxIndices(Module):
+    """What the max poolings share: the argmax of each window kept in ``indices`` by a
+    forward in training, for backward to scatter into; a forward in evaluation writes only
+    the maxima, and a backward after it finds the argmax from the input it is given. A
+    subclass gives ``_pooledShape(input)``, ``_max(input, output, indices or None)`` and
+    ``_scatter(input, gradOutput, gradInput, indices)``, each one kernel call."""
+
+    _scratch = ("indices", "_maxima")
+
+    def _noIndices(self):
+        self.indices = self._maxima = None
+        self._indexed = True  # whether indices belong to the last forward
+
+    def updateOutput(self, input):
+        shape = self._pooledShape(input)
+        out = self.output = resized(self.output, shape, -1, self.dtype)
+        idx = None
+        if self._train:  # in evaluation only the maxima: a backward finds the indices
+            idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        self._indexed = self._train
+        self._max(input, out, idx)
+        return out
+
+    def updateGradInput(self, input, gradOutput):
+        if not self._indexed:
+            self._findIndices(input)
+        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
+        self._scatter(input, gradOutput, gi, self.indices)
+        return gi
+
+    def _findIndices(self, input):
+        """The argmax of each window of ``input`` (the forward's, as backward's contract has
+        it) after a forward in evaluation, which kept none; the maxima go to a scratch array
+        (reused: input gradients of a model in evaluation, call after call), as ``output``
+        may have been changed in place since."""
+        shape = self._pooledShape(input)
+        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
+        self._maxima = resized(self._maxima, shape, -1, self.dtype)
+        self._max(input, self._maxima, idx)
+        self._indexed = True
+
+
 class _Pooling(Module):
     """Window bookkeeping shared by the spatial poolings."""
 
@@ -86,7 +128,7 @@ class _Pooling(Module):
             ", ceil" if self.ceilMode else "")
 
 
-class SpatialMaxPooling(_Pooling):
+class SpatialMaxPooling(_MaxIndices, _Pooling):
     """Maximum over kW x kH windows moved by dW, dH, plane by plane: (C, H, W) or (N, C, H, W).
 
     Output size floor((H + 2 padH - kH) / dH) + 1, or ceil with ``ceil()`` / ``toCeil``; the last
@@ -94,46 +136,23 @@ class SpatialMaxPooling(_Pooling):
     size. Pads may not exceed half the kernel; padW = padH = -1 is SAME padding.
     """
 
-    _scratch = ("indices", "_maxima")
-
     def __init__(self, kW, kH, dW=None, dH=None, padW=0, padH=0, toCeil=False,
                  dtype=np.float32):
         super().__init__(dtype)
         _check_window("SpatialMaxPooling", kW, kH, kW if dW is None else dW,
                       kH if dH is None else dH, padW, padH)
         self._window(kW, kH, dW, dH, padW, padH, toCeil)
-        self.indices = self._maxima = None
-        self._indexed = True  # whether indices belong to the last forward
+        self._noIndices()
 
-    def updateOutput(self, input):
-        shape = self._plan(input)[0]
-        out = self.output = resized(self.output, shape, -1, self.dtype)
-        idx = None
-        if self._train:  # in evaluation only the maxima: a backward finds the indices
-            idx = self.indices = resized(self.indices, shape, -1, _INDEX)
-        self._indexed = self._train
-        max_pool_update_output(input, out, idx, self.kW, self.kH, self.dW, self.dH,
+    def _pooledShape(self, input):
+        return self._plan(input)[0]
+
+    def _max(self, input, output, indices):
+        max_pool_update_output(input, output, indices, self.kW, self.kH, self.dW, self.dH,
                                self.padW, self.padH, self.ceilMode)
-        return out
 
-    def updateGradInput(self, input, gradOutput):
-        if not self._indexed:
-            self._findIndices(input)
-        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-        max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        return gi
-
-    def _findIndices(self, input):
-        """The argmax of each window of ``input`` (the forward's, as backward's contract has
-        it) after a forward in evaluation, which kept none; the maxima go to a scratch array
-        (reused: input gradients of a model in evaluation, call after call), as ``output``
-        may have been changed in place since."""
-        shape = self._plan(input)[0]
-        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
-        maxima = self._maxima = resized(self._maxima, shape, -1, self.dtype)
-        max_pool_update_output(input, maxima, idx, self.kW, self.kH, self.dW, self.dH,
-                               self.padW, self.padH, self.ceilMode)
-        self._indexed = True
+    def _scatter(self, input, gradOutput, gradInput, indices):
+        max_pool_update_grad_input(input, gradOutput, gradInput, indices)
 
 
 class SpatialAveragePooling(_Pooling):
@@ -183,13 +202,11 @@ class SpatialAveragePooling(_Pooling):
         return "global" if self.globalPooling else super().extraRepr()
 
 
-class TemporalMaxPooling(Module):
+class TemporalMaxPooling(_MaxIndices):
     """Maximum over windows of kW frames moved by dW: (T, C) -> (T', C), or batched (N, T, C).
 
     T' = (T - kW) // dW + 1; dW = -1 (the default) means dW = kW.
     """
-
-    _scratch = ("indices",)
 
     def __init__(self, kW, dW=-1, dtype=np.float32):
         super().__init__(dtype)
@@ -198,21 +215,19 @@ class TemporalMaxPooling(Module):
             raise ValueError(f"TemporalMaxPooling: kW and dW must be >= 1 (dW -1: kW), got "
                              f"{kW}, {dW}")
         self.kW, self.dW = whole(self, "kW", kW), whole(self, "dW", dW)
-        self.indices = None
+        self._noIndices()
 
-    def updateOutput(self, input):
+    def _pooledShape(self, input):
         shape = shape_of(input)
         if len(shape) in (2, 3):
             shape = shape[:-2] + (output_size(shape[-2], self.kW, self.dW), shape[-1])
-        out = self.output = resized(self.output, shape, -1, self.dtype)
-        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
-        temporal_max_pool_update_output(input, out, idx, self.kW, self.dW)
-        return out
+        return shape
 
-    def updateGradInput(self, input, gradOutput):
-        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-        temporal_max_pool_update_grad_input(input, gradOutput, gi, self.indices)
-        return gi
+    def _max(self, input, output, indices):
+        temporal_max_pool_update_output(input, output, indices, self.kW, self.dW)
+
+    def _scatter(self, input, gradOutput, gradInput, indices):
+        temporal_max_pool_update_grad_input(input, gradOutput, gradInput, indices)
 
     def extraRepr(self):
         return f"{self.kW}, {self.dW}"

@@ -24,8 +24,8 @@ from pymodules.engine.volumetric import (
 from pymodules.facade import shape_of
 from pymodules.nn.conv import _NO_PLAN, _integers, _positive, _Weighted
 from pymodules.nn.module import Module, whole
+from pymodules.nn.pooling import _MaxIndices
 
-_INDEX = np.dtype(np.intp)  # the argmax indices of max pooling
 _NOT_SEEN = object()
 _BLAS_LIMIT = 2**31 - 1  # the sizes of a GEMM are ints
 
@@ -234,7 +234,7 @@ class _Pooling3D(Module):
                 f"{self.padT}, {self.padW}, {self.padH}" + (", ceil" if self.ceilMode else ""))
 
 
-class VolumetricMaxPooling(_Pooling3D):
+class VolumetricMaxPooling(_MaxIndices, _Pooling3D):
     """Maximum over kT x kW x kH windows moved by dT, dW, dH, plane by plane: (C, T, H, W)
     or (N, C, T, H, W).
 
@@ -242,25 +242,20 @@ class VolumetricMaxPooling(_Pooling3D):
     to the kernel size; pads may not exceed half the kernel.
     """
 
-    _scratch = ("indices",)
-
     def __init__(self, kT, kW, kH, dT=None, dW=None, dH=None, padT=0, padW=0, padH=0,
                  dtype=np.float32):
         super().__init__(dtype)
         self._window(kT, kW, kH, dT, dW, dH, padT, padW, padH, False)
-        self.indices = None
+        self._noIndices()
 
-    def updateOutput(self, input):
-        shape = self._plan(input)
-        out = self.output = resized(self.output, shape, -1, self.dtype)
-        idx = self.indices = resized(self.indices, shape, -1, _INDEX)
-        max_pool3d_update_output(input, out, idx, self._args, self.ceilMode)
-        return out
+    def _pooledShape(self, input):
+        return self._plan(input)
 
-    def updateGradInput(self, input, gradOutput):
-        gi = self.gradInput = resized(self.gradInput, input, -1, self.dtype)
-        max_pool3d_update_grad_input(input, gradOutput, gi, self.indices)
-        return gi
+    def _max(self, input, output, indices):
+        max_pool3d_update_output(input, output, indices, self._args, self.ceilMode)
+
+    def _scatter(self, input, gradOutput, gradInput, indices):
+        max_pool3d_update_grad_input(input, gradOutput, gradInput, indices)
 
 
 class VolumetricAveragePooling(_Pooling3D):

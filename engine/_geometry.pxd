@@ -72,3 +72,16 @@ cdef inline Py_ssize_t window_positions(Py_ssize_t size, Py_ssize_t kernel, Py_s
                          f"pad {pad}, dilation {dilation}")
     window_args(kernel, stride, pad, dilation)
     return out_size(size, kernel, stride, pad, dilation, ceil_mode, pads)
+
+
+cdef inline void cols_in(Py_ssize_t start, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n,
+                         Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the ox in [0, n) with 0 <= start + ox * stride < size (the outputs whose
+    window has its tap at ``start`` relative to the window's first position inside the axis)."""
+    cdef Py_ssize_t a = 0, b = 0
+    if start < 0:
+        a = (-start + stride - 1) // stride
+    if size - start > 0:
+        b = (size - start + stride - 1) // stride
+    lo[0] = min(a, n)
+    hi[0] = max(min(b, n), lo[0])

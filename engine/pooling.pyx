@@ -14,8 +14,9 @@ from engine._check cimport (
     GIL_FREE_WORK, shape, float_type, array, f32, f64, ndim, shape_is, same_shape, dims_are,
     disjoint, disjoint_from,
 )
-from engine.vecmath cimport pm_select_f32, pm_select_f64
+from engine.vecmath cimport pm_select
 from engine._geometry cimport out_size, window_args, window_positions
+from engine._max_row cimport max_row_taps
 
 cdef extern from "_pool2.h" nogil:
     void pm_max2x2_row_f(const float *r0, const float *r1, float *y, cnp.npy_intp *idx,
@@ -155,40 +156,17 @@ cdef inline bint _halves(const Pool *p) noexcept nogil:
             and 2 * p.oH <= p.H and 2 * p.oW <= p.W)
 
 
-cdef inline floating _select(cnp.npy_intp mask, floating a, floating b) noexcept nogil:
-    if floating is float:
-        return pm_select_f32(mask, a, b)
-    else:
-        return pm_select_f64(mask, a, b)
-
-
-cdef inline void _cols_in(Py_ssize_t start, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n,
-                          Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
-    """[lo, hi): the ox in [0, n) with 0 <= start + ox * stride < size."""
-    cdef Py_ssize_t a = 0, b = 0
-    if start < 0:
-        a = (-start + stride - 1) // stride
-    if size - start > 0:
-        b = (size - start + stride - 1) // stride
-    lo[0] = min(a, n)
-    hi[0] = max(min(b, n), lo[0])
-
-
 cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
                        const Pool *p) noexcept nogil:
-    # One output row at a time, tap by tap: for each tap (iy, j) of the window a sweep along
-    # the row, whose outputs are independent, with the comparison turned into masks. On
-    # random data a branch per tap is a coin toss: the branchy per-window loop took 1140 us
-    # on (64, 6, 24, 24) float32 (torch 1170 us), this one 480 us (the same per-window loop
-    # with masks: 540 us, its chain of dependent taps is the limit).
-    cdef Py_ssize_t _plane, oy, ox, j, h0, h1, iy, ix, w0, lo, hi
+    # One output row at a time, each input row of its windows folded in by _max_row.pxd's
+    # tap sweep. The branchy per-window loop took 1140 us on (64, 6, 24, 24) float32 (torch
+    # 1170 us), this one 480 us (the same per-window loop with masks: 540 us, its chain of
+    # dependent taps is the limit).
+    cdef Py_ssize_t _plane, oy, ox, h0, h1, iy, w0
     cdef size_t plane = <size_t> p.H * p.W, out = <size_t> p.oH * p.oW
     cdef const floating *row
     cdef floating *yr
-    cdef cnp.npy_intp *ir
-    cdef floating m, v
-    cdef cnp.npy_intp take
-    ir = NULL
+    cdef cnp.npy_intp *ir = NULL
     if _halves(p):
         _max_2x2(x, y, idx, p)
         return
@@ -207,24 +185,8 @@ cdef void _max_forward(const floating *x, floating *y, cnp.npy_intp *idx,
                 if idx != NULL:
                     ir[ox] = h0 * p.W + w0
             for iy in range(h0, h1):
-                row = x + <size_t> iy * p.W
-                for j in range(p.kW):
-                    w0 = j - p.pL
-                    _cols_in(w0, p.sW, p.W, p.oW, &lo, &hi)
-                    if idx == NULL:
-                        for ox in range(lo, hi):
-                            v = row[w0 + ox * p.sW]
-                            m = yr[ox]
-                            yr[ox] = _select(-<cnp.npy_intp> ((v > m) | (v != v)), v, m)
-                        continue
-                    for ox in range(lo, hi):
-                        ix = w0 + ox * p.sW
-                        v = row[ix]
-                        m = yr[ox]
-                        # take = 0 or -1: select by masks, not by a branch
-                        take = -<cnp.npy_intp> ((v > m) | (v != v))
-                        yr[ox] = _select(take, v, m)
-                        ir[ox] ^= (ir[ox] ^ (iy * p.W + ix)) & take
+                max_row_taps(x + <size_t> iy * p.W, yr, ir, iy * p.W, p.W, p.kW, p.sW, p.pL,
+                             p.oW, False)
         x += plane
         y += out
         if idx != NULL:
@@ -493,7 +455,7 @@ cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ss
                     for c in range(C):
                         v = row[c]
                         m = yt[c]
-                        yt[c] = _select(-<cnp.npy_intp> ((v > m) | (v != v)), v, m)
+                        yt[c] = pm_select(-<cnp.npy_intp> ((v > m) | (v != v)), v, m)
                 continue
             it = idx + (<size_t> s * To + t) * C
             for c in range(C):
@@ -505,7 +467,7 @@ cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ss
                     v = row[c]
                     m = yt[c]
                     take = -<cnp.npy_intp> ((v > m) | (v != v))  # 0 or -1
-                    yt[c] = _select(take, v, m)
+                    yt[c] = pm_select(take, v, m)
                     it[c] ^= (it[c] ^ at) & take
 
 

@@ -84,3 +84,14 @@ cdef extern from "vecmath.h" nogil:
     void pm_lrn_bwd(bint f64, const void *x, const void *y, const void *go, void *gi,
                     const void *sc, Py_ssize_t outer, Py_ssize_t ch, Py_ssize_t inner, int size,
                     double alpha, double beta)
+
+
+from engine.blas cimport floating
+
+
+cdef inline floating pm_select(Py_ssize_t mask, floating a, floating b) noexcept nogil:
+    """a where mask is all ones (-1), b where it is zero, without a branch; either dtype."""
+    if floating is float:
+        return pm_select_f32(mask, a, b)
+    else:
+        return pm_select_f64(mask, a, b)

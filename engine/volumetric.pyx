@@ -25,6 +25,7 @@ from engine._check cimport (
     disjoint, disjoint_from,
 )
 from engine._geometry cimport out_size, full_size, window_args
+from engine._max_row cimport max_row_taps
 
 cdef extern from "_transpose.h" nogil:
     void pm_transpose_f(const float *src, size_t lds, float *dst, size_t ldd, int rows,
@@ -838,9 +839,15 @@ def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mod
 
 cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
                 const Pool3 *p) noexcept nogil:
-    cdef Py_ssize_t _q, ot, oy, ox, t0, t1, h0, h1, w0, w1, it, iy, ix, best
-    cdef Py_ssize_t vol = p.T * p.H * p.W, out = p.oT * p.oH * p.oW
-    cdef floating m, v
+    # One output row (ot, oy) at a time, each input row of its windows folded in by
+    # _max_row.pxd's tap sweep, in the per-window loop's order: the same tap wins a tie, and
+    # the first NaN wins. Float32 (4, 8, 8, 16, 16) by 2x2x2: 330-360 us with a loop and a
+    # branch per window, 205-232 us this way (87-155 without indices).
+    cdef Py_ssize_t _q, ot, oy, ox, t0, t1, h0, h1, w0, it, iy
+    cdef size_t vol = <size_t> p.T * p.H * p.W, out = <size_t> p.oT * p.oH * p.oW
+    cdef const floating *row
+    cdef floating *yr
+    cdef cnp.npy_intp *ir = NULL
     for _q in range(p.planes):
         for ot in range(p.oT):
             t0 = ot * p.sT - p.pT
@@ -850,22 +857,19 @@ cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
                 h0 = oy * p.sH - p.pH
                 h1 = min(h0 + p.kH, p.H)
                 h0 = max(h0, 0)
+                yr = y + (<size_t> ot * p.oH + oy) * p.oW
+                if idx != NULL:  # NULL: the maxima only
+                    ir = idx + (<size_t> ot * p.oH + oy) * p.oW
+                row = x + (<size_t> t0 * p.H + h0) * p.W
                 for ox in range(p.oW):
-                    w0 = ox * p.sW - p.pW
-                    w1 = min(w0 + p.kW, p.W)
-                    w0 = max(w0, 0)
-                    best = (t0 * p.H + h0) * p.W + w0
-                    m = x[best]
-                    for it in range(t0, t1):
-                        for iy in range(h0, h1):
-                            for ix in range(w0, w1):
-                                v = x[(it * p.H + iy) * p.W + ix]
-                                if v > m or (v != v and m == m):
-                                    m = v
-                                    best = (it * p.H + iy) * p.W + ix
-                    y[(ot * p.oH + oy) * p.oW + ox] = m
-                    if idx != NULL:  # NULL: only the maxima
-                        idx[(ot * p.oH + oy) * p.oW + ox] = best
+                    w0 = max(ox * p.sW - p.pW, 0)  # the window's first tap inside the input
+                    yr[ox] = row[w0]
+                    if idx != NULL:
+                        ir[ox] = (t0 * p.H + h0) * p.W + w0
+                for it in range(t0, t1):
+                    for iy in range(h0, h1):
+                        max_row_taps(x + (<size_t> it * p.H + iy) * p.W, yr, ir,
+                                     (it * p.H + iy) * p.W, p.W, p.kW, p.sW, p.pW, p.oW, True)
         x += vol
         y += out
         if idx != NULL:

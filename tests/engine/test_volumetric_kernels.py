@@ -90,6 +90,52 @@ def test_pooling_without_indices_writes_the_same_maxima(dtype, ceil, rng):
         K.max_pool3d_update_output(x, np.empty((1,) + shape[1:], dtype), None, window, ceil)
 
 
+def _max3_loops(x, window, ceil):
+    """The per-window reference: the taps in (t, y, x) order, the first largest wins, and the
+    first NaN wins over everything."""
+    kt, kw, kh, st, sw, sh, pt, pw, ph = window
+    lead, (T, H, W) = x.shape[:-3], x.shape[-3:]
+    sizes = [K.pool3d_output_size(n, k, d, pad, ceil)
+             for n, k, d, pad in ((T, kt, st, pt), (H, kh, sh, ph), (W, kw, sw, pw))]
+    y, idx = np.empty(lead + tuple(sizes), x.dtype), np.empty(lead + tuple(sizes), np.intp)
+    for q in np.ndindex(*lead):
+        for o in np.ndindex(*sizes):
+            lo = [o[i] * (st, sh, sw)[i] - (pt, ph, pw)[i] for i in range(3)]
+            taps = [range(max(lo[i], 0), min(lo[i] + (kt, kh, kw)[i], (T, H, W)[i]))
+                    for i in range(3)]
+            best = None
+            for t in taps[0]:
+                for r in taps[1]:
+                    for c in taps[2]:
+                        v = x[q + (t, r, c)]
+                        if best is None or v > best[0] or (v != v and best[0] == best[0]):
+                            best = (v, (t * H + r) * W + c)
+            y[q + o], idx[q + o] = best
+    return y, idx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window,ceil", [
+    ((2, 2, 2, 2, 2, 2, 0, 0, 0), False),
+    ((3, 3, 2, 2, 1, 2, 1, 1, 1), True),   # overlapping along W, padded, ceil
+    ((2, 3, 3, 1, 2, 3, 1, 1, 0), False),
+    ((1, 4, 1, 1, 3, 1, 0, 2, 0), True),
+])
+def test_max_pooling_against_the_per_window_loop(window, ceil, dtype, rng):
+    """Ties (small integers) and NaNs: the same winner as the per-window loop, with and
+    without indices."""
+    x = rng.integers(-3, 4, (2, 2, 5, 6, 7)).astype(dtype)
+    x.flat[rng.choice(x.size, 25, replace=False)] = np.nan
+    ref, ref_idx = _max3_loops(x, window, ceil)
+    y, idx = _nan(ref.shape, dtype), np.full(ref.shape, -1, np.intp)
+    K.max_pool3d_update_output(x, y, idx, window, ceil)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(idx, ref_idx)
+    bare = _nan(ref.shape, dtype)
+    K.max_pool3d_update_output(x, bare, None, window, ceil)
+    np.testing.assert_array_equal(bare, ref)
+
+
 def test_refusals_name_the_argument_and_numbers():
     x = np.zeros((1, 2, 4, 4, 4), np.float32)
     w = np.zeros((3, 2, 2, 2, 2), np.float32)

@@ -3,7 +3,9 @@
 Spatial input is (C, H, W) or (N, C, H, W), pooled plane by plane; temporal input is (T, C)
 or (N, T, C), pooled along T. Max pooling records where each maximum came from, as an intp
 array shaped like the output: the flat position within the plane (spatial) or the frame
-(temporal); backward scatters through it. A NaN in a window wins, as in PyTorch.
+(temporal); backward scatters through it. Given None for that array (inference) it writes only
+the maxima. The first of equal maxima wins; a NaN in a window wins, as in PyTorch (the last
+NaN's position).
 """
 
 cimport numpy as cnp

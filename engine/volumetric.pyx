@@ -12,7 +12,9 @@ Every size and offset is Py_ssize_t; only the three sizes of a GEMM (and its lea
 dimensions) are ints, checked against INT_MAX before anything runs.
 
 Pooling works plane by plane; max pooling records, as an intp array shaped like the output,
-the flat position (t * H + h) * W + w of each maximum in its plane. A NaN in a window wins.
+the flat position (t * H + h) * W + w of each maximum in its plane, or writes only the maxima
+when that array is None (inference). The first of equal maxima wins; a NaN in a window wins
+(the first NaN's position).
 """
 
 cimport numpy as cnp
@@ -841,8 +843,8 @@ cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
                 const Pool3 *p) noexcept nogil:
     # One output row (ot, oy) at a time, each input row of its windows folded in by
     # _max_row.pxd's tap sweep, in the per-window loop's order: the same tap wins a tie, and
-    # the first NaN wins. Float32 (4, 8, 8, 16, 16) by 2x2x2: 330-360 us with a loop and a
-    # branch per window, 205-232 us this way (87-155 without indices).
+    # the first NaN wins. Float32 (4, 8, 8, 16, 16) by 2x2x2: 260-360 us with a loop and a
+    # branch per window, 205-257 us this way (82-155 without indices).
     cdef Py_ssize_t _q, ot, oy, ox, t0, t1, h0, h1, w0, it, iy
     cdef size_t vol = <size_t> p.T * p.H * p.W, out = <size_t> p.oT * p.oH * p.oW
     cdef const floating *row

@@ -40,8 +40,9 @@ def _check_window(owner, kW, kH, dW, dH, padW, padH):
 class _MaxIndices(Module):
     """What the max poolings share: the argmax of each window kept in ``indices`` by a
     forward in training, for backward to scatter into; a forward in evaluation writes only
-    the maxima, and a backward after it finds the argmax from the input it is given. A
-    subclass gives ``_pooledShape(input)``, ``_max(input, output, indices or None)`` and
+    the maxima, and a backward after it finds the argmax from the input it is given (until
+    then ``indices`` is None, or a training forward's). A subclass gives
+    ``_pooledShape(input)``, ``_max(input, output, indices or None)`` and
     ``_scatter(input, gradOutput, gradInput, indices)``, each one kernel call."""
 
     _scratch = ("indices", "_maxima")

@@ -176,22 +176,43 @@ def test_temporal_max_pool_against_loops(shape, kw, dw, dtype, rng):
     np.testing.assert_allclose(gi, gref, rtol=tol(dtype), atol=tol(dtype))
 
 
+def _temporal_loops(x, kw, dw):
+    """The per-window reference: frames in order, the first of equal maxima wins, a later NaN
+    replaces a NaN held."""
+    lead, (T, C) = x.shape[:-2], x.shape[-2:]
+    shape = lead + ((T - kw) // dw + 1, C)
+    y, idx = np.empty(shape, x.dtype), np.empty(shape, np.intp)
+    for q in np.ndindex(*lead):
+        for t in range(shape[-2]):
+            for c in range(C):
+                best = None
+                for f in range(t * dw, t * dw + kw):
+                    v = x[q + (f, c)]
+                    if best is None or v > best[0] or v != v:
+                        best = (v, f)
+                y[q + (t, c)], idx[q + (t, c)] = best
+    return y, idx
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,kw,dw", [((2, 9, 35), 3, 3), ((8, 2), 2, 1), ((3, 7, 1), 4, 2),
-                                         ((0, 5, 2), 2, 2), ((2, 4, 0), 2, 2)])
-def test_temporal_max_pool_without_indices_writes_the_same_maxima(shape, kw, dw, dtype, rng):
-    """indices None (evaluation): the branch-free sweep gives the maxima the indexed one does,
-    NaN included, and writes every output."""
-    x = rng.standard_normal(shape).astype(dtype)
+                                         ((2, 11, 19), 4, 1), ((0, 5, 2), 2, 2),
+                                         ((2, 4, 0), 2, 2)])
+def test_temporal_max_pool_ties_and_nans_against_the_loop(shape, kw, dw, dtype, rng):
+    """Small integers (ties) and NaNs: the per-window loop's maxima and frames; indices None
+    (evaluation) writes the same maxima, every one of them."""
+    x = rng.integers(-3, 4, shape).astype(dtype)
     if x.size:
         x.flat[rng.choice(x.size, max(1, x.size // 7), replace=False)] = np.nan
-    y_shape = shape[:-2] + ((shape[-2] - kw) // dw + 1, shape[-1])
-    y, idx = np.full(y_shape, 7, dtype), np.zeros(y_shape, np.intp)
+    ref, ref_idx = _temporal_loops(x, kw, dw)
+    y, idx = np.full(ref.shape, 7, dtype), np.full(ref.shape, -1, np.intp)
     P.temporal_max_pool_update_output(x, y, idx, kw, dw)
-    bare = np.full(y_shape, 7, dtype)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(idx, ref_idx)
+    bare = np.full(ref.shape, 7, dtype)
     P.temporal_max_pool_update_output(x, bare, None, kw, dw)
-    np.testing.assert_array_equal(bare, y)
-    short = np.empty(y_shape[:-2] + (y_shape[-2] + 1, y_shape[-1]), dtype)
+    np.testing.assert_array_equal(bare, ref)
+    short = np.empty(ref.shape[:-2] + (ref.shape[-2] + 1, ref.shape[-1]), dtype)
     with pytest.raises(ValueError, match=r"output has shape"):
         P.temporal_max_pool_update_output(x, short, None, kw, dw)
 

@@ -70,6 +70,11 @@ cdef inline double *f64(cnp.ndarray a) noexcept nogil:
     return NULL if a is None else <double *> cnp.PyArray_DATA(a)
 
 
+cdef inline cnp.npy_intp *intp(cnp.ndarray a) noexcept nogil:
+    """The data of a checked intp array (indices); NULL for None."""
+    return NULL if a is None else <cnp.npy_intp *> cnp.PyArray_DATA(a)
+
+
 cdef inline int ndim(cnp.ndarray a, str what, int lo, int hi) except -1:
     """The rank of ``a``, which must lie in [lo, hi]."""
     cdef int d = cnp.PyArray_NDIM(a)

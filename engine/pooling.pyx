@@ -13,8 +13,8 @@ from libc.string cimport memcpy, memset
 
 from engine.blas cimport floating
 from engine._check cimport (
-    GIL_FREE_WORK, shape, float_type, array, f32, f64, ndim, shape_is, same_shape, dims_are,
-    disjoint, disjoint_from,
+    GIL_FREE_WORK, shape, float_type, array, array_or_none, f32, f64, intp, ndim, shape_is,
+    same_shape, dims_are, disjoint, disjoint_from,
 )
 from engine.vecmath cimport pm_select
 from engine._geometry cimport out_size, window_args, window_positions
@@ -93,14 +93,9 @@ cdef int _pooled_is(cnp.ndarray a, str what, cnp.ndarray x, const Pool *p) excep
     return dims_are(a, what, nd, dims)
 
 
-cdef inline cnp.npy_intp *_indices(cnp.ndarray a) noexcept nogil:
-    """The data of a checked intp array of indices."""
-    return <cnp.npy_intp *> cnp.PyArray_DATA(a)
-
-
 cdef int _index_range(cnp.ndarray idx, Py_ssize_t bound) except -1:
     """Every index lies in [0, bound): backward writes through them."""
-    cdef cnp.npy_intp *i = _indices(idx)
+    cdef cnp.npy_intp *i = intp(idx)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(idx), j
     cdef bint bad = False
     with nogil:
@@ -127,10 +122,7 @@ def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = None
-    cdef cnp.npy_intp *at = NULL
-    if indices is not None:
-        idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = array_or_none(indices, "indices", cnp.NPY_INTP, True)
     cdef Pool p
     _pool_geometry(&p, x, kernel_w, kernel_h, stride_w, stride_h, pad_w, pad_h, ceil_mode)
     _pooled_is(y, "output", x, &p)
@@ -138,18 +130,17 @@ def max_pool_update_output(input, output, indices, Py_ssize_t kernel_w, Py_ssize
     if idx is not None:
         _pooled_is(idx, "indices", x, &p)
         disjoint_from(idx, "indices", x, "input", y, "output")
-        at = _indices(idx)
     if cnp.PyArray_SIZE(x) < GIL_FREE_WORK:  # a small batch: the GIL is kept (_check.pxd)
         if t == cnp.NPY_FLOAT32:
-            _max_forward(f32(x), f32(y), at, &p)
+            _max_forward(f32(x), f32(y), intp(idx), &p)
         else:
-            _max_forward(f64(x), f64(y), at, &p)
+            _max_forward(f64(x), f64(y), intp(idx), &p)
         return
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _max_forward(f32(x), f32(y), at, &p)
+            _max_forward(f32(x), f32(y), intp(idx), &p)
         else:
-            _max_forward(f64(x), f64(y), at, &p)
+            _max_forward(f64(x), f64(y), intp(idx), &p)
 
 
 cdef inline bint _halves(const Pool *p) noexcept nogil:
@@ -271,10 +262,10 @@ cdef void _scatter_back(int t, cnp.ndarray go, cnp.ndarray gi, cnp.ndarray idx,
     """The backward of a max pooling, on checked arguments: _scatter of t's type."""
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _scatter(f32(go), f32(gi), _indices(idx), blocks, in_block, out_block, stride,
+            _scatter(f32(go), f32(gi), intp(idx), blocks, in_block, out_block, stride,
                      lanes)
         else:
-            _scatter(f64(go), f64(gi), _indices(idx), blocks, in_block, out_block, stride,
+            _scatter(f64(go), f64(gi), intp(idx), blocks, in_block, out_block, stride,
                      lanes)
 
 
@@ -411,10 +402,7 @@ def temporal_max_pool_update_output(input, output, indices, Py_ssize_t kernel_w,
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = None
-    cdef cnp.npy_intp *at = NULL
-    if indices is not None:
-        idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = array_or_none(indices, "indices", cnp.NPY_INTP, True)
     cdef int nd
     cdef Py_ssize_t To = _frames(x, kernel_w, stride_w, &nd)
     cdef cnp.npy_intp *d = cnp.PyArray_DIMS(x)
@@ -424,13 +412,12 @@ def temporal_max_pool_update_output(input, output, indices, Py_ssize_t kernel_w,
     if idx is not None:
         shape_is(idx, "indices", expected)
         disjoint_from(idx, "indices", x, "input", y, "output")
-        at = _indices(idx)
     cdef Py_ssize_t n = d[0] if nd == 3 else 1, T = d[nd - 2], C = d[nd - 1]
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _temporal_max(f32(x), f32(y), at, n, T, C, To, kernel_w, stride_w)
+            _temporal_max(f32(x), f32(y), intp(idx), n, T, C, To, kernel_w, stride_w)
         else:
-            _temporal_max(f64(x), f64(y), at, n, T, C, To, kernel_w, stride_w)
+            _temporal_max(f64(x), f64(y), intp(idx), n, T, C, To, kernel_w, stride_w)
 
 
 cdef void _temporal_max(const floating *x, floating *y, cnp.npy_intp *idx, Py_ssize_t n,

@@ -23,7 +23,7 @@ from libc.string cimport memset
 
 from engine.blas cimport floating, gemm, gemv, BLAS_Trans, NoTrans, Trans
 from engine._check cimport (
-    shape, float_type, array, array_or_none, f32, f64, ndim, vector_of, shape_is,
+    shape, float_type, array, array_or_none, f32, f64, intp, ndim, vector_of, shape_is,
     disjoint, disjoint_from,
 )
 from engine._geometry cimport out_size, full_size, window_args
@@ -806,10 +806,6 @@ cdef tuple _pooled(cnp.ndarray x, const Pool3 *p):
     return shape(x)[:nd - 3] + (p.oT, p.oH, p.oW)
 
 
-cdef inline cnp.npy_intp *_indices(cnp.ndarray a) noexcept nogil:
-    return <cnp.npy_intp *> cnp.PyArray_DATA(a)
-
-
 def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mode):
     """output := the maximum of each window; indices := its flat position in the plane, or
     only the maxima where ``indices`` is None (inference: nothing will scatter back).
@@ -820,10 +816,7 @@ def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mod
     cdef int t = float_type(output, "output")
     cdef cnp.ndarray x = array(input, "input", t, False)
     cdef cnp.ndarray y = array(output, "output", t, True)
-    cdef cnp.ndarray idx = None
-    cdef cnp.npy_intp *at = NULL
-    if indices is not None:
-        idx = array(indices, "indices", cnp.NPY_INTP, True)
+    cdef cnp.ndarray idx = array_or_none(indices, "indices", cnp.NPY_INTP, True)
     cdef Pool3 p
     _pool_geometry(&p, x, window, ceil_mode)
     shape_is(y, "output", _pooled(x, &p))
@@ -831,12 +824,11 @@ def max_pool3d_update_output(input, output, indices, tuple window, bint ceil_mod
     if idx is not None:
         shape_is(idx, "indices", _pooled(x, &p))
         disjoint_from(idx, "indices", x, "input", y, "output")
-        at = _indices(idx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _max3(f32(x), f32(y), at, &p)
+            _max3(f32(x), f32(y), intp(idx), &p)
         else:
-            _max3(f64(x), f64(y), at, &p)
+            _max3(f64(x), f64(y), intp(idx), &p)
 
 
 cdef void _max3(const floating *x, floating *y, cnp.npy_intp *idx,
@@ -897,7 +889,7 @@ def max_pool3d_update_grad_input(input, grad_output, grad_input, indices):
     cdef Py_ssize_t vol = d[nd - 3] * d[nd - 2] * d[nd - 1]
     cdef Py_ssize_t out = e[nd - 3] * e[nd - 2] * e[nd - 1]
     cdef Py_ssize_t planes = cnp.PyArray_SIZE(x) // vol if vol else 0
-    cdef cnp.npy_intp *ix = _indices(idx)
+    cdef cnp.npy_intp *ix = intp(idx)
     cdef Py_ssize_t j, n = cnp.PyArray_SIZE(idx)
     cdef Py_ssize_t bad = -1
     with nogil:

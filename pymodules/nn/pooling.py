@@ -47,7 +47,8 @@ class _MaxIndices(Module):
 
     _scratch = ("indices", "_maxima")
 
-    def _noIndices(self):
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
         self.indices = self._maxima = None
         self._indexed = True  # whether indices belong to the last forward
 
@@ -143,7 +144,6 @@ class SpatialMaxPooling(_MaxIndices, _Pooling):
         _check_window("SpatialMaxPooling", kW, kH, kW if dW is None else dW,
                       kH if dH is None else dH, padW, padH)
         self._window(kW, kH, dW, dH, padW, padH, toCeil)
-        self._noIndices()
 
     def _pooledShape(self, input):
         return self._plan(input)[0]
@@ -216,7 +216,6 @@ class TemporalMaxPooling(_MaxIndices):
             raise ValueError(f"TemporalMaxPooling: kW and dW must be >= 1 (dW -1: kW), got "
                              f"{kW}, {dW}")
         self.kW, self.dW = whole(self, "kW", kW), whole(self, "dW", dW)
-        self._noIndices()
 
     def _pooledShape(self, input):
         shape = shape_of(input)

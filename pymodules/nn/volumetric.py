@@ -246,7 +246,6 @@ class VolumetricMaxPooling(_MaxIndices, _Pooling3D):
                  dtype=np.float32):
         super().__init__(dtype)
         self._window(kT, kW, kH, dT, dW, dH, padT, padW, padH, False)
-        self._noIndices()
 
     def _pooledShape(self, input):
         return self._plan(input)
